@@ -1,0 +1,29 @@
+"""memchat: persistent conversation memory for LLM applications."""
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from memchat.api import Memory  # noqa: E402
+from memchat.context import Context  # noqa: E402
+from memchat.errors import (  # noqa: E402
+    BudgetExceeded,
+    InvalidInput,
+    MemchatError,
+    NotFound,
+    ProviderError,
+    StorageError,
+)
+from memchat.turn import Reply  # noqa: E402
+
+__all__ = [
+    "BudgetExceeded",
+    "Context",
+    "InvalidInput",
+    "MemchatError",
+    "Memory",
+    "NotFound",
+    "ProviderError",
+    "Reply",
+    "StorageError",
+]

@@ -1,0 +1,126 @@
+"""The public Python API. Every CLI command is a thin layer over one of these methods."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from memchat import transfer
+from memchat.config import database_url
+from memchat.context import Context
+from memchat.errors import InvalidInput, describe_validation_error
+from memchat.storage import database
+from memchat.storage.models import MessagePublic, ThreadCreate, ThreadPublic
+from memchat.storage.repository import Store
+from memchat.turn import Reply, TurnOptions, build_context, take_turn, validate_text
+
+
+class Memory:
+    """Persistent conversation memory.
+
+    >>> memory = Memory("chat.db")
+    >>> thread = memory.new_thread(title="demo", model="memchat/echo")
+    >>> memory.say(thread.id, "My name is Ada.").text
+    """
+
+    def __init__(self, db: str | None = None):
+        self.store = Store(database_url(db))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def new_thread(
+        self,
+        *,
+        title: str = "",
+        system: str | None = None,
+        model: str | None = None,
+        budget: int | None = None,
+    ) -> ThreadPublic:
+        data = _validated(ThreadCreate, title=title, system=system, model=model or None, budget=budget)
+        return self.store.create_thread(data)
+
+    def threads(self) -> list[ThreadPublic]:
+        """Most recent activity first."""
+        return self.store.threads()
+
+    def thread(self, thread_id: str) -> ThreadPublic:
+        return self.store.thread(thread_id)
+
+    def messages(self, thread_id: str) -> list[MessagePublic]:
+        return self.store.messages(thread_id)
+
+    def rename(self, thread_id: str, title: str) -> ThreadPublic:
+        _validated(ThreadCreate, title=title)
+        return self.store.rename(thread_id, title)
+
+    def delete(self, thread_id: str) -> str:
+        return self.store.delete_thread(thread_id)
+
+    def say(
+        self,
+        thread_id: str,
+        text: str,
+        *,
+        model: str | None = None,
+        budget: int | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        api_base: str | None = None,
+        stream: bool = False,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Reply:
+        """Send `text` with the thread's memory and store the reply.
+
+        With `stream=True`, `on_text` receives the reply piece by piece as it arrives.
+        """
+        options = TurnOptions(model, budget, max_tokens, temperature, api_base)
+        return take_turn(self.store, thread_id, text, options, stream=stream, on_text=on_text)
+
+    def context(
+        self,
+        thread_id: str,
+        text: str | None = None,
+        *,
+        model: str | None = None,
+        budget: int | None = None,
+        max_tokens: int | None = None,
+    ) -> Context:
+        """What the next turn would send, without calling the model."""
+        if text is not None:
+            validate_text(text)
+        thread = self.store.thread(thread_id)
+        return build_context(self.store, thread, text, TurnOptions(model, budget, max_tokens))
+
+    def export(self, thread_id: str) -> dict[str, Any]:
+        return transfer.export_thread(self.store, thread_id)
+
+    def export_all(self) -> list[dict[str, Any]]:
+        return transfer.export_all(self.store)
+
+    def import_(self, data: str | bytes | Any) -> list[str]:
+        """Create new threads from exported JSON (text or decoded); all of them or none."""
+        return transfer.import_threads(self.store, data)
+
+    def upgrade_schema(self) -> str | None:
+        database.upgrade(self.store.engine)
+        return database.current_revision(self.store.engine)
+
+    def schema_revision(self) -> tuple[str | None, str | None]:
+        """(the database's revision, the newest this memchat knows)."""
+        return database.current_revision(self.store.engine), database.head_revision()
+
+
+def _validated(schema, **values):
+    try:
+        return schema.model_validate(values)
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation_error(exc)) from None

@@ -1,0 +1,352 @@
+"""The `memchat` command: each command parses its arguments, calls one Memory method, renders.
+
+Errors are turned into one line on stderr and an exit code here, in `_Commands.invoke`, and
+nowhere else; MEMCHAT_DEBUG=1 lets tracebacks through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from memchat.api import Memory
+from memchat.config import debug_enabled, default_model
+from memchat.context import Context
+from memchat.errors import InvalidInput, MemchatError
+from memchat.storage.models import as_utc
+
+EXIT_INTERRUPTED = 130
+
+
+class _Commands(TyperGroup):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise
+        except MemchatError as exc:
+            if debug_enabled():
+                raise
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            sys.stderr.close()
+            raise typer.Exit(1)
+        except Exception as exc:
+            if debug_enabled():
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (MEMCHAT_DEBUG=1 shows the traceback)", 1)
+
+
+def _fail(message: str, code: int):
+    first_line = message.splitlines()[0] if message else "failed"
+    typer.echo(f"memchat: {first_line}", err=True)
+    raise typer.Exit(code)
+
+
+app = typer.Typer(
+    cls=_Commands,
+    help="Persistent conversation memory for LLMs: threads in SQL, context fitted to a token budget.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(cls=_Commands, help="Schema migrations (memchat also migrates on first use).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    db: Annotated[
+        Optional[str],
+        typer.Option("--db", help="Database: a file path or SQLAlchemy URL. Default: $MEMCHAT_DB, else a file in the user data dir."),
+    ] = None,
+):
+    ctx.obj = {"db": db}
+
+
+def _memory(ctx: typer.Context) -> Memory:
+    root = ctx.find_root()
+    if "memory" not in root.obj:
+        root.obj["memory"] = Memory(root.obj["db"])
+        root.call_on_close(root.obj["memory"].close)
+    return root.obj["memory"]
+
+
+ThreadArg = Annotated[str, typer.Argument(help="Thread id (or a unique prefix of it).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="provider/model, e.g. openai/gpt-4o, memchat/echo.")]
+BudgetOpt = Annotated[Optional[int], typer.Option("--budget", "-b", min=1, help="Maximum prompt tokens sent.")]
+MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Maximum reply tokens [default: 1024].")]
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _when(moment: datetime) -> str:
+    return as_utc(moment).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+@app.command()
+def new(
+    ctx: typer.Context,
+    title: Annotated[str, typer.Option("--title", "-t", help="A title for the thread.")] = "",
+    system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt, sent first on every turn.")] = None,
+    model: ModelOpt = None,
+    budget: BudgetOpt = None,
+):
+    """Start a thread and print its id."""
+    thread = _memory(ctx).new_thread(title=title, system=system, model=model, budget=budget)
+    typer.echo(thread.id)
+
+
+@app.command()
+def say(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    message: Annotated[Optional[str], typer.Argument(help="The message; `-` or none with a pipe reads stdin.", show_default=False)] = None,
+    model: ModelOpt = None,
+    budget: BudgetOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", min=0.0, help="Sampling temperature.")] = None,
+    api_base: Annotated[Optional[str], typer.Option("--api-base", help="Provider base URL for this call.")] = None,
+    stream: Annotated[Optional[bool], typer.Option("--stream/--no-stream", help="Print the reply as it arrives [default: when stdout is a terminal].", show_default=False)] = None,
+):
+    """Send a message with the thread's memory and print the reply."""
+    text = _message_text(message)
+    streaming = sys.stdout.isatty() if stream is None else stream
+
+    def write(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    reply = _memory(ctx).say(
+        thread,
+        text,
+        model=model,
+        budget=budget,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        api_base=api_base,
+        stream=streaming,
+        on_text=write if streaming else None,
+    )
+    if streaming:
+        write("\n")
+    else:
+        typer.echo(reply.text)
+
+
+def _message_text(message: str | None) -> str:
+    if message == "-" or (message is None and not sys.stdin.isatty()):
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"the message on stdin is not UTF-8 (byte {exc.start})") from None
+    if message is None:
+        raise InvalidInput("no message: give it as an argument, or pipe it on stdin")
+    return message
+
+
+@app.command("list")
+def list_threads(ctx: typer.Context, as_json: JsonOpt = False):
+    """Threads, most recent activity first."""
+    threads = _memory(ctx).threads()
+    if as_json:
+        _print_json([thread.model_dump(mode="json") for thread in threads])
+        return
+    if not threads:
+        typer.echo("no threads yet: `memchat new` starts one", err=True)
+        return
+    rows = [("ID", "TITLE", "MODEL", "MESSAGES", "LAST ACTIVITY")]
+    rows += [
+        (t.id, t.title or "-", t.model or f"{default_model()} (default)", str(t.message_count), _when(t.updated_at))
+        for t in threads
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+
+
+@app.command()
+def show(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
+    """The conversation, readable in a terminal."""
+    memory = _memory(ctx)
+    if as_json:
+        _print_json(memory.export(thread))
+        return
+    info = memory.thread(thread)
+    details = [info.model or f"{default_model()} (default)"]
+    if info.budget:
+        details.append(f"budget {info.budget}")
+    typer.secho(f"{info.title or 'untitled'}  [{info.id}]  " + " · ".join(details), bold=True)
+    if info.system:
+        typer.secho("system:", fg="magenta")
+        typer.echo(_indent(info.system))
+    for message in memory.messages(info.id):
+        status = "" if message.status == "complete" else f" ({message.status})"
+        colour = {"user": "cyan", "assistant": "green"}.get(message.role, "magenta")
+        typer.echo()
+        typer.secho(f"{message.role}{status} · #{message.position} · {_when(message.created_at)}", fg=colour)
+        typer.echo(_indent(message.content))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines()) or "  "
+
+
+@app.command()
+def context(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    message: Annotated[Optional[str], typer.Argument(help="The next message, to see exactly what would be sent.", show_default=False)] = None,
+    model: ModelOpt = None,
+    budget: BudgetOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Show what the next turn would send, without calling the model."""
+    result = _memory(ctx).context(thread, message, model=model, budget=budget, max_tokens=max_tokens)
+    if as_json:
+        _print_json(_context_json(result))
+    else:
+        _render_context(result)
+
+
+def _context_json(result: Context) -> dict[str, Any]:
+    return {
+        "model": result.model,
+        "budget": result.budget,
+        "prompt_tokens": result.prompt_tokens,
+        "framing_tokens": result.framing_tokens,
+        "dropped": len(result.dropped),
+        "entries": [
+            {
+                "role": e.role,
+                "kind": e.kind,
+                "position": e.position,
+                "tokens": e.tokens,
+                "kept": e.kept,
+                "content": e.content,
+            }
+            for e in result.entries
+        ],
+        "messages": result.messages,
+    }
+
+
+def _render_context(result: Context) -> None:
+    typer.echo(f"model {result.model} · budget {result.budget} tokens")
+    for entry in result.entries:
+        mark = "  " if entry.kept else "✗ "
+        where = {"system": "sys", "new": "new"}.get(entry.kind, f"#{entry.position}")
+        preview = " ".join(entry.content.split())
+        preview = preview if len(preview) <= 60 else preview[:59] + "…"
+        line = f"{mark}{where:>6}  {entry.role:<9} {entry.tokens:>7}  {preview}"
+        typer.secho(line, dim=not entry.kept)
+    kept = len(result.messages)
+    typer.echo(
+        f"sends {kept} of {len(result.entries)} messages: {result.prompt_tokens} of {result.budget} tokens "
+        f"({result.framing_tokens} of framing); {len(result.dropped)} dropped (✗) by the budget"
+    )
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    thread: Annotated[Optional[str], typer.Argument(help="Thread id.", show_default=False)] = None,
+    all_threads: Annotated[bool, typer.Option("--all", help="Every thread, as a JSON array.")] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+):
+    """Write a thread (or --all) as JSON, messages as a ChatML list."""
+    if (thread is None) == (not all_threads):
+        raise InvalidInput("give either a THREAD or --all")
+    memory = _memory(ctx)
+    data = memory.export_all() if all_threads else memory.export(thread)
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        _write_atomically(output, text)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory, delete=False, suffix=".tmp")
+        with handle:
+            handle.write(text)
+        os.replace(handle.name, path)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(metavar="FILE", help="An export (one thread or an array); `-` reads stdin.")],
+):
+    """Create new threads from an export, all or none, and print their ids."""
+    if source == "-":
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    else:
+        try:
+            raw = Path(source).read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
+    for thread_id in _memory(ctx).import_(raw):
+        typer.echo(thread_id)
+
+
+@app.command()
+def rename(ctx: typer.Context, thread: ThreadArg, title: Annotated[str, typer.Argument(help="The new title.")]):
+    """Give a thread a new title."""
+    _memory(ctx).rename(thread, title)
+
+
+@app.command()
+def rm(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+):
+    """Delete a thread and all its messages."""
+    memory = _memory(ctx)
+    info = memory.thread(thread)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput("refusing to delete without confirmation: add --yes")
+        label = f"{info.id} ({info.title})" if info.title else info.id
+        typer.confirm(f"Delete thread {label} and its {info.message_count} messages?", abort=True)
+    memory.delete(info.id)
+
+
+@db_app.command()
+def upgrade(ctx: typer.Context):
+    """Bring the database schema to the newest revision."""
+    typer.echo(_memory(ctx).upgrade_schema())
+
+
+@db_app.command()
+def current(ctx: typer.Context):
+    """Print the database's schema revision and the newest one known."""
+    revision, head = _memory(ctx).schema_revision()
+    state = "up to date" if revision == head else "needs `memchat db upgrade`"
+    typer.echo(f"{revision or 'empty'} (head {head}, {state})")
+
+
+def main() -> None:
+    app(prog_name="memchat")

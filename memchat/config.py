@@ -1,0 +1,35 @@
+"""Where settings come from: explicit argument, then environment, then built-in default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_MODEL = "openai/gpt-4o"
+DEFAULT_MAX_TOKENS = 1024
+FALLBACK_BUDGET = 8192
+ECHO_MODEL = "memchat/echo"
+
+
+def database_url(db: str | None = None) -> str:
+    """`--db`, else MEMCHAT_DB, else a file in the user data directory.
+
+    A value containing "://" is an SQLAlchemy URL; anything else is a file path, so users can
+    write `--db chat.db` without knowing SQLAlchemy's URL syntax.
+    """
+    value = db or os.environ.get("MEMCHAT_DB")
+    if not value:
+        from platformdirs import user_data_dir
+
+        value = str(Path(user_data_dir("memchat", appauthor=False)) / "memchat.db")
+    if "://" in value:
+        return value
+    return "sqlite:///" + str(Path(value).expanduser().absolute())
+
+
+def default_model() -> str:
+    return os.environ.get("MEMCHAT_MODEL") or DEFAULT_MODEL
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("MEMCHAT_DEBUG", "") not in ("", "0")

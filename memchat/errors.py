@@ -1,0 +1,54 @@
+"""Every failure memchat reports on purpose is a MemchatError.
+
+The CLI turns these into one line on stderr and the class's exit code, in one place, so a
+script can tell "thread not found" from "provider down" without parsing text.
+"""
+
+
+class MemchatError(Exception):
+    exit_code = 1
+
+
+class InvalidInput(MemchatError):
+    """The caller asked for something malformed: empty message, bad JSON, unknown role."""
+
+    exit_code = 2
+
+
+class NotFound(MemchatError):
+    exit_code = 3
+
+
+class BudgetExceeded(MemchatError):
+    """The parts that may never be dropped (system prompt, new message) do not fit the budget."""
+
+    exit_code = 4
+
+    def __init__(self, needed: int, budget: int):
+        self.needed = needed
+        self.budget = budget
+        super().__init__(
+            f"the system prompt and the new message need {needed} tokens but the budget is {budget}; "
+            "shorten the message or raise --budget"
+        )
+
+
+class ProviderError(MemchatError):
+    """The model call failed: missing key, unknown model, provider error, network."""
+
+    exit_code = 5
+
+
+class StorageError(MemchatError):
+    """The database cannot be opened, migrated or written."""
+
+    exit_code = 6
+
+
+def describe_validation_error(exc) -> str:
+    """The first problem of a pydantic ValidationError, as `messages[3].role: Input should be ...`."""
+    problem = exc.errors()[0]
+    location = ""
+    for part in problem["loc"]:
+        location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
+    return f"{location}: {problem['msg']}" if location else problem["msg"]

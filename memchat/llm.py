@@ -1,0 +1,215 @@
+"""The adapter to litellm: the only module that imports it.
+
+Everything model-specific goes through here: token counting, model limits, the call itself
+(streamed or not) and the translation of provider failures into memchat errors. litellm is
+imported on first use, so commands that call no model do not pay for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+from memchat.config import debug_enabled
+from memchat.context import Counter
+from memchat.echo import echo_reply
+from memchat.errors import ProviderError
+
+OFFLINE_HINT = "`--model memchat/echo` works offline with no key"
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost: float | None
+    latency_ms: int
+
+
+@lru_cache(maxsize=1)
+def _litellm():
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    litellm.drop_params = True
+    if not debug_enabled():
+        for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    litellm.custom_provider_map = [
+        item for item in litellm.custom_provider_map if item.get("provider") != "memchat"
+    ] + [{"provider": "memchat", "custom_handler": _echo_handler(litellm)}]
+    litellm.utils.custom_llm_setup()
+    return litellm
+
+
+def _echo_handler(litellm):
+    from litellm import CustomLLM
+    from litellm.types.utils import GenericStreamingChunk
+
+    def respond(messages: list[dict]) -> tuple[str, dict]:
+        prompt_tokens = litellm.token_counter(model="memchat/echo", messages=messages)
+        text = echo_reply(messages, prompt_tokens)
+        completion_tokens = litellm.token_counter(model="memchat/echo", text=text, count_response_tokens=True)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        return text, usage
+
+    class EchoLLM(CustomLLM):
+        """`memchat/echo`: an offline model reached through litellm's custom-provider mechanism."""
+
+        def completion(self, model, messages, *args, **kwargs):
+            text, usage = respond(messages)
+            return litellm.ModelResponse(
+                model="memchat/echo",
+                choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                usage=usage,
+            )
+
+        def streaming(self, model, messages, *args, **kwargs) -> Iterator[GenericStreamingChunk]:
+            text, usage = respond(messages)
+            words = text.split(" ")
+            for i, word in enumerate(words):
+                piece = word if i == len(words) - 1 else word + " "
+                yield GenericStreamingChunk(text=piece, is_finished=False, finish_reason="", usage=None, index=0)
+            yield GenericStreamingChunk(text="", is_finished=True, finish_reason="stop", usage=usage, index=0)
+
+    return EchoLLM()
+
+
+def counter(model: str) -> Counter:
+    litellm = _litellm()
+
+    def count(messages: list[dict]) -> int:
+        return litellm.token_counter(model=model, messages=messages)
+
+    return count
+
+
+def count_text(model: str, text: str) -> int:
+    return _litellm().token_counter(model=model, text=text, count_response_tokens=True)
+
+
+def max_input_tokens(model: str) -> int | None:
+    """The model's context size as litellm's model map knows it, or None for unknown models."""
+    litellm = _litellm()
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:
+        return None
+    return info.get("max_input_tokens") or info.get("max_tokens")
+
+
+def check_model(model: str, *, api_base: str | None = None) -> None:
+    """Fail before anything is stored when the call cannot work: unknown provider, missing key."""
+    litellm = _litellm()
+    try:
+        litellm.get_llm_provider(model, api_base=api_base)
+    except Exception:
+        raise ProviderError(
+            f"unknown model {model!r}: name it as provider/model, e.g. openai/gpt-4o or "
+            f"anthropic/claude-sonnet-4-5; {OFFLINE_HINT}"
+        ) from None
+    missing = [
+        key
+        for key in litellm.validate_environment(model).get("missing_keys", [])
+        if key.endswith(("_API_KEY", "_TOKEN"))
+    ]
+    if missing:
+        raise ProviderError(f"{missing[0]} is not set: export {missing[0]}=... to use {model}, or {OFFLINE_HINT}")
+
+
+def complete(
+    *,
+    model: str,
+    messages: list[dict],
+    max_tokens: int,
+    temperature: float | None = None,
+    api_base: str | None = None,
+    stream: bool = False,
+    on_text: Callable[[str], None] | None = None,
+) -> Completion:
+    litellm = _litellm()
+    params: dict = {"model": model, "messages": messages, "max_tokens": max_tokens}
+    if temperature is not None:
+        params["temperature"] = temperature
+    if api_base:
+        params["api_base"] = api_base
+    started = time.perf_counter()
+    try:
+        if stream:
+            response = _streamed(litellm, params, on_text)
+        else:
+            response = litellm.completion(**params)
+            if on_text:
+                on_text(response.choices[0].message.content or "")
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise _translate(litellm, exc, model, api_base) from None
+    latency_ms = round((time.perf_counter() - started) * 1000)
+    usage = getattr(response, "usage", None)
+    return Completion(
+        text=response.choices[0].message.content or "",
+        model=model,
+        prompt_tokens=getattr(usage, "prompt_tokens", None),
+        completion_tokens=getattr(usage, "completion_tokens", None),
+        cost=_cost(litellm, response, model),
+        latency_ms=latency_ms,
+    )
+
+
+def _streamed(litellm, params: dict, on_text: Callable[[str], None] | None):
+    chunks = []
+    for chunk in litellm.completion(**params, stream=True, stream_options={"include_usage": True}):
+        chunks.append(chunk)
+        piece = chunk.choices[0].delta.content if chunk.choices else None
+        if piece and on_text:
+            on_text(piece)
+    if not chunks:
+        raise ProviderError(f"{params['model']} returned an empty stream")
+    return litellm.stream_chunk_builder(chunks, messages=params["messages"])
+
+
+def _cost(litellm, response, model: str) -> float | None:
+    try:
+        return float(litellm.completion_cost(completion_response=response, model=model))
+    except Exception:
+        return None
+
+
+def _translate(litellm, exc: Exception, model: str, api_base: str | None) -> ProviderError:
+    errors = litellm.exceptions
+    detail = " ".join(str(getattr(exc, "message", exc)).split())
+    if len(detail) > 300:
+        detail = detail[:299] + "…"
+    if isinstance(exc, errors.AuthenticationError):
+        return ProviderError(f"{model}: authentication failed ({detail}); check the API key, or {OFFLINE_HINT}")
+    if isinstance(exc, errors.PermissionDeniedError):
+        return ProviderError(f"{model}: permission denied ({detail}); check the API key's access")
+    if isinstance(exc, errors.ContextWindowExceededError):
+        return ProviderError(f"{model}: the provider says the prompt is too long ({detail}); lower --budget")
+    if isinstance(exc, errors.NotFoundError):
+        return ProviderError(f"{model}: model not found by the provider ({detail}); check the model name")
+    if isinstance(exc, errors.RateLimitError):
+        return ProviderError(f"{model}: rate limited by the provider ({detail}); wait and try again")
+    if isinstance(exc, errors.Timeout):
+        return ProviderError(f"{model}: the provider did not answer in time; try again later")
+    if isinstance(exc, errors.APIConnectionError):
+        where = api_base or "the provider"
+        return ProviderError(f"{model}: cannot reach {where} ({detail}); check the network or --api-base")
+    if isinstance(exc, errors.BadRequestError):
+        return ProviderError(f"{model}: the provider rejected the request ({detail})")
+    status = getattr(exc, "status_code", None)
+    prefix = f"{model}: provider error" + (f" {status}" if status else "")
+    return ProviderError(f"{prefix} ({detail}); try again later")

@@ -1,0 +1,118 @@
+"""Engines and schema versions.
+
+memchat brings every database it opens to the newest Alembic revision, through the same
+scripts an operator runs with `memchat db upgrade`; there is no `create_all`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from memchat.errors import StorageError
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def migrations_dir() -> Path:
+    """The Alembic scripts: packaged as `memchat/_migrations` in an installed wheel,
+    `migrations/` beside the package in a source checkout."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "_migrations", package.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise StorageError("memchat's migration scripts are missing from this installation; reinstall memchat")
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except SQLAlchemyError as exc:
+        raise StorageError(f"invalid database URL {url!r}: {exc}") from None
+    if parsed.drivername.startswith("sqlite"):
+        return _sqlite_engine(parsed)
+    try:
+        return create_engine(parsed, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError) as exc:
+        raise StorageError(f"cannot use database {parsed.render_as_string(hide_password=True)}: {exc}") from None
+
+
+def _sqlite_engine(url) -> Engine:
+    if url.database and url.database != ":memory:":
+        directory = Path(url.database).parent
+        if not directory.is_dir():
+            raise StorageError(f"database directory {directory} does not exist; create it or choose another --db")
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    return engine
+
+
+def _alembic_config():
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    return config
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError as exc:
+        raise StorageError(f"cannot read database {engine.url.render_as_string(hide_password=True)}: {_reason(exc)}") from None
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision`, refusing a database migrated by a newer memchat."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config()
+    current = current_revision(engine)
+    if current is not None:
+        known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+        if current not in known:
+            raise StorageError(
+                f"the database is at schema revision {current}, which this memchat does not know; "
+                "it was written by a newer memchat: upgrade memchat instead"
+            )
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    except SQLAlchemyError as exc:
+        raise StorageError(f"cannot migrate database: {_reason(exc)}") from None
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    config = _alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None)
+    return str(original or exc).splitlines()[0]

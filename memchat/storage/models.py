@@ -1,0 +1,100 @@
+"""Table and schema classes, in SQLModel's Base / table / Create / Public pattern.
+
+The tables are the only persistent state. The schema they describe is created and changed
+only by the Alembic revisions in `migrations/`; tests check that the two agree.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import field_validator
+from sqlalchemy import Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+
+Status = Literal["complete", "pending", "failed", "partial"]
+"""`pending`: a user message whose reply has not arrived yet; `failed`: its turn got no reply;
+`partial`: a reply cut off before it finished. Only `complete` messages enter later contexts."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without a zone; every stored moment is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def new_thread_id() -> str:
+    return secrets.token_hex(6)
+
+
+class ThreadBase(SQLModel):
+    title: str = Field(default="", max_length=500)
+    model: str | None = Field(default=None, max_length=200)
+    system: str | None = Field(default=None, sa_type=Text)
+    budget: int | None = Field(default=None, gt=0)
+
+
+class Thread(ThreadBase, table=True):
+    __tablename__ = "threads"
+    __table_args__ = (Index("ix_threads_updated_at", "updated_at"),)
+
+    id: str = Field(default_factory=new_thread_id, primary_key=True, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ThreadCreate(ThreadBase):
+    @field_validator("system")
+    @classmethod
+    def _blank_system_is_none(cls, value: str | None) -> str | None:
+        return value if value and value.strip() else None
+
+
+class ThreadPublic(ThreadBase):
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    message_count: int = 0
+
+
+class MessageBase(SQLModel):
+    role: str = Field(max_length=16)
+    content: str = Field(sa_type=Text)
+    status: str = Field(default="complete", max_length=16)
+    token_count: int | None = None
+    model: str | None = Field(default=None, max_length=200)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+    latency_ms: int | None = None
+
+
+class Message(MessageBase, table=True):
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("thread_id", "position", name="uq_messages_thread_position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE", max_length=32)
+    position: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class MessageCreate(MessageBase):
+    role: Role
+    status: Status = "complete"
+    created_at: datetime | None = None
+
+
+class MessagePublic(MessageBase):
+    id: int
+    thread_id: str
+    position: int
+    created_at: datetime

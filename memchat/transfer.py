@@ -1,0 +1,174 @@
+"""Export and import of threads as JSON.
+
+An exported thread's `messages` is a ChatML list (system prompt first) with per-message
+metadata beside `role` and `content`, so it can go straight to `litellm.completion` once
+stripped to those two keys. Import validates a whole file before writing anything.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from memchat.errors import InvalidInput, describe_validation_error
+from memchat.storage.models import (
+    MessageCreate,
+    MessagePublic,
+    Role,
+    Status,
+    ThreadCreate,
+    ThreadPublic,
+    as_utc,
+)
+from memchat.storage.repository import Store, ThreadRecord
+
+
+class Usage(BaseModel):
+    prompt_tokens: int | None = Field(default=None, ge=0)
+    completion_tokens: int | None = Field(default=None, ge=0)
+
+
+class ExportedMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Role
+    content: str
+    status: Status = "complete"
+    created_at: datetime | None = None
+    token_count: int | None = Field(default=None, ge=0)
+    model: str | None = None
+    usage: Usage | None = None
+    cost: float | None = Field(default=None, ge=0)
+    latency_ms: int | None = Field(default=None, ge=0)
+
+
+class ExportedThread(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    title: str = ""
+    model: str | None = None
+    system: str | None = None
+    budget: int | None = Field(default=None, gt=0)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    messages: list[ExportedMessage]
+
+
+def _timestamp(moment: datetime) -> str:
+    return as_utc(moment).isoformat()
+
+
+def message_json(message: MessagePublic) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "role": message.role,
+        "content": message.content,
+        "position": message.position,
+        "status": message.status,
+        "created_at": _timestamp(message.created_at),
+        "token_count": message.token_count,
+    }
+    if message.role == "assistant":
+        item["model"] = message.model
+        item["usage"] = {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens}
+        item["cost"] = message.cost
+        item["latency_ms"] = message.latency_ms
+    return item
+
+
+def thread_json(thread: ThreadPublic, messages: list[MessagePublic]) -> dict[str, Any]:
+    chat: list[dict[str, Any]] = [{"role": "system", "content": thread.system}] if thread.system else []
+    chat += [message_json(message) for message in messages]
+    return {
+        "id": thread.id,
+        "title": thread.title,
+        "model": thread.model,
+        "system": thread.system,
+        "budget": thread.budget,
+        "created_at": _timestamp(thread.created_at),
+        "updated_at": _timestamp(thread.updated_at),
+        "messages": chat,
+    }
+
+
+def export_thread(store: Store, ref: str) -> dict[str, Any]:
+    thread = store.thread(ref)
+    return thread_json(thread, store.messages(thread.id))
+
+
+def export_all(store: Store) -> list[dict[str, Any]]:
+    return [thread_json(thread, store.messages(thread.id)) for thread in store.threads()]
+
+
+def parse(raw: str | bytes | Any) -> list[ThreadRecord]:
+    """Validate a whole import (JSON text, or already-decoded data) into records to write."""
+    data = _decode(raw) if isinstance(raw, (str, bytes)) else raw
+    if isinstance(data, dict):
+        items = [data]
+    elif isinstance(data, list):
+        items = data
+    else:
+        raise InvalidInput("import: expected an exported thread (a JSON object) or an array of them")
+    if not items:
+        raise InvalidInput("import: the array holds no threads")
+    records = []
+    for index, item in enumerate(items):
+        where = f"thread {index + 1}: " if isinstance(data, list) else ""
+        if not isinstance(item, dict):
+            raise InvalidInput(f"import: {where}expected a JSON object, got {type(item).__name__}")
+        try:
+            records.append(_record(ExportedThread.model_validate(item)))
+        except ValidationError as exc:
+            raise InvalidInput(f"import: {where}{describe_validation_error(exc)}") from None
+    return records
+
+
+def import_threads(store: Store, raw: str | bytes | Any) -> list[str]:
+    return store.import_threads(parse(raw))
+
+
+def _decode(raw: str | bytes) -> Any:
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"import: the file is not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"import: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def _record(exported: ExportedThread) -> ThreadRecord:
+    """The leading system message of `messages` is the thread's system prompt, not history."""
+    messages = list(exported.messages)
+    system = exported.system
+    if messages and messages[0].role == "system" and (system is None or messages[0].content == system):
+        system = messages.pop(0).content
+    thread = ThreadCreate.model_validate(
+        {"title": exported.title, "model": exported.model, "system": system, "budget": exported.budget}
+    )
+    return ThreadRecord(
+        thread=thread,
+        messages=[
+            MessageCreate(
+                role=message.role,
+                content=message.content,
+                status=message.status,
+                created_at=as_utc(message.created_at) if message.created_at else None,
+                token_count=message.token_count,
+                model=message.model,
+                prompt_tokens=message.usage.prompt_tokens if message.usage else None,
+                completion_tokens=message.usage.completion_tokens if message.usage else None,
+                cost=message.cost,
+                latency_ms=message.latency_ms,
+            )
+            for message in messages
+        ],
+        created_at=as_utc(exported.created_at) if exported.created_at else None,
+        updated_at=as_utc(exported.updated_at) if exported.updated_at else None,
+    )
+
