@@ -14,9 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from memchat.api import Memory
 from memchat.config import debug_enabled, default_model
@@ -28,10 +28,10 @@ EXIT_INTERRUPTED = 130
 
 
 class _Commands(TyperGroup):
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
-        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+        except (typer.Exit, typer.Abort, TyperException):
             raise
         except MemchatError as exc:
             if debug_enabled():

@@ -9,7 +9,7 @@ history sent is a contiguous suffix of the stored one that never opens on a repl
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from memchat.errors import BudgetExceeded, InvalidInput
 
@@ -49,7 +49,6 @@ class Context:
     framing_tokens: int
     """Tokens the list costs beyond its messages (reply priming)."""
     model: str = ""
-    notes: list[str] = field(default_factory=list)
 
     @property
     def messages(self) -> list[dict]:

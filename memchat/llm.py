@@ -19,7 +19,7 @@ from memchat.context import Counter
 from memchat.echo import echo_reply
 from memchat.errors import ProviderError
 
-OFFLINE_HINT = "`--model memchat/echo` works offline with no key"
+OFFLINE_HINT = "try `--model memchat/echo`, which works offline with no key"
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,16 @@ def _cost(litellm, response, model: str) -> float | None:
         return None
 
 
+def _is_connection_failure(exc: BaseException) -> bool:
+    """litellm reports some refused connections as a 500 whose cause is the client's ConnectError."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if "ConnectError" in type(seen).__name__ or "APIConnectionError" in type(seen).__name__:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "Connection error" in str(exc)
+
+
 def _translate(litellm, exc: Exception, model: str, api_base: str | None) -> ProviderError:
     errors = litellm.exceptions
     detail = " ".join(str(getattr(exc, "message", exc)).split())
@@ -205,7 +215,7 @@ def _translate(litellm, exc: Exception, model: str, api_base: str | None) -> Pro
         return ProviderError(f"{model}: rate limited by the provider ({detail}); wait and try again")
     if isinstance(exc, errors.Timeout):
         return ProviderError(f"{model}: the provider did not answer in time; try again later")
-    if isinstance(exc, errors.APIConnectionError):
+    if isinstance(exc, errors.APIConnectionError) or _is_connection_failure(exc):
         where = api_base or "the provider"
         return ProviderError(f"{model}: cannot reach {where} ({detail}); check the network or --api-base")
     if isinstance(exc, errors.BadRequestError):

@@ -1,0 +1,138 @@
+"""A real HTTP server on 127.0.0.1 that speaks the OpenAI chat-completions protocol.
+
+Tests script its replies and faults and read back exactly what memchat sent through litellm.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Fault:
+    status: int
+    message: str
+    code: str | None = None
+
+
+class FakeOpenAI:
+    PROMPT_TOKENS = 21
+    COMPLETION_TOKENS = 5
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self._replies: deque[str] = deque()
+        self._faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if not self.path.endswith("/chat/completions"):
+                    self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+                    return
+                with server._lock:
+                    server.requests.append(body)
+                    fault = server._faults.popleft() if server._faults else None
+                    text = server._replies.popleft() if server._replies else f"reply {len(server.requests)}"
+                if fault:
+                    self._send_json(
+                        fault.status,
+                        {"error": {"message": fault.message, "type": "error", "code": fault.code, "param": None}},
+                    )
+                elif body.get("stream"):
+                    self._stream(body, text)
+                else:
+                    self._send_json(200, server._completion(body, text))
+
+            def _send_json(self, status: int, payload: dict):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _stream(self, body: dict, text: str):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": body["model"]}
+
+                def event(payload: dict):
+                    self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+                    self.wfile.flush()
+
+                event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+                for piece in _pieces(text):
+                    event({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    event({**base, "choices": [], "usage": server._usage()})
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}/v1"
+
+    def reply(self, *texts: str) -> None:
+        self._replies.extend(texts)
+
+    def fail(self, status: int, message: str = "scripted failure", code: str | None = None) -> None:
+        self._faults.append(Fault(status, message, code))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self._replies.clear()
+            self._faults.clear()
+
+    @property
+    def last_messages(self) -> list[dict]:
+        return self.requests[-1]["messages"]
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+    def _usage(self) -> dict:
+        return {
+            "prompt_tokens": self.PROMPT_TOKENS,
+            "completion_tokens": self.COMPLETION_TOKENS,
+            "total_tokens": self.PROMPT_TOKENS + self.COMPLETION_TOKENS,
+        }
+
+    def _completion(self, body: dict, text: str) -> dict:
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": self._usage(),
+        }
+
+
+def _pieces(text: str) -> list[str]:
+    words = text.split(" ")
+    return [word + (" " if i < len(words) - 1 else "") for i, word in enumerate(words)]

@@ -1,0 +1,258 @@
+"""The `memchat` command: Typer's CliRunner for each command, plus real runs of the installed script."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from memchat.cli import app
+
+runner = CliRunner()
+
+
+def run(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def ok(*args, input=None):
+    result = run(*args, input=input)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return result
+
+
+def fails(code, *args, input=None):
+    result = run(*args, input=input)
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    assert result.stderr.startswith("memchat: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    return result
+
+
+def new_thread(*args):
+    thread_id = ok("new", *args).stdout.strip()
+    assert thread_id and "\n" not in thread_id
+    return thread_id
+
+
+def test_new_prints_only_the_id_and_say_prints_the_reply(server):
+    thread = new_thread("--title", "Ada", "--system", "Be brief.")
+    server.reply("Nice to meet you.")
+    assert ok("say", thread, "I am Ada").stdout == "Nice to meet you.\n"
+    assert server.last_messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "I am Ada"},
+    ]
+
+
+def test_say_options_reach_the_provider(server):
+    thread = new_thread()
+    ok("say", thread, "hi", "--model", "openai/gpt-4o-mini", "--max-tokens", "55", "--temperature", "0.5")
+    request = server.requests[-1]
+    assert (request["model"], request["max_tokens"], request["temperature"]) == ("gpt-4o-mini", 55, 0.5)
+
+
+def test_say_reads_stdin_with_dash_or_a_pipe(server):
+    thread = new_thread()
+    ok("say", thread, "-", input="from a dash\n")
+    ok("say", thread, input="from a pipe")
+    contents = [m["content"] for m in server.last_messages if m["role"] == "user"]
+    assert contents == ["from a dash\n", "from a pipe"]
+
+
+def test_say_streams_on_request(server):
+    thread = new_thread()
+    server.reply("streamed words here")
+    assert ok("say", thread, "go", "--stream").stdout == "streamed words here\n"
+    assert server.requests[-1]["stream"] is True
+    ok("say", thread, "go", "--no-stream")
+    assert "stream" not in server.requests[-1]
+
+
+def test_budget_error_reports_both_numbers(server):
+    thread = new_thread("--system", "rules " * 40)
+    result = fails(4, "say", thread, "hello", "--budget", "30")
+    assert "30" in result.stderr and "tokens" in result.stderr
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (("say", "missing-thread", "hi"), 3),
+        (("show", "missing-thread"), 3),
+        (("rename", "missing-thread", "x"), 3),
+        (("rm", "missing-thread", "--yes"), 3),
+        (("export",), 2),
+        (("new", "--budget", "0"), 2),
+        (("say", "x", "hi", "--max-tokens", "-1"), 2),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(args, code):
+    result = run(*args)
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_empty_message_is_refused(server):
+    thread = new_thread()
+    fails(2, "say", thread, "   ")
+    fails(2, "say", thread, input="")
+    assert json.loads(ok("list", "--json").stdout)[0]["message_count"] == 0
+
+
+def test_invalid_utf8_on_stdin_is_refused(server):
+    thread = new_thread()
+    result = runner.invoke(app, ["say", thread, "-"], input=b"\xff\xfe bad")
+    assert result.exit_code == 2 and "UTF-8" in result.stderr
+
+
+def test_missing_key_message(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    thread = new_thread()
+    result = fails(5, "say", thread, "hi")
+    assert "OPENAI_API_KEY" in result.stderr and "memchat/echo" in result.stderr
+
+
+def test_list_orders_by_recent_activity_and_shows_counts(server):
+    older = new_thread("--title", "older")
+    newer = new_thread("--title", "newer", "--model", "memchat/echo")
+    ok("say", older, "bump")
+    listing = json.loads(ok("list", "--json").stdout)
+    assert [(t["id"], t["title"], t["message_count"]) for t in listing] == [(older, "older", 2), (newer, "newer", 0)]
+    assert listing[1]["model"] == "memchat/echo"
+    text = ok("list").stdout.splitlines()
+    assert text[0].split() == ["ID", "TITLE", "MODEL", "MESSAGES", "LAST", "ACTIVITY"]
+    assert text[1].startswith(older) and text[2].startswith(newer)
+
+
+def test_show_renders_the_conversation(server):
+    thread = new_thread("--title", "Demo", "--system", "Be kind.")
+    server.reply("Hello there!")
+    ok("say", thread, "Hi!")
+    shown = ok("show", thread).stdout
+    for piece in ("Demo", thread, "Be kind.", "Hi!", "Hello there!", "user", "assistant"):
+        assert piece in shown
+    as_json = json.loads(ok("show", thread, "--json").stdout)
+    assert as_json["messages"][-1]["content"] == "Hello there!"
+
+
+def test_context_shows_kept_and_dropped_messages_without_calling_the_model(server):
+    thread = new_thread("--system", "sys")
+    for i in range(4):
+        ok("say", thread, f"turn {i} " + "words " * 20)
+    calls = len(server.requests)
+    data = json.loads(ok("context", thread, "next?", "--budget", "100", "--json").stdout)
+    assert len(server.requests) == calls
+    assert data["budget"] == 100 and data["prompt_tokens"] <= 100
+    kinds = [(e["kind"], e["kept"]) for e in data["entries"]]
+    assert kinds[0] == ("system", True) and kinds[-1] == ("new", True)
+    assert data["dropped"] == sum(1 for e in data["entries"] if not e["kept"]) > 0
+    assert data["messages"][-1] == {"role": "user", "content": "next?"}
+    text = ok("context", thread, "next?", "--budget", "100").stdout
+    assert "✗" in text and "of 100 tokens" in text
+    ok("say", thread, "next?", "--budget", "100")
+    assert server.last_messages == data["messages"]
+
+
+def test_export_to_file_and_import_from_file_and_stdin(tmp_path, server):
+    thread = new_thread("--title", "Saved")
+    ok("say", thread, "remember this")
+    target = tmp_path / "out.json"
+    ok("export", thread, "-o", target)
+    exported = json.loads(target.read_text())
+    assert exported["title"] == "Saved" and len(exported["messages"]) == 2
+    new_id = ok("import", target).stdout.strip()
+    assert json.loads(ok("export", new_id).stdout)["messages"][0]["content"] == "remember this"
+    everything = ok("export", "--all").stdout
+    ids = ok("import", "-", input=everything).stdout.split()
+    assert len(ids) == 2 and len(json.loads(ok("list", "--json").stdout)) == 4
+
+
+def test_bad_import_files(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"messages": [{"role": "robot", "content": "x"}]}')
+    assert "messages[0].role" in fails(2, "import", bad).stderr
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text('[{"messages": [')
+    assert "not valid JSON" in fails(2, "import", truncated).stderr
+    fails(2, "import", tmp_path / "absent.json")
+    assert json.loads(ok("list", "--json").stdout) == []
+
+
+def test_rename_and_rm(server):
+    thread = new_thread("--title", "before")
+    ok("rename", thread, "after")
+    assert json.loads(ok("list", "--json").stdout)[0]["title"] == "after"
+    result = fails(2, "rm", thread)
+    assert "--yes" in result.stderr
+    ok("rm", thread, "--yes")
+    assert json.loads(ok("list", "--json").stdout) == []
+
+
+def test_db_commands_and_global_db_option(tmp_path):
+    other = tmp_path / "other.db"
+    assert ok("--db", other, "db", "upgrade").stdout.strip()
+    assert "up to date" in ok("--db", other, "db", "current").stdout
+    new_thread_id = ok("--db", other, "new", "--title", "elsewhere").stdout.strip()
+    assert json.loads(ok("--db", other, "list", "--json").stdout)[0]["id"] == new_thread_id
+    assert json.loads(ok("list", "--json").stdout) == []
+
+
+def test_missing_database_directory(tmp_path):
+    result = fails(6, "--db", tmp_path / "no" / "such" / "dir.db", "list")
+    assert "does not exist" in result.stderr
+
+
+def test_not_a_database(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    fails(6, "--db", junk, "list")
+    assert junk.read_bytes() == b"this is not sqlite" * 100
+
+
+# Real processes: the installed console script, as users and CI run it.
+
+
+def script(memchat_script, *args, input=None, env=None):
+    return subprocess.run(
+        [memchat_script, *map(str, args)],
+        input=input,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_installed_script_quickstart_with_the_echo_model(memchat_script):
+    made = script(memchat_script, "new", "--model", "memchat/echo", "--title", "demo")
+    assert made.returncode == 0, made.stderr
+    thread = made.stdout.strip()
+    first = script(memchat_script, "say", thread, "My name is Ada.")
+    second = script(memchat_script, "say", thread, "What is my name?")
+    assert first.returncode == second.returncode == 0, (first.stderr, second.stderr)
+    assert "received 3 messages" in second.stdout and "My name is Ada." in second.stdout
+    assert second.stderr == ""
+
+
+def test_installed_script_against_the_local_server_streaming_from_a_pipe(memchat_script, server):
+    thread = script(memchat_script, "new").stdout.strip()
+    server.reply("a streamed answer")
+    said = script(memchat_script, "say", thread, "--stream", input="piped question")
+    assert said.returncode == 0, said.stderr
+    assert said.stdout == "a streamed answer\n" and said.stderr == ""
+    assert server.last_messages == [{"role": "user", "content": "piped question"}]
+
+
+def test_installed_script_errors_are_one_line(memchat_script):
+    result = script(memchat_script, "say", "nothing-here", "hi")
+    assert result.returncode == 3
+    assert result.stderr.startswith("memchat: no thread") and result.stderr.count("\n") == 1
+
+
+def test_python_dash_m(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "memchat", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "say" in result.stdout

@@ -1,0 +1,109 @@
+"""Export format, round trips, and all-or-nothing import."""
+
+import json
+
+import litellm
+import pytest
+
+from memchat import InvalidInput
+
+
+@pytest.fixture
+def conversation(memory, server):
+    thread = memory.new_thread(title="Trip", system="You plan trips.", model="openai/gpt-4o-mini", budget=3000)
+    server.reply("Lisbon is lovely.", "Take the tram.")
+    memory.say(thread.id, "Where to go in May?")
+    memory.say(thread.id, "How to get around?")
+    return thread
+
+
+def test_export_shape(memory, conversation):
+    data = memory.export(conversation.id)
+    assert set(data) == {"id", "title", "model", "system", "budget", "created_at", "updated_at", "messages"}
+    assert (data["id"], data["title"], data["model"], data["system"], data["budget"]) == (
+        conversation.id,
+        "Trip",
+        "openai/gpt-4o-mini",
+        "You plan trips.",
+        3000,
+    )
+    assert [(m["role"], m["content"]) for m in data["messages"]] == [
+        ("system", "You plan trips."),
+        ("user", "Where to go in May?"),
+        ("assistant", "Lisbon is lovely."),
+        ("user", "How to get around?"),
+        ("assistant", "Take the tram."),
+    ]
+    answer = data["messages"][2]
+    assert answer["usage"] == {"prompt_tokens": 21, "completion_tokens": 5}
+    assert answer["model"] == "openai/gpt-4o-mini"
+    assert answer["token_count"] > 0 and answer["latency_ms"] >= 0 and answer["created_at"].endswith("+00:00")
+    json.dumps(data)
+
+
+def test_exported_messages_go_straight_to_litellm(memory, server, conversation):
+    chat = [{"role": m["role"], "content": m["content"]} for m in memory.export(conversation.id)["messages"]]
+    response = litellm.completion(model="openai/gpt-4o-mini", messages=chat + [{"role": "user", "content": "ok?"}])
+    assert response.choices[0].message.content
+    assert server.last_messages[:-1] == chat
+
+
+def test_export_import_export_keeps_the_conversation(memory, conversation):
+    first = memory.export(conversation.id)
+    (new_id,) = memory.import_(json.dumps(first))
+    assert new_id != conversation.id
+    second = memory.export(new_id)
+    for key in ("title", "model", "system", "budget", "created_at"):
+        assert second[key] == first[key]
+    strip = lambda data: [(m["role"], m["content"], m.get("usage")) for m in data["messages"]]  # noqa: E731
+    assert strip(second) == strip(first)
+    assert [m.get("created_at") for m in second["messages"]] == [m.get("created_at") for m in first["messages"]]
+
+
+def test_export_all_and_import_an_array(memory, conversation):
+    memory.new_thread(title="empty one")
+    everything = memory.export_all()
+    assert [t["title"] for t in everything] == ["empty one", "Trip"]
+    ids = memory.import_(json.dumps(everything).encode())
+    assert len(ids) == 2
+    assert len(memory.threads()) == 4
+
+
+def test_a_minimal_chatml_thread_imports(memory):
+    (thread_id,) = memory.import_(
+        {"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"}]}
+    )
+    thread = memory.thread(thread_id)
+    assert thread.system == "Be kind." and thread.title == ""
+    assert [(m.role, m.content, m.status) for m in memory.messages(thread_id)] == [("user", "hi", "complete")]
+
+
+@pytest.mark.parametrize(
+    "raw, problem",
+    [
+        (b'{"messages": [', "not valid JSON"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"42", "expected an exported thread"),
+        (b"[]", "no threads"),
+        (b'{"title": "no messages"}', "messages: Field required"),
+        (b'{"messages": [{"role": "wizard", "content": "x"}]}', "messages[0].role"),
+        (b'{"messages": [{"role": "user", "content": ["parts"]}]}', "messages[0].content"),
+        (b'{"messages": [], "budget": -3}', "budget"),
+        (b'[{"messages": []}, "oops"]', "thread 2: expected a JSON object"),
+    ],
+)
+def test_bad_imports_are_refused_whole_with_one_line(memory, raw, problem):
+    memory.new_thread(title="existing")
+    with pytest.raises(InvalidInput) as caught:
+        memory.import_(raw)
+    assert problem in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert [t.title for t in memory.threads()] == ["existing"]
+
+
+def test_one_bad_thread_in_an_array_imports_none(memory, conversation):
+    good = memory.export(conversation.id)
+    bad = {**good, "messages": good["messages"] + [{"role": "user"}]}
+    with pytest.raises(InvalidInput, match="thread 2"):
+        memory.import_(json.dumps([good, bad]))
+    assert len(memory.threads()) == 1

@@ -1,0 +1,221 @@
+"""Turns through the public API, with litellm talking to the local OpenAI-protocol server."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memchat import BudgetExceeded, InvalidInput, Memory, NotFound, ProviderError
+from memchat import llm
+
+
+def test_a_turn_sends_the_system_prompt_history_and_new_message_and_stores_the_reply(memory, server):
+    thread = memory.new_thread(title="t", system="You are terse.")
+    server.reply("Hi Ada.", "Your name is Ada.")
+    memory.say(thread.id, "My name is Ada.")
+    reply = memory.say(thread.id, "What is my name?")
+
+    assert server.last_messages == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Hi Ada."},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    assert server.requests[-1]["model"] == "gpt-4o"
+    assert server.requests[-1]["max_tokens"] == 1024
+    assert reply.text == "Your name is Ada."
+
+    stored = memory.messages(thread.id)
+    assert [(m.position, m.role, m.content, m.status) for m in stored] == [
+        (0, "user", "My name is Ada.", "complete"),
+        (1, "assistant", "Hi Ada.", "complete"),
+        (2, "user", "What is my name?", "complete"),
+        (3, "assistant", "Your name is Ada.", "complete"),
+    ]
+    answer = stored[-1]
+    assert answer.model == "openai/gpt-4o"
+    assert (answer.prompt_tokens, answer.completion_tokens) == (server.PROMPT_TOKENS, server.COMPLETION_TOKENS)
+    assert answer.cost is not None and answer.cost > 0
+    assert answer.latency_ms is not None and answer.latency_ms >= 0
+    assert all(m.token_count and m.token_count > 0 for m in stored)
+
+
+def test_streamed_reply_arrives_in_pieces_and_is_stored_whole(memory, server):
+    thread = memory.new_thread()
+    server.reply("one two three four")
+    pieces = []
+    reply = memory.say(thread.id, "count", stream=True, on_text=pieces.append)
+    assert server.requests[-1]["stream"] is True
+    assert len(pieces) >= 4 and "".join(pieces) == "one two three four"
+    assert reply.text == "one two three four"
+    stored = memory.messages(thread.id)[-1]
+    assert stored.content == "one two three four"
+    assert stored.completion_tokens == server.COMPLETION_TOKENS
+
+
+def test_the_budget_truncates_only_what_is_sent(memory, server):
+    thread = memory.new_thread(system="sys")
+    for i in range(6):
+        memory.say(thread.id, f"message number {i} " + "padding " * 20)
+    stored_before = len(memory.messages(thread.id))
+    reply = memory.say(thread.id, "latest", budget=120)
+    sent = server.last_messages
+    assert llm.counter("openai/gpt-4o")(sent) <= 120
+    assert sent[0] == {"role": "system", "content": "sys"}
+    assert sent[-1] == {"role": "user", "content": "latest"}
+    assert sent[1]["role"] == "user"
+    assert len(sent) < stored_before + 2
+    assert reply.context.dropped
+    assert len(memory.messages(thread.id)) == stored_before + 2
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=60), min_size=1, max_size=6),
+    budget=st.integers(min_value=30, max_value=400),
+)
+def test_the_prompt_received_by_the_provider_never_exceeds_the_budget(tmp_path_factory, server, sizes, budget):
+    with Memory(str(tmp_path_factory.mktemp("db") / "m.db")) as memory:
+        thread = memory.new_thread(budget=budget)
+        count = llm.counter("openai/gpt-4o")
+        for size in sizes:
+            before = len(server.requests)
+            try:
+                memory.say(thread.id, "word " * size)
+            except BudgetExceeded:
+                assert len(server.requests) == before
+                continue
+            assert count(server.last_messages) <= budget
+
+
+def test_model_precedence_turn_then_thread_then_env_then_default(memory, server, monkeypatch):
+    plain = memory.new_thread()
+    memory.say(plain.id, "a")
+    assert server.requests[-1]["model"] == "gpt-4o"
+    monkeypatch.setenv("MEMCHAT_MODEL", "openai/gpt-4o-mini")
+    memory.say(plain.id, "b")
+    assert server.requests[-1]["model"] == "gpt-4o-mini"
+    pinned = memory.new_thread(model="openai/gpt-4.1")
+    memory.say(pinned.id, "c")
+    assert server.requests[-1]["model"] == "gpt-4.1"
+    memory.say(pinned.id, "d", model="openai/o3-mini")
+    assert server.requests[-1]["model"] == "o3-mini"
+
+
+def test_budget_defaults_to_the_model_context_minus_reply_tokens(memory):
+    thread = memory.new_thread()
+    assert memory.context(thread.id, "x").budget == llm.max_input_tokens("openai/gpt-4o") - 1024
+    assert memory.context(thread.id, "x", max_tokens=2000).budget == llm.max_input_tokens("openai/gpt-4o") - 2000
+    assert memory.context(thread.id, "x", model="openai/unknown-model-xyz").budget == 8192
+    budgeted = memory.new_thread(budget=500)
+    assert memory.context(budgeted.id, "x").budget == 500
+    assert memory.context(budgeted.id, "x", budget=42).budget == 42
+
+
+def test_over_budget_essentials_send_and_store_nothing(memory, server):
+    thread = memory.new_thread(system="rules " * 50)
+    with pytest.raises(BudgetExceeded):
+        memory.say(thread.id, "hello", budget=20)
+    assert server.requests == []
+    assert memory.messages(thread.id) == []
+
+
+def test_a_failed_turn_keeps_the_message_marked_failed_and_out_of_later_contexts(memory, server):
+    thread = memory.new_thread()
+    memory.say(thread.id, "first")
+    server.fail(400, "bad request from the provider")
+    with pytest.raises(ProviderError, match="rejected the request"):
+        memory.say(thread.id, "lost?")
+    stored = memory.messages(thread.id)
+    assert (stored[-1].content, stored[-1].status) == ("lost?", "failed")
+    memory.say(thread.id, "second")
+    roles = [m["role"] for m in server.last_messages]
+    assert roles == ["user", "assistant", "user"]
+    assert server.last_messages[-1]["content"] == "second"
+
+
+@pytest.mark.parametrize(
+    "status, pattern",
+    [(401, "authentication failed"), (404, "not found"), (429, "rate limited"), (500, "provider error")],
+)
+def test_provider_failures_become_one_line_provider_errors(memory, server, status, pattern):
+    thread = memory.new_thread()
+    for _ in range(5):
+        server.fail(status, "scripted")
+    with pytest.raises(ProviderError, match=pattern) as caught:
+        memory.say(thread.id, "hi")
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_key_names_the_variable_and_the_offline_model(memory, server, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    thread = memory.new_thread()
+    with pytest.raises(ProviderError, match="OPENAI_API_KEY") as caught:
+        memory.say(thread.id, "hi")
+    assert "memchat/echo" in str(caught.value)
+    assert server.requests == [] and memory.messages(thread.id) == []
+
+
+def test_unknown_model_is_explained(memory):
+    thread = memory.new_thread(model="no-such-model-anywhere")
+    with pytest.raises(ProviderError, match="unknown model 'no-such-model-anywhere'"):
+        memory.say(thread.id, "hi")
+
+
+def test_api_base_overrides_for_one_call(memory, server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
+    thread = memory.new_thread()
+    memory.say(thread.id, "via override", api_base=server.url)
+    assert server.last_messages[-1]["content"] == "via override"
+    with pytest.raises(ProviderError, match="cannot reach"):
+        memory.say(thread.id, "via env")
+
+
+def test_temperature_and_max_tokens_are_passed(memory, server):
+    thread = memory.new_thread()
+    memory.say(thread.id, "hi", temperature=0.25, max_tokens=77)
+    assert server.requests[-1]["temperature"] == 0.25
+    assert server.requests[-1]["max_tokens"] == 77
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t "])
+def test_empty_messages_are_refused(memory, server, text):
+    thread = memory.new_thread()
+    with pytest.raises(InvalidInput, match="empty"):
+        memory.say(thread.id, text)
+    assert memory.messages(thread.id) == [] and server.requests == []
+
+
+def test_unknown_thread(memory):
+    with pytest.raises(NotFound):
+        memory.say("nope", "hi")
+
+
+def test_thread_prefixes_resolve_when_unambiguous(memory, server):
+    thread = memory.new_thread()
+    memory.say(thread.id[:5], "short id")
+    assert memory.messages(thread.id)[0].content == "short id"
+
+
+def test_echo_model_reports_its_context_through_litellm(memory, server):
+    thread = memory.new_thread(model="memchat/echo")
+    memory.say(thread.id, "My name is Ada.")
+    reply = memory.say(thread.id, "What is my name?")
+    assert reply.text.startswith("You said: What is my name?")
+    assert "received 3 messages" in reply.text
+    assert f"{reply.context.prompt_tokens} tokens of context" in reply.text
+    assert "'My name is Ada.'" in reply.text
+    assert server.requests == []
+    pieces = []
+    streamed = memory.say(thread.id, "stream it", stream=True, on_text=pieces.append)
+    assert len(pieces) > 3 and "".join(pieces) == streamed.text
+    assert memory.messages(thread.id)[-1].completion_tokens > 0
+
+
+def test_context_preview_matches_what_the_turn_sends(memory, server):
+    thread = memory.new_thread(system="sys")
+    for i in range(5):
+        memory.say(thread.id, f"turn {i} " + "filler " * 15)
+    preview = memory.context(thread.id, "next one", budget=150)
+    memory.say(thread.id, "next one", budget=150)
+    assert preview.messages == server.last_messages
+    assert preview.prompt_tokens == llm.counter("openai/gpt-4o")(server.last_messages)
