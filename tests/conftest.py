@@ -1,4 +1,5 @@
 import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -23,11 +24,50 @@ def server(openai_server):
     return openai_server
 
 
+POSTGRES_ADMIN_URL = os.environ.get("MEMCHAT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_unavailable() -> str | None:
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install '.[test]' brings it)"
+    try:
+        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        return f"no PostgreSQL at {POSTGRES_ADMIN_URL} ({str(exc).strip().splitlines()[0]}); set MEMCHAT_TEST_POSTGRES"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_skip_reason():
+    return _postgres_unavailable()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path, postgres_skip_reason):
+    """A fresh, empty database per test, on each backend memchat supports."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "memchat.db")
+        return
+    if postgres_skip_reason:
+        pytest.skip(postgres_skip_reason)
+    import psycopg
+
+    name = "memchat_test_" + secrets.token_hex(6)
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch, openai_server):
+def isolated_env(db_url, monkeypatch, openai_server):
     """A fresh database per test, and the OpenAI provider pointed at the local fake server."""
-    db = tmp_path / "memchat.db"
-    monkeypatch.setenv("MEMCHAT_DB", str(db))
+    db = db_url
+    monkeypatch.setenv("MEMCHAT_DB", db)
     monkeypatch.delenv("MEMCHAT_MODEL", raising=False)
     monkeypatch.delenv("MEMCHAT_DEBUG", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")

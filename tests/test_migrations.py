@@ -8,42 +8,42 @@ from sqlmodel import SQLModel
 
 import memchat.storage.models  # noqa: F401
 from memchat import Memory, StorageError
+from memchat.config import database_url
 from memchat.storage import database
 
 
-def _url(tmp_path):
-    return f"sqlite:///{tmp_path / 'schema.db'}"
+@pytest.fixture
+def engine(db_url):
+    engine = database.make_engine(database_url(db_url))
+    yield engine
+    engine.dispose()
 
 
-def test_first_use_brings_an_empty_database_to_head(tmp_path):
-    with Memory(str(tmp_path / "fresh.db")) as memory:
+def test_first_use_brings_an_empty_database_to_head(db_url):
+    with Memory(db_url) as memory:
         memory.new_thread(title="x")
         revision, head = memory.schema_revision()
     assert revision == head is not None
 
 
-def test_upgrade_downgrade_upgrade(tmp_path):
-    engine = database.make_engine(_url(tmp_path))
+def test_upgrade_downgrade_upgrade(engine):
     database.upgrade(engine)
     assert {"threads", "messages"} <= set(inspect(engine).get_table_names())
     database.downgrade(engine, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     database.upgrade(engine)
     assert database.current_revision(engine) == database.head_revision()
-    engine.dispose()
 
 
-def test_models_and_migrations_agree(tmp_path):
-    engine = database.make_engine(_url(tmp_path))
+def test_models_and_migrations_agree(engine):
     database.upgrade(engine)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, SQLModel.metadata) == []
-    engine.dispose()
 
 
 def test_sqlite_runs_with_wal_foreign_keys_and_busy_timeout(tmp_path):
-    engine = database.make_engine(_url(tmp_path))
+    engine = database.make_engine(database_url(str(tmp_path / "pragmas.db")))
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
@@ -51,18 +51,23 @@ def test_sqlite_runs_with_wal_foreign_keys_and_busy_timeout(tmp_path):
     engine.dispose()
 
 
-def test_a_database_from_a_newer_memchat_is_refused_untouched(tmp_path):
-    engine = database.make_engine(_url(tmp_path))
+def test_a_database_from_a_newer_memchat_is_refused_untouched(engine):
     database.upgrade(engine)
     with engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = 'f00dfuture'"))
     with pytest.raises(StorageError, match="newer memchat"):
         database.upgrade(engine)
     assert database.current_revision(engine) == "f00dfuture"
-    engine.dispose()
 
 
 def test_the_migration_scripts_ship_with_the_package():
     location = database.migrations_dir()
     assert (location / "env.py").is_file()
     assert list((location / "versions").glob("*.py"))
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_postgres_urls_as_users_write_them_use_psycopg(scheme):
+    engine = database.make_engine(f"{scheme}://someone@db.invalid:5432/memory")
+    assert engine.url.drivername == "postgresql+psycopg"
+    engine.dispose()

@@ -15,6 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from memchat.errors import StorageError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+"""URLs as users write them; memchat talks to PostgreSQL through psycopg 3 (the `postgres` extra)."""
 
 
 def migrations_dir() -> Path:
@@ -34,9 +36,15 @@ def make_engine(url: str) -> Engine:
         raise StorageError(f"invalid database URL {url!r}: {exc}") from None
     if parsed.drivername.startswith("sqlite"):
         return _sqlite_engine(parsed)
+    if parsed.drivername in POSTGRES_SCHEMES:
+        parsed = parsed.set(drivername="postgresql+psycopg")
     try:
         return create_engine(parsed, pool_pre_ping=True)
-    except (SQLAlchemyError, ImportError) as exc:
+    except ImportError:
+        raise StorageError(
+            f"no driver for {parsed.drivername}: install it, e.g. pip install \"memchat[postgres]\""
+        ) from None
+    except SQLAlchemyError as exc:
         raise StorageError(f"cannot use database {parsed.render_as_string(hide_password=True)}: {exc}") from None
 
 
