@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 from memchat.cli import app
 
 runner = CliRunner()
+sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+"""For tests whose subject is not the storage backend (each run of the script costs seconds)."""
 
 
 def run(*args, input=None):
@@ -201,11 +203,13 @@ def test_db_commands_and_global_db_option(tmp_path):
     assert json.loads(ok("list", "--json").stdout) == []
 
 
+@sqlite_only
 def test_missing_database_directory(tmp_path):
     result = fails(6, "--db", tmp_path / "no" / "such" / "dir.db", "list")
     assert "does not exist" in result.stderr
 
 
+@sqlite_only
 def test_not_a_database(tmp_path):
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)
@@ -247,12 +251,49 @@ def test_installed_script_against_the_local_server_streaming_from_a_pipe(memchat
     assert server.last_messages == [{"role": "user", "content": "piped question"}]
 
 
+@sqlite_only
 def test_installed_script_errors_are_one_line(memchat_script):
     result = script(memchat_script, "say", "nothing-here", "hi")
     assert result.returncode == 3
     assert result.stderr.startswith("memchat: no thread") and result.stderr.count("\n") == 1
 
 
+@sqlite_only
 def test_python_dash_m(tmp_path):
     result = subprocess.run([sys.executable, "-m", "memchat", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "say" in result.stdout
+
+
+@sqlite_only
+def test_installed_script_uses_the_user_data_directory_by_default(memchat_script, tmp_path, monkeypatch):
+    monkeypatch.delenv("MEMCHAT_DB")
+    data_home = tmp_path / "xdg-data"
+    made = script(memchat_script, "new", "--model", "memchat/echo", env={"XDG_DATA_HOME": str(data_home)})
+    assert made.returncode == 0, made.stderr
+    assert (data_home / "memchat" / "memchat.db").is_file()
+
+
+@sqlite_only
+def test_installed_script_streams_when_stdout_is_a_terminal(memchat_script, server):
+    import pty
+
+    thread = script(memchat_script, "new").stdout.strip()
+    server.reply("typed out live")
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [memchat_script, "say", thread, "hello"], stdout=terminal, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=60) == 0, process.stderr.read()
+    os.close(controller)
+    assert server.requests[-1]["stream"] is True
+    assert output.replace(b"\r\n", b"\n") == b"typed out live\n"
