@@ -40,6 +40,9 @@ def _litellm():
     litellm.suppress_debug_info = True
     litellm.telemetry = False
     litellm.drop_params = True
+    # litellm would download Hugging Face tokenizers for llama/cohere model names, retrying for
+    # tens of seconds offline; memchat never touches the network except for the model call.
+    litellm.disable_hf_tokenizer_download = True
     if not debug_enabled():
         for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
             logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -297,3 +297,14 @@ def test_installed_script_streams_when_stdout_is_a_terminal(memchat_script, serv
     os.close(controller)
     assert server.requests[-1]["stream"] is True
     assert output.replace(b"\r\n", b"\n") == b"typed out live\n"
+
+
+@sqlite_only
+def test_llama_model_names_do_not_wait_on_a_tokenizer_download(memchat_script, server):
+    thread = script(memchat_script, "new", "--model", "openai/llama-3-8b-instruct").stdout.strip()
+    said = subprocess.run(
+        [memchat_script, "say", thread, "hi", "--no-stream"], capture_output=True, text=True, timeout=20
+    )
+    assert said.returncode == 0, said.stderr
+    assert said.stderr == ""
+    assert server.requests[-1]["model"] == "llama-3-8b-instruct"
