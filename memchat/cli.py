@@ -28,6 +28,22 @@ EXIT_INTERRUPTED = 130
 
 
 class _Commands(TyperGroup):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Usage errors as one line too, instead of Typer's framed panel."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except TyperException as exc:
+            context = getattr(exc, "ctx", None)
+            hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+            typer.echo(f"memchat: {exc.format_message()}{hint}", err=True)
+            sys.exit(getattr(exc, "exit_code", 2))
+        except typer.Abort:
+            typer.echo("memchat: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)

@@ -93,9 +93,25 @@ def test_budget_error_reports_both_numbers(server):
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(args, code):
-    result = run(*args)
-    assert result.exit_code == code, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
+    fails(code, *args)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("new", "--bogus"), "No such option: --bogus"),
+        (("say",), "Missing argument"),
+        (("frob",), "No such command 'frob'"),
+        (("new", "--budget", "zero"), "--budget"),
+    ],
+)
+def test_usage_errors_are_one_line_too(args, words):
+    assert words in fails(2, *args).stderr
+
+
+def test_help_still_works():
+    assert "say" in ok("--help").stdout
+    assert "--budget" in ok("say", "--help").stdout
 
 
 def test_empty_message_is_refused(server):
