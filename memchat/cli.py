@@ -1,6 +1,6 @@
 """The `memchat` command: each command parses its arguments, calls one Memory method, renders.
 
-Errors are turned into one line on stderr and an exit code here, in `_Commands.invoke`, and
+Errors are turned into one line on stderr and an exit code here, in `_Commands`, and
 nowhere else; MEMCHAT_DEBUG=1 lets tracebacks through.
 """
 
@@ -56,7 +56,8 @@ class _Commands(TyperGroup):
         except KeyboardInterrupt:
             _fail("interrupted", EXIT_INTERRUPTED)
         except BrokenPipeError:
-            sys.stderr.close()
+            # The reader went away (`memchat export --all | head`): nothing more to say to it.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(1)
         except Exception as exc:
             if debug_enabled():
