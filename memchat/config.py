@@ -8,7 +8,6 @@ from pathlib import Path
 DEFAULT_MODEL = "openai/gpt-4o"
 DEFAULT_MAX_TOKENS = 1024
 FALLBACK_BUDGET = 8192
-ECHO_MODEL = "memchat/echo"
 
 
 def database_url(db: str | None = None) -> str:

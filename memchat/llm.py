@@ -99,10 +99,6 @@ def counter(model: str) -> Counter:
     return count
 
 
-def count_text(model: str, text: str) -> int:
-    return _litellm().token_counter(model=model, text=text, count_response_tokens=True)
-
-
 def max_input_tokens(model: str) -> int | None:
     """The model's context size as litellm's model map knows it, or None for unknown models."""
     litellm = _litellm()

@@ -15,7 +15,6 @@ from sqlalchemy import Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 Role = Literal["system", "user", "assistant", "tool"]
-ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 
 Status = Literal["complete", "pending", "failed", "partial"]
 """`pending`: a user message whose reply has not arrived yet; `failed`: its turn got no reply;
