@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
@@ -105,6 +105,14 @@ class Memory:
 
     def export_all(self) -> list[dict[str, Any]]:
         return transfer.export_all(self.store)
+
+    def write_export(self, out: TextIO, thread_id: str | None = None) -> None:
+        """Stream one thread (or, with no id, every thread as an array) as JSON to `out`,
+        a page of messages at a time: memory stays flat however long the thread."""
+        if thread_id is None:
+            transfer.write_all(self.store, out)
+        else:
+            transfer.write_thread(self.store, thread_id, out)
 
     def import_(self, data: str | bytes | Any) -> list[str]:
         """Create new threads from exported JSON (text or decoded); all of them or none."""

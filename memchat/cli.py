@@ -12,7 +12,8 @@ import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Optional, TextIO
 
 import typer
 from typer.core import TyperGroup
@@ -203,7 +204,7 @@ def show(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
     """The conversation, readable in a terminal."""
     memory = _memory(ctx)
     if as_json:
-        _print_json(memory.export(thread))
+        memory.write_export(sys.stdout, thread)
         return
     info = memory.thread(thread)
     details = [info.model or f"{default_model()} (default)"]
@@ -246,7 +247,9 @@ def context(
 def _context_json(result: Context) -> dict[str, Any]:
     return {
         "model": result.model,
+        "tokenizer": result.tokenizer,
         "budget": result.budget,
+        "room": result.room,
         "prompt_tokens": result.prompt_tokens,
         "framing_tokens": result.framing_tokens,
         "dropped": len(result.dropped),
@@ -266,7 +269,8 @@ def _context_json(result: Context) -> dict[str, Any]:
 
 
 def _render_context(result: Context) -> None:
-    typer.echo(f"model {result.model} · budget {result.budget} tokens")
+    margin = f" ({result.room} after the margin for an approximate tokenizer)" if result.room < result.budget else ""
+    typer.echo(f"model {result.model} · tokenizer {result.tokenizer} · budget {result.budget} tokens{margin}")
     for entry in result.entries:
         mark = "  " if entry.kept else "✗ "
         where = {"system": "sys", "new": "new"}.get(entry.kind, f"#{entry.position}")
@@ -292,23 +296,26 @@ def export(
     if (thread is None) == (not all_threads):
         raise InvalidInput("give either a THREAD or --all")
     memory = _memory(ctx)
-    data = memory.export_all() if all_threads else memory.export(thread)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     if output is None:
-        sys.stdout.write(text)
+        memory.write_export(sys.stdout, thread)
     else:
-        _write_atomically(output, text)
+        _write_atomically(output, lambda out: memory.write_export(out, thread))
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, write: Callable[[TextIO], None]) -> None:
+    """The file appears complete or not at all, even if the export fails part-way."""
     directory = path.parent if str(path.parent) else Path(".")
     try:
         handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory, delete=False, suffix=".tmp")
-        with handle:
-            handle.write(text)
-        os.replace(handle.name, path)
     except OSError as exc:
         raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with handle:
+            write(handle)
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
 
 
 @app.command("import")

@@ -1,14 +1,18 @@
 """Context assembly and the budget policy: pure functions, no database and no litellm.
 
-The token counter is passed in, so the same policy serves every model and the tests can check
-it against any counter. The policy (window): keep the system prompt and the new message
-always, and as much recent history as fits, cutting only at the start of a turn, so the
-history sent is a contiguous suffix of the stored one that never opens on a reply.
+The policy (window): keep the system prompt and the new message always, and as much recent
+history as fits, cutting only at the start of a turn, so the history sent is a contiguous suffix
+of the stored one that never opens on a reply.
+
+It runs in two steps so that a turn costs what its budget holds, not what its thread holds:
+`select_window` walks the history newest first on stored per-message counts and stops at the first
+message that does not fit; `assemble` then counts the exact list to be sent, framing included,
+and drops further whole turns in the rare case the per-message sums under-counted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from memchat.errors import BudgetExceeded, InvalidInput
@@ -16,14 +20,20 @@ from memchat.errors import BudgetExceeded, InvalidInput
 Counter = Callable[[list[dict]], int]
 """Tokens a ChatML list costs as a prompt, framing included (litellm.token_counter's meaning)."""
 
+MessageCost = Callable[[str, int], int]
+"""Tokens one message adds to a prompt, from its role and its content's token count."""
+
 TURN_CONTINUATIONS = frozenset({"assistant", "tool"})
 
 
 @dataclass(frozen=True)
-class HistoryItem:
+class Candidate:
+    """A stored message that may be sent, known by its content's token count."""
+
+    id: int
     position: int
     role: str
-    content: str
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -43,12 +53,17 @@ class ContextEntry:
 @dataclass(frozen=True)
 class Context:
     entries: list[ContextEntry]
+    """What is sent, in order; with the history the budget dropped too where the caller asked
+    for it (a preview does, a turn does not read what it does not send)."""
     budget: int
+    room: int
+    """The budget less the margin held back for a stand-in tokenizer: the most that is sent."""
     prompt_tokens: int
-    """Exact count of the list sent, by the counter the context was fitted with."""
+    """Exact count of the list sent."""
     framing_tokens: int
     """Tokens the list costs beyond its messages (reply priming)."""
     model: str = ""
+    tokenizer: str = ""
 
     @property
     def messages(self) -> list[dict]:
@@ -60,56 +75,76 @@ class Context:
         return [entry for entry in self.entries if not entry.kept]
 
 
-def cut_points(history: Sequence[HistoryItem]) -> list[int]:
-    """Indices where a kept suffix may start (a turn's first message), plus the empty suffix."""
-    points = [i for i, item in enumerate(history) if item.role not in TURN_CONTINUATIONS]
-    points.append(len(history))
-    return points
-
-
-def fit(
-    *,
-    system: str | None,
-    history: Sequence[HistoryItem],
-    new_message: str | None,
-    budget: int,
-    count: Counter,
-    model: str = "",
-) -> Context:
-    """Drop the oldest whole turns until the list fits `budget` tokens."""
+def room_for(budget: int, margin: float) -> int:
     if budget <= 0:
         raise InvalidInput(f"the budget must be a positive number of tokens, not {budget}")
+    return int(budget * (1 - margin))
+
+
+def select_window(newest_first: Iterable[Candidate], room: int, cost: MessageCost) -> list[Candidate]:
+    """The longest run of newest messages whose costs fit `room`, trimmed to start a turn.
+
+    Reads `newest_first` only up to the first message that does not fit."""
+    taken: list[Candidate] = []
+    used = 0
+    for candidate in newest_first:
+        used += cost(candidate.role, candidate.tokens)
+        if used > room:
+            break
+        taken.append(candidate)
+    taken.reverse()
+    return _from_turn_start(taken)
+
+
+def drop_oldest_turn(window: Sequence[Candidate]) -> list[Candidate]:
+    return _from_turn_start(list(window[1:]))
+
+
+def _from_turn_start(window: list[Candidate]) -> list[Candidate]:
+    start = 0
+    while start < len(window) and window[start].role in TURN_CONTINUATIONS:
+        start += 1
+    return window[start:]
+
+
+def essential_messages(system: str | None, new_message: str | None) -> list[dict]:
     head = [{"role": "system", "content": system}] if system else []
-    tail = [{"role": "user", "content": new_message}] if new_message is not None else []
-    chat_history = [{"role": item.role, "content": item.content} for item in history]
+    return head + ([{"role": "user", "content": new_message}] if new_message is not None else [])
 
-    def cost(start: int) -> int:
-        return count(head + chat_history[start:] + tail)
 
-    points = cut_points(history)
-    minimum = cost(points[-1])
-    if minimum > budget:
-        raise BudgetExceeded(minimum, budget)
-    low, high = 0, len(points) - 1
-    while low < high:
-        middle = (low + high) // 2
-        if cost(points[middle]) <= budget:
-            high = middle
-        else:
-            low = middle + 1
-    start = points[low]
-    sent_tokens = cost(start)
+def history_room(*, system: str | None, new_message: str | None, budget: int, room: int, count: Counter) -> int:
+    """Tokens left for history once the parts that are never dropped are in, framing included."""
+    essentials = count(essential_messages(system, new_message))
+    if essentials > room:
+        raise BudgetExceeded(essentials, budget, room)
+    return room - essentials
 
-    framing = count([])
 
-    def tokens(message: dict) -> int:
-        return count([message]) - framing
+def assemble(
+    *,
+    system: str | None,
+    window: Sequence[Candidate],
+    contents: dict[int, str],
+    new_message: str | None,
+    room: int,
+    count: Counter,
+    cost: MessageCost,
+    system_tokens: int = 0,
+    new_tokens: int = 0,
+) -> tuple[list[ContextEntry], int]:
+    """The entries sent and their exact token count, dropping further whole turns while the exact
+    count exceeds `room` (per-message sums can under-count when tokenizers differ).
 
-    entries = [ContextEntry("system", system, "system", tokens(head[0]), True)] if head else []
-    entries += [
-        ContextEntry(item.role, item.content, "history", tokens(chat_history[i]), i >= start, item.position)
-        for i, item in enumerate(history)
-    ]
-    if tail:
-        entries.append(ContextEntry("user", new_message, "new", tokens(tail[0]), True))
-    return Context(entries=entries, budget=budget, prompt_tokens=sent_tokens, framing_tokens=framing, model=model)
+    `history_room` has checked that the system prompt and the new message alone fit."""
+    head = [ContextEntry("system", system, "system", cost("system", system_tokens), True)] if system else []
+    tail = [ContextEntry("user", new_message, "new", cost("user", new_tokens), True)] if new_message is not None else []
+    window = list(window)
+    while True:
+        middle = [
+            ContextEntry(c.role, contents[c.id], "history", cost(c.role, c.tokens), True, c.position) for c in window
+        ]
+        entries = head + middle + tail
+        total = count([entry.chatml() for entry in entries])
+        if total <= room or not window:
+            return entries, total
+        window = drop_oldest_turn(window)

@@ -24,11 +24,13 @@ class BudgetExceeded(MemchatError):
 
     exit_code = 4
 
-    def __init__(self, needed: int, budget: int):
+    def __init__(self, needed: int, budget: int, room: int | None = None):
         self.needed = needed
         self.budget = budget
+        self.room = budget if room is None else room
+        margin = "" if self.room == budget else f" ({self.room} after the margin held back for an approximate tokenizer)"
         super().__init__(
-            f"the system prompt and the new message need {needed} tokens but the budget is {budget}; "
+            f"the system prompt and the new message need {needed} tokens but the budget is {budget}{margin}; "
             "shorten the message or raise --budget"
         )
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from memchat.config import debug_enabled
-from memchat.context import Counter
+from memchat.context import Counter, MessageCost
 from memchat.echo import echo_reply
 from memchat.errors import ProviderError
+from memchat.tokens import Tokenizer
 
 OFFLINE_HINT = "try `--model memchat/echo`, which works offline with no key"
 
@@ -90,13 +91,31 @@ def _echo_handler(litellm):
     return EchoLLM()
 
 
-def counter(model: str) -> Counter:
+def counter(model: str, tokenizer: Tokenizer | None = None) -> Counter:
+    """litellm.token_counter over a whole list, with memchat's tokenizer where it is not tiktoken
+    (so litellm never looks for one on the network)."""
     litellm = _litellm()
+    loaded = tokenizer.huggingface() if tokenizer is not None else None
+    custom = {"type": "huggingface_tokenizer", "tokenizer": loaded} if loaded is not None else None
 
     def count(messages: list[dict]) -> int:
-        return litellm.token_counter(model=model, messages=messages)
+        return litellm.token_counter(model=model, messages=messages, custom_tokenizer=custom)
 
     return count
+
+
+def message_cost(count: Counter) -> MessageCost:
+    """A message's cost from its content's tokens: the framing litellm adds for its role
+    (measured once per role) plus the content."""
+    framing = count([])
+    overheads: dict[str, int] = {}
+
+    def cost(role: str, content_tokens: int) -> int:
+        if role not in overheads:
+            overheads[role] = count([{"role": role, "content": ""}]) - framing
+        return overheads[role] + content_tokens
+
+    return cost
 
 
 def max_input_tokens(model: str) -> int | None:

@@ -2,28 +2,25 @@
 
 An exported thread's `messages` is a ChatML list (system prompt first) with per-message
 metadata beside `role` and `content`, so it can go straight to `litellm.completion` once
-stripped to those two keys. Import validates a whole file before writing anything.
+stripped to those two keys. Export streams a page of messages at a time, so a thread of any
+length is written in flat memory. Import validates a whole file before writing anything, counts
+tokens in one batch per thread, and writes through the database's bulk insert path.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from memchat.config import default_model
 from memchat.errors import InvalidInput, describe_validation_error
-from memchat.storage.models import (
-    MessageCreate,
-    MessagePublic,
-    Role,
-    Status,
-    ThreadCreate,
-    ThreadPublic,
-    as_utc,
-)
+from memchat.storage.models import MessagePublic, Role, Status, ThreadCreate, ThreadPublic, as_utc
 from memchat.storage.repository import Store, ThreadRecord
+from memchat.tokens import tokenizer_for
 
 
 class Usage(BaseModel):
@@ -32,13 +29,14 @@ class Usage(BaseModel):
 
 
 class ExportedMessage(BaseModel):
+    """One message of an import. `tokens` is accepted but recounted: counts are never trusted."""
+
     model_config = ConfigDict(extra="ignore")
 
     role: Role
     content: str
     status: Status = "complete"
     created_at: datetime | None = None
-    token_count: int | None = Field(default=None, ge=0)
     model: str | None = None
     usage: Usage | None = None
     cost: float | None = Field(default=None, ge=0)
@@ -62,14 +60,14 @@ def _timestamp(moment: datetime) -> str:
     return as_utc(moment).isoformat()
 
 
-def message_json(message: MessagePublic) -> dict[str, Any]:
+def message_json(message: MessagePublic, tokens: dict[str, int]) -> dict[str, Any]:
     item: dict[str, Any] = {
         "role": message.role,
         "content": message.content,
         "position": message.position,
         "status": message.status,
         "created_at": _timestamp(message.created_at),
-        "token_count": message.token_count,
+        "tokens": tokens,
     }
     if message.role == "assistant":
         item["model"] = message.model
@@ -79,9 +77,7 @@ def message_json(message: MessagePublic) -> dict[str, Any]:
     return item
 
 
-def thread_json(thread: ThreadPublic, messages: list[MessagePublic]) -> dict[str, Any]:
-    chat: list[dict[str, Any]] = [{"role": "system", "content": thread.system}] if thread.system else []
-    chat += [message_json(message) for message in messages]
+def _header(thread: ThreadPublic) -> dict[str, Any]:
     return {
         "id": thread.id,
         "title": thread.title,
@@ -90,17 +86,49 @@ def thread_json(thread: ThreadPublic, messages: list[MessagePublic]) -> dict[str
         "budget": thread.budget,
         "created_at": _timestamp(thread.created_at),
         "updated_at": _timestamp(thread.updated_at),
-        "messages": chat,
     }
+
+
+def _chatml(store: Store, thread: ThreadPublic) -> Iterator[dict[str, Any]]:
+    if thread.system:
+        yield {"role": "system", "content": thread.system}
+    for message, tokens in store.export_rows(thread.id):
+        yield message_json(message, tokens)
 
 
 def export_thread(store: Store, ref: str) -> dict[str, Any]:
     thread = store.thread(ref)
-    return thread_json(thread, store.messages(thread.id))
+    return {**_header(thread), "messages": list(_chatml(store, thread))}
 
 
 def export_all(store: Store) -> list[dict[str, Any]]:
-    return [thread_json(thread, store.messages(thread.id)) for thread in store.threads()]
+    return [{**_header(thread), "messages": list(_chatml(store, thread))} for thread in store.threads()]
+
+
+def write_thread(store: Store, ref: str, out: TextIO) -> None:
+    _write(store, store.thread(ref), out, indent="")
+
+
+def write_all(store: Store, out: TextIO) -> None:
+    out.write("[")
+    for index, thread in enumerate(store.threads()):
+        out.write(",\n  " if index else "\n  ")
+        _write(store, thread, out, indent="  ")
+    out.write("\n]\n")
+
+
+def _write(store: Store, thread: ThreadPublic, out: TextIO, *, indent: str) -> None:
+    """One thread as JSON, one message a line, written as the pages are read."""
+    dump = lambda value: json.dumps(value, ensure_ascii=False)  # noqa: E731
+    out.write("{\n")
+    for key, value in _header(thread).items():
+        out.write(f'{indent}  {dump(key)}: {dump(value)},\n')
+    out.write(f'{indent}  "messages": [')
+    for index, item in enumerate(_chatml(store, thread)):
+        out.write(("," if index else "") + f"\n{indent}    {dump(item)}")
+    out.write(f"\n{indent}  ]\n{indent}}}")
+    if not indent:
+        out.write("\n")
 
 
 def parse(raw: str | bytes | Any) -> list[ThreadRecord]:
@@ -127,7 +155,13 @@ def parse(raw: str | bytes | Any) -> list[ThreadRecord]:
 
 
 def import_threads(store: Store, raw: str | bytes | Any) -> list[str]:
-    return store.import_threads(parse(raw))
+    """New threads from an export, each message counted by its thread's tokenizer in one batch."""
+    records = parse(raw)
+    counts = []
+    for record in records:
+        tokenizer = tokenizer_for(record.thread.model or default_model())
+        counts.append((tokenizer.name, tokenizer.count_batch([row["content"] for row in record.messages])))
+    return store.import_threads(records, counts)
 
 
 def _decode(raw: str | bytes) -> Any:
@@ -154,21 +188,19 @@ def _record(exported: ExportedThread) -> ThreadRecord:
     return ThreadRecord(
         thread=thread,
         messages=[
-            MessageCreate(
-                role=message.role,
-                content=message.content,
-                status=message.status,
-                created_at=as_utc(message.created_at) if message.created_at else None,
-                token_count=message.token_count,
-                model=message.model,
-                prompt_tokens=message.usage.prompt_tokens if message.usage else None,
-                completion_tokens=message.usage.completion_tokens if message.usage else None,
-                cost=message.cost,
-                latency_ms=message.latency_ms,
-            )
+            {
+                "role": message.role,
+                "content": message.content,
+                "status": message.status,
+                "created_at": as_utc(message.created_at) if message.created_at else None,
+                "model": message.model,
+                "prompt_tokens": message.usage.prompt_tokens if message.usage else None,
+                "completion_tokens": message.usage.completion_tokens if message.usage else None,
+                "cost": message.cost,
+                "latency_ms": message.latency_ms,
+            }
             for message in messages
         ],
         created_at=as_utc(exported.created_at) if exported.created_at else None,
         updated_at=as_utc(exported.updated_at) if exported.updated_at else None,
     )
-

@@ -1,20 +1,36 @@
 """One conversational turn: fit the thread's memory to the budget, call the model, store the reply.
 
 The user's message is stored (as `pending`) before the call, so a crash or a provider failure
-never loses it; only messages of completed turns are sent as history later.
+never loses it; only messages of completed turns are sent as history later. A turn reads the
+history newest first and stops where the budget is full, so its cost does not grow with the
+thread; token counts missing for the turn's tokenizer are made for the messages read, and kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from memchat import llm
 from memchat.config import DEFAULT_MAX_TOKENS, FALLBACK_BUDGET, default_model
-from memchat.context import Context, Counter, HistoryItem, fit
+from memchat.context import (
+    Candidate,
+    Context,
+    ContextEntry,
+    Counter,
+    MessageCost,
+    assemble,
+    history_room,
+    room_for,
+    select_window,
+)
 from memchat.errors import InvalidInput
 from memchat.storage.models import MessageCreate, MessagePublic, ThreadPublic
 from memchat.storage.repository import Store
+from memchat.tokens import Tokenizer, tokenizer_for
+
+FIRST_PAGE = 64
+LARGEST_PAGE = 2048
 
 
 @dataclass(frozen=True)
@@ -33,6 +49,16 @@ class Reply:
     message: MessagePublic
     user_message: MessagePublic
     context: Context
+
+
+@dataclass(frozen=True)
+class _Plan:
+    model: str
+    tokenizer: Tokenizer
+    budget: int
+    room: int
+    count: Counter
+    cost: MessageCost
 
 
 def resolve_model(thread: ThreadPublic, options: TurnOptions) -> str:
@@ -63,24 +89,84 @@ def validate_text(text: str) -> str:
     return text
 
 
-def build_context(store: Store, thread: ThreadPublic, text: str | None, options: TurnOptions) -> Context:
+def _plan(thread: ThreadPublic, options: TurnOptions) -> _Plan:
     model = resolve_model(thread, options)
-    history = [
-        HistoryItem(message.position, message.role, message.content)
-        for message in store.messages(thread.id, statuses=["complete"])
-    ]
-    return fit(
+    tokenizer = tokenizer_for(model)
+    budget = resolve_budget(thread, options, model)
+    count = llm.counter(model, tokenizer)
+    return _Plan(model, tokenizer, budget, room_for(budget, tokenizer.margin), count, llm.message_cost(count))
+
+
+def history_newest_first(
+    store: Store, thread_id: str, tokenizer: Tokenizer, *, before: int | None = None
+) -> Iterator[Candidate]:
+    """Completed messages, newest first, with their counts by `tokenizer`: pages grow from small
+    (a turn usually needs few) and counts missing on a page are made once and kept."""
+    limit = FIRST_PAGE
+    while True:
+        page = store.history_page(thread_id, tokenizer.name, before=before, limit=limit)
+        missing = [row.id for row in page if row.tokens is None]
+        counted: dict[int, int] = {}
+        if missing:
+            contents = store.contents(missing)
+            counted = dict(zip(missing, tokenizer.count_batch([contents[i] for i in missing])))
+            store.save_token_counts(tokenizer.name, counted)
+        for row in page:
+            yield Candidate(row.id, row.position, row.role, counted.get(row.id, row.tokens))
+        if len(page) < limit:
+            return
+        before = page[-1].position
+        limit = min(limit * 2, LARGEST_PAGE)
+
+
+def _build(
+    store: Store, thread: ThreadPublic, text: str | None, plan: _Plan, *, include_dropped: bool
+) -> tuple[Context, int]:
+    system_tokens = plan.tokenizer.count(thread.system) if thread.system else 0
+    new_tokens = plan.tokenizer.count(text) if text is not None else 0
+    room = history_room(system=thread.system, new_message=text, budget=plan.budget, room=plan.room, count=plan.count)
+    window = select_window(history_newest_first(store, thread.id, plan.tokenizer), room, plan.cost)
+    entries, prompt_tokens = assemble(
         system=thread.system,
-        history=history,
+        window=window,
+        contents=store.contents([c.id for c in window]),
         new_message=text,
-        budget=resolve_budget(thread, options, model),
-        count=llm.counter(model),
-        model=model,
+        room=plan.room,
+        count=plan.count,
+        cost=plan.cost,
+        system_tokens=system_tokens,
+        new_tokens=new_tokens,
     )
+    if include_dropped:
+        entries = _with_dropped(store, thread, plan, entries)
+    context = Context(
+        entries=entries,
+        budget=plan.budget,
+        room=plan.room,
+        prompt_tokens=prompt_tokens,
+        framing_tokens=plan.count([]),
+        model=plan.model,
+        tokenizer=plan.tokenizer.name,
+    )
+    return context, new_tokens
 
 
-def message_tokens(count: Counter, role: str, content: str) -> int:
-    return count([{"role": role, "content": content}]) - count([])
+def _with_dropped(store: Store, thread: ThreadPublic, plan: _Plan, entries: list[ContextEntry]) -> list[ContextEntry]:
+    first_kept = next((e.position for e in entries if e.kind == "history"), None)
+    older = list(history_newest_first(store, thread.id, plan.tokenizer, before=first_kept))
+    older.reverse()
+    contents = store.contents([c.id for c in older])
+    dropped = [
+        ContextEntry(c.role, contents[c.id], "history", plan.cost(c.role, c.tokens), False, c.position) for c in older
+    ]
+    split = 1 if entries and entries[0].kind == "system" else 0
+    return entries[:split] + dropped + entries[split:]
+
+
+def build_context(store: Store, thread: ThreadPublic, text: str | None, options: TurnOptions) -> Context:
+    """What the next turn would send, with the history the budget drops marked, for a preview."""
+    context, _ = _build(store, thread, text, _plan(thread, options), include_dropped=True)
+    return context
 
 
 def take_turn(
@@ -94,17 +180,18 @@ def take_turn(
 ) -> Reply:
     validate_text(text)
     thread = store.thread(thread_ref)
-    model = resolve_model(thread, options)
     reply_tokens = max_tokens(options)
-    llm.check_model(model, api_base=options.api_base)
-    context = build_context(store, thread, text, options)
-    new_entry = context.entries[-1]
+    plan = _plan(thread, options)
+    llm.check_model(plan.model, api_base=options.api_base)
+    context, new_tokens = _build(store, thread, text, plan, include_dropped=False)
     user_message = store.append(
-        thread.id, MessageCreate(role="user", content=text, status="pending", token_count=new_entry.tokens)
+        thread.id,
+        MessageCreate(role="user", content=text, status="pending"),
+        tokens=(plan.tokenizer.name, new_tokens),
     )
     try:
         completion = llm.complete(
-            model=model,
+            model=plan.model,
             messages=context.messages,
             max_tokens=reply_tokens,
             temperature=options.temperature,
@@ -120,13 +207,13 @@ def take_turn(
         MessageCreate(
             role="assistant",
             content=completion.text,
-            token_count=message_tokens(llm.counter(model), "assistant", completion.text),
             model=completion.model,
             prompt_tokens=completion.prompt_tokens,
             completion_tokens=completion.completion_tokens,
             cost=completion.cost,
             latency_ms=completion.latency_ms,
         ),
+        tokens=(plan.tokenizer.name, plan.tokenizer.count(completion.text)),
     )
     return Reply(
         text=completion.text,

@@ -5,10 +5,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memchat import llm
-from memchat.context import HistoryItem, cut_points, fit
+from memchat.context import (
+    Candidate,
+    TURN_CONTINUATIONS,
+    assemble,
+    drop_oldest_turn,
+    history_room,
+    room_for,
+    select_window,
+)
 from memchat.errors import BudgetExceeded, InvalidInput
+from memchat.tokens import tokenizer_for
 
-COUNT = llm.counter("openai/gpt-4o")
+MODEL = "openai/gpt-4o"
+TOKENIZER = tokenizer_for(MODEL)
+COUNT = llm.counter(MODEL, TOKENIZER)
+COST = llm.message_cost(COUNT)
 
 words = st.lists(st.sampled_from(["alpha", "beta", "gamma", "delta", "🙂", "x" * 7, "naïve", "\n"]), max_size=40)
 texts = words.map(" ".join)
@@ -17,12 +29,31 @@ roles = st.sampled_from(["user", "assistant", "user", "assistant", "system", "to
 
 @st.composite
 def histories(draw):
-    items = draw(st.lists(st.tuples(roles, texts), max_size=30))
-    return [HistoryItem(position, role, content) for position, (role, content) in enumerate(items)]
+    return draw(st.lists(st.tuples(roles, texts), max_size=30))
 
 
-def _fit(**kwargs):
-    return fit(count=COUNT, model="openai/gpt-4o", **kwargs)
+def fit(system, history, new_message, budget, *, count=COUNT, cost=COST, tokens=TOKENIZER.count):
+    """The turn's pipeline on an in-memory history: the same calls memchat.turn makes."""
+    candidates = [Candidate(i, i, role, tokens(content)) for i, (role, content) in enumerate(history)]
+    contents = {i: content for i, (_, content) in enumerate(history)}
+    room = history_room(system=system, new_message=new_message, budget=budget, room=budget, count=count)
+    window = select_window(reversed(candidates), room, cost)
+    entries, total = assemble(
+        system=system,
+        window=window,
+        contents=contents,
+        new_message=new_message,
+        room=budget,
+        count=count,
+        cost=cost,
+        system_tokens=tokens(system) if system else 0,
+        new_tokens=tokens(new_message) if new_message is not None else 0,
+    )
+    return entries, total
+
+
+def chat(pairs):
+    return [{"role": role, "content": content} for role, content in pairs]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -33,84 +64,110 @@ def _fit(**kwargs):
     budget=st.integers(min_value=1, max_value=900),
 )
 def test_window_invariants(history, system, new_message, budget):
+    essentials = chat(([("system", system)] if system else []) + [("user", new_message)])
     try:
-        context = _fit(system=system, history=history, new_message=new_message, budget=budget)
+        entries, total = fit(system, history, new_message, budget)
     except BudgetExceeded as exc:
         # Only when the parts that may never be dropped do not fit on their own.
-        essentials = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": new_message}
-        ]
         assert exc.needed == COUNT(essentials) > budget
         return
-    sent = context.messages
-    assert COUNT(sent) == context.prompt_tokens <= budget
+    sent = [entry.chatml() for entry in entries]
+    assert COUNT(sent) == total <= budget
     if system:
         assert sent[0] == {"role": "system", "content": system}
     assert sent[-1] == {"role": "user", "content": new_message}
 
-    kept = [entry for entry in context.entries if entry.kind == "history" and entry.kept]
-    kept_positions = [entry.position for entry in kept]
-    assert kept_positions == [item.position for item in history[len(history) - len(kept):]]
+    kept = [entry for entry in entries if entry.kind == "history"]
+    start = len(history) - len(kept)
+    assert [entry.position for entry in kept] == list(range(start, len(history)))
     if kept:
-        assert kept[0].role not in ("assistant", "tool")
-        start = len(history) - len(kept)
-    else:
-        start = len(history)
+        assert kept[0].role not in TURN_CONTINUATIONS
     # Whole turns only, and as many as fit: the previous turn boundary would not have fitted.
-    earlier = [p for p in cut_points(history) if p < start]
+    earlier = [i for i, (role, _) in enumerate(history[:start]) if role not in TURN_CONTINUATIONS]
     if earlier:
-        head = sent[:1] if system else []
-        longer = head + [{"role": i.role, "content": i.content} for i in history[earlier[-1]:]] + sent[-1:]
+        longer = sent[: 1 if system else 0] + chat(history[earlier[-1]:]) + sent[-1:]
         assert COUNT(longer) > budget
 
 
 @settings(max_examples=100, deadline=None)
-@given(history=histories(), budget=st.integers(min_value=1, max_value=2000))
-def test_per_message_tokens_add_up_to_the_total(history, budget):
-    context = _fit(system="be brief", history=history, new_message="next?", budget=max(budget, 40))
-    kept_tokens = sum(entry.tokens for entry in context.entries if entry.kept)
-    assert kept_tokens + context.framing_tokens == context.prompt_tokens
+@given(history=histories(), budget=st.integers(min_value=40, max_value=2000))
+def test_per_message_costs_add_up_to_the_exact_total(history, budget):
+    entries, total = fit("be brief", history, "next?", budget)
+    assert sum(entry.tokens for entry in entries) + COUNT([]) == total
+
+
+@settings(max_examples=100, deadline=None)
+@given(history=histories(), budget=st.integers(min_value=20, max_value=600), system=st.one_of(st.none(), texts))
+def test_exact_check_trims_when_stored_counts_under_count(history, budget, system):
+    """Counts made by a different tokenizer (here: none at all) never let the list exceed the budget."""
+    try:
+        entries, total = fit(system or None, history, "q", budget, tokens=lambda text: 0)
+    except BudgetExceeded:
+        return
+    sent = [entry.chatml() for entry in entries]
+    assert COUNT(sent) == total <= budget
+    kept = [entry for entry in entries if entry.kind == "history"]
+    assert not kept or kept[0].role not in TURN_CONTINUATIONS
+
+
+def test_window_reads_only_what_it_needs():
+    consumed = []
+
+    def newest_first():
+        for position in range(100_000, 0, -1):
+            consumed.append(position)
+            yield Candidate(position, position, "user" if position % 2 else "assistant", 10)
+
+    window = select_window(newest_first(), 200, COST)
+    assert len(consumed) <= 20
+    assert window and window[0].role == "user"
 
 
 def test_everything_fits_when_the_budget_is_large():
-    history = [HistoryItem(0, "user", "hi"), HistoryItem(1, "assistant", "hello")]
-    context = _fit(system="sys", history=history, new_message="again", budget=10_000)
-    assert context.messages == [
-        {"role": "system", "content": "sys"},
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "hello"},
-        {"role": "user", "content": "again"},
-    ]
-    assert context.dropped == []
+    entries, _ = fit("sys", [("user", "hi"), ("assistant", "hello")], "again", 10_000)
+    assert [entry.chatml() for entry in entries] == chat(
+        [("system", "sys"), ("user", "hi"), ("assistant", "hello"), ("user", "again")]
+    )
 
 
 def test_drops_oldest_whole_turn_and_never_starts_on_a_reply():
-    history = [
-        HistoryItem(0, "user", "one " * 50),
-        HistoryItem(1, "assistant", "two"),
-        HistoryItem(2, "user", "three"),
-        HistoryItem(3, "assistant", "four " * 20),
-    ]
-    full = COUNT([{"role": i.role, "content": i.content} for i in history] + [{"role": "user", "content": "q"}])
-    context = _fit(system=None, history=history, new_message="q", budget=full - 1)
-    assert [entry.position for entry in context.dropped] == [0, 1]
-    assert context.messages[0] == {"role": "user", "content": "three"}
+    history = [("user", "one " * 50), ("assistant", "two"), ("user", "three"), ("assistant", "four " * 20)]
+    full = COUNT(chat(history + [("user", "q")]))
+    entries, _ = fit(None, history, "q", full - 1)
+    assert entries[0].chatml() == {"role": "user", "content": "three"}
+    assert [entry.position for entry in entries if entry.kind == "history"] == [2, 3]
+
+
+def test_drop_oldest_turn_takes_the_replies_with_it():
+    window = [Candidate(i, i, role, 1) for i, role in enumerate(["user", "assistant", "tool", "user", "assistant"])]
+    assert [c.position for c in drop_oldest_turn(window)] == [3, 4]
 
 
 def test_the_essentials_alone_over_budget_is_an_error_with_both_numbers():
     with pytest.raises(BudgetExceeded) as caught:
-        _fit(system="s " * 100, history=[], new_message="hello", budget=50)
+        fit("s " * 100, [], "hello", 50)
     assert caught.value.budget == 50
     assert caught.value.needed > 50
     assert "50" in str(caught.value) and str(caught.value.needed) in str(caught.value)
 
 
+def test_the_margin_is_held_back_and_named():
+    assert room_for(1000, 0.2) == 800
+    error = BudgetExceeded(900, 1000, 800)
+    assert "800 after the margin" in str(error)
+
+
 def test_preview_without_a_new_message():
-    history = [HistoryItem(0, "user", "hi"), HistoryItem(1, "assistant", "hello")]
-    context = _fit(system=None, history=history, new_message=None, budget=100)
-    assert context.messages == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    entries, _ = fit(None, [("user", "hi"), ("assistant", "hello")], None, 100)
+    assert [entry.chatml() for entry in entries] == chat([("user", "hi"), ("assistant", "hello")])
 
 
 def test_budget_must_be_positive():
     with pytest.raises(InvalidInput):
-        _fit(system=None, history=[], new_message="x", budget=0)
+        room_for(0, 0.0)
+
+
+@pytest.fixture
+def db_url(tmp_path):
+    """These tests touch no database: one run, not one per backend."""
+    return str(tmp_path / "unused.db")

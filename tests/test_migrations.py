@@ -71,3 +71,22 @@ def test_postgres_urls_as_users_write_them_use_psycopg(scheme):
     engine = database.make_engine(f"{scheme}://someone@db.invalid:5432/memory")
     assert engine.url.drivername == "postgresql+psycopg"
     engine.dispose()
+
+
+def test_the_fast_schema_check_knows_the_newest_revision():
+    assert database.HEAD_REVISION == database.head_revision()
+
+
+def test_a_current_database_is_recognised_without_alembic(db_url):
+    import subprocess
+    import sys
+
+    with Memory(db_url) as memory:
+        memory.new_thread()
+    probe = (
+        "import sys; from memchat import Memory; Memory(sys.argv[1]).threads(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'litellm')))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe, db_url], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

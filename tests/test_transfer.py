@@ -6,6 +6,7 @@ import litellm
 import pytest
 
 from memchat import InvalidInput
+from memchat.tokens import tokenizer_for
 
 
 @pytest.fixture
@@ -37,7 +38,8 @@ def test_export_shape(memory, conversation):
     answer = data["messages"][2]
     assert answer["usage"] == {"prompt_tokens": 21, "completion_tokens": 5}
     assert answer["model"] == "openai/gpt-4o-mini"
-    assert answer["token_count"] > 0 and answer["latency_ms"] >= 0 and answer["created_at"].endswith("+00:00")
+    assert answer["tokens"] == {"o200k_base": tokenizer_for("openai/gpt-4o-mini").count("Lisbon is lovely.")}
+    assert answer["latency_ms"] >= 0 and answer["created_at"].endswith("+00:00")
     json.dumps(data)
 
 
@@ -58,6 +60,29 @@ def test_export_import_export_keeps_the_conversation(memory, conversation):
     strip = lambda data: [(m["role"], m["content"], m.get("usage")) for m in data["messages"]]  # noqa: E731
     assert strip(second) == strip(first)
     assert [m.get("created_at") for m in second["messages"]] == [m.get("created_at") for m in first["messages"]]
+
+
+def test_streamed_export_is_the_same_json(memory, conversation):
+    import io
+
+    memory.new_thread(title="second")
+    one, everything = io.StringIO(), io.StringIO()
+    memory.write_export(one, conversation.id)
+    memory.write_export(everything)
+    assert json.loads(one.getvalue()) == memory.export(conversation.id)
+    assert json.loads(everything.getvalue()) == memory.export_all()
+
+
+def test_import_counts_tokens_with_the_thread_tokenizer(memory, conversation):
+    exported = memory.export(conversation.id)
+    exported["model"] = "openai/gpt-4"
+    for message in exported["messages"]:
+        message["tokens"] = {"o200k_base": 999_999}
+    (new_id,) = memory.import_(exported)
+    messages = memory.export(new_id)["messages"][1:]
+    cl100k = tokenizer_for("openai/gpt-4")
+    assert [m["tokens"] for m in messages] == [{"cl100k_base": cl100k.count(m["content"])} for m in messages]
+    assert cl100k.name == "cl100k_base"
 
 
 def test_export_all_and_import_an_array(memory, conversation):

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from memchat import BudgetExceeded, InvalidInput, Memory, NotFound, ProviderError
 from memchat import llm
+from memchat.tokens import tokenizer_for
 
 
 def test_a_turn_sends_the_system_prompt_history_and_new_message_and_stores_the_reply(memory, server):
@@ -36,7 +37,9 @@ def test_a_turn_sends_the_system_prompt_history_and_new_message_and_stores_the_r
     assert (answer.prompt_tokens, answer.completion_tokens) == (server.PROMPT_TOKENS, server.COMPLETION_TOKENS)
     assert answer.cost is not None and answer.cost > 0
     assert answer.latency_ms is not None and answer.latency_ms >= 0
-    assert all(m.token_count and m.token_count > 0 for m in stored)
+    exported = memory.export(thread.id)["messages"][1:]
+    o200k = tokenizer_for("openai/gpt-4o")
+    assert [m["tokens"] for m in exported] == [{"o200k_base": o200k.count(m["content"])} for m in exported]
 
 
 def test_streamed_reply_arrives_in_pieces_and_is_stored_whole(memory, server):
@@ -59,12 +62,11 @@ def test_the_budget_truncates_only_what_is_sent(memory, server):
     stored_before = len(memory.messages(thread.id))
     reply = memory.say(thread.id, "latest", budget=120)
     sent = server.last_messages
-    assert llm.counter("openai/gpt-4o")(sent) <= 120
+    assert llm.counter("openai/gpt-4o")(sent) == reply.context.prompt_tokens <= 120
     assert sent[0] == {"role": "system", "content": "sys"}
     assert sent[-1] == {"role": "user", "content": "latest"}
     assert sent[1]["role"] == "user"
     assert len(sent) < stored_before + 2
-    assert reply.context.dropped
     assert len(memory.messages(thread.id)) == stored_before + 2
 
 

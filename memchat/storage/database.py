@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from memchat.errors import StorageError
 
+HEAD_REVISION = "0002"
+"""The newest revision in migrations/versions (a test keeps the two in step), so a database that
+is already current is recognised with one query instead of loading Alembic."""
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 """URLs as users write them; memchat talks to PostgreSQL through psycopg 3 (the `postgres` extra)."""
@@ -64,6 +67,17 @@ def _sqlite_engine(url) -> Engine:
         cursor.close()
 
     return engine
+
+
+def ensure_current(engine: Engine) -> None:
+    """Migrate to head unless the database is there already (the common case, checked cheaply)."""
+    try:
+        with engine.connect() as connection:
+            version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:
+        version = None
+    if version != HEAD_REVISION:
+        upgrade(engine)
 
 
 def _alembic_config():

@@ -68,7 +68,6 @@ class MessageBase(SQLModel):
     role: str = Field(max_length=16)
     content: str = Field(sa_type=Text)
     status: str = Field(default="complete", max_length=16)
-    token_count: int | None = None
     model: str | None = Field(default=None, max_length=200)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -84,6 +83,16 @@ class Message(MessageBase, table=True):
     thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE", max_length=32)
     position: int
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class MessageTokens(SQLModel, table=True):
+    """A message's token count by one tokenizer, computed once, when first needed."""
+
+    __tablename__ = "message_tokens"
+
+    message_id: int = Field(foreign_key="messages.id", ondelete="CASCADE", primary_key=True)
+    tokenizer: str = Field(primary_key=True, max_length=200)
+    tokens: int
 
 
 class MessageCreate(MessageBase):

@@ -1,15 +1,18 @@
 """The store: every read and write of threads and messages, and the only code that opens sessions.
 
 Each public method is one transaction, so a failure part-way leaves nothing half-written.
+Reads that a turn makes are bounded by what the turn needs, never by the length of a thread:
+history is read newest first, a page at a time, over the (thread, position) index.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, delete, select
 
@@ -19,19 +22,33 @@ from memchat.storage.models import (
     Message,
     MessageCreate,
     MessagePublic,
+    MessageTokens,
     Thread,
     ThreadCreate,
     ThreadPublic,
     utcnow,
 )
 
+EXPORT_PAGE = 2000
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """A stored message without its content, for choosing what fits."""
+
+    id: int
+    position: int
+    role: str
+    tokens: int | None
+    """Its content's token count by the requested tokenizer, None if not counted yet."""
+
 
 @dataclass(frozen=True)
 class ThreadRecord:
-    """A thread to be written whole, as an import brings it."""
+    """A thread to be written whole, as an import brings it: message rows as column dicts."""
 
     thread: ThreadCreate
-    messages: Sequence[MessageCreate]
+    messages: Sequence[dict[str, Any]]
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -46,7 +63,7 @@ class Store:
     def _session(self) -> Session:
         if not self._ready:
             if self._migrate:
-                database.upgrade(self.engine)
+                database.ensure_current(self.engine)
             self._ready = True
         return Session(self.engine, expire_on_commit=False)
 
@@ -67,18 +84,18 @@ class Store:
             return self._public(session, thread)
 
     def threads(self) -> list[ThreadPublic]:
-        counts = (
-            select(Message.thread_id, func.count().label("n")).group_by(col(Message.thread_id)).subquery()
+        """Message counts from each thread's last position: one index probe a thread."""
+        last = (
+            select(func.max(Message.position))
+            .where(Message.thread_id == Thread.id)
+            .correlate(Thread)
+            .scalar_subquery()
         )
-        query = (
-            select(Thread, func.coalesce(counts.c.n, 0))
-            .outerjoin(counts, counts.c.thread_id == Thread.id)
-            .order_by(col(Thread.updated_at).desc(), col(Thread.id))
-        )
+        query = select(Thread, last).order_by(col(Thread.updated_at).desc(), col(Thread.id))
         with self._reading() as session:
             return [
-                ThreadPublic.model_validate(thread, update={"message_count": count})
-                for thread, count in session.exec(query).all()
+                ThreadPublic.model_validate(thread, update={"message_count": _count_from_last(position)})
+                for thread, position in session.exec(query).all()
             ]
 
     def rename(self, ref: str, title: str) -> ThreadPublic:
@@ -93,6 +110,8 @@ class Store:
     def delete_thread(self, ref: str) -> str:
         with self._writing() as session:
             thread = self._resolve(session, ref)
+            message_ids = select(Message.id).where(Message.thread_id == thread.id)
+            session.exec(delete(MessageTokens).where(col(MessageTokens.message_id).in_(message_ids)))
             session.exec(delete(Message).where(col(Message.thread_id) == thread.id))
             session.delete(thread)
             return thread.id
@@ -107,19 +126,57 @@ class Store:
                 query = query.where(col(Message.status).in_(list(statuses)))
             return [MessagePublic.model_validate(m) for m in session.exec(query).all()]
 
-    def append(self, thread_id: str, message: MessageCreate) -> MessagePublic:
+    def history_page(
+        self, thread_id: str, tokenizer: str, *, before: int | None, limit: int
+    ) -> list[HistoryRow]:
+        """Up to `limit` completed messages older than position `before`, newest first."""
+        query = (
+            select(Message.id, Message.position, Message.role, MessageTokens.tokens)
+            .outerjoin(
+                MessageTokens,
+                (col(MessageTokens.message_id) == Message.id) & (col(MessageTokens.tokenizer) == tokenizer),
+            )
+            .where(Message.thread_id == thread_id, Message.status == "complete")
+            .order_by(col(Message.position).desc())
+            .limit(limit)
+        )
+        if before is not None:
+            query = query.where(Message.position < before)
+        with self._reading() as session:
+            return [HistoryRow(*row) for row in session.exec(query).all()]
+
+    def contents(self, message_ids: Sequence[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        with self._reading() as session:
+            for start in range(0, len(message_ids), 500):
+                chunk = list(message_ids[start : start + 500])
+                query = select(Message.id, Message.content).where(col(Message.id).in_(chunk))
+                found.update(session.exec(query).all())
+        return found
+
+    def save_token_counts(self, tokenizer: str, counts: dict[int, int]) -> None:
+        """Keep counts made for a turn; a count another process saved first is left as it is."""
+        if not counts:
+            return
+        rows = [{"message_id": i, "tokenizer": tokenizer, "tokens": n} for i, n in counts.items()]
+        with self._writing() as session:
+            session.execute(_insert_ignoring_duplicates(session, MessageTokens), rows)
+
+    def append(self, thread_id: str, message: MessageCreate, tokens: tuple[str, int] | None = None) -> MessagePublic:
         with self._writing() as session:
             thread = self._resolve(session, thread_id)
-            return self._append(session, thread, message)
+            return self._append(session, thread, message, tokens)
 
-    def complete_turn(self, user_message_id: int, reply: MessageCreate) -> MessagePublic:
+    def complete_turn(
+        self, user_message_id: int, reply: MessageCreate, tokens: tuple[str, int] | None = None
+    ) -> MessagePublic:
         """Store the reply and mark its user message answered, together."""
         with self._writing() as session:
             user_message = self._message(session, user_message_id)
             user_message.status = "complete"
             session.add(user_message)
             thread = self._resolve(session, user_message.thread_id)
-            return self._append(session, thread, reply)
+            return self._append(session, thread, reply, tokens)
 
     def fail_turn(self, user_message_id: int) -> None:
         with self._writing() as session:
@@ -127,40 +184,77 @@ class Store:
             user_message.status = "failed"
             session.add(user_message)
 
-    def import_threads(self, records: Sequence[ThreadRecord]) -> list[str]:
-        """Create every thread or none."""
+    def import_threads(self, records: Sequence[ThreadRecord], counts: Sequence[tuple[str, list[int]]]) -> list[str]:
+        """Create every thread or none, through the database's bulk insert paths.
+
+        `counts[i]` is the tokenizer and the token count of each message of `records[i]`.
+        """
         ids = []
         with self._writing() as session:
-            for record in records:
+            for record, (tokenizer, message_counts) in zip(records, counts, strict=True):
                 thread = Thread.model_validate(record.thread)
                 thread.created_at = record.created_at or thread.created_at
                 thread.updated_at = record.updated_at or thread.created_at
                 session.add(thread)
                 session.flush()
-                session.add_all(
-                    Message.model_validate(
-                        message,
-                        update={
-                            "thread_id": thread.id,
-                            "position": position,
-                            "created_at": message.created_at or thread.created_at,
-                        },
-                    )
-                    for position, message in enumerate(record.messages)
-                )
                 ids.append(thread.id)
+                if not record.messages:
+                    continue
+                rows = [
+                    {**row, "thread_id": thread.id, "position": position, "created_at": row.get("created_at") or thread.created_at}
+                    for position, row in enumerate(record.messages)
+                ]
+                inserted = session.execute(
+                    insert(Message).returning(Message.id, sort_by_parameter_order=True), rows
+                ).scalars().all()
+                session.execute(
+                    insert(MessageTokens),
+                    [
+                        {"message_id": message_id, "tokenizer": tokenizer, "tokens": tokens}
+                        for message_id, tokens in zip(inserted, message_counts, strict=True)
+                    ],
+                )
         return ids
+
+    def export_rows(self, thread_id: str) -> Iterator[tuple[MessagePublic, dict[str, int]]]:
+        """Every message of a thread with its token counts, read a page at a time so that a long
+        thread is never held in memory whole."""
+        after = -1
+        while True:
+            with self._reading() as session:
+                page = session.exec(
+                    select(Message)
+                    .where(Message.thread_id == thread_id, Message.position > after)
+                    .order_by(col(Message.position))
+                    .limit(EXPORT_PAGE)
+                ).all()
+                if not page:
+                    return
+                counts: dict[int, dict[str, int]] = {}
+                token_rows = session.exec(
+                    select(MessageTokens.message_id, MessageTokens.tokenizer, MessageTokens.tokens).where(
+                        col(MessageTokens.message_id).in_([m.id for m in page])
+                    )
+                ).all()
+                for message_id, tokenizer, tokens in token_rows:
+                    counts.setdefault(message_id, {})[tokenizer] = tokens
+                rows = [(MessagePublic.model_validate(m), counts.get(m.id, {})) for m in page]
+                session.expunge_all()
+            yield from rows
+            after = rows[-1][0].position
 
     # internals
 
-    def _append(self, session: Session, thread: Thread, message: MessageCreate) -> MessagePublic:
+    def _append(
+        self, session: Session, thread: Thread, message: MessageCreate, tokens: tuple[str, int] | None
+    ) -> MessagePublic:
         last = session.exec(select(func.max(Message.position)).where(Message.thread_id == thread.id)).one()
         now = utcnow()
         row = Message.model_validate(
             message,
             update={
                 "thread_id": thread.id,
-                "position": (last + 1) if last is not None else 0,
+                "position": _count_from_last(last),
                 "created_at": message.created_at or now,
             },
         )
@@ -168,6 +262,8 @@ class Store:
         thread.updated_at = now
         session.add(thread)
         session.flush()
+        if tokens is not None:
+            session.add(MessageTokens(message_id=row.id, tokenizer=tokens[0], tokens=tokens[1]))
         return MessagePublic.model_validate(row)
 
     def _resolve(self, session: Session, ref: str) -> Thread:
@@ -195,14 +291,31 @@ class Store:
         return message
 
     def _public(self, session: Session, thread: Thread) -> ThreadPublic:
-        count = session.exec(select(func.count()).where(Message.thread_id == thread.id)).one()
-        return ThreadPublic.model_validate(thread, update={"message_count": count})
+        last = session.exec(select(func.max(Message.position)).where(Message.thread_id == thread.id)).one()
+        return ThreadPublic.model_validate(thread, update={"message_count": _count_from_last(last)})
 
     def _reading(self):
         return _Transaction(self, commit=False)
 
     def _writing(self):
         return _Transaction(self, commit=True)
+
+
+def _count_from_last(last_position: int | None) -> int:
+    """Positions run 0, 1, 2… without gaps (messages are only appended), so the count and the
+    next position both follow from the last one, read from the index."""
+    return 0 if last_position is None else last_position + 1
+
+
+def _insert_ignoring_duplicates(session: Session, table):
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        raise StorageError(f"memchat does not support {dialect} databases")
+    return dialect_insert(table).on_conflict_do_nothing()
 
 
 class _Transaction:
