@@ -1,0 +1,155 @@
+"""The context engine at scale: counts made once per tokenizer, reads bounded by the budget,
+exact prompts whatever the stored counts say, offline tokenizers, and no litellm where no model is called."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import text
+
+from memchat import llm
+from memchat.tokens import FALLBACK_MARGIN, tokenizer_for
+from memchat.turn import FIRST_PAGE
+
+
+def long_thread(memory, messages: int, model: str = "openai/gpt-4o") -> str:
+    chat = []
+    for i in range(messages // 2):
+        chat.append({"role": "user", "content": f"question {i}: " + "words " * (i % 7)})
+        chat.append({"role": "assistant", "content": f"answer {i}: " + "more words " * (i % 5)})
+    (thread_id,) = memory.import_({"title": "long", "model": model, "messages": chat})
+    return thread_id
+
+
+def token_rows(memory, tokenizer: str) -> int:
+    with memory.store.engine.connect() as connection:
+        return connection.execute(
+            text("SELECT count(*) FROM message_tokens WHERE tokenizer = :t"), {"t": tokenizer}
+        ).scalar()
+
+
+def test_import_counts_every_message_once(memory):
+    long_thread(memory, 1000)
+    assert token_rows(memory, "o200k_base") == 1000
+
+
+def test_a_turn_with_another_tokenizer_counts_only_what_it_reads(memory, server):
+    thread = long_thread(memory, 4000)
+    memory.say(thread, "and now?", model="openai/gpt-4", budget=300)
+    first = token_rows(memory, "cl100k_base")
+    assert 0 < first <= FIRST_PAGE * 3
+    memory.say(thread, "again?", model="openai/gpt-4", budget=300)
+    assert token_rows(memory, "cl100k_base") <= first + 2 + FIRST_PAGE
+    assert llm.counter("openai/gpt-4")(server.last_messages) <= 300
+
+
+def test_the_sent_prompt_is_exact_even_when_stored_counts_under_count(memory, server):
+    thread = long_thread(memory, 600)
+    with memory.store.engine.begin() as connection:
+        connection.execute(text("UPDATE message_tokens SET tokens = 0"))
+    reply = memory.say(thread, "what did I ask first?", budget=250)
+    sent = server.last_messages
+    assert llm.counter("openai/gpt-4o")(sent) == reply.context.prompt_tokens <= 250
+    assert sent[0]["role"] == "user" and sent[-1]["content"] == "what did I ask first?"
+
+
+def test_a_stand_in_tokenizer_holds_back_its_margin(memory, server):
+    thread = long_thread(memory, 400, model="openai/llama-3-8b-instruct")
+    preview = memory.context(thread, "hi", budget=1000)
+    assert preview.tokenizer == "cl100k_base"
+    assert preview.room == int(1000 * (1 - FALLBACK_MARGIN)) == 800
+    reply = memory.say(thread, "hi", budget=1000)
+    assert reply.context.prompt_tokens <= 800
+    assert llm.counter("openai/llama-3-8b-instruct", tokenizer_for("openai/llama-3-8b-instruct"))(
+        server.last_messages
+    ) <= 800
+
+
+@pytest.fixture
+def cached_llama3_tokenizer(tmp_path, monkeypatch):
+    """A Hugging Face hub cache holding a (tiny, word-level) tokenizer under llama 3's repository name."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["[UNK]", "hello", "world", "my", "name", "is", "ada"]
+    tokenizer = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    repo = tmp_path / "hub" / "models--Xenova--llama-3-tokenizer"
+    snapshot = repo / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    tokenizer.save(str(snapshot / "tokenizer.json"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+
+
+def test_a_cached_hugging_face_tokenizer_is_used_without_margin(cached_llama3_tokenizer, memory, server):
+    chosen = tokenizer_for("ollama/llama3")
+    assert (chosen.name, chosen.margin) == ("hf:Xenova/llama-3-tokenizer", 0)
+    assert chosen.count("hello world my name is ada !") == 7
+    thread = memory.new_thread(model="openai/llama-3-8b-instruct")
+    reply = memory.say(thread.id, "hello world", budget=200)
+    assert reply.context.tokenizer == "hf:Xenova/llama-3-tokenizer"
+    assert reply.context.room == 200
+    exported = memory.export(thread.id)["messages"]
+    assert exported[0]["tokens"] == {"hf:Xenova/llama-3-tokenizer": 2}
+
+
+def test_without_the_cache_the_same_model_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    chosen = tokenizer_for("ollama/llama3")
+    assert (chosen.name, chosen.margin) == ("cl100k_base", FALLBACK_MARGIN)
+
+
+@pytest.mark.parametrize(
+    "model, name",
+    [
+        ("openai/gpt-4o", "o200k_base"),
+        ("gpt-4o-mini", "o200k_base"),
+        ("openai/gpt-4.1", "o200k_base"),
+        ("openai/o3-mini", "o200k_base"),
+        ("openai/gpt-4", "cl100k_base"),
+        ("openai/gpt-3.5-turbo", "cl100k_base"),
+        ("memchat/echo", "cl100k_base"),
+    ],
+)
+def test_openai_models_get_their_own_encoding_exactly(model, name):
+    chosen = tokenizer_for(model)
+    assert (chosen.name, chosen.margin) == (name, 0)
+    messages = [{"role": "user", "content": "Tokenizers differ: ünïcode, emoji 🙂, code `x += 1`."}]
+    cost = llm.message_cost(llm.counter(model, chosen))
+    assert cost("user", chosen.count(messages[0]["content"])) + llm.counter(model)([]) == llm.counter(model)(messages)
+
+
+def test_commands_that_call_no_model_never_import_litellm(tmp_path):
+    export = tmp_path / "export.json"
+    probe = f"""
+import sys
+from typer.testing import CliRunner
+from memchat.cli import app
+runner = CliRunner()
+def run(*args, input=None):
+    result = runner.invoke(app, list(args), input=input)
+    assert result.exit_code == 0, (args, result.stdout, result.stderr)
+    return result.stdout
+thread = run("new", "--title", "t").strip()
+run("list"); run("list", "--json"); run("show", thread); run("show", thread, "--json")
+run("export", thread, "-o", {str(export)!r}); run("export", "--all")
+run("import", {str(export)!r}); run("import", "-", input=open({str(export)!r}).read())
+run("rename", thread, "u"); run("rm", thread, "--yes"); run("db", "current"); run("db", "upgrade"); run("--help")
+print(sorted(name for name in sys.modules if name.split(".")[0] == "litellm"))
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_export_of_a_long_thread_round_trips(memory):
+    thread = long_thread(memory, 3000)
+    exported = memory.export(thread)
+    assert len(exported["messages"]) == 3000
+    (copy,) = memory.import_(json.dumps(exported))
+    again = memory.export(copy)
+    assert [(m["role"], m["content"]) for m in again["messages"]] == [
+        (m["role"], m["content"]) for m in exported["messages"]
+    ]
