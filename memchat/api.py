@@ -93,12 +93,16 @@ class Memory:
         model: str | None = None,
         budget: int | None = None,
         max_tokens: int | None = None,
+        with_dropped: bool = True,
     ) -> Context:
-        """What the next turn would send, without calling the model."""
+        """What the next turn would send, without calling the model.
+
+        With `with_dropped`, `entries` also lists the history the budget leaves out, which means
+        reading all of it; without, only what is sent is read, as a turn does."""
         if text is not None:
             validate_text(text)
-        thread = self.store.thread(thread_id)
-        return build_context(self.store, thread, text, TurnOptions(model, budget, max_tokens))
+        options = TurnOptions(model, budget, max_tokens)
+        return build_context(self.store, thread_id, text, options, with_dropped=with_dropped)
 
     def export(self, thread_id: str) -> dict[str, Any]:
         return transfer.export_thread(self.store, thread_id)

@@ -91,6 +91,7 @@ def _echo_handler(litellm):
     return EchoLLM()
 
 
+@lru_cache(maxsize=32)
 def counter(model: str, tokenizer: Tokenizer | None = None) -> Counter:
     """litellm.token_counter over a whole list, with memchat's tokenizer where it is not tiktoken
     (so litellm never looks for one on the network)."""
@@ -104,6 +105,7 @@ def counter(model: str, tokenizer: Tokenizer | None = None) -> Counter:
     return count
 
 
+@lru_cache(maxsize=32)
 def message_cost(count: Counter) -> MessageCost:
     """A message's cost from its content's tokens: the framing litellm adds for its role
     (measured once per role) plus the content."""

@@ -29,8 +29,12 @@ from memchat.storage.models import MessageCreate, MessagePublic, ThreadPublic
 from memchat.storage.repository import Store
 from memchat.tokens import Tokenizer, tokenizer_for
 
-FIRST_PAGE = 64
-LARGEST_PAGE = 2048
+SMALLEST_PAGE = 16
+LARGEST_PAGE = 4096
+TYPICAL_MESSAGE_TOKENS = 100
+"""Sizes the first page of history so that one read usually covers the budget: a page of
+budget / 100 messages holds the window unless the messages average under 100 tokens (chat
+answers are longer than that); pages then grow fourfold."""
 
 
 @dataclass(frozen=True)
@@ -97,12 +101,16 @@ def _plan(thread: ThreadPublic, options: TurnOptions) -> _Plan:
     return _Plan(model, tokenizer, budget, room_for(budget, tokenizer.margin), count, llm.message_cost(count))
 
 
+def first_page(room: int) -> int:
+    return max(SMALLEST_PAGE, min(LARGEST_PAGE, room // TYPICAL_MESSAGE_TOKENS))
+
+
 def history_newest_first(
-    store: Store, thread_id: str, tokenizer: Tokenizer, *, before: int | None = None
+    store: Store, thread_id: str, tokenizer: Tokenizer, *, first: int, before: int | None = None
 ) -> Iterator[Candidate]:
-    """Completed messages, newest first, with their counts by `tokenizer`: pages grow from small
-    (a turn usually needs few) and counts missing on a page are made once and kept."""
-    limit = FIRST_PAGE
+    """Completed messages, newest first, with their counts by `tokenizer`: pages grow from the
+    size the budget suggests, and counts missing on a page are made once and kept."""
+    limit = first
     while True:
         page = store.history_page(thread_id, tokenizer.name, before=before, limit=limit)
         missing = [row.id for row in page if row.tokens is None]
@@ -116,7 +124,7 @@ def history_newest_first(
         if len(page) < limit:
             return
         before = page[-1].position
-        limit = min(limit * 2, LARGEST_PAGE)
+        limit = min(limit * 4, LARGEST_PAGE)
 
 
 def _build(
@@ -125,7 +133,8 @@ def _build(
     system_tokens = plan.tokenizer.count(thread.system) if thread.system else 0
     new_tokens = plan.tokenizer.count(text) if text is not None else 0
     room = history_room(system=thread.system, new_message=text, budget=plan.budget, room=plan.room, count=plan.count)
-    window = select_window(history_newest_first(store, thread.id, plan.tokenizer), room, plan.cost)
+    history = history_newest_first(store, thread.id, plan.tokenizer, first=first_page(room))
+    window = select_window(history, room, plan.cost)
     entries, prompt_tokens = assemble(
         system=thread.system,
         window=window,
@@ -153,7 +162,7 @@ def _build(
 
 def _with_dropped(store: Store, thread: ThreadPublic, plan: _Plan, entries: list[ContextEntry]) -> list[ContextEntry]:
     first_kept = next((e.position for e in entries if e.kind == "history"), None)
-    older = list(history_newest_first(store, thread.id, plan.tokenizer, before=first_kept))
+    older = list(history_newest_first(store, thread.id, plan.tokenizer, first=LARGEST_PAGE, before=first_kept))
     older.reverse()
     contents = store.contents([c.id for c in older])
     dropped = [
@@ -163,9 +172,11 @@ def _with_dropped(store: Store, thread: ThreadPublic, plan: _Plan, entries: list
     return entries[:split] + dropped + entries[split:]
 
 
-def build_context(store: Store, thread: ThreadPublic, text: str | None, options: TurnOptions) -> Context:
-    """What the next turn would send, with the history the budget drops marked, for a preview."""
-    context, _ = _build(store, thread, text, _plan(thread, options), include_dropped=True)
+def build_context(store: Store, thread_ref: str, text: str | None, options: TurnOptions, *, with_dropped: bool) -> Context:
+    """What the next turn would send, for a preview."""
+    with store.snapshot():
+        thread = store.thread(thread_ref)
+        context, _ = _build(store, thread, text, _plan(thread, options), include_dropped=with_dropped)
     return context
 
 
@@ -179,11 +190,12 @@ def take_turn(
     on_text: Callable[[str], None] | None = None,
 ) -> Reply:
     validate_text(text)
-    thread = store.thread(thread_ref)
     reply_tokens = max_tokens(options)
-    plan = _plan(thread, options)
-    llm.check_model(plan.model, api_base=options.api_base)
-    context, new_tokens = _build(store, thread, text, plan, include_dropped=False)
+    with store.snapshot():
+        thread = store.thread(thread_ref)
+        plan = _plan(thread, options)
+        llm.check_model(plan.model, api_base=options.api_base)
+        context, new_tokens = _build(store, thread, text, plan, include_dropped=False)
     user_message = store.append(
         thread.id,
         MessageCreate(role="user", content=text, status="pending"),

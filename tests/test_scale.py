@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from memchat import llm
 from memchat.tokens import FALLBACK_MARGIN, tokenizer_for
-from memchat.turn import FIRST_PAGE
+from memchat.turn import first_page
 
 
 def long_thread(memory, messages: int, model: str = "openai/gpt-4o") -> str:
@@ -38,9 +38,9 @@ def test_a_turn_with_another_tokenizer_counts_only_what_it_reads(memory, server)
     thread = long_thread(memory, 4000)
     memory.say(thread, "and now?", model="openai/gpt-4", budget=300)
     first = token_rows(memory, "cl100k_base")
-    assert 0 < first <= FIRST_PAGE * 3
+    assert 0 < first <= first_page(300) * (1 + 4 + 16)
     memory.say(thread, "again?", model="openai/gpt-4", budget=300)
-    assert token_rows(memory, "cl100k_base") <= first + 2 + FIRST_PAGE
+    assert token_rows(memory, "cl100k_base") <= first + 2 + first_page(300)
     assert llm.counter("openai/gpt-4")(server.last_messages) <= 300
 
 

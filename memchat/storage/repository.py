@@ -8,6 +8,7 @@ history is read newest first, a page at a time, over the (thread, position) inde
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,6 +60,20 @@ class Store:
         self.engine = database.make_engine(url)
         self._migrate = migrate
         self._ready = False
+        self._shared: Session | None = None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads made inside share one session and connection instead of one each."""
+        if self._shared is not None:
+            yield
+            return
+        with _Transaction(self, commit=False) as session:
+            self._shared = session
+            try:
+                yield
+            finally:
+                self._shared = None
 
     def _session(self) -> Session:
         if not self._ready:
@@ -204,11 +219,13 @@ class Store:
                     {**row, "thread_id": thread.id, "position": position, "created_at": row.get("created_at") or thread.created_at}
                     for position, row in enumerate(record.messages)
                 ]
-                inserted = session.execute(
-                    insert(Message).returning(Message.id, sort_by_parameter_order=True), rows
+                connection = session.connection()
+                connection.execute(insert(Message.__table__), rows)
+                inserted = connection.execute(
+                    select(Message.id).where(Message.thread_id == thread.id).order_by(col(Message.position))
                 ).scalars().all()
-                session.execute(
-                    insert(MessageTokens),
+                connection.execute(
+                    insert(MessageTokens.__table__),
                     [
                         {"message_id": message_id, "tokenizer": tokenizer, "tokens": tokens}
                         for message_id, tokens in zip(inserted, message_counts, strict=True)
@@ -295,6 +312,8 @@ class Store:
         return ThreadPublic.model_validate(thread, update={"message_count": _count_from_last(last)})
 
     def _reading(self):
+        if self._shared is not None:
+            return nullcontext(self._shared)
         return _Transaction(self, commit=False)
 
     def _writing(self):

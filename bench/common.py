@@ -1,0 +1,77 @@
+"""Shared helpers for the benchmarks: synthetic conversations, timing, tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = (
+    "the a memory model token budget thread message context window reply user assistant system prompt "
+    "database index query fast slow cost time history summary turn provider stream json export import "
+    "python sqlite postgres alembic migration schema test bench ratio table row column value answer "
+    "question because which where when how why what often never always maybe perhaps indeed quite"
+).split()
+
+
+def conversation(messages: int, seed: int = 7) -> list[dict]:
+    """Alternating user and assistant messages of the lengths chat logs show (ShareGPT-like:
+    questions of 10-80 words, answers of 60-400 words, about 70 and 300 tokens on average)."""
+    rng = random.Random(seed)
+    chat = []
+    for i in range(messages):
+        user = i % 2 == 0
+        size = rng.randint(10, 80) if user else rng.randint(60, 400)
+        words = " ".join(rng.choice(WORDS) for _ in range(size))
+        chat.append({"role": "user" if user else "assistant", "content": f"{i}: {words}."})
+    return chat
+
+
+def export_file(path: Path, messages: int, model: str = "openai/gpt-4o") -> Path:
+    path.write_text(json.dumps({"title": f"{messages} messages", "model": model, "messages": conversation(messages)}))
+    return path
+
+
+def best_of(runs: int, action) -> float:
+    """The median of `runs` timings, in seconds."""
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def memchat_command() -> list[str]:
+    script = Path(sys.executable).parent / "memchat"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "memchat"]
+
+
+def run(args: list[str], *, env: dict | None = None, input: str | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, **(env or {})}, input=input)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:4])} failed: {result.stderr.strip()}")
+    return result
+
+
+def table(title: str, header: list[str], rows: list[list]) -> str:
+    cells = [header] + [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [f"### {title}", "", "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
