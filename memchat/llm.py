@@ -106,6 +106,27 @@ def counter(model: str, tokenizer: Tokenizer | None = None) -> Counter:
 
 
 @lru_cache(maxsize=32)
+def text_counter(model: str, tokenizer: Tokenizer) -> Callable[[list[str]], list[int]]:
+    """Content counts by `tokenizer`, through litellm's own encoder once litellm is loaded (a
+    turn loads it anyway), so a process loads each vocabulary once. These are the counts
+    `Tokenizer.count_batch` gives where litellm is not loaded, except on texts long enough for
+    litellm to count in chunks, where litellm's are a little higher; the exact check of the
+    list sent makes either safe."""
+    litellm = _litellm()
+    loaded = tokenizer.huggingface()
+    if loaded is not None:
+        return tokenizer.count_batch
+    encoding_model = {"o200k_base": "gpt-4o", "cl100k_base": "gpt-4"}.get(tokenizer.name)
+    if encoding_model is None:
+        return tokenizer.count_batch
+
+    def count_texts(texts: list[str]) -> list[int]:
+        return [litellm.token_counter(model=encoding_model, text=text) if text else 0 for text in texts]
+
+    return count_texts
+
+
+@lru_cache(maxsize=32)
 def message_cost(count: Counter) -> MessageCost:
     """A message's cost from its content's tokens: the framing litellm adds for its role
     (measured once per role) plus the content."""

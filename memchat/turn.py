@@ -63,6 +63,10 @@ class _Plan:
     room: int
     count: Counter
     cost: MessageCost
+    count_texts: Callable[[list[str]], list[int]]
+
+    def tokens(self, text: str) -> int:
+        return self.count_texts([text])[0]
 
 
 def resolve_model(thread: ThreadPublic, options: TurnOptions) -> str:
@@ -98,27 +102,26 @@ def _plan(thread: ThreadPublic, options: TurnOptions) -> _Plan:
     tokenizer = tokenizer_for(model)
     budget = resolve_budget(thread, options, model)
     count = llm.counter(model, tokenizer)
-    return _Plan(model, tokenizer, budget, room_for(budget, tokenizer.margin), count, llm.message_cost(count))
+    room = room_for(budget, tokenizer.margin)
+    return _Plan(model, tokenizer, budget, room, count, llm.message_cost(count), llm.text_counter(model, tokenizer))
 
 
 def first_page(room: int) -> int:
     return max(SMALLEST_PAGE, min(LARGEST_PAGE, room // TYPICAL_MESSAGE_TOKENS))
 
 
-def history_newest_first(
-    store: Store, thread_id: str, tokenizer: Tokenizer, *, first: int, before: int | None = None
-) -> Iterator[Candidate]:
-    """Completed messages, newest first, with their counts by `tokenizer`: pages grow from the
-    size the budget suggests, and counts missing on a page are made once and kept."""
+def history_newest_first(store: Store, thread_id: str, plan: _Plan, *, first: int, before: int | None = None) -> Iterator[Candidate]:
+    """Completed messages, newest first, with their counts by the plan's tokenizer: pages grow
+    from the size the budget suggests, and counts missing on a page are made once and kept."""
     limit = first
     while True:
-        page = store.history_page(thread_id, tokenizer.name, before=before, limit=limit)
+        page = store.history_page(thread_id, plan.tokenizer.name, before=before, limit=limit)
         missing = [row.id for row in page if row.tokens is None]
         counted: dict[int, int] = {}
         if missing:
             contents = store.contents(missing)
-            counted = dict(zip(missing, tokenizer.count_batch([contents[i] for i in missing])))
-            store.save_token_counts(tokenizer.name, counted)
+            counted = dict(zip(missing, plan.count_texts([contents[i] for i in missing])))
+            store.save_token_counts(plan.tokenizer.name, counted)
         for row in page:
             yield Candidate(row.id, row.position, row.role, counted.get(row.id, row.tokens))
         if len(page) < limit:
@@ -130,10 +133,10 @@ def history_newest_first(
 def _build(
     store: Store, thread: ThreadPublic, text: str | None, plan: _Plan, *, include_dropped: bool
 ) -> tuple[Context, int]:
-    system_tokens = plan.tokenizer.count(thread.system) if thread.system else 0
-    new_tokens = plan.tokenizer.count(text) if text is not None else 0
+    system_tokens = plan.tokens(thread.system) if thread.system else 0
+    new_tokens = plan.tokens(text) if text is not None else 0
     room = history_room(system=thread.system, new_message=text, budget=plan.budget, room=plan.room, count=plan.count)
-    history = history_newest_first(store, thread.id, plan.tokenizer, first=first_page(room))
+    history = history_newest_first(store, thread.id, plan, first=first_page(room))
     window = select_window(history, room, plan.cost)
     entries, prompt_tokens = assemble(
         system=thread.system,
@@ -162,7 +165,7 @@ def _build(
 
 def _with_dropped(store: Store, thread: ThreadPublic, plan: _Plan, entries: list[ContextEntry]) -> list[ContextEntry]:
     first_kept = next((e.position for e in entries if e.kind == "history"), None)
-    older = list(history_newest_first(store, thread.id, plan.tokenizer, first=LARGEST_PAGE, before=first_kept))
+    older = list(history_newest_first(store, thread.id, plan, first=LARGEST_PAGE, before=first_kept))
     older.reverse()
     contents = store.contents([c.id for c in older])
     dropped = [
@@ -225,7 +228,7 @@ def take_turn(
             cost=completion.cost,
             latency_ms=completion.latency_ms,
         ),
-        tokens=(plan.tokenizer.name, plan.tokenizer.count(completion.text)),
+        tokens=(plan.tokenizer.name, plan.tokens(completion.text)),
     )
     return Reply(
         text=completion.text,
