@@ -52,9 +52,9 @@ def main() -> str:
             for size in SIZES:
                 (thread,) = memory.import_(export_file(Path(folder) / f"{size}.json", size, MODEL).read_bytes())
                 memory.context(thread, "next question?", budget=BUDGET, with_dropped=False)
-                ours = best_of(51, lambda: memory.context(thread, "next question?", budget=BUDGET, with_dropped=False))
+                ours = best_of(101, lambda: memory.context(thread, "next question?", budget=BUDGET, with_dropped=False))
                 litellm_run, langchain_run = peers(conversation(size))
-                runs = 3 if size >= 10_000 else 7
+                runs = {10: 7, 1_000: 5, 10_000: 3}.get(size, 1)
                 theirs_litellm = best_of(runs, litellm_run)
                 theirs_langchain = best_of(runs, langchain_run)
                 timings[size] = ours

@@ -1,0 +1,55 @@
+"""Import throughput (target: 100,000 messages in under 10 s, token counts included) and export
+peak memory (target: flat, a 100,000-message thread costs about what a 10-message one does)."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import export_file, memchat_command, run, table
+
+PEAK = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def peak_kib(args: list[str], env: dict) -> int:
+    """Peak resident memory of one run of a command (each probe process has only that child)."""
+    return int(run([sys.executable, "-c", PEAK, *args], env=env).stdout)
+
+
+def main() -> str:
+    with tempfile.TemporaryDirectory() as folder:
+        env = {"MEMCHAT_DB": str(Path(folder) / "transfer.db")}
+        rows = []
+        threads = {}
+        for size in (10, 100_000):
+            path = export_file(Path(folder) / f"{size}.json", size)
+            started = time.perf_counter()
+            threads[size] = run(memchat_command() + ["import", str(path)], env=env).stdout.strip()
+            seconds = time.perf_counter() - started
+            rows.append([f"{size:,}", f"{path.stat().st_size / 1e6:.1f}", seconds, f"{size / seconds:,.0f}"])
+        imports = table(
+            "`memchat import` (new process; parse, validate, count tokens, write)",
+            ["messages", "file MB", "seconds", "messages/s"],
+            rows,
+        )
+        memory = []
+        for size, thread in threads.items():
+            started = time.perf_counter()
+            kib = peak_kib(memchat_command() + ["export", thread, "-o", str(Path(folder) / f"out-{size}.json")], env)
+            memory.append([f"{size:,}", kib / 1024, time.perf_counter() - started])
+        memory = [row + [f"{row[1] / memory[0][1]:.2f}"] for row in memory]
+        exports = table(
+            "`memchat export` to a file (new process): peak resident memory",
+            ["messages", "peak MiB", "seconds", "vs 10 messages"],
+            memory,
+        )
+    return imports + "\n" + exports
+
+
+if __name__ == "__main__":
+    print(main())

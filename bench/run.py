@@ -1,0 +1,51 @@
+"""Run every benchmark and print the results as Markdown (what docs/benchmarks.md holds).
+
+    pip install ".[bench]" && python bench/run.py | tee docs/benchmarks.md
+
+Each table compares timings measured side by side in this one run, on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import context_assembly  # noqa: E402
+import import_export  # noqa: E402
+import say_turn  # noqa: E402
+import startup  # noqa: E402
+
+
+def machine() -> str:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor() or "unknown CPU",
+    ) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+    )
+
+
+def main() -> None:
+    print("# memchat benchmarks\n")
+    print(f"Machine: {machine()}.\n")
+    print("Rerun with `pip install \".[bench]\" && python bench/run.py`.\n", flush=True)
+    for name, bench in (
+        ("context assembly", context_assembly),
+        ("say", say_turn),
+        ("import and export", import_export),
+        ("start-up", startup),
+    ):
+        print(f"running {name}...", file=sys.stderr, flush=True)
+        print(bench.main(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
