@@ -23,6 +23,15 @@ WORDS = (
 ).split()
 
 
+def long_conversation(messages: int, words: int = 360, seed: int = 11) -> list[dict]:
+    """Messages of `words` words each: ten of them fill a 4,000-token budget."""
+    rng = random.Random(seed)
+    return [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": " ".join(rng.choice(WORDS) for _ in range(words))}
+        for i in range(messages)
+    ]
+
+
 def conversation(messages: int, seed: int = 7) -> list[dict]:
     """Alternating user and assistant messages of the lengths chat logs show (ShareGPT-like:
     questions of 10-80 words, answers of 60-400 words, about 70 and 300 tokens on average)."""
@@ -36,8 +45,9 @@ def conversation(messages: int, seed: int = 7) -> list[dict]:
     return chat
 
 
-def export_file(path: Path, messages: int, model: str = "openai/gpt-4o") -> Path:
-    path.write_text(json.dumps({"title": f"{messages} messages", "model": model, "messages": conversation(messages)}))
+def export_file(path: Path, messages: int, model: str = "openai/gpt-4o", chat: list[dict] | None = None) -> Path:
+    chat = conversation(messages) if chat is None else chat
+    path.write_text(json.dumps({"title": f"{messages} messages", "model": model, "messages": chat}))
     return path
 
 

@@ -8,11 +8,10 @@ Targets: at 100,000 messages memchat is at least 20x faster than either peer, an
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
-from common import best_of, conversation, export_file, table
+from common import best_of, conversation, export_file, long_conversation, table
 
 SIZES = (10, 1_000, 10_000, 100_000)
 BUDGET = 4_000
@@ -46,41 +45,44 @@ def main() -> str:
     from memchat import Memory
 
     rows = []
-    timings = {}
     with tempfile.TemporaryDirectory() as folder:
         with Memory(str(Path(folder) / "bench.db")) as memory:
-            for size in SIZES:
-                (thread,) = memory.import_(export_file(Path(folder) / f"{size}.json", size, MODEL).read_bytes())
-                memory.context(thread, "next question?", budget=BUDGET, with_dropped=False)
-                ours = best_of(101, lambda: memory.context(thread, "next question?", budget=BUDGET, with_dropped=False))
-                litellm_run, langchain_run = peers(conversation(size))
-                runs = {10: 7, 1_000: 5, 10_000: 3}.get(size, 1)
-                theirs_litellm = best_of(runs, litellm_run)
-                theirs_langchain = best_of(runs, langchain_run)
-                timings[size] = ours
-                rows.append(
-                    [
-                        f"{size:,}",
-                        ours * 1000,
-                        theirs_litellm * 1000,
-                        theirs_langchain * 1000,
-                        f"{theirs_litellm / ours:.1f}x",
-                        f"{theirs_langchain / ours:.1f}x",
-                        f"{ours / timings[SIZES[0]]:.2f}",
-                    ]
-                )
+
+            def measure(label: str, chat: list[dict], with_peers: bool) -> float:
+                (thread,) = memory.import_(export_file(Path(folder) / "thread.json", len(chat), MODEL, chat).read_bytes())
+                turn = lambda: memory.context(thread, "next question?", budget=BUDGET, with_dropped=False)  # noqa: E731
+                sent = turn()
+                ours = best_of(101, turn)
+                row = [label, len(sent.messages), sent.prompt_tokens, ours * 1000, ours]
+                if with_peers:
+                    litellm_run, langchain_run = peers(chat)
+                    runs = {10: 7, 1_000: 5, 10_000: 3}.get(len(chat), 1)
+                    theirs = [best_of(runs, litellm_run), best_of(runs, langchain_run)]
+                    row += [t * 1000 for t in theirs] + [f"{t / ours:.1f}x" for t in theirs]
+                else:
+                    row += ["", "", "", ""]
+                rows.append(row)
+                return ours
+
+            baseline = measure("10", conversation(10), True)
+            for size in SIZES[1:]:
+                measure(f"{size:,}", conversation(size), True)
+            measure("10 long (fill the budget)", long_conversation(10), False)
+            for row in rows:
+                row.append(f"{row.pop(4) / baseline:.2f}")
     header = [
-        "messages",
+        "messages in thread",
+        "messages sent",
+        "tokens sent",
         "memchat ms (from DB)",
         "litellm trim_messages ms",
         "LangChain trim_messages ms",
         "litellm / memchat",
         "LangChain / memchat",
-        "memchat vs 10 msgs",
+        "memchat vs 10",
     ]
     return table("Context assembly, one turn, budget 4,000 tokens (median)", header, rows)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
     print(main())
