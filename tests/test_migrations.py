@@ -9,6 +9,7 @@ from sqlmodel import SQLModel
 import memchat.storage.models  # noqa: F401
 from memchat import Memory, StorageError
 from memchat.config import database_url
+from memchat.tokens import tokenizer_for
 from memchat.storage import database
 
 
@@ -90,3 +91,31 @@ def test_a_current_database_is_recognised_without_alembic(db_url):
     result = subprocess.run([sys.executable, "-c", probe, db_url], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_upgrading_a_0001_database_keeps_its_threads_and_counts_lazily(db_url, server):
+    engine = database.make_engine(database_url(db_url))
+    database.upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO threads (id, title, created_at, updated_at) VALUES ('abc123', 'old', :t, :t)"),
+            {"t": "2026-01-01 00:00:00"},
+        )
+        for position, (role, content) in enumerate([("user", "hello from 0001"), ("assistant", "hi back")]):
+            connection.execute(
+                text(
+                    "INSERT INTO messages (thread_id, position, role, content, status, token_count, created_at) "
+                    "VALUES ('abc123', :p, :r, :c, 'complete', 99, :t)"
+                ),
+                {"p": position, "r": role, "c": content, "t": "2026-01-01 00:00:00"},
+            )
+    engine.dispose()
+    with Memory(db_url) as memory:
+        memory.say("abc123", "still there?")
+        assert server.last_messages[:2] == [
+            {"role": "user", "content": "hello from 0001"},
+            {"role": "assistant", "content": "hi back"},
+        ]
+        o200k = tokenizer_for("openai/gpt-4o")
+        expected = [{"o200k_base": o200k.count("hello from 0001")}, {"o200k_base": o200k.count("hi back")}]
+        assert [m["tokens"] for m in memory.export("abc123")["messages"]][:2] == expected
