@@ -12,6 +12,7 @@ from memchat.errors import (  # noqa: E402
     MemchatError,
     NotFound,
     ProviderError,
+    ReplyCutOff,
     StorageError,
 )
 from memchat.turn import Reply  # noqa: E402
@@ -24,6 +25,7 @@ __all__ = [
     "Memory",
     "NotFound",
     "ProviderError",
+    "ReplyCutOff",
     "Reply",
     "StorageError",
 ]

@@ -7,7 +7,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from memchat import transfer
+from memchat import llm, transfer
 from memchat.config import database_url
 from memchat.context import Context
 from memchat.errors import InvalidInput, describe_validation_error
@@ -68,22 +68,31 @@ class Memory:
     def say(
         self,
         thread_id: str,
-        text: str,
+        text: str | None,
         *,
         model: str | None = None,
         budget: int | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
         api_base: str | None = None,
+        timeout: float | None = None,
         stream: bool = False,
         on_text: Callable[[str], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
     ) -> Reply:
         """Send `text` with the thread's memory and store the reply.
 
-        With `stream=True`, `on_text` receives the reply piece by piece as it arrives.
+        With `stream=True`, `on_text` receives the reply piece by piece as it arrives. `timeout`
+        bounds the whole call, retries of transient provider failures included. `on_note` hears
+        of what memchat did on the user's behalf (a retry with a tighter budget).
         """
-        options = TurnOptions(model, budget, max_tokens, temperature, api_base)
-        return take_turn(self.store, thread_id, text, options, stream=stream, on_text=on_text)
+        options = TurnOptions(model, budget, max_tokens, temperature, api_base, timeout or llm.DEFAULT_TIMEOUT)
+        return take_turn(self.store, thread_id, text, options, stream=stream, on_text=on_text, on_note=on_note)
+
+    def retry(self, thread_id: str, **options) -> Reply:
+        """Send the thread's last unanswered message again (after a failure or a cut-off reply);
+        takes the same options as `say`."""
+        return self.say(thread_id, None, **options)
 
     def context(
         self,

@@ -130,6 +130,17 @@ def new(
     typer.echo(thread.id)
 
 
+TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", min=0.0, help="Sampling temperature.")]
+ApiBaseOpt = Annotated[Optional[str], typer.Option("--api-base", help="Provider base URL for this call.")]
+TimeoutOpt = Annotated[
+    Optional[float], typer.Option("--timeout", min=1.0, help="Seconds the reply may take, retries included [default: 120].")
+]
+StreamOpt = Annotated[
+    Optional[bool],
+    typer.Option("--stream/--no-stream", help="Print the reply as it arrives [default: when stdout is a terminal].", show_default=False),
+]
+
+
 @app.command()
 def say(
     ctx: typer.Context,
@@ -138,32 +149,58 @@ def say(
     model: ModelOpt = None,
     budget: BudgetOpt = None,
     max_tokens: MaxTokensOpt = None,
-    temperature: Annotated[Optional[float], typer.Option("--temperature", min=0.0, help="Sampling temperature.")] = None,
-    api_base: Annotated[Optional[str], typer.Option("--api-base", help="Provider base URL for this call.")] = None,
-    stream: Annotated[Optional[bool], typer.Option("--stream/--no-stream", help="Print the reply as it arrives [default: when stdout is a terminal].", show_default=False)] = None,
+    temperature: TemperatureOpt = None,
+    api_base: ApiBaseOpt = None,
+    timeout: TimeoutOpt = None,
+    stream: StreamOpt = None,
 ):
     """Send a message with the thread's memory and print the reply."""
-    text = _message_text(message)
-    streaming = sys.stdout.isatty() if stream is None else stream
+    _turn(ctx, thread, _message_text(message), locals())
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    model: ModelOpt = None,
+    budget: BudgetOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    api_base: ApiBaseOpt = None,
+    timeout: TimeoutOpt = None,
+    stream: StreamOpt = None,
+):
+    """Send the thread's last unanswered message again (after a failed or cut-off reply)."""
+    _turn(ctx, thread, None, locals())
+
+
+def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict) -> None:
+    streaming = sys.stdout.isatty() if options["stream"] is None else options["stream"]
+    wrote = []
 
     def write(piece: str) -> None:
+        wrote.append(piece)
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    reply = _memory(ctx).say(
-        thread,
-        text,
-        model=model,
-        budget=budget,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        api_base=api_base,
-        stream=streaming,
-        on_text=write if streaming else None,
-    )
-    if streaming:
-        write("\n")
-    else:
+    try:
+        reply = _memory(ctx).say(
+            thread,
+            text,
+            model=options["model"],
+            budget=options["budget"],
+            max_tokens=options["max_tokens"],
+            temperature=options["temperature"],
+            api_base=options["api_base"],
+            timeout=options["timeout"],
+            stream=streaming,
+            on_text=write if streaming else None,
+            on_note=lambda note: typer.echo(f"memchat: {note}", err=True),
+        )
+    finally:
+        if wrote:
+            write("\n")
+    if not streaming:
         typer.echo(reply.text)
 
 

@@ -41,6 +41,19 @@ class ProviderError(MemchatError):
     exit_code = 5
 
 
+class ContextTooLong(ProviderError):
+    """The provider counted the prompt as longer than its context (its tokenizer differs from ours)."""
+
+
+class ReplyCutOff(ProviderError):
+    """The reply stopped part-way (connection dropped, Ctrl-C); `text` is what had arrived."""
+
+    def __init__(self, message: str, text: str, *, interrupted: bool = False):
+        super().__init__(message)
+        self.text = text
+        self.interrupted = interrupted
+
+
 class StorageError(MemchatError):
     """The database cannot be opened, migrated or written."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,8 +18,13 @@ from functools import lru_cache
 from memchat.config import debug_enabled
 from memchat.context import Counter, MessageCost
 from memchat.echo import echo_reply
-from memchat.errors import ProviderError
+from memchat.errors import ContextTooLong, ProviderError, ReplyCutOff
 from memchat.tokens import Tokenizer
+
+DEFAULT_TIMEOUT = 120.0
+"""Seconds a reply may take in all, retries included (`--timeout`)."""
+MAX_ATTEMPTS = 6
+RETRY_BASE_SECONDS = 0.5
 
 OFFLINE_HINT = "try `--model memchat/echo`, which works offline with no key"
 
@@ -179,25 +185,44 @@ def complete(
     api_base: str | None = None,
     stream: bool = False,
     on_text: Callable[[str], None] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Completion:
+    """One reply. Transient failures (429, 5xx, connection errors, time-outs) are retried with
+    backoff while `timeout` seconds last in all; others fail at once. A stream that breaks after
+    text has arrived is never retried (the text has been shown): it ends in ReplyCutOff."""
     litellm = _litellm()
-    params: dict = {"model": model, "messages": messages, "max_tokens": max_tokens}
+    params: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "num_retries": 0, "max_retries": 0}
     if temperature is not None:
         params["temperature"] = temperature
     if api_base:
         params["api_base"] = api_base
     started = time.perf_counter()
-    try:
-        if stream:
-            response = _streamed(litellm, params, on_text)
-        else:
-            response = litellm.completion(**params)
-            if on_text:
-                on_text(response.choices[0].message.content or "")
-    except ProviderError:
-        raise
-    except Exception as exc:
-        raise _translate(litellm, exc, model, api_base) from None
+    deadline = time.monotonic() + timeout
+    for attempt in range(MAX_ATTEMPTS):
+        received: list[str] = []
+        params["timeout"] = max(deadline - time.monotonic(), 0.1)
+        try:
+            if stream:
+                response = _streamed(litellm, params, on_text, received)
+            else:
+                response = litellm.completion(**params)
+                if on_text:
+                    on_text(response.choices[0].message.content or "")
+            break
+        except KeyboardInterrupt:
+            if received:
+                raise ReplyCutOff(f"{model}: interrupted; the partial reply is kept", "".join(received), interrupted=True) from None
+            raise
+        except ProviderError:
+            raise
+        except Exception as exc:
+            error = _translate(litellm, exc, model, api_base)
+            if received:
+                raise ReplyCutOff(f"{error} (the reply stopped part-way; what arrived is kept)", "".join(received)) from None
+            pause = RETRY_BASE_SECONDS * 2**attempt * (0.5 + random.random())
+            if not _transient(litellm, exc) or time.monotonic() + pause >= deadline or attempt + 1 == MAX_ATTEMPTS:
+                raise error from None
+            time.sleep(pause)
     latency_ms = round((time.perf_counter() - started) * 1000)
     usage = getattr(response, "usage", None)
     return Completion(
@@ -210,13 +235,23 @@ def complete(
     )
 
 
-def _streamed(litellm, params: dict, on_text: Callable[[str], None] | None):
+def _transient(litellm, exc: Exception) -> bool:
+    errors = litellm.exceptions
+    if isinstance(exc, (errors.RateLimitError, errors.InternalServerError, errors.ServiceUnavailableError,
+                        errors.BadGatewayError, errors.APIConnectionError, errors.Timeout)):
+        return True
+    return getattr(exc, "status_code", None) in (408, 409, 429, 500, 502, 503, 504) or _is_connection_failure(exc)
+
+
+def _streamed(litellm, params: dict, on_text: Callable[[str], None] | None, received: list[str]):
     chunks = []
     for chunk in litellm.completion(**params, stream=True, stream_options={"include_usage": True}):
         chunks.append(chunk)
         piece = chunk.choices[0].delta.content if chunk.choices else None
-        if piece and on_text:
-            on_text(piece)
+        if piece:
+            received.append(piece)
+            if on_text:
+                on_text(piece)
     if not chunks:
         raise ProviderError(f"{params['model']} returned an empty stream")
     return litellm.stream_chunk_builder(chunks, messages=params["messages"])
@@ -248,14 +283,14 @@ def _translate(litellm, exc: Exception, model: str, api_base: str | None) -> Pro
         return ProviderError(f"{model}: authentication failed ({detail}); check the API key, or {OFFLINE_HINT}")
     if isinstance(exc, errors.PermissionDeniedError):
         return ProviderError(f"{model}: permission denied ({detail}); check the API key's access")
-    if isinstance(exc, errors.ContextWindowExceededError):
-        return ProviderError(f"{model}: the provider says the prompt is too long ({detail}); lower --budget")
+    if isinstance(exc, errors.ContextWindowExceededError) or "context_length_exceeded" in detail:
+        return ContextTooLong(f"{model}: the provider says the prompt is too long ({detail}); lower --budget")
     if isinstance(exc, errors.NotFoundError):
         return ProviderError(f"{model}: model not found by the provider ({detail}); check the model name")
     if isinstance(exc, errors.RateLimitError):
         return ProviderError(f"{model}: rate limited by the provider ({detail}); wait and try again")
     if isinstance(exc, errors.Timeout):
-        return ProviderError(f"{model}: the provider did not answer in time; try again later")
+        return ProviderError(f"{model}: the provider did not answer in time; try again later or raise --timeout")
     if isinstance(exc, errors.APIConnectionError) or _is_connection_failure(exc):
         where = api_base or "the provider"
         return ProviderError(f"{model}: cannot reach {where} ({detail}); check the network or --api-base")

@@ -9,7 +9,7 @@ thread; token counts missing for the turn's tokenizer are made for the messages 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from memchat import llm
 from memchat.config import DEFAULT_MAX_TOKENS, FALLBACK_BUDGET, default_model
@@ -24,11 +24,13 @@ from memchat.context import (
     room_for,
     select_window,
 )
-from memchat.errors import InvalidInput
+from memchat.errors import ContextTooLong, InvalidInput, ReplyCutOff
 from memchat.storage.models import MessageCreate, MessagePublic, ThreadPublic
 from memchat.storage.repository import Store
 from memchat.tokens import Tokenizer, tokenizer_for
 
+TIGHTER = 0.8
+"""After the provider refuses a prompt as too long, the retry's budget, as a share of what was sent."""
 SMALLEST_PAGE = 16
 LARGEST_PAGE = 4096
 TYPICAL_MESSAGE_TOKENS = 100
@@ -44,6 +46,7 @@ class TurnOptions:
     max_tokens: int | None = None
     temperature: float | None = None
     api_base: str | None = None
+    timeout: float = llm.DEFAULT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -186,26 +189,38 @@ def build_context(store: Store, thread_ref: str, text: str | None, options: Turn
 def take_turn(
     store: Store,
     thread_ref: str,
-    text: str,
+    text: str | None,
     options: TurnOptions,
     *,
     stream: bool = False,
     on_text: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Reply:
-    validate_text(text)
+    """A turn; with `text` None, the thread's last unanswered message is sent again (`retry`)."""
     reply_tokens = max_tokens(options)
     with store.snapshot():
         thread = store.thread(thread_ref)
+        unanswered = None
+        if text is None:
+            unanswered = store.unanswered(thread.id)
+            if unanswered is None:
+                raise InvalidInput(f"nothing to retry: the last message of thread {thread.id} has its reply")
+            text = unanswered.content
+        validate_text(text)
         plan = _plan(thread, options)
         llm.check_model(plan.model, api_base=options.api_base)
         context, new_tokens = _build(store, thread, text, plan, include_dropped=False)
-    user_message = store.append(
-        thread.id,
-        MessageCreate(role="user", content=text, status="pending"),
-        tokens=(plan.tokenizer.name, new_tokens),
-    )
-    try:
-        completion = llm.complete(
+    if unanswered is None:
+        user_message = store.append(
+            thread.id,
+            MessageCreate(role="user", content=text, status="pending"),
+            tokens=(plan.tokenizer.name, new_tokens),
+        )
+    else:
+        user_message = store.set_status(unanswered.id, "pending")
+
+    def call(context: Context) -> llm.Completion:
+        return llm.complete(
             model=plan.model,
             messages=context.messages,
             max_tokens=reply_tokens,
@@ -213,11 +228,27 @@ def take_turn(
             api_base=options.api_base,
             stream=stream,
             on_text=on_text,
+            timeout=options.timeout,
         )
-    except BaseException:
-        store.fail_turn(user_message.id)
+
+    try:
+        try:
+            completion = call(context)
+        except ContextTooLong:
+            context = _tighter(store, thread, text, plan, context, on_note)
+            completion = call(context)
+    except ReplyCutOff as cut:
+        store.finish_turn(
+            user_message.id,
+            MessageCreate(role="assistant", content=cut.text, status="partial", model=plan.model),
+            tokens=(plan.tokenizer.name, plan.tokens(cut.text)),
+            user_status="failed",
+        )
         raise
-    reply = store.complete_turn(
+    except BaseException:
+        store.set_status(user_message.id, "failed")
+        raise
+    reply = store.finish_turn(
         user_message.id,
         MessageCreate(
             role="assistant",
@@ -237,3 +268,19 @@ def take_turn(
         user_message=user_message.model_copy(update={"status": "complete"}),
         context=context,
     )
+
+
+def _tighter(
+    store: Store, thread: ThreadPublic, text: str, plan: _Plan, sent: Context, on_note: Callable[[str], None] | None
+) -> Context:
+    """The provider's tokenizer counts more than ours: fit once more, to TIGHTER of what was sent."""
+    budget = max(1, int(sent.prompt_tokens * TIGHTER))
+    if on_note:
+        on_note(
+            f"the provider counted the prompt of {sent.prompt_tokens} tokens as too long; "
+            f"retrying once with a budget of {budget}"
+        )
+    tighter = replace(plan, budget=budget, room=room_for(budget, plan.tokenizer.margin))
+    with store.snapshot():
+        context, _ = _build(store, thread, text, tighter, include_dropped=False)
+    return context

@@ -6,6 +6,7 @@ Tests script its replies and faults and read back exactly what memchat sent thro
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -28,6 +29,7 @@ class FakeOpenAI:
         self.requests: list[dict] = []
         self._replies: deque[str] = deque()
         self._faults: deque[Fault] = deque()
+        self._drops: deque[int] = deque()
         self._lock = threading.Lock()
         server = self
 
@@ -46,14 +48,15 @@ class FakeOpenAI:
                 with server._lock:
                     server.requests.append(body)
                     fault = server._faults.popleft() if server._faults else None
-                    text = server._replies.popleft() if server._replies else f"reply {len(server.requests)}"
+                    text = server._replies.popleft() if server._replies and not fault else f"reply {len(server.requests)}"
+                    drop = server._drops.popleft() if server._drops and not fault and body.get("stream") else None
                 if fault:
                     self._send_json(
                         fault.status,
                         {"error": {"message": fault.message, "type": "error", "code": fault.code, "param": None}},
                     )
                 elif body.get("stream"):
-                    self._stream(body, text)
+                    self._stream(body, text, drop)
                 else:
                     self._send_json(200, server._completion(body, text))
 
@@ -65,7 +68,7 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, body: dict, text: str):
+            def _stream(self, body: dict, text: str, drop: int | None = None):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
@@ -78,7 +81,11 @@ class FakeOpenAI:
                     self.wfile.flush()
 
                 event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
-                for piece in _pieces(text):
+                for index, piece in enumerate(_pieces(text)):
+                    if index == drop:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        self.close_connection = True
+                        return
                     event({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
                 event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
                 if (body.get("stream_options") or {}).get("include_usage"):
@@ -98,6 +105,10 @@ class FakeOpenAI:
     def reply(self, *texts: str) -> None:
         self._replies.extend(texts)
 
+    def drop_after(self, pieces: int) -> None:
+        """The next streamed reply breaks off (the connection closes) after `pieces` pieces."""
+        self._drops.append(pieces)
+
     def fail(self, status: int, message: str = "scripted failure", code: str | None = None) -> None:
         self._faults.append(Fault(status, message, code))
 
@@ -106,6 +117,7 @@ class FakeOpenAI:
             self.requests.clear()
             self._replies.clear()
             self._faults.clear()
+            self._drops.clear()
 
     @property
     def last_messages(self) -> list[dict]:

@@ -324,3 +324,18 @@ def test_llama_model_names_do_not_wait_on_a_tokenizer_download(memchat_script, s
     assert said.returncode == 0, said.stderr
     assert said.stderr == ""
     assert server.requests[-1]["model"] == "llama-3-8b-instruct"
+
+
+def test_retry_command_and_a_cut_off_stream(server):
+    thread = new_thread()
+    server.reply("half of this answer arrives")
+    server.drop_after(2)
+    result = run("say", thread, "tell me", "--stream")
+    assert result.exit_code == 5
+    assert result.stdout == "half of \n"
+    assert "stopped part-way" in result.stderr and result.stderr.count("\n") == 1
+    assert "assistant (partial)" in ok("show", thread).stdout
+    server.reply("the full answer")
+    assert ok("retry", thread, "--timeout", "30").stdout == "the full answer\n"
+    assert server.last_messages == [{"role": "user", "content": "tell me"}]
+    assert "nothing to retry" in fails(2, "retry", thread).stderr

@@ -135,17 +135,94 @@ def test_a_failed_turn_keeps_the_message_marked_failed_and_out_of_later_contexts
     assert server.last_messages[-1]["content"] == "second"
 
 
-@pytest.mark.parametrize(
-    "status, pattern",
-    [(401, "authentication failed"), (404, "not found"), (429, "rate limited"), (500, "provider error")],
-)
-def test_provider_failures_become_one_line_provider_errors(memory, server, status, pattern):
+@pytest.mark.parametrize("status, pattern", [(401, "authentication failed"), (404, "not found"), (400, "rejected")])
+def test_permanent_failures_are_not_retried(memory, server, status, pattern):
     thread = memory.new_thread()
-    for _ in range(5):
-        server.fail(status, "scripted")
+    server.fail(status, "scripted")
     with pytest.raises(ProviderError, match=pattern) as caught:
         memory.say(thread.id, "hi")
     assert "\n" not in str(caught.value)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
+def test_transient_failures_are_retried(memory, server, status):
+    thread = memory.new_thread()
+    server.fail(status, "busy")
+    server.fail(status, "still busy")
+    server.reply("at last")
+    assert memory.say(thread.id, "hi").text == "at last"
+    assert len(server.requests) == 3
+    assert [m.status for m in memory.messages(thread.id)] == ["complete", "complete"]
+
+
+def test_retries_stop_within_the_timeout_with_one_line(memory, server):
+    import time
+
+    thread = memory.new_thread()
+    for _ in range(20):
+        server.fail(503, "overloaded")
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match="provider error 503") as caught:
+        memory.say(thread.id, "hi", timeout=2)
+    assert time.monotonic() - started < 4
+    assert 1 < len(server.requests) < 20
+    assert "\n" not in str(caught.value)
+    assert memory.messages(thread.id)[-1].status == "failed"
+
+
+def test_context_too_long_is_retried_once_with_a_tighter_budget(memory, server):
+    thread = memory.new_thread()
+    for i in range(6):
+        memory.say(thread.id, f"turn {i} " + "words " * 30)
+    notes = []
+    server.fail(400, "This model's maximum context length is 100 tokens.", code="context_length_exceeded")
+    reply = memory.say(thread.id, "final question", budget=400, on_note=notes.append)
+    first, second = server.requests[-2]["messages"], server.requests[-1]["messages"]
+    count = llm.counter("openai/gpt-4o")
+    assert count(second) <= int(count(first) * 0.8) < count(first)
+    assert reply.context.messages == second
+    assert len(notes) == 1 and "retrying once with a budget of" in notes[0]
+
+
+def test_a_stream_cut_off_keeps_the_partial_reply_out_of_later_contexts(memory, server):
+    from memchat import ReplyCutOff
+
+    thread = memory.new_thread()
+    memory.say(thread.id, "first")
+    server.reply("this answer will be cut off here")
+    server.drop_after(3)
+    pieces = []
+    with pytest.raises(ReplyCutOff) as caught:
+        memory.say(thread.id, "second", stream=True, on_text=pieces.append)
+    assert caught.value.text == "".join(pieces) and pieces
+    stored = memory.messages(thread.id)
+    assert [(m.role, m.status) for m in stored[-2:]] == [("user", "failed"), ("assistant", "partial")]
+    assert stored[-1].content == caught.value.text
+    server.reply("the whole answer")
+    retried = memory.retry(thread.id)
+    assert retried.text == "the whole answer"
+    assert server.last_messages == [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "reply 1"},
+        {"role": "user", "content": "second"},
+    ]
+    assert [m.status for m in memory.messages(thread.id)] == ["complete"] * 3 + ["partial", "complete"]
+
+
+def test_retry_resends_the_last_failed_message_and_refuses_when_there_is_none(memory, server):
+    thread = memory.new_thread()
+    server.fail(401, "bad key")
+    with pytest.raises(ProviderError):
+        memory.say(thread.id, "are you there?")
+    reply = memory.retry(thread.id)
+    assert server.last_messages == [{"role": "user", "content": "are you there?"}]
+    assert [(m.content, m.status) for m in memory.messages(thread.id)] == [
+        ("are you there?", "complete"),
+        (reply.text, "complete"),
+    ]
+    with pytest.raises(InvalidInput, match="nothing to retry"):
+        memory.retry(thread.id)
 
 
 def test_missing_key_names_the_variable_and_the_offline_model(memory, server, monkeypatch):

@@ -182,22 +182,40 @@ class Store:
             thread = self._resolve(session, thread_id)
             return self._append(session, thread, message, tokens)
 
-    def complete_turn(
-        self, user_message_id: int, reply: MessageCreate, tokens: tuple[str, int] | None = None
+    def finish_turn(
+        self,
+        user_message_id: int,
+        reply: MessageCreate,
+        tokens: tuple[str, int] | None = None,
+        *,
+        user_status: str = "complete",
     ) -> MessagePublic:
-        """Store the reply and mark its user message answered, together."""
+        """Store the reply (complete, or partial with its user message marked failed), together."""
         with self._writing() as session:
             user_message = self._message(session, user_message_id)
-            user_message.status = "complete"
+            user_message.status = user_status
             session.add(user_message)
             thread = self._resolve(session, user_message.thread_id)
             return self._append(session, thread, reply, tokens)
 
-    def fail_turn(self, user_message_id: int) -> None:
+    def set_status(self, message_id: int, status: str) -> MessagePublic:
         with self._writing() as session:
-            user_message = self._message(session, user_message_id)
-            user_message.status = "failed"
-            session.add(user_message)
+            message = self._message(session, message_id)
+            message.status = status
+            session.add(message)
+            session.flush()
+            return MessagePublic.model_validate(message)
+
+    def unanswered(self, thread_id: str) -> MessagePublic | None:
+        """The thread's last user message, if its turn got no complete reply."""
+        with self._reading() as session:
+            last = session.exec(
+                select(Message)
+                .where(Message.thread_id == thread_id, Message.role == "user")
+                .order_by(col(Message.position).desc())
+                .limit(1)
+            ).first()
+            return MessagePublic.model_validate(last) if last is not None and last.status != "complete" else None
 
     def import_threads(self, records: Sequence[ThreadRecord], counts: Sequence[tuple[str, list[int]]]) -> list[str]:
         """Create every thread or none, through the database's bulk insert paths.
