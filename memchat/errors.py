@@ -52,6 +52,8 @@ class ReplyCutOff(ProviderError):
         super().__init__(message)
         self.text = text
         self.interrupted = interrupted
+        if interrupted:
+            self.exit_code = 130
 
 
 class StorageError(MemchatError):

@@ -30,6 +30,7 @@ class FakeOpenAI:
         self._replies: deque[str] = deque()
         self._faults: deque[Fault] = deque()
         self._drops: deque[int] = deque()
+        self.piece_delay = 0.0
         self._lock = threading.Lock()
         server = self
 
@@ -87,6 +88,7 @@ class FakeOpenAI:
                         self.close_connection = True
                         return
                     event({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                    time.sleep(server.piece_delay)
                 event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
                 if (body.get("stream_options") or {}).get("include_usage"):
                     event({**base, "choices": [], "usage": server._usage()})
@@ -118,6 +120,7 @@ class FakeOpenAI:
             self._replies.clear()
             self._faults.clear()
             self._drops.clear()
+            self.piece_delay = 0.0
 
     @property
     def last_messages(self) -> list[dict]:

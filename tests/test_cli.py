@@ -339,3 +339,38 @@ def test_retry_command_and_a_cut_off_stream(server):
     assert ok("retry", thread, "--timeout", "30").stdout == "the full answer\n"
     assert server.last_messages == [{"role": "user", "content": "tell me"}]
     assert "nothing to retry" in fails(2, "retry", thread).stderr
+
+
+@sqlite_only
+def test_ctrl_c_during_a_streamed_reply_keeps_the_partial_reply(memchat_script, server, tmp_path):
+    import signal
+    import time
+
+    thread = script(memchat_script, "new").stdout.strip()
+    server.reply(" ".join(f"word{i}" for i in range(200)))
+    server.piece_delay = 0.05
+    process = subprocess.Popen(
+        [memchat_script, "say", thread, "long answer please", "--stream"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = process.stdout.read(6)
+    assert first.startswith("word0")
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.startswith("memchat: ") and err.count("\n") == 1 and "Traceback" not in err
+    shown = json.loads(script(memchat_script, "show", thread, "--json").stdout)["messages"]
+    assert [(m["role"], m["status"]) for m in shown] == [("user", "failed"), ("assistant", "partial")]
+    assert shown[1]["content"].startswith("word0 word1") and len(shown[1]["content"]) < 1200
+    assert (first + out).strip().startswith(shown[1]["content"].strip())
+
+
+def test_a_ten_megabyte_message_on_stdin_is_refused_by_the_budget(server):
+    thread = new_thread()
+    result = fails(4, "say", thread, "-", input="lorem ipsum " * 900_000)
+    assert "budget" in result.stderr
+    assert server.requests == []
+    assert json.loads(ok("list", "--json").stdout)[0]["message_count"] == 0
