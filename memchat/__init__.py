@@ -14,6 +14,7 @@ from memchat.errors import (  # noqa: E402
     ProviderError,
     ReplyCutOff,
     StorageError,
+    ThreadBusy,
 )
 from memchat.turn import Reply  # noqa: E402
 
@@ -28,4 +29,5 @@ __all__ = [
     "ReplyCutOff",
     "Reply",
     "StorageError",
+    "ThreadBusy",
 ]

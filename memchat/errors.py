@@ -56,6 +56,12 @@ class ReplyCutOff(ProviderError):
             self.exit_code = 130
 
 
+class ThreadBusy(MemchatError):
+    """Another process kept the thread's turn lease for longer than this turn would wait."""
+
+    exit_code = 7
+
+
 class StorageError(MemchatError):
     """The database cannot be opened, migrated or written."""
 

@@ -8,7 +8,13 @@ thread; token counts missing for the turn's tokenizer are made for the messages 
 
 from __future__ import annotations
 
+import os
+import random
+import socket
+import time
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from memchat import llm
@@ -24,11 +30,12 @@ from memchat.context import (
     room_for,
     select_window,
 )
-from memchat.errors import ContextTooLong, InvalidInput, ReplyCutOff
+from memchat.errors import ContextTooLong, InvalidInput, ReplyCutOff, ThreadBusy
 from memchat.storage.models import MessageCreate, MessagePublic, ThreadPublic
 from memchat.storage.repository import Store
 from memchat.tokens import Tokenizer, tokenizer_for
 
+LEASE_MARGIN_SECONDS = 60.0
 TIGHTER = 0.8
 """After the provider refuses a prompt as too long, the retry's budget, as a share of what was sent."""
 SMALLEST_PAGE = 16
@@ -198,6 +205,21 @@ def take_turn(
 ) -> Reply:
     """A turn; with `text` None, the thread's last unanswered message is sent again (`retry`)."""
     reply_tokens = max_tokens(options)
+    thread_id = store.thread(thread_ref).id
+    with _turn_lease(store, thread_id, options.timeout):
+        return _take_turn(store, thread_id, text, options, reply_tokens, stream, on_text, on_note)
+
+
+def _take_turn(
+    store: Store,
+    thread_ref: str,
+    text: str | None,
+    options: TurnOptions,
+    reply_tokens: int,
+    stream: bool,
+    on_text: Callable[[str], None] | None,
+    on_note: Callable[[str], None] | None,
+) -> Reply:
     with store.snapshot():
         thread = store.thread(thread_ref)
         unanswered = None
@@ -268,6 +290,38 @@ def take_turn(
         user_message=user_message.model_copy(update={"status": "complete"}),
         context=context,
     )
+
+
+@contextmanager
+def _turn_lease(store: Store, thread_id: str, timeout: float) -> Iterator[None]:
+    """Hold the thread's lease for the turn: turns on one thread run one at a time, so each sees
+    every turn completed before it. The lease outlives the longest turn (the model call's
+    timeout plus a margin) and is taken over early from a holder on this machine that has died."""
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    seconds = timeout + LEASE_MARGIN_SECONDS
+    give_up = time.monotonic() + seconds
+    while not store.acquire_lease(thread_id, holder, seconds, _holder_is_gone):
+        if time.monotonic() > give_up:
+            raise ThreadBusy(f"thread {thread_id} is busy with another turn; try again when it ends")
+        time.sleep(0.02 + random.random() * 0.08)
+    try:
+        yield
+    finally:
+        store.release_lease(thread_id, holder)
+
+
+def _holder_is_gone(holder: str) -> bool:
+    host, _, rest = holder.partition(":")
+    pid = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _tighter(

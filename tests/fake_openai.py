@@ -31,6 +31,10 @@ class FakeOpenAI:
         self._faults: deque[Fault] = deque()
         self._drops: deque[int] = deque()
         self.piece_delay = 0.0
+        self.reply_delay = 0.0
+        self.echo = False
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         server = self
 
@@ -47,9 +51,22 @@ class FakeOpenAI:
                     self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
                     return
                 with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    time.sleep(server.reply_delay)
+                    self._answer(body)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer(self, body: dict):
+                with server._lock:
                     server.requests.append(body)
                     fault = server._faults.popleft() if server._faults else None
                     text = server._replies.popleft() if server._replies and not fault else f"reply {len(server.requests)}"
+                    if server.echo:
+                        text = "re: " + body["messages"][-1]["content"]
                     drop = server._drops.popleft() if server._drops and not fault and body.get("stream") else None
                 if fault:
                     self._send_json(
@@ -121,6 +138,9 @@ class FakeOpenAI:
             self._faults.clear()
             self._drops.clear()
             self.piece_delay = 0.0
+            self.reply_delay = 0.0
+            self.echo = False
+            self.max_in_flight = 0
 
     @property
     def last_messages(self) -> list[dict]:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from memchat.errors import StorageError
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 """The newest revision in migrations/versions (a test keeps the two in step), so a database that
 is already current is recognised with one query instead of loading Alembic."""
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -32,13 +32,16 @@ def migrations_dir() -> Path:
     raise StorageError("memchat's migration scripts are missing from this installation; reinstall memchat")
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, immediate: bool = False) -> Engine:
+    """With `immediate`, SQLite transactions take the write lock when they begin (BEGIN
+    IMMEDIATE), so a writer that has read never fails to upgrade its lock ("database is locked")
+    and reads and writes of one transaction see one state; for the store's write sessions."""
     try:
         parsed = make_url(url)
     except SQLAlchemyError as exc:
         raise StorageError(f"invalid database URL {url!r}: {exc}") from None
     if parsed.drivername.startswith("sqlite"):
-        return _sqlite_engine(parsed)
+        return _sqlite_engine(parsed, immediate=immediate)
     if parsed.drivername in POSTGRES_SCHEMES:
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
@@ -51,7 +54,7 @@ def make_engine(url: str) -> Engine:
         raise StorageError(f"cannot use database {parsed.render_as_string(hide_password=True)}: {exc}") from None
 
 
-def _sqlite_engine(url) -> Engine:
+def _sqlite_engine(url, *, immediate: bool) -> Engine:
     if url.database and url.database != ":memory:":
         directory = Path(url.database).parent
         if not directory.is_dir():
@@ -65,6 +68,14 @@ def _sqlite_engine(url) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
+        if immediate:
+            dbapi_connection.isolation_level = None
+
+    if immediate:
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(connection):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

@@ -95,6 +95,17 @@ class MessageTokens(SQLModel, table=True):
     tokens: int
 
 
+class ThreadLease(SQLModel, table=True):
+    """Which process is taking a turn on a thread, and until when: turns on one thread run one
+    at a time, and a lease left by a process that died lapses."""
+
+    __tablename__ = "thread_leases"
+
+    thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE", primary_key=True, max_length=32)
+    holder: str = Field(max_length=200)
+    expires_at: datetime
+
+
 class MessageCreate(MessageBase):
     role: Role
     status: Status = "complete"

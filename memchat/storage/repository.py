@@ -7,10 +7,10 @@ history is read newest first, a page at a time, over the (thread, position) inde
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert
@@ -26,7 +26,9 @@ from memchat.storage.models import (
     MessageTokens,
     Thread,
     ThreadCreate,
+    ThreadLease,
     ThreadPublic,
+    as_utc,
     utcnow,
 )
 
@@ -58,6 +60,9 @@ class Store:
     def __init__(self, url: str, *, migrate: bool = True):
         self.url = url
         self.engine = database.make_engine(url)
+        self._write_engine = (
+            database.make_engine(url, immediate=True) if self.engine.dialect.name == "sqlite" else self.engine
+        )
         self._migrate = migrate
         self._ready = False
         self._shared: Session | None = None
@@ -75,15 +80,16 @@ class Store:
             finally:
                 self._shared = None
 
-    def _session(self) -> Session:
+    def _session(self, *, write: bool = False) -> Session:
         if not self._ready:
             if self._migrate:
                 database.ensure_current(self.engine)
             self._ready = True
-        return Session(self.engine, expire_on_commit=False)
+        return Session(self._write_engine if write else self.engine, expire_on_commit=False)
 
     def close(self) -> None:
         self.engine.dispose()
+        self._write_engine.dispose()
 
     # threads
 
@@ -127,6 +133,7 @@ class Store:
             thread = self._resolve(session, ref)
             message_ids = select(Message.id).where(Message.thread_id == thread.id)
             session.exec(delete(MessageTokens).where(col(MessageTokens.message_id).in_(message_ids)))
+            session.exec(delete(ThreadLease).where(col(ThreadLease.thread_id) == thread.id))
             session.exec(delete(Message).where(col(Message.thread_id) == thread.id))
             session.delete(thread)
             return thread.id
@@ -216,6 +223,32 @@ class Store:
                 .limit(1)
             ).first()
             return MessagePublic.model_validate(last) if last is not None and last.status != "complete" else None
+
+    def acquire_lease(self, thread_id: str, holder: str, seconds: float, is_gone: Callable[[str], bool]) -> bool:
+        """Take the thread's lease for `seconds`, unless another live holder has it."""
+        now = utcnow()
+        with self._writing() as session:
+            # A lapsed placeholder row first, so that the row can be locked: two processes that
+            # both found no lease cannot both insert one.
+            session.execute(
+                _insert_ignoring_duplicates(session, ThreadLease),
+                [{"thread_id": thread_id, "holder": "", "expires_at": now}],
+            )
+            lease = session.exec(
+                select(ThreadLease).where(ThreadLease.thread_id == thread_id).with_for_update()
+            ).one()
+            if lease.holder not in ("", holder) and as_utc(lease.expires_at) > now and not is_gone(lease.holder):
+                return False
+            lease.holder = holder
+            lease.expires_at = now + timedelta(seconds=seconds)
+            session.add(lease)
+            return True
+
+    def release_lease(self, thread_id: str, holder: str) -> None:
+        with self._writing() as session:
+            session.exec(
+                delete(ThreadLease).where(col(ThreadLease.thread_id) == thread_id, col(ThreadLease.holder) == holder)
+            )
 
     def import_threads(self, records: Sequence[ThreadRecord], counts: Sequence[tuple[str, list[int]]]) -> list[str]:
         """Create every thread or none, through the database's bulk insert paths.
@@ -365,7 +398,7 @@ class _Transaction:
 
     def __enter__(self) -> Session:
         try:
-            self._session = self._store._session()
+            self._session = self._store._session(write=self._commit)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot open database: {database._reason(exc)}") from None
         return self._session

@@ -1,0 +1,62 @@
+"""Real processes saying at once: turns on one thread run one at a time, other threads do not wait."""
+
+import json
+import os
+import subprocess
+
+WRITERS = 3
+TURNS = 2
+
+
+def _lanes(memchat_script, jobs):
+    """Start each job (a list of `memchat` argument lists run in order) as its own shell lane."""
+    lanes = []
+    for commands in jobs:
+        script = " && ".join(" ".join([memchat_script, *map(str, args), "--no-stream"]) for args in commands)
+        lanes.append(subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return [(lane.wait(timeout=300), *lane.communicate()) for lane in lanes]
+
+
+def test_writers_on_one_thread_are_serialised_and_lose_nothing(memchat_script, server):
+    thread = subprocess.run([memchat_script, "new"], capture_output=True, text=True, check=True).stdout.strip()
+    server.echo = True
+    server.reply_delay = 0.2
+    results = _lanes(
+        memchat_script, [[("say", thread, f"w{w}t{t}") for t in range(TURNS)] for w in range(WRITERS)]
+    )
+    for code, out, err in results:
+        assert code == 0, err
+        assert err == ""
+    exported = subprocess.run([memchat_script, "export", thread], capture_output=True, text=True, check=True)
+    messages = json.loads(exported.stdout)["messages"]
+    assert len(messages) == 2 * WRITERS * TURNS
+    assert all(m["status"] == "complete" for m in messages)
+    for question, answer in zip(messages[::2], messages[1::2]):
+        assert (question["role"], answer["role"]) == ("user", "assistant")
+        assert answer["content"] == "re: " + question["content"]
+    assert sorted(m["content"] for m in messages[::2]) == sorted(f"w{w}t{t}" for w in range(WRITERS) for t in range(TURNS))
+    # Each turn's context held every turn completed before it started.
+    assert sorted(len(request["messages"]) for request in server.requests) == list(range(1, 2 * WRITERS * TURNS, 2))
+
+
+def test_turns_on_different_threads_run_at_the_same_time(memchat_script, server):
+    threads = [
+        subprocess.run([memchat_script, "new"], capture_output=True, text=True, check=True).stdout.strip()
+        for _ in range(2)
+    ]
+    server.reply_delay = 2.0
+    results = _lanes(memchat_script, [[("say", thread, "hello")] for thread in threads])
+    assert all(code == 0 for code, _, _ in results), results
+    assert server.max_in_flight == 2
+
+
+def test_a_lease_left_by_a_dead_process_does_not_wedge_the_thread(memchat_script, server, memory):
+    thread = memory.new_thread()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    holder = f"{os.uname().nodename}:{dead.pid}:deadbeef"
+    assert memory.store.acquire_lease(thread.id, holder, 3600, lambda _: False)
+    said = subprocess.run(
+        [memchat_script, "say", thread.id, "still usable?", "--no-stream"], capture_output=True, text=True, timeout=120
+    )
+    assert said.returncode == 0, said.stderr
