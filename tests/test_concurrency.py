@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 WRITERS = 3
 TURNS = 2
 
@@ -60,3 +62,37 @@ def test_a_lease_left_by_a_dead_process_does_not_wedge_the_thread(memchat_script
         [memchat_script, "say", thread.id, "still usable?", "--no-stream"], capture_output=True, text=True, timeout=120
     )
     assert said.returncode == 0, said.stderr
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_kill_9_mid_turn_leaves_a_sound_database_and_a_usable_thread(memchat_script, server, db_url):
+    """SQLite's integrity_check is the measure here; PostgreSQL's own recovery is not memchat's."""
+    import signal
+    import sqlite3
+    import time
+
+    thread = subprocess.run([memchat_script, "new"], capture_output=True, text=True, check=True).stdout.strip()
+    server.reply_delay = 30
+    victim = subprocess.Popen([memchat_script, "say", thread, "lost in flight?", "--no-stream"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and server.in_flight == 0:
+        time.sleep(0.05)
+    assert server.in_flight == 1
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    server.reply_delay = 0
+    with sqlite3.connect(db_url) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert connection.execute("SELECT content, status FROM messages").fetchall() == [("lost in flight?", "pending")]
+    server.reply("carried on")
+    said = subprocess.run([memchat_script, "say", thread, "next", "--no-stream"], capture_output=True, text=True, timeout=120)
+    assert said.returncode == 0, said.stderr
+    assert said.stdout == "carried on\n"
+    assert server.last_messages == [{"role": "user", "content": "next"}]
+    # The killed turn's message stays stored, marked pending, and out of every later context.
+    exported = json.loads(subprocess.run([memchat_script, "export", thread], capture_output=True, text=True).stdout)
+    assert [(m["content"], m["status"]) for m in exported["messages"]] == [
+        ("lost in flight?", "pending"),
+        ("next", "complete"),
+        ("carried on", "complete"),
+    ]
