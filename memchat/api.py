@@ -94,6 +94,10 @@ class Memory:
         takes the same options as `say`."""
         return self.say(thread_id, None, **options)
 
+    def accept(self, thread_id: str) -> MessagePublic:
+        """Keep the thread's cut-off last reply as if complete (it is then sent as history)."""
+        return self.store.accept_partial(self.store.thread(thread_id).id)
+
     def context(
         self,
         thread_id: str,

@@ -174,6 +174,12 @@ def retry(
     _turn(ctx, thread, None, locals())
 
 
+@app.command()
+def accept(ctx: typer.Context, thread: ThreadArg):
+    """Keep a cut-off last reply as if complete, so later turns send it as history."""
+    _memory(ctx).accept(thread)
+
+
 def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict) -> None:
     streaming = sys.stdout.isatty() if options["stream"] is None else options["stream"]
     wrote = []

@@ -341,6 +341,22 @@ def test_retry_command_and_a_cut_off_stream(server):
     assert "nothing to retry" in fails(2, "retry", thread).stderr
 
 
+def test_accepting_a_cut_off_reply_sends_it_as_history(server):
+    thread = new_thread()
+    server.reply("part of an answer that breaks")
+    server.drop_after(3)
+    assert run("say", thread, "question", "--stream").exit_code == 5
+    ok("accept", thread)
+    ok("say", thread, "go on")
+    assert server.last_messages == [
+        {"role": "user", "content": "question"},
+        {"role": "assistant", "content": "part of an "},
+        {"role": "user", "content": "go on"},
+    ]
+    assert "nothing to accept" in fails(2, "accept", thread).stderr
+
+
+
 @sqlite_only
 def test_ctrl_c_during_a_streamed_reply_keeps_the_partial_reply(memchat_script, server, tmp_path):
     import signal

@@ -213,6 +213,21 @@ class Store:
             session.flush()
             return MessagePublic.model_validate(message)
 
+    def accept_partial(self, thread_id: str) -> MessagePublic:
+        """Take the thread's last reply, cut off part-way, as complete: its turn then counts as
+        answered and both messages enter later contexts."""
+        with self._writing() as session:
+            last = session.exec(
+                select(Message).where(Message.thread_id == thread_id).order_by(col(Message.position).desc()).limit(2)
+            ).all()
+            if not last or last[0].status != "partial" or len(last) < 2 or last[1].role != "user":
+                raise InvalidInput(f"nothing to accept: the last message of thread {thread_id} is not a cut-off reply")
+            for message in last:
+                message.status = "complete"
+                session.add(message)
+            session.flush()
+            return MessagePublic.model_validate(last[0])
+
     def unanswered(self, thread_id: str) -> MessagePublic | None:
         """The thread's last user message, if its turn got no complete reply."""
         with self._reading() as session:
