@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from memchat.api import Memory
-from memchat.config import debug_enabled, default_model
+from memchat.config import debug_enabled, default_model, import_limit_bytes
 from memchat.context import Context
 from memchat.errors import InvalidInput, MemchatError
 from memchat.storage.models import as_utc
@@ -367,13 +367,16 @@ def import_(
     source: Annotated[str, typer.Argument(metavar="FILE", help="An export (one thread or an array); `-` reads stdin.")],
 ):
     """Create new threads from an export, all or none, and print their ids."""
-    if source == "-":
-        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-    else:
-        try:
-            raw = Path(source).read_bytes()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
+    limit = import_limit_bytes()
+    try:
+        if source == "-":
+            stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+            raw = stream.read(limit + 1) if stream else sys.stdin.read(limit + 1).encode()
+        else:
+            with open(source, "rb") as handle:
+                raw = handle.read(limit + 1)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
     for thread_id in _memory(ctx).import_(raw):
         typer.echo(thread_id)
 

@@ -29,6 +29,17 @@ def database_url(db: str | None = None) -> str:
     return "sqlite:///" + str(Path(value).expanduser().absolute())
 
 
+DEFAULT_IMPORT_LIMIT_MIB = 1024
+
+
+def import_limit_bytes() -> int:
+    """The largest import accepted (MEMCHAT_IMPORT_MAX_MIB, default 1 GiB): an import is
+    validated whole before anything is written, so it is held in memory whole."""
+    value = os.environ.get("MEMCHAT_IMPORT_MAX_MIB", "")
+    mib = int(value) if value.isdigit() and int(value) > 0 else DEFAULT_IMPORT_LIMIT_MIB
+    return mib * 2**20
+
+
 def default_model() -> str:
     return os.environ.get("MEMCHAT_MODEL") or DEFAULT_MODEL
 

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from memchat.config import default_model
+from memchat.config import default_model, import_limit_bytes
 from memchat.errors import InvalidInput, describe_validation_error
 from memchat.storage.models import MessagePublic, Role, Status, ThreadCreate, ThreadPublic, as_utc
 from memchat.storage.repository import Store, ThreadRecord
@@ -133,6 +133,8 @@ def _write(store: Store, thread: ThreadPublic, out: TextIO, *, indent: str) -> N
 
 def parse(raw: str | bytes | Any) -> list[ThreadRecord]:
     """Validate a whole import (JSON text, or already-decoded data) into records to write."""
+    if isinstance(raw, (str, bytes)):
+        check_size(len(raw))
     data = _decode(raw) if isinstance(raw, (str, bytes)) else raw
     if isinstance(data, dict):
         items = [data]
@@ -152,6 +154,14 @@ def parse(raw: str | bytes | Any) -> list[ThreadRecord]:
         except ValidationError as exc:
             raise InvalidInput(f"import: {where}{describe_validation_error(exc)}") from None
     return records
+
+
+def check_size(size: int) -> None:
+    limit = import_limit_bytes()
+    if size > limit:
+        raise InvalidInput(
+            f"import: the input is over the {limit // 2**20} MiB limit; split it, or raise MEMCHAT_IMPORT_MAX_MIB"
+        )
 
 
 def import_threads(store: Store, raw: str | bytes | Any) -> list[str]:

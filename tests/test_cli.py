@@ -390,3 +390,18 @@ def test_a_ten_megabyte_message_on_stdin_is_refused_by_the_budget(server):
     assert "budget" in result.stderr
     assert server.requests == []
     assert json.loads(ok("list", "--json").stdout)[0]["message_count"] == 0
+
+
+def test_an_import_over_the_size_limit_is_refused_before_it_is_read_whole(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMCHAT_IMPORT_MAX_MIB", "1")
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"messages": [{"role": "user", "content": "x" * 2_000_000}]}))
+    assert "1 MiB limit" in fails(2, "import", big).stderr
+    assert "1 MiB limit" in fails(2, "import", "-", input=big.read_text()).stderr
+    assert json.loads(ok("list", "--json").stdout) == []
+
+
+@sqlite_only
+def test_a_database_where_no_file_can_be_created(tmp_path):
+    result = fails(6, "--db", "/proc/memchat-test.db", "new")
+    assert "unable to open database file" in result.stderr
