@@ -279,9 +279,10 @@ def _translate(litellm, exc: Exception, model: str, api_base: str | None) -> Pro
     detail = " ".join(str(getattr(exc, "message", exc)).split())
     if len(detail) > 300:
         detail = detail[:299] + "…"
-    if isinstance(exc, errors.AuthenticationError):
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, errors.AuthenticationError) or status == 401:
         return ProviderError(f"{model}: authentication failed ({detail}); check the API key, or {OFFLINE_HINT}")
-    if isinstance(exc, errors.PermissionDeniedError):
+    if isinstance(exc, errors.PermissionDeniedError) or status == 403:
         return ProviderError(f"{model}: permission denied ({detail}); check the API key's access")
     if isinstance(exc, errors.ContextWindowExceededError) or "context_length_exceeded" in detail:
         return ContextTooLong(f"{model}: the provider says the prompt is too long ({detail}); lower --budget")
@@ -296,6 +297,5 @@ def _translate(litellm, exc: Exception, model: str, api_base: str | None) -> Pro
         return ProviderError(f"{model}: cannot reach {where} ({detail}); check the network or --api-base")
     if isinstance(exc, errors.BadRequestError):
         return ProviderError(f"{model}: the provider rejected the request ({detail})")
-    status = getattr(exc, "status_code", None)
     prefix = f"{model}: provider error" + (f" {status}" if status else "")
     return ProviderError(f"{prefix} ({detail}); try again later")

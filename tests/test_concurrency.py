@@ -96,3 +96,27 @@ def test_kill_9_mid_turn_leaves_a_sound_database_and_a_usable_thread(memchat_scr
         ("next", "complete"),
         ("carried on", "complete"),
     ]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 3.5])
+def test_kill_9_at_any_point_of_a_turn(memchat_script, server, db_url, delay):
+    """Killed while importing, building the context, writing, or waiting for the model."""
+    import signal
+    import sqlite3
+    import time
+
+    thread = subprocess.run([memchat_script, "new"], capture_output=True, text=True, check=True).stdout.strip()
+    server.reply_delay = 1.0
+    victim = subprocess.Popen([memchat_script, "say", thread, "first try", "--no-stream"], stdout=subprocess.DEVNULL)
+    time.sleep(delay)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    with sqlite3.connect(db_url) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        rows = connection.execute("SELECT role, status FROM messages ORDER BY position").fetchall()
+    assert rows in ([], [("user", "pending")], [("user", "complete"), ("assistant", "complete")])
+    server.reply_delay = 0
+    said = subprocess.run([memchat_script, "say", thread, "again", "--no-stream"], capture_output=True, text=True, timeout=120)
+    assert said.returncode == 0, said.stderr
+    assert [m["role"] for m in server.last_messages].count("user") == 1 + (rows == [("user", "complete"), ("assistant", "complete")])

@@ -135,7 +135,10 @@ def test_a_failed_turn_keeps_the_message_marked_failed_and_out_of_later_contexts
     assert server.last_messages[-1]["content"] == "second"
 
 
-@pytest.mark.parametrize("status, pattern", [(401, "authentication failed"), (404, "not found"), (400, "rejected")])
+@pytest.mark.parametrize(
+    "status, pattern",
+    [(401, "authentication failed"), (403, "permission denied"), (404, "not found"), (400, "rejected")],
+)
 def test_permanent_failures_are_not_retried(memory, server, status, pattern):
     thread = memory.new_thread()
     server.fail(status, "scripted")
@@ -167,6 +170,19 @@ def test_retries_stop_within_the_timeout_with_one_line(memory, server):
         memory.say(thread.id, "hi", timeout=2)
     assert time.monotonic() - started < 4
     assert 1 < len(server.requests) < 20
+    assert "\n" not in str(caught.value)
+    assert memory.messages(thread.id)[-1].status == "failed"
+
+
+def test_a_provider_that_does_not_answer_in_time(memory, server):
+    import time
+
+    thread = memory.new_thread()
+    server.reply_delay = 5
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match="did not answer in time|cannot reach") as caught:
+        memory.say(thread.id, "hello?", timeout=1.5)
+    assert time.monotonic() - started < 4.5
     assert "\n" not in str(caught.value)
     assert memory.messages(thread.id)[-1].status == "failed"
 
