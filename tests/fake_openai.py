@@ -35,6 +35,7 @@ class FakeOpenAI:
         self.echo = False
         self.in_flight = 0
         self.max_in_flight = 0
+        self._generation = 0
         self._lock = threading.Lock()
         server = self
 
@@ -53,15 +54,19 @@ class FakeOpenAI:
                 with server._lock:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    generation = server._generation
                 try:
                     time.sleep(server.reply_delay)
-                    self._answer(body)
+                    self._answer(body, generation)
                 finally:
                     with server._lock:
                         server.in_flight -= 1
 
-            def _answer(self, body: dict):
+            def _answer(self, body: dict, generation: int):
                 with server._lock:
+                    if generation != server._generation:
+                        self.close_connection = True
+                        return
                     server.requests.append(body)
                     fault = server._faults.popleft() if server._faults else None
                     text = server._replies.popleft() if server._replies and not fault else f"reply {len(server.requests)}"
@@ -132,7 +137,10 @@ class FakeOpenAI:
         self._faults.append(Fault(status, message, code))
 
     def reset(self) -> None:
+        """Forget the previous test, including requests still held by `reply_delay`: a client that gave up
+        earlier must not show up in the next test's `requests`."""
         with self._lock:
+            self._generation += 1
             self.requests.clear()
             self._replies.clear()
             self._faults.clear()
