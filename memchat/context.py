@@ -2,7 +2,10 @@
 
 The policy (window): keep the system prompt and the new message always, and as much recent
 history as fits, cutting only at the start of a turn, so the history sent is a contiguous suffix
-of the stored one that never opens on a reply.
+of the stored one that never opens on a reply. Long-term memory adds at most two messages
+memchat writes itself, right after the system prompt: the summary of the history before the
+window (`summary` policy) and excerpts recalled from it (`recall`); each takes a capped share
+of the history's room, and they are the last things dropped if the exact count says so.
 
 It runs in two steps so that a turn costs what its budget holds, not what its thread holds:
 `select_window` walks the history newest first on stored per-message counts and stops at the first
@@ -24,6 +27,8 @@ MessageCost = Callable[[str, int], int]
 """Tokens one message adds to a prompt, from its role and its content's token count."""
 
 TURN_CONTINUATIONS = frozenset({"assistant", "tool"})
+RECALL_SHARE = 0.25
+"""The most of the history's room that recalled excerpts may take."""
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,15 @@ class ContextEntry:
     role: str
     content: str
     kind: str
-    """`system` (the thread's prompt), `history` (a stored message) or `new` (this turn's message)."""
+    """`system` (the thread's prompt), `summary`, `recall` (excerpts), `history` (a stored
+    message) or `new` (this turn's message)."""
     tokens: int
     kept: bool
     position: int | None = None
+    span: tuple[int, int] | None = None
+    """For a summary: the first and last positions of the messages it stands for."""
+    recalled: tuple[int, ...] = ()
+    """For recalled excerpts: the positions of the messages quoted."""
 
     def chatml(self) -> dict:
         return {"role": self.role, "content": self.content}
@@ -64,6 +74,10 @@ class Context:
     """Tokens the list costs beyond its messages (reply priming)."""
     model: str = ""
     tokenizer: str = ""
+    policy: str = "window"
+    summary_due: tuple[int, int] | None = None
+    """Under the summary policy, messages that have left the window unsummarized (first and
+    last position): the next turn folds them into the summary before its call."""
 
     @property
     def messages(self) -> list[dict]:
@@ -75,19 +89,86 @@ class Context:
         return [entry for entry in self.entries if not entry.kept]
 
 
+@dataclass(frozen=True)
+class Extra:
+    """A message memchat writes into the context: the summary or the recalled excerpts."""
+
+    kind: str
+    content: str
+    tokens: int
+    """The content's token count."""
+    span: tuple[int, int] | None = None
+    recalled: tuple[int, ...] = ()
+
+    def entry(self, cost: MessageCost) -> ContextEntry:
+        return ContextEntry(
+            "system", self.content, self.kind, cost("system", self.tokens), True, span=self.span, recalled=self.recalled
+        )
+
+
+@dataclass(frozen=True)
+class Excerpt:
+    position: int
+    role: str
+    content: str
+    when: str
+
+
+def summary_cap(history_room: int, share: float) -> int:
+    """The most a summary message may cost: a share of the room the history has."""
+    return int(history_room * share)
+
+
+def summary_text(summary: str, first: int, last: int) -> str:
+    return f"Summary of the earlier conversation (messages #{first}–#{last}, condensed by memchat):\n{summary}"
+
+
+def recall_text(excerpts: Sequence[Excerpt]) -> str:
+    lines = [
+        "Excerpts recalled from earlier in this conversation, outside the recent messages, "
+        "because they match the new message (oldest first):"
+    ]
+    lines += [f"[#{e.position} · {e.role} · {e.when}] {e.content}" for e in excerpts]
+    return "\n".join(lines)
+
+
+def fit_excerpts(
+    ranked: Sequence[Excerpt], k: int, room: int, count_text: Callable[[str], int], cost: MessageCost
+) -> Extra | None:
+    """The best-ranked excerpts, at most `k`, whose message fits `room`, in conversation order:
+    one that does not fit is passed over for the next best."""
+    chosen: list[Excerpt] = []
+    best: Extra | None = None
+    for excerpt in ranked:
+        if len(chosen) == k:
+            break
+        trial = sorted([*chosen, excerpt], key=lambda e: e.position)
+        content = recall_text(trial)
+        tokens = count_text(content)
+        if cost("system", tokens) <= room:
+            chosen = trial
+            best = Extra("recall", content, tokens, recalled=tuple(e.position for e in trial))
+    return best
+
+
 def room_for(budget: int, margin: float) -> int:
     if budget <= 0:
         raise InvalidInput(f"the budget must be a positive number of tokens, not {budget}")
     return int(budget * (1 - margin))
 
 
-def select_window(newest_first: Iterable[Candidate], room: int, cost: MessageCost) -> list[Candidate]:
-    """The longest run of newest messages whose costs fit `room`, trimmed to start a turn.
+def select_window(
+    newest_first: Iterable[Candidate], room: int, cost: MessageCost, *, after: int = -1
+) -> list[Candidate]:
+    """The longest run of newest messages after position `after` whose costs fit `room`,
+    trimmed to start a turn.
 
     Reads `newest_first` only up to the first message that does not fit."""
     taken: list[Candidate] = []
     used = 0
     for candidate in newest_first:
+        if candidate.position <= after:
+            break
         used += cost(candidate.role, candidate.tokens)
         if used > room:
             break
@@ -131,20 +212,26 @@ def assemble(
     cost: MessageCost,
     system_tokens: int = 0,
     new_tokens: int = 0,
+    extras: Sequence[Extra] = (),
 ) -> tuple[list[ContextEntry], int]:
     """The entries sent and their exact token count, dropping further whole turns while the exact
-    count exceeds `room` (per-message sums can under-count when tokenizers differ).
+    count exceeds `room` (per-message sums can under-count when tokenizers differ), and then the
+    extras, last first.
 
     `history_room` has checked that the system prompt and the new message alone fit."""
     head = [ContextEntry("system", system, "system", cost("system", system_tokens), True)] if system else []
     tail = [ContextEntry("user", new_message, "new", cost("user", new_tokens), True)] if new_message is not None else []
     window = list(window)
+    extras = list(extras)
     while True:
         middle = [
             ContextEntry(c.role, contents[c.id], "history", cost(c.role, c.tokens), True, c.position) for c in window
         ]
-        entries = head + middle + tail
+        entries = head + [extra.entry(cost) for extra in extras] + middle + tail
         total = count([entry.chatml() for entry in entries])
-        if total <= room or not window:
+        if total <= room or not (window or extras):
             return entries, total
-        window = drop_oldest_turn(window)
+        if window:
+            window = drop_oldest_turn(window)
+        else:
+            extras.pop()

@@ -17,21 +17,35 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from memchat import llm
+from memchat import llm, summary
 from memchat.config import DEFAULT_MAX_TOKENS, FALLBACK_BUDGET, default_model
 from memchat.context import (
+    RECALL_SHARE,
     Candidate,
     Context,
     ContextEntry,
     Counter,
+    Excerpt,
+    Extra,
     MessageCost,
     assemble,
+    fit_excerpts,
     history_room,
     room_for,
     select_window,
+    summary_cap,
+    summary_text,
 )
-from memchat.errors import ContextTooLong, InvalidInput, ReplyCutOff, ThreadBusy
-from memchat.storage.models import MessageCreate, MessagePublic, ThreadPublic
+from memchat.errors import ContextTooLong, InvalidInput, ProviderError, ReplyCutOff, ThreadBusy
+from memchat.storage.models import (
+    DEFAULT_SUMMARY_SHARE,
+    MAX_RECALL,
+    MessageCreate,
+    MessagePublic,
+    SummaryPublic,
+    ThreadPublic,
+    as_utc,
+)
 from memchat.storage.repository import Store
 from memchat.tokens import Tokenizer, tokenizer_for
 
@@ -44,6 +58,13 @@ TYPICAL_MESSAGE_TOKENS = 100
 """Sizes the first page of history so that one read usually covers the budget: a page of
 budget / 100 messages holds the window unless the messages average under 100 tokens (chat
 answers are longer than that); pages then grow fourfold."""
+FOLD_KEEP = 0.5
+"""When a summary is made, it folds all but the newest messages filling this share of the
+window's room: later turns refill the window before another summary call is due, so summary
+calls come once every several turns rather than on every turn."""
+RECALL_CANDIDATES = 3
+"""Matches read per excerpt wanted, so that one too long to fit is passed over for the next."""
+POLICIES = ("window", "summary")
 
 
 @dataclass(frozen=True)
@@ -54,6 +75,15 @@ class TurnOptions:
     temperature: float | None = None
     api_base: str | None = None
     timeout: float = llm.DEFAULT_TIMEOUT
+    policy: str | None = None
+    recall: int | None = None
+    summary_model: str | None = None
+
+    def __post_init__(self):
+        if self.policy is not None and self.policy not in POLICIES:
+            raise InvalidInput(f"unknown memory policy {self.policy!r}: use window or summary")
+        if self.recall is not None and not 0 <= self.recall <= MAX_RECALL:
+            raise InvalidInput(f"recall must be between 0 and {MAX_RECALL} messages, not {self.recall}")
 
 
 @dataclass(frozen=True)
@@ -63,6 +93,31 @@ class Reply:
     message: MessagePublic
     user_message: MessagePublic
     context: Context
+    summary: SummaryPublic | None = None
+    """The summary this turn made, if it made one."""
+
+
+@dataclass(frozen=True)
+class _Memory:
+    """The long-term memory a turn uses: its policy, its recall and the current summary."""
+
+    policy: str
+    recall: int
+    share: float
+    summary: SummaryPublic | None = None
+
+    @classmethod
+    def of(cls, store: Store, thread: ThreadPublic, options: TurnOptions) -> _Memory:
+        policy = options.policy or thread.policy
+        recall = options.recall if options.recall is not None else thread.recall
+        current = store.current_summary(thread.id) if policy == "summary" else None
+        return cls(policy, recall, thread.summary_share or DEFAULT_SUMMARY_SHARE, current)
+
+
+@dataclass(frozen=True)
+class _FoldDue:
+    through: int
+    cap: int
 
 
 @dataclass(frozen=True)
@@ -140,14 +195,70 @@ def history_newest_first(store: Store, thread_id: str, plan: _Plan, *, first: in
         limit = min(limit * 4, LARGEST_PAGE)
 
 
+class _Replay:
+    """History read once from the database, walked as many times as the policy needs."""
+
+    def __init__(self, newest_first: Iterator[Candidate]):
+        self._source = newest_first
+        self._seen: list[Candidate] = []
+
+    def __iter__(self) -> Iterator[Candidate]:
+        index = 0
+        while True:
+            if index < len(self._seen):
+                yield self._seen[index]
+                index += 1
+                continue
+            following = next(self._source, None)
+            if following is None:
+                return
+            self._seen.append(following)
+
+
+def _extra_cost(plan: _Plan, extra: Extra | None) -> int:
+    return plan.cost("system", extra.tokens) if extra else 0
+
+
+def _window_start(window: list[Candidate], thread: ThreadPublic) -> int:
+    return window[0].position if window else thread.message_count
+
+
 def _build(
-    store: Store, thread: ThreadPublic, text: str | None, plan: _Plan, *, include_dropped: bool
-) -> tuple[Context, int]:
+    store: Store,
+    thread: ThreadPublic,
+    text: str | None,
+    plan: _Plan,
+    memory: _Memory,
+    *,
+    include_dropped: bool,
+) -> tuple[Context, int, _FoldDue | None]:
+    """The context a turn sends under its memory policy, and the summary fold due, if any."""
     system_tokens = plan.tokens(thread.system) if thread.system else 0
     new_tokens = plan.tokens(text) if text is not None else 0
     room = history_room(system=thread.system, new_message=text, budget=plan.budget, room=plan.room, count=plan.count)
-    history = history_newest_first(store, thread.id, plan, first=first_page(room))
-    window = select_window(history, room, plan.cost)
+    history = _Replay(history_newest_first(store, thread.id, plan, first=first_page(room)))
+    cap = summary_cap(room, memory.share)
+    summarized = -1
+    condensed = None
+    if memory.policy == "summary" and memory.summary is not None:
+        current = memory.summary
+        candidate = _summary_extra(plan, current.content, current.first_position, current.last_position)
+        if _extra_cost(plan, candidate) <= cap:
+            condensed, summarized = candidate, current.last_position
+    used = _extra_cost(plan, condensed)
+    recalled = None
+    if memory.recall and text is not None:
+        before = _window_start(select_window(history, room - used, plan.cost, after=summarized), thread)
+        recalled = _recall(store, thread, text, plan, k=memory.recall, before=before, room=int(room * RECALL_SHARE))
+        used += _extra_cost(plan, recalled)
+    window = select_window(history, room - used, plan.cost, after=summarized)
+    due = None
+    if memory.policy == "summary":
+        start = _window_start(window, thread)
+        left_out = next((c for c in history if c.position < start), None)
+        if left_out is not None and left_out.position > summarized:
+            keep_room = int((room - cap - _extra_cost(plan, recalled)) * FOLD_KEEP)
+            due = _FoldDue(_window_start(select_window(history, keep_room, plan.cost), thread) - 1, cap)
     entries, prompt_tokens = assemble(
         system=thread.system,
         window=window,
@@ -158,6 +269,7 @@ def _build(
         cost=plan.cost,
         system_tokens=system_tokens,
         new_tokens=new_tokens,
+        extras=[extra for extra in (condensed, recalled) if extra is not None],
     )
     if include_dropped:
         entries = _with_dropped(store, thread, plan, entries)
@@ -169,8 +281,25 @@ def _build(
         framing_tokens=plan.count([]),
         model=plan.model,
         tokenizer=plan.tokenizer.name,
+        policy=memory.policy,
+        summary_due=(summarized + 1, due.through) if due else None,
     )
-    return context, new_tokens
+    return context, new_tokens, due
+
+
+def _summary_extra(plan: _Plan, content: str, first: int, last: int) -> Extra:
+    text = summary_text(content, first, last)
+    return Extra("summary", text, plan.tokens(text), span=(first, last))
+
+
+def _recall(
+    store: Store, thread: ThreadPublic, text: str, plan: _Plan, *, k: int, before: int, room: int
+) -> Extra | None:
+    matches = store.recall(thread.id, text, before=before, limit=k * RECALL_CANDIDATES)
+    excerpts = [
+        Excerpt(m.position, m.role, m.content, as_utc(m.created_at).strftime("%Y-%m-%d %H:%M UTC")) for m in matches
+    ]
+    return fit_excerpts(excerpts, k, room, plan.tokens, plan.cost)
 
 
 def _with_dropped(store: Store, thread: ThreadPublic, plan: _Plan, entries: list[ContextEntry]) -> list[ContextEntry]:
@@ -181,7 +310,7 @@ def _with_dropped(store: Store, thread: ThreadPublic, plan: _Plan, entries: list
     dropped = [
         ContextEntry(c.role, contents[c.id], "history", plan.cost(c.role, c.tokens), False, c.position) for c in older
     ]
-    split = 1 if entries and entries[0].kind == "system" else 0
+    split = sum(1 for e in entries if e.kind in ("system", "summary", "recall"))
     return entries[:split] + dropped + entries[split:]
 
 
@@ -189,7 +318,8 @@ def build_context(store: Store, thread_ref: str, text: str | None, options: Turn
     """What the next turn would send, for a preview."""
     with store.snapshot():
         thread = store.thread(thread_ref)
-        context, _ = _build(store, thread, text, _plan(thread, options), include_dropped=with_dropped)
+        memory = _Memory.of(store, thread, options)
+        context, _, _ = _build(store, thread, text, _plan(thread, options), memory, include_dropped=with_dropped)
     return context
 
 
@@ -205,9 +335,10 @@ def take_turn(
 ) -> Reply:
     """A turn; with `text` None, the thread's last unanswered message is sent again (`retry`)."""
     reply_tokens = max_tokens(options)
-    thread_id = store.thread(thread_ref).id
-    with _turn_lease(store, thread_id, options.timeout):
-        return _take_turn(store, thread_id, text, options, reply_tokens, stream, on_text, on_note)
+    thread = store.thread(thread_ref)
+    calls = 2 if (options.policy or thread.policy) == "summary" else 1
+    with _turn_lease(store, thread.id, options.timeout * calls):
+        return _take_turn(store, thread.id, text, options, reply_tokens, stream, on_text, on_note)
 
 
 def _take_turn(
@@ -231,7 +362,21 @@ def _take_turn(
         validate_text(text)
         plan = _plan(thread, options)
         llm.check_model(plan.model, api_base=options.api_base)
-        context, new_tokens = _build(store, thread, text, plan, include_dropped=False)
+        memory = _Memory.of(store, thread, options)
+        context, new_tokens, due = _build(store, thread, text, plan, memory, include_dropped=False)
+    made = None
+    if due is not None:
+        try:
+            made = _fold(store, thread, plan, memory, due, options)
+            memory = replace(memory, summary=made)
+            if on_note:
+                on_note(f"summarized messages #{made.first_position}–#{made.last_position} with {made.model}")
+        except ProviderError as exc:
+            memory = replace(memory, policy="window")
+            if on_note:
+                on_note(f"could not update the summary ({exc}); this turn uses the window policy, the next one tries again")
+        with store.snapshot():
+            context, new_tokens, _ = _build(store, thread, text, plan, memory, include_dropped=False)
     if unanswered is None:
         user_message = store.append(
             thread.id,
@@ -257,7 +402,7 @@ def _take_turn(
         try:
             completion = call(context)
         except ContextTooLong:
-            context = _tighter(store, thread, text, plan, context, on_note)
+            context = _tighter(store, thread, text, plan, memory, context, on_note)
             completion = call(context)
     except ReplyCutOff as cut:
         store.finish_turn(
@@ -289,7 +434,39 @@ def _take_turn(
         message=reply,
         user_message=user_message.model_copy(update={"status": "complete"}),
         context=context,
+        summary=made,
     )
+
+
+def _fold(
+    store: Store, thread: ThreadPublic, plan: _Plan, memory: _Memory, due: _FoldDue, options: TurnOptions
+) -> SummaryPublic:
+    """Fold the current summary and the messages that left the window into a new summary."""
+    request = fold_request(plan, due.through, due.cap)
+    return summary.fold(
+        store,
+        thread,
+        request,
+        model=summary.model_for(thread, plan.model, options.summary_model),
+        previous=memory.summary,
+        timeout=options.timeout,
+        api_base=options.api_base,
+    )
+
+
+MIN_SUMMARY_TOKENS = 16
+
+
+def fold_request(plan: _Plan, through: int, cap: int) -> summary.FoldRequest:
+    """A summary covering up to `through` that must cost at most `cap` in the turn's prompt."""
+    header = _extra_cost(plan, _summary_extra(plan, "", 0, through))
+    if cap - header < MIN_SUMMARY_TOKENS:
+        raise ProviderError(f"the budget leaves a summary only {max(cap - header, 0)} tokens")
+
+    def fits(text: str, first: int, last: int) -> bool:
+        return _extra_cost(plan, _summary_extra(plan, text, first, last)) <= cap
+
+    return summary.FoldRequest(through=through, max_tokens=cap - header, fits=fits)
 
 
 @contextmanager
@@ -325,7 +502,13 @@ def _holder_is_gone(holder: str) -> bool:
 
 
 def _tighter(
-    store: Store, thread: ThreadPublic, text: str, plan: _Plan, sent: Context, on_note: Callable[[str], None] | None
+    store: Store,
+    thread: ThreadPublic,
+    text: str,
+    plan: _Plan,
+    memory: _Memory,
+    sent: Context,
+    on_note: Callable[[str], None] | None,
 ) -> Context:
     """The provider's tokenizer counts more than ours: fit once more, to TIGHTER of what was sent."""
     budget = max(1, int(sent.prompt_tokens * TIGHTER))
@@ -336,5 +519,5 @@ def _tighter(
         )
     tighter = replace(plan, budget=budget, room=room_for(budget, plan.tokenizer.margin))
     with store.snapshot():
-        context, _ = _build(store, thread, text, tighter, include_dropped=False)
+        context, _, _ = _build(store, thread, text, tighter, memory, include_dropped=False)
     return context

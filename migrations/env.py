@@ -9,7 +9,7 @@ from sqlmodel import SQLModel
 
 import memchat.storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from memchat.config import database_url
-from memchat.storage.database import make_engine
+from memchat.storage.database import include_name, make_engine
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -21,6 +21,7 @@ def _configure_and_run(connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

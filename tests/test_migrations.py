@@ -39,7 +39,7 @@ def test_upgrade_downgrade_upgrade(engine):
 def test_models_and_migrations_agree(engine):
     database.upgrade(engine)
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(connection, opts={"compare_type": True, "include_name": database.include_name})
         assert compare_metadata(context, SQLModel.metadata) == []
 
 

@@ -14,9 +14,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from memchat.errors import StorageError
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The newest revision in migrations/versions (a test keeps the two in step), so a database that
 is already current is recognised with one query instead of loading Alembic."""
+SEARCH_OBJECTS = ("messages_fts", "ix_messages_fulltext")
+"""The full-text index (SQLite's FTS5 table and its shadow tables, PostgreSQL's GIN index),
+made by revision 0004 with each database's own DDL; not in SQLModel's metadata."""
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 """URLs as users write them; memchat talks to PostgreSQL through psycopg 3 (the `postgres` extra)."""
@@ -78,6 +81,11 @@ def _sqlite_engine(url, *, immediate: bool) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def include_name(name, type_, parent_names) -> bool:
+    """For Alembic's comparisons: the full-text index is not described by the models."""
+    return not (name or "").startswith(SEARCH_OBJECTS)
 
 
 def ensure_current(engine: Engine) -> None:

@@ -16,6 +16,13 @@ from sqlmodel import Field, SQLModel
 
 Role = Literal["system", "user", "assistant", "tool"]
 
+Policy = Literal["window", "summary"]
+"""`window`: history that does not fit the budget is left out; `summary`: it is condensed into a
+stored summary sent after the system prompt."""
+
+DEFAULT_SUMMARY_SHARE = 0.25
+MAX_RECALL = 50
+
 Status = Literal["complete", "pending", "failed", "partial"]
 """`pending`: a user message whose reply has not arrived yet; `failed`: its turn got no reply;
 `partial`: a reply cut off before it finished. Only `complete` messages enter later contexts."""
@@ -39,6 +46,15 @@ class ThreadBase(SQLModel):
     model: str | None = Field(default=None, max_length=200)
     system: str | None = Field(default=None, sa_type=Text)
     budget: int | None = Field(default=None, gt=0)
+    policy: str = Field(default="window", max_length=16)
+    recall: int = Field(default=0, ge=0, le=MAX_RECALL)
+    """How many older messages matching the new one are added as excerpts (0: none)."""
+    summary_model: str | None = Field(default=None, max_length=200)
+    """The model that writes summaries; None: the turn's model."""
+    summary_share: float | None = Field(default=None, gt=0, le=0.9)
+    """The most of the history's room a summary may take; None: DEFAULT_SUMMARY_SHARE."""
+    summary_prompt: str | None = Field(default=None, sa_type=Text)
+    """Instructions for the summary call; None: the prompt memchat ships."""
 
 
 class Thread(ThreadBase, table=True):
@@ -51,10 +67,26 @@ class Thread(ThreadBase, table=True):
 
 
 class ThreadCreate(ThreadBase):
-    @field_validator("system")
+    policy: Policy = "window"
+
+    @field_validator("system", "summary_prompt")
     @classmethod
     def _blank_system_is_none(cls, value: str | None) -> str | None:
         return value if value and value.strip() else None
+
+
+class ThreadUpdate(SQLModel):
+    """A change of settings: only the fields given are changed."""
+
+    title: str | None = Field(default=None, max_length=500)
+    model: str | None = Field(default=None, max_length=200)
+    system: str | None = None
+    budget: int | None = Field(default=None, gt=0)
+    policy: Policy | None = None
+    recall: int | None = Field(default=None, ge=0, le=MAX_RECALL)
+    summary_model: str | None = Field(default=None, max_length=200)
+    summary_share: float | None = Field(default=None, gt=0, le=0.9)
+    summary_prompt: str | None = None
 
 
 class ThreadPublic(ThreadBase):
@@ -116,4 +148,41 @@ class MessagePublic(MessageBase):
     id: int
     thread_id: str
     position: int
+    created_at: datetime
+
+
+class SummaryBase(SQLModel):
+    first_position: int
+    last_position: int
+    """The span of messages (positions, both ends included) the summary stands for; the
+    complete messages in it were condensed, the messages themselves are left unchanged."""
+    content: str = Field(sa_type=Text)
+    model: str = Field(max_length=200)
+    prompt: str = Field(sa_type=Text)
+    """The instructions the summary was made with."""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+    latency_ms: int | None = None
+
+
+class Summary(SummaryBase, table=True):
+    """A summary of a span of a thread, kept beside the messages it condenses: each new summary
+    folds the previous one and the messages after it, and the newest one is the thread's current."""
+
+    __tablename__ = "summaries"
+    __table_args__ = (Index("ix_summaries_thread_id", "thread_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE", max_length=32)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SummaryCreate(SummaryBase):
+    created_at: datetime | None = None
+
+
+class SummaryPublic(SummaryBase):
+    id: int
+    thread_id: str
     created_at: datetime

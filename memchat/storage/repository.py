@@ -13,26 +13,34 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert
+from sqlalchemy import func, insert, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, delete, select
 
 from memchat.errors import InvalidInput, NotFound, StorageError
-from memchat.storage import database
+from memchat.storage import database, fulltext
 from memchat.storage.models import (
     Message,
     MessageCreate,
     MessagePublic,
     MessageTokens,
+    Summary,
+    SummaryCreate,
+    SummaryPublic,
     Thread,
     ThreadCreate,
     ThreadLease,
     ThreadPublic,
+    ThreadUpdate,
     as_utc,
     utcnow,
 )
 
 EXPORT_PAGE = 2000
+_HEADLINE = (
+    f"StartSel={fulltext.HIGHLIGHT_START}, StopSel={fulltext.HIGHLIGHT_END}, "
+    "MaxWords=24, MinWords=10"
+)
 
 
 @dataclass(frozen=True)
@@ -47,11 +55,22 @@ class HistoryRow:
 
 
 @dataclass(frozen=True)
+class SearchHit:
+    message: MessagePublic
+    thread_title: str
+    snippet: str
+    """Text around the match, matched words between fulltext.HIGHLIGHT_START and _END."""
+    score: float
+    """Relevance by the backend's ranking (FTS5 bm25, PostgreSQL ts_rank_cd): higher is better."""
+
+
+@dataclass(frozen=True)
 class ThreadRecord:
     """A thread to be written whole, as an import brings it: message rows as column dicts."""
 
     thread: ThreadCreate
     messages: Sequence[dict[str, Any]]
+    summaries: Sequence[SummaryCreate] = ()
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -128,12 +147,23 @@ class Store:
             session.flush()
             return self._public(session, thread)
 
+    def update_thread(self, ref: str, changes: ThreadUpdate) -> ThreadPublic:
+        with self._writing() as session:
+            thread = self._resolve(session, ref)
+            for field, value in changes.model_dump(exclude_unset=True).items():
+                setattr(thread, field, value)
+            thread.updated_at = utcnow()
+            session.add(thread)
+            session.flush()
+            return self._public(session, thread)
+
     def delete_thread(self, ref: str) -> str:
         with self._writing() as session:
             thread = self._resolve(session, ref)
             message_ids = select(Message.id).where(Message.thread_id == thread.id)
             session.exec(delete(MessageTokens).where(col(MessageTokens.message_id).in_(message_ids)))
             session.exec(delete(ThreadLease).where(col(ThreadLease.thread_id) == thread.id))
+            session.exec(delete(Summary).where(col(Summary.thread_id) == thread.id))
             session.exec(delete(Message).where(col(Message.thread_id) == thread.id))
             session.delete(thread)
             return thread.id
@@ -175,6 +205,113 @@ class Store:
                 query = select(Message.id, Message.content).where(col(Message.id).in_(chunk))
                 found.update(session.exec(query).all())
         return found
+
+    def messages_after(self, thread_id: str, after: int, through: int, *, limit: int) -> list[MessagePublic]:
+        """Completed messages with positions in (after, through], oldest first, at most `limit`."""
+        query = (
+            select(Message)
+            .where(
+                Message.thread_id == thread_id,
+                Message.status == "complete",
+                Message.position > after,
+                Message.position <= through,
+            )
+            .order_by(col(Message.position))
+            .limit(limit)
+        )
+        with self._reading() as session:
+            return [MessagePublic.model_validate(m) for m in session.exec(query).all()]
+
+    def messages_by_id(self, message_ids: Sequence[int]) -> dict[int, MessagePublic]:
+        with self._reading() as session:
+            rows = session.exec(select(Message).where(col(Message.id).in_(list(message_ids)))).all()
+            return {m.id: MessagePublic.model_validate(m) for m in rows}
+
+    # summaries
+
+    def current_summary(self, thread_id: str) -> SummaryPublic | None:
+        """The newest summary made for the thread: it folds every earlier one."""
+        query = select(Summary).where(Summary.thread_id == thread_id).order_by(col(Summary.id).desc()).limit(1)
+        with self._reading() as session:
+            found = session.exec(query).first()
+            return SummaryPublic.model_validate(found) if found is not None else None
+
+    def summaries(self, thread_id: str) -> list[SummaryPublic]:
+        query = select(Summary).where(Summary.thread_id == thread_id).order_by(col(Summary.id))
+        with self._reading() as session:
+            return [SummaryPublic.model_validate(s) for s in session.exec(query).all()]
+
+    def add_summary(self, thread_id: str, summary: SummaryCreate) -> SummaryPublic:
+        row = Summary.model_validate(summary, update={"thread_id": thread_id, "created_at": summary.created_at or utcnow()})
+        with self._writing() as session:
+            session.add(row)
+            session.flush()
+            return SummaryPublic.model_validate(row)
+
+    # search
+
+    def search(self, query: str, *, thread_id: str | None = None, limit: int = 20) -> list[SearchHit]:
+        """Messages matching a search-box query (see `fulltext`), best first."""
+        match = fulltext.fts5_search(query)
+        with self._reading() as session:
+            if self._dialect(session) == "sqlite":
+                sql = (
+                    "SELECT messages_fts.rowid, snippet(messages_fts, 0, char(2), char(3), '…', 16), "
+                    "-bm25(messages_fts) FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+                    "WHERE messages_fts MATCH :match"
+                    + (" AND m.thread_id = :thread" if thread_id else "")
+                    + " ORDER BY bm25(messages_fts), m.id LIMIT :limit"
+                )
+                params = {"match": match, "thread": thread_id, "limit": limit}
+            else:
+                sql = (
+                    "SELECT m.id, ts_headline('english', m.content, q, :headline), "
+                    "ts_rank_cd(to_tsvector('english', m.content), q) AS score "
+                    "FROM messages m, websearch_to_tsquery('english', :query) q "
+                    "WHERE to_tsvector('english', m.content) @@ q"
+                    + (" AND m.thread_id = :thread" if thread_id else "")
+                    + " ORDER BY score DESC, m.id LIMIT :limit"
+                )
+                params = {"query": query, "headline": _HEADLINE, "thread": thread_id, "limit": limit}
+            if not thread_id:
+                params.pop("thread")
+            ranked = session.execute(text(sql), params).all()
+            titles = dict(session.exec(select(Thread.id, Thread.title)).all()) if ranked else {}
+        found = self.messages_by_id([row[0] for row in ranked])
+        return [
+            SearchHit(found[i], titles.get(found[i].thread_id, ""), snippet, float(score))
+            for i, snippet, score in ranked
+            if i in found
+        ]
+
+    def recall(self, thread_id: str, about: str, *, before: int, limit: int) -> list[MessagePublic]:
+        """The thread's completed user and assistant messages older than position `before` that
+        share the most words with `about`, best first."""
+        words = fulltext.recall_words(about)
+        if not words or before <= 0:
+            return []
+        with self._reading() as session:
+            if self._dialect(session) == "sqlite":
+                sql = (
+                    "SELECT m.id FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+                    "WHERE messages_fts MATCH :match AND m.thread_id = :thread AND m.position < :before "
+                    "AND m.status = 'complete' AND m.role IN ('user', 'assistant') "
+                    "ORDER BY bm25(messages_fts), m.position DESC LIMIT :limit"
+                )
+                match = fulltext.fts5_any(words)
+            else:
+                sql = (
+                    "SELECT m.id FROM messages m, to_tsquery('english', :match) q "
+                    "WHERE to_tsvector('english', m.content) @@ q AND m.thread_id = :thread "
+                    "AND m.position < :before AND m.status = 'complete' AND m.role IN ('user', 'assistant') "
+                    "ORDER BY ts_rank_cd(to_tsvector('english', m.content), q) DESC, m.position DESC LIMIT :limit"
+                )
+                match = fulltext.tsquery_any(words)
+            ids = session.execute(
+                text(sql), {"match": match, "thread": thread_id, "before": before, "limit": limit}
+            ).scalars().all()
+        found = self.messages_by_id(ids)
+        return [found[i] for i in ids if i in found]
 
     def save_token_counts(self, tokenizer: str, counts: dict[int, int]) -> None:
         """Keep counts made for a turn; a count another process saved first is left as it is."""
@@ -297,6 +434,12 @@ class Store:
                         for message_id, tokens in zip(inserted, message_counts, strict=True)
                     ],
                 )
+                for summary in record.summaries:
+                    session.add(
+                        Summary.model_validate(
+                            summary, update={"thread_id": thread.id, "created_at": summary.created_at or thread.created_at}
+                        )
+                    )
         return ids
 
     def export_rows(self, thread_id: str) -> Iterator[tuple[MessagePublic, dict[str, int]]]:
@@ -376,6 +519,10 @@ class Store:
     def _public(self, session: Session, thread: Thread) -> ThreadPublic:
         last = session.exec(select(func.max(Message.position)).where(Message.thread_id == thread.id)).one()
         return ThreadPublic.model_validate(thread, update={"message_count": _count_from_last(last)})
+
+    @staticmethod
+    def _dialect(session: Session) -> str:
+        return session.get_bind().dialect.name
 
     def _reading(self):
         if self._shared is not None:
