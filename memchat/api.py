@@ -12,9 +12,9 @@ from memchat.config import database_url
 from memchat.context import Context
 from memchat.errors import InvalidInput, describe_validation_error
 from memchat.storage import database
-from memchat.storage.models import MessagePublic, ThreadCreate, ThreadPublic
-from memchat.storage.repository import Store
-from memchat.turn import Reply, TurnOptions, build_context, take_turn, validate_text
+from memchat.storage.models import MessagePublic, SummaryPublic, ThreadCreate, ThreadPublic, ThreadUpdate
+from memchat.storage.repository import SearchHit, Store
+from memchat.turn import Reply, TurnOptions, build_context, rebuild_summary, take_turn, validate_text
 
 
 class Memory:
@@ -44,9 +44,41 @@ class Memory:
         system: str | None = None,
         model: str | None = None,
         budget: int | None = None,
+        policy: str = "window",
+        recall: int = 0,
+        summary_model: str | None = None,
+        summary_share: float | None = None,
+        summary_prompt: str | None = None,
     ) -> ThreadPublic:
-        data = _validated(ThreadCreate, title=title, system=system, model=model or None, budget=budget)
+        """`policy` "summary" condenses history that leaves the window into a stored summary;
+        `recall` adds that many older messages matching each new one as excerpts."""
+        data = _validated(
+            ThreadCreate,
+            title=title,
+            system=system,
+            model=model or None,
+            budget=budget,
+            policy=policy,
+            recall=recall,
+            summary_model=summary_model or None,
+            summary_share=summary_share,
+            summary_prompt=summary_prompt,
+        )
         return self.store.create_thread(data)
+
+    def configure(self, thread_id: str, **changes: Any) -> ThreadPublic:
+        """Change a thread's settings (any of new_thread's keywords); a None value returns a
+        setting to its default."""
+        unknown = set(changes) - set(ThreadUpdate.model_fields)
+        if unknown:
+            raise InvalidInput(f"unknown thread setting: {', '.join(sorted(unknown))}")
+        if changes.get("title") is None:
+            changes.pop("title", None)
+        if "policy" in changes and changes["policy"] is None:
+            changes["policy"] = "window"
+        if "recall" in changes and changes["recall"] is None:
+            changes["recall"] = 0
+        return self.store.update_thread(thread_id, _validated(ThreadUpdate, **changes))
 
     def threads(self) -> list[ThreadPublic]:
         """Most recent activity first."""
@@ -79,14 +111,28 @@ class Memory:
         stream: bool = False,
         on_text: Callable[[str], None] | None = None,
         on_note: Callable[[str], None] | None = None,
+        policy: str | None = None,
+        recall: int | None = None,
+        summary_model: str | None = None,
     ) -> Reply:
         """Send `text` with the thread's memory and store the reply.
 
         With `stream=True`, `on_text` receives the reply piece by piece as it arrives. `timeout`
-        bounds the whole call, retries of transient provider failures included. `on_note` hears
-        of what memchat did on the user's behalf (a retry with a tighter budget).
+        bounds each model call, retries of transient provider failures included. `on_note` hears
+        of what memchat did on the user's behalf (a summary made or skipped, a retry with a
+        tighter budget). `policy`, `recall` and `summary_model` override the thread's for this turn.
         """
-        options = TurnOptions(model, budget, max_tokens, temperature, api_base, timeout or llm.DEFAULT_TIMEOUT)
+        options = TurnOptions(
+            model,
+            budget,
+            max_tokens,
+            temperature,
+            api_base,
+            timeout or llm.DEFAULT_TIMEOUT,
+            policy=policy,
+            recall=recall,
+            summary_model=summary_model,
+        )
         return take_turn(self.store, thread_id, text, options, stream=stream, on_text=on_text, on_note=on_note)
 
     def retry(self, thread_id: str, **options) -> Reply:
@@ -107,15 +153,51 @@ class Memory:
         budget: int | None = None,
         max_tokens: int | None = None,
         with_dropped: bool = True,
+        policy: str | None = None,
+        recall: int | None = None,
     ) -> Context:
-        """What the next turn would send, without calling the model.
+        """What the next turn would send, without calling the model (so without making a
+        summary that is due: `Context.summary_due` says which messages it would fold).
 
         With `with_dropped`, `entries` also lists the history the budget leaves out, which means
         reading all of it; without, only what is sent is read, as a turn does."""
         if text is not None:
             validate_text(text)
-        options = TurnOptions(model, budget, max_tokens)
+        options = TurnOptions(model, budget, max_tokens, policy=policy, recall=recall)
         return build_context(self.store, thread_id, text, options, with_dropped=with_dropped)
+
+    def summary(self, thread_id: str) -> SummaryPublic | None:
+        """The thread's current summary (the newest; it folds the earlier ones), if any."""
+        return self.store.current_summary(self.store.thread(thread_id).id)
+
+    def summaries(self, thread_id: str) -> list[SummaryPublic]:
+        """Every summary made for the thread, oldest first."""
+        return self.store.summaries(self.store.thread(thread_id).id)
+
+    def rebuild_summary(
+        self,
+        thread_id: str,
+        *,
+        model: str | None = None,
+        budget: int | None = None,
+        summary_model: str | None = None,
+        timeout: float | None = None,
+        api_base: str | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> SummaryPublic:
+        """Summarize the thread again from its first message; earlier summaries are kept."""
+        options = TurnOptions(
+            model, budget, None, None, api_base, timeout or llm.DEFAULT_TIMEOUT, summary_model=summary_model
+        )
+        return rebuild_summary(self.store, thread_id, options, on_note=on_note)
+
+    def search(self, query: str, *, thread_id: str | None = None, limit: int = 20) -> list[SearchHit]:
+        """Stored messages matching `query`, best first: words (all must match), "phrases",
+        OR, -word. Each hit's `snippet` marks matches; `fulltext.highlights` splits them out."""
+        if limit < 1:
+            raise InvalidInput(f"the limit must be positive, not {limit}")
+        thread = self.store.thread(thread_id).id if thread_id else None
+        return self.store.search(query, thread_id=thread, limit=limit)
 
     def export(self, thread_id: str) -> dict[str, Any]:
         return transfer.export_thread(self.store, thread_id)

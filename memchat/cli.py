@@ -21,9 +21,10 @@ from typer.exceptions import TyperException
 
 from memchat.api import Memory
 from memchat.config import debug_enabled, default_model, import_limit_bytes
-from memchat.context import Context
+from memchat.context import Context, ContextEntry
 from memchat.errors import InvalidInput, MemchatError
-from memchat.storage.models import as_utc
+from memchat.storage.fulltext import highlights
+from memchat.storage.models import SummaryPublic, ThreadPublic, as_utc
 
 EXIT_INTERRUPTED = 130
 
@@ -117,6 +118,35 @@ def _when(moment: datetime) -> str:
     return as_utc(moment).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
+PolicyOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--policy",
+        help="Memory policy: window (history that does not fit is left out) or summary (it is condensed).",
+        show_default=False,
+    ),
+]
+RecallOpt = Annotated[
+    Optional[int],
+    typer.Option("--recall", min=0, max=50, help="Add the K older messages that best match the new one as excerpts."),
+]
+SummaryModelOpt = Annotated[
+    Optional[str], typer.Option("--summary-model", help="Model that writes summaries [default: the turn's model].")
+]
+SummaryShareOpt = Annotated[
+    Optional[float],
+    typer.Option("--summary-share", min=0.01, max=0.9, help="Most of the history's room a summary may take [default: 0.25]."),
+]
+SummaryPromptOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--summary-prompt",
+        metavar="FILE",
+        help="Instructions for summaries, from FILE (`default`: memchat's own; see `memchat summary --prompt`).",
+    ),
+]
+
+
 @app.command()
 def new(
     ctx: typer.Context,
@@ -124,10 +154,97 @@ def new(
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt, sent first on every turn.")] = None,
     model: ModelOpt = None,
     budget: BudgetOpt = None,
+    policy: PolicyOpt = None,
+    recall: RecallOpt = None,
+    summary_model: SummaryModelOpt = None,
+    summary_share: SummaryShareOpt = None,
+    summary_prompt: SummaryPromptOpt = None,
 ):
     """Start a thread and print its id."""
-    thread = _memory(ctx).new_thread(title=title, system=system, model=model, budget=budget)
+    thread = _memory(ctx).new_thread(
+        title=title,
+        system=system,
+        model=model,
+        budget=budget,
+        policy=policy or "window",
+        recall=recall or 0,
+        summary_model=summary_model,
+        summary_share=summary_share,
+        summary_prompt=_prompt_file(summary_prompt),
+    )
     typer.echo(thread.id)
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt (empty: none).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="provider/model (empty: the default).")] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", "-b", min=0, help="Maximum prompt tokens (0: the model's).")] = None,
+    policy: PolicyOpt = None,
+    recall: RecallOpt = None,
+    summary_model: Annotated[
+        Optional[str], typer.Option("--summary-model", help="Model that writes summaries (empty: the turn's model).")
+    ] = None,
+    summary_share: SummaryShareOpt = None,
+    summary_prompt: SummaryPromptOpt = None,
+):
+    """Change a thread's settings; the others stay as they are."""
+    given = {
+        "system": system,
+        "model": model,
+        "budget": budget,
+        "policy": policy,
+        "recall": recall,
+        "summary_model": summary_model,
+        "summary_share": summary_share,
+    }
+    changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    for key in ("system", "model", "summary_model"):
+        if changes.get(key) == "":
+            changes[key] = None
+    if changes.get("budget") == 0:
+        changes["budget"] = None
+    if summary_prompt is not None:
+        changes["summary_prompt"] = _prompt_file(summary_prompt)
+    if not changes:
+        raise InvalidInput("nothing to change: give at least one setting (see `memchat set --help`)")
+    _render_settings(_memory(ctx).configure(thread, **changes))
+
+
+def _prompt_file(path: str | None) -> str | None:
+    if path is None or path == "default":
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read the summary prompt {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not text.strip():
+        raise InvalidInput(f"the summary prompt {path} is empty")
+    return text
+
+
+def _render_settings(thread: ThreadPublic) -> None:
+    typer.echo(f"{thread.id}  {thread.title or 'untitled'}")
+    for label, value in _settings(thread):
+        typer.echo(f"  {label:<15} {value}")
+
+
+def _settings(thread: ThreadPublic) -> list[tuple[str, str]]:
+    rows = [
+        ("model", thread.model or f"{default_model()} (default)"),
+        ("budget", str(thread.budget) if thread.budget else "the model's input limit (default)"),
+        ("policy", thread.policy),
+        ("recall", str(thread.recall) if thread.recall else "off"),
+    ]
+    if thread.policy == "summary" or thread.summary_model or thread.summary_share or thread.summary_prompt:
+        rows += [
+            ("summary model", thread.summary_model or "the turn's model"),
+            ("summary share", str(thread.summary_share or 0.25)),
+            ("summary prompt", "custom" if thread.summary_prompt else "memchat's own"),
+        ]
+    return rows
 
 
 TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", min=0.0, help="Sampling temperature.")]
@@ -153,6 +270,9 @@ def say(
     api_base: ApiBaseOpt = None,
     timeout: TimeoutOpt = None,
     stream: StreamOpt = None,
+    policy: PolicyOpt = None,
+    recall: RecallOpt = None,
+    summary_model: SummaryModelOpt = None,
 ):
     """Send a message with the thread's memory and print the reply."""
     _turn(ctx, thread, _message_text(message), locals())
@@ -169,6 +289,9 @@ def retry(
     api_base: ApiBaseOpt = None,
     timeout: TimeoutOpt = None,
     stream: StreamOpt = None,
+    policy: PolicyOpt = None,
+    recall: RecallOpt = None,
+    summary_model: SummaryModelOpt = None,
 ):
     """Send the thread's last unanswered message again (after a failed or cut-off reply)."""
     _turn(ctx, thread, None, locals())
@@ -202,6 +325,9 @@ def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict) -> N
             stream=streaming,
             on_text=write if streaming else None,
             on_note=lambda note: typer.echo(f"memchat: {note}", err=True),
+            policy=options["policy"],
+            recall=options["recall"],
+            summary_model=options["summary_model"],
         )
     finally:
         if wrote:
@@ -253,6 +379,10 @@ def show(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
     details = [info.model or f"{default_model()} (default)"]
     if info.budget:
         details.append(f"budget {info.budget}")
+    if info.policy != "window":
+        details.append(f"policy {info.policy}")
+    if info.recall:
+        details.append(f"recall {info.recall}")
     typer.secho(f"{info.title or 'untitled'}  [{info.id}]  " + " · ".join(details), bold=True)
     if info.system:
         typer.secho("system:", fg="magenta")
@@ -277,10 +407,14 @@ def context(
     model: ModelOpt = None,
     budget: BudgetOpt = None,
     max_tokens: MaxTokensOpt = None,
+    policy: PolicyOpt = None,
+    recall: RecallOpt = None,
     as_json: JsonOpt = False,
 ):
     """Show what the next turn would send, without calling the model."""
-    result = _memory(ctx).context(thread, message, model=model, budget=budget, max_tokens=max_tokens)
+    result = _memory(ctx).context(
+        thread, message, model=model, budget=budget, max_tokens=max_tokens, policy=policy, recall=recall
+    )
     if as_json:
         _print_json(_context_json(result))
     else:
@@ -295,12 +429,16 @@ def _context_json(result: Context) -> dict[str, Any]:
         "room": result.room,
         "prompt_tokens": result.prompt_tokens,
         "framing_tokens": result.framing_tokens,
+        "policy": result.policy,
+        "summary_due": list(result.summary_due) if result.summary_due else None,
         "dropped": len(result.dropped),
         "entries": [
             {
                 "role": e.role,
                 "kind": e.kind,
                 "position": e.position,
+                "span": list(e.span) if e.span else None,
+                "recalled": list(e.recalled),
                 "tokens": e.tokens,
                 "kept": e.kept,
                 "content": e.content,
@@ -313,19 +451,154 @@ def _context_json(result: Context) -> dict[str, Any]:
 
 def _render_context(result: Context) -> None:
     margin = f" ({result.room} after the margin for an approximate tokenizer)" if result.room < result.budget else ""
-    typer.echo(f"model {result.model} · tokenizer {result.tokenizer} · budget {result.budget} tokens{margin}")
+    typer.echo(
+        f"model {result.model} · tokenizer {result.tokenizer} · budget {result.budget} tokens{margin} · "
+        f"policy {result.policy}"
+    )
+    span = next((e.span for e in result.entries if e.kind == "summary" and e.kept), None)
+    recalled = {p for e in result.entries if e.kind == "recall" and e.kept for p in e.recalled}
     for entry in result.entries:
         mark = "  " if entry.kept else "✗ "
-        where = {"system": "sys", "new": "new"}.get(entry.kind, f"#{entry.position}")
         preview = " ".join(entry.content.split())
         preview = preview if len(preview) <= 60 else preview[:59] + "…"
-        line = f"{mark}{where:>6}  {entry.role:<9} {entry.tokens:>7}  {preview}"
+        line = f"{mark}{_where(entry):>9}  {entry.role:<9} {entry.tokens:>7}  {preview}"
+        if not entry.kept and entry.position is not None:
+            if span and span[0] <= entry.position <= span[1]:
+                line += "  (in the summary)"
+            if entry.position in recalled:
+                line += "  (recalled)"
         typer.secho(line, dim=not entry.kept)
     kept = len(result.messages)
     typer.echo(
         f"sends {kept} of {len(result.entries)} messages: {result.prompt_tokens} of {result.budget} tokens "
         f"({result.framing_tokens} of framing); {len(result.dropped)} dropped (✗) by the budget"
     )
+    if result.summary_due:
+        first, last = result.summary_due
+        typer.echo(f"the next turn first folds messages #{first}–#{last} into the summary (one model call)")
+
+
+def _where(entry: ContextEntry) -> str:
+    if entry.kind == "summary" and entry.span:
+        return f"#{entry.span[0]}–#{entry.span[1]}"
+    if entry.kind == "recall":
+        return "recall"
+    return {"system": "sys", "new": "new"}.get(entry.kind, f"#{entry.position}")
+
+
+@app.command()
+def summary(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Summarize again from the first message (model calls).")] = False,
+    prompt: Annotated[bool, typer.Option("--prompt", help="Print the summary instructions in effect instead.")] = False,
+    history: Annotated[bool, typer.Option("--all", help="Every summary made, oldest first.")] = False,
+    model: ModelOpt = None,
+    budget: BudgetOpt = None,
+    summary_model: SummaryModelOpt = None,
+    timeout: TimeoutOpt = None,
+    api_base: ApiBaseOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Print the thread's current summary and the span of messages it stands for."""
+    memory = _memory(ctx)
+    if prompt:
+        from memchat.summary import prompt_for
+
+        typer.echo(prompt_for(memory.thread(thread)))
+        return
+    if rebuild:
+        summaries = [
+            memory.rebuild_summary(
+                thread,
+                model=model,
+                budget=budget,
+                summary_model=summary_model,
+                timeout=timeout,
+                api_base=api_base,
+                on_note=lambda note: typer.echo(f"memchat: {note}", err=True),
+            )
+        ]
+    elif history:
+        summaries = memory.summaries(thread)
+    else:
+        current = memory.summary(thread)
+        summaries = [current] if current else []
+    if as_json:
+        data = [s.model_dump(mode="json") for s in summaries]
+        _print_json(data if history else (data[0] if data else None))
+        return
+    if not summaries:
+        info = memory.thread(thread)
+        hint = "" if info.policy == "summary" else "; `memchat set THREAD --policy summary` turns summaries on"
+        typer.echo(f"thread {info.id} has no summary yet{hint}", err=True)
+        return
+    for index, made in enumerate(summaries):
+        if index:
+            typer.echo()
+        _render_summary(made)
+
+
+def _render_summary(made: SummaryPublic) -> None:
+    usage = ""
+    if made.prompt_tokens is not None or made.completion_tokens is not None:
+        usage = f" · {made.prompt_tokens or 0}+{made.completion_tokens or 0} tokens"
+    cost = f" · ${made.cost:.6f}" if made.cost else ""
+    typer.secho(
+        f"messages #{made.first_position}–#{made.last_position} · {made.model} · {_when(made.created_at)}{usage}{cost}",
+        bold=True,
+    )
+    typer.echo(made.content)
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help='Words (all must match), "a phrase", a OR b, -word.')],
+    thread: Annotated[Optional[str], typer.Option("--thread", "-t", help="Only this thread.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many results.")] = 20,
+    as_json: JsonOpt = False,
+):
+    """Full-text search over every stored message, best match first."""
+    hits = _memory(ctx).search(query, thread_id=thread, limit=limit)
+    if as_json:
+        rows = []
+        for hit in hits:
+            snippet, spans = highlights(hit.snippet)
+            rows.append(
+                {
+                    "thread": hit.message.thread_id,
+                    "title": hit.thread_title,
+                    "position": hit.message.position,
+                    "role": hit.message.role,
+                    "status": hit.message.status,
+                    "created_at": as_utc(hit.message.created_at).isoformat(),
+                    "score": hit.score,
+                    "snippet": snippet,
+                    "highlights": [list(span) for span in spans],
+                }
+            )
+        _print_json(rows)
+        return
+    if not hits:
+        typer.echo(f"no message matches {query!r}", err=True)
+        raise typer.Exit(1)
+    for hit in hits:
+        message = hit.message
+        title = f"  {hit.thread_title}" if hit.thread_title else ""
+        typer.secho(f"{message.thread_id} #{message.position} {message.role} · {_when(message.created_at)}{title}", bold=True)
+        snippet, spans = highlights(hit.snippet)
+        typer.echo("  " + _highlighted(" ".join(snippet.split("\n")), spans))
+
+
+def _highlighted(text: str, spans: list[tuple[int, int]]) -> str:
+    pieces, at = [], 0
+    for start, end in spans:
+        pieces.append(text[at:start])
+        pieces.append(typer.style(text[start:end], bold=True, fg="yellow"))
+        at = end
+    pieces.append(text[at:])
+    return "".join(pieces)
 
 
 @app.command()

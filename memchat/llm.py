@@ -64,37 +64,59 @@ def _echo_handler(litellm):
     from litellm import CustomLLM
     from litellm.types.utils import GenericStreamingChunk
 
-    def respond(messages: list[dict]) -> tuple[str, dict]:
+    def respond(messages: list[dict], optional_params: dict | None) -> tuple[str, dict, str]:
         prompt_tokens = litellm.token_counter(model="memchat/echo", messages=messages)
         text = echo_reply(messages, prompt_tokens)
-        completion_tokens = litellm.token_counter(model="memchat/echo", text=text, count_response_tokens=True)
+        limit = (optional_params or {}).get("max_tokens") or (optional_params or {}).get("max_completion_tokens")
+        finish = "stop"
+        if limit and _echo_tokens(litellm, text) > limit:
+            text, finish = _cut_to(litellm, text, int(limit)), "length"
+        completion_tokens = _echo_tokens(litellm, text)
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
-        return text, usage
+        return text, usage, finish
 
     class EchoLLM(CustomLLM):
-        """`memchat/echo`: an offline model reached through litellm's custom-provider mechanism."""
+        """`memchat/echo`: an offline model reached through litellm's custom-provider mechanism;
+        like a real model it stops at `max_tokens`."""
 
-        def completion(self, model, messages, *args, **kwargs):
-            text, usage = respond(messages)
+        def completion(self, model, messages, *args, optional_params=None, **kwargs):
+            text, usage, finish = respond(messages, optional_params)
             return litellm.ModelResponse(
                 model="memchat/echo",
-                choices=[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                choices=[{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": text}}],
                 usage=usage,
             )
 
-        def streaming(self, model, messages, *args, **kwargs) -> Iterator[GenericStreamingChunk]:
-            text, usage = respond(messages)
+        def streaming(self, model, messages, *args, optional_params=None, **kwargs) -> Iterator[GenericStreamingChunk]:
+            text, usage, finish = respond(messages, optional_params)
             words = text.split(" ")
             for i, word in enumerate(words):
                 piece = word if i == len(words) - 1 else word + " "
                 yield GenericStreamingChunk(text=piece, is_finished=False, finish_reason="", usage=None, index=0)
-            yield GenericStreamingChunk(text="", is_finished=True, finish_reason="stop", usage=usage, index=0)
+            yield GenericStreamingChunk(text="", is_finished=True, finish_reason=finish, usage=usage, index=0)
 
     return EchoLLM()
+
+
+def _echo_tokens(litellm, text: str) -> int:
+    return litellm.token_counter(model="memchat/echo", text=text, count_response_tokens=True)
+
+
+def _cut_to(litellm, text: str, limit: int) -> str:
+    """The longest run of `text`'s opening words within `limit` tokens."""
+    words = text.split(" ")
+    low, high = 0, len(words)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _echo_tokens(litellm, " ".join(words[:middle])) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return " ".join(words[:low])
 
 
 @lru_cache(maxsize=32)

@@ -521,3 +521,39 @@ def _tighter(
     with store.snapshot():
         context, _, _ = _build(store, thread, text, tighter, memory, include_dropped=False)
     return context
+
+
+def rebuild_summary(
+    store: Store, thread_ref: str, options: TurnOptions, *, on_note: Callable[[str], None] | None = None
+) -> SummaryPublic:
+    """Make the thread's summary again from its first message, in as many calls as its span
+    needs: over the span of the current summary, or what the next turn would leave out."""
+    thread = store.thread(thread_ref)
+    with store.snapshot():
+        plan = _plan(thread, options)
+        current = store.current_summary(thread.id)
+        fresh = _Memory("summary", 0, thread.summary_share or DEFAULT_SUMMARY_SHARE)
+        _, _, due = _build(store, thread, None, plan, fresh, include_dropped=False)
+    through = max(current.last_position if current else -1, due.through if due else -1)
+    if through < 0:
+        raise InvalidInput(f"nothing to summarize: all of thread {thread.id} fits its budget")
+    cap = due.cap if due else summary_cap(
+        history_room(system=thread.system, new_message=None, budget=plan.budget, room=plan.room, count=plan.count),
+        fresh.share,
+    )
+    model = summary.model_for(thread, plan.model, options.summary_model)
+    made = None
+    with _turn_lease(store, thread.id, options.timeout):
+        while made is None or made.last_position < through:
+            made = summary.fold(
+                store,
+                thread,
+                fold_request(plan, through, cap),
+                model=model,
+                previous=made,
+                timeout=options.timeout,
+                api_base=options.api_base,
+            )
+            if on_note and made.last_position < through:
+                on_note(f"summarized messages #{made.first_position}–#{made.last_position}; continuing to #{through}")
+    return made
