@@ -2,7 +2,8 @@
 
 An exported thread's `messages` is a ChatML list (system prompt first) with per-message
 metadata beside `role` and `content`, so it can go straight to `litellm.completion` once
-stripped to those two keys. Export streams a page of messages at a time, so a thread of any
+stripped to those two keys. Summaries are not conversation: they come in their own field,
+`summaries`, each with the span of message positions it stands for. Export streams a page of messages at a time, so a thread of any
 length is written in flat memory. Import validates a whole file before writing anything, counts
 tokens in one batch per thread, and writes through the database's bulk insert path.
 """
@@ -18,7 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memchat.config import default_model, import_limit_bytes
 from memchat.errors import InvalidInput, describe_validation_error
-from memchat.storage.models import MessagePublic, Role, Status, ThreadCreate, ThreadPublic, as_utc
+from memchat.storage.models import (
+    MAX_RECALL,
+    MessagePublic,
+    Policy,
+    Role,
+    Status,
+    SummaryCreate,
+    SummaryPublic,
+    ThreadCreate,
+    ThreadPublic,
+    as_utc,
+)
 from memchat.storage.repository import Store, ThreadRecord
 from memchat.tokens import tokenizer_for
 
@@ -43,6 +55,20 @@ class ExportedMessage(BaseModel):
     latency_ms: int | None = Field(default=None, ge=0)
 
 
+class ExportedSummary(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    first_position: int = Field(ge=0)
+    last_position: int = Field(ge=0)
+    content: str
+    model: str
+    prompt: str = ""
+    usage: Usage | None = None
+    cost: float | None = Field(default=None, ge=0)
+    latency_ms: int | None = Field(default=None, ge=0)
+    created_at: datetime | None = None
+
+
 class ExportedThread(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -51,9 +77,15 @@ class ExportedThread(BaseModel):
     model: str | None = None
     system: str | None = None
     budget: int | None = Field(default=None, gt=0)
+    policy: Policy = "window"
+    recall: int = Field(default=0, ge=0, le=MAX_RECALL)
+    summary_model: str | None = None
+    summary_share: float | None = Field(default=None, gt=0, le=0.9)
+    summary_prompt: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     messages: list[ExportedMessage]
+    summaries: list[ExportedSummary] = []
 
 
 def _timestamp(moment: datetime) -> str:
@@ -84,9 +116,32 @@ def _header(thread: ThreadPublic) -> dict[str, Any]:
         "model": thread.model,
         "system": thread.system,
         "budget": thread.budget,
+        "policy": thread.policy,
+        "recall": thread.recall,
+        "summary_model": thread.summary_model,
+        "summary_share": thread.summary_share,
+        "summary_prompt": thread.summary_prompt,
         "created_at": _timestamp(thread.created_at),
         "updated_at": _timestamp(thread.updated_at),
     }
+
+
+def summary_json(summary: SummaryPublic) -> dict[str, Any]:
+    return {
+        "first_position": summary.first_position,
+        "last_position": summary.last_position,
+        "content": summary.content,
+        "model": summary.model,
+        "prompt": summary.prompt,
+        "usage": {"prompt_tokens": summary.prompt_tokens, "completion_tokens": summary.completion_tokens},
+        "cost": summary.cost,
+        "latency_ms": summary.latency_ms,
+        "created_at": _timestamp(summary.created_at),
+    }
+
+
+def _summaries(store: Store, thread: ThreadPublic) -> list[dict[str, Any]]:
+    return [summary_json(summary) for summary in store.summaries(thread.id)]
 
 
 def _chatml(store: Store, thread: ThreadPublic) -> Iterator[dict[str, Any]]:
@@ -98,11 +153,14 @@ def _chatml(store: Store, thread: ThreadPublic) -> Iterator[dict[str, Any]]:
 
 def export_thread(store: Store, ref: str) -> dict[str, Any]:
     thread = store.thread(ref)
-    return {**_header(thread), "messages": list(_chatml(store, thread))}
+    return {**_header(thread), "messages": list(_chatml(store, thread)), "summaries": _summaries(store, thread)}
 
 
 def export_all(store: Store) -> list[dict[str, Any]]:
-    return [{**_header(thread), "messages": list(_chatml(store, thread))} for thread in store.threads()]
+    return [
+        {**_header(thread), "messages": list(_chatml(store, thread)), "summaries": _summaries(store, thread)}
+        for thread in store.threads()
+    ]
 
 
 def write_thread(store: Store, ref: str, out: TextIO) -> None:
@@ -125,6 +183,9 @@ def _write(store: Store, thread: ThreadPublic, out: TextIO, *, indent: str) -> N
         out.write(f'{indent}  {dump(key)}: {dump(value)},\n')
     out.write(f'{indent}  "messages": [')
     for index, item in enumerate(_chatml(store, thread)):
+        out.write(("," if index else "") + f"\n{indent}    {dump(item)}")
+    out.write(f"\n{indent}  ],\n{indent}  \"summaries\": [")
+    for index, item in enumerate(_summaries(store, thread)):
         out.write(("," if index else "") + f"\n{indent}    {dump(item)}")
     out.write(f"\n{indent}  ]\n{indent}}}")
     if not indent:
@@ -193,8 +254,24 @@ def _record(exported: ExportedThread) -> ThreadRecord:
     if messages and messages[0].role == "system" and (system is None or messages[0].content == system):
         system = messages.pop(0).content
     thread = ThreadCreate.model_validate(
-        {"title": exported.title, "model": exported.model, "system": system, "budget": exported.budget}
+        {
+            "title": exported.title,
+            "model": exported.model,
+            "system": system,
+            "budget": exported.budget,
+            "policy": exported.policy,
+            "recall": exported.recall,
+            "summary_model": exported.summary_model,
+            "summary_share": exported.summary_share,
+            "summary_prompt": exported.summary_prompt,
+        }
     )
+    for summary in exported.summaries:
+        if not summary.first_position <= summary.last_position < len(messages):
+            raise InvalidInput(
+                f"import: a summary covers messages #{summary.first_position}–#{summary.last_position}, "
+                f"but the thread has {len(messages)} messages"
+            )
     return ThreadRecord(
         thread=thread,
         messages=[
@@ -210,6 +287,21 @@ def _record(exported: ExportedThread) -> ThreadRecord:
                 "latency_ms": message.latency_ms,
             }
             for message in messages
+        ],
+        summaries=[
+            SummaryCreate(
+                first_position=summary.first_position,
+                last_position=summary.last_position,
+                content=summary.content,
+                model=summary.model,
+                prompt=summary.prompt,
+                prompt_tokens=summary.usage.prompt_tokens if summary.usage else None,
+                completion_tokens=summary.usage.completion_tokens if summary.usage else None,
+                cost=summary.cost,
+                latency_ms=summary.latency_ms,
+                created_at=as_utc(summary.created_at) if summary.created_at else None,
+            )
+            for summary in exported.summaries
         ],
         created_at=as_utc(exported.created_at) if exported.created_at else None,
         updated_at=as_utc(exported.updated_at) if exported.updated_at else None,

@@ -20,7 +20,11 @@ def conversation(memory, server):
 
 def test_export_shape(memory, conversation):
     data = memory.export(conversation.id)
-    assert set(data) == {"id", "title", "model", "system", "budget", "created_at", "updated_at", "messages"}
+    assert set(data) == {
+        "id", "title", "model", "system", "budget", "created_at", "updated_at", "messages", "summaries",
+        "policy", "recall", "summary_model", "summary_share", "summary_prompt",
+    }
+    assert data["summaries"] == [] and (data["policy"], data["recall"]) == ("window", 0)
     assert (data["id"], data["title"], data["model"], data["system"], data["budget"]) == (
         conversation.id,
         "Trip",
