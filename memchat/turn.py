@@ -461,7 +461,9 @@ def fold_request(plan: _Plan, through: int, cap: int) -> summary.FoldRequest:
     """A summary covering up to `through` that must cost at most `cap` in the turn's prompt."""
     header = _extra_cost(plan, _summary_extra(plan, "", 0, through))
     if cap - header < MIN_SUMMARY_TOKENS:
-        raise ProviderError(f"the budget leaves a summary only {max(cap - header, 0)} tokens")
+        raise ProviderError(
+            f"the budget leaves a summary only {max(cap - header, 0)} tokens; raise the budget or --summary-share"
+        )
 
     def fits(text: str, first: int, last: int) -> bool:
         return _extra_cost(plan, _summary_extra(plan, text, first, last)) <= cap

@@ -35,6 +35,7 @@ class FakeOpenAI:
         self.echo = False
         self.in_flight = 0
         self.max_in_flight = 0
+        self._rules: list[tuple] = []
         self._generation = 0
         self._lock = threading.Lock()
         server = self
@@ -68,8 +69,15 @@ class FakeOpenAI:
                         self.close_connection = True
                         return
                     server.requests.append(body)
-                    fault = server._faults.popleft() if server._faults else None
-                    text = server._replies.popleft() if server._replies and not fault else f"reply {len(server.requests)}"
+                    ruled = next((answer for matches, answer in server._rules if matches(body)), None)
+                    if callable(ruled):
+                        ruled = ruled(body)
+                    fault = ruled if isinstance(ruled, Fault) else None
+                    if ruled is None:
+                        fault = server._faults.popleft() if server._faults else None
+                        text = server._replies.popleft() if server._replies and not fault else f"reply {len(server.requests)}"
+                    else:
+                        text = ruled if isinstance(ruled, str) else ""
                     if server.echo:
                         text = "re: " + body["messages"][-1]["content"]
                     drop = server._drops.popleft() if server._drops and not fault and body.get("stream") else None
@@ -126,6 +134,11 @@ class FakeOpenAI:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._http.server_address[1]}/v1"
 
+    def on(self, matches, answer) -> None:
+        """Requests for which `matches(body)` holds get `answer` (a text, a Fault, or a function
+        of the body returning either) instead of the scripted replies and faults."""
+        self._rules.append((matches, answer))
+
     def reply(self, *texts: str) -> None:
         self._replies.extend(texts)
 
@@ -145,6 +158,7 @@ class FakeOpenAI:
             self._replies.clear()
             self._faults.clear()
             self._drops.clear()
+            self._rules.clear()
             self.piece_delay = 0.0
             self.reply_delay = 0.0
             self.echo = False
