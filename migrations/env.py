@@ -9,7 +9,7 @@ from sqlmodel import SQLModel
 
 import memchat.storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from memchat.config import database_url
-from memchat.storage.database import include_name, make_engine
+from memchat.storage.database import include_name, make_engine, migration_connection
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -40,7 +40,7 @@ def run_migrations_online() -> None:
         _configure_and_run(connection)
         return
     engine = make_engine(config.get_main_option("sqlalchemy.url") or database_url())
-    with engine.begin() as connection:
+    with migration_connection(engine) as connection:
         _configure_and_run(connection)
 
 

@@ -119,3 +119,24 @@ def test_upgrading_a_0001_database_keeps_its_threads_and_counts_lazily(db_url, s
         o200k = tokenizer_for("openai/gpt-4o")
         expected = [{"o200k_base": o200k.count("hello from 0001")}, {"o200k_base": o200k.count("hi back")}]
         assert [m["tokens"] for m in memory.export("abc123")["messages"]][:2] == expected
+        assert [hit.message.content for hit in memory.search("hello")] == ["hello from 0001"], "0004 indexes old messages"
+        thread = memory.thread("abc123")
+        assert (thread.policy, thread.recall, thread.summary_model) == ("window", 0, None)
+
+
+def test_the_full_text_index_goes_and_comes_back_with_its_revision(db_url):
+    engine = database.make_engine(database_url(db_url))
+    database.upgrade(engine)
+    with Memory(db_url) as memory:
+        memory.import_({"messages": [{"role": "user", "content": "a searchable sentence"}]})
+    database.downgrade(engine, "0003")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM messages")).scalar() == 1, "no cascade from rebuilt threads"
+    names = set(inspect(engine).get_table_names())
+    assert "summaries" not in names and not any(name.startswith("messages_fts") for name in names)
+    database.upgrade(engine)
+    engine.dispose()
+    with Memory(db_url) as memory:
+        assert [hit.message.content for hit in memory.search("searchable")] == ["a searchable sentence"]
+        memory.import_({"messages": [{"role": "user", "content": "another searchable one"}]})
+        assert len(memory.search("searchable")) == 2

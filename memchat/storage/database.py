@@ -6,9 +6,11 @@ scripts an operator runs with `memchat db upgrade`; there is no `create_all`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -138,7 +140,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 "it was written by a newer memchat: upgrade memchat instead"
             )
     try:
-        with engine.begin() as connection:
+        with migration_connection(engine) as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     except SQLAlchemyError as exc:
@@ -149,9 +151,28 @@ def downgrade(engine: Engine, revision: str) -> None:
     from alembic import command
 
     config = _alembic_config()
-    with engine.begin() as connection:
+    with migration_connection(engine) as connection:
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
+
+
+@contextmanager
+def migration_connection(engine: Engine) -> Iterator[Connection]:
+    """One transaction for a migration. On SQLite, foreign keys are off while it runs: a batch
+    operation rebuilds a table by copying it and dropping the original, and with foreign keys on
+    that drop would cascade to every row that refers to it (a thread's messages)."""
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                yield connection
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
 
 
 def _reason(exc: SQLAlchemyError) -> str:

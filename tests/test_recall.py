@@ -1,0 +1,151 @@
+"""Full-text search over stored messages, and recall of older messages into a turn's context."""
+
+import json
+
+import pytest
+
+from memchat import InvalidInput, llm
+from memchat.storage.fulltext import fts5_search, highlights, recall_words
+
+COUNT = llm.counter("openai/gpt-4o")
+
+CONVERSATION = [
+    ("user", "We are planning a trip to Lisbon in May."),
+    ("assistant", "Lisbon in May is warm; take tram 28 through Alfama."),
+    ("user", "My passport number is X1234567, keep it in mind."),
+    ("assistant", "Noted: passport X1234567."),
+    ("user", "The tram in Lisbon: is tram 28 crowded? Is the tram worth it?"),
+    ("assistant", "Tram 28 is crowded in the morning; ride it early."),
+    ("user", "What about Porto?"),
+    ("assistant", "Porto is three hours north by train."),
+]
+
+
+@pytest.fixture
+def trip(memory):
+    [thread_id] = memory.import_(
+        {"title": "Trip", "model": "openai/gpt-4o", "messages": [{"role": r, "content": c} for r, c in CONVERSATION]}
+    )
+    return thread_id
+
+
+def positions(hits):
+    return [hit.message.position for hit in hits]
+
+
+def test_search_finds_every_word_ranks_by_relevance_and_marks_the_matches(memory, trip):
+    hits = memory.search("lisbon tram")
+    assert set(positions(hits)) == {1, 4}
+    assert positions(hits)[0] == 4, "three mentions of tram outrank one"
+    text, spans = highlights(hits[0].snippet)
+    assert {text[start:end].lower() for start, end in spans} >= {"tram", "lisbon"}
+    assert hits[0].thread_title == "Trip" and hits[0].message.role == "user"
+    assert hits[0].score >= hits[1].score
+
+
+def test_search_syntax_phrases_or_and_exclusion(memory, trip):
+    assert positions(memory.search('"tram 28" -crowded')) == [1]
+    assert set(positions(memory.search("porto OR passport"))) == {2, 3, 6, 7}
+    assert memory.search("x1234567")[0].message.position in (2, 3)
+    assert memory.search("submarine") == []
+
+
+def test_search_stems_words(memory, trip):
+    assert 0 in positions(memory.search("plans"))
+
+
+def test_search_in_one_thread_and_after_changes(memory, trip):
+    other = memory.new_thread(title="Other")
+    memory.import_({"title": "Other", "messages": [{"role": "user", "content": "A tram in Vienna"}]})
+    assert len({hit.message.thread_id for hit in memory.search("tram")}) == 2
+    assert {hit.message.thread_id for hit in memory.search("tram", thread_id=trip)} == {trip}
+    memory.delete(trip)
+    assert [hit.thread_title for hit in memory.search("tram")] == ["Other"]
+    assert memory.search("tram", thread_id=other.id) == []
+
+
+def test_search_input_that_cannot_match_is_refused(memory, trip):
+    with pytest.raises(InvalidInput, match="at least one word"):
+        memory.search("-- !!")
+    with pytest.raises(InvalidInput, match="at least one word"):
+        memory.search("-tram")
+
+
+def test_fts5_queries_quote_every_word():
+    assert fts5_search('tram "alfama hill" OR porto -crowded') == '(("tram") AND ("alfama hill" OR "porto")) NOT "crowded"'
+    assert fts5_search('NEAR( "a" AND b)*') == '(("NEAR") AND ("a") AND ("AND") AND ("b"))'
+    assert recall_words("What was my passport number, again? The PASSPORT!") == ["passport", "number"]
+
+
+def test_recall_adds_matching_older_messages_as_marked_excerpts_inside_the_budget(memory, server, trip):
+    memory.import_({"messages": [{"role": "user", "content": "My passport number? In another thread."}]})
+    memory.configure(trip, budget=500, recall=2, system="You are a travel agent.")
+    for i in range(8):
+        memory.say(trip, f"small talk {i} " + "about nothing much " * 12)
+    reply = memory.say(trip, "Remind me of my passport number?")
+    sent = server.last_messages
+    assert sent[0]["content"] == "You are a travel agent."
+    excerpts = sent[1]
+    assert excerpts["role"] == "system" and excerpts["content"].startswith("Excerpts recalled from earlier")
+    lines = excerpts["content"].splitlines()[1:]
+    assert lines[0].startswith("[#2 · user · ") and lines[0].endswith("] My passport number is X1234567, keep it in mind.")
+    assert lines[1].startswith("[#3 · assistant · ") and "UTC]" in lines[1]
+    recall = next(e for e in reply.context.entries if e.kind == "recall")
+    assert recall.recalled == (2, 3)
+    window = [e.position for e in reply.context.entries if e.kind == "history"]
+    assert window and min(window) > 3
+    assert COUNT(sent) <= 500
+
+
+def test_recall_only_takes_messages_outside_the_window(memory, server, trip):
+    memory.configure(trip, recall=3)
+    context = memory.context(trip, "what about the tram and the passport?")
+    assert [e.kind for e in context.entries if e.kind == "recall"] == []
+    assert len([e for e in context.entries if e.kind == "history"]) == len(CONVERSATION)
+
+
+def test_recall_on_one_turn_and_shown_by_context(memory, server, trip, memchat_script):
+    import subprocess
+
+    for i in range(6):
+        memory.say(trip, f"small talk {i} " + "about nothing much " * 12)
+    context = memory.context(trip, "passport?", budget=250, recall=1)
+    recall = next(e for e in context.entries if e.kind == "recall")
+    assert len(recall.recalled) == 1 and recall.recalled[0] in (2, 3)
+    assert context.prompt_tokens <= 250
+    memory.say(trip, "passport?", budget=250)
+    assert not any(m["content"].startswith("Excerpts") for m in server.last_messages), "recall is off for the thread"
+    shown = subprocess.run(
+        [memchat_script, "context", trip, "passport?", "--budget", "250", "--recall", "1"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "recall  system" in shown and "(recalled)" in shown
+
+
+def test_recall_with_a_summary_comes_after_it(memory, server):
+    server.on(lambda body: body["messages"][-1]["content"].startswith("Summary so far:"), "SUMMARY: facts.")
+    thread = memory.new_thread(policy="summary", recall=1, budget=400)
+    memory.say(thread.id, "My locker code is 4711.")
+    for i in range(25):
+        memory.say(thread.id, f"chat {i} " + "filler words here " * 6)
+    memory.say(thread.id, "What is my locker code?")
+    sent = server.last_messages
+    assert sent[0]["content"].startswith("Summary of the earlier conversation")
+    assert sent[1]["content"].startswith("Excerpts recalled") and "My locker code is 4711." in sent[1]["content"]
+    assert COUNT(sent) <= 400
+
+
+def test_search_cli_text_and_json(memory, trip, memchat_script):
+    import subprocess
+
+    run = lambda *args: subprocess.run([memchat_script, *args], capture_output=True, text=True)  # noqa: E731
+    shown = run("search", "passport")
+    assert shown.returncode == 0 and f"{trip} #2 user" in shown.stdout and "X1234567" in shown.stdout
+    data = json.loads(run("search", "tram", "--json", "--thread", trip, "-n", "1").stdout)
+    assert len(data) == 1 and data[0]["position"] == 4 and data[0]["thread"] == trip
+    start, end = data[0]["highlights"][0]
+    assert data[0]["snippet"][start:end].lower() == "tram"
+    missing = run("search", "submarine")
+    assert missing.returncode == 1 and "no message matches" in missing.stderr
+    bad = run("search", "!!")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
