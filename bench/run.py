@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import context_assembly  # noqa: E402
 import import_export  # noqa: E402
+import long_term_memory  # noqa: E402
 import say_turn  # noqa: E402
 import startup  # noqa: E402
 
@@ -41,6 +42,7 @@ def main() -> None:
         ("context assembly", context_assembly),
         ("say", say_turn),
         ("import and export", import_export),
+        ("long-term memory", long_term_memory),
         ("start-up", startup),
     ):
         print(f"running {name}...", file=sys.stderr, flush=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -226,13 +227,16 @@ def check_size(size: int) -> None:
 
 
 def import_threads(store: Store, raw: str | bytes | Any) -> list[str]:
-    """New threads from an export, each message counted by its thread's tokenizer in one batch."""
+    """New threads from an export, each message counted by its thread's tokenizer in one batch,
+    on a second thread while the database writes the rows (both release the GIL)."""
     records = parse(raw)
-    counts = []
-    for record in records:
-        tokenizer = tokenizer_for(record.thread.model or default_model())
-        counts.append((tokenizer.name, tokenizer.count_batch([row["content"] for row in record.messages])))
-    return store.import_threads(records, counts)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        counts = []
+        for record in records:
+            tokenizer = tokenizer_for(record.thread.model or default_model())
+            contents = [row["content"] for row in record.messages]
+            counts.append((tokenizer.name, pool.submit(tokenizer.count_batch, contents).result))
+        return store.import_threads(records, counts)
 
 
 def _decode(raw: str | bytes) -> Any:

@@ -402,10 +402,14 @@ class Store:
                 delete(ThreadLease).where(col(ThreadLease.thread_id) == thread_id, col(ThreadLease.holder) == holder)
             )
 
-    def import_threads(self, records: Sequence[ThreadRecord], counts: Sequence[tuple[str, list[int]]]) -> list[str]:
+    def import_threads(
+        self, records: Sequence[ThreadRecord], counts: Sequence[tuple[str, Callable[[], list[int]]]]
+    ) -> list[str]:
         """Create every thread or none, through the database's bulk insert paths.
 
-        `counts[i]` is the tokenizer and the token count of each message of `records[i]`.
+        `counts[i]` is the tokenizer and a function giving the token count of each message of
+        `records[i]`; it is called once the messages are written, so the counting can run while
+        they are (and the full-text index takes them in).
         """
         ids = []
         with self._writing() as session:
@@ -431,7 +435,7 @@ class Store:
                     insert(MessageTokens.__table__),
                     [
                         {"message_id": message_id, "tokenizer": tokenizer, "tokens": tokens}
-                        for message_id, tokens in zip(inserted, message_counts, strict=True)
+                        for message_id, tokens in zip(inserted, message_counts(), strict=True)
                     ],
                 )
                 for summary in record.summaries:
