@@ -405,3 +405,85 @@ def test_an_import_over_the_size_limit_is_refused_before_it_is_read_whole(tmp_pa
 def test_a_database_where_no_file_can_be_created(tmp_path):
     result = fails(6, "--db", "/proc/memchat-test.db", "new")
     assert "unable to open database file" in result.stderr
+
+
+def summary_call(body):
+    return body["messages"][-1]["content"].startswith("Summary so far:")
+
+
+def test_set_changes_only_what_it_is_given(memory):
+    thread = new_thread("--title", "T", "--model", "openai/gpt-4o-mini", "--budget", "900")
+    shown = ok("set", thread, "--policy", "summary", "--recall", "3", "--summary-share", "0.3").stdout
+    assert "policy          summary" in shown and "recall          3" in shown
+    info = memory.thread(thread)
+    assert (info.model, info.budget, info.policy, info.recall, info.summary_share) == ("openai/gpt-4o-mini", 900, "summary", 3, 0.3)
+    ok("set", thread, "--model", "", "--budget", "0", "--recall", "0")
+    info = memory.thread(thread)
+    assert (info.model, info.budget, info.recall, info.policy) == (None, None, 0, "summary")
+    fails(2, "set", thread)
+    fails(2, "set", thread, "--policy", "forget")
+    fails(2, "new", "--policy", "forget")
+    fails(2, "set", thread, "--recall", "99")
+    fails(3, "set", "nosuchthread", "--recall", "1")
+
+
+def test_summary_prompt_from_a_file_and_back_to_the_default(memory, tmp_path):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Keep names only, {max_words} words at most.")
+    thread = new_thread("--policy", "summary", "--summary-prompt", str(prompt))
+    assert ok("summary", thread, "--prompt").stdout == "Keep names only, {max_words} words at most.\n"
+    ok("set", thread, "--summary-prompt", "default")
+    assert ok("summary", thread, "--prompt").stdout.startswith("You keep the long-term memory")
+    fails(2, "set", thread, "--summary-prompt", str(tmp_path / "missing.txt"))
+    (tmp_path / "blank.txt").write_text("  \n")
+    fails(2, "new", "--summary-prompt", str(tmp_path / "blank.txt"))
+
+
+def test_summary_command_shows_rebuilds_and_lists(memory, server):
+    server.on(summary_call, lambda body: f"SUMMARY of {body['messages'][-1]['content'].count('[#')} messages")
+    thread = new_thread("--policy", "summary", "--budget", "300")
+    empty = ok("summary", thread)
+    assert empty.stdout == "" and "no summary yet" in empty.stderr
+    assert ok("summary", thread, "--json").stdout.strip() == "null"
+    for i in range(12):
+        ok("say", thread, f"turn {i} " + "with some words " * 6)
+    current = memory.summary(thread)
+    shown = ok("summary", thread).stdout
+    assert shown.startswith(f"messages #0–#{current.last_position} · ") and current.content in shown
+    rebuilt = ok("summary", thread, "--rebuild", "--json")
+    data = json.loads(rebuilt.stdout)
+    assert data["first_position"] == 0 and data["last_position"] >= current.last_position
+    assert server.requests[-1]["messages"][-1]["content"].startswith("Summary so far:\n(none yet)")
+    listed = json.loads(ok("summary", thread, "--all", "--json").stdout)
+    assert [s["id"] for s in listed] == [s.id for s in memory.summaries(thread)] and listed[-1] == data
+
+
+def test_context_json_shows_the_summary_span_recall_and_a_due_fold(memory, server):
+    server.on(summary_call, "SUMMARY: words.")
+    thread = new_thread("--budget", "300")
+    ok("say", thread, "The locker code is 4711.")
+    for i in range(10):
+        ok("say", thread, f"turn {i} " + "with some words " * 6)
+    data = json.loads(ok("context", thread, "locker code?", "--policy", "summary", "--recall", "1", "--json").stdout)
+    assert data["policy"] == "summary" and data["summary_due"][0] == 0
+    recall = next(e for e in data["entries"] if e["kind"] == "recall")
+    assert recall["recalled"] == [0] and "The locker code is 4711." in recall["content"]
+    ok("say", thread, "locker code?", "--policy", "summary")
+    data = json.loads(ok("context", thread, "--policy", "summary", "--json").stdout)
+    summary = next(e for e in data["entries"] if e["kind"] == "summary")
+    assert summary["span"][0] == 0 and summary["content"].endswith("SUMMARY: words.")
+    assert data["messages"][0]["content"] == summary["content"]
+    text = ok("context", thread, "--policy", "summary").stdout
+    assert f"#0–#{summary['span'][1]}" in text and "(in the summary)" in text
+
+
+def test_a_failed_summary_is_said_on_stderr_and_the_reply_still_comes(memory, server):
+    from fake_openai import Fault
+
+    server.on(summary_call, Fault(503, "overloaded"))
+    thread = new_thread("--policy", "summary", "--budget", "300")
+    for i in range(12):
+        result = ok("say", thread, f"turn {i} " + "with some words " * 6, "--timeout", "2")
+        assert result.stdout.startswith("reply ")
+    assert "could not update the summary" in result.stderr and "window policy" in result.stderr
+    assert memory.summary(thread) is None
