@@ -33,7 +33,7 @@ def histories(draw):
 
 
 def fit(system, history, new_message, budget, *, count=COUNT, cost=COST, tokens=TOKENIZER.count):
-    """The turn's pipeline on an in-memory history: the same calls memchat.turn makes."""
+    """The turn's pipeline on an in-memory history: the same calls memchat.prompt makes."""
     candidates = [Candidate(i, i, role, tokens(content)) for i, (role, content) in enumerate(history)]
     contents = {i: content for i, (_, content) in enumerate(history)}
     room = history_room(system=system, new_message=new_message, budget=budget, room=budget, count=count)

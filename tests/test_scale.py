@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from memchat import llm
 from memchat.tokens import FALLBACK_MARGIN, tokenizer_for
-from memchat.turn import first_page
+from memchat.prompt import first_page
 
 
 def long_thread(memory, messages: int, model: str = "openai/gpt-4o") -> str:

@@ -1,0 +1,314 @@
+"""What a turn sends: the plan (model, tokenizer, budget), the history read from the store, and
+the long-term memory the thread's policy adds (a summary, recalled excerpts).
+
+The history is read newest first and reading stops where the budget is full, so the cost of a
+turn does not grow with the thread; token counts missing for the turn's tokenizer are made for
+the messages read, and kept. The pure policy is `memchat.context`; this module feeds it from
+the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from memchat import llm, summary
+from memchat.config import DEFAULT_MAX_TOKENS, FALLBACK_BUDGET, default_model
+from memchat.context import (
+    RECALL_SHARE,
+    Candidate,
+    Context,
+    ContextEntry,
+    Counter,
+    Excerpt,
+    Extra,
+    MessageCost,
+    assemble,
+    fit_excerpts,
+    history_room,
+    room_for,
+    select_window,
+    summary_cap,
+    summary_text,
+)
+from memchat.errors import InvalidInput, ProviderError
+from memchat.storage.models import DEFAULT_SUMMARY_SHARE, MAX_RECALL, SummaryPublic, ThreadPublic, as_utc
+from memchat.storage.repository import Store
+from memchat.tokens import Tokenizer, tokenizer_for
+
+SMALLEST_PAGE = 16
+LARGEST_PAGE = 4096
+TYPICAL_MESSAGE_TOKENS = 100
+"""Sizes the first page of history so that one read usually covers the budget: a page of
+budget / 100 messages holds the window unless the messages average under 100 tokens (chat
+answers are longer than that); pages then grow fourfold."""
+FOLD_KEEP = 0.5
+"""When a summary is made, it folds all but the newest messages filling this share of the
+window's room: later turns refill the window before another summary call is due, so summary
+calls come once every several turns rather than on every turn."""
+RECALL_CANDIDATES = 3
+"""Matches read per excerpt wanted, so that one too long to fit is passed over for the next."""
+POLICIES = ("window", "summary")
+
+@dataclass(frozen=True)
+class TurnOptions:
+    model: str | None = None
+    budget: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    api_base: str | None = None
+    timeout: float = llm.DEFAULT_TIMEOUT
+    policy: str | None = None
+    recall: int | None = None
+    summary_model: str | None = None
+
+    def __post_init__(self):
+        if self.policy is not None and self.policy not in POLICIES:
+            raise InvalidInput(f"unknown memory policy {self.policy!r}: use window or summary")
+        if self.recall is not None and not 0 <= self.recall <= MAX_RECALL:
+            raise InvalidInput(f"recall must be between 0 and {MAX_RECALL} messages, not {self.recall}")
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The long-term memory a turn uses: its policy, its recall and the current summary."""
+
+    policy: str
+    recall: int
+    share: float
+    summary: SummaryPublic | None = None
+
+    @classmethod
+    def of(cls, store: Store, thread: ThreadPublic, options: TurnOptions) -> MemoryPlan:
+        policy = options.policy or thread.policy
+        recall = options.recall if options.recall is not None else thread.recall
+        current = store.current_summary(thread.id) if policy == "summary" else None
+        return cls(policy, recall, thread.summary_share or DEFAULT_SUMMARY_SHARE, current)
+
+
+@dataclass(frozen=True)
+class FoldDue:
+    through: int
+    cap: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    tokenizer: Tokenizer
+    budget: int
+    room: int
+    count: Counter
+    cost: MessageCost
+    count_texts: Callable[[list[str]], list[int]]
+
+    def tokens(self, text: str) -> int:
+        return self.count_texts([text])[0]
+
+
+def resolve_model(thread: ThreadPublic, options: TurnOptions) -> str:
+    return options.model or thread.model or default_model()
+
+
+def resolve_budget(thread: ThreadPublic, options: TurnOptions, model: str) -> int:
+    """`--budget`, else the thread's budget, else what the model accepts minus the reply's room."""
+    if options.budget is not None:
+        return options.budget
+    if thread.budget is not None:
+        return thread.budget
+    context_size = llm.max_input_tokens(model)
+    room = context_size - max_tokens(options) if context_size else 0
+    return room if room > 0 else FALLBACK_BUDGET
+
+
+def max_tokens(options: TurnOptions) -> int:
+    value = options.max_tokens if options.max_tokens is not None else DEFAULT_MAX_TOKENS
+    if value <= 0:
+        raise InvalidInput(f"--max-tokens must be positive, not {value}")
+    return value
+
+
+def validate_text(text: str) -> str:
+    if not text or not text.strip():
+        raise InvalidInput("the message is empty")
+    return text
+
+
+def plan_for(thread: ThreadPublic, options: TurnOptions) -> Plan:
+    model = resolve_model(thread, options)
+    tokenizer = tokenizer_for(model)
+    budget = resolve_budget(thread, options, model)
+    count = llm.counter(model, tokenizer)
+    room = room_for(budget, tokenizer.margin)
+    return Plan(model, tokenizer, budget, room, count, llm.message_cost(count), llm.text_counter(model, tokenizer))
+
+
+def first_page(room: int) -> int:
+    return max(SMALLEST_PAGE, min(LARGEST_PAGE, room // TYPICAL_MESSAGE_TOKENS))
+
+
+def history_newest_first(store: Store, thread_id: str, plan: Plan, *, first: int, before: int | None = None) -> Iterator[Candidate]:
+    """Completed messages, newest first, with their counts by the plan's tokenizer: pages grow
+    from the size the budget suggests, and counts missing on a page are made once and kept."""
+    limit = first
+    while True:
+        page = store.history_page(thread_id, plan.tokenizer.name, before=before, limit=limit)
+        missing = [row.id for row in page if row.tokens is None]
+        counted: dict[int, int] = {}
+        if missing:
+            contents = store.contents(missing)
+            counted = dict(zip(missing, plan.count_texts([contents[i] for i in missing])))
+            store.save_token_counts(plan.tokenizer.name, counted)
+        for row in page:
+            yield Candidate(row.id, row.position, row.role, counted.get(row.id, row.tokens))
+        if len(page) < limit:
+            return
+        before = page[-1].position
+        limit = min(limit * 4, LARGEST_PAGE)
+
+
+class _Replay:
+    """History read once from the database, walked as many times as the policy needs."""
+
+    def __init__(self, newest_first: Iterator[Candidate]):
+        self._source = newest_first
+        self._seen: list[Candidate] = []
+
+    def __iter__(self) -> Iterator[Candidate]:
+        index = 0
+        while True:
+            if index < len(self._seen):
+                yield self._seen[index]
+                index += 1
+                continue
+            following = next(self._source, None)
+            if following is None:
+                return
+            self._seen.append(following)
+
+
+def extra_cost(plan: Plan, extra: Extra | None) -> int:
+    return plan.cost("system", extra.tokens) if extra else 0
+
+
+def _window_start(window: list[Candidate], thread: ThreadPublic) -> int:
+    return window[0].position if window else thread.message_count
+
+
+def build(
+    store: Store,
+    thread: ThreadPublic,
+    text: str | None,
+    plan: Plan,
+    memory: MemoryPlan,
+    *,
+    include_dropped: bool,
+) -> tuple[Context, int, FoldDue | None]:
+    """The context a turn sends under its memory policy, and the summary fold due, if any."""
+    system_tokens = plan.tokens(thread.system) if thread.system else 0
+    new_tokens = plan.tokens(text) if text is not None else 0
+    room = history_room(system=thread.system, new_message=text, budget=plan.budget, room=plan.room, count=plan.count)
+    history = _Replay(history_newest_first(store, thread.id, plan, first=first_page(room)))
+    cap = summary_cap(room, memory.share)
+    summarized = -1
+    condensed = None
+    if memory.policy == "summary" and memory.summary is not None:
+        current = memory.summary
+        candidate = summary_extra(plan, current.content, current.first_position, current.last_position)
+        if extra_cost(plan, candidate) <= cap:
+            condensed, summarized = candidate, current.last_position
+    used = extra_cost(plan, condensed)
+    recalled = None
+    if memory.recall and text is not None:
+        before = _window_start(select_window(history, room - used, plan.cost, after=summarized), thread)
+        recalled = _recall(store, thread, text, plan, k=memory.recall, before=before, room=int(room * RECALL_SHARE))
+        used += extra_cost(plan, recalled)
+    window = select_window(history, room - used, plan.cost, after=summarized)
+    due = None
+    if memory.policy == "summary":
+        start = _window_start(window, thread)
+        left_out = next((c for c in history if c.position < start), None)
+        if left_out is not None and left_out.position > summarized:
+            keep_room = int((room - cap - extra_cost(plan, recalled)) * FOLD_KEEP)
+            due = FoldDue(_window_start(select_window(history, keep_room, plan.cost), thread) - 1, cap)
+    entries, prompt_tokens = assemble(
+        system=thread.system,
+        window=window,
+        contents=store.contents([c.id for c in window]),
+        new_message=text,
+        room=plan.room,
+        count=plan.count,
+        cost=plan.cost,
+        system_tokens=system_tokens,
+        new_tokens=new_tokens,
+        extras=[extra for extra in (condensed, recalled) if extra is not None],
+    )
+    if include_dropped:
+        entries = _with_dropped(store, thread, plan, entries)
+    context = Context(
+        entries=entries,
+        budget=plan.budget,
+        room=plan.room,
+        prompt_tokens=prompt_tokens,
+        framing_tokens=plan.count([]),
+        model=plan.model,
+        tokenizer=plan.tokenizer.name,
+        policy=memory.policy,
+        summary_due=(summarized + 1, due.through) if due else None,
+    )
+    return context, new_tokens, due
+
+
+def summary_extra(plan: Plan, content: str, first: int, last: int) -> Extra:
+    text = summary_text(content, first, last)
+    return Extra("summary", text, plan.tokens(text), span=(first, last))
+
+
+def _recall(
+    store: Store, thread: ThreadPublic, text: str, plan: Plan, *, k: int, before: int, room: int
+) -> Extra | None:
+    matches = store.recall(thread.id, text, before=before, limit=k * RECALL_CANDIDATES)
+    excerpts = [
+        Excerpt(m.position, m.role, m.content, as_utc(m.created_at).strftime("%Y-%m-%d %H:%M UTC")) for m in matches
+    ]
+    return fit_excerpts(excerpts, k, room, plan.tokens, plan.cost)
+
+
+def _with_dropped(store: Store, thread: ThreadPublic, plan: Plan, entries: list[ContextEntry]) -> list[ContextEntry]:
+    first_kept = next((e.position for e in entries if e.kind == "history"), None)
+    older = list(history_newest_first(store, thread.id, plan, first=LARGEST_PAGE, before=first_kept))
+    older.reverse()
+    contents = store.contents([c.id for c in older])
+    dropped = [
+        ContextEntry(c.role, contents[c.id], "history", plan.cost(c.role, c.tokens), False, c.position) for c in older
+    ]
+    split = sum(1 for e in entries if e.kind in ("system", "summary", "recall"))
+    return entries[:split] + dropped + entries[split:]
+
+
+def build_context(store: Store, thread_ref: str, text: str | None, options: TurnOptions, *, with_dropped: bool) -> Context:
+    """What the next turn would send, for a preview."""
+    with store.snapshot():
+        thread = store.thread(thread_ref)
+        memory = MemoryPlan.of(store, thread, options)
+        context, _, _ = build(store, thread, text, plan_for(thread, options), memory, include_dropped=with_dropped)
+    return context
+
+
+MIN_SUMMARY_TOKENS = 16
+
+
+def fold_request(plan: Plan, through: int, cap: int) -> summary.FoldRequest:
+    """A summary covering up to `through` that must cost at most `cap` in the turn's prompt."""
+    header = extra_cost(plan, summary_extra(plan, "", 0, through))
+    if cap - header < MIN_SUMMARY_TOKENS:
+        raise ProviderError(
+            f"the budget leaves a summary only {max(cap - header, 0)} tokens; raise the budget or --summary-share"
+        )
+
+    def fits(text: str, first: int, last: int) -> bool:
+        return extra_cost(plan, summary_extra(plan, text, first, last)) <= cap
+
+    return summary.FoldRequest(through=through, max_tokens=cap - header, fits=fits)
+
+
