@@ -384,6 +384,12 @@ def show(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
     if info.recall:
         details.append(f"recall {info.recall}")
     typer.secho(f"{info.title or 'untitled'}  [{info.id}]  " + " · ".join(details), bold=True)
+    current = memory.summary(info.id)
+    if current:
+        typer.secho(
+            f"summarized: messages #{current.first_position}–#{current.last_position} (`memchat summary {info.id}`)",
+            dim=True,
+        )
     if info.system:
         typer.secho("system:", fg="magenta")
         typer.echo(_indent(info.system))

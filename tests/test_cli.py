@@ -454,6 +454,7 @@ def test_summary_command_shows_rebuilds_and_lists(memory, server):
     data = json.loads(rebuilt.stdout)
     assert data["first_position"] == 0 and data["last_position"] >= current.last_position
     assert server.requests[-1]["messages"][-1]["content"].startswith("Summary so far:\n(none yet)")
+    assert f"summarized: messages #0–#{data['last_position']}" in ok("show", thread).stdout
     listed = json.loads(ok("summary", thread, "--all", "--json").stdout)
     assert [s["id"] for s in listed] == [s.id for s in memory.summaries(thread)] and listed[-1] == data
 
