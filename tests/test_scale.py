@@ -136,6 +136,8 @@ thread = run("new", "--title", "t").strip()
 run("list"); run("list", "--json"); run("show", thread); run("show", thread, "--json")
 run("export", thread, "-o", {str(export)!r}); run("export", "--all")
 run("import", {str(export)!r}); run("import", "-", input=open({str(export)!r}).read())
+run("set", thread, "--policy", "summary", "--recall", "2"); run("summary", thread); run("summary", thread, "--prompt")
+run("search", "t", "--json")
 run("rename", thread, "u"); run("rm", thread, "--yes"); run("db", "current"); run("db", "upgrade"); run("--help")
 print(sorted(name for name in sys.modules if name.split(".")[0] == "litellm"))
 """
