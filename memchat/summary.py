@@ -69,7 +69,10 @@ def fold(
     first = previous.first_position if previous else 0
     messages, last = _material(store, thread.id, model, instructions, previous, after, request)
     if not messages:
-        raise ProviderError(f"nothing to summarize after message #{after}")
+        if previous is None:
+            raise ProviderError("there are no completed messages to summarize yet")
+        # The current summary no longer fits this turn's cap (a smaller budget): condense it alone.
+        last = previous.last_position
     chat = [
         {"role": "system", "content": instructions},
         {"role": "user", "content": _material_text(previous, messages)},
@@ -139,9 +142,8 @@ def _line(message: MessagePublic) -> str:
 
 def _material_text(previous: SummaryPublic | None, messages: list[MessagePublic]) -> str:
     so_far = previous.content if previous else "(none yet)"
-    if messages:
-        span = f"#{messages[0].position}–#{messages[-1].position}"
-        lines = "\n".join(_line(message) for message in messages)
-    else:
-        span, lines = "", ""
+    if not messages:
+        return f"Summary so far:\n{so_far}\n\nNew messages: none; condense the summary."
+    span = f"#{messages[0].position}–#{messages[-1].position}"
+    lines = "\n".join(_line(message) for message in messages)
     return f"Summary so far:\n{so_far}\n\nNew messages {span}:\n{lines}"

@@ -285,3 +285,36 @@ def test_missing_key_for_the_summary_model_falls_back_with_a_note(memory, server
     assert summarizer == [] and memory.summary(thread.id) is None
     with pytest.raises(ProviderError, match="ANTHROPIC_API_KEY"):
         memory.rebuild_summary(thread.id)
+
+
+def test_a_summary_too_big_for_a_smaller_budget_is_condensed_to_fit(memory, server):
+    answers = iter(["long summary " * 40, "short summary."])
+    server.on(is_summary_call, lambda body: next(answers))
+    thread = memory.new_thread(policy="summary", budget=800)
+    for i in range(60):
+        memory.say(thread.id, fact(i))
+        if memory.summary(thread.id):
+            break
+    first = memory.summary(thread.id)
+    reply = memory.say(thread.id, "and now?", budget=300)
+    second = memory.summary(thread.id)
+    assert second.id != first.id and second.content == "short summary."
+    assert second.last_position >= first.last_position
+    summary = next(e for e in reply.context.entries if e.kind == "summary")
+    assert summary.content.endswith("short summary.") and COUNT(reply.context.messages) <= 300
+
+
+def test_folding_with_no_new_messages_condenses_the_summary_alone(memory, server, summarizer):
+    from memchat import summary as summarizing
+
+    thread = memory.new_thread(policy="summary", budget=400)
+    talk(memory, thread.id, 20)
+    current = memory.summary(thread.id)
+    request = summarizing.FoldRequest(through=current.last_position, max_tokens=50, fits=lambda *span: True)
+    made = summarizing.fold(
+        memory.store, memory.thread(thread.id), request, model="openai/gpt-4o", previous=current, timeout=10
+    )
+    assert summarizer[-1]["messages"][-1]["content"] == (
+        f"Summary so far:\n{current.content}\n\nNew messages: none; condense the summary."
+    )
+    assert (made.first_position, made.last_position) == (0, current.last_position)
