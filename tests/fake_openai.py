@@ -78,7 +78,7 @@ class FakeOpenAI:
                         text = server._replies.popleft() if server._replies and not fault else f"reply {len(server.requests)}"
                     else:
                         text = ruled if isinstance(ruled, str) else ""
-                    if server.echo:
+                    if server.echo and ruled is None:
                         text = "re: " + body["messages"][-1]["content"]
                     drop = server._drops.popleft() if server._drops and not fault and body.get("stream") else None
                 if fault:

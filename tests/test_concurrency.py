@@ -120,3 +120,31 @@ def test_kill_9_at_any_point_of_a_turn(memchat_script, server, db_url, delay):
     said = subprocess.run([memchat_script, "say", thread, "again", "--no-stream"], capture_output=True, text=True, timeout=120)
     assert said.returncode == 0, said.stderr
     assert [m["role"] for m in server.last_messages].count("user") == 1 + (rows == [("user", "complete"), ("assistant", "complete")])
+
+
+def test_writers_on_a_summarized_thread_fold_each_span_once(memchat_script, server):
+    thread = subprocess.run(
+        [memchat_script, "new", "--policy", "summary", "--budget", "250"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    server.echo = True
+    server.reply_delay = 0.1
+    folds = []
+
+    def summarize(body):
+        material = body["messages"][-1]["content"]
+        folds.append(material)
+        return f"summary {len(folds)}"
+
+    server.on(lambda body: body["messages"][-1]["content"].startswith("Summary so far:"), summarize)
+    words = "with enough words to fill the window " * 3
+    results = _lanes(
+        memchat_script, [[("say", thread, f"'w{w}t{t} {words}'") for t in range(TURNS)] for w in range(WRITERS)]
+    )
+    assert all(code == 0 for code, _, _ in results), results
+    exported = json.loads(subprocess.run([memchat_script, "export", thread], capture_output=True, text=True, check=True).stdout)
+    assert len(exported["messages"]) == 2 * WRITERS * TURNS
+    spans = [(s["first_position"], s["last_position"]) for s in exported["summaries"]]
+    assert folds and len(spans) == len(folds)
+    assert [last for _, last in spans] == sorted({last for _, last in spans}), "each fold covers new messages"
+    for previous, material in zip(exported["summaries"], folds[1:]):
+        assert material.startswith(f"Summary so far:\n{previous['content']}\n\nNew messages #{previous['last_position'] + 1}–")
