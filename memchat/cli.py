@@ -107,7 +107,7 @@ ThreadArg = Annotated[str, typer.Argument(help="Thread id (or a unique prefix of
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="provider/model, e.g. openai/gpt-4o, memchat/echo.")]
 BudgetOpt = Annotated[Optional[int], typer.Option("--budget", "-b", min=1, help="Maximum prompt tokens sent.")]
-MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Maximum reply tokens [default: 1024].")]
+MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Maximum reply tokens.", show_default="1024")]
 
 
 def _print_json(data: Any) -> None:
@@ -131,11 +131,11 @@ RecallOpt = Annotated[
     typer.Option("--recall", min=0, max=50, help="Add the K older messages that best match the new one as excerpts."),
 ]
 SummaryModelOpt = Annotated[
-    Optional[str], typer.Option("--summary-model", help="Model that writes summaries [default: the turn's model].")
+    Optional[str], typer.Option("--summary-model", help="Model that writes summaries.", show_default="the turn's model")
 ]
 SummaryShareOpt = Annotated[
     Optional[float],
-    typer.Option("--summary-share", min=0.01, max=0.9, help="Most of the history's room a summary may take [default: 0.25]."),
+    typer.Option("--summary-share", min=0.01, max=0.9, help="Most of the history's room a summary may take.", show_default="0.25"),
 ]
 SummaryPromptOpt = Annotated[
     Optional[str],
@@ -250,11 +250,11 @@ def _settings(thread: ThreadPublic) -> list[tuple[str, str]]:
 TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", min=0.0, help="Sampling temperature.")]
 ApiBaseOpt = Annotated[Optional[str], typer.Option("--api-base", help="Provider base URL for this call.")]
 TimeoutOpt = Annotated[
-    Optional[float], typer.Option("--timeout", min=1.0, help="Seconds the reply may take, retries included [default: 120].")
+    Optional[float], typer.Option("--timeout", min=1.0, help="Seconds each model call may take, retries included.", show_default="120")
 ]
 StreamOpt = Annotated[
     Optional[bool],
-    typer.Option("--stream/--no-stream", help="Print the reply as it arrives [default: when stdout is a terminal].", show_default=False),
+    typer.Option("--stream/--no-stream", help="Print the reply as it arrives.", show_default="when stdout is a terminal"),
 ]
 
 
