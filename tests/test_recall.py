@@ -5,7 +5,7 @@ import json
 import pytest
 
 from memchat import InvalidInput, llm
-from memchat.storage.fulltext import fts5_search, highlights, recall_words
+from memchat.storage.fulltext import fts5_scoped, fts5_search, highlights, recall_words
 
 COUNT = llm.counter("openai/gpt-4o")
 
@@ -64,6 +64,10 @@ def test_search_in_one_thread_and_after_changes(memory, trip):
     assert memory.search("tram", thread_id=other.id) == []
 
 
+def test_search_looks_at_contents_only(memory, trip):
+    assert memory.search(trip) == [] and memory.search(trip, thread_id=trip) == []
+
+
 def test_search_input_that_cannot_match_is_refused(memory, trip):
     with pytest.raises(InvalidInput, match="at least one word"):
         memory.search("-- !!")
@@ -75,6 +79,8 @@ def test_fts5_queries_quote_every_word():
     assert fts5_search('tram "alfama hill" OR porto -crowded') == '(("tram") AND ("alfama hill" OR "porto")) NOT "crowded"'
     assert fts5_search('NEAR( "a" AND b)*') == '(("NEAR") AND ("a") AND ("AND") AND ("b"))'
     assert recall_words("What was my passport number, again? The PASSPORT!") == ["passport", "number"]
+    assert fts5_scoped('"a"', 'ab"c') == 'content : ("a") AND thread_id : "ab""c"'
+    assert fts5_scoped('"a"', None) == 'content : ("a")'
 
 
 def test_recall_adds_matching_older_messages_as_marked_excerpts_inside_the_budget(memory, server, trip):

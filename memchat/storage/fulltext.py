@@ -66,6 +66,15 @@ def fts5_search(query: str) -> str:
     return f"({positive})" + "".join(f" NOT {t.fts5()}" for t in negated)
 
 
+def fts5_scoped(expression: str, thread_id: str | None) -> str:
+    """`expression` over message contents only, within one thread when `thread_id` is given (the
+    index holds each message's thread id as a second column)."""
+    scoped = f"content : ({expression})"
+    if thread_id is None:
+        return scoped
+    return scoped + ' AND thread_id : "' + thread_id.replace('"', '""') + '"'
+
+
 def recall_words(text: str) -> list[str]:
     """The distinct words of a message worth matching on, in order, without common English words."""
     seen: dict[str, None] = {}

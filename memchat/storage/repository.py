@@ -37,6 +37,8 @@ from memchat.storage.models import (
 )
 
 EXPORT_PAGE = 2000
+_BM25 = "bm25(messages_fts, 1.0, 0.0)"
+"""Relevance from message contents only (the index's second column is the thread id)."""
 _HEADLINE = (
     f"StartSel={fulltext.HIGHLIGHT_START}, StopSel={fulltext.HIGHLIGHT_END}, "
     "MaxWords=24, MinWords=10"
@@ -252,15 +254,15 @@ class Store:
 
     def search(self, query: str, *, thread_id: str | None = None, limit: int = 20) -> list[SearchHit]:
         """Messages matching a search-box query (see `fulltext`), best first."""
-        match = fulltext.fts5_search(query)
+        match = fulltext.fts5_scoped(fulltext.fts5_search(query), thread_id)
         with self._reading() as session:
             if self._dialect(session) == "sqlite":
                 sql = (
                     "SELECT messages_fts.rowid, snippet(messages_fts, 0, char(2), char(3), '…', 16), "
-                    "-bm25(messages_fts) FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+                    f"-{_BM25} FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
                     "WHERE messages_fts MATCH :match"
                     + (" AND m.thread_id = :thread" if thread_id else "")
-                    + " ORDER BY bm25(messages_fts), m.id LIMIT :limit"
+                    + f" ORDER BY {_BM25}, m.id LIMIT :limit"
                 )
                 params = {"match": match, "thread": thread_id, "limit": limit}
             else:
@@ -296,9 +298,9 @@ class Store:
                     "SELECT m.id FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
                     "WHERE messages_fts MATCH :match AND m.thread_id = :thread AND m.position < :before "
                     "AND m.status = 'complete' AND m.role IN ('user', 'assistant') "
-                    "ORDER BY bm25(messages_fts), m.position DESC LIMIT :limit"
+                    f"ORDER BY {_BM25}, m.position DESC LIMIT :limit"
                 )
-                match = fulltext.fts5_any(words)
+                match = fulltext.fts5_scoped(fulltext.fts5_any(words), thread_id)
             else:
                 sql = (
                     "SELECT m.id FROM messages m, to_tsquery('english', :match) q "
