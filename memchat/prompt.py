@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import get_args
 
 from memchat import llm, summary
 from memchat.config import DEFAULT_MAX_TOKENS, FALLBACK_BUDGET, default_model
@@ -32,7 +33,7 @@ from memchat.context import (
     summary_text,
 )
 from memchat.errors import InvalidInput, ProviderError
-from memchat.storage.models import DEFAULT_SUMMARY_SHARE, MAX_RECALL, SummaryPublic, ThreadPublic, as_utc
+from memchat.storage.models import DEFAULT_SUMMARY_SHARE, MAX_RECALL, Policy, SummaryPublic, ThreadPublic, as_utc
 from memchat.storage.repository import Store
 from memchat.tokens import Tokenizer, tokenizer_for
 
@@ -48,7 +49,8 @@ window's room: later turns refill the window before another summary call is due,
 calls come once every several turns rather than on every turn."""
 RECALL_CANDIDATES = 3
 """Matches read per excerpt wanted, so that one too long to fit is passed over for the next."""
-POLICIES = ("window", "summary")
+POLICIES = get_args(Policy)
+
 
 @dataclass(frozen=True)
 class TurnOptions:
