@@ -72,12 +72,8 @@ class Memory:
         unknown = set(changes) - set(ThreadUpdate.model_fields)
         if unknown:
             raise InvalidInput(f"unknown thread setting: {', '.join(sorted(unknown))}")
-        if changes.get("title") is None:
-            changes.pop("title", None)
-        if "policy" in changes and changes["policy"] is None:
-            changes["policy"] = "window"
-        if "recall" in changes and changes["recall"] is None:
-            changes["recall"] = 0
+        defaults = ThreadCreate.model_fields
+        changes = {key: defaults[key].default if value is None else value for key, value in changes.items()}
         return self.store.update_thread(thread_id, _validated(ThreadUpdate, **changes))
 
     def threads(self) -> list[ThreadPublic]:

@@ -594,7 +594,7 @@ def search(
         title = f"  {hit.thread_title}" if hit.thread_title else ""
         typer.secho(f"{message.thread_id} #{message.position} {message.role} · {_when(message.created_at)}{title}", bold=True)
         snippet, spans = highlights(hit.snippet)
-        typer.echo("  " + _highlighted(" ".join(snippet.split("\n")), spans))
+        typer.echo("  " + _highlighted(snippet.replace("\n", " "), spans))
 
 
 def _highlighted(text: str, spans: list[tuple[int, int]]) -> str:

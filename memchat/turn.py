@@ -80,7 +80,7 @@ def _take_turn(
     made = None
     if due is not None:
         try:
-            made = _fold(store, thread, plan, memory, due, options)
+            made = _fold(store, thread, plan, options, previous=memory.summary, through=due.through, cap=due.cap)
             memory = replace(memory, summary=made)
             if on_note:
                 on_note(f"summarized messages #{made.first_position}–#{made.last_position} with {made.model}")
@@ -152,16 +152,23 @@ def _take_turn(
 
 
 def _fold(
-    store: Store, thread: ThreadPublic, plan: prompt.Plan, memory: prompt.MemoryPlan, due: prompt.FoldDue, options: TurnOptions
+    store: Store,
+    thread: ThreadPublic,
+    plan: prompt.Plan,
+    options: TurnOptions,
+    *,
+    previous: SummaryPublic | None,
+    through: int,
+    cap: int,
 ) -> SummaryPublic:
-    """Fold the current summary and the messages that left the window into a new summary."""
-    request = prompt.fold_request(plan, due.through, due.cap)
+    """Fold `previous` (None: nothing yet) and the messages after it, up to `through`, into a
+    new summary costing at most `cap` in the turn's prompt."""
     return summary.fold(
         store,
         thread,
-        request,
+        prompt.fold_request(plan, through, cap),
         model=summary.model_for(thread, plan.model, options.summary_model),
-        previous=memory.summary,
+        previous=previous,
         timeout=options.timeout,
         api_base=options.api_base,
     )
@@ -207,21 +214,12 @@ def rebuild_summary(
         history_room(system=thread.system, new_message=None, budget=plan.budget, room=plan.room, count=plan.count),
         fresh.share,
     )
-    model = summary.model_for(thread, plan.model, options.summary_model)
     made = None
     with turn_lease(store, thread.id, options.timeout) as renew:
         while made is None or made.last_position < through:
             if made is not None:
                 renew()
-            made = summary.fold(
-                store,
-                thread,
-                prompt.fold_request(plan, through, cap),
-                model=model,
-                previous=made,
-                timeout=options.timeout,
-                api_base=options.api_base,
-            )
+            made = _fold(store, thread, plan, options, previous=made, through=through, cap=cap)
             if on_note and made.last_position < through:
                 on_note(f"summarized messages #{made.first_position}–#{made.last_position}; continuing to #{through}")
     return made

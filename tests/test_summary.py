@@ -173,6 +173,8 @@ def test_policy_is_changeable_later_and_per_turn(memory, server, summarizer):
     talk(memory, thread.id, 1, start=17)
     assert server.last_messages[0]["content"].startswith("Summary of")
     assert memory.thread(thread.id).policy == "summary"
+    memory.configure(thread.id, policy=None, summary_share=0.3)
+    assert (memory.thread(thread.id).policy, memory.thread(thread.id).summary_share) == ("window", 0.3)
 
 
 def test_context_shows_the_summary_its_span_and_a_fold_that_is_due(memory, server, summarizer):
@@ -207,17 +209,22 @@ def test_rebuild_starts_from_the_first_message_and_keeps_earlier_summaries(memor
     assert memory.summaries(thread.id) == [*earlier, rebuilt] and memory.summary(thread.id) == rebuilt
 
 
-def test_rebuild_of_a_long_history_takes_as_many_calls_as_it_needs(memory, server, summarizer):
+def long_imported_thread(memory, *, budget: int):
+    """40 messages of ~400 tokens, summarized by a model litellm does not know (8,192 tokens of context)."""
     long = "lorem ipsum dolor sit amet " * 80
-    memory.import_(
+    [thread_id] = memory.import_(
         {
             "policy": "summary",
-            "budget": 3000,
+            "budget": budget,
             "summary_model": "openai/memchat-unknown-model",
             "messages": [{"role": "user" if i % 2 == 0 else "assistant", "content": f"{i} {long}"} for i in range(40)],
         }
     )
-    thread = memory.threads()[0]
+    return memory.thread(thread_id)
+
+
+def test_rebuild_of_a_long_history_takes_as_many_calls_as_it_needs(memory, server, summarizer):
+    thread = long_imported_thread(memory, budget=3000)
     notes = []
     rebuilt = memory.rebuild_summary(thread.id, on_note=notes.append)
     assert len(summarizer) >= 2 and notes
@@ -228,16 +235,7 @@ def test_rebuild_of_a_long_history_takes_as_many_calls_as_it_needs(memory, serve
 
 
 def test_a_turn_folds_at_most_one_call_worth_when_far_behind(memory, server, summarizer):
-    long = "lorem ipsum dolor sit amet " * 80
-    memory.import_(
-        {
-            "policy": "summary",
-            "budget": 2000,
-            "summary_model": "openai/memchat-unknown-model",
-            "messages": [{"role": "user" if i % 2 == 0 else "assistant", "content": f"{i} {long}"} for i in range(40)],
-        }
-    )
-    thread = memory.threads()[0]
+    thread = long_imported_thread(memory, budget=2000)
     reply = memory.say(thread.id, "what did we say?")
     assert len(summarizer) == 1
     made = memory.summary(thread.id)

@@ -278,13 +278,19 @@ class Store:
             if not thread_id:
                 params.pop("thread")
             ranked = session.execute(text(sql), params).all()
-            titles = dict(session.exec(select(Thread.id, Thread.title)).all()) if ranked else {}
         found = self.messages_by_id([row[0] for row in ranked])
+        titles = self._titles({message.thread_id for message in found.values()})
         return [
             SearchHit(found[i], titles.get(found[i].thread_id, ""), snippet, float(score))
             for i, snippet, score in ranked
             if i in found
         ]
+
+    def _titles(self, thread_ids: set[str]) -> dict[str, str]:
+        if not thread_ids:
+            return {}
+        with self._reading() as session:
+            return dict(session.exec(select(Thread.id, Thread.title).where(col(Thread.id).in_(thread_ids))).all())
 
     def recall(self, thread_id: str, about: str, *, before: int, limit: int) -> list[MessagePublic]:
         """The thread's completed user and assistant messages older than position `before` that
