@@ -7,7 +7,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from memchat import llm, transfer
+from memchat import lease, llm, transfer
 from memchat.config import database_url
 from memchat.context import Context
 from memchat.errors import InvalidInput, describe_validation_error
@@ -85,6 +85,11 @@ class Memory:
 
     def messages(self, thread_id: str) -> list[MessagePublic]:
         return self.store.messages(thread_id)
+
+    def turn_in_progress(self, thread_id: str) -> bool:
+        """Whether a turn holds the thread now: a `pending` message without one was interrupted
+        (its process was killed) and `retry` sends it again."""
+        return lease.turn_in_progress(self.store, self.store.thread(thread_id).id)
 
     def rename(self, thread_id: str, title: str) -> ThreadPublic:
         _validated(ThreadCreate, title=title)

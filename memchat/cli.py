@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import stat
 import sys
 import tempfile
 from datetime import datetime
@@ -22,11 +24,13 @@ from typer.exceptions import TyperException
 from memchat.api import Memory
 from memchat.config import debug_enabled, default_model, import_limit_bytes
 from memchat.context import Context, ContextEntry
-from memchat.errors import InvalidInput, MemchatError
+from memchat.errors import Interrupted, InvalidInput, MemchatError, StorageError, exit_code_for_signal
+from memchat.redact import redact
+from memchat.terminal import terminal_safe
 from memchat.storage.fulltext import highlights
 from memchat.storage.models import SummaryPublic, ThreadPublic, as_utc
 
-EXIT_INTERRUPTED = 130
+EXIT_STORAGE = StorageError.exit_code
 
 
 class _Commands(TyperGroup):
@@ -44,6 +48,8 @@ class _Commands(TyperGroup):
         except typer.Abort:
             typer.echo("memchat: aborted", err=True)
             sys.exit(1)
+        if not _flushed():
+            code = EXIT_STORAGE
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: typer.Context):
@@ -55,12 +61,17 @@ class _Commands(TyperGroup):
             if debug_enabled():
                 raise
             _fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted", EXIT_INTERRUPTED)
+        except KeyboardInterrupt as interrupt:
+            _fail("interrupted", exit_code_for_signal(getattr(interrupt, "signal_number", None)))
         except BrokenPipeError:
             # The reader went away (`memchat export --all | head`): nothing more to say to it.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _silence_stdout()
             raise typer.Exit(1)
+        except OSError as exc:
+            if debug_enabled():
+                raise
+            _silence_stdout()
+            _fail(f"cannot write the output: {exc.strerror or exc}", EXIT_STORAGE)
         except Exception as exc:
             if debug_enabled():
                 raise
@@ -69,8 +80,43 @@ class _Commands(TyperGroup):
 
 def _fail(message: str, code: int):
     first_line = message.splitlines()[0] if message else "failed"
-    typer.echo(f"memchat: {first_line}", err=True)
+    typer.echo(f"memchat: {terminal_safe(redact(first_line))}", err=True)
     raise typer.Exit(code)
+
+
+def _silence_stdout() -> None:
+    """Output can no longer be written (a closed pipe, a full disk): drop what is buffered so the
+    interpreter's own flush at exit does not fail a second time with a traceback."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _flushed() -> bool:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    except OSError as exc:
+        _silence_stdout()
+        typer.echo(f"memchat: cannot write the output: {exc.strerror or exc}", err=True)
+        return False
+    return True
+
+
+def _install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP end a turn as Ctrl-C does (the partial reply kept, the lease released);
+    SIGINT is handled even where the parent started memchat with it ignored. The first signal
+    starts the clean-up; later ones wait for it to finish."""
+
+    def interrupt(signal_number, _frame):
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_IGN)
+        raise Interrupted(signal_number)
+
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, interrupt)
 
 
 app = typer.Typer(
@@ -226,7 +272,7 @@ def _prompt_file(path: str | None) -> str | None:
 
 
 def _render_settings(thread: ThreadPublic) -> None:
-    typer.echo(f"{thread.id}  {thread.title or 'untitled'}")
+    typer.echo(f"{thread.id}  {terminal_safe(thread.title) or 'untitled'}")
     for label, value in _settings(thread):
         typer.echo(f"  {label:<15} {value}")
 
@@ -305,11 +351,12 @@ def accept(ctx: typer.Context, thread: ThreadArg):
 
 def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict) -> None:
     streaming = sys.stdout.isatty() if options["stream"] is None else options["stream"]
+    shown = terminal_safe if sys.stdout.isatty() else str
     wrote = []
 
     def write(piece: str) -> None:
         wrote.append(piece)
-        sys.stdout.write(piece)
+        sys.stdout.write(shown(piece))
         sys.stdout.flush()
 
     try:
@@ -324,7 +371,7 @@ def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict) -> N
             timeout=options["timeout"],
             stream=streaming,
             on_text=write if streaming else None,
-            on_note=lambda note: typer.echo(f"memchat: {note}", err=True),
+            on_note=_note,
             policy=options["policy"],
             recall=options["recall"],
             summary_model=options["summary_model"],
@@ -333,7 +380,12 @@ def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict) -> N
         if wrote:
             write("\n")
     if not streaming:
-        typer.echo(reply.text)
+        typer.echo(shown(reply.text))
+
+
+def _note(note: str) -> None:
+    """What memchat did on the user's behalf, as one line on stderr."""
+    typer.echo(f"memchat: {terminal_safe(note)}", err=True)
 
 
 def _message_text(message: str | None) -> str:
@@ -365,7 +417,7 @@ def list_threads(ctx: typer.Context, as_json: JsonOpt = False):
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        typer.echo(terminal_safe("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]))
 
 
 @app.command()
@@ -383,7 +435,7 @@ def show(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
         details.append(f"policy {info.policy}")
     if info.recall:
         details.append(f"recall {info.recall}")
-    typer.secho(f"{info.title or 'untitled'}  [{info.id}]  " + " · ".join(details), bold=True)
+    typer.secho(terminal_safe(f"{info.title or 'untitled'}  [{info.id}]  " + " · ".join(details)), bold=True)
     current = memory.summary(info.id)
     if current:
         typer.secho(
@@ -392,13 +444,15 @@ def show(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
         )
     if info.system:
         typer.secho("system:", fg="magenta")
-        typer.echo(_indent(info.system))
+        typer.echo(_indent(terminal_safe(info.system)))
+    in_progress = memory.turn_in_progress(info.id)
     for message in memory.messages(info.id):
-        status = "" if message.status == "complete" else f" ({message.status})"
+        shown_status = "interrupted" if message.status == "pending" and not in_progress else message.status
+        status = "" if message.status == "complete" else f" ({shown_status})"
         colour = {"user": "cyan", "assistant": "green"}.get(message.role, "magenta")
         typer.echo()
         typer.secho(f"{message.role}{status} · #{message.position} · {_when(message.created_at)}", fg=colour)
-        typer.echo(_indent(message.content))
+        typer.echo(_indent(terminal_safe(message.content)))
 
 
 def _indent(text: str) -> str:
@@ -473,7 +527,7 @@ def _render_context(result: Context) -> None:
                 line += "  (in the summary)"
             if entry.position in recalled:
                 line += "  (recalled)"
-        typer.secho(line, dim=not entry.kept)
+        typer.secho(terminal_safe(line), dim=not entry.kept)
     kept = len(result.messages)
     typer.echo(
         f"sends {kept} of {len(result.entries)} messages: {result.prompt_tokens} of {result.budget} tokens "
@@ -522,7 +576,7 @@ def summary(
                 summary_model=summary_model,
                 timeout=timeout,
                 api_base=api_base,
-                on_note=lambda note: typer.echo(f"memchat: {note}", err=True),
+                on_note=_note,
             )
         ]
     elif history:
@@ -554,7 +608,7 @@ def _render_summary(made: SummaryPublic) -> None:
         f"messages #{made.first_position}–#{made.last_position} · {made.model} · {_when(made.created_at)}{usage}{cost}",
         bold=True,
     )
-    typer.echo(made.content)
+    typer.echo(terminal_safe(made.content))
 
 
 @app.command()
@@ -592,7 +646,10 @@ def search(
     for hit in hits:
         message = hit.message
         title = f"  {hit.thread_title}" if hit.thread_title else ""
-        typer.secho(f"{message.thread_id} #{message.position} {message.role} · {_when(message.created_at)}{title}", bold=True)
+        typer.secho(
+            terminal_safe(f"{message.thread_id} #{message.position} {message.role} · {_when(message.created_at)}{title}"),
+            bold=True,
+        )
         snippet, spans = highlights(hit.snippet)
         typer.echo("  " + _highlighted(snippet.replace("\n", " "), spans))
 
@@ -600,10 +657,10 @@ def search(
 def _highlighted(text: str, spans: list[tuple[int, int]]) -> str:
     pieces, at = [], 0
     for start, end in spans:
-        pieces.append(text[at:start])
-        pieces.append(typer.style(text[start:end], bold=True, fg="yellow"))
+        pieces.append(terminal_safe(text[at:start]))
+        pieces.append(typer.style(terminal_safe(text[start:end]), bold=True, fg="yellow"))
         at = end
-    pieces.append(text[at:])
+    pieces.append(terminal_safe(text[at:]))
     return "".join(pieces)
 
 
@@ -612,7 +669,7 @@ def export(
     ctx: typer.Context,
     thread: Annotated[Optional[str], typer.Argument(help="Thread id.", show_default=False)] = None,
     all_threads: Annotated[bool, typer.Option("--all", help="Every thread, as a JSON array.")] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")] = None,
 ):
     """Write a thread (or --all) as JSON, messages as a ChatML list."""
     if (thread is None) == (not all_threads):
@@ -621,19 +678,46 @@ def export(
     if output is None:
         memory.write_export(sys.stdout, thread)
     else:
-        _write_atomically(output, lambda out: memory.write_export(out, thread))
+        write_output(output, lambda out: memory.write_export(out, thread))
 
 
-def _write_atomically(path: Path, write: Callable[[TextIO], None]) -> None:
-    """The file appears complete or not at all, even if the export fails part-way."""
-    directory = path.parent if str(path.parent) else Path(".")
+def write_output(name: str, write: Callable[[TextIO], None]) -> None:
+    """Write to the file `name` as a user means it: a regular file (new or existing) appears
+    complete or not at all and keeps its mode (a new one is private, 0600); a device or FIFO is
+    written through, never replaced; a symlink is followed to what it points at."""
+    if not name:
+        raise InvalidInput("--output needs a file name")
+    target = Path(os.path.realpath(name))
     try:
-        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory, delete=False, suffix=".tmp")
+        found = os.stat(target)
+    except FileNotFoundError:
+        found = None
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {name}: {exc.strerror}") from None
+    if found is not None and stat.S_ISDIR(found.st_mode):
+        raise InvalidInput(f"cannot write {name}: it is a directory")
+    try:
+        if found is not None and not stat.S_ISREG(found.st_mode):
+            with open(target, "w", encoding="utf-8") as out:
+                write(out)
+        else:
+            _replace_atomically(target, write, mode=stat.S_IMODE(found.st_mode) if found else None)
+    except OSError as exc:
+        raise StorageError(f"cannot write {name}: {exc.strerror or exc}") from None
+
+
+def _replace_atomically(path: Path, write: Callable[[TextIO], None], *, mode: int | None) -> None:
+    try:
+        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp")
     except OSError as exc:
         raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
     try:
         with handle:
             write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+            if mode is not None:
+                os.chmod(handle.name, mode)
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
@@ -698,4 +782,5 @@ def current(ctx: typer.Context):
 
 
 def main() -> None:
+    _install_signal_handlers()
     app(prog_name="memchat")

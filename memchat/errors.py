@@ -46,20 +46,46 @@ class ContextTooLong(ProviderError):
 
 
 class ReplyCutOff(ProviderError):
-    """The reply stopped part-way (connection dropped, Ctrl-C); `text` is what had arrived."""
+    """The reply stopped part-way (connection dropped, time out, a signal); `text` is what had arrived."""
 
-    def __init__(self, message: str, text: str, *, interrupted: bool = False):
+    def __init__(self, message: str, text: str, *, interrupted: bool = False, signal_number: int | None = None):
         super().__init__(message)
         self.text = text
         self.interrupted = interrupted
         if interrupted:
-            self.exit_code = 130
+            self.exit_code = exit_code_for_signal(signal_number)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the process is, as Ctrl-C (SIGINT) is: a turn keeps what
+    arrived and releases its lease; the exit code is 128 + the signal's number."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+
+def exit_code_for_signal(signal_number: int | None) -> int:
+    import signal
+
+    return 128 + (signal_number or signal.SIGINT)
 
 
 class ThreadBusy(MemchatError):
     """Another process kept the thread's turn lease for longer than this turn would wait."""
 
     exit_code = 7
+
+
+class LeaseLost(ThreadBusy):
+    """The turn's lease lapsed while its process was stalled and another turn took the thread:
+    storing this turn's reply would put it after that turn's messages, so it is not stored."""
+
+    def __init__(self, thread_id: str):
+        super().__init__(
+            f"thread {thread_id}: this turn lost its lease while it was stalled and another turn took over; "
+            "its reply was not stored (`memchat retry` sends the message again)"
+        )
 
 
 class StorageError(MemchatError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from memchat.config import debug_enabled
 from memchat.context import Counter, MessageCost
 from memchat.echo import echo_reply
 from memchat.errors import ContextTooLong, ProviderError, ReplyCutOff
+from memchat.redact import mask_url_passwords, redact
 from memchat.tokens import Tokenizer
 
 DEFAULT_TIMEOUT = 120.0
@@ -209,9 +211,11 @@ def complete(
     on_text: Callable[[str], None] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Completion:
-    """One reply. Transient failures (429, 5xx, connection errors, time-outs) are retried with
-    backoff while `timeout` seconds last in all; others fail at once. A stream that breaks after
-    text has arrived is never retried (the text has been shown): it ends in ReplyCutOff."""
+    """One reply, within `timeout` seconds in all (a streamed reply included). Transient failures
+    (429, 5xx, connection errors, time-outs) are retried with backoff, or after the provider's
+    Retry-After, while the time lasts; others fail at once. A stream that breaks after text has
+    arrived is never retried (the text has been shown): it ends in ReplyCutOff. An empty or
+    unreadable reply is a provider failure, never an empty success."""
     litellm = _litellm()
     params: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "num_retries": 0, "max_retries": 0}
     if temperature is not None:
@@ -225,15 +229,21 @@ def complete(
         params["timeout"] = max(deadline - time.monotonic(), 0.1)
         try:
             if stream:
-                response = _streamed(litellm, params, on_text, received)
+                response = _streamed(litellm, params, on_text, received, deadline)
             else:
                 response = litellm.completion(**params)
-                if on_text:
-                    on_text(response.choices[0].message.content or "")
+            text = _reply_text(response, model)
+            if on_text and not stream:
+                on_text(text)
             break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             if received:
-                raise ReplyCutOff(f"{model}: interrupted; the partial reply is kept", "".join(received), interrupted=True) from None
+                raise ReplyCutOff(
+                    f"{model}: interrupted; the partial reply is kept",
+                    "".join(received),
+                    interrupted=True,
+                    signal_number=getattr(interrupt, "signal_number", None),
+                ) from None
             raise
         except ProviderError:
             raise
@@ -241,20 +251,53 @@ def complete(
             error = _translate(litellm, exc, model, api_base)
             if received:
                 raise ReplyCutOff(f"{error} (the reply stopped part-way; what arrived is kept)", "".join(received)) from None
-            pause = RETRY_BASE_SECONDS * 2**attempt * (0.5 + random.random())
+            pause = max(RETRY_BASE_SECONDS * 2**attempt * (0.5 + random.random()), _retry_after(exc))
             if not _transient(litellm, exc) or time.monotonic() + pause >= deadline or attempt + 1 == MAX_ATTEMPTS:
                 raise error from None
             time.sleep(pause)
     latency_ms = round((time.perf_counter() - started) * 1000)
     usage = getattr(response, "usage", None)
     return Completion(
-        text=response.choices[0].message.content or "",
+        text=text,
         model=model,
         prompt_tokens=getattr(usage, "prompt_tokens", None),
         completion_tokens=getattr(usage, "completion_tokens", None),
         cost=_cost(litellm, response, model),
         latency_ms=latency_ms,
     )
+
+
+def _reply_text(response, model: str) -> str:
+    choices = getattr(response, "choices", None)
+    if not choices:
+        raise ProviderError(f"{model}: the provider's answer held no reply (no choices); try again")
+    message = getattr(choices[0], "message", None)
+    text = getattr(message, "content", None)
+    if not isinstance(text, str) or not text:
+        raise ProviderError(f"{model}: the provider sent an empty reply; try again (`memchat retry` resends the message)")
+    return text
+
+
+def _retry_after(exc: Exception) -> float:
+    """Seconds the provider asked us to wait (Retry-After or retry-after-ms), or 0."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or getattr(exc, "litellm_response_headers", None)
+    if not headers:
+        return 0.0
+    try:
+        if headers.get("retry-after-ms"):
+            return max(float(headers["retry-after-ms"]) / 1000, 0.0)
+        value = headers.get("retry-after")
+        if not value:
+            return 0.0
+        try:
+            seconds = float(value)
+        except ValueError:
+            from email.utils import parsedate_to_datetime
+
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return seconds if 0 <= seconds < float("inf") else 0.0
 
 
 def _transient(litellm, exc: Exception) -> bool:
@@ -265,17 +308,30 @@ def _transient(litellm, exc: Exception) -> bool:
     return getattr(exc, "status_code", None) in (408, 409, 429, 500, 502, 503, 504) or _is_connection_failure(exc)
 
 
-def _streamed(litellm, params: dict, on_text: Callable[[str], None] | None, received: list[str]):
+def _streamed(litellm, params: dict, on_text: Callable[[str], None] | None, received: list[str], deadline: float):
+    """The streamed reply, built into one response; the whole stream must end by `deadline`, and
+    one that ends without saying it is finished was cut off."""
     chunks = []
+    finished = False
     for chunk in litellm.completion(**params, stream=True, stream_options={"include_usage": True}):
         chunks.append(chunk)
-        piece = chunk.choices[0].delta.content if chunk.choices else None
+        choice = chunk.choices[0] if chunk.choices else None
+        piece = choice.delta.content if choice is not None else None
         if piece:
             received.append(piece)
             if on_text:
                 on_text(piece)
+        finished = finished or bool(choice is not None and choice.finish_reason)
+        if time.monotonic() > deadline:
+            raise litellm.exceptions.Timeout(
+                message="the reply did not finish within --timeout", model=params["model"], llm_provider=""
+            )
+    if received and not finished:
+        raise ReplyCutOff(
+            f"{params['model']}: the stream ended before the reply finished; what arrived is kept", "".join(received)
+        )
     if not chunks:
-        raise ProviderError(f"{params['model']} returned an empty stream")
+        raise ProviderError(f"{params['model']}: the provider sent an empty stream; try again")
     return litellm.stream_chunk_builder(chunks, messages=params["messages"])
 
 
@@ -296,9 +352,27 @@ def _is_connection_failure(exc: BaseException) -> bool:
     return "Connection error" in str(exc)
 
 
+_LITELLM_PREFIX = re.compile(r"^(litellm\.\w+: )?(\w+Error: )?(\w+Exception - )?(error - )?")
+
+
 def _translate(litellm, exc: Exception, model: str, api_base: str | None) -> ProviderError:
+    error = _explain(litellm, exc, model, api_base)
+    return type(error)(redact(str(error), _api_key(litellm, model)))
+
+
+def _api_key(litellm, model: str) -> str | None:
+    """The key litellm sends for `model`, so that an error echoing it can be cleaned."""
+    try:
+        return litellm.get_api_key(llm_provider=litellm.get_llm_provider(model)[1], dynamic_api_key=None)
+    except Exception:
+        return None
+
+
+def _explain(litellm, exc: Exception, model: str, api_base: str | None) -> ProviderError:
     errors = litellm.exceptions
-    detail = " ".join(str(getattr(exc, "message", exc)).split())
+    detail = _LITELLM_PREFIX.sub("", " ".join(str(getattr(exc, "message", exc)).split()))
+    if "Expecting value" in detail or "Unterminated string" in detail or "Empty or invalid response" in detail:
+        detail = f"its answer was not valid JSON: {detail}"
     if len(detail) > 300:
         detail = detail[:299] + "…"
     status = getattr(exc, "status_code", None)
@@ -315,7 +389,7 @@ def _translate(litellm, exc: Exception, model: str, api_base: str | None) -> Pro
     if isinstance(exc, errors.Timeout):
         return ProviderError(f"{model}: the provider did not answer in time; try again later or raise --timeout")
     if isinstance(exc, errors.APIConnectionError) or _is_connection_failure(exc):
-        where = api_base or "the provider"
+        where = mask_url_passwords(api_base) if api_base else "the provider"
         return ProviderError(f"{model}: cannot reach {where} ({detail}); check the network or --api-base")
     if isinstance(exc, errors.BadRequestError):
         return ProviderError(f"{model}: the provider rejected the request ({detail})")

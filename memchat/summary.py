@@ -60,9 +60,11 @@ def fold(
     previous: SummaryPublic | None,
     timeout: float,
     api_base: str | None = None,
+    lease_holder: str | None = None,
 ) -> SummaryPublic:
     """One summary call: `previous` (None: start from the first message) plus the messages after
-    its span, as many as the summary model takes in one call, up to `request.through`."""
+    its span, as many as the summary model takes in one call, up to `request.through`; stored
+    only while `lease_holder` (if given) still holds the thread's turn lease."""
     llm.check_model(model, api_base=api_base)
     instructions = prompt_for(thread).replace("{max_words}", str(max(20, int(request.max_tokens * WORDS_PER_TOKEN))))
     after = previous.last_position if previous else -1
@@ -96,6 +98,7 @@ def fold(
             cost=completion.cost,
             latency_ms=completion.latency_ms,
         ),
+        lease_holder=lease_holder,
     )
 
 

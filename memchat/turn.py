@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from memchat import llm, prompt, summary
 from memchat.context import Context, history_room, room_for, summary_cap
 from memchat.errors import ContextTooLong, InvalidInput, ProviderError, ReplyCutOff
-from memchat.lease import turn_lease
+from memchat.lease import Lease, turn_lease
 from memchat.prompt import TurnOptions, build_context, validate_text
 from memchat.storage.models import DEFAULT_SUMMARY_SHARE, MessageCreate, MessagePublic, SummaryPublic, ThreadPublic
 from memchat.storage.repository import Store
@@ -46,12 +46,19 @@ def take_turn(
     on_text: Callable[[str], None] | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> Reply:
-    """A turn; with `text` None, the thread's last unanswered message is sent again (`retry`)."""
+    """A turn; with `text` None, the thread's last unanswered message is sent again (`retry`).
+
+    Everything slow that does not depend on the history (loading litellm and the tokenizer,
+    checking the model) happens before the thread's lease is taken, so turns on one thread
+    follow each other as closely as the model calls allow."""
     reply_tokens = prompt.max_tokens(options)
+    if text is not None:
+        prompt.validate_text(text)
     thread = store.thread(thread_ref)
+    llm.check_model(prompt.plan_for(thread, options).model, api_base=options.api_base)
     calls = 2 if (options.policy or thread.policy) == "summary" else 1
-    with turn_lease(store, thread.id, options.timeout * calls):
-        return _take_turn(store, thread.id, text, options, reply_tokens, stream, on_text, on_note)
+    with turn_lease(store, thread.id, options.timeout * calls) as lease:
+        return _take_turn(store, thread.id, text, options, reply_tokens, stream, on_text, on_note, lease)
 
 
 def _take_turn(
@@ -63,6 +70,7 @@ def _take_turn(
     stream: bool,
     on_text: Callable[[str], None] | None,
     on_note: Callable[[str], None] | None,
+    lease: Lease,
 ) -> Reply:
     with store.snapshot():
         thread = store.thread(thread_ref)
@@ -80,7 +88,9 @@ def _take_turn(
     made = None
     if due is not None:
         try:
-            made = _fold(store, thread, plan, options, previous=memory.summary, through=due.through, cap=due.cap)
+            made = _fold(
+                store, thread, plan, options, previous=memory.summary, through=due.through, cap=due.cap, lease=lease
+            )
             memory = replace(memory, summary=made)
             if on_note:
                 on_note(f"summarized messages #{made.first_position}–#{made.last_position} with {made.model}")
@@ -112,6 +122,7 @@ def _take_turn(
         )
 
     try:
+        lease.check()
         try:
             completion = call(context)
         except ContextTooLong:
@@ -123,24 +134,30 @@ def _take_turn(
             MessageCreate(role="assistant", content=cut.text, status="partial", model=plan.model),
             tokens=(plan.tokenizer.name, plan.tokens(cut.text)),
             user_status="failed",
+            lease_holder=lease.holder,
         )
         raise
     except BaseException:
         store.set_status(user_message.id, "failed")
         raise
-    reply = store.finish_turn(
-        user_message.id,
-        MessageCreate(
-            role="assistant",
-            content=completion.text,
-            model=completion.model,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-            cost=completion.cost,
-            latency_ms=completion.latency_ms,
-        ),
-        tokens=(plan.tokenizer.name, plan.tokens(completion.text)),
-    )
+    try:
+        reply = store.finish_turn(
+            user_message.id,
+            MessageCreate(
+                role="assistant",
+                content=completion.text,
+                model=completion.model,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                cost=completion.cost,
+                latency_ms=completion.latency_ms,
+            ),
+            tokens=(plan.tokenizer.name, plan.tokens(completion.text)),
+            lease_holder=lease.holder,
+        )
+    except BaseException:
+        store.set_status(user_message.id, "failed")
+        raise
     return Reply(
         text=completion.text,
         thread_id=thread.id,
@@ -160,6 +177,7 @@ def _fold(
     previous: SummaryPublic | None,
     through: int,
     cap: int,
+    lease: Lease,
 ) -> SummaryPublic:
     """Fold `previous` (None: nothing yet) and the messages after it, up to `through`, into a
     new summary costing at most `cap` in the turn's prompt."""
@@ -171,6 +189,7 @@ def _fold(
         previous=previous,
         timeout=options.timeout,
         api_base=options.api_base,
+        lease_holder=lease.holder,
     )
 
 
@@ -215,11 +234,9 @@ def rebuild_summary(
         fresh.share,
     )
     made = None
-    with turn_lease(store, thread.id, options.timeout) as renew:
+    with turn_lease(store, thread.id, options.timeout) as lease:
         while made is None or made.last_position < through:
-            if made is not None:
-                renew()
-            made = _fold(store, thread, plan, options, previous=made, through=through, cap=cap)
+            made = _fold(store, thread, plan, options, previous=made, through=through, cap=cap, lease=lease)
             if on_note and made.last_position < through:
                 on_note(f"summarized messages #{made.first_position}–#{made.last_position}; continuing to #{through}")
     return made

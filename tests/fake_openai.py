@@ -19,6 +19,17 @@ class Fault:
     status: int
     message: str
     code: str | None = None
+    headers: dict | None = None
+
+
+@dataclass
+class Raw:
+    """An answer written as given, to play a misbehaving provider: `body` after the status line
+    and headers (`None`: the connection closes right after the headers)."""
+
+    body: bytes | None
+    status: int = 200
+    content_type: str = "application/json"
 
 
 class FakeOpenAI:
@@ -30,6 +41,7 @@ class FakeOpenAI:
         self._replies: deque[str] = deque()
         self._faults: deque[Fault] = deque()
         self._drops: deque[int] = deque()
+        self._raws: deque[Raw] = deque()
         self.piece_delay = 0.0
         self.reply_delay = 0.0
         self.echo = False
@@ -73,31 +85,54 @@ class FakeOpenAI:
                     if callable(ruled):
                         ruled = ruled(body)
                     fault = ruled if isinstance(ruled, Fault) else None
+                    raw = ruled if isinstance(ruled, Raw) else None
                     if ruled is None:
                         fault = server._faults.popleft() if server._faults else None
+                        if not fault and server._raws:
+                            raw = server._raws.popleft()
                         text = server._replies.popleft() if server._replies and not fault else f"reply {len(server.requests)}"
                     else:
                         text = ruled if isinstance(ruled, str) else ""
                     if server.echo and ruled is None:
                         text = "re: " + body["messages"][-1]["content"]
                     drop = server._drops.popleft() if server._drops and not fault and body.get("stream") else None
-                if fault:
+                if raw:
+                    self._send_raw(raw)
+                elif fault:
                     self._send_json(
                         fault.status,
                         {"error": {"message": fault.message, "type": "error", "code": fault.code, "param": None}},
+                        fault.headers,
                     )
                 elif body.get("stream"):
                     self._stream(body, text, drop)
                 else:
                     self._send_json(200, server._completion(body, text))
 
-            def _send_json(self, status: int, payload: dict):
+            def _send_json(self, status: int, payload: dict, headers: dict | None = None):
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _send_raw(self, raw: Raw):
+                self.send_response(raw.status)
+                self.send_header("Content-Type", raw.content_type)
+                if raw.body is not None:
+                    self.send_header("Content-Length", str(len(raw.body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.flush()
+                if raw.body is not None:
+                    self.wfile.write(raw.body)
+                    self.wfile.flush()
+                else:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
 
             def _stream(self, body: dict, text: str, drop: int | None = None):
                 self.send_response(200)
@@ -146,8 +181,14 @@ class FakeOpenAI:
         """The next streamed reply breaks off (the connection closes) after `pieces` pieces."""
         self._drops.append(pieces)
 
-    def fail(self, status: int, message: str = "scripted failure", code: str | None = None) -> None:
-        self._faults.append(Fault(status, message, code))
+    def fail(
+        self, status: int, message: str = "scripted failure", code: str | None = None, headers: dict | None = None
+    ) -> None:
+        self._faults.append(Fault(status, message, code, headers))
+
+    def answer_raw(self, *answers: Raw) -> None:
+        """The next requests get these answers, written as they are."""
+        self._raws.extend(answers)
 
     def reset(self) -> None:
         """Forget the previous test, including requests still held by `reply_delay`: a client that gave up
@@ -158,6 +199,7 @@ class FakeOpenAI:
             self._replies.clear()
             self._faults.clear()
             self._drops.clear()
+            self._raws.clear()
             self._rules.clear()
             self.piece_delay = 0.0
             self.reply_delay = 0.0

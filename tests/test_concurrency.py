@@ -6,6 +6,8 @@ import subprocess
 
 import pytest
 
+from memchat import lease
+
 WRITERS = 3
 TURNS = 2
 
@@ -56,7 +58,7 @@ def test_a_lease_left_by_a_dead_process_does_not_wedge_the_thread(memchat_script
     thread = memory.new_thread()
     dead = subprocess.Popen(["true"])
     dead.wait()
-    holder = f"{os.uname().nodename}:{dead.pid}:deadbeef"
+    holder = f"{lease._machine()}:{dead.pid}:deadbeef"
     assert memory.store.acquire_lease(thread.id, holder, 3600, lambda _: False)
     said = subprocess.run(
         [memchat_script, "say", thread.id, "still usable?", "--no-stream"], capture_output=True, text=True, timeout=120

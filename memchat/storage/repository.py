@@ -7,6 +7,7 @@ history is read newest first, a page at a time, over the (thread, position) inde
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from sqlalchemy import func, insert, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, delete, select
 
-from memchat.errors import InvalidInput, NotFound, StorageError
+from memchat.errors import InvalidInput, LeaseLost, NotFound, StorageError
 from memchat.storage import database, fulltext
 from memchat.storage.models import (
     Message,
@@ -86,7 +87,13 @@ class Store:
         )
         self._migrate = migrate
         self._ready = False
-        self._shared: Session | None = None
+        self._local = threading.local()
+
+    @property
+    def _shared(self) -> Session | None:
+        """The snapshot session of the calling thread: a Store may be shared by threads, and each
+        thread's reads must see its own transaction (a session is not safe to share)."""
+        return getattr(self._local, "session", None)
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -95,11 +102,11 @@ class Store:
             yield
             return
         with _Transaction(self, commit=False) as session:
-            self._shared = session
+            self._local.session = session
             try:
                 yield
             finally:
-                self._shared = None
+                self._local.session = None
 
     def _session(self, *, write: bool = False) -> Session:
         if not self._ready:
@@ -243,9 +250,10 @@ class Store:
         with self._reading() as session:
             return [SummaryPublic.model_validate(s) for s in session.exec(query).all()]
 
-    def add_summary(self, thread_id: str, summary: SummaryCreate) -> SummaryPublic:
+    def add_summary(self, thread_id: str, summary: SummaryCreate, *, lease_holder: str | None = None) -> SummaryPublic:
         row = Summary.model_validate(summary, update={"thread_id": thread_id, "created_at": summary.created_at or utcnow()})
         with self._writing() as session:
+            self._check_lease(session, thread_id, lease_holder)
             session.add(row)
             session.flush()
             return SummaryPublic.model_validate(row)
@@ -341,10 +349,13 @@ class Store:
         tokens: tuple[str, int] | None = None,
         *,
         user_status: str = "complete",
+        lease_holder: str | None = None,
     ) -> MessagePublic:
-        """Store the reply (complete, or partial with its user message marked failed), together."""
+        """Store the reply (complete, or partial with its user message marked failed), together;
+        with `lease_holder`, only while that holder still has the thread's turn lease."""
         with self._writing() as session:
             user_message = self._message(session, user_message_id)
+            self._check_lease(session, user_message.thread_id, lease_holder)
             user_message.status = user_status
             session.add(user_message)
             thread = self._resolve(session, user_message.thread_id)
@@ -384,8 +395,17 @@ class Store:
             ).first()
             return MessagePublic.model_validate(last) if last is not None and last.status != "complete" else None
 
-    def acquire_lease(self, thread_id: str, holder: str, seconds: float, is_gone: Callable[[str], bool]) -> bool:
-        """Take the thread's lease for `seconds`, unless another live holder has it."""
+    def acquire_lease(
+        self,
+        thread_id: str,
+        holder: str,
+        seconds: float,
+        is_gone: Callable[[str], bool],
+        *,
+        renewing: bool = False,
+    ) -> bool:
+        """Take the thread's lease for `seconds`, unless another live holder has it; with
+        `renewing`, only extend it, and fail if anyone else has held it since."""
         now = utcnow()
         with self._writing() as session:
             # A lapsed placeholder row first, so that the row can be locked: two processes that
@@ -397,12 +417,22 @@ class Store:
             lease = session.exec(
                 select(ThreadLease).where(ThreadLease.thread_id == thread_id).with_for_update()
             ).one()
+            if renewing and lease.holder != holder:
+                return False
             if lease.holder not in ("", holder) and as_utc(lease.expires_at) > now and not is_gone(lease.holder):
                 return False
             lease.holder = holder
             lease.expires_at = now + timedelta(seconds=seconds)
             session.add(lease)
             return True
+
+    def live_lease_holder(self, thread_id: str) -> str | None:
+        """Who holds the thread's turn lease now, if anyone (a turn is in progress)."""
+        with self._reading() as session:
+            lease = session.get(ThreadLease, thread_id)
+            if lease is None or not lease.holder or as_utc(lease.expires_at) <= utcnow():
+                return None
+            return lease.holder
 
     def release_lease(self, thread_id: str, holder: str) -> None:
         with self._writing() as session:
@@ -503,6 +533,14 @@ class Store:
         if tokens is not None:
             session.add(MessageTokens(message_id=row.id, tokenizer=tokens[0], tokens=tokens[1]))
         return MessagePublic.model_validate(row)
+
+    @staticmethod
+    def _check_lease(session: Session, thread_id: str, holder: str | None) -> None:
+        if holder is None:
+            return
+        lease = session.exec(select(ThreadLease).where(ThreadLease.thread_id == thread_id).with_for_update()).first()
+        if lease is None or lease.holder != holder:
+            raise LeaseLost(thread_id)
 
     def _resolve(self, session: Session, ref: str) -> Thread:
         """An id, or an unambiguous prefix of one, as git accepts for commits."""
