@@ -129,7 +129,7 @@ class Memory:
             max_tokens,
             temperature,
             api_base,
-            timeout or llm.DEFAULT_TIMEOUT,
+            llm.DEFAULT_TIMEOUT if timeout is None else timeout,
             policy=policy,
             recall=recall,
             summary_model=summary_model,
@@ -188,7 +188,7 @@ class Memory:
     ) -> SummaryPublic:
         """Summarize the thread again from its first message; earlier summaries are kept."""
         options = TurnOptions(
-            model, budget, None, None, api_base, timeout or llm.DEFAULT_TIMEOUT, summary_model=summary_model
+            model, budget, None, None, api_base, llm.DEFAULT_TIMEOUT if timeout is None else timeout, summary_model=summary_model
         )
         return rebuild_summary(self.store, thread_id, options, on_note=on_note)
 
@@ -225,6 +225,15 @@ class Memory:
     def schema_revision(self) -> tuple[str | None, str | None]:
         """(the database's revision, the newest this memchat knows)."""
         return database.current_revision(self.store.engine), database.head_revision()
+
+    def schema_state(self) -> str:
+        """The database's schema in words, with what to do about it."""
+        revision, head = self.schema_revision()
+        if revision == head:
+            return f"{revision} (head {head}, up to date)"
+        if revision is not None and revision not in database.known_revisions():
+            return f"{revision} ({database.newer_memchat_needed(self.store.engine, revision)})"
+        return f"{revision or 'empty'} (head {head}, needs `memchat db upgrade`)"
 
 
 def _validated(schema, **values):

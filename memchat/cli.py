@@ -296,7 +296,8 @@ def _settings(thread: ThreadPublic) -> list[tuple[str, str]]:
 TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", min=0.0, help="Sampling temperature.")]
 ApiBaseOpt = Annotated[Optional[str], typer.Option("--api-base", help="Provider base URL for this call.")]
 TimeoutOpt = Annotated[
-    Optional[float], typer.Option("--timeout", min=1.0, help="Seconds each model call may take, retries included.", show_default="120")
+    Optional[float],
+    typer.Option("--timeout", min=1.0, max=86_400.0, help="Seconds each model call may take, retries included.", show_default="120"),
 ]
 StreamOpt = Annotated[
     Optional[bool],
@@ -449,6 +450,8 @@ def show(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
     for message in memory.messages(info.id):
         shown_status = "interrupted" if message.status == "pending" and not in_progress else message.status
         status = "" if message.status == "complete" else f" ({shown_status})"
+        if message.context_limit is not None:
+            status += f" (later turns send its first {message.context_limit} tokens)"
         colour = {"user": "cyan", "assistant": "green"}.get(message.role, "magenta")
         typer.echo()
         typer.secho(f"{message.role}{status} · #{message.position} · {_when(message.created_at)}", fg=colour)
@@ -776,9 +779,7 @@ def upgrade(ctx: typer.Context):
 @db_app.command()
 def current(ctx: typer.Context):
     """Print the database's schema revision and the newest one known."""
-    revision, head = _memory(ctx).schema_revision()
-    state = "up to date" if revision == head else "needs `memchat db upgrade`"
-    typer.echo(f"{revision or 'empty'} (head {head}, {state})")
+    typer.echo(_memory(ctx).schema_state())
 
 
 def main() -> None:

@@ -22,11 +22,19 @@ def database_url(db: str | None = None) -> str:
         from platformdirs import user_data_dir
 
         directory = Path(user_data_dir("memchat", appauthor=False))
-        directory.mkdir(parents=True, exist_ok=True)
+        private_directory(directory)
         value = str(directory / "memchat.db")
     if "://" in value:
         return value
     return "sqlite:///" + str(Path(value).expanduser().absolute())
+
+
+def private_directory(directory: Path) -> None:
+    """memchat's own data directory, readable by its owner only (0700), as ssh and llm keep
+    theirs: conversations are private. One created looser by an older memchat is tightened."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if directory.stat().st_mode & 0o077:
+        os.chmod(directory, 0o700)
 
 
 DEFAULT_IMPORT_LIMIT_MIB = 1024

@@ -39,6 +39,9 @@ class Candidate:
     position: int
     role: str
     tokens: int
+    """What its content costs as sent: whole, or cut to `limit` with a note."""
+    limit: int | None = None
+    """Send at most this many tokens of it (see `Message.context_limit`); None: whole."""
 
 
 @dataclass(frozen=True)

@@ -100,4 +100,5 @@ def describe_validation_error(exc) -> str:
     location = ""
     for part in problem["loc"]:
         location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
-    return f"{location}: {problem['msg']}" if location else problem["msg"]
+    reason = problem["msg"].removeprefix("Value error, ")
+    return f"{location}: {reason}" if location else reason

@@ -25,6 +25,8 @@ from memchat.tokens import Tokenizer
 
 DEFAULT_TIMEOUT = 120.0
 """Seconds a reply may take in all, retries included (`--timeout`)."""
+MAX_TIMEOUT = 86_400.0
+"""A day: longer is no bound at all (and `inf` would overflow the clock arithmetic)."""
 MAX_ATTEMPTS = 6
 RETRY_BASE_SECONDS = 0.5
 

@@ -33,7 +33,15 @@ from memchat.context import (
     summary_text,
 )
 from memchat.errors import InvalidInput, ProviderError
-from memchat.storage.models import DEFAULT_SUMMARY_SHARE, MAX_RECALL, Policy, SummaryPublic, ThreadPublic, as_utc
+from memchat.storage.models import (
+    DEFAULT_SUMMARY_SHARE,
+    MAX_RECALL,
+    Policy,
+    SummaryPublic,
+    ThreadPublic,
+    as_utc,
+    check_text,
+)
 from memchat.storage.repository import Store
 from memchat.tokens import Tokenizer, tokenizer_for
 
@@ -69,6 +77,8 @@ class TurnOptions:
             raise InvalidInput(f"unknown memory policy {self.policy!r}: use window or summary")
         if self.recall is not None and not 0 <= self.recall <= MAX_RECALL:
             raise InvalidInput(f"recall must be between 0 and {MAX_RECALL} messages, not {self.recall}")
+        if not 0 < self.timeout <= llm.MAX_TIMEOUT:
+            raise InvalidInput(f"the timeout must be more than 0 and at most {llm.MAX_TIMEOUT:g} seconds, not {self.timeout}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +143,10 @@ def max_tokens(options: TurnOptions) -> int:
 def validate_text(text: str) -> str:
     if not text or not text.strip():
         raise InvalidInput("the message is empty")
-    return text
+    try:
+        return check_text(text)
+    except ValueError as exc:
+        raise InvalidInput(f"the message {exc}") from None
 
 
 def plan_for(thread: ThreadPublic, options: TurnOptions) -> Plan:
@@ -162,7 +175,11 @@ def history_newest_first(store: Store, thread_id: str, plan: Plan, *, first: int
             counted = dict(zip(missing, plan.count_texts([contents[i] for i in missing])))
             store.save_token_counts(plan.tokenizer.name, counted)
         for row in page:
-            yield Candidate(row.id, row.position, row.role, counted.get(row.id, row.tokens))
+            tokens = counted.get(row.id, row.tokens)
+            if row.context_limit is not None and tokens > row.context_limit:
+                yield Candidate(row.id, row.position, row.role, row.context_limit + CUT_NOTE_TOKENS, row.context_limit)
+            else:
+                yield Candidate(row.id, row.position, row.role, tokens)
         if len(page) < limit:
             return
         before = page[-1].position
@@ -236,7 +253,7 @@ def build(
     entries, prompt_tokens = assemble(
         system=thread.system,
         window=window,
-        contents=store.contents([c.id for c in window]),
+        contents=_sendable(store.contents([c.id for c in window]), window, plan),
         new_message=text,
         room=plan.room,
         count=plan.count,
@@ -259,6 +276,40 @@ def build(
         summary_due=(summarized + 1, due.through) if due else None,
     )
     return context, new_tokens, due
+
+
+CUT_NOTE_TOKENS = 40
+"""At least what the note closing a cut message costs (`cut_note`), in any tokenizer memchat uses."""
+
+
+def cut_note(kept: int) -> str:
+    return f"\n[… memchat cut this message here: it is longer than its turn asked for; later turns send its first {kept} tokens]"
+
+
+def _sendable(contents: dict[int, str], window: list[Candidate], plan: Plan) -> dict[int, str]:
+    """Contents as sent: a message with a context limit cut to it, with a note saying so."""
+    for candidate in window:
+        if candidate.limit is not None:
+            cut = cut_to_tokens(contents[candidate.id], candidate.limit, plan.tokens)
+            contents[candidate.id] = cut + cut_note(candidate.limit)
+    return contents
+
+
+def cut_to_tokens(text: str, limit: int, tokens: Callable[[str], int]) -> str:
+    """The longest opening of `text` that counts at most `limit` tokens, found by bisection
+    over a bounded prefix (a token is never longer than a few dozen characters), so a huge text
+    costs a few counts of about `limit` tokens, never a count of the whole."""
+    high = min(len(text), max(limit, 1) * 16)
+    while high < len(text) and tokens(text[:high]) <= limit:
+        high = min(len(text), high * 2)
+    low = 0
+    while low < high:
+        middle = (low + high + 1) // 2
+        if tokens(text[:middle]) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
 
 
 def summary_extra(plan: Plan, content: str, first: int, last: int) -> Extra:

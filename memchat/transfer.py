@@ -14,17 +14,19 @@ import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Annotated, Any, Literal, TextIO
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from memchat.config import default_model, import_limit_bytes
 from memchat.errors import InvalidInput, describe_validation_error
 from memchat.storage.models import (
+    MAX_INTEGER,
     MAX_RECALL,
+    PastMoment,
+    SafeText,
     MessagePublic,
     Policy,
-    Role,
     Status,
     SummaryCreate,
     SummaryPublic,
@@ -36,9 +38,16 @@ from memchat.storage.repository import Store, ThreadRecord
 from memchat.tokens import tokenizer_for
 
 
+Count = Annotated[int, Field(ge=0, le=MAX_INTEGER, strict=True)]
+"""A token count, position or duration: a JSON integer (never true/false), storable in 64 bits."""
+Cost = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+"""A finite number: Infinity and NaN are not JSON and could not be exported again."""
+ImportedRole = Literal["system", "user", "assistant"]
+
+
 class Usage(BaseModel):
-    prompt_tokens: int | None = Field(default=None, ge=0)
-    completion_tokens: int | None = Field(default=None, ge=0)
+    prompt_tokens: Count | None = None
+    completion_tokens: Count | None = None
 
 
 class ExportedMessage(BaseModel):
@@ -46,45 +55,55 @@ class ExportedMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    role: Role
-    content: str
+    role: ImportedRole
+    content: SafeText
     status: Status = "complete"
-    created_at: datetime | None = None
-    model: str | None = None
+    created_at: PastMoment | None = None
+    model: SafeText | None = None
     usage: Usage | None = None
-    cost: float | None = Field(default=None, ge=0)
-    latency_ms: int | None = Field(default=None, ge=0)
+    cost: Cost | None = None
+    latency_ms: Count | None = None
+    context_limit: Annotated[int, Field(gt=0, le=MAX_INTEGER, strict=True)] | None = None
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _replayable(cls, value: Any) -> Any:
+        if value == "tool":
+            raise ValueError(
+                "tool messages cannot be imported: memchat keeps no tool calls, so it could not send them back correctly"
+            )
+        return value
 
 
 class ExportedSummary(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    first_position: int = Field(ge=0)
-    last_position: int = Field(ge=0)
-    content: str
-    model: str
-    prompt: str = ""
+    first_position: Count
+    last_position: Count
+    content: SafeText
+    model: SafeText
+    prompt: SafeText = ""
     usage: Usage | None = None
-    cost: float | None = Field(default=None, ge=0)
-    latency_ms: int | None = Field(default=None, ge=0)
-    created_at: datetime | None = None
+    cost: Cost | None = None
+    latency_ms: Count | None = None
+    created_at: PastMoment | None = None
 
 
 class ExportedThread(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str | None = None
-    title: str = ""
-    model: str | None = None
-    system: str | None = None
-    budget: int | None = Field(default=None, gt=0)
+    title: SafeText = ""
+    model: SafeText | None = None
+    system: SafeText | None = None
+    budget: Annotated[int, Field(gt=0, le=MAX_INTEGER, strict=True)] | None = None
     policy: Policy = "window"
-    recall: int = Field(default=0, ge=0, le=MAX_RECALL)
-    summary_model: str | None = None
-    summary_share: float | None = Field(default=None, gt=0, le=0.9)
-    summary_prompt: str | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    recall: Annotated[int, Field(ge=0, le=MAX_RECALL, strict=True)] = 0
+    summary_model: SafeText | None = None
+    summary_share: Annotated[float, Field(gt=0, le=0.9, strict=True)] | None = None
+    summary_prompt: SafeText | None = None
+    created_at: PastMoment | None = None
+    updated_at: PastMoment | None = None
     messages: list[ExportedMessage]
     summaries: list[ExportedSummary] = []
 
@@ -107,6 +126,8 @@ def message_json(message: MessagePublic, tokens: dict[str, int]) -> dict[str, An
         item["usage"] = {"prompt_tokens": message.prompt_tokens, "completion_tokens": message.completion_tokens}
         item["cost"] = message.cost
         item["latency_ms"] = message.latency_ms
+    if message.context_limit is not None:
+        item["context_limit"] = message.context_limit
     return item
 
 
@@ -246,9 +267,18 @@ def _decode(raw: str | bytes) -> Any:
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"import: the file is not UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"import: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidInput("import: the JSON is nested too deeply to be an export") from None
+    except ValueError as exc:
+        reason = "a number has too many digits" if "integer string conversion" in str(exc) else str(exc)
+        raise InvalidInput(f"import: not valid JSON: {reason}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _record(exported: ExportedThread) -> ThreadRecord:
@@ -257,6 +287,12 @@ def _record(exported: ExportedThread) -> ThreadRecord:
     system = exported.system
     if messages and messages[0].role == "system" and (system is None or messages[0].content == system):
         system = messages.pop(0).content
+    for index, message in enumerate(messages):
+        if message.role == "system":
+            raise InvalidInput(
+                f"import: messages[{index + (len(exported.messages) - len(messages))}]: a system message inside the "
+                "conversation cannot be replayed; memchat keeps one system prompt per thread, sent first"
+            )
     thread = ThreadCreate.model_validate(
         {
             "title": exported.title,
@@ -289,6 +325,7 @@ def _record(exported: ExportedThread) -> ThreadRecord:
                 "completion_tokens": message.usage.completion_tokens if message.usage else None,
                 "cost": message.cost,
                 "latency_ms": message.latency_ms,
+                "context_limit": message.context_limit,
             }
             for message in messages
         ],

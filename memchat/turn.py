@@ -23,6 +23,11 @@ __all__ = ["Reply", "TurnOptions", "build_context", "rebuild_summary", "take_tur
 
 TIGHTER = 0.8
 """After the provider refuses a prompt as too long, the retry's budget, as a share of what was sent."""
+RUNAWAY_FACTOR = 2
+RUNAWAY_SLACK = 64
+"""A reply counting over RUNAWAY_FACTOR x the reply tokens asked for, plus RUNAWAY_SLACK, came
+from a provider that ignored max_tokens (tokenizers differ, but never by that much): it is
+stored whole, and later contexts send only the reply tokens its turn asked for."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,15 @@ def _take_turn(
     except BaseException:
         store.set_status(user_message.id, "failed")
         raise
+    reply_count = plan.tokens(completion.text)
+    context_limit = None
+    if reply_count > RUNAWAY_FACTOR * reply_tokens + RUNAWAY_SLACK:
+        context_limit = reply_tokens
+        if on_note:
+            on_note(
+                f"the reply has {reply_count} tokens, far over the {reply_tokens} asked for: it is stored whole, "
+                f"but later turns send only its first {reply_tokens} tokens"
+            )
     try:
         reply = store.finish_turn(
             user_message.id,
@@ -151,8 +165,9 @@ def _take_turn(
                 completion_tokens=completion.completion_tokens,
                 cost=completion.cost,
                 latency_ms=completion.latency_ms,
+                context_limit=context_limit,
             ),
-            tokens=(plan.tokenizer.name, plan.tokens(completion.text)),
+            tokens=(plan.tokenizer.name, reply_count),
             lease_holder=lease.holder,
         )
     except BaseException:

@@ -404,7 +404,7 @@ def test_an_import_over_the_size_limit_is_refused_before_it_is_read_whole(tmp_pa
 @sqlite_only
 def test_a_database_where_no_file_can_be_created(tmp_path):
     result = fails(6, "--db", "/proc/memchat-test.db", "new")
-    assert "unable to open database file" in result.stderr
+    assert "cannot create database /proc/memchat-test.db" in result.stderr
 
 
 def summary_call(body):

@@ -25,7 +25,7 @@ def db_url(request, tmp_path):
 vocabulary = ["tram", "passport", "lisbon", "alpha", "beta", "🙂", "naïve", "x" * 9, "42", "\n"]
 texts = st.lists(st.sampled_from(vocabulary), min_size=1, max_size=60).map(" ".join)
 messages = texts.filter(str.strip)
-roles = st.sampled_from(["user", "assistant", "user", "assistant", "tool"])
+roles = st.sampled_from(["user", "assistant"])
 
 
 @st.composite

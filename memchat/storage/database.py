@@ -6,6 +6,7 @@ scripts an operator runs with `memchat db upgrade`; there is no `create_all`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from memchat.errors import StorageError
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 """The newest revision in migrations/versions (a test keeps the two in step), so a database that
 is already current is recognised with one query instead of loading Alembic."""
 SEARCH_OBJECTS = ("messages_fts", "ix_messages_fulltext")
@@ -60,10 +61,11 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
 
 
 def _sqlite_engine(url, *, immediate: bool) -> Engine:
-    if url.database and url.database != ":memory:":
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         directory = Path(url.database).parent
         if not directory.is_dir():
             raise StorageError(f"database directory {directory} does not exist; create it or choose another --db")
+        _create_private(Path(url.database))
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
@@ -83,6 +85,17 @@ def _sqlite_engine(url, *, immediate: bool) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """A new database file is created readable by its owner only (0600); SQLite gives its -wal
+    and -shm files the database file's permissions. An existing file is left as it is."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StorageError(f"cannot create database {path}: {exc.strerror}") from None
 
 
 def include_name(name, type_, parent_names) -> bool:
@@ -132,19 +145,55 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     config = _alembic_config()
     current = current_revision(engine)
-    if current is not None:
-        known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
-        if current not in known:
-            raise StorageError(
-                f"the database is at schema revision {current}, which this memchat does not know; "
-                "it was written by a newer memchat: upgrade memchat instead"
-            )
+    if current is not None and current not in known_revisions():
+        raise StorageError(f"{newer_memchat_needed(engine, current)}; this memchat leaves it untouched")
     try:
         with migration_connection(engine) as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+            if revision == "head":
+                _record_version(connection)
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot migrate database: {_reason(exc)}") from None
+
+
+def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+
+
+def memchat_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("memchat")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _record_version(connection: Connection) -> None:
+    connection.execute(text("DELETE FROM schema_info WHERE key = 'memchat_version'"))
+    connection.execute(
+        text("INSERT INTO schema_info (key, value) VALUES ('memchat_version', :version)"), {"version": memchat_version()}
+    )
+
+
+def newer_memchat_needed(engine: Engine, revision: str) -> str:
+    """What to tell the user of a database whose schema revision this memchat does not know:
+    a newer memchat migrated it, and which version that was, when the database says."""
+    try:
+        with engine.connect() as connection:
+            written_by = connection.execute(
+                text("SELECT value FROM schema_info WHERE key = 'memchat_version'")
+            ).scalar()
+    except SQLAlchemyError:
+        written_by = None
+    install = f"install memchat {written_by} or newer" if written_by else "install a newer memchat"
+    return (
+        f"the database is at schema revision {revision}, written by a newer memchat than this one "
+        f"({memchat_version()}): {install} (pip install -U memchat)"
+    )
 
 
 def downgrade(engine: Engine, revision: str) -> None:

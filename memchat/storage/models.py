@@ -7,10 +7,10 @@ only by the Alembic revisions in `migrations/`; tests check that the two agree.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
-from typing import Literal
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Literal
 
-from pydantic import field_validator
+from pydantic import AfterValidator, field_validator
 from sqlalchemy import Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -26,6 +26,35 @@ MAX_RECALL = 50
 Status = Literal["complete", "pending", "failed", "partial"]
 """`pending`: a user message whose reply has not arrived yet; `failed`: its turn got no reply;
 `partial`: a reply cut off before it finished. Only `complete` messages enter later contexts."""
+
+
+MAX_INTEGER = 2**63 - 1
+"""The largest integer both databases store (a signed 64-bit column)."""
+FUTURE_TOLERANCE = timedelta(days=1)
+"""How far ahead of this machine's clock a stored moment may be (clocks differ a little)."""
+
+
+def check_text(value: str) -> str:
+    """Text every backend stores and gives back unchanged: no NUL character (PostgreSQL refuses
+    it, and SQLite would cut the text there for some readers) and no lone surrogate (what
+    invalid UTF-8 in a command-line argument becomes, and what JSON's \ud800 means)."""
+    if "\x00" in value:
+        raise ValueError("contains a NUL character, which memchat does not store")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid Unicode (a lone surrogate, as invalid UTF-8 becomes)") from None
+    return value
+
+
+def check_moment(value: datetime) -> datetime:
+    if as_utc(value) > utcnow() + FUTURE_TOLERANCE:
+        raise ValueError(f"{value.isoformat()} is in the future")
+    return value
+
+
+SafeText = Annotated[str, AfterValidator(check_text)]
+PastMoment = Annotated[datetime, AfterValidator(check_moment)]
 
 
 def utcnow() -> datetime:
@@ -66,8 +95,20 @@ class Thread(ThreadBase, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+TEXT_SETTINGS = ("title", "model", "system", "summary_model", "summary_prompt")
+
+
+def _checked_setting(value: str | None) -> str | None:
+    return None if value is None else check_text(value)
+
+
 class ThreadCreate(ThreadBase):
     policy: Policy = "window"
+
+    @field_validator(*TEXT_SETTINGS)
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        return _checked_setting(value)
 
     @field_validator("system", "summary_prompt")
     @classmethod
@@ -88,6 +129,11 @@ class ThreadUpdate(SQLModel):
     summary_share: float | None = Field(default=None, gt=0, le=0.9)
     summary_prompt: str | None = None
 
+    @field_validator(*TEXT_SETTINGS)
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        return _checked_setting(value)
+
 
 class ThreadPublic(ThreadBase):
     id: str
@@ -105,6 +151,9 @@ class MessageBase(SQLModel):
     completion_tokens: int | None = None
     cost: float | None = None
     latency_ms: int | None = None
+    context_limit: int | None = None
+    """Tokens of the content later contexts send at most (the rest is cut, with a note): set on a
+    reply far longer than its turn asked for; None: sent whole."""
 
 
 class Message(MessageBase, table=True):
@@ -115,6 +164,15 @@ class Message(MessageBase, table=True):
     thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE", max_length=32)
     position: int
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class SchemaInfo(SQLModel, table=True):
+    """Facts about the database itself: `memchat_version`, the memchat that last migrated it."""
+
+    __tablename__ = "schema_info"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=200)
 
 
 class MessageTokens(SQLModel, table=True):

@@ -55,6 +55,7 @@ class HistoryRow:
     role: str
     tokens: int | None
     """Its content's token count by the requested tokenizer, None if not counted yet."""
+    context_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ class Store:
     ) -> list[HistoryRow]:
         """Up to `limit` completed messages older than position `before`, newest first."""
         query = (
-            select(Message.id, Message.position, Message.role, MessageTokens.tokens)
+            select(Message.id, Message.position, Message.role, MessageTokens.tokens, Message.context_limit)
             .outerjoin(
                 MessageTokens,
                 (col(MessageTokens.message_id) == Message.id) & (col(MessageTokens.tokenizer) == tokenizer),
