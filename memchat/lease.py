@@ -54,7 +54,8 @@ def _machine() -> str:
     return f"{socket.gethostname()[:64]}/{boot}/{namespace}"
 
 
-def _identity() -> str:
+def identity() -> str:
+    """Who holds a lease (or writes an import): machine, PID and a nonce."""
     return f"{_machine()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
@@ -101,7 +102,7 @@ def turn_lease(store: Store, thread_id: str, wait: float) -> Iterator[Lease]:
     """Hold the thread's lease while the block runs, waiting up to `wait` seconds (plus one
     lease's lapse) for another holder to finish; a heartbeat keeps it while the block works."""
     seconds = lease_seconds()
-    lease = Lease(store, thread_id, _identity(), seconds)
+    lease = Lease(store, thread_id, identity(), seconds)
     give_up = time.monotonic() + wait + seconds
     while not store.acquire_lease(thread_id, lease.holder, seconds, holder_is_gone):
         if time.monotonic() > give_up:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from memchat import lease
 from memchat.config import default_model, import_limit_bytes
 from memchat.errors import InvalidInput, describe_validation_error
 from memchat.storage.models import (
@@ -257,7 +258,7 @@ def import_threads(store: Store, raw: str | bytes | Any) -> list[str]:
             tokenizer = tokenizer_for(record.thread.model or default_model())
             contents = [row["content"] for row in record.messages]
             counts.append((tokenizer.name, pool.submit(tokenizer.count_batch, contents).result))
-        return store.import_threads(records, counts)
+        return store.import_threads(records, counts, importer=lease.identity(), is_gone=lease.holder_is_gone)
 
 
 def _decode(raw: str | bytes) -> Any:

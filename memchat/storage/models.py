@@ -93,6 +93,9 @@ class Thread(ThreadBase, table=True):
     id: str = Field(default_factory=new_thread_id, primary_key=True, max_length=32)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    import_holder: str | None = Field(default=None, max_length=200)
+    """Set while an import writes the thread (hidden until the whole import is written): when
+    it began and which process writes it."""
 
 
 TEXT_SETTINGS = ("title", "model", "system", "summary_model", "summary_prompt")

@@ -8,13 +8,14 @@ history is read newest first, a page at a time, over the (thread, position) inde
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, text
+from sqlalchemy import func, insert, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, delete, select
 
@@ -38,6 +39,11 @@ from memchat.storage.models import (
 )
 
 EXPORT_PAGE = 2000
+IMPORT_CHUNK = 2000
+"""Messages an import writes per transaction: each holds SQLite's write lock for tens of ms."""
+IMPORT_PAUSE_SECONDS = 0.005
+"""Between an import's transactions, so a writer waiting on SQLite's busy handler gets the lock."""
+ABANDONED_IMPORT_SECONDS = 24 * 3600
 _BM25 = "bm25(messages_fts, 1.0, 0.0)"
 """Relevance from message contents only (the index's second column is the thread id)."""
 _HEADLINE = (
@@ -141,7 +147,11 @@ class Store:
             .correlate(Thread)
             .scalar_subquery()
         )
-        query = select(Thread, last).order_by(col(Thread.updated_at).desc(), col(Thread.id))
+        query = (
+            select(Thread, last)
+            .where(col(Thread.import_holder).is_(None))
+            .order_by(col(Thread.updated_at).desc(), col(Thread.id))
+        )
         with self._reading() as session:
             return [
                 ThreadPublic.model_validate(thread, update={"message_count": _count_from_last(position)})
@@ -170,13 +180,17 @@ class Store:
     def delete_thread(self, ref: str) -> str:
         with self._writing() as session:
             thread = self._resolve(session, ref)
-            message_ids = select(Message.id).where(Message.thread_id == thread.id)
-            session.exec(delete(MessageTokens).where(col(MessageTokens.message_id).in_(message_ids)))
-            session.exec(delete(ThreadLease).where(col(ThreadLease.thread_id) == thread.id))
-            session.exec(delete(Summary).where(col(Summary.thread_id) == thread.id))
-            session.exec(delete(Message).where(col(Message.thread_id) == thread.id))
-            session.delete(thread)
+            self._delete(session, thread)
             return thread.id
+
+    @staticmethod
+    def _delete(session: Session, thread: Thread) -> None:
+        message_ids = select(Message.id).where(Message.thread_id == thread.id)
+        session.exec(delete(MessageTokens).where(col(MessageTokens.message_id).in_(message_ids)))
+        session.exec(delete(ThreadLease).where(col(ThreadLease.thread_id) == thread.id))
+        session.exec(delete(Summary).where(col(Summary.thread_id) == thread.id))
+        session.exec(delete(Message).where(col(Message.thread_id) == thread.id))
+        session.delete(thread)
 
     # messages
 
@@ -269,6 +283,7 @@ class Store:
                 sql = (
                     "SELECT messages_fts.rowid, snippet(messages_fts, 0, char(2), char(3), '…', 16), "
                     f"-{_BM25} FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+                    "JOIN threads t ON t.id = m.thread_id AND t.import_holder IS NULL "
                     "WHERE messages_fts MATCH :match"
                     + (" AND m.thread_id = :thread" if thread_id else "")
                     + f" ORDER BY {_BM25}, m.id LIMIT :limit"
@@ -278,7 +293,8 @@ class Store:
                 sql = (
                     "SELECT m.id, ts_headline('english', m.content, q, :headline), "
                     "ts_rank_cd(to_tsvector('english', m.content), q) AS score "
-                    "FROM messages m, websearch_to_tsquery('english', :query) q "
+                    "FROM messages m JOIN threads t ON t.id = m.thread_id AND t.import_holder IS NULL, "
+                    "websearch_to_tsquery('english', :query) q "
                     "WHERE to_tsvector('english', m.content) @@ q"
                     + (" AND m.thread_id = :thread" if thread_id else "")
                     + " ORDER BY score DESC, m.id LIMIT :limit"
@@ -442,48 +458,106 @@ class Store:
             )
 
     def import_threads(
-        self, records: Sequence[ThreadRecord], counts: Sequence[tuple[str, Callable[[], list[int]]]]
+        self,
+        records: Sequence[ThreadRecord],
+        counts: Sequence[tuple[str, Callable[[], list[int]]]],
+        *,
+        importer: str,
+        is_gone: Callable[[str], bool],
     ) -> list[str]:
-        """Create every thread or none, through the database's bulk insert paths.
+        """Create every thread or none, through the database's bulk insert paths, in short
+        transactions so that other writers keep going (SQLite has one write lock).
 
-        `counts[i]` is the tokenizer and a function giving the token count of each message of
-        `records[i]`; it is called once the messages are written, so the counting can run while
-        they are (and the full-text index takes them in).
+        The threads are written hidden (`import_holder` set: no listing, lookup or search finds
+        them) and shown together by the last transaction; a failure removes them, and threads
+        left hidden by an import that died are removed by the next import. `counts[i]` is the
+        tokenizer and a function giving the token count of each message of `records[i]`; it is
+        called once that thread's messages are written, so the counting can run meanwhile.
         """
-        ids = []
-        with self._writing() as session:
-            for record, (tokenizer, message_counts) in zip(records, counts, strict=True):
-                thread = Thread.model_validate(record.thread)
-                thread.created_at = record.created_at or thread.created_at
-                thread.updated_at = record.updated_at or thread.created_at
-                session.add(thread)
-                session.flush()
-                ids.append(thread.id)
-                if not record.messages:
-                    continue
-                rows = [
-                    {**row, "thread_id": thread.id, "position": position, "created_at": row.get("created_at") or thread.created_at}
-                    for position, row in enumerate(record.messages)
-                ]
-                connection = session.connection()
-                connection.execute(insert(Message.__table__), rows)
-                inserted = connection.execute(
-                    select(Message.id).where(Message.thread_id == thread.id).order_by(col(Message.position))
-                ).scalars().all()
-                connection.execute(
-                    insert(MessageTokens.__table__),
-                    [
-                        {"message_id": message_id, "tokenizer": tokenizer, "tokens": tokens}
-                        for message_id, tokens in zip(inserted, message_counts(), strict=True)
-                    ],
-                )
+        self._discard_abandoned_imports(is_gone)
+        marker = f"{int(time.time())} {importer}"
+        ids: list[str] = []
+        try:
+            with self._writing() as session:
+                for record in records:
+                    thread = Thread.model_validate(record.thread)
+                    thread.created_at = record.created_at or thread.created_at
+                    thread.updated_at = record.updated_at or thread.created_at
+                    thread.import_holder = marker
+                    session.add(thread)
+                    session.flush()
+                    ids.append(thread.id)
+            for thread_id, record, (tokenizer, message_counts) in zip(ids, records, counts, strict=True):
+                self._import_messages(thread_id, record, tokenizer, message_counts)
+            with self._writing() as session:
+                session.exec(update(Thread).where(col(Thread.id).in_(ids)).values(import_holder=None))
+        except BaseException:
+            self._discard_hidden(ids)
+            raise
+        return ids
+
+    def _import_messages(
+        self, thread_id: str, record: ThreadRecord, tokenizer: str, message_counts: Callable[[], list[int]]
+    ) -> None:
+        default_time = record.created_at or utcnow()
+        rows = [
+            {**row, "thread_id": thread_id, "position": position, "created_at": row.get("created_at") or default_time}
+            for position, row in enumerate(record.messages)
+        ]
+        for start in range(0, len(rows), IMPORT_CHUNK):
+            with self._writing() as session:
+                session.connection().execute(insert(Message.__table__), rows[start : start + IMPORT_CHUNK])
+            time.sleep(IMPORT_PAUSE_SECONDS)
+        if rows:
+            token_counts = message_counts()
+            for start in range(0, len(rows), IMPORT_CHUNK):
+                with self._writing() as session:
+                    connection = session.connection()
+                    inserted = connection.execute(
+                        select(Message.id)
+                        .where(
+                            Message.thread_id == thread_id,
+                            Message.position >= start,
+                            Message.position < start + IMPORT_CHUNK,
+                        )
+                        .order_by(col(Message.position))
+                    ).scalars().all()
+                    connection.execute(
+                        insert(MessageTokens.__table__),
+                        [
+                            {"message_id": message_id, "tokenizer": tokenizer, "tokens": tokens}
+                            for message_id, tokens in zip(inserted, token_counts[start : start + IMPORT_CHUNK], strict=True)
+                        ],
+                    )
+                time.sleep(IMPORT_PAUSE_SECONDS)
+        if record.summaries:
+            with self._writing() as session:
                 for summary in record.summaries:
                     session.add(
                         Summary.model_validate(
-                            summary, update={"thread_id": thread.id, "created_at": summary.created_at or thread.created_at}
+                            summary, update={"thread_id": thread_id, "created_at": summary.created_at or default_time}
                         )
                     )
-        return ids
+
+    def _discard_hidden(self, thread_ids: Sequence[str]) -> None:
+        """Remove threads an import left hidden, a bounded transaction a thread."""
+        for thread_id in thread_ids:
+            with self._writing() as session:
+                thread = session.get(Thread, thread_id)
+                if thread is not None and thread.import_holder is not None:
+                    self._delete(session, thread)
+
+    def _discard_abandoned_imports(self, is_gone: Callable[[str], bool]) -> None:
+        """Threads left hidden by an import whose process is gone, or that began over a day ago."""
+        with self._reading() as session:
+            hidden = session.exec(select(Thread.id, Thread.import_holder).where(col(Thread.import_holder).is_not(None))).all()
+        now = time.time()
+        abandoned = []
+        for thread_id, marker in hidden:
+            started, _, holder = marker.partition(" ")
+            if is_gone(holder) or not started.isdigit() or now - int(started) > ABANDONED_IMPORT_SECONDS:
+                abandoned.append(thread_id)
+        self._discard_hidden(abandoned)
 
     def export_rows(self, thread_id: str) -> Iterator[tuple[MessagePublic, dict[str, int]]]:
         """Every message of a thread with its token counts, read a page at a time so that a long
@@ -549,11 +623,13 @@ class Store:
         if not ref:
             raise InvalidInput("empty thread id")
         thread = session.get(Thread, ref)
-        if thread is not None:
+        if thread is not None and thread.import_holder is None:
             return thread
         escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         matches = session.exec(
-            select(Thread).where(col(Thread.id).like(escaped + "%", escape="\\")).limit(2)
+            select(Thread)
+            .where(col(Thread.id).like(escaped + "%", escape="\\"), col(Thread.import_holder).is_(None))
+            .limit(2)
         ).all()
         if len(matches) == 1:
             return matches[0]
