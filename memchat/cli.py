@@ -642,6 +642,8 @@ def search(
                 }
             )
         _print_json(rows)
+        if not rows:
+            raise typer.Exit(1)
         return
     if not hits:
         typer.echo(f"no message matches {query!r}", err=True)

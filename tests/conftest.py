@@ -1,12 +1,15 @@
 import os
 import secrets
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 from fake_openai import FakeOpenAI
+
+NETGUARD = Path(__file__).parent / "netguard"
+sys.path.insert(0, str(NETGUARD))
+import netguard  # noqa: E402
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -71,8 +74,32 @@ def isolated_env(db_url, monkeypatch, openai_server):
     monkeypatch.delenv("MEMCHAT_MODEL", raising=False)
     monkeypatch.delenv("MEMCHAT_DEBUG", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    # litellm prefers OPENAI_BASE_URL: both point at the local server, so no test traffic can
+    # reach a real endpoint a developer has configured.
     monkeypatch.setenv("OPENAI_API_BASE", openai_server.url)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
+    for name in ("ANTHROPIC_API_KEY", "MEMCHAT_LEASE_SECONDS", "MEMCHAT_IMPORT_MAX_MIB"):
+        monkeypatch.delenv(name, raising=False)
     return db
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_caches(tmp_path_factory):
+    """Tokenizer caches of the developer's machine (a cached llama tokenizer, say) must not change
+    what the tests see; and every process the tests start, memchat's included, may connect to
+    loopback addresses only (tests/netguard)."""
+    home = tmp_path_factory.mktemp("hf-home")
+    saved = {name: os.environ.get(name) for name in ("HF_HOME", "HF_HUB_OFFLINE", "PYTHONPATH")}
+    os.environ["HF_HOME"] = str(home)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD), saved["PYTHONPATH"]]))
+    netguard.install()
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture
@@ -87,7 +114,7 @@ def memory(isolated_env):
 def memchat_script() -> str:
     """The `memchat` console script installed beside this Python."""
     candidate = Path(sys.executable).parent / "memchat"
-    found = str(candidate) if candidate.exists() else shutil.which("memchat")
-    if not found:
-        pytest.fail("the memchat script is not installed: pip install '.[test]' first")
-    return found
+    if not candidate.exists():
+        pytest.fail(f"the memchat script is not installed beside {sys.executable}: pip install '.[test]' first")
+    return str(candidate)
+

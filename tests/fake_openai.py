@@ -39,14 +39,19 @@ class FakeOpenAI:
     def __init__(self):
         self.requests: list[dict] = []
         self._replies: deque[str] = deque()
-        self._faults: deque[Fault] = deque()
+        self._faults: deque[Fault | Raw] = deque()
         self._drops: deque[int] = deque()
-        self._raws: deque[Raw] = deque()
         self.piece_delay = 0.0
         self.reply_delay = 0.0
         self.echo = False
         self.in_flight = 0
         self.max_in_flight = 0
+        self.arrivals: list[float] = []
+        """When each request arrived (time.monotonic()), and when each was answered."""
+        self.answered: list[float] = []
+        self.pieces_sent = 0
+        self.gate: threading.Barrier | None = None
+        """Requests wait here (outside the server's lock) before they are answered."""
         self._rules: list[tuple] = []
         self._generation = 0
         self._lock = threading.Lock()
@@ -67,13 +72,21 @@ class FakeOpenAI:
                 with server._lock:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    server.arrivals.append(time.monotonic())
                     generation = server._generation
+                    gate = server.gate
                 try:
+                    if gate is not None:
+                        try:
+                            gate.wait()
+                        except threading.BrokenBarrierError:
+                            pass
                     time.sleep(server.reply_delay)
                     self._answer(body, generation)
                 finally:
                     with server._lock:
                         server.in_flight -= 1
+                        server.answered.append(time.monotonic())
 
             def _answer(self, body: dict, generation: int):
                 with server._lock:
@@ -84,13 +97,12 @@ class FakeOpenAI:
                     ruled = next((answer for matches, answer in server._rules if matches(body)), None)
                     if callable(ruled):
                         ruled = ruled(body)
-                    fault = ruled if isinstance(ruled, Fault) else None
-                    raw = ruled if isinstance(ruled, Raw) else None
+                    scripted = server._faults.popleft() if ruled is None and server._faults else ruled
+                    fault = scripted if isinstance(scripted, Fault) else None
+                    raw = scripted if isinstance(scripted, Raw) else None
                     if ruled is None:
-                        fault = server._faults.popleft() if server._faults else None
-                        if not fault and server._raws:
-                            raw = server._raws.popleft()
-                        text = server._replies.popleft() if server._replies and not fault else f"reply {len(server.requests)}"
+                        failing = fault or raw
+                        text = server._replies.popleft() if server._replies and not failing else f"reply {len(server.requests)}"
                     else:
                         text = ruled if isinstance(ruled, str) else ""
                     if server.echo and ruled is None:
@@ -153,6 +165,8 @@ class FakeOpenAI:
                         self.close_connection = True
                         return
                     event({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                    with server._lock:
+                        server.pieces_sent += 1
                     time.sleep(server.piece_delay)
                 event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
                 if (body.get("stream_options") or {}).get("include_usage"):
@@ -187,8 +201,8 @@ class FakeOpenAI:
         self._faults.append(Fault(status, message, code, headers))
 
     def answer_raw(self, *answers: Raw) -> None:
-        """The next requests get these answers, written as they are."""
-        self._raws.extend(answers)
+        """The next requests get these answers, written as they are (in turn with `fail`)."""
+        self._faults.extend(answers)
 
     def reset(self) -> None:
         """Forget the previous test, including requests still held by `reply_delay`: a client that gave up
@@ -199,12 +213,15 @@ class FakeOpenAI:
             self._replies.clear()
             self._faults.clear()
             self._drops.clear()
-            self._raws.clear()
             self._rules.clear()
             self.piece_delay = 0.0
             self.reply_delay = 0.0
             self.echo = False
             self.max_in_flight = 0
+            self.arrivals.clear()
+            self.answered.clear()
+            self.pieces_sent = 0
+            self.gate = None
 
     @property
     def last_messages(self) -> list[dict]:

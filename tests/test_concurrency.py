@@ -3,8 +3,10 @@
 import json
 import os
 import subprocess
+import threading
 
 import pytest
+from helpers import quiet
 
 from memchat import lease
 
@@ -30,7 +32,7 @@ def test_writers_on_one_thread_are_serialised_and_lose_nothing(memchat_script, s
     )
     for code, out, err in results:
         assert code == 0, err
-        assert err == ""
+        assert quiet(err), err
     exported = subprocess.run([memchat_script, "export", thread], capture_output=True, text=True, check=True)
     messages = json.loads(exported.stdout)["messages"]
     assert len(messages) == 2 * WRITERS * TURNS
@@ -48,7 +50,9 @@ def test_turns_on_different_threads_run_at_the_same_time(memchat_script, server)
         subprocess.run([memchat_script, "new"], capture_output=True, text=True, check=True).stdout.strip()
         for _ in range(2)
     ]
-    server.reply_delay = 2.0
+    # Each call is held until the other arrives too (or 60 s pass): however slowly the two
+    # processes start, both calls are in flight at once unless one turn waits for the other.
+    server.gate = threading.Barrier(2, timeout=60)
     results = _lanes(memchat_script, [[("say", thread, "hello")] for thread in threads])
     assert all(code == 0 for code, _, _ in results), results
     assert server.max_in_flight == 2

@@ -153,5 +153,7 @@ def test_search_cli_text_and_json(memory, trip, memchat_script):
     assert data[0]["snippet"][start:end].lower() == "tram"
     missing = run("search", "submarine")
     assert missing.returncode == 1 and "no message matches" in missing.stderr
+    missing_json = run("search", "submarine", "--json")
+    assert missing_json.returncode == 1 and json.loads(missing_json.stdout) == []
     bad = run("search", "!!")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

@@ -165,10 +165,9 @@ def test_retries_stop_within_the_timeout_with_one_line(memory, server):
     thread = memory.new_thread()
     for _ in range(20):
         server.fail(503, "overloaded")
-    started = time.monotonic()
     with pytest.raises(ProviderError, match="provider error 503") as caught:
         memory.say(thread.id, "hi", timeout=2)
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - server.arrivals[0] < 2.5, "retries end within the timeout of the first call"
     assert 1 < len(server.requests) < 20
     assert "\n" not in str(caught.value)
     assert memory.messages(thread.id)[-1].status == "failed"
@@ -179,10 +178,9 @@ def test_a_provider_that_does_not_answer_in_time(memory, server):
 
     thread = memory.new_thread()
     server.reply_delay = 5
-    started = time.monotonic()
     with pytest.raises(ProviderError, match="did not answer in time|cannot reach") as caught:
         memory.say(thread.id, "hello?", timeout=1.5)
-    assert time.monotonic() - started < 4.5
+    assert time.monotonic() - server.arrivals[0] < 2.5, "the call gives up at its timeout"
     assert "\n" not in str(caught.value)
     assert memory.messages(thread.id)[-1].status == "failed"
 
@@ -258,11 +256,12 @@ def test_unknown_model_is_explained(memory):
 
 def test_api_base_overrides_for_one_call(memory, server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     thread = memory.new_thread()
     memory.say(thread.id, "via override", api_base=server.url)
     assert server.last_messages[-1]["content"] == "via override"
     with pytest.raises(ProviderError, match="cannot reach"):
-        memory.say(thread.id, "via env")
+        memory.say(thread.id, "via env", timeout=2)
 
 
 def test_temperature_and_max_tokens_are_passed(memory, server):

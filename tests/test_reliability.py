@@ -1,0 +1,622 @@
+"""What an adversarial probe broke (issue 8), each case reproduced with real processes, the local
+provider server and both backends where a database is involved."""
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fake_openai import Raw
+from helpers import quiet
+
+from memchat import InvalidInput, Memory, ProviderError, ReplyCutOff
+from memchat import lease as leases
+from memchat.storage import database
+
+sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+def memchat(script, *args, env=None, input=None, timeout=120, **options):
+    return subprocess.run(
+        [script, *map(str, args)],
+        input=input,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        **options,
+    )
+
+
+def start(script, *args, env=None, **options):
+    return subprocess.Popen(
+        [script, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        **options,
+    )
+
+
+def wait_for(condition, seconds=60.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the awaited event did not happen")
+        time.sleep(0.02)
+
+
+def stored(memory, thread_id):
+    return [(m.role, m.content, m.status) for m in memory.messages(thread_id)]
+
+
+def stored_message_rows(memory) -> int:
+    """Every message row, in threads visible or not."""
+    from sqlalchemy import text
+
+    with memory.store.engine.connect() as connection:
+        return connection.execute(text("SELECT count(*) FROM messages")).scalar()
+
+
+def one_line(stderr: str) -> bool:
+    return stderr.startswith("memchat: ") and stderr.count("\n") == 1 and "Traceback" not in stderr
+
+
+# A turn never interleaves with another.
+
+
+def test_a_turn_longer_than_its_lease_keeps_it_by_heartbeat(memchat_script, server, memory, monkeypatch):
+    monkeypatch.setenv("MEMCHAT_LEASE_SECONDS", "1")
+    thread = memory.new_thread()
+    server.echo = True
+    long_reply = " ".join(f"slow{i}" for i in range(16))
+    server.on(lambda body: body["messages"][-1]["content"] == "first", long_reply)
+    server.piece_delay = 0.25
+    first = start(memchat_script, "say", thread.id, "first", "--stream")
+    wait_for(lambda: server.pieces_sent >= 1)
+    second = memchat(memchat_script, "say", thread.id, "second", "--no-stream")
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, (err, second.stderr)
+    assert stored(memory, thread.id) == [
+        ("user", "first", "complete"),
+        ("assistant", long_reply, "complete"),
+        ("user", "second", "complete"),
+        ("assistant", "re: second", "complete"),
+    ]
+    assert server.last_messages == [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": long_reply},
+        {"role": "user", "content": "second"},
+    ]
+
+
+def test_a_turn_that_lost_its_lease_while_stalled_stores_nothing(memchat_script, server, memory, monkeypatch):
+    monkeypatch.setenv("MEMCHAT_LEASE_SECONDS", "1")
+    thread = memory.new_thread()
+    server.echo = True
+    server.on(lambda body: body["messages"][-1]["content"] == "first", " ".join(f"w{i}" for i in range(10)))
+    server.piece_delay = 0.1
+    stalled = start(memchat_script, "say", thread.id, "first", "--stream")
+    wait_for(lambda: server.pieces_sent >= 1)
+    os.kill(stalled.pid, signal.SIGSTOP)
+    try:
+        second = memchat(memchat_script, "say", thread.id, "second", "--no-stream")
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+    _, err = stalled.communicate(timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert stalled.returncode == 7 and one_line(err) and "lost its lease" in err
+    assert stored(memory, thread.id) == [
+        ("user", "first", "failed"),
+        ("user", "second", "complete"),
+        ("assistant", "re: second", "complete"),
+    ]
+    assert server.last_messages == [{"role": "user", "content": "second"}]
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) is not installed")
+def test_turns_in_separate_pid_namespaces_on_one_host_do_not_interleave(memchat_script, server, memory):
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("this machine does not allow new PID namespaces here")
+    thread = memory.new_thread()
+    server.echo = True
+    server.reply_delay = 2.0
+    # In the first namespace memchat runs as PID 3, in the second as PID 2: PID 3 is not found
+    # in the second one although the first turn is alive.
+    first = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
+         f"true & wait; {memchat_script} say {thread.id} first --no-stream; exit $?"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    wait_for(lambda: len(server.arrivals) == 1)
+    second = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
+         f"{memchat_script} say {thread.id} second --no-stream; exit $?"],
+        capture_output=True, text=True, timeout=120,
+    )
+    first.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert server.max_in_flight == 1
+    assert server.last_messages == [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "re: first"},
+        {"role": "user", "content": "second"},
+    ]
+
+
+def test_a_waiting_turn_is_ready_before_it_takes_the_lease(memchat_script, server, memory):
+    """The waiting process loads litellm (seconds) while the other turn runs, not after it."""
+    thread = memory.new_thread()
+    server.echo = True
+    server.reply_delay = 8.0
+    first = start(memchat_script, "say", thread.id, "first", "--no-stream")
+    wait_for(lambda: len(server.arrivals) == 1)
+    server.reply_delay = 0
+    second = memchat(memchat_script, "say", thread.id, "second", "--no-stream")
+    first.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert server.arrivals[1] - server.answered[0] < 2.0, "the second call followed the first at once"
+
+
+def test_a_thread_busy_for_longer_than_a_turn_waits_exits_7(memchat_script, server, memory, monkeypatch):
+    monkeypatch.setenv("MEMCHAT_LEASE_SECONDS", "1")
+    thread = memory.new_thread()
+    elsewhere = f"another-host/boot/ns:{os.getpid()}:feedface"
+    assert memory.store.acquire_lease(thread.id, elsewhere, 3600, lambda _: False)
+    started = time.monotonic()
+    busy = memchat(memchat_script, "say", thread.id, "hello?", "--timeout", "1", "--no-stream")
+    assert busy.returncode == 7 and one_line(busy.stderr) and "busy" in busy.stderr
+    assert time.monotonic() - started < 30
+    assert server.requests == [] and memory.messages(thread.id) == []
+
+
+def test_threads_sharing_one_memory_see_every_completed_turn(memory, server):
+    thread = memory.new_thread()
+    server.echo = True
+    stop = threading.Event()
+    errors = []
+
+    def read():
+        while not stop.is_set():
+            memory.context(thread.id, "peek")
+
+    def write(worker):
+        try:
+            for turn in range(4):
+                memory.say(thread.id, f"w{worker}t{turn}")
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(3)]
+    reader.start()
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
+    stop.set()
+    reader.join(30)
+    assert errors == []
+    assert sorted(len(request["messages"]) for request in server.requests) == list(range(1, 24, 2))
+    messages = memory.messages(thread.id)
+    for question, answer in zip(messages[::2], messages[1::2]):
+        assert answer.content == "re: " + question.content
+
+
+# A reply is never lost as an empty success.
+
+MISBEHAVIOURS = {
+    "closed after the headers": Raw(None),
+    "closed after event-stream headers": Raw(None, content_type="text/event-stream"),
+    "an HTML page": Raw(b"<html><body>502 Bad Gateway</body></html>", content_type="text/html"),
+    "truncated JSON": Raw(b'{"id": "x", "choices": [{"index": 0, "mess'),
+    "a truncated event": Raw(b'data: {"id": "x", "choices": [{"index": 0, "del', content_type="text/event-stream"),
+    "null content": Raw(
+        b'{"id":"x","object":"chat.completion","created":1,"model":"gpt-4o","choices":'
+        b'[{"index":0,"message":{"role":"assistant","content":null},"finish_reason":"stop"}]}'
+    ),
+    "null content streamed": Raw(
+        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":'
+        b'[{"index":0,"delta":{"role":"assistant","content":null},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n',
+        content_type="text/event-stream",
+    ),
+    "no choices": Raw(b'{"id":"x","object":"chat.completion","created":1,"model":"gpt-4o","choices":[]}'),
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("answer", MISBEHAVIOURS.values(), ids=MISBEHAVIOURS.keys())
+def test_an_empty_or_unreadable_reply_is_a_provider_failure(memory, server, answer, stream):
+    thread = memory.new_thread()
+    server.answer_raw(*[answer] * 10)
+    with pytest.raises(ProviderError) as caught:
+        memory.say(thread.id, "hello", stream=stream, timeout=2)
+    assert "\n" not in str(caught.value) and type(caught.value) is ProviderError
+    assert stored(memory, thread.id) == [("user", "hello", "failed")]
+    server.reset()
+    server.reply("a real answer")
+    assert memory.retry(thread.id, stream=stream).text == "a real answer"
+    assert server.last_messages == [{"role": "user", "content": "hello"}]
+    assert stored(memory, thread.id) == [("user", "hello", "complete"), ("assistant", "a real answer", "complete")]
+
+
+def test_an_empty_reply_exits_5_and_retry_works(memchat_script, server, memory):
+    thread = memory.new_thread()
+    server.answer_raw(MISBEHAVIOURS["null content"])
+    empty = memchat(memchat_script, "say", thread.id, "hello", "--no-stream")
+    assert empty.returncode == 5 and one_line(empty.stderr) and "empty reply" in empty.stderr
+    assert empty.stdout == ""
+    server.reply("there you are")
+    again = memchat(memchat_script, "retry", thread.id, "--no-stream")
+    assert again.returncode == 0 and again.stdout == "there you are\n"
+
+
+def test_the_timeout_bounds_a_whole_streamed_reply(memory, server):
+    thread = memory.new_thread()
+    server.reply(" ".join(f"w{i}" for i in range(60)))
+    server.piece_delay = 0.1
+    with pytest.raises(ReplyCutOff):
+        memory.say(thread.id, "take your time", stream=True, timeout=1.5)
+    assert time.monotonic() - server.arrivals[0] < 2.5
+    (user, partial) = memory.messages(thread.id)
+    assert (user.status, partial.status) == ("failed", "partial") and partial.content.startswith("w0 w1")
+
+
+def test_retry_after_is_honoured(memory, server):
+    thread = memory.new_thread()
+    server.fail(429, "slow down", headers={"Retry-After": "1"})
+    server.reply("thanks for waiting")
+    assert memory.say(thread.id, "hi", timeout=10).text == "thanks for waiting"
+    assert server.arrivals[1] - server.arrivals[0] >= 1.0
+
+
+def test_a_drop_before_the_first_byte_and_a_504_are_retried(memory, server):
+    thread = memory.new_thread()
+    server.answer_raw(Raw(None))
+    server.fail(504, "gateway timeout")
+    server.reply("third time lucky")
+    assert memory.say(thread.id, "hi", timeout=20).text == "third time lucky"
+    assert len(server.requests) == 3
+
+
+def test_context_too_long_is_retried_once_only(memory, server):
+    thread = memory.new_thread()
+    for turn in range(4):
+        memory.say(thread.id, f"turn {turn} " + "words " * 30)
+    server.reset()
+    for _ in range(3):
+        server.fail(400, "This model's maximum context length is 10 tokens", code="context_length_exceeded")
+    with pytest.raises(ProviderError, match="too long"):
+        memory.say(thread.id, "hi", timeout=10)
+    assert len(server.requests) == 2
+    assert len(server.requests[1]["messages"]) < len(server.requests[0]["messages"])
+
+
+def test_a_reply_far_longer_than_asked_is_kept_whole_but_cut_in_later_contexts(memory, server):
+    thread = memory.new_thread(budget=3000)
+    huge = " ".join(["lorem ipsum dolor sit amet"] * 8000)
+    server.reply(huge, "short")
+    notes = []
+    memory.say(thread.id, "write a lot", max_tokens=100, on_note=notes.append)
+    kept = memory.messages(thread.id)[-1]
+    assert kept.content == huge and kept.context_limit == 100
+    assert len(notes) == 1 and "stored whole" in notes[0]
+    reply = memory.say(thread.id, "and now?", max_tokens=100)
+    sent = server.last_messages
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[1]["content"].startswith("lorem ipsum") and sent[1]["content"].endswith("first 100 tokens]")
+    assert reply.context.prompt_tokens <= 3000
+    (copy,) = memory.import_(json.dumps(memory.export(thread.id)))
+    assert memory.messages(copy)[1].context_limit == 100
+
+
+# Signals.
+
+
+@sqlite_only
+@pytest.mark.parametrize(
+    "number, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)], ids=["TERM", "HUP", "INT"]
+)
+def test_a_signal_during_a_streamed_reply_keeps_the_partial_reply(memchat_script, server, memory, number, code):
+    """SIGINT is ignored in the child as it starts (as a shell does for background jobs):
+    memchat installs its own handlers."""
+    thread = memory.new_thread()
+    server.reply(" ".join(f"word{i}" for i in range(200)))
+    server.piece_delay = 0.05
+    process = start(
+        memchat_script, "say", thread.id, "long answer please", "--stream",
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert process.stdout.read(5) == "word0"
+    process.send_signal(number)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code and one_line(err)
+    (user, partial) = memory.messages(thread.id)
+    assert (user.status, partial.status) == ("failed", "partial") and partial.content.startswith("word0")
+    assert not memory.turn_in_progress(thread.id), "the lease was released"
+    server.reply("fine")
+    assert memchat(memchat_script, "say", thread.id, "next", "--no-stream", timeout=30).returncode == 0
+
+
+def test_a_turn_killed_mid_call_shows_as_interrupted_and_retry_resends_it(memchat_script, server, memory):
+    thread = memory.new_thread()
+    server.reply_delay = 30
+    victim = start(memchat_script, "say", thread.id, "lost in flight?", "--no-stream")
+    wait_for(lambda: len(server.arrivals) == 1)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    server.reply_delay = 0
+    assert "user (interrupted)" in memchat(memchat_script, "show", thread.id).stdout
+    server.reply("answered at last")
+    again = memchat(memchat_script, "retry", thread.id, "--no-stream", timeout=30)
+    assert again.returncode == 0 and again.stdout == "answered at last\n"
+    assert server.last_messages == [{"role": "user", "content": "lost in flight?"}]
+
+
+# Files outside the database.
+
+
+@sqlite_only
+def test_export_writes_through_fifos_and_devices_and_follows_symlinks(memchat_script, server, memory, tmp_path):
+    thread = memory.new_thread(title="kept")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    assert memchat(memchat_script, "export", thread.id, "-o", fifo).returncode == 0
+    reader.join(30)
+    assert json.loads(received[0])["title"] == "kept" and stat.S_ISFIFO(fifo.stat().st_mode)
+
+    try:
+        device = tmp_path / "null"
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        device = None
+    if device is not None:
+        assert memchat(memchat_script, "export", thread.id, "-o", device).returncode == 0
+        assert stat.S_ISCHR(device.stat().st_mode)
+
+    target = tmp_path / "target.json"
+    target.write_text("old")
+    target.chmod(0o640)
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    assert memchat(memchat_script, "export", thread.id, "-o", link).returncode == 0
+    assert link.is_symlink() and json.loads(target.read_text())["title"] == "kept"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+    fresh = tmp_path / "fresh.json"
+    assert memchat(memchat_script, "export", thread.id, "-o", fresh).returncode == 0
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+
+
+@sqlite_only
+@pytest.mark.parametrize("where", ["directory", "empty"])
+def test_export_to_a_directory_or_no_name_is_bad_input(memchat_script, server, memory, tmp_path, where):
+    thread = memory.new_thread()
+    refused = memchat(memchat_script, "export", thread.id, "-o", tmp_path if where == "directory" else "")
+    assert refused.returncode == 2 and one_line(refused.stderr)
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("memchat.db")] == []
+
+
+@sqlite_only
+def test_a_full_disk_is_one_line(memchat_script, server, memory):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    thread = memory.new_thread(title="x" * 100)
+    to_file = memchat(memchat_script, "export", thread.id, "-o", "/dev/full")
+    assert to_file.returncode == 6 and one_line(to_file.stderr) and "No space left" in to_file.stderr
+    with open("/dev/full", "w") as full:
+        to_stdout = subprocess.run(
+            [memchat_script, "export", thread.id], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60
+        )
+    assert to_stdout.returncode == 6 and one_line(to_stdout.stderr) and "No space left" in to_stdout.stderr
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+# Private data.
+
+
+def test_the_default_data_directory_and_database_are_private(memchat_script, tmp_path, monkeypatch):
+    monkeypatch.delenv("MEMCHAT_DB")
+    made = memchat(
+        memchat_script, "new", env={"XDG_DATA_HOME": str(tmp_path / "data")}, preexec_fn=lambda: os.umask(0o022)
+    )
+    assert made.returncode == 0, made.stderr
+    directory = tmp_path / "data" / "memchat"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / "memchat.db").stat().st_mode) == 0o600
+
+
+@sqlite_only
+def test_wal_and_shared_memory_files_are_private(tmp_path, server):
+    old = os.umask(0o022)
+    try:
+        with Memory(str(tmp_path / "private.db")) as memory:
+            memory.new_thread(title="secret")
+            files = sorted(tmp_path.glob("private.db*"))
+            assert {f.name for f in files} >= {"private.db", "private.db-wal", "private.db-shm"}
+            assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    finally:
+        os.umask(old)
+
+
+def test_passwords_and_keys_never_reach_stderr(memchat_script, server, memory):
+    thread = memory.new_thread()
+    masked = memchat(
+        memchat_script, "say", thread.id, "hi", "--api-base", "http://alice:hunter2secret@127.0.0.1:9/v1", "--timeout", "1"
+    )
+    assert masked.returncode == 5 and one_line(masked.stderr)
+    assert "hunter2secret" not in masked.stderr and "alice:***@" in masked.stderr
+    key = "sk-test-0123456789abcdefSECRET"
+    server.fail(401, f"Incorrect API key provided: {key}. Find your key at the dashboard.")
+    echoed = memchat(memchat_script, "say", thread.id, "hi", env={"OPENAI_API_KEY": key})
+    assert echoed.returncode == 5 and one_line(echoed.stderr)
+    assert key not in echoed.stderr and "***" in echoed.stderr
+
+
+def test_control_characters_never_reach_the_terminal_but_stay_in_json(memchat_script, server, memory):
+    evil_title = "trip\x1b]0;owned\x07\u202e"
+    evil = "\x1b[2J\x1b[31m wiped\r"
+    (thread,) = memory.import_(json.dumps({"title": evil_title, "messages": [{"role": "user", "content": evil}]}))
+    for args in (["list"], ["show", thread], ["search", "wiped"], ["context", thread]):
+        shown = memchat(memchat_script, *args)
+        assert shown.returncode == 0, shown.stderr
+        assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout and "\r" not in shown.stdout
+        assert "\\x1b" in shown.stdout
+    exported = json.loads(memchat(memchat_script, "show", thread, "--json").stdout)
+    assert exported["title"] == evil_title and exported["messages"][0]["content"] == evil
+
+
+# Writers queue, not fail.
+
+
+def _blocking_counts(release: threading.Event, sizes):
+    def counts(size):
+        def count():
+            assert release.wait(60)
+            return [1] * size
+
+        return count
+
+    return [("o200k_base", counts(size)) for size in sizes]
+
+
+def test_other_writers_keep_going_while_an_import_runs(memory, server):
+    from memchat.transfer import parse
+
+    records = parse(json.dumps({"title": "big", "messages": [{"role": "user", "content": f"m{i}"} for i in range(5000)]}))
+    assert memory.threads() == []
+    release = threading.Event()
+    outcome = []
+    importer = threading.Thread(
+        target=lambda: outcome.append(
+            memory.store.import_threads(
+                records, _blocking_counts(release, [5000]), importer=leases.identity(), is_gone=leases.holder_is_gone
+            )
+        )
+    )
+    importer.start()
+    try:
+        wait_for(lambda: stored_message_rows(memory) >= 5000, 60)
+        started = time.monotonic()
+        other = memory.new_thread(title="meanwhile")
+        memory.say(other.id, "still answering?")
+        assert time.monotonic() - started < 5
+        assert [t.title for t in memory.threads()] == ["meanwhile"], "the import is not visible until it ends"
+        assert memory.search("m42") == []
+    finally:
+        release.set()
+        importer.join(60)
+    (imported,) = outcome[0]
+    assert sorted(t.title for t in memory.threads()) == ["big", "meanwhile"]
+    assert memory.thread(imported).message_count == 5000
+
+
+def test_a_failed_import_leaves_nothing_and_an_abandoned_one_is_cleaned_up(memory, server, tmp_path):
+    from memchat.transfer import parse
+
+    records = parse(json.dumps({"title": "doomed", "messages": [{"role": "user", "content": "x"}] * 3000}))
+
+    def broken():
+        raise RuntimeError("counting failed")
+
+    with pytest.raises(RuntimeError):
+        memory.store.import_threads(
+            records, [("o200k_base", broken)], importer=leases.identity(), is_gone=leases.holder_is_gone
+        )
+    assert memory.threads() == [] and stored_message_rows(memory) == 0
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with pytest.raises(RuntimeError):
+        memory.store.import_threads(
+            records, [("o200k_base", broken)], importer=f"{leases._machine()}:{dead.pid}:x", is_gone=lambda _: False
+        )
+    memory.import_(json.dumps({"title": "next", "messages": []}))
+    assert [t.title for t in memory.threads()] == ["next"]
+
+
+# Bad input.
+
+BAD_IMPORTS = {
+    "deep nesting": "[" * 100_000 + "]" * 100_000,
+    "a 5,000-digit integer": '{"messages":[{"role":"user","content":"a","latency_ms":' + "9" * 5000 + "}]}",
+    "an integer over 2^63": '{"messages":[{"role":"user","content":"a","latency_ms":' + str(2**63) + "}]}",
+    "a lone surrogate": '{"messages":[{"role":"user","content":"a\\ud800"}]}',
+    "a NUL byte": '{"messages":[{"role":"user","content":"a\\u0000b"}]}',
+    "a NUL in a title": '{"title":"x\\u0000","messages":[]}',
+    "a tool message": '{"messages":[{"role":"tool","content":"a"}]}',
+    "a system message mid-thread": '{"messages":[{"role":"user","content":"a"},{"role":"system","content":"b"}]}',
+    "Infinity": '{"messages":[{"role":"assistant","content":"a","cost":Infinity}]}',
+    "NaN": '{"messages":[{"role":"assistant","content":"a","cost":NaN}]}',
+    "a boolean budget": '{"budget":true,"messages":[]}',
+    "a date in 9999": '{"created_at":"9999-01-01T00:00:00Z","messages":[]}',
+}
+
+
+@pytest.mark.parametrize("raw", BAD_IMPORTS.values(), ids=BAD_IMPORTS.keys())
+def test_bad_imports_are_one_line_and_store_nothing(memchat_script, memory, raw):
+    refused = memchat(memchat_script, "import", "-", input=raw)
+    assert refused.returncode == 2 and one_line(refused.stderr), refused.stderr
+    assert memory.threads() == []
+
+
+def test_a_nul_byte_is_named_in_the_field_on_both_backends(memory):
+    with pytest.raises(InvalidInput, match=r"messages\[0\]\.content: contains a NUL"):
+        memory.import_('{"messages":[{"role":"user","content":"a\\u0000b"}]}')
+    with pytest.raises(InvalidInput, match="NUL"):
+        memory.say(memory.new_thread().id, "a\x00b")
+    with pytest.raises(InvalidInput, match="title"):
+        memory.new_thread(title="a\x00b")
+
+
+@pytest.mark.parametrize("value", ["inf", "1e308", "nan", "0"])
+def test_an_unbounded_timeout_is_bad_input(memchat_script, memory, server, value):
+    thread = memory.new_thread()
+    refused = memchat(memchat_script, "say", thread.id, "hi", "--timeout", value)
+    assert refused.returncode == 2 and one_line(refused.stderr)
+    assert server.requests == [] and memory.messages(thread.id) == []
+
+
+def test_an_argument_that_is_not_utf8_is_bad_input(memchat_script, memory, server):
+    thread = memory.new_thread()
+    refused = subprocess.run(
+        [memchat_script.encode(), b"say", thread.id.encode(), b"caf\xff"], capture_output=True, timeout=60
+    )
+    assert refused.returncode == 2 and refused.stderr.decode().count("\n") == 1
+    assert server.requests == [] and memory.messages(thread.id) == []
+
+
+def test_a_database_from_a_newer_memchat_names_the_version_to_install(memchat_script, memory, db_url):
+    memory.new_thread()
+    engine = memory.store.engine
+    from sqlalchemy import text
+
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'f00dfuture'"))
+        connection.execute(text("UPDATE schema_info SET value = '9.9.0' WHERE key = 'memchat_version'"))
+    current = memchat(memchat_script, "db", "current")
+    assert current.returncode == 0 and "newer memchat" in current.stdout and "install memchat 9.9.0" in current.stdout
+    assert "memchat db upgrade" not in current.stdout
+    refused = memchat(memchat_script, "db", "upgrade")
+    assert refused.returncode == 6 and one_line(refused.stderr) and "install memchat 9.9.0" in refused.stderr
+    assert database.current_revision(engine) == "f00dfuture"
+
+
+def test_exit_1_for_an_internal_error_and_a_traceback_with_memchat_debug(memchat_script, tmp_path):
+    """A database file that is no database reaches code no memchat error describes."""
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"this is not a database, just a file with text" * 100)
+    plain = memchat(memchat_script, "--db", broken, "list")
+    assert plain.returncode in (1, 6) and one_line(plain.stderr)
+    debug = memchat(memchat_script, "--db", broken, "list", env={"MEMCHAT_DEBUG": "1"})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
