@@ -6,13 +6,12 @@ import subprocess
 import sys
 
 import pytest
-from helpers import quiet
+from helpers import quiet, sqlite_only
 from typer.testing import CliRunner
 
 from memchat.cli import app
 
 runner = CliRunner()
-sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 """For tests whose subject is not the storage backend (each run of the script costs seconds)."""
 
 
@@ -106,10 +105,12 @@ def test_bad_input_is_one_line_and_non_zero(args, code):
         (("new", "--budget", "zero"), "--budget"),
     ],
 )
+@sqlite_only
 def test_usage_errors_are_one_line_too(args, words):
     assert words in fails(2, *args).stderr
 
 
+@sqlite_only
 def test_help_still_works():
     assert "say" in ok("--help").stdout
     assert "--budget" in ok("say", "--help").stdout
@@ -371,6 +372,7 @@ def test_ctrl_c_during_a_streamed_reply_keeps_the_partial_reply(memchat_script, 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     first = process.stdout.read(6)
     assert first.startswith("word0")

@@ -17,6 +17,10 @@ from memchat.context import (
 from memchat.errors import BudgetExceeded, InvalidInput
 from memchat.tokens import tokenizer_for
 
+from helpers import sqlite_only
+
+pytestmark = sqlite_only
+
 MODEL = "openai/gpt-4o"
 TOKENIZER = tokenizer_for(MODEL)
 COUNT = llm.counter(MODEL, TOKENIZER)

@@ -8,6 +8,10 @@ from hypothesis import strategies as st
 
 from memchat import InvalidInput, Memory
 
+from helpers import sqlite_only
+
+pytestmark = sqlite_only
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 from fake_openai import Raw
-from helpers import quiet
+from helpers import quiet, sqlite_only
 
 from memchat import InvalidInput, Memory, ProviderError, ReplyCutOff
 from memchat import lease as leases
 from memchat.storage import database
 
-sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def memchat(script, *args, env=None, input=None, timeout=120, **options):
