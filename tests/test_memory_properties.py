@@ -5,6 +5,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from memchat import BudgetExceeded, llm
+from memchat.context import RECALL_SHARE
 from memchat.storage.models import DEFAULT_SUMMARY_SHARE
 
 COUNT = llm.counter("openai/gpt-4o")
@@ -38,7 +39,7 @@ def threads(draw):
     return {
         "model": "openai/gpt-4o",
         "system": draw(st.one_of(st.none(), texts)),
-        "budget": draw(st.integers(30, 1500)),
+        "budget": draw(st.integers(30, 700)),
         "policy": draw(st.sampled_from(["window", "summary"])),
         "recall": draw(st.integers(0, 4)),
         "summary_share": draw(st.one_of(st.none(), st.floats(0.05, 0.9))),
@@ -72,11 +73,26 @@ def check(context, data, new_message):
         assert all(position > summary.span[1] for position in window)
         room = data["budget"] - COUNT(sent[:1] + sent[-1:] if data["system"] else sent[-1:])
         assert summary.tokens <= int(room * (data["summary_share"] or DEFAULT_SUMMARY_SHARE))
+    essentials = COUNT(sent[:1] + sent[-1:] if data["system"] else sent[-1:])
     recall = next((entry for entry in context.entries if entry.kind == "recall"), None)
     if recall is not None:
         assert 0 < len(recall.recalled) <= data["recall"]
         assert all(data["messages"][p]["role"] in ("user", "assistant") for p in recall.recalled)
         assert all(position < window[0] for position in recall.recalled) if window else True
+        assert recall.tokens <= int((data["budget"] - essentials) * RECALL_SHARE)
+    summarized = summary.span[1] if summary is not None else -1
+    stored = data["messages"]
+    if window:
+        assert window[-1] == len(stored) - 1, "the window ends at the newest message"
+    # Maximal: the turn before the window (after the summary's span) would not have fitted.
+    start = window[0] if window else len(stored)
+    earlier_turns = [p for p in range(summarized + 1, start) if stored[p]["role"] == "user"]
+    event("an older turn was left out" if earlier_turns else "no older turn left out")
+    if earlier_turns:
+        before = earlier_turns[-1]
+        head = len(expected_head)
+        grown = sent[:head] + [{"role": m["role"], "content": m["content"]} for m in stored[before:start]] + sent[head:]
+        assert COUNT(grown) > data["budget"], "an older whole turn would have fitted"
 
 
 @SETTINGS

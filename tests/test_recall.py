@@ -157,3 +157,35 @@ def test_search_cli_text_and_json(memory, trip, memchat_script):
     assert missing_json.returncode == 1 and json.loads(missing_json.stdout) == []
     bad = run("search", "!!")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_recall_takes_at_most_a_quarter_of_the_room_and_passes_over_an_excerpt_too_long(memory, server):
+    from memchat.context import RECALL_SHARE
+
+    long_match = "passport expire " * 60 + "with many more words about paperwork " * 20
+    [thread] = memory.import_(
+        {
+            "model": "openai/gpt-4o",
+            "budget": 600,
+            "recall": 2,
+            "messages": [
+                {"role": "user", "content": long_match},
+                {"role": "assistant", "content": "Noted."},
+                {"role": "user", "content": "My passport expires in June."},
+                {"role": "assistant", "content": "I will remember."},
+            ]
+            + [
+                {"role": role, "content": f"small talk {i} " + "about nothing much " * 12}
+                for i in range(10)
+                for role in ("user", "assistant")
+            ],
+        }
+    )
+    ranked = [m.position for m in memory.store.recall(thread, "passport?", before=4, limit=6)]
+    assert ranked[0] == 0, "the long message matches best"
+    reply = memory.say(thread, "When does my passport expire? passport?")
+    recall = next(e for e in reply.context.entries if e.kind == "recall")
+    assert 0 not in recall.recalled and 2 in recall.recalled
+    room = 600 - COUNT([{"role": "user", "content": "When does my passport expire? passport?"}])
+    assert recall.tokens <= int(room * RECALL_SHARE)
+    assert COUNT(server.last_messages) <= 600

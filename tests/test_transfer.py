@@ -136,3 +136,56 @@ def test_one_bad_thread_in_an_array_imports_none(memory, conversation):
     with pytest.raises(InvalidInput, match="thread 2"):
         memory.import_(json.dumps([good, bad]))
     assert len(memory.threads()) == 1
+
+
+def test_every_field_survives_import_export_import(memory):
+    moment = "2026-03-04T05:06:07+00:00"
+    data = {
+        "title": "All fields",
+        "model": "openai/gpt-4o",
+        "system": "Be exact.",
+        "budget": 4321,
+        "policy": "summary",
+        "recall": 3,
+        "summary_model": "openai/gpt-4o-mini",
+        "summary_share": 0.3,
+        "summary_prompt": "Condense in {max_words} words.",
+        "created_at": moment,
+        "updated_at": "2026-03-05T00:00:00+00:00",
+        "messages": [
+            {"role": "system", "content": "Be exact."},
+            {"role": "user", "content": "one", "status": "complete", "created_at": moment},
+            {
+                "role": "assistant", "content": "two", "status": "complete", "created_at": moment,
+                "model": "openai/gpt-4o", "usage": {"prompt_tokens": 11, "completion_tokens": 2},
+                "cost": 0.00125, "latency_ms": 345,
+            },
+            {"role": "user", "content": "three", "status": "failed", "created_at": moment},
+            {"role": "user", "content": "four", "status": "complete", "created_at": moment},
+            {
+                "role": "assistant", "content": "fi", "status": "partial", "created_at": moment,
+                "model": "openai/gpt-4o", "usage": {"prompt_tokens": None, "completion_tokens": None},
+                "cost": None, "latency_ms": None, "context_limit": 50,
+            },
+            {"role": "user", "content": "six", "status": "pending", "created_at": moment},
+        ],
+        "summaries": [
+            {
+                "first_position": 0, "last_position": 1, "content": "one, two", "model": "openai/gpt-4o-mini",
+                "prompt": "Condense.", "usage": {"prompt_tokens": 40, "completion_tokens": 4}, "cost": 0.0001,
+                "latency_ms": 12, "created_at": moment,
+            }
+        ],
+    }
+    (first,) = memory.import_(json.dumps(data))
+    exported = memory.export(first)
+    for key, value in data.items():
+        if key != "messages":
+            assert exported[key] == value, key
+    fields = ("role", "content", "status", "created_at", "model", "usage", "cost", "latency_ms", "context_limit")
+    assert [{k: m[k] for k in fields if k in m} for m in exported["messages"]] == [
+        {k: m[k] for k in fields if k in m} for m in data["messages"]
+    ]
+    (second,) = memory.import_(json.dumps(exported))
+    again = memory.export(second)
+    assert {**again, "id": None} == {**exported, "id": None}
