@@ -80,6 +80,7 @@ def test_budget_error_reports_both_numbers(server):
     assert server.requests == []
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     "args, code",
     [
@@ -191,6 +192,7 @@ def test_export_to_file_and_import_from_file_and_stdin(tmp_path, server):
     assert len(ids) == 2 and len(json.loads(ok("list", "--json").stdout)) == 4
 
 
+@pytest.mark.bad_input
 def test_bad_import_files(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"messages": [{"role": "robot", "content": "x"}]}')

@@ -10,8 +10,9 @@ from helpers import quiet
 
 from memchat import lease
 
-WRITERS = 3
-TURNS = 2
+WRITERS = int(os.environ.get("MEMCHAT_TEST_WRITERS", "3"))
+TURNS = int(os.environ.get("MEMCHAT_TEST_TURNS", "2"))
+"""bench/adversary.py raises these to measure more writers for longer."""
 
 
 def _lanes(memchat_script, jobs):
@@ -23,6 +24,7 @@ def _lanes(memchat_script, jobs):
     return [(lane.wait(timeout=300), *lane.communicate()) for lane in lanes]
 
 
+@pytest.mark.writers
 def test_writers_on_one_thread_are_serialised_and_lose_nothing(memchat_script, server):
     thread = subprocess.run([memchat_script, "new"], capture_output=True, text=True, check=True).stdout.strip()
     server.echo = True
@@ -58,6 +60,7 @@ def test_turns_on_different_threads_run_at_the_same_time(memchat_script, server)
     assert server.max_in_flight == 2
 
 
+@pytest.mark.fault
 def test_a_lease_left_by_a_dead_process_does_not_wedge_the_thread(memchat_script, server, memory):
     thread = memory.new_thread()
     dead = subprocess.Popen(["true"])
@@ -70,6 +73,7 @@ def test_a_lease_left_by_a_dead_process_does_not_wedge_the_thread(memchat_script
     assert said.returncode == 0, said.stderr
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_kill_9_mid_turn_leaves_a_sound_database_and_a_usable_thread(memchat_script, server, db_url):
     """SQLite's integrity_check is the measure here; PostgreSQL's own recovery is not memchat's."""
@@ -114,6 +118,7 @@ KILL_POINTS = {
 }
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_kill_9_at_any_point_of_a_turn(memchat_script, server, db_url, point):

@@ -71,6 +71,7 @@ def one_line(stderr: str) -> bool:
 # A turn never interleaves with another.
 
 
+@pytest.mark.fault
 def test_a_turn_longer_than_its_lease_keeps_it_by_heartbeat(memchat_script, server, memory, monkeypatch):
     monkeypatch.setenv("MEMCHAT_LEASE_SECONDS", "1")
     thread = memory.new_thread()
@@ -96,6 +97,7 @@ def test_a_turn_longer_than_its_lease_keeps_it_by_heartbeat(memchat_script, serv
     ]
 
 
+@pytest.mark.fault
 def test_a_turn_that_lost_its_lease_while_stalled_stores_nothing(memchat_script, server, memory, monkeypatch):
     monkeypatch.setenv("MEMCHAT_LEASE_SECONDS", "1")
     thread = memory.new_thread()
@@ -120,6 +122,7 @@ def test_a_turn_that_lost_its_lease_while_stalled_stores_nothing(memchat_script,
     assert server.last_messages == [{"role": "user", "content": "second"}]
 
 
+@pytest.mark.fault
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) is not installed")
 def test_turns_in_separate_pid_namespaces_on_one_host_do_not_interleave(memchat_script, server, memory):
     probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
@@ -151,6 +154,7 @@ def test_turns_in_separate_pid_namespaces_on_one_host_do_not_interleave(memchat_
     ]
 
 
+@pytest.mark.fault
 def test_a_waiting_turn_is_ready_before_it_takes_the_lease(memchat_script, server, memory):
     """The waiting process loads litellm (seconds) while the other turn runs, not after it."""
     thread = memory.new_thread()
@@ -165,6 +169,7 @@ def test_a_waiting_turn_is_ready_before_it_takes_the_lease(memchat_script, serve
     assert server.arrivals[1] - server.answered[0] < 2.0, "the second call followed the first at once"
 
 
+@pytest.mark.fault
 def test_a_thread_busy_for_longer_than_a_turn_waits_exits_7(memchat_script, server, memory, monkeypatch):
     monkeypatch.setenv("MEMCHAT_LEASE_SECONDS", "1")
     thread = memory.new_thread()
@@ -177,6 +182,7 @@ def test_a_thread_busy_for_longer_than_a_turn_waits_exits_7(memchat_script, serv
     assert server.requests == [] and memory.messages(thread.id) == []
 
 
+@pytest.mark.fault
 def test_threads_sharing_one_memory_see_every_completed_turn(memory, server):
     thread = memory.new_thread()
     server.echo = True
@@ -231,6 +237,7 @@ MISBEHAVIOURS = {
 }
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("answer", MISBEHAVIOURS.values(), ids=MISBEHAVIOURS.keys())
 def test_an_empty_or_unreadable_reply_is_a_provider_failure(memory, server, answer, stream):
@@ -247,6 +254,7 @@ def test_an_empty_or_unreadable_reply_is_a_provider_failure(memory, server, answ
     assert stored(memory, thread.id) == [("user", "hello", "complete"), ("assistant", "a real answer", "complete")]
 
 
+@pytest.mark.fault
 def test_an_empty_reply_exits_5_and_retry_works(memchat_script, server, memory):
     thread = memory.new_thread()
     server.answer_raw(MISBEHAVIOURS["null content"])
@@ -258,6 +266,7 @@ def test_an_empty_reply_exits_5_and_retry_works(memchat_script, server, memory):
     assert again.returncode == 0 and again.stdout == "there you are\n"
 
 
+@pytest.mark.fault
 def test_the_timeout_bounds_a_whole_streamed_reply(memory, server):
     thread = memory.new_thread()
     server.reply(" ".join(f"w{i}" for i in range(60)))
@@ -269,6 +278,7 @@ def test_the_timeout_bounds_a_whole_streamed_reply(memory, server):
     assert (user.status, partial.status) == ("failed", "partial") and partial.content.startswith("w0 w1")
 
 
+@pytest.mark.fault
 def test_retry_after_is_honoured(memory, server):
     thread = memory.new_thread()
     server.fail(429, "slow down", headers={"Retry-After": "1"})
@@ -277,6 +287,7 @@ def test_retry_after_is_honoured(memory, server):
     assert server.arrivals[1] - server.arrivals[0] >= 1.0
 
 
+@pytest.mark.fault
 def test_a_drop_before_the_first_byte_and_a_504_are_retried(memory, server):
     thread = memory.new_thread()
     server.answer_raw(Raw(None))
@@ -286,6 +297,7 @@ def test_a_drop_before_the_first_byte_and_a_504_are_retried(memory, server):
     assert len(server.requests) == 3
 
 
+@pytest.mark.fault
 def test_context_too_long_is_retried_once_only(memory, server):
     thread = memory.new_thread()
     for turn in range(4):
@@ -299,6 +311,7 @@ def test_context_too_long_is_retried_once_only(memory, server):
     assert len(server.requests[1]["messages"]) < len(server.requests[0]["messages"])
 
 
+@pytest.mark.fault
 def test_a_reply_far_longer_than_asked_is_kept_whole_but_cut_in_later_contexts(memory, server):
     thread = memory.new_thread(budget=3000)
     huge = " ".join(["lorem ipsum dolor sit amet"] * 8000)
@@ -320,6 +333,7 @@ def test_a_reply_far_longer_than_asked_is_kept_whole_but_cut_in_later_contexts(m
 # Signals.
 
 
+@pytest.mark.fault
 @sqlite_only
 @pytest.mark.parametrize(
     "number, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)], ids=["TERM", "HUP", "INT"]
@@ -345,6 +359,7 @@ def test_a_signal_during_a_streamed_reply_keeps_the_partial_reply(memchat_script
     assert memchat(memchat_script, "say", thread.id, "next", "--no-stream", timeout=30).returncode == 0
 
 
+@pytest.mark.fault
 def test_a_turn_killed_mid_call_shows_as_interrupted_and_retry_resends_it(memchat_script, server, memory):
     thread = memory.new_thread()
     server.reply_delay = 30
@@ -363,6 +378,7 @@ def test_a_turn_killed_mid_call_shows_as_interrupted_and_retry_resends_it(memcha
 # Files outside the database.
 
 
+@pytest.mark.fault
 @sqlite_only
 def test_export_writes_through_fifos_and_devices_and_follows_symlinks(memchat_script, server, memory, tmp_path):
     thread = memory.new_thread(title="kept")
@@ -398,6 +414,7 @@ def test_export_writes_through_fifos_and_devices_and_follows_symlinks(memchat_sc
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
 
 
+@pytest.mark.fault
 @sqlite_only
 @pytest.mark.parametrize("where", ["directory", "empty"])
 def test_export_to_a_directory_or_no_name_is_bad_input(memchat_script, server, memory, tmp_path, where):
@@ -407,6 +424,7 @@ def test_export_to_a_directory_or_no_name_is_bad_input(memchat_script, server, m
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("memchat.db")] == []
 
 
+@pytest.mark.fault
 @sqlite_only
 def test_a_full_disk_is_one_line(memchat_script, server, memory):
     if not Path("/dev/full").exists():
@@ -425,6 +443,7 @@ def test_a_full_disk_is_one_line(memchat_script, server, memory):
 # Private data.
 
 
+@pytest.mark.fault
 def test_the_default_data_directory_and_database_are_private(memchat_script, tmp_path, monkeypatch):
     monkeypatch.delenv("MEMCHAT_DB")
     made = memchat(
@@ -436,6 +455,7 @@ def test_the_default_data_directory_and_database_are_private(memchat_script, tmp
     assert stat.S_IMODE((directory / "memchat.db").stat().st_mode) == 0o600
 
 
+@pytest.mark.fault
 @sqlite_only
 def test_wal_and_shared_memory_files_are_private(tmp_path, server):
     old = os.umask(0o022)
@@ -449,6 +469,7 @@ def test_wal_and_shared_memory_files_are_private(tmp_path, server):
         os.umask(old)
 
 
+@pytest.mark.fault
 def test_passwords_and_keys_never_reach_stderr(memchat_script, server, memory):
     thread = memory.new_thread()
     masked = memchat(
@@ -463,6 +484,7 @@ def test_passwords_and_keys_never_reach_stderr(memchat_script, server, memory):
     assert key not in echoed.stderr and "***" in echoed.stderr
 
 
+@pytest.mark.fault
 def test_control_characters_never_reach_the_terminal_but_stay_in_json(memchat_script, server, memory):
     evil_title = "trip\x1b]0;owned\x07\u202e"
     evil = "\x1b[2J\x1b[31m wiped\r"
@@ -490,6 +512,7 @@ def _blocking_counts(release: threading.Event, sizes):
     return [("o200k_base", counts(size)) for size in sizes]
 
 
+@pytest.mark.fault
 def test_other_writers_keep_going_while_an_import_runs(memory, server):
     from memchat.transfer import parse
 
@@ -521,6 +544,7 @@ def test_other_writers_keep_going_while_an_import_runs(memory, server):
     assert memory.thread(imported).message_count == 5000
 
 
+@pytest.mark.fault
 def test_a_failed_import_leaves_nothing_and_an_abandoned_one_is_cleaned_up(memory, server, tmp_path):
     from memchat.transfer import parse
 
@@ -562,6 +586,7 @@ BAD_IMPORTS = {
 }
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("raw", BAD_IMPORTS.values(), ids=BAD_IMPORTS.keys())
 def test_bad_imports_are_one_line_and_store_nothing(memchat_script, memory, raw):
     refused = memchat(memchat_script, "import", "-", input=raw)
@@ -569,6 +594,7 @@ def test_bad_imports_are_one_line_and_store_nothing(memchat_script, memory, raw)
     assert memory.threads() == []
 
 
+@pytest.mark.bad_input
 def test_a_nul_byte_is_named_in_the_field_on_both_backends(memory):
     with pytest.raises(InvalidInput, match=r"messages\[0\]\.content: contains a NUL"):
         memory.import_('{"messages":[{"role":"user","content":"a\\u0000b"}]}')
@@ -578,6 +604,7 @@ def test_a_nul_byte_is_named_in_the_field_on_both_backends(memory):
         memory.new_thread(title="a\x00b")
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("value", ["inf", "1e308", "nan", "0"])
 def test_an_unbounded_timeout_is_bad_input(memchat_script, memory, server, value):
     thread = memory.new_thread()
@@ -586,6 +613,7 @@ def test_an_unbounded_timeout_is_bad_input(memchat_script, memory, server, value
     assert server.requests == [] and memory.messages(thread.id) == []
 
 
+@pytest.mark.bad_input
 def test_an_argument_that_is_not_utf8_is_bad_input(memchat_script, memory, server):
     thread = memory.new_thread()
     refused = subprocess.run(
@@ -595,6 +623,7 @@ def test_an_argument_that_is_not_utf8_is_bad_input(memchat_script, memory, serve
     assert server.requests == [] and memory.messages(thread.id) == []
 
 
+@pytest.mark.bad_input
 def test_a_database_from_a_newer_memchat_names_the_version_to_install(memchat_script, memory, db_url):
     memory.new_thread()
     engine = memory.store.engine
@@ -611,6 +640,7 @@ def test_a_database_from_a_newer_memchat_names_the_version_to_install(memchat_sc
     assert database.current_revision(engine) == "f00dfuture"
 
 
+@pytest.mark.bad_input
 def test_exit_1_for_an_internal_error_and_a_traceback_with_memchat_debug(memchat_script, tmp_path):
     """A database file that is no database reaches code no memchat error describes."""
     broken = tmp_path / "broken.db"
