@@ -9,6 +9,7 @@ from memchat.context import Context  # noqa: E402
 from memchat.errors import (  # noqa: E402
     BudgetExceeded,
     InvalidInput,
+    LeaseLost,
     MemchatError,
     NotFound,
     ProviderError,
@@ -22,6 +23,7 @@ __all__ = [
     "BudgetExceeded",
     "Context",
     "InvalidInput",
+    "LeaseLost",
     "MemchatError",
     "Memory",
     "NotFound",
