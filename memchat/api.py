@@ -12,7 +12,7 @@ from memchat.config import database_url
 from memchat.context import Context
 from memchat.errors import InvalidInput, describe_validation_error
 from memchat.storage import database
-from memchat.storage.models import MessagePublic, SummaryPublic, ThreadCreate, ThreadPublic, ThreadUpdate
+from memchat.storage.models import MessagePublic, SummaryPublic, ThreadCreate, ThreadPublic, ThreadUpdate, check_text
 from memchat.storage.repository import SearchHit, Store
 from memchat.turn import Reply, TurnOptions, build_context, rebuild_summary, take_turn, validate_text
 
@@ -197,6 +197,10 @@ class Memory:
         OR, -word. Each hit's `snippet` marks matches; `fulltext.highlights` splits them out."""
         if limit < 1:
             raise InvalidInput(f"the limit must be positive, not {limit}")
+        try:
+            check_text(query)
+        except ValueError as exc:
+            raise InvalidInput(f"the query {exc}") from None
         thread = self.store.thread(thread_id).id if thread_id else None
         return self.store.search(query, thread_id=thread, limit=limit)
 

@@ -614,13 +614,19 @@ def test_an_unbounded_timeout_is_bad_input(memchat_script, memory, server, value
 
 
 @pytest.mark.bad_input
-def test_an_argument_that_is_not_utf8_is_bad_input(memchat_script, memory, server):
-    thread = memory.new_thread()
-    refused = subprocess.run(
-        [memchat_script.encode(), b"say", thread.id.encode(), b"caf\xff"], capture_output=True, timeout=60
-    )
-    assert refused.returncode == 2 and refused.stderr.decode().count("\n") == 1
+@pytest.mark.parametrize(
+    "args",
+    [[b"say", b"THREAD", b"caf\xff"], [b"show", b"\xff"], [b"search", b"caf\xff"], [b"rename", b"THREAD", b"\xff"],
+     [b"new", b"--title", b"\xff"], [b"set", b"THREAD", b"--system", b"\xff"]],
+    ids=["say", "show", "search", "rename", "new", "set"],
+)
+def test_an_argument_that_is_not_utf8_is_bad_input(memchat_script, memory, server, args):
+    thread = memory.new_thread(title="unchanged")
+    argv = [memchat_script.encode(), *(thread.id.encode() if arg == b"THREAD" else arg for arg in args)]
+    refused = subprocess.run(argv, capture_output=True, timeout=60)
+    assert refused.returncode == 2 and refused.stderr.decode().count("\n") == 1, refused.stderr
     assert server.requests == [] and memory.messages(thread.id) == []
+    assert [(t.title, t.system) for t in memory.threads()] == [("unchanged", None)]
 
 
 @pytest.mark.bad_input
@@ -641,11 +647,11 @@ def test_a_database_from_a_newer_memchat_names_the_version_to_install(memchat_sc
 
 
 @pytest.mark.bad_input
-def test_exit_1_for_an_internal_error_and_a_traceback_with_memchat_debug(memchat_script, tmp_path):
-    """A database file that is no database reaches code no memchat error describes."""
+@sqlite_only
+def test_memchat_debug_turns_the_one_line_into_a_traceback(memchat_script, tmp_path):
     broken = tmp_path / "broken.db"
     broken.write_bytes(b"this is not a database, just a file with text" * 100)
     plain = memchat(memchat_script, "--db", broken, "list")
-    assert plain.returncode in (1, 6) and one_line(plain.stderr)
+    assert plain.returncode == 6 and one_line(plain.stderr) and "not a database" in plain.stderr
     debug = memchat(memchat_script, "--db", broken, "list", env={"MEMCHAT_DEBUG": "1"})
     assert debug.returncode == 1 and "Traceback" in debug.stderr

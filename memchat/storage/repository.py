@@ -35,6 +35,7 @@ from memchat.storage.models import (
     ThreadPublic,
     ThreadUpdate,
     as_utc,
+    check_text,
     utcnow,
 )
 
@@ -94,6 +95,7 @@ class Store:
         )
         self._migrate = migrate
         self._ready = False
+        self._ready_lock = threading.Lock()
         self._local = threading.local()
 
     @property
@@ -117,9 +119,10 @@ class Store:
 
     def _session(self, *, write: bool = False) -> Session:
         if not self._ready:
-            if self._migrate:
-                database.ensure_current(self.engine)
-            self._ready = True
+            with self._ready_lock:
+                if not self._ready and self._migrate:
+                    database.ensure_current(self.engine)
+                self._ready = True
         return Session(self._write_engine if write else self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -433,7 +436,11 @@ class Store:
             )
             lease = session.exec(
                 select(ThreadLease).where(ThreadLease.thread_id == thread_id).with_for_update()
-            ).one()
+            ).first()
+            if lease is None:
+                # PostgreSQL: the row our insert found was deleted (its holder released it) before
+                # we could lock it; the caller tries again.
+                return False
             if renewing and lease.holder != holder:
                 return False
             if lease.holder not in ("", holder) and as_utc(lease.expires_at) > now and not is_gone(lease.holder):
@@ -622,6 +629,10 @@ class Store:
         ref = ref.strip()
         if not ref:
             raise InvalidInput("empty thread id")
+        try:
+            check_text(ref)
+        except ValueError as exc:
+            raise InvalidInput(f"the thread id {exc}") from None
         thread = session.get(Thread, ref)
         if thread is not None and thread.import_holder is None:
             return thread
