@@ -1,0 +1,146 @@
+"""The `memchat` command's shell: the Typer app, global options, signals, and the one place
+where errors become one line on stderr and an exit code (`_Commands`); MEMCHAT_DEBUG=1 lets
+tracebacks through. The commands live beside this module, one module per group, each parsing
+its arguments, calling one Memory method and rendering.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from memchat.api import Memory
+from memchat.config import debug_enabled
+from memchat.errors import Interrupted, MemchatError, StorageError, exit_code_for_signal
+from memchat.redact import redact
+from memchat.terminal import terminal_safe
+
+EXIT_STORAGE = StorageError.exit_code
+
+
+class _Commands(TyperGroup):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Usage errors as one line too, instead of Typer's framed panel."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except TyperException as exc:
+            context = getattr(exc, "ctx", None)
+            hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+            typer.echo(f"memchat: {exc.format_message()}{hint}", err=True)
+            sys.exit(getattr(exc, "exit_code", 2))
+        except typer.Abort:
+            typer.echo("memchat: aborted", err=True)
+            sys.exit(1)
+        if not _flushed():
+            code = EXIT_STORAGE
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise
+        except MemchatError as exc:
+            if debug_enabled():
+                raise
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt as interrupt:
+            _fail("interrupted", exit_code_for_signal(getattr(interrupt, "signal_number", None)))
+        except BrokenPipeError:
+            # The reader went away (`memchat export --all | head`): nothing more to say to it.
+            _silence_stdout()
+            raise typer.Exit(1)
+        except OSError as exc:
+            if debug_enabled():
+                raise
+            _silence_stdout()
+            _fail(f"cannot write the output: {exc.strerror or exc}", EXIT_STORAGE)
+        except Exception as exc:
+            if debug_enabled():
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (MEMCHAT_DEBUG=1 shows the traceback)", 1)
+
+
+def _fail(message: str, code: int):
+    first_line = message.splitlines()[0] if message else "failed"
+    typer.echo(f"memchat: {terminal_safe(redact(first_line))}", err=True)
+    raise typer.Exit(code)
+
+
+def _silence_stdout() -> None:
+    """Output can no longer be written (a closed pipe, a full disk): drop what is buffered so the
+    interpreter's own flush at exit does not fail a second time with a traceback."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _flushed() -> bool:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    except OSError as exc:
+        _silence_stdout()
+        typer.echo(f"memchat: cannot write the output: {exc.strerror or exc}", err=True)
+        return False
+    return True
+
+
+def _install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP end a turn as Ctrl-C does (the partial reply kept, the lease released);
+    SIGINT is handled even where the parent started memchat with it ignored. The first signal
+    starts the clean-up; later ones wait for it to finish."""
+
+    def interrupt(signal_number, _frame):
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_IGN)
+        raise Interrupted(signal_number)
+
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, interrupt)
+
+
+app = typer.Typer(
+    cls=_Commands,
+    help="Persistent conversation memory for LLMs: threads in SQL, context fitted to a token budget.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(cls=_Commands, help="Schema migrations (memchat also migrates on first use).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    db: Annotated[
+        Optional[str],
+        typer.Option("--db", help="Database: a file path or SQLAlchemy URL. Default: $MEMCHAT_DB, else a file in the user data dir."),
+    ] = None,
+):
+    ctx.obj = {"db": db}
+
+
+def memory_of(ctx: typer.Context) -> Memory:
+    """The Memory for this invocation, opened on first use and closed when the command ends."""
+    root = ctx.find_root()
+    if "memory" not in root.obj:
+        root.obj["memory"] = Memory(root.obj["db"])
+        root.call_on_close(root.obj["memory"].close)
+    return root.obj["memory"]
+
+
+def main() -> None:
+    _install_signal_handlers()
+    app(prog_name="memchat")

@@ -1,0 +1,142 @@
+"""Long-term memory: summaries and full-text search."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from memchat.cli.app import app, memory_of
+from memchat.cli.options import (
+    ApiBaseOpt,
+    BudgetOpt,
+    JsonOpt,
+    ModelOpt,
+    SummaryModelOpt,
+    ThreadArg,
+    TimeoutOpt,
+)
+from memchat.cli.render import local_time, note, print_json
+from memchat.storage.fulltext import highlights
+from memchat.storage.models import SummaryPublic, as_utc
+from memchat.terminal import terminal_safe
+
+
+@app.command()
+def summary(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Summarize again from the first message (model calls).")] = False,
+    prompt: Annotated[bool, typer.Option("--prompt", help="Print the summary instructions in effect instead.")] = False,
+    history: Annotated[bool, typer.Option("--all", help="Every summary made, oldest first.")] = False,
+    model: ModelOpt = None,
+    budget: BudgetOpt = None,
+    summary_model: SummaryModelOpt = None,
+    timeout: TimeoutOpt = None,
+    api_base: ApiBaseOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Print the thread's current summary and the span of messages it stands for."""
+    memory = memory_of(ctx)
+    if prompt:
+        from memchat.summary import prompt_for
+
+        typer.echo(prompt_for(memory.thread(thread)))
+        return
+    if rebuild:
+        summaries = [
+            memory.rebuild_summary(
+                thread,
+                model=model,
+                budget=budget,
+                summary_model=summary_model,
+                timeout=timeout,
+                api_base=api_base,
+                on_note=note,
+            )
+        ]
+    elif history:
+        summaries = memory.summaries(thread)
+    else:
+        current = memory.summary(thread)
+        summaries = [current] if current else []
+    if as_json:
+        data = [s.model_dump(mode="json") for s in summaries]
+        print_json(data if history else (data[0] if data else None))
+        return
+    if not summaries:
+        info = memory.thread(thread)
+        hint = "" if info.policy == "summary" else "; `memchat set THREAD --policy summary` turns summaries on"
+        typer.echo(f"thread {info.id} has no summary yet{hint}", err=True)
+        return
+    for index, made in enumerate(summaries):
+        if index:
+            typer.echo()
+        _render_summary(made)
+
+
+def _render_summary(made: SummaryPublic) -> None:
+    usage = ""
+    if made.prompt_tokens is not None or made.completion_tokens is not None:
+        usage = f" · {made.prompt_tokens or 0}+{made.completion_tokens or 0} tokens"
+    cost = f" · ${made.cost:.6f}" if made.cost else ""
+    typer.secho(
+        f"messages #{made.first_position}–#{made.last_position} · {made.model} · {local_time(made.created_at)}{usage}{cost}",
+        bold=True,
+    )
+    typer.echo(terminal_safe(made.content))
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help='Words (all must match), "a phrase", a OR b, -word.')],
+    thread: Annotated[Optional[str], typer.Option("--thread", "-t", help="Only this thread.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many results.")] = 20,
+    as_json: JsonOpt = False,
+):
+    """Full-text search over every stored message, best match first."""
+    hits = memory_of(ctx).search(query, thread_id=thread, limit=limit)
+    if as_json:
+        rows = []
+        for hit in hits:
+            snippet, spans = highlights(hit.snippet)
+            rows.append(
+                {
+                    "thread": hit.message.thread_id,
+                    "title": hit.thread_title,
+                    "position": hit.message.position,
+                    "role": hit.message.role,
+                    "status": hit.message.status,
+                    "created_at": as_utc(hit.message.created_at).isoformat(),
+                    "score": hit.score,
+                    "snippet": snippet,
+                    "highlights": [list(span) for span in spans],
+                }
+            )
+        print_json(rows)
+        if not rows:
+            raise typer.Exit(1)
+        return
+    if not hits:
+        typer.echo(f"no message matches {query!r}", err=True)
+        raise typer.Exit(1)
+    for hit in hits:
+        message = hit.message
+        title = f"  {hit.thread_title}" if hit.thread_title else ""
+        typer.secho(
+            terminal_safe(f"{message.thread_id} #{message.position} {message.role} · {local_time(message.created_at)}{title}"),
+            bold=True,
+        )
+        snippet, spans = highlights(hit.snippet)
+        typer.echo("  " + _highlighted(snippet.replace("\n", " "), spans))
+
+
+def _highlighted(text: str, spans: list[tuple[int, int]]) -> str:
+    pieces, at = [], 0
+    for start, end in spans:
+        pieces.append(terminal_safe(text[at:start]))
+        pieces.append(typer.style(terminal_safe(text[start:end]), bold=True, fg="yellow"))
+        at = end
+    pieces.append(terminal_safe(text[at:]))
+    return "".join(pieces)

@@ -1,0 +1,211 @@
+"""Threads: start, configure, list, show, retitle and delete them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from memchat.cli.app import app, memory_of
+from memchat.cli.options import (
+    BudgetOpt,
+    JsonOpt,
+    ModelOpt,
+    PolicyOpt,
+    RecallOpt,
+    SummaryModelOpt,
+    SummaryPromptOpt,
+    SummaryShareOpt,
+    ThreadArg,
+)
+from memchat.cli.render import local_time, print_json
+from memchat.config import default_model
+from memchat.errors import InvalidInput
+from memchat.storage.models import ThreadPublic
+from memchat.terminal import terminal_safe
+
+
+@app.command()
+def new(
+    ctx: typer.Context,
+    title: Annotated[str, typer.Option("--title", "-t", help="A title for the thread.")] = "",
+    system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt, sent first on every turn.")] = None,
+    model: ModelOpt = None,
+    budget: BudgetOpt = None,
+    policy: PolicyOpt = None,
+    recall: RecallOpt = None,
+    summary_model: SummaryModelOpt = None,
+    summary_share: SummaryShareOpt = None,
+    summary_prompt: SummaryPromptOpt = None,
+):
+    """Start a thread and print its id."""
+    thread = memory_of(ctx).new_thread(
+        title=title,
+        system=system,
+        model=model,
+        budget=budget,
+        policy=policy or "window",
+        recall=recall or 0,
+        summary_model=summary_model,
+        summary_share=summary_share,
+        summary_prompt=_prompt_file(summary_prompt),
+    )
+    typer.echo(thread.id)
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt (empty: none).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="provider/model (empty: the default).")] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", "-b", min=0, help="Maximum prompt tokens (0: the model's).")] = None,
+    policy: PolicyOpt = None,
+    recall: RecallOpt = None,
+    summary_model: Annotated[
+        Optional[str], typer.Option("--summary-model", help="Model that writes summaries (empty: the turn's model).")
+    ] = None,
+    summary_share: SummaryShareOpt = None,
+    summary_prompt: SummaryPromptOpt = None,
+):
+    """Change a thread's settings; the others stay as they are."""
+    given = {
+        "system": system,
+        "model": model,
+        "budget": budget,
+        "policy": policy,
+        "recall": recall,
+        "summary_model": summary_model,
+        "summary_share": summary_share,
+    }
+    changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    for key in ("system", "model", "summary_model"):
+        if changes.get(key) == "":
+            changes[key] = None
+    if changes.get("budget") == 0:
+        changes["budget"] = None
+    if summary_prompt is not None:
+        changes["summary_prompt"] = _prompt_file(summary_prompt)
+    if not changes:
+        raise InvalidInput("nothing to change: give at least one setting (see `memchat set --help`)")
+    _render_settings(memory_of(ctx).configure(thread, **changes))
+
+
+def _prompt_file(path: str | None) -> str | None:
+    if path is None or path == "default":
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read the summary prompt {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not text.strip():
+        raise InvalidInput(f"the summary prompt {path} is empty")
+    return text
+
+
+def _render_settings(thread: ThreadPublic) -> None:
+    typer.echo(f"{thread.id}  {terminal_safe(thread.title) or 'untitled'}")
+    for label, value in _settings(thread):
+        typer.echo(f"  {label:<15} {value}")
+
+
+def _settings(thread: ThreadPublic) -> list[tuple[str, str]]:
+    rows = [
+        ("model", thread.model or f"{default_model()} (default)"),
+        ("budget", str(thread.budget) if thread.budget else "the model's input limit (default)"),
+        ("policy", thread.policy),
+        ("recall", str(thread.recall) if thread.recall else "off"),
+    ]
+    if thread.policy == "summary" or thread.summary_model or thread.summary_share or thread.summary_prompt:
+        rows += [
+            ("summary model", thread.summary_model or "the turn's model"),
+            ("summary share", str(thread.summary_share or 0.25)),
+            ("summary prompt", "custom" if thread.summary_prompt else "memchat's own"),
+        ]
+    return rows
+
+
+@app.command("list")
+def list_threads(ctx: typer.Context, as_json: JsonOpt = False):
+    """Threads, most recent activity first."""
+    threads = memory_of(ctx).threads()
+    if as_json:
+        print_json([thread.model_dump(mode="json") for thread in threads])
+        return
+    if not threads:
+        typer.echo("no threads yet: `memchat new` starts one", err=True)
+        return
+    rows = [("ID", "TITLE", "MODEL", "MESSAGES", "LAST ACTIVITY")]
+    rows += [
+        (t.id, t.title or "-", t.model or f"{default_model()} (default)", str(t.message_count), local_time(t.updated_at))
+        for t in threads
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        typer.echo(terminal_safe("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]))
+
+
+@app.command()
+def show(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
+    """The conversation, readable in a terminal."""
+    memory = memory_of(ctx)
+    if as_json:
+        memory.write_export(sys.stdout, thread)
+        return
+    info = memory.thread(thread)
+    details = [info.model or f"{default_model()} (default)"]
+    if info.budget:
+        details.append(f"budget {info.budget}")
+    if info.policy != "window":
+        details.append(f"policy {info.policy}")
+    if info.recall:
+        details.append(f"recall {info.recall}")
+    typer.secho(terminal_safe(f"{info.title or 'untitled'}  [{info.id}]  " + " · ".join(details)), bold=True)
+    current = memory.summary(info.id)
+    if current:
+        typer.secho(
+            f"summarized: messages #{current.first_position}–#{current.last_position} (`memchat summary {info.id}`)",
+            dim=True,
+        )
+    if info.system:
+        typer.secho("system:", fg="magenta")
+        typer.echo(_indent(terminal_safe(info.system)))
+    in_progress = memory.turn_in_progress(info.id)
+    for message in memory.messages(info.id):
+        shown_status = "interrupted" if message.status == "pending" and not in_progress else message.status
+        status = "" if message.status == "complete" else f" ({shown_status})"
+        if message.context_limit is not None:
+            status += f" (later turns send its first {message.context_limit} tokens)"
+        colour = {"user": "cyan", "assistant": "green"}.get(message.role, "magenta")
+        typer.echo()
+        typer.secho(f"{message.role}{status} · #{message.position} · {local_time(message.created_at)}", fg=colour)
+        typer.echo(_indent(terminal_safe(message.content)))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines()) or "  "
+
+
+@app.command()
+def rename(ctx: typer.Context, thread: ThreadArg, title: Annotated[str, typer.Argument(help="The new title.")]):
+    """Give a thread a new title."""
+    memory_of(ctx).rename(thread, title)
+
+
+@app.command()
+def rm(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+):
+    """Delete a thread and all its messages."""
+    memory = memory_of(ctx)
+    info = memory.thread(thread)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput("refusing to delete without confirmation: add --yes")
+        label = f"{info.id} ({info.title})" if info.title else info.id
+        typer.confirm(f"Delete thread {label} and its {info.message_count} messages?", abort=True)
+    memory.delete(info.id)

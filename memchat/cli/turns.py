@@ -1,0 +1,208 @@
+"""Turns: say, retry, accept a cut-off reply, and preview what the next turn sends."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+from memchat.cli.app import app, memory_of
+from memchat.cli.options import (
+    ApiBaseOpt,
+    BudgetOpt,
+    JsonOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    PolicyOpt,
+    RecallOpt,
+    StreamOpt,
+    SummaryModelOpt,
+    TemperatureOpt,
+    ThreadArg,
+    TimeoutOpt,
+)
+from memchat.cli.render import note, print_json
+from memchat.context import Context, ContextEntry
+from memchat.errors import InvalidInput
+from memchat.terminal import terminal_safe
+
+
+@app.command()
+def say(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    message: Annotated[Optional[str], typer.Argument(help="The message; `-` or none with a pipe reads stdin.", show_default=False)] = None,
+    model: ModelOpt = None,
+    budget: BudgetOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    api_base: ApiBaseOpt = None,
+    timeout: TimeoutOpt = None,
+    stream: StreamOpt = None,
+    policy: PolicyOpt = None,
+    recall: RecallOpt = None,
+    summary_model: SummaryModelOpt = None,
+):
+    """Send a message with the thread's memory and print the reply."""
+    _turn(ctx, thread, _message_text(message), locals())
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    model: ModelOpt = None,
+    budget: BudgetOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    api_base: ApiBaseOpt = None,
+    timeout: TimeoutOpt = None,
+    stream: StreamOpt = None,
+    policy: PolicyOpt = None,
+    recall: RecallOpt = None,
+    summary_model: SummaryModelOpt = None,
+):
+    """Send the thread's last unanswered message again (after a failed or cut-off reply)."""
+    _turn(ctx, thread, None, locals())
+
+
+@app.command()
+def accept(ctx: typer.Context, thread: ThreadArg):
+    """Keep a cut-off last reply as if complete, so later turns send it as history."""
+    memory_of(ctx).accept(thread)
+
+
+def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict) -> None:
+    streaming = sys.stdout.isatty() if options["stream"] is None else options["stream"]
+    shown = terminal_safe if sys.stdout.isatty() else str
+    wrote = []
+
+    def write(piece: str) -> None:
+        wrote.append(piece)
+        sys.stdout.write(shown(piece))
+        sys.stdout.flush()
+
+    try:
+        reply = memory_of(ctx).say(
+            thread,
+            text,
+            model=options["model"],
+            budget=options["budget"],
+            max_tokens=options["max_tokens"],
+            temperature=options["temperature"],
+            api_base=options["api_base"],
+            timeout=options["timeout"],
+            stream=streaming,
+            on_text=write if streaming else None,
+            on_note=note,
+            policy=options["policy"],
+            recall=options["recall"],
+            summary_model=options["summary_model"],
+        )
+    finally:
+        if wrote:
+            write("\n")
+    if not streaming:
+        typer.echo(shown(reply.text))
+
+
+
+
+def _message_text(message: str | None) -> str:
+    if message == "-" or (message is None and not sys.stdin.isatty()):
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"the message on stdin is not UTF-8 (byte {exc.start})") from None
+    if message is None:
+        raise InvalidInput("no message: give it as an argument, or pipe it on stdin")
+    return message
+
+
+@app.command()
+def context(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    message: Annotated[Optional[str], typer.Argument(help="The next message, to see exactly what would be sent.", show_default=False)] = None,
+    model: ModelOpt = None,
+    budget: BudgetOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    policy: PolicyOpt = None,
+    recall: RecallOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Show what the next turn would send, without calling the model."""
+    result = memory_of(ctx).context(
+        thread, message, model=model, budget=budget, max_tokens=max_tokens, policy=policy, recall=recall
+    )
+    if as_json:
+        print_json(_context_json(result))
+    else:
+        _render_context(result)
+
+
+def _context_json(result: Context) -> dict[str, Any]:
+    return {
+        "model": result.model,
+        "tokenizer": result.tokenizer,
+        "budget": result.budget,
+        "room": result.room,
+        "prompt_tokens": result.prompt_tokens,
+        "framing_tokens": result.framing_tokens,
+        "policy": result.policy,
+        "summary_due": list(result.summary_due) if result.summary_due else None,
+        "dropped": len(result.dropped),
+        "entries": [
+            {
+                "role": e.role,
+                "kind": e.kind,
+                "position": e.position,
+                "span": list(e.span) if e.span else None,
+                "recalled": list(e.recalled),
+                "tokens": e.tokens,
+                "kept": e.kept,
+                "content": e.content,
+            }
+            for e in result.entries
+        ],
+        "messages": result.messages,
+    }
+
+
+def _render_context(result: Context) -> None:
+    margin = f" ({result.room} after the margin for an approximate tokenizer)" if result.room < result.budget else ""
+    typer.echo(
+        f"model {result.model} · tokenizer {result.tokenizer} · budget {result.budget} tokens{margin} · "
+        f"policy {result.policy}"
+    )
+    span = next((e.span for e in result.entries if e.kind == "summary" and e.kept), None)
+    recalled = {p for e in result.entries if e.kind == "recall" and e.kept for p in e.recalled}
+    for entry in result.entries:
+        mark = "  " if entry.kept else "✗ "
+        preview = " ".join(entry.content.split())
+        preview = preview if len(preview) <= 60 else preview[:59] + "…"
+        line = f"{mark}{_where(entry):>9}  {entry.role:<9} {entry.tokens:>7}  {preview}"
+        if not entry.kept and entry.position is not None:
+            if span and span[0] <= entry.position <= span[1]:
+                line += "  (in the summary)"
+            if entry.position in recalled:
+                line += "  (recalled)"
+        typer.secho(terminal_safe(line), dim=not entry.kept)
+    kept = len(result.messages)
+    typer.echo(
+        f"sends {kept} of {len(result.entries)} messages: {result.prompt_tokens} of {result.budget} tokens "
+        f"({result.framing_tokens} of framing); {len(result.dropped)} dropped (✗) by the budget"
+    )
+    if result.summary_due:
+        first, last = result.summary_due
+        typer.echo(f"the next turn first folds messages #{first}–#{last} into the summary (one model call)")
+
+
+def _where(entry: ContextEntry) -> str:
+    if entry.kind == "summary" and entry.span:
+        return f"#{entry.span[0]}–#{entry.span[1]}"
+    if entry.kind == "recall":
+        return "recall"
+    return {"system": "sys", "new": "new"}.get(entry.kind, f"#{entry.position}")
