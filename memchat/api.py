@@ -92,6 +92,8 @@ class Memory:
         return lease.turn_in_progress(self.store, self.store.thread(thread_id).id)
 
     def rename(self, thread_id: str, title: str) -> ThreadPublic:
+        if not title.strip():
+            raise InvalidInput("the title is empty: give the new title (a thread may also have none: `memchat set`)")
         _validated(ThreadCreate, title=title)
         return self.store.rename(thread_id, title)
 

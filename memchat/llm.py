@@ -337,11 +337,17 @@ def _streamed(litellm, params: dict, on_text: Callable[[str], None] | None, rece
     return litellm.stream_chunk_builder(chunks, messages=params["messages"])
 
 
+COST_DIGITS = 10
+"""Significant digits a cost is kept to: prices are per million tokens, so the float products
+carry noise (1.2899999999999998e-05) that no provider bills."""
+
+
 def _cost(litellm, response, model: str) -> float | None:
     try:
-        return float(litellm.completion_cost(completion_response=response, model=model))
+        cost = float(litellm.completion_cost(completion_response=response, model=model))
     except Exception:
         return None
+    return float(f"{cost:.{COST_DIGITS}g}")
 
 
 def _is_connection_failure(exc: BaseException) -> bool:

@@ -59,9 +59,55 @@ def test_say_options_reach_the_provider(server):
 def test_say_reads_stdin_with_dash_or_a_pipe(server):
     thread = new_thread()
     ok("say", thread, "-", input="from a dash\n")
-    ok("say", thread, input="from a pipe")
+    ok("say", thread, input="from a pipe\n\n")
+    ok("say", thread, "summarise this", input="FILE TEXT\n")
     contents = [m["content"] for m in server.last_messages if m["role"] == "user"]
-    assert contents == ["from a dash\n", "from a pipe"]
+    assert contents == ["from a dash", "from a pipe\n", "FILE TEXT\n\nsummarise this"], "one trailing newline dropped"
+
+
+def test_a_message_that_starts_with_a_dash_is_explained_and_sent_after_double_dash(server):
+    thread = new_thread()
+    refused = fails(2, "say", thread, "-1 is negative")
+    assert "goes after `--`" in refused.stderr and refused.stderr.count("\n") == 1
+    ok("say", thread, "--", "-1 is negative")
+    assert server.last_messages[-1] == {"role": "user", "content": "-1 is negative"}
+
+
+def test_changes_are_reported_in_one_line_and_an_empty_title_is_refused(server):
+    thread = new_thread()
+    assert ok("rename", thread, "Trip").stderr == f"memchat: renamed thread {thread} to 'Trip'\n"
+    assert "the title is empty" in fails(2, "rename", thread, "  ").stderr
+    assert ok("set", thread, "--budget", "900", "--recall", "2").stderr == f"memchat: changed budget, recall of thread {thread}\n"
+    server.reply("part of it")
+    server.drop_after(2)
+    run("say", thread, "q", "--stream")
+    assert ok("accept", thread).stderr.startswith("memchat: kept the cut-off reply #1 of thread")
+    assert ok("rm", thread, "--yes").stderr == f"memchat: deleted thread {thread} and its 2 messages\n"
+
+
+def test_an_ambiguous_prefix_lists_the_ids_it_matches(server):
+    ids = [new_thread() for _ in range(17)]  # 16 hex digits: two of them share a first one
+    first = next(digit for digit in "0123456789abcdef" if sum(i.startswith(digit) for i in ids) >= 2)
+    refused = fails(2, "show", first)
+    sharing = [i for i in ids if i.startswith(first)]
+    assert all(thread in refused.stderr for thread in sorted(sharing)[:5]) and "give more characters" in refused.stderr
+
+
+def test_no_color_is_honoured(server, monkeypatch):
+    thread = new_thread()
+    monkeypatch.setenv("NO_COLOR", "1")
+    shown = runner.invoke(app, ["show", thread], color=True)
+    assert "\x1b[" not in shown.stdout
+    monkeypatch.delenv("NO_COLOR")
+    assert "\x1b[" in runner.invoke(app, ["show", thread], color=True).stdout
+
+
+@sqlite_only
+def test_no_arguments_show_help_without_an_empty_error_line(memchat_script):
+    for args in ([], ["db"]):
+        shown = subprocess.run([memchat_script, *args], capture_output=True, text=True, timeout=60)
+        assert "Usage" in shown.stdout + shown.stderr
+        assert "memchat:  (" not in shown.stderr and not shown.stderr.startswith("memchat: ")
 
 
 def test_say_streams_on_request(server):

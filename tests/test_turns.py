@@ -313,3 +313,11 @@ def test_context_preview_matches_what_the_turn_sends(memory, server):
     memory.say(thread.id, "next one", budget=150)
     assert preview.messages == server.last_messages
     assert preview.prompt_tokens == llm.counter("openai/gpt-4o")(server.last_messages)
+
+
+def test_costs_are_stored_without_float_noise(memory, server):
+    thread = memory.new_thread(model="openai/gpt-4o-mini")
+    memory.say(thread.id, "hi")
+    cost = memory.messages(thread.id)[-1].cost
+    assert cost is not None and cost > 0
+    assert repr(cost) == repr(float(f"{cost:.10g}")) and len(repr(cost)) <= 16

@@ -7,6 +7,7 @@ its arguments, calling one Memory method and rendering.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 from typing import Annotated, Optional
@@ -32,9 +33,9 @@ class _Commands(TyperGroup):
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except TyperException as exc:
-            context = getattr(exc, "ctx", None)
-            hint = f" (see `{context.command_path} --help`)" if context is not None else ""
-            typer.echo(f"memchat: {exc.format_message()}{hint}", err=True)
+            message = exc.format_message()
+            if message:  # empty for "no arguments: help shown", which needs no line of its own
+                typer.echo(f"memchat: {message}{_usage_hint(exc)}", err=True)
             sys.exit(getattr(exc, "exit_code", 2))
         except typer.Abort:
             typer.echo("memchat: aborted", err=True)
@@ -67,6 +68,19 @@ class _Commands(TyperGroup):
             if debug_enabled():
                 raise
             _fail(f"internal error: {type(exc).__name__}: {exc} (MEMCHAT_DEBUG=1 shows the traceback)", 1)
+
+
+def _usage_hint(exc: TyperException) -> str:
+    context = getattr(exc, "ctx", None)
+    if context is None:
+        return ""
+    unknown = type(exc).__name__ == "NoSuchOption" and getattr(exc, "option_name", "")
+    if unknown and context.command.name in ("say", "context"):
+        return (
+            f"; a message that starts with '-' goes after `--`: memchat {context.command.name} THREAD -- "
+            f"{shlex.quote(unknown + ' …')}"
+        )
+    return f" (see `{context.command_path} --help`)"
 
 
 def _fail(message: str, code: int):
@@ -130,6 +144,8 @@ def _global(
     ] = None,
 ):
     ctx.obj = {"db": db}
+    if os.environ.get("NO_COLOR"):
+        ctx.color = False  # no-color.org; colour is only ever written to a terminal anyway
 
 
 def memory_of(ctx: typer.Context) -> Memory:

@@ -20,7 +20,7 @@ from memchat.cli.options import (
     SummaryShareOpt,
     ThreadArg,
 )
-from memchat.cli.render import local_time, print_json
+from memchat.cli.render import local_time, note, print_json
 from memchat.config import default_model
 from memchat.errors import InvalidInput
 from memchat.storage.models import ThreadPublic
@@ -90,7 +90,9 @@ def set_(
         changes["summary_prompt"] = _prompt_file(summary_prompt)
     if not changes:
         raise InvalidInput("nothing to change: give at least one setting (see `memchat set --help`)")
-    _render_settings(memory_of(ctx).configure(thread, **changes))
+    changed = memory_of(ctx).configure(thread, **changes)
+    note(f"changed {', '.join(sorted(changes))} of thread {changed.id}")
+    _render_settings(changed)
 
 
 def _prompt_file(path: str | None) -> str | None:
@@ -191,7 +193,8 @@ def _indent(text: str) -> str:
 @app.command()
 def rename(ctx: typer.Context, thread: ThreadArg, title: Annotated[str, typer.Argument(help="The new title.")]):
     """Give a thread a new title."""
-    memory_of(ctx).rename(thread, title)
+    renamed = memory_of(ctx).rename(thread, title)
+    note(f"renamed thread {renamed.id} to {renamed.title!r}")
 
 
 @app.command()
@@ -209,3 +212,4 @@ def rm(
         label = f"{info.id} ({info.title})" if info.title else info.id
         typer.confirm(f"Delete thread {label} and its {info.message_count} messages?", abort=True)
     memory.delete(info.id)
+    note(f"deleted thread {info.id} and its {info.message_count} messages")

@@ -32,7 +32,15 @@ from memchat.terminal import terminal_safe
 def say(
     ctx: typer.Context,
     thread: ThreadArg,
-    message: Annotated[Optional[str], typer.Argument(help="The message; `-` or none with a pipe reads stdin.", show_default=False)] = None,
+    message: Annotated[
+        Optional[str],
+        typer.Argument(
+            metavar="[MESSAGE]",
+            help="The message. Text piped on stdin comes first, then MESSAGE after a blank line; `-` reads stdin "
+            "alone. A message starting with `-` goes after `--`: memchat say T -- '-1 is negative'.",
+            show_default=False,
+        ),
+    ] = None,
     model: ModelOpt = None,
     budget: BudgetOpt = None,
     max_tokens: MaxTokensOpt = None,
@@ -70,7 +78,8 @@ def retry(
 @app.command()
 def accept(ctx: typer.Context, thread: ThreadArg):
     """Keep a cut-off last reply as if complete, so later turns send it as history."""
-    memory_of(ctx).accept(thread)
+    kept = memory_of(ctx).accept(thread)
+    note(f"kept the cut-off reply #{kept.position} of thread {kept.thread_id} as complete; later turns send it")
 
 
 def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict) -> None:
@@ -110,15 +119,28 @@ def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict) -> N
 
 
 def _message_text(message: str | None) -> str:
-    if message == "-" or (message is None and not sys.stdin.isatty()):
-        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(f"the message on stdin is not UTF-8 (byte {exc.start})") from None
+    """The message as `llm` takes one: text piped on stdin, then the argument after a blank line
+    (`cat notes.txt | memchat say T "summarise this"`); `-` reads stdin alone. One trailing
+    newline of piped text is not part of the message."""
+    piped = _stdin_text() if message == "-" or not sys.stdin.isatty() else ""
+    if message == "-":
+        return piped
+    if piped and message is not None:
+        return f"{piped}\n\n{message}"
+    if piped:
+        return piped
     if message is None:
         raise InvalidInput("no message: give it as an argument, or pipe it on stdin")
     return message
+
+
+def _stdin_text() -> str:
+    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"the message on stdin is not UTF-8 (byte {exc.start})") from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 @app.command()

@@ -141,7 +141,6 @@ def current_revision(engine: Engine) -> str | None:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision`, refusing a database migrated by a newer memchat."""
     from alembic import command
-    from alembic.script import ScriptDirectory
 
     config = _alembic_config()
     current = current_revision(engine)

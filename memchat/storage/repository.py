@@ -40,6 +40,8 @@ from memchat.storage.models import (
 )
 
 EXPORT_PAGE = 2000
+AMBIGUOUS_SHOWN = 5
+"""Matching ids an ambiguous prefix's error lists."""
 IMPORT_CHUNK = 2000
 """Messages an import writes per transaction: each holds SQLite's write lock for tens of ms."""
 IMPORT_PAUSE_SECONDS = 0.005
@@ -640,12 +642,15 @@ class Store:
         matches = session.exec(
             select(Thread)
             .where(col(Thread.id).like(escaped + "%", escape="\\"), col(Thread.import_holder).is_(None))
-            .limit(2)
+            .order_by(col(Thread.id))
+            .limit(AMBIGUOUS_SHOWN + 1)
         ).all()
         if len(matches) == 1:
             return matches[0]
         if matches:
-            raise InvalidInput(f"thread id {ref!r} is ambiguous; give more characters")
+            shown = ", ".join(thread.id for thread in matches[:AMBIGUOUS_SHOWN])
+            more = ", …" if len(matches) > AMBIGUOUS_SHOWN else ""
+            raise InvalidInput(f"thread id {ref!r} is ambiguous: it starts {shown}{more}; give more characters")
         raise NotFound(f"no thread {ref!r}; `memchat list` shows the threads")
 
     def _message(self, session: Session, message_id: int) -> Message:
