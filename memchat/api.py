@@ -232,6 +232,13 @@ class Memory:
         """(the database's revision, the newest this memchat knows)."""
         return database.current_revision(self.store.engine), database.head_revision()
 
+    def database_location(self) -> str:
+        """The database file's path, or its URL with any password masked."""
+        url = self.store.engine.url
+        if url.get_backend_name() == "sqlite" and url.database:
+            return url.database
+        return url.render_as_string(hide_password=True)
+
     def schema_state(self) -> str:
         """The database's schema in words, with what to do about it."""
         revision, head = self.schema_revision()

@@ -7,6 +7,9 @@ script can tell "thread not found" from "provider down" without parsing text.
 
 class MemchatError(Exception):
     exit_code = 1
+    unanswered_in: str | None = None
+    """Set on a failure that came after the user's message was stored: the thread whose last
+    message is kept unanswered (so a face can say how to send it again)."""
 
 
 class InvalidInput(MemchatError):

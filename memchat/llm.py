@@ -250,9 +250,11 @@ def complete(
         except ProviderError:
             raise
         except Exception as exc:
-            error = _translate(litellm, exc, model, api_base)
             if received:
-                raise ReplyCutOff(f"{error} (the reply stopped part-way; what arrived is kept)", "".join(received)) from None
+                raise ReplyCutOff(
+                    f"{model}: the connection dropped part-way through the reply; what arrived is kept", "".join(received)
+                ) from None
+            error = _translate(litellm, exc, model, api_base)
             pause = max(RETRY_BASE_SECONDS * 2**attempt * (0.5 + random.random()), _retry_after(exc))
             if not _transient(litellm, exc) or time.monotonic() + pause >= deadline or attempt + 1 == MAX_ATTEMPTS:
                 raise error from None
@@ -325,6 +327,10 @@ def _streamed(litellm, params: dict, on_text: Callable[[str], None] | None, rece
                 on_text(piece)
         finished = finished or bool(choice is not None and choice.finish_reason)
         if time.monotonic() > deadline:
+            if received:
+                raise ReplyCutOff(
+                    f"{params['model']}: the reply did not finish within --timeout; what arrived is kept", "".join(received)
+                )
             raise litellm.exceptions.Timeout(
                 message="the reply did not finish within --timeout", model=params["model"], llm_provider=""
             )
@@ -376,6 +382,28 @@ def _api_key(litellm, model: str) -> str | None:
         return None
 
 
+PROVIDER_BASE_VARIABLES = {
+    "openai": ("OPENAI_BASE_URL", "OPENAI_API_BASE"),
+    "anthropic": ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE"),
+    "ollama": ("OLLAMA_API_BASE",),
+}
+DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com", "ollama": "http://localhost:11434"}
+
+
+def _endpoint(litellm, model: str, api_base: str | None) -> str:
+    """The URL a call to `model` went to: --api-base, else the provider's variable, else its default."""
+    if api_base:
+        return api_base
+    try:
+        provider = litellm.get_llm_provider(model)[1]
+    except Exception:
+        return "the provider"
+    for name in PROVIDER_BASE_VARIABLES.get(provider, ()):
+        if os.environ.get(name):
+            return os.environ[name]
+    return DEFAULT_ENDPOINTS.get(provider, f"the {provider} endpoint")
+
+
 def _explain(litellm, exc: Exception, model: str, api_base: str | None) -> ProviderError:
     errors = litellm.exceptions
     detail = _LITELLM_PREFIX.sub("", " ".join(str(getattr(exc, "message", exc)).split()))
@@ -397,7 +425,7 @@ def _explain(litellm, exc: Exception, model: str, api_base: str | None) -> Provi
     if isinstance(exc, errors.Timeout):
         return ProviderError(f"{model}: the provider did not answer in time; try again later or raise --timeout")
     if isinstance(exc, errors.APIConnectionError) or _is_connection_failure(exc):
-        where = mask_url_passwords(api_base) if api_base else "the provider"
+        where = mask_url_passwords(_endpoint(litellm, model, api_base))
         return ProviderError(f"{model}: cannot reach {where} ({detail}); check the network or --api-base")
     if isinstance(exc, errors.BadRequestError):
         return ProviderError(f"{model}: the provider rejected the request ({detail})")

@@ -141,9 +141,11 @@ def _take_turn(
             user_status="failed",
             lease_holder=lease.holder,
         )
+        cut.unanswered_in = thread.id
         raise
-    except BaseException:
+    except BaseException as failure:
         store.set_status(user_message.id, "failed")
+        failure.unanswered_in = thread.id
         raise
     reply_count = plan.tokens(completion.text)
     context_limit = None
@@ -170,8 +172,9 @@ def _take_turn(
             tokens=(plan.tokenizer.name, reply_count),
             lease_holder=lease.holder,
         )
-    except BaseException:
+    except BaseException as failure:
         store.set_status(user_message.id, "failed")
+        failure.unanswered_in = thread.id
         raise
     return Reply(
         text=completion.text,

@@ -383,7 +383,8 @@ def test_retry_command_and_a_cut_off_stream(server):
     result = run("say", thread, "tell me", "--stream")
     assert result.exit_code == 5
     assert result.stdout == "half of \n"
-    assert "stopped part-way" in result.stderr and result.stderr.count("\n") == 1
+    assert "dropped part-way" in result.stderr and result.stderr.count("\n") == 1
+    assert f"memchat accept {thread}" in result.stderr and f"memchat retry {thread}" in result.stderr
     assert "assistant (partial)" in ok("show", thread).stdout
     server.reply("the full answer")
     assert ok("retry", thread, "--timeout", "30").stdout == "the full answer\n"
@@ -539,3 +540,51 @@ def test_a_failed_summary_is_said_on_stderr_and_the_reply_still_comes(memory, se
         assert result.stdout.startswith("reply ")
     assert "could not update the summary" in result.stderr and "window policy" in result.stderr
     assert memory.summary(thread) is None
+
+
+def test_a_failed_turn_says_the_message_is_saved_and_how_to_resend_it(server):
+    thread = new_thread()
+    server.fail(401, "bad key")
+    failed = fails(5, "say", thread, "hello")
+    assert failed.stderr.count("\n") == 1
+    assert f"(your message is saved: `memchat retry {thread}` sends it again)" in failed.stderr
+    assert "litellm." not in failed.stderr and "Exception" not in failed.stderr
+
+
+def test_cannot_reach_names_the_url_it_tried(server, monkeypatch):
+    thread = new_thread()
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
+    failed = fails(5, "say", thread, "hello", "--timeout", "1")
+    assert "cannot reach http://127.0.0.1:9/v1" in failed.stderr
+
+
+@sqlite_only
+def test_version_short_help_completion_and_db_path(tmp_path):
+    from importlib.metadata import version
+
+    assert ok("--version").stdout == f"memchat {version('memchat')}\n"
+    assert "Usage" in ok("-h").stdout and "Usage" in ok("say", "-h").stdout
+    assert "complete" in ok("--show-completion", "bash").stdout
+    database = tmp_path / "where.db"
+    assert ok("--db", str(database), "db", "path").stdout == f"{database}\n"
+
+
+@sqlite_only
+def test_the_same_mistake_gets_the_same_words(server):
+    thread = new_thread()
+    wordings = {fails(2, *args, "--policy", "bogus").stderr.split(" (see")[0] for args in (["new"], ["say", thread, "hi"], ["set", thread])}
+    assert wordings == {"memchat: Invalid value for '--policy': 'bogus' is not one of 'window', 'summary'."}
+
+
+def test_the_global_db_option_after_the_command(memchat_script, tmp_path):
+    elsewhere = tmp_path / "elsewhere.db"
+    made = subprocess.run([memchat_script, "new", "--title", "there", "--db", str(elsewhere)], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    listed = subprocess.run([memchat_script, "list", "--json", f"--db={elsewhere}"], capture_output=True, text=True, timeout=60)
+    assert [t["title"] for t in json.loads(listed.stdout)] == ["there"]
+    said = subprocess.run(
+        [memchat_script, "say", made.stdout.strip(), "--model", "memchat/echo", "--db", str(elsewhere), "--", "--db is a flag"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert said.returncode == 0 and said.stdout.startswith("You said: --db is a flag")

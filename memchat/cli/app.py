@@ -18,7 +18,7 @@ from typer.exceptions import TyperException
 
 from memchat.api import Memory
 from memchat.config import debug_enabled
-from memchat.errors import Interrupted, MemchatError, StorageError, exit_code_for_signal
+from memchat.errors import Interrupted, MemchatError, ReplyCutOff, StorageError, exit_code_for_signal
 from memchat.redact import redact
 from memchat.terminal import terminal_safe
 
@@ -33,7 +33,7 @@ class _Commands(TyperGroup):
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except TyperException as exc:
-            message = exc.format_message()
+            message = exc.format_message().replace("Value error, ", "")
             if message:  # empty for "no arguments: help shown", which needs no line of its own
                 typer.echo(f"memchat: {message}{_usage_hint(exc)}", err=True)
             sys.exit(getattr(exc, "exit_code", 2))
@@ -52,9 +52,9 @@ class _Commands(TyperGroup):
         except MemchatError as exc:
             if debug_enabled():
                 raise
-            _fail(str(exc), exc.exit_code)
+            _fail(str(exc) + _next_step(exc), exc.exit_code)
         except KeyboardInterrupt as interrupt:
-            _fail("interrupted", exit_code_for_signal(getattr(interrupt, "signal_number", None)))
+            _fail("interrupted" + _next_step(interrupt), exit_code_for_signal(getattr(interrupt, "signal_number", None)))
         except BrokenPipeError:
             # The reader went away (`memchat export --all | head`): nothing more to say to it.
             _silence_stdout()
@@ -81,6 +81,16 @@ def _usage_hint(exc: TyperException) -> str:
             f"{shlex.quote(unknown + ' …')}"
         )
     return f" (see `{context.command_path} --help`)"
+
+
+def _next_step(failure: BaseException) -> str:
+    """How to go on after a turn that failed once the user's message was stored."""
+    thread = getattr(failure, "unanswered_in", None)
+    if thread is None:
+        return ""
+    if isinstance(failure, ReplyCutOff) and failure.text:
+        return f" (the partial reply is kept: `memchat accept {thread}` keeps it, `memchat retry {thread}` asks again)"
+    return f" (your message is saved: `memchat retry {thread}` sends it again)"
 
 
 def _fail(message: str, code: int):
@@ -129,10 +139,23 @@ app = typer.Typer(
     help="Persistent conversation memory for LLMs: threads in SQL, context fitted to a token budget.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-db_app = typer.Typer(cls=_Commands, help="Schema migrations (memchat also migrates on first use).", no_args_is_help=True)
+db_app = typer.Typer(
+    cls=_Commands,
+    help="The database: where it is, its schema (memchat also migrates on first use).",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 app.add_typer(db_app, name="db")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from memchat.storage.database import memchat_version
+
+        typer.echo(f"memchat {memchat_version()}")
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -140,8 +163,17 @@ def _global(
     ctx: typer.Context,
     db: Annotated[
         Optional[str],
-        typer.Option("--db", help="Database: a file path or SQLAlchemy URL. Default: $MEMCHAT_DB, else a file in the user data dir."),
+        typer.Option(
+            "--db",
+            metavar="PATH|URL",
+            help="Database: a file path or SQLAlchemy URL (also accepted after the command). "
+            "Default: $MEMCHAT_DB, else a file in the user data dir (`memchat db path`).",
+        ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print memchat's version and exit.", is_eager=True, callback=_print_version),
+    ] = False,
 ):
     ctx.obj = {"db": db}
     if os.environ.get("NO_COLOR"):
@@ -157,6 +189,31 @@ def memory_of(ctx: typer.Context) -> Memory:
     return root.obj["memory"]
 
 
+GLOBAL_OPTIONS_WITH_VALUES = ("--db",)
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """`memchat list --db x.db` means `memchat --db x.db list`, as users type it: a global option
+    found after the command (and before any `--`) is moved in front of it."""
+    front: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "--":
+            rest += argv[index:]
+            break
+        name = word.split("=", 1)[0]
+        if rest and name in GLOBAL_OPTIONS_WITH_VALUES:
+            taken = 1 if "=" in word else 2
+            front += argv[index : index + taken]
+            index += taken
+            continue
+        rest.append(word)
+        index += 1
+    return front + rest
+
+
 def main() -> None:
     _install_signal_handlers()
-    app(prog_name="memchat")
+    app(args=hoist_global_options(sys.argv[1:]), prog_name="memchat")

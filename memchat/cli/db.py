@@ -8,6 +8,12 @@ from memchat.cli.app import db_app, memory_of
 
 
 @db_app.command()
+def path(ctx: typer.Context):
+    """Print where the database is: the file, or the URL with its password masked."""
+    typer.echo(memory_of(ctx).database_location())
+
+
+@db_app.command()
 def upgrade(ctx: typer.Context):
     """Bring the database schema to the newest revision."""
     typer.echo(memory_of(ctx).upgrade_schema())

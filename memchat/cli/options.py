@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Annotated, Optional
 
 import typer
@@ -13,12 +14,18 @@ BudgetOpt = Annotated[Optional[int], typer.Option("--budget", "-b", min=1, help=
 MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Maximum reply tokens.", show_default="1024")]
 
 
+class PolicyName(str, Enum):
+    window = "window"
+    summary = "summary"
+
+
 PolicyOpt = Annotated[
-    Optional[str],
+    Optional[PolicyName],
     typer.Option(
         "--policy",
         help="Memory policy: window (history that does not fit is left out) or summary (it is condensed).",
         show_default=False,
+        case_sensitive=False,
     ),
 ]
 RecallOpt = Annotated[

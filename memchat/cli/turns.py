@@ -105,7 +105,7 @@ def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict) -> N
             stream=streaming,
             on_text=write if streaming else None,
             on_note=note,
-            policy=options["policy"],
+            policy=options["policy"].value if options["policy"] else None,
             recall=options["recall"],
             summary_model=options["summary_model"],
         )
@@ -157,7 +157,13 @@ def context(
 ):
     """Show what the next turn would send, without calling the model."""
     result = memory_of(ctx).context(
-        thread, message, model=model, budget=budget, max_tokens=max_tokens, policy=policy, recall=recall
+        thread,
+        message,
+        model=model,
+        budget=budget,
+        max_tokens=max_tokens,
+        policy=policy.value if policy else None,
+        recall=recall,
     )
     if as_json:
         print_json(_context_json(result))
