@@ -12,9 +12,23 @@ from memchat.config import database_url
 from memchat.context import Context
 from memchat.errors import InvalidInput, describe_validation_error
 from memchat.storage import database
-from memchat.storage.models import MessagePublic, SummaryPublic, ThreadCreate, ThreadPublic, ThreadUpdate, check_text
+from memchat.storage.models import (
+    MessagePublic,
+    SummaryPublic,
+    ThreadCreate,
+    ThreadPublic,
+    ThreadUpdate,
+    check_text,
+)
 from memchat.storage.repository import SearchHit, Store
-from memchat.turn import Reply, TurnOptions, build_context, rebuild_summary, take_turn, validate_text
+from memchat.turn import (
+    Reply,
+    TurnOptions,
+    build_context,
+    rebuild_summary,
+    take_turn,
+    validate_text,
+)
 
 
 class Memory:
@@ -49,8 +63,10 @@ class Memory:
         summary_model: str | None = None,
         summary_share: float | None = None,
         summary_prompt: str | None = None,
+        api_base: str | None = None,
     ) -> ThreadPublic:
-        """`policy` "summary" condenses history that leaves the window into a stored summary;
+        """`api_base` sends the thread's turns to that endpoint (a local OpenAI-compatible server);
+        `policy` "summary" condenses history that leaves the window into a stored summary;
         `recall` adds that many older messages matching each new one as excerpts."""
         data = _validated(
             ThreadCreate,
@@ -63,6 +79,7 @@ class Memory:
             summary_model=summary_model or None,
             summary_share=summary_share,
             summary_prompt=summary_prompt,
+            api_base=api_base,
         )
         return self.store.create_thread(data)
 

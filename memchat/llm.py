@@ -193,13 +193,22 @@ def check_model(model: str, *, api_base: str | None = None) -> None:
             f"unknown model {model!r}: name it as provider/model, e.g. openai/gpt-4o or "
             f"anthropic/claude-sonnet-4-5; {OFFLINE_HINT}"
         ) from None
-    missing = [
+    missing = _missing_keys(litellm, model)
+    if missing and not api_base:
+        raise ProviderError(f"{missing[0]} is not set: export {missing[0]}=... to use {model}, or {OFFLINE_HINT}")
+
+
+def _missing_keys(litellm, model: str) -> list[str]:
+    return [
         key
         for key in litellm.validate_environment(model).get("missing_keys", [])
         if key.endswith(("_API_KEY", "_TOKEN"))
     ]
-    if missing:
-        raise ProviderError(f"{missing[0]} is not set: export {missing[0]}=... to use {model}, or {OFFLINE_HINT}")
+
+
+NO_KEY = "memchat-no-key"
+"""Sent to an endpoint given with --api-base when the provider's key is not set: local servers
+usually want none, but the client libraries insist on one."""
 
 
 def complete(
@@ -224,6 +233,8 @@ def complete(
         params["temperature"] = temperature
     if api_base:
         params["api_base"] = api_base
+        if _missing_keys(litellm, model):
+            params["api_key"] = NO_KEY
     started = time.perf_counter()
     deadline = time.monotonic() + timeout
     for attempt in range(MAX_ATTEMPTS):

@@ -24,10 +24,10 @@ from memchat.errors import InvalidInput, describe_validation_error
 from memchat.storage.models import (
     MAX_INTEGER,
     MAX_RECALL,
-    PastMoment,
-    SafeText,
     MessagePublic,
+    PastMoment,
     Policy,
+    SafeText,
     Status,
     SummaryCreate,
     SummaryPublic,
@@ -37,7 +37,6 @@ from memchat.storage.models import (
 )
 from memchat.storage.repository import Store, ThreadRecord
 from memchat.tokens import tokenizer_for
-
 
 Count = Annotated[int, Field(ge=0, le=MAX_INTEGER, strict=True)]
 """A token count, position or duration: a JSON integer (never true/false), storable in 64 bits."""
@@ -103,6 +102,7 @@ class ExportedThread(BaseModel):
     summary_model: SafeText | None = None
     summary_share: Annotated[float, Field(gt=0, le=0.9, strict=True)] | None = None
     summary_prompt: SafeText | None = None
+    api_base: SafeText | None = None
     created_at: PastMoment | None = None
     updated_at: PastMoment | None = None
     messages: list[ExportedMessage]
@@ -144,6 +144,7 @@ def _header(thread: ThreadPublic) -> dict[str, Any]:
         "summary_model": thread.summary_model,
         "summary_share": thread.summary_share,
         "summary_prompt": thread.summary_prompt,
+        "api_base": thread.api_base,
         "created_at": _timestamp(thread.created_at),
         "updated_at": _timestamp(thread.updated_at),
     }
@@ -305,6 +306,7 @@ def _record(exported: ExportedThread) -> ThreadRecord:
             "summary_model": exported.summary_model,
             "summary_share": exported.summary_share,
             "summary_prompt": exported.summary_prompt,
+            "api_base": exported.api_base,
         }
     )
     for summary in exported.summaries:

@@ -16,7 +16,13 @@ from memchat.context import Context, history_room, room_for, summary_cap
 from memchat.errors import ContextTooLong, InvalidInput, ProviderError, ReplyCutOff
 from memchat.lease import Lease, turn_lease
 from memchat.prompt import TurnOptions, build_context, validate_text
-from memchat.storage.models import DEFAULT_SUMMARY_SHARE, MessageCreate, MessagePublic, SummaryPublic, ThreadPublic
+from memchat.storage.models import (
+    DEFAULT_SUMMARY_SHARE,
+    MessageCreate,
+    MessagePublic,
+    SummaryPublic,
+    ThreadPublic,
+)
 from memchat.storage.repository import Store
 
 __all__ = ["Reply", "TurnOptions", "build_context", "rebuild_summary", "take_turn", "validate_text"]
@@ -60,6 +66,7 @@ def take_turn(
     if text is not None:
         prompt.validate_text(text)
     thread = store.thread(thread_ref)
+    options = replace(options, api_base=options.api_base or thread.api_base)
     llm.check_model(prompt.plan_for(thread, options).model, api_base=options.api_base)
     calls = 2 if (options.policy or thread.policy) == "summary" else 1
     with turn_lease(store, thread.id, options.timeout * calls) as lease:
@@ -239,6 +246,7 @@ def rebuild_summary(
     """Make the thread's summary again from its first message, in as many calls as its span
     needs: over the span of the current summary, or what the next turn would leave out."""
     thread = store.thread(thread_ref)
+    options = replace(options, api_base=options.api_base or thread.api_base)
     with store.snapshot():
         plan = prompt.plan_for(thread, options)
         current = store.current_summary(thread.id)

@@ -588,3 +588,18 @@ def test_the_global_db_option_after_the_command(memchat_script, tmp_path):
         capture_output=True, text=True, timeout=60,
     )
     assert said.returncode == 0 and said.stdout.startswith("You said: --db is a flag")
+
+
+def test_a_thread_remembers_its_endpoint_and_needs_no_key_there(server, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
+    thread = ok("new", "--api-base", server.url).stdout.strip()
+    server.reply("from the local server")
+    assert ok("say", thread, "hi").stdout == "from the local server\n"
+    assert "api base" in ok("set", thread, "--budget", "500").stdout
+    refused = fails(2, "set", thread, "--api-base", "http://me:hunter2@127.0.0.1:1/v1")
+    assert "password" in refused.stderr and "hunter2" not in refused.stderr
+    other = new_thread()
+    assert "OPENAI_API_KEY is not set" in fails(5, "say", other, "hi").stderr
+    assert ok("say", other, "hi", "--api-base", server.url).stdout == "reply 2\n"

@@ -22,7 +22,7 @@ def test_export_shape(memory, conversation):
     data = memory.export(conversation.id)
     assert set(data) == {
         "id", "title", "model", "system", "budget", "created_at", "updated_at", "messages", "summaries",
-        "policy", "recall", "summary_model", "summary_share", "summary_prompt",
+        "policy", "recall", "summary_model", "summary_share", "summary_prompt", "api_base",
     }
     assert data["summaries"] == [] and (data["policy"], data["recall"]) == ("window", 0)
     assert (data["id"], data["title"], data["model"], data["system"], data["budget"]) == (
@@ -150,6 +150,7 @@ def test_every_field_survives_import_export_import(memory):
         "summary_model": "openai/gpt-4o-mini",
         "summary_share": 0.3,
         "summary_prompt": "Condense in {max_words} words.",
+        "api_base": "http://127.0.0.1:8000/v1",
         "created_at": moment,
         "updated_at": "2026-03-05T00:00:00+00:00",
         "messages": [

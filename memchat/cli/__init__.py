@@ -2,12 +2,13 @@
 
 Importing a group registers its commands; `--help` lists them in this order.
 """
+# isort: skip_file
 
 from memchat.cli.app import app, db_app, main
-from memchat.cli import threads  # noqa: E402,F401,I001
-from memchat.cli import turns  # noqa: E402,F401
-from memchat.cli import longterm  # noqa: E402,F401
-from memchat.cli import transfer  # noqa: E402,F401
-from memchat.cli import db  # noqa: E402,F401
+from memchat.cli import threads  # noqa: F401
+from memchat.cli import turns  # noqa: F401
+from memchat.cli import longterm  # noqa: F401
+from memchat.cli import transfer  # noqa: F401
+from memchat.cli import db  # noqa: F401
 
 __all__ = ["app", "db_app", "main"]

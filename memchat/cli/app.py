@@ -18,7 +18,13 @@ from typer.exceptions import TyperException
 
 from memchat.api import Memory
 from memchat.config import debug_enabled
-from memchat.errors import Interrupted, MemchatError, ReplyCutOff, StorageError, exit_code_for_signal
+from memchat.errors import (
+    Interrupted,
+    MemchatError,
+    ReplyCutOff,
+    StorageError,
+    exit_code_for_signal,
+)
 from memchat.redact import redact
 from memchat.terminal import terminal_safe
 

@@ -50,7 +50,18 @@ SummaryPromptOpt = Annotated[
 
 
 TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", min=0.0, help="Sampling temperature.")]
-ApiBaseOpt = Annotated[Optional[str], typer.Option("--api-base", help="Provider base URL for this call.")]
+ApiBaseOpt = Annotated[
+    Optional[str],
+    typer.Option("--api-base", metavar="URL", help="Provider base URL for this call; no key needed with it if the endpoint wants none."),
+]
+ThreadApiBaseOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--api-base",
+        metavar="URL",
+        help="Provider base URL for the thread's turns, e.g. a local server (empty: the provider's own; no password).",
+    ),
+]
 TimeoutOpt = Annotated[
     Optional[float],
     typer.Option("--timeout", min=1.0, max=86_400.0, help="Seconds each model call may take, retries included.", show_default="120"),

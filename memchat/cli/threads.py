@@ -18,6 +18,7 @@ from memchat.cli.options import (
     SummaryModelOpt,
     SummaryPromptOpt,
     SummaryShareOpt,
+    ThreadApiBaseOpt,
     ThreadArg,
 )
 from memchat.cli.render import local_time, note, print_json
@@ -39,6 +40,7 @@ def new(
     summary_model: SummaryModelOpt = None,
     summary_share: SummaryShareOpt = None,
     summary_prompt: SummaryPromptOpt = None,
+    api_base: ThreadApiBaseOpt = None,
 ):
     """Start a thread and print its id."""
     thread = memory_of(ctx).new_thread(
@@ -51,6 +53,7 @@ def new(
         summary_model=summary_model,
         summary_share=summary_share,
         summary_prompt=_prompt_file(summary_prompt),
+        api_base=api_base,
     )
     typer.echo(thread.id)
 
@@ -69,6 +72,7 @@ def set_(
     ] = None,
     summary_share: SummaryShareOpt = None,
     summary_prompt: SummaryPromptOpt = None,
+    api_base: ThreadApiBaseOpt = None,
 ):
     """Change a thread's settings; the others stay as they are."""
     given = {
@@ -79,9 +83,10 @@ def set_(
         "recall": recall,
         "summary_model": summary_model,
         "summary_share": summary_share,
+        "api_base": api_base,
     }
     changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
-    for key in ("system", "model", "summary_model"):
+    for key in ("system", "model", "summary_model", "api_base"):
         if changes.get(key) == "":
             changes[key] = None
     if changes.get("budget") == 0:
@@ -119,6 +124,7 @@ def _settings(thread: ThreadPublic) -> list[tuple[str, str]]:
         ("budget", str(thread.budget) if thread.budget else "the model's input limit (default)"),
         ("policy", thread.policy),
         ("recall", str(thread.recall) if thread.recall else "off"),
+        ("api base", thread.api_base or "the provider's own"),
     ]
     if thread.policy == "summary" or thread.summary_model or thread.summary_share or thread.summary_prompt:
         rows += [

@@ -84,6 +84,9 @@ class ThreadBase(SQLModel):
     """The most of the history's room a summary may take; None: DEFAULT_SUMMARY_SHARE."""
     summary_prompt: str | None = Field(default=None, sa_type=Text)
     """Instructions for the summary call; None: the prompt memchat ships."""
+    api_base: str | None = Field(default=None, max_length=500)
+    """The provider endpoint the thread's turns go to (a local server, say); None: the provider's
+    own. Never holds a password: keys belong in the provider's variables, not the database."""
 
 
 class Thread(ThreadBase, table=True):
@@ -98,11 +101,28 @@ class Thread(ThreadBase, table=True):
     it began and which process writes it."""
 
 
-TEXT_SETTINGS = ("title", "model", "system", "summary_model", "summary_prompt")
+TEXT_SETTINGS = ("title", "model", "system", "summary_model", "summary_prompt", "api_base")
 
 
 def _checked_setting(value: str | None) -> str | None:
     return None if value is None else check_text(value)
+
+
+def check_endpoint(value: str | None) -> str | None:
+    """A provider URL to store: no password in it (it would sit in the database in clear)."""
+    if not value or not value.strip():
+        return None
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    if parts.password is not None:
+        raise ValueError("holds a password: a thread keeps no secrets; put the key in the provider's variable")
+    return value.strip()
 
 
 class ThreadCreate(ThreadBase):
@@ -118,6 +138,11 @@ class ThreadCreate(ThreadBase):
     def _blank_system_is_none(cls, value: str | None) -> str | None:
         return value if value and value.strip() else None
 
+    @field_validator("api_base")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return check_endpoint(value)
+
 
 class ThreadUpdate(SQLModel):
     """A change of settings: only the fields given are changed."""
@@ -131,11 +156,17 @@ class ThreadUpdate(SQLModel):
     summary_model: str | None = Field(default=None, max_length=200)
     summary_share: float | None = Field(default=None, gt=0, le=0.9)
     summary_prompt: str | None = None
+    api_base: str | None = Field(default=None, max_length=500)
 
     @field_validator(*TEXT_SETTINGS)
     @classmethod
     def _storable(cls, value: str | None) -> str | None:
         return _checked_setting(value)
+
+    @field_validator("api_base")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return check_endpoint(value)
 
 
 class ThreadPublic(ThreadBase):

@@ -5,7 +5,8 @@ transactions, and which memchat wrote the schema.
 (a provider that ignored max_tokens); the reply is stored whole, and later contexts send its
 first `context_limit` tokens with a note, so one runaway reply cannot crowd out every later
 window. `threads.import_holder`: an import writes its threads hidden, in short transactions
-(other writers keep going), and shows them all at once when it is done. `schema_info`: the version of memchat that last migrated the database, so that an older
+(other writers keep going), and shows them all at once when it is done. `threads.api_base`: the
+endpoint a thread's turns go to (a local server), without a password. `schema_info`: the version of memchat that last migrated the database, so that an older
 memchat can say which version to install instead of only refusing.
 
 Both are changed in place (no SQLite batch rebuild of `messages`, which would drop the
@@ -32,6 +33,7 @@ depends_on: Union[str, Sequence[str], None] = None
 def upgrade() -> None:
     op.execute("ALTER TABLE messages ADD COLUMN context_limit INTEGER")
     op.execute("ALTER TABLE threads ADD COLUMN import_holder VARCHAR(200)")
+    op.execute("ALTER TABLE threads ADD COLUMN api_base VARCHAR(500)")
     op.create_table('schema_info',
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('value', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
@@ -48,4 +50,5 @@ def downgrade() -> None:
         op.execute(f"DELETE FROM {table} WHERE thread_id IN ({hidden})")
     op.execute(f"DELETE FROM threads WHERE id IN ({hidden})")
     op.execute("ALTER TABLE threads DROP COLUMN import_holder")
+    op.execute("ALTER TABLE threads DROP COLUMN api_base")
     op.execute("ALTER TABLE messages DROP COLUMN context_limit")
