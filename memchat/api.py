@@ -100,6 +100,10 @@ class Memory:
     def thread(self, thread_id: str) -> ThreadPublic:
         return self.store.thread(thread_id)
 
+    def latest_thread(self) -> ThreadPublic:
+        """The thread with the most recent activity (`memchat say --continue`)."""
+        return self.store.latest_thread()
+
     def messages(self, thread_id: str) -> list[MessagePublic]:
         return self.store.messages(thread_id)
 

@@ -603,3 +603,23 @@ def test_a_thread_remembers_its_endpoint_and_needs_no_key_there(server, monkeypa
     other = new_thread()
     assert "OPENAI_API_KEY is not set" in fails(5, "say", other, "hi").stderr
     assert ok("say", other, "hi", "--api-base", server.url).stdout == "reply 2\n"
+
+
+@sqlite_only
+def test_continue_the_latest_thread_with_usage_and_the_first_use_is_announced(memchat_script, tmp_path, monkeypatch, server):
+    monkeypatch.delenv("MEMCHAT_DB")
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    made = subprocess.run([memchat_script, "new"], capture_output=True, text=True, env=env, timeout=60)
+    assert made.returncode == 0 and "created the database" in made.stderr and "memchat db path" in made.stderr
+    again = subprocess.run([memchat_script, "new", "--title", "latest"], capture_output=True, text=True, env=env, timeout=60)
+    assert "created the database" not in again.stderr
+    server.reply("continued")
+    said = subprocess.run(
+        [memchat_script, "say", "-c", "go on", "-u", "--no-stream"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert said.returncode == 0 and said.stdout == "continued\n", said.stderr
+    assert f"{server.PROMPT_TOKENS} prompt + {server.COMPLETION_TOKENS} completion tokens" in said.stderr
+    shown = subprocess.run([memchat_script, "show", again.stdout.strip()], capture_output=True, text=True, env=env, timeout=60)
+    assert "go on" in shown.stdout and f"usage: {server.PROMPT_TOKENS} prompt + {server.COMPLETION_TOKENS} completion" in shown.stdout
+    both = subprocess.run([memchat_script, "say", "-c", "x", "y"], capture_output=True, text=True, env=env, timeout=60)
+    assert both.returncode == 2 and "give the message alone" in both.stderr

@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from memchat.api import Memory
-from memchat.config import debug_enabled
+from memchat.config import database_url, debug_enabled
 from memchat.errors import (
     Interrupted,
     MemchatError,
@@ -190,9 +190,17 @@ def memory_of(ctx: typer.Context) -> Memory:
     """The Memory for this invocation, opened on first use and closed when the command ends."""
     root = ctx.find_root()
     if "memory" not in root.obj:
+        url = database_url(root.obj["db"])
+        file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+        root.obj["new_database"] = file if file and not os.path.exists(file) else None
         root.obj["memory"] = Memory(root.obj["db"])
         root.call_on_close(root.obj["memory"].close)
     return root.obj["memory"]
+
+
+def new_database_file(ctx: typer.Context) -> str | None:
+    """The SQLite file this invocation created, if it did (a first use)."""
+    return ctx.find_root().obj.get("new_database")
 
 
 GLOBAL_OPTIONS_WITH_VALUES = ("--db",)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from memchat.cli.app import app, memory_of
+from memchat.cli.app import app, memory_of, new_database_file
 from memchat.cli.options import (
     BudgetOpt,
     JsonOpt,
@@ -55,6 +55,9 @@ def new(
         summary_prompt=_prompt_file(summary_prompt),
         api_base=api_base,
     )
+    created = new_database_file(ctx)
+    if created:
+        note(f"created the database {created} (`memchat db path` shows where it is)")
     typer.echo(thread.id)
 
 
@@ -181,7 +184,12 @@ def show(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
         typer.secho("system:", fg="magenta")
         typer.echo(_indent(terminal_safe(info.system)))
     in_progress = memory.turn_in_progress(info.id)
+    prompt_tokens = completion_tokens = 0
+    cost = 0.0
     for message in memory.messages(info.id):
+        prompt_tokens += message.prompt_tokens or 0
+        completion_tokens += message.completion_tokens or 0
+        cost += message.cost or 0.0
         shown_status = "interrupted" if message.status == "pending" and not in_progress else message.status
         status = "" if message.status == "complete" else f" ({shown_status})"
         if message.context_limit is not None:
@@ -190,6 +198,12 @@ def show(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
         typer.echo()
         typer.secho(f"{message.role}{status} · #{message.position} · {local_time(message.created_at)}", fg=colour)
         typer.echo(_indent(terminal_safe(message.content)))
+    if prompt_tokens or completion_tokens:
+        typer.echo()
+        typer.secho(
+            f"usage: {prompt_tokens} prompt + {completion_tokens} completion tokens, ${float(f'{cost:.10g}'):.6f}",
+            dim=True,
+        )
 
 
 def _indent(text: str) -> str:

@@ -31,7 +31,14 @@ from memchat.terminal import terminal_safe
 @app.command()
 def say(
     ctx: typer.Context,
-    thread: ThreadArg,
+    thread: Annotated[
+        Optional[str],
+        typer.Argument(
+            metavar="THREAD",
+            help="Thread id (or a unique prefix of it); with --continue, leave it out.",
+            show_default=False,
+        ),
+    ] = None,
     message: Annotated[
         Optional[str],
         typer.Argument(
@@ -51,8 +58,18 @@ def say(
     policy: PolicyOpt = None,
     recall: RecallOpt = None,
     summary_model: SummaryModelOpt = None,
+    continue_: Annotated[
+        bool, typer.Option("--continue", "-c", help="Continue the thread with the most recent activity (as `llm -c`).")
+    ] = False,
+    usage: Annotated[bool, typer.Option("--usage", "-u", help="Print the turn's tokens and cost on stderr.")] = False,
 ):
     """Send a message with the thread's memory and print the reply."""
+    if continue_:
+        if message is not None:
+            raise InvalidInput("with --continue give the message alone: memchat say -c MESSAGE")
+        thread, message = memory_of(ctx).latest_thread().id, thread
+    elif thread is None:
+        raise InvalidInput("no thread: give its id, or --continue for the most recent one")
     _turn(ctx, thread, _message_text(message), locals())
 
 
@@ -114,6 +131,14 @@ def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict) -> N
             write("\n")
     if not streaming:
         typer.echo(shown(reply.text))
+    if options.get("usage"):
+        note(_usage_line(reply.message))
+
+
+def _usage_line(message) -> str:
+    tokens = f"{message.prompt_tokens or 0} prompt + {message.completion_tokens or 0} completion tokens"
+    cost = f", ${message.cost:.6f}" if message.cost is not None else ", cost unknown"
+    return f"{tokens}{cost}, {message.latency_ms} ms ({message.model})"
 
 
 

@@ -163,6 +163,19 @@ class Store:
                 for thread, position in session.exec(query).all()
             ]
 
+    def latest_thread(self) -> ThreadPublic:
+        query = (
+            select(Thread)
+            .where(col(Thread.import_holder).is_(None))
+            .order_by(col(Thread.updated_at).desc(), col(Thread.id))
+            .limit(1)
+        )
+        with self._reading() as session:
+            thread = session.exec(query).first()
+            if thread is None:
+                raise NotFound("no threads yet: `memchat new` starts one")
+            return self._public(session, thread)
+
     def rename(self, ref: str, title: str) -> ThreadPublic:
         with self._writing() as session:
             thread = self._resolve(session, ref)
