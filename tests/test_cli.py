@@ -147,7 +147,8 @@ def test_bad_input_is_one_line_and_non_zero(args, code):
     "args, words",
     [
         (("new", "--bogus"), "No such option: --bogus"),
-        (("say",), "Missing argument"),
+        (("say",), "no thread: give its id, or --continue"),
+        (("show",), "Missing argument"),
         (("frob",), "No such command 'frob'"),
         (("new", "--budget", "zero"), "--budget"),
     ],
