@@ -104,8 +104,11 @@ class Memory:
         """The thread with the most recent activity (`memchat say --continue`)."""
         return self.store.latest_thread()
 
-    def messages(self, thread_id: str) -> list[MessagePublic]:
-        return self.store.messages(thread_id)
+    def messages(self, thread_id: str, *, last: int | None = None) -> list[MessagePublic]:
+        """The thread's messages in order (with `last`, only the newest that many)."""
+        if last is not None and last < 1:
+            raise InvalidInput(f"--last must be positive, not {last}")
+        return self.store.messages(thread_id, last=last)
 
     def turn_in_progress(self, thread_id: str) -> bool:
         """Whether a turn holds the thread now: a `pending` message without one was interrupted

@@ -624,3 +624,25 @@ def test_continue_the_latest_thread_with_usage_and_the_first_use_is_announced(me
     assert "go on" in shown.stdout and f"usage: {server.PROMPT_TOKENS} prompt + {server.COMPLETION_TOKENS} completion" in shown.stdout
     both = subprocess.run([memchat_script, "say", "-c", "x", "y"], capture_output=True, text=True, env=env, timeout=60)
     assert both.returncode == 2 and "give the message alone" in both.stderr
+
+
+def test_show_last_n_messages(server):
+    thread = new_thread()
+    for i in range(3):
+        ok("say", thread, f"question {i}")
+    shown = ok("show", thread, "--last", "2").stdout
+    assert "4 earlier messages" in shown and "question 2" in shown and "question 1" not in shown
+    assert "#4" in shown and "#5" in shown and "#3" not in shown
+
+
+@sqlite_only
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("mysql://u:secretpw@h/x", "SQLite or PostgreSQL, not mysql"),
+        ("postgresql://u:secretpw@host:abc/x", "the port must be a number"),
+    ],
+)
+def test_database_urls_memchat_cannot_use_are_bad_input(url, words):
+    refused = fails(2, "--db", url, "list")
+    assert words in refused.stderr and "secretpw" not in refused.stderr and refused.stderr.count("\n") == 1

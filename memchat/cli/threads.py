@@ -159,7 +159,12 @@ def list_threads(ctx: typer.Context, as_json: JsonOpt = False):
 
 
 @app.command()
-def show(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
+def show(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    last: Annotated[Optional[int], typer.Option("--last", "-n", min=1, metavar="N", help="Only the newest N messages.")] = None,
+    as_json: JsonOpt = False,
+):
     """The conversation, readable in a terminal."""
     memory = memory_of(ctx)
     if as_json:
@@ -186,7 +191,10 @@ def show(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
     in_progress = memory.turn_in_progress(info.id)
     prompt_tokens = completion_tokens = 0
     cost = 0.0
-    for message in memory.messages(info.id):
+    shown = memory.messages(info.id, last=last)
+    if last is not None and info.message_count > len(shown):
+        typer.secho(f"… {info.message_count - len(shown)} earlier messages (`--last` shows more)", dim=True)
+    for message in shown:
         prompt_tokens += message.prompt_tokens or 0
         completion_tokens += message.completion_tokens or 0
         cost += message.cost or 0.0
@@ -201,7 +209,8 @@ def show(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
     if prompt_tokens or completion_tokens:
         typer.echo()
         typer.secho(
-            f"usage: {prompt_tokens} prompt + {completion_tokens} completion tokens, ${float(f'{cost:.10g}'):.6f}",
+            f"{'usage' if last is None else f'usage of these {len(shown)}'}: {prompt_tokens} prompt + "
+            f"{completion_tokens} completion tokens, ${float(f'{cost:.10g}'):.6f}",
             dim=True,
         )
 

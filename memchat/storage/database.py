@@ -15,7 +15,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from memchat.errors import StorageError
+from memchat.errors import InvalidInput, StorageError
+from memchat.redact import mask_url_passwords
 
 HEAD_REVISION = "0005"
 """The newest revision in migrations/versions (a test keeps the two in step), so a database that
@@ -44,10 +45,15 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
     and reads and writes of one transaction see one state; for the store's write sessions."""
     try:
         parsed = make_url(url)
-    except SQLAlchemyError as exc:
-        raise StorageError(f"invalid database URL {url!r}: {exc}") from None
+    except (SQLAlchemyError, ValueError) as exc:
+        raise InvalidInput(f"invalid database URL {mask_url_passwords(url)!r}: {_url_problem(exc)}") from None
     if parsed.drivername.startswith("sqlite"):
         return _sqlite_engine(parsed, immediate=immediate)
+    if parsed.get_backend_name() not in POSTGRES_SCHEMES:
+        raise InvalidInput(
+            f"memchat keeps its memory in SQLite or PostgreSQL, not {parsed.get_backend_name()}: give a file path "
+            "(SQLite) or a postgresql:// URL (pip install \"memchat[postgres]\")"
+        )
     if parsed.drivername in POSTGRES_SCHEMES:
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
@@ -58,6 +64,13 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
         ) from None
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot use database {parsed.render_as_string(hide_password=True)}: {exc}") from None
+
+
+def _url_problem(exc: Exception) -> str:
+    text = str(exc).splitlines()[0]
+    if "invalid literal for int()" in text:
+        return "the port must be a number"
+    return text
 
 
 def _sqlite_engine(url, *, immediate: bool) -> Engine:

@@ -212,13 +212,20 @@ class Store:
 
     # messages
 
-    def messages(self, ref: str, *, statuses: Iterable[str] | None = None) -> list[MessagePublic]:
+    def messages(
+        self, ref: str, *, statuses: Iterable[str] | None = None, last: int | None = None
+    ) -> list[MessagePublic]:
+        """The thread's messages in order; with `last`, only the newest that many (read newest
+        first over the index, so a long thread costs no more)."""
         with self._reading() as session:
             thread = self._resolve(session, ref)
-            query = select(Message).where(Message.thread_id == thread.id).order_by(col(Message.position))
+            query = select(Message).where(Message.thread_id == thread.id)
             if statuses is not None:
                 query = query.where(col(Message.status).in_(list(statuses)))
-            return [MessagePublic.model_validate(m) for m in session.exec(query).all()]
+            if last is not None:
+                newest = session.exec(query.order_by(col(Message.position).desc()).limit(last)).all()
+                return [MessagePublic.model_validate(m) for m in reversed(newest)]
+            return [MessagePublic.model_validate(m) for m in session.exec(query.order_by(col(Message.position))).all()]
 
     def history_page(
         self, thread_id: str, tokenizer: str, *, before: int | None, limit: int
