@@ -92,6 +92,13 @@ def _take_turn(
             if unanswered is None:
                 raise InvalidInput(f"nothing to retry: the last message of thread {thread.id} has its reply")
             text = unanswered.content
+        elif on_note:
+            left = store.unanswered(thread.id)
+            if left is not None:
+                on_note(
+                    f"your earlier message #{left.position} got no reply and stays out of the history; "
+                    "say it again to send it (`memchat retry` resends only the latest message)"
+                )
         prompt.validate_text(text)
         plan = prompt.plan_for(thread, options)
         llm.check_model(plan.model, api_base=options.api_base)

@@ -646,3 +646,16 @@ def test_show_last_n_messages(server):
 def test_database_urls_memchat_cannot_use_are_bad_input(url, words):
     refused = fails(2, "--db", url, "list")
     assert words in refused.stderr and "secretpw" not in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def test_unanswered_messages_are_counted_apart_and_noted_once(server):
+    thread = new_thread()
+    ok("say", thread, "answered")
+    server.fail(401, "no")
+    fails(5, "say", thread, "lost")
+    listed = ok("list").stdout
+    assert "2 +1 unanswered" in listed
+    assert json.loads(ok("list", "--json").stdout)[0]["unfinished_count"] == 1
+    first = ok("say", thread, "next")
+    assert "earlier message #2 got no reply" in first.stderr
+    assert "got no reply" not in ok("say", thread, "and next").stderr

@@ -150,7 +150,13 @@ def list_threads(ctx: typer.Context, as_json: JsonOpt = False):
         return
     rows = [("ID", "TITLE", "MODEL", "MESSAGES", "LAST ACTIVITY")]
     rows += [
-        (t.id, t.title or "-", t.model or f"{default_model()} (default)", str(t.message_count), local_time(t.updated_at))
+        (
+            t.id,
+            t.title or "-",
+            t.model or f"{default_model()} (default)",
+            str(t.message_count - t.unfinished_count) + (f" +{t.unfinished_count} unanswered" if t.unfinished_count else ""),
+            local_time(t.updated_at),
+        )
         for t in threads
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, field_validator
-from sqlalchemy import Index, Text, UniqueConstraint
+from sqlalchemy import Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -174,6 +174,9 @@ class ThreadPublic(ThreadBase):
     created_at: datetime
     updated_at: datetime
     message_count: int = 0
+    unfinished_count: int = 0
+    """Of `message_count`, the messages of turns that got no complete reply (failed, cut off,
+    interrupted, or in progress): kept and shown, but not part of the conversation sent."""
 
 
 class MessageBase(SQLModel):
@@ -192,7 +195,15 @@ class MessageBase(SQLModel):
 
 class Message(MessageBase, table=True):
     __tablename__ = "messages"
-    __table_args__ = (UniqueConstraint("thread_id", "position", name="uq_messages_thread_position"),)
+    __table_args__ = (
+        UniqueConstraint("thread_id", "position", name="uq_messages_thread_position"),
+        Index(
+            "ix_messages_unfinished",
+            "thread_id",
+            sqlite_where=text("status != 'complete'"),
+            postgresql_where=text("status != 'complete'"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE", max_length=32)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, text, update
+from sqlalchemy import func, insert, literal_column, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, delete, select
 
@@ -157,9 +157,18 @@ class Store:
             .where(col(Thread.import_holder).is_(None))
             .order_by(col(Thread.updated_at).desc(), col(Thread.id))
         )
+        unfinished = (
+            select(Message.thread_id, func.count())
+            .where(Message.status != literal_column("'complete'"))  # a literal, as the partial index says
+            .group_by(Message.thread_id)
+        )
         with self._reading() as session:
+            counts = dict(session.exec(unfinished).all())
             return [
-                ThreadPublic.model_validate(thread, update={"message_count": _count_from_last(position)})
+                ThreadPublic.model_validate(
+                    thread,
+                    update={"message_count": _count_from_last(position), "unfinished_count": counts.get(thread.id, 0)},
+                )
                 for thread, position in session.exec(query).all()
             ]
 

@@ -6,7 +6,9 @@ transactions, and which memchat wrote the schema.
 first `context_limit` tokens with a note, so one runaway reply cannot crowd out every later
 window. `threads.import_holder`: an import writes its threads hidden, in short transactions
 (other writers keep going), and shows them all at once when it is done. `threads.api_base`: the
-endpoint a thread's turns go to (a local server), without a password. `schema_info`: the version of memchat that last migrated the database, so that an older
+endpoint a thread's turns go to (a local server), without a password. `ix_messages_unfinished`: a
+partial index over the few messages whose turn got no complete reply, so `memchat list` counts
+them apart at no cost. `schema_info`: the version of memchat that last migrated the database, so that an older
 memchat can say which version to install instead of only refusing.
 
 Both are changed in place (no SQLite batch rebuild of `messages`, which would drop the
@@ -34,6 +36,7 @@ def upgrade() -> None:
     op.execute("ALTER TABLE messages ADD COLUMN context_limit INTEGER")
     op.execute("ALTER TABLE threads ADD COLUMN import_holder VARCHAR(200)")
     op.execute("ALTER TABLE threads ADD COLUMN api_base VARCHAR(500)")
+    op.execute("CREATE INDEX ix_messages_unfinished ON messages (thread_id) WHERE status != 'complete'")
     op.create_table('schema_info',
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('value', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
@@ -42,6 +45,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP INDEX ix_messages_unfinished")
     op.drop_table('schema_info')
     # Threads an unfinished import left hidden would show up once the column is gone.
     hidden = "SELECT id FROM threads WHERE import_holder IS NOT NULL"
