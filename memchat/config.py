@@ -49,7 +49,10 @@ def import_limit_bytes() -> int:
 
 
 def default_model() -> str:
-    return os.environ.get("MEMCHAT_MODEL") or DEFAULT_MODEL
+    """MEMCHAT_MODEL, else the user's `memchat config set model`, else openai/gpt-4o."""
+    from memchat import settings
+
+    return os.environ.get("MEMCHAT_MODEL") or settings.get("model") or DEFAULT_MODEL
 
 
 def debug_enabled() -> bool:

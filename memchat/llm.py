@@ -401,6 +401,12 @@ PROVIDER_BASE_VARIABLES = {
 DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com", "ollama": "http://localhost:11434"}
 
 
+def endpoint_from_environment(model: str) -> str | None:
+    """The endpoint the provider's own variable names for `model` (OPENAI_BASE_URL, ...), if any."""
+    provider = model.split("/", 1)[0] if "/" in model else "openai"
+    return next((os.environ[name] for name in PROVIDER_BASE_VARIABLES.get(provider, ()) if os.environ.get(name)), None)
+
+
 def _endpoint(litellm, model: str, api_base: str | None) -> str:
     """The URL a call to `model` went to: --api-base, else the provider's variable, else its default."""
     if api_base:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import get_args
 
-from memchat import llm, summary
+from memchat import llm, settings, summary
 from memchat.config import DEFAULT_MAX_TOKENS, FALLBACK_BUDGET, default_model
 from memchat.context import (
     RECALL_SHARE,
@@ -128,13 +128,16 @@ def resolve_budget(thread: ThreadPublic, options: TurnOptions, model: str) -> in
         return options.budget
     if thread.budget is not None:
         return thread.budget
+    configured = settings.get("budget")
+    if configured is not None:
+        return configured
     context_size = llm.max_input_tokens(model)
     room = context_size - max_tokens(options) if context_size else 0
     return room if room > 0 else FALLBACK_BUDGET
 
 
 def max_tokens(options: TurnOptions) -> int:
-    value = options.max_tokens if options.max_tokens is not None else DEFAULT_MAX_TOKENS
+    value = options.max_tokens if options.max_tokens is not None else settings.get("max-tokens") or DEFAULT_MAX_TOKENS
     if value <= 0:
         raise InvalidInput(f"--max-tokens must be positive, not {value}")
     return value

@@ -67,10 +67,12 @@ def db_url(request, tmp_path, postgres_skip_reason):
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(db_url, monkeypatch, openai_server):
-    """A fresh database per test, and the OpenAI provider pointed at the local fake server."""
+def isolated_env(db_url, monkeypatch, openai_server, tmp_path):
+    """A fresh database and no user settings per test, and the OpenAI provider pointed at the
+    local fake server."""
     db = db_url
     monkeypatch.setenv("MEMCHAT_DB", db)
+    monkeypatch.setenv("MEMCHAT_CONFIG", str(tmp_path / "settings" / "config.json"))
     monkeypatch.delenv("MEMCHAT_MODEL", raising=False)
     monkeypatch.delenv("MEMCHAT_DEBUG", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")

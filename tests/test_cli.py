@@ -659,3 +659,45 @@ def test_unanswered_messages_are_counted_apart_and_noted_once(server):
     first = ok("say", thread, "next")
     assert "earlier message #2 got no reply" in first.stderr
     assert "got no reply" not in ok("say", thread, "and next").stderr
+
+
+def test_defaults_set_once_apply_after_options_threads_and_environment(server, monkeypatch, tmp_path):
+    import stat
+
+    from memchat import settings
+
+    assert ok("config", "set", "model", "openai/gpt-4o-mini").stderr.startswith("memchat: model is now openai/gpt-4o-mini")
+    ok("config", "set", "budget", "700")
+    ok("config", "set", "max-tokens", "99")
+    assert stat.S_IMODE(settings.path().stat().st_mode) == 0o600
+    listed = ok("config", "list").stdout
+    assert "openai/gpt-4o-mini" in listed and "700" in listed and "(not set)" in listed
+    thread = new_thread()
+    ok("say", thread, "hi")
+    assert server.requests[-1]["model"] == "gpt-4o-mini" and server.requests[-1]["max_tokens"] == 99
+    assert ok("context", thread, "--json").stdout.count('"budget": 700') == 1
+    ok("say", thread, "hi", "--model", "openai/gpt-4o", "--max-tokens", "50")
+    assert server.requests[-1]["model"] == "gpt-4o" and server.requests[-1]["max_tokens"] == 50
+    monkeypatch.setenv("MEMCHAT_MODEL", "openai/gpt-4.1")
+    ok("say", thread, "hi")
+    assert server.requests[-1]["model"] == "gpt-4.1", "the environment comes before the settings file"
+    pinned = new_thread("--model", "openai/gpt-4o", "--budget", "300")
+    ok("say", pinned, "hi")
+    assert server.requests[-1]["model"] == "gpt-4o"
+    assert '"budget": 300' in ok("context", pinned, "--json").stdout
+    ok("config", "unset", "budget")
+    assert "budget      (not set)" in ok("config", "list").stdout
+    assert "unknown setting" in fails(2, "config", "set", "colour", "blue").stderr
+    assert "password" in fails(2, "config", "set", "api-base", "http://u:pw@h/v1").stderr
+    assert "positive" in fails(2, "config", "set", "budget", "--", "-5").stderr
+    assert "whole number" in fails(2, "config", "set", "budget", "many").stderr
+
+
+def test_the_configured_endpoint_applies_when_the_provider_names_none(server, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    monkeypatch.delenv("OPENAI_API_BASE")
+    monkeypatch.delenv("OPENAI_API_KEY")
+    ok("config", "set", "api-base", server.url)
+    thread = new_thread()
+    server.reply("via the configured endpoint")
+    assert ok("say", thread, "hi").stdout == "via the configured endpoint\n"

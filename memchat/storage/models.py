@@ -121,7 +121,7 @@ def check_endpoint(value: str | None) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL")
     if parts.password is not None:
-        raise ValueError("holds a password: a thread keeps no secrets; put the key in the provider's variable")
+        raise ValueError("holds a password: memchat stores no secrets; put the key in the provider's variable")
     return value.strip()
 
 
