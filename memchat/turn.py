@@ -97,19 +97,14 @@ def _take_turn(
 ) -> Reply:
     with store.snapshot():
         thread = store.thread(thread_ref)
-        unanswered = None
+        unanswered = left_unanswered = None
         if text is None:
             unanswered = store.unanswered(thread.id)
             if unanswered is None:
                 raise InvalidInput(f"nothing to retry: the last message of thread {thread.id} has its reply")
             text = unanswered.content
-        elif on_note:
-            left = store.unanswered(thread.id)
-            if left is not None:
-                on_note(
-                    f"your earlier message #{left.position} got no reply and stays out of the history; "
-                    "say it again to send it (`memchat retry` resends only the latest message)"
-                )
+        else:
+            left_unanswered = store.unanswered(thread.id)
         prompt.validate_text(text)
         plan = prompt.plan_for(thread, options)
         llm.check_model(plan.model, api_base=options.api_base)
@@ -201,6 +196,11 @@ def _take_turn(
         store.set_status(user_message.id, "failed")
         failure.unanswered_in = thread.id
         raise
+    if left_unanswered is not None and on_note:
+        on_note(
+            f"your earlier message #{left_unanswered.position} got no reply and stays out of the history; "
+            "say it again to send it (`memchat retry` resends only the latest message)"
+        )
     return Reply(
         text=completion.text,
         thread_id=thread.id,
