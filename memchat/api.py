@@ -100,6 +100,11 @@ class Memory:
     def thread(self, thread_id: str) -> ThreadPublic:
         return self.store.thread(thread_id)
 
+    def usage_totals(self) -> dict[str, dict[str, Any]]:
+        """Per thread: the provider-reported prompt and completion tokens and the cost of every
+        reply and summary so far (threads with none are left out)."""
+        return self.store.usage_totals()
+
     def latest_thread(self) -> ThreadPublic:
         """The thread with the most recent activity (`memchat say --continue`)."""
         return self.store.latest_thread()

@@ -701,3 +701,15 @@ def test_the_configured_endpoint_applies_when_the_provider_names_none(server, mo
     thread = new_thread()
     server.reply("via the configured endpoint")
     assert ok("say", thread, "hi").stdout == "via the configured endpoint\n"
+
+
+def test_list_json_carries_token_and_cost_totals(server):
+    used = new_thread()
+    idle = new_thread()
+    ok("say", used, "one")
+    ok("say", used, "two")
+    listed = {t["id"]: t["usage"] for t in json.loads(ok("list", "--json").stdout)}
+    assert listed[used]["prompt_tokens"] == 2 * server.PROMPT_TOKENS
+    assert listed[used]["completion_tokens"] == 2 * server.COMPLETION_TOKENS
+    assert listed[used]["cost"] > 0
+    assert listed[idle] == {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}

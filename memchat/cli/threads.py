@@ -141,9 +141,12 @@ def _settings(thread: ThreadPublic) -> list[tuple[str, str]]:
 @app.command("list")
 def list_threads(ctx: typer.Context, as_json: JsonOpt = False):
     """Threads, most recent activity first."""
-    threads = memory_of(ctx).threads()
+    memory = memory_of(ctx)
+    threads = memory.threads()
     if as_json:
-        print_json([thread.model_dump(mode="json") for thread in threads])
+        totals = memory.usage_totals()
+        empty = {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
+        print_json([{**thread.model_dump(mode="json"), "usage": totals.get(thread.id, empty)} for thread in threads])
         return
     if not threads:
         typer.echo("no threads yet: `memchat new` starts one", err=True)

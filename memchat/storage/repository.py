@@ -172,6 +172,24 @@ class Store:
                 for thread, position in session.exec(query).all()
             ]
 
+    def usage_totals(self) -> dict[str, dict[str, Any]]:
+        """Sums over every thread's messages and summaries (one grouped scan of each table)."""
+        totals: dict[str, dict[str, Any]] = {}
+        with self._reading() as session:
+            for table in (Message, Summary):
+                query = select(
+                    table.thread_id,
+                    func.coalesce(func.sum(table.prompt_tokens), 0),
+                    func.coalesce(func.sum(table.completion_tokens), 0),
+                    func.coalesce(func.sum(table.cost), 0.0),
+                ).group_by(table.thread_id)
+                for thread_id, prompt, completion, cost in session.exec(query).all():
+                    entry = totals.setdefault(thread_id, {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0})
+                    entry["prompt_tokens"] += int(prompt)
+                    entry["completion_tokens"] += int(completion)
+                    entry["cost"] = float(f"{entry['cost'] + float(cost):.10g}")
+        return totals
+
     def latest_thread(self) -> ThreadPublic:
         query = (
             select(Thread)
