@@ -100,10 +100,11 @@ class Memory:
     def thread(self, thread_id: str) -> ThreadPublic:
         return self.store.thread(thread_id)
 
-    def usage_totals(self) -> dict[str, dict[str, Any]]:
-        """Per thread: the provider-reported prompt and completion tokens and the cost of every
-        reply and summary so far (threads with none are left out)."""
-        return self.store.usage_totals()
+    def usage_totals(self, thread_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """Per thread (every thread, or the one given): the provider-reported prompt and
+        completion tokens and the cost of every reply and summary so far (threads with none are
+        left out)."""
+        return self.store.usage_totals(self.store.thread(thread_id).id if thread_id else None)
 
     def latest_thread(self) -> ThreadPublic:
         """The thread with the most recent activity (`memchat say --continue`)."""

@@ -401,24 +401,20 @@ PROVIDER_BASE_VARIABLES = {
 DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com", "ollama": "http://localhost:11434"}
 
 
+def _provider(model: str) -> str:
+    return model.split("/", 1)[0] if "/" in model else "openai"
+
+
 def endpoint_from_environment(model: str) -> str | None:
     """The endpoint the provider's own variable names for `model` (OPENAI_BASE_URL, ...), if any."""
-    provider = model.split("/", 1)[0] if "/" in model else "openai"
-    return next((os.environ[name] for name in PROVIDER_BASE_VARIABLES.get(provider, ()) if os.environ.get(name)), None)
+    names = PROVIDER_BASE_VARIABLES.get(_provider(model), ())
+    return next((os.environ[name] for name in names if os.environ.get(name)), None)
 
 
-def _endpoint(litellm, model: str, api_base: str | None) -> str:
+def _endpoint(model: str, api_base: str | None) -> str:
     """The URL a call to `model` went to: --api-base, else the provider's variable, else its default."""
-    if api_base:
-        return api_base
-    try:
-        provider = litellm.get_llm_provider(model)[1]
-    except Exception:
-        return "the provider"
-    for name in PROVIDER_BASE_VARIABLES.get(provider, ()):
-        if os.environ.get(name):
-            return os.environ[name]
-    return DEFAULT_ENDPOINTS.get(provider, f"the {provider} endpoint")
+    provider = _provider(model)
+    return api_base or endpoint_from_environment(model) or DEFAULT_ENDPOINTS.get(provider, f"the {provider} endpoint")
 
 
 def _explain(litellm, exc: Exception, model: str, api_base: str | None) -> ProviderError:
@@ -442,7 +438,7 @@ def _explain(litellm, exc: Exception, model: str, api_base: str | None) -> Provi
     if isinstance(exc, errors.Timeout):
         return ProviderError(f"{model}: the provider did not answer in time; try again later or raise --timeout")
     if isinstance(exc, errors.APIConnectionError) or _is_connection_failure(exc):
-        where = mask_url_passwords(_endpoint(litellm, model, api_base))
+        where = mask_url_passwords(_endpoint(model, api_base))
         return ProviderError(f"{model}: cannot reach {where} ({detail}); check the network or --api-base")
     if isinstance(exc, errors.BadRequestError):
         return ProviderError(f"{model}: the provider rejected the request ({detail})")

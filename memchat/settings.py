@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -71,12 +72,23 @@ def path() -> Path:
 
 
 def load() -> dict[str, Any]:
-    """The user's settings; a missing file is no settings, a broken one is said plainly."""
+    """The user's settings; a missing file is no settings, a broken one is said plainly. A turn
+    asks for several settings: the file is read again only when it has changed."""
     file = path()
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        found = file.stat()
     except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the settings in {file}: {exc.strerror}; fix or remove the file") from None
+    return dict(_read(file, (found.st_ino, found.st_mtime_ns, found.st_size)))
+
+
+@lru_cache(maxsize=4)
+def _read(file: Path, version: tuple[int, int, int]) -> dict[str, Any]:
+    """`version` (inode, mtime, size) changes with every write: `_save` replaces the file."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"cannot read the settings in {file}: {exc}; fix or remove the file") from None
     if not isinstance(data, dict):

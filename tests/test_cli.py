@@ -621,7 +621,7 @@ def test_continue_the_latest_thread_with_usage_and_the_first_use_is_announced(me
     assert said.returncode == 0 and said.stdout == "continued\n", said.stderr
     assert f"{server.PROMPT_TOKENS} prompt + {server.COMPLETION_TOKENS} completion tokens" in said.stderr
     shown = subprocess.run([memchat_script, "show", again.stdout.strip()], capture_output=True, text=True, env=env, timeout=60)
-    assert "go on" in shown.stdout and f"usage: {server.PROMPT_TOKENS} prompt + {server.COMPLETION_TOKENS} completion" in shown.stdout
+    assert "go on" in shown.stdout and f"usage of the thread: {server.PROMPT_TOKENS} prompt + {server.COMPLETION_TOKENS} completion" in shown.stdout
     both = subprocess.run([memchat_script, "say", "-c", "x", "y"], capture_output=True, text=True, env=env, timeout=60)
     assert both.returncode == 2 and "give the message alone" in both.stderr
 

@@ -198,15 +198,10 @@ def show(
         typer.secho("system:", fg="magenta")
         typer.echo(_indent(terminal_safe(info.system)))
     in_progress = memory.turn_in_progress(info.id)
-    prompt_tokens = completion_tokens = 0
-    cost = 0.0
     shown = memory.messages(info.id, last=last)
     if last is not None and info.message_count > len(shown):
         typer.secho(f"… {info.message_count - len(shown)} earlier messages (`--last` shows more)", dim=True)
     for message in shown:
-        prompt_tokens += message.prompt_tokens or 0
-        completion_tokens += message.completion_tokens or 0
-        cost += message.cost or 0.0
         shown_status = "interrupted" if message.status == "pending" and not in_progress else message.status
         status = "" if message.status == "complete" else f" ({shown_status})"
         if message.context_limit is not None:
@@ -215,11 +210,12 @@ def show(
         typer.echo()
         typer.secho(f"{message.role}{status} · #{message.position} · {local_time(message.created_at)}", fg=colour)
         typer.echo(_indent(terminal_safe(message.content)))
-    if prompt_tokens or completion_tokens:
+    usage = memory.usage_totals(info.id).get(info.id)
+    if usage:
         typer.echo()
         typer.secho(
-            f"{'usage' if last is None else f'usage of these {len(shown)}'}: {prompt_tokens} prompt + "
-            f"{completion_tokens} completion tokens, ${float(f'{cost:.10g}'):.6f}",
+            f"usage of the thread: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion "
+            f"tokens, ${usage['cost']:.6f} (replies and summaries)",
             dim=True,
         )
 

@@ -172,8 +172,9 @@ class Store:
                 for thread, position in session.exec(query).all()
             ]
 
-    def usage_totals(self) -> dict[str, dict[str, Any]]:
-        """Sums over every thread's messages and summaries (one grouped scan of each table)."""
+    def usage_totals(self, thread_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """Sums over the messages and summaries of every thread, or of one (one grouped query
+        of each table)."""
         totals: dict[str, dict[str, Any]] = {}
         with self._reading() as session:
             for table in (Message, Summary):
@@ -183,8 +184,10 @@ class Store:
                     func.coalesce(func.sum(table.completion_tokens), 0),
                     func.coalesce(func.sum(table.cost), 0.0),
                 ).group_by(table.thread_id)
-                for thread_id, prompt, completion, cost in session.exec(query).all():
-                    entry = totals.setdefault(thread_id, {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0})
+                if thread_id is not None:
+                    query = query.where(table.thread_id == thread_id)
+                for owner, prompt, completion, cost in session.exec(query).all():
+                    entry = totals.setdefault(owner, {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0})
                     entry["prompt_tokens"] += int(prompt)
                     entry["completion_tokens"] += int(completion)
                     entry["cost"] = float(f"{entry['cost'] + float(cost):.10g}")
