@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -162,6 +163,28 @@ def test_usage_errors_are_one_line_too(args, words):
 def test_help_still_works():
     assert "say" in ok("--help").stdout
     assert "--budget" in ok("say", "--help").stdout
+
+
+def _every_command_path(group, path=()):
+    yield path
+    for name, command in getattr(group, "commands", {}).items():
+        yield from _every_command_path(command, (*path, name))
+
+
+@sqlite_only
+def test_help_writes_parameters_as_the_readme_does():
+    import typer.main
+
+    for path in _every_command_path(typer.main.get_command(app)):
+        shown = ok(*path, "--help").stdout
+        assert not re.search(r"<(str|bool|int|float)[^>]*>", shown), (path, shown)
+        assert "{" not in shown.split("\n\n")[1], (path, shown)
+        assert "[default: (" not in shown, (path, shown)
+    said = ok("say", "--help").stdout
+    assert "say [OPTIONS] [THREAD] [MESSAGE]" in said
+    assert "[default: 1024]" in said and "[window|summary]" in said and "INTEGER" in said
+    assert re.search(r"--usage\s+-u\s+Print", said)
+    assert re.search(r"show \[OPTIONS\] THREAD +\n", ok("show", "--help").stdout)
 
 
 def test_empty_message_is_refused(server):
@@ -364,6 +387,61 @@ def test_installed_script_streams_when_stdout_is_a_terminal(memchat_script, serv
     os.close(controller)
     assert server.requests[-1]["stream"] is True
     assert output.replace(b"\r\n", b"\n") == b"typed out live\n"
+
+
+def _on_a_terminal(command, env):
+    """Run command with its stdout on a pseudo-terminal; its output and exit code."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(command, stdout=terminal, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    code = process.wait(timeout=60)
+    os.close(controller)
+    return output.replace(b"\r\n", b"\n").decode(), code, process.stderr.read().decode()
+
+
+@sqlite_only
+def test_show_pages_on_a_terminal_like_git_and_never_when_piped(memchat_script, server):
+    thread = script(memchat_script, "new", "--title", "paged").stdout.strip()
+    for number in range(3):
+        script(memchat_script, "say", thread, f"line {number}", "--no-stream")
+    environment = {**os.environ, "PAGER": 'echo "LESS=$LESS"; sed "s/^/PAGED:/"'}
+    environment.pop("LESS", None)
+    environment.pop("NO_COLOR", None)
+    shown, code, errors = _on_a_terminal([memchat_script, "show", thread], environment)
+    assert code == 0 and errors == ""
+    lines = shown.splitlines()
+    assert lines[0] == "LESS=FRX"
+    assert all(line.startswith("PAGED:") for line in lines[1:]) and "line 2" in shown
+    assert "\x1b[" in shown  # colours go through to the pager, which shows them (less -R)
+    assert "\x1b[" not in _on_a_terminal([memchat_script, "show", thread], {**environment, "NO_COLOR": "1"})[0]
+    unpaged, code, _ = _on_a_terminal([memchat_script, "show", thread, "--no-pager"], environment)
+    assert code == 0 and "PAGED:" not in unpaged and "line 2" in unpaged
+    assert "PAGED:" not in _on_a_terminal([memchat_script, "show", thread], {**environment, "MEMCHAT_PAGER": ""})[0]
+    piped = subprocess.run([memchat_script, "show", thread], capture_output=True, text=True, env=environment, timeout=60)
+    assert piped.returncode == 0 and "PAGED:" not in piped.stdout and "line 2" in piped.stdout
+
+
+@sqlite_only
+def test_quitting_the_pager_early_is_not_an_error(memchat_script, server):
+    thread = script(memchat_script, "new").stdout.strip()
+    script(memchat_script, "import", "-", input=json.dumps(
+        {"title": "long", "messages": [{"role": ("user", "assistant")[n % 2], "content": f"message {n} " * 50} for n in range(2000)]}
+    ))
+    long_thread = json.loads(script(memchat_script, "list", "--json").stdout)[0]["id"]
+    assert long_thread != thread
+    shown, code, errors = _on_a_terminal([memchat_script, "show", long_thread], {**os.environ, "PAGER": "head -n 1"})
+    assert code == 0 and errors == "" and len(shown.splitlines()) == 1
 
 
 @sqlite_only

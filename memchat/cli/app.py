@@ -13,10 +13,10 @@ import sys
 from typing import Annotated, Optional
 
 import typer
-from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from memchat.api import Memory
+from memchat.cli.helptext import App, Group
 from memchat.config import database_url, debug_enabled
 from memchat.errors import (
     Interrupted,
@@ -31,7 +31,7 @@ from memchat.terminal import terminal_safe
 EXIT_STORAGE = StorageError.exit_code
 
 
-class _Commands(TyperGroup):
+class _Commands(Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Usage errors as one line too, instead of Typer's framed panel."""
         if not standalone_mode:
@@ -140,14 +140,14 @@ def _install_signal_handlers() -> None:
         signal.signal(number, interrupt)
 
 
-app = typer.Typer(
+app = App(
     cls=_Commands,
     help="Persistent conversation memory for LLMs: threads in SQL, context fitted to a token budget.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-db_app = typer.Typer(
+db_app = App(
     cls=_Commands,
     help="The database: where it is, its schema (memchat also migrates on first use).",
     no_args_is_help=True,

@@ -8,9 +8,10 @@ import typer
 
 from memchat import settings
 from memchat.cli.app import app
+from memchat.cli.helptext import App
 from memchat.cli.render import note
 
-config_app = typer.Typer(
+config_app = App(
     help="Defaults you set once (model, budget, max-tokens, api-base), in a file in your config dir.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},

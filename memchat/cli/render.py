@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -23,3 +30,49 @@ def local_time(moment: datetime) -> str:
 def note(text: str) -> None:
     """What memchat did on the user's behalf, as one line on stderr."""
     typer.echo(f"memchat: {terminal_safe(text)}", err=True)
+
+
+def pager_command() -> str | None:
+    """The pager, as git picks one: $MEMCHAT_PAGER, else $PAGER, else `less` if installed; an
+    empty value or `cat` means none."""
+    for variable in ("MEMCHAT_PAGER", "PAGER"):
+        if variable in os.environ:
+            command = os.environ[variable].strip()
+            return None if command in ("", "cat") else command
+    return "less" if shutil.which("less") else None
+
+
+@contextmanager
+def paged(ctx: typer.Context, enabled: bool = True) -> Iterator[None]:
+    """What is printed inside goes through the pager when stdout is a terminal (as `git log`
+    does); piped or redirected output is written as it is. `less` gets LESS=FRX unless the user
+    set LESS: it quits when the text fits one screen, keeps colours, and leaves the text on the
+    screen. Quitting the pager early stops the output quietly."""
+    command = pager_command() if enabled else None
+    if command is None or not sys.stdout.isatty():
+        yield
+        return
+    environment = {**os.environ, "LESS": os.environ.get("LESS", "FRX"), "LV": os.environ.get("LV", "-c")}
+    pager = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, env=environment)
+    encoding = sys.stdout.encoding or "utf-8"
+    into_pager = io.TextIOWrapper(pager.stdin, encoding=encoding, errors="replace", line_buffering=False)
+    if ctx.color is None:
+        ctx.color = True  # the terminal is behind the pager; NO_COLOR has already set False
+    terminal, sys.stdout = sys.stdout, into_pager
+    try:
+        yield
+        into_pager.flush()
+    except BrokenPipeError:
+        pass  # the reader quit the pager before the end
+    finally:
+        sys.stdout = terminal
+        try:
+            into_pager.close()
+        except BrokenPipeError:
+            pass
+        while True:
+            try:
+                pager.wait()
+                break
+            except KeyboardInterrupt:
+                continue  # Ctrl-C belongs to the pager while it runs, as with git

@@ -21,7 +21,7 @@ from memchat.cli.options import (
     ThreadApiBaseOpt,
     ThreadArg,
 )
-from memchat.cli.render import local_time, note, print_json
+from memchat.cli.render import local_time, note, paged, print_json
 from memchat.config import default_model
 from memchat.errors import InvalidInput
 from memchat.storage.models import ThreadPublic
@@ -173,6 +173,13 @@ def show(
     thread: ThreadArg,
     last: Annotated[Optional[int], typer.Option("--last", "-n", min=1, metavar="N", help="Only the newest N messages.")] = None,
     as_json: JsonOpt = False,
+    pager: Annotated[
+        bool,
+        typer.Option(
+            "--pager/--no-pager",
+            help="On a terminal, page the output ($MEMCHAT_PAGER, $PAGER or less; empty: none). Never when piped.",
+        ),
+    ] = True,
 ):
     """The conversation, readable in a terminal."""
     memory = memory_of(ctx)
@@ -180,6 +187,11 @@ def show(
         memory.write_export(sys.stdout, thread)
         return
     info = memory.thread(thread)
+    with paged(ctx, enabled=pager):
+        _show_thread(memory, info, last)
+
+
+def _show_thread(memory, info, last: Optional[int]) -> None:
     details = [info.model or f"{default_model()} (default)"]
     if info.budget:
         details.append(f"budget {info.budget}")

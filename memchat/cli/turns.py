@@ -42,7 +42,7 @@ def say(
     message: Annotated[
         Optional[str],
         typer.Argument(
-            metavar="[MESSAGE]",
+            metavar="MESSAGE",
             help="The message. Text piped on stdin comes first, then MESSAGE after a blank line; `-` reads stdin "
             "alone. A message starting with `-` goes after `--`: memchat say T -- '-1 is negative'.",
             show_default=False,
