@@ -64,8 +64,10 @@ class Memory:
         summary_share: float | None = None,
         summary_prompt: str | None = None,
         api_base: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> ThreadPublic:
-        """`api_base` sends the thread's turns to that endpoint (a local OpenAI-compatible server);
+        """`labels` are up to 16 key/value strings kept with the thread for the caller;
+        `api_base` sends the thread's turns to that endpoint (a local OpenAI-compatible server);
         `policy` "summary" condenses history that leaves the window into a stored summary;
         `recall` adds that many older messages matching each new one as excerpts."""
         data = _validated(
@@ -80,6 +82,7 @@ class Memory:
             summary_share=summary_share,
             summary_prompt=summary_prompt,
             api_base=api_base,
+            labels=labels,
         )
         return self.store.create_thread(data)
 

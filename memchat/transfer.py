@@ -103,6 +103,7 @@ class ExportedThread(BaseModel):
     summary_share: Annotated[float, Field(gt=0, le=0.9, strict=True)] | None = None
     summary_prompt: SafeText | None = None
     api_base: SafeText | None = None
+    labels: dict[str, str] | None = None
     created_at: PastMoment | None = None
     updated_at: PastMoment | None = None
     messages: list[ExportedMessage]
@@ -145,6 +146,7 @@ def _header(thread: ThreadPublic) -> dict[str, Any]:
         "summary_share": thread.summary_share,
         "summary_prompt": thread.summary_prompt,
         "api_base": thread.api_base,
+        "labels": thread.labels,
         "created_at": _timestamp(thread.created_at),
         "updated_at": _timestamp(thread.updated_at),
     }
@@ -307,6 +309,7 @@ def _record(exported: ExportedThread) -> ThreadRecord:
             "summary_share": exported.summary_share,
             "summary_prompt": exported.summary_prompt,
             "api_base": exported.api_base,
+            "labels": exported.labels,
         }
     )
     for summary in exported.summaries:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, field_validator
-from sqlalchemy import Index, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -87,6 +87,9 @@ class ThreadBase(SQLModel):
     api_base: str | None = Field(default=None, max_length=500)
     """The provider endpoint the thread's turns go to (a local server, say); None: the provider's
     own. Never holds a password: keys belong in the provider's variables, not the database."""
+    labels: dict[str, str] | None = Field(default=None, sa_type=JSON)
+    """Up to 16 key/value strings the caller keeps with the thread (the `metadata` of an OpenAI
+    conversation); memchat does not read them."""
 
 
 class Thread(ThreadBase, table=True):
@@ -125,8 +128,36 @@ def check_endpoint(value: str | None) -> str | None:
     return value.strip()
 
 
+MAX_LABELS = 16
+MAX_LABEL_KEY = 64
+MAX_LABEL_VALUE = 512
+
+
+def check_labels(value: dict[str, str] | None) -> dict[str, str] | None:
+    """OpenAI's limits on metadata: at most 16 pairs, keys up to 64 characters, values up to 512."""
+    if not value:
+        return None
+    if len(value) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} pairs, not {len(value)}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ValueError("keys and values must be strings")
+        if not key or len(key) > MAX_LABEL_KEY:
+            raise ValueError(f"key {key[:80]!r} must have 1 to {MAX_LABEL_KEY} characters")
+        if len(item) > MAX_LABEL_VALUE:
+            raise ValueError(f"the value of {key!r} is over {MAX_LABEL_VALUE} characters")
+        check_text(key)
+        check_text(item)
+    return value
+
+
 class ThreadCreate(ThreadBase):
     policy: Policy = "window"
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return check_labels(value)
 
     @field_validator(*TEXT_SETTINGS)
     @classmethod
@@ -157,6 +188,7 @@ class ThreadUpdate(SQLModel):
     summary_share: float | None = Field(default=None, gt=0, le=0.9)
     summary_prompt: str | None = None
     api_base: str | None = Field(default=None, max_length=500)
+    labels: dict[str, str] | None = None
 
     @field_validator(*TEXT_SETTINGS)
     @classmethod
@@ -167,6 +199,11 @@ class ThreadUpdate(SQLModel):
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         return check_endpoint(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return check_labels(value)
 
 
 class ThreadPublic(ThreadBase):
