@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from pydantic import ValidationError
@@ -13,6 +13,7 @@ from memchat.context import Context
 from memchat.errors import InvalidInput, describe_validation_error
 from memchat.storage import database
 from memchat.storage.models import (
+    MessageCreate,
     MessagePublic,
     SummaryPublic,
     ThreadCreate,
@@ -65,9 +66,11 @@ class Memory:
         summary_prompt: str | None = None,
         api_base: str | None = None,
         labels: dict[str, str] | None = None,
+        messages: Sequence[tuple[str, str]] = (),
     ) -> ThreadPublic:
         """`labels` are up to 16 key/value strings kept with the thread for the caller;
-        `api_base` sends the thread's turns to that endpoint (a local OpenAI-compatible server);
+        `messages` are (role, text) pairs, user or assistant, the thread starts with (made in one
+        transaction with it); `api_base` sends the thread's turns to that endpoint (a local OpenAI-compatible server);
         `policy` "summary" condenses history that leaves the window into a stored summary;
         `recall` adds that many older messages matching each new one as excerpts."""
         data = _validated(
@@ -84,7 +87,24 @@ class Memory:
             api_base=api_base,
             labels=labels,
         )
-        return self.store.create_thread(data)
+        return self.store.create_thread(data, _said(messages))
+
+    def add_messages(self, thread_id: str, messages: Sequence[tuple[str, str]], *, wait: float | None = None) -> list[MessagePublic]:
+        """Append (role, text) pairs, user or assistant, as said without a model call (the items a
+        client adds to an OpenAI conversation); they wait for a turn in progress to end, up to
+        `wait` seconds, so they never land inside it."""
+        created = _said(messages)
+        thread = self.store.thread(thread_id)
+        with lease.turn_lease(self.store, thread.id, llm.DEFAULT_TIMEOUT if wait is None else wait) as held:
+            return self.store.append_messages(thread.id, created, lease_holder=held.holder)
+
+    def message(self, thread_id: str, message_id: int) -> MessagePublic:
+        """One message of the thread, by its id."""
+        return self.store.message(self.store.thread(thread_id).id, message_id)
+
+    def reply(self, message_id: int) -> MessagePublic:
+        """A stored model reply, by its id (what a response id names over HTTP)."""
+        return self.store.reply_by_id(message_id)
 
     def configure(self, thread_id: str, **changes: Any) -> ThreadPublic:
         """Change a thread's settings (any of new_thread's keywords); a None value returns a
@@ -150,14 +170,18 @@ class Memory:
         policy: str | None = None,
         recall: int | None = None,
         summary_model: str | None = None,
+        system: str | None = None,
     ) -> Reply:
         """Send `text` with the thread's memory and store the reply.
 
         With `stream=True`, `on_text` receives the reply piece by piece as it arrives. `timeout`
         bounds each model call, retries of transient provider failures included. `on_note` hears
         of what memchat did on the user's behalf (a summary made or skipped, a retry with a
-        tighter budget). `policy`, `recall` and `summary_model` override the thread's for this turn.
+        tighter budget). `policy`, `recall`, `summary_model` and `system` (the system prompt)
+        override the thread's for this turn.
         """
+        if system is not None:
+            _checked("the system prompt", system)
         options = TurnOptions(
             model,
             budget,
@@ -168,6 +192,7 @@ class Memory:
             policy=policy,
             recall=recall,
             summary_model=summary_model,
+            system=system,
         )
         return take_turn(self.store, thread_id, text, options, stream=stream, on_text=on_text, on_note=on_note)
 
@@ -287,3 +312,25 @@ def _validated(schema, **values):
         return schema.model_validate(values)
     except ValidationError as exc:
         raise InvalidInput(describe_validation_error(exc)) from None
+
+
+def _checked(what: str, text: str) -> str:
+    try:
+        return check_text(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{what} {exc}") from None
+
+
+def _said(messages: Sequence[tuple[str, str]]) -> list[MessageCreate]:
+    """Messages added as said (no model call): user or assistant, with text."""
+    created = []
+    for index, (role, text) in enumerate(messages):
+        if role not in ("user", "assistant"):
+            raise InvalidInput(
+                f"messages[{index}]: role {role!r} cannot be added; user and assistant messages can "
+                "(the system prompt is a thread setting)"
+            )
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInput(f"messages[{index}]: the text is empty")
+        created.append(MessageCreate(role=role, content=_checked(f"messages[{index}]:", text)))
+    return created

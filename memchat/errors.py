@@ -39,9 +39,18 @@ class BudgetExceeded(MemchatError):
 
 
 class ProviderError(MemchatError):
-    """The model call failed: missing key, unknown model, provider error, network."""
+    """The model call failed: missing key, unknown model, provider error, network.
+
+    `kind` names the cause for a face that tells them apart (the server's status codes and
+    metrics): auth, permission, too_long, not_found, rate_limited, timeout, unreachable,
+    rejected, empty, cut_off, setup or error; `retry_after` is the wait the provider asked for."""
 
     exit_code = 5
+
+    def __init__(self, message: str, *, kind: str = "error", retry_after: float | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
 
 
 class ContextTooLong(ProviderError):
@@ -52,7 +61,7 @@ class ReplyCutOff(ProviderError):
     """The reply stopped part-way (connection dropped, time out, a signal); `text` is what had arrived."""
 
     def __init__(self, message: str, text: str, *, interrupted: bool = False, signal_number: int | None = None):
-        super().__init__(message)
+        super().__init__(message, kind="cut_off")
         self.text = text
         self.interrupted = interrupted
         if interrupted:

@@ -191,11 +191,12 @@ def check_model(model: str, *, api_base: str | None = None) -> None:
     except Exception:
         raise ProviderError(
             f"unknown model {model!r}: name it as provider/model, e.g. openai/gpt-4o or "
-            f"anthropic/claude-sonnet-4-5; {OFFLINE_HINT}"
+            f"anthropic/claude-sonnet-4-5; {OFFLINE_HINT}",
+            kind="setup",
         ) from None
     missing = _missing_keys(litellm, model)
     if missing and not api_base:
-        raise ProviderError(f"{missing[0]} is not set: export {missing[0]}=... to use {model}, or {OFFLINE_HINT}")
+        raise ProviderError(f"{missing[0]} is not set: export {missing[0]}=... to use {model}, or {OFFLINE_HINT}", kind="setup")
 
 
 def _missing_keys(litellm, model: str) -> list[str]:
@@ -285,11 +286,11 @@ def complete(
 def _reply_text(response, model: str) -> str:
     choices = getattr(response, "choices", None)
     if not choices:
-        raise ProviderError(f"{model}: the provider's answer held no reply (no choices); try again")
+        raise ProviderError(f"{model}: the provider's answer held no reply (no choices); try again", kind="empty")
     message = getattr(choices[0], "message", None)
     text = getattr(message, "content", None)
     if not isinstance(text, str) or not text:
-        raise ProviderError(f"{model}: the provider sent an empty reply; try again (`memchat retry` resends the message)")
+        raise ProviderError(f"{model}: the provider sent an empty reply; try again (`memchat retry` resends the message)", kind="empty")
     return text
 
 
@@ -350,7 +351,7 @@ def _streamed(litellm, params: dict, on_text: Callable[[str], None] | None, rece
             f"{params['model']}: the stream ended before the reply finished; what arrived is kept", "".join(received)
         )
     if not chunks:
-        raise ProviderError(f"{params['model']}: the provider sent an empty stream; try again")
+        raise ProviderError(f"{params['model']}: the provider sent an empty stream; try again", kind="empty")
     return litellm.stream_chunk_builder(chunks, messages=params["messages"])
 
 
@@ -382,7 +383,7 @@ _LITELLM_PREFIX = re.compile(r"^(litellm\.\w+: )?(\w+Error: )?(\w+Exception - )?
 
 def _translate(litellm, exc: Exception, model: str, api_base: str | None) -> ProviderError:
     error = _explain(litellm, exc, model, api_base)
-    return type(error)(redact(str(error), _api_key(litellm, model)))
+    return type(error)(redact(str(error), _api_key(litellm, model)), kind=error.kind, retry_after=_retry_after(exc) or None)
 
 
 def _api_key(litellm, model: str) -> str | None:
@@ -426,21 +427,21 @@ def _explain(litellm, exc: Exception, model: str, api_base: str | None) -> Provi
         detail = detail[:299] + "…"
     status = getattr(exc, "status_code", None)
     if isinstance(exc, errors.AuthenticationError) or status == 401:
-        return ProviderError(f"{model}: authentication failed ({detail}); check the API key, or {OFFLINE_HINT}")
+        return ProviderError(f"{model}: authentication failed ({detail}); check the API key, or {OFFLINE_HINT}", kind="auth")
     if isinstance(exc, errors.PermissionDeniedError) or status == 403:
-        return ProviderError(f"{model}: permission denied ({detail}); check the API key's access")
+        return ProviderError(f"{model}: permission denied ({detail}); check the API key's access", kind="permission")
     if isinstance(exc, errors.ContextWindowExceededError) or "context_length_exceeded" in detail:
-        return ContextTooLong(f"{model}: the provider says the prompt is too long ({detail}); lower --budget")
+        return ContextTooLong(f"{model}: the provider says the prompt is too long ({detail}); lower --budget", kind="too_long")
     if isinstance(exc, errors.NotFoundError):
-        return ProviderError(f"{model}: model not found by the provider ({detail}); check the model name")
+        return ProviderError(f"{model}: model not found by the provider ({detail}); check the model name", kind="not_found")
     if isinstance(exc, errors.RateLimitError):
-        return ProviderError(f"{model}: rate limited by the provider ({detail}); wait and try again")
+        return ProviderError(f"{model}: rate limited by the provider ({detail}); wait and try again", kind="rate_limited")
     if isinstance(exc, errors.Timeout):
-        return ProviderError(f"{model}: the provider did not answer in time; try again later or raise --timeout")
+        return ProviderError(f"{model}: the provider did not answer in time; try again later or raise --timeout", kind="timeout")
     if isinstance(exc, errors.APIConnectionError) or _is_connection_failure(exc):
         where = mask_url_passwords(_endpoint(model, api_base))
-        return ProviderError(f"{model}: cannot reach {where} ({detail}); check the network or --api-base")
+        return ProviderError(f"{model}: cannot reach {where} ({detail}); check the network or --api-base", kind="unreachable")
     if isinstance(exc, errors.BadRequestError):
-        return ProviderError(f"{model}: the provider rejected the request ({detail})")
+        return ProviderError(f"{model}: the provider rejected the request ({detail})", kind="rejected")
     prefix = f"{model}: provider error" + (f" {status}" if status else "")
-    return ProviderError(f"{prefix} ({detail}); try again later")
+    return ProviderError(f"{prefix} ({detail}); try again later", kind="error")

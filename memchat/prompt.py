@@ -71,6 +71,8 @@ class TurnOptions:
     policy: str | None = None
     recall: int | None = None
     summary_model: str | None = None
+    system: str | None = None
+    """This turn's system prompt, in place of the thread's (the `instructions` of a response)."""
 
     def __post_init__(self):
         if self.policy is not None and self.policy not in POLICIES:
@@ -150,6 +152,13 @@ def validate_text(text: str) -> str:
         return check_text(text)
     except ValueError as exc:
         raise InvalidInput(f"the message {exc}") from None
+
+
+def with_turn_system(thread: ThreadPublic, options: TurnOptions) -> ThreadPublic:
+    """The thread as this turn sees it: with the turn's own system prompt, if it has one."""
+    if options.system is None:
+        return thread
+    return thread.model_copy(update={"system": options.system if options.system.strip() else None})
 
 
 def plan_for(thread: ThreadPublic, options: TurnOptions) -> Plan:
@@ -345,7 +354,7 @@ def _with_dropped(store: Store, thread: ThreadPublic, plan: Plan, entries: list[
 def build_context(store: Store, thread_ref: str, text: str | None, options: TurnOptions, *, with_dropped: bool) -> Context:
     """What the next turn would send, for a preview."""
     with store.snapshot():
-        thread = store.thread(thread_ref)
+        thread = with_turn_system(store.thread(thread_ref), options)
         memory = MemoryPlan.of(store, thread, options)
         context, _, _ = build(store, thread, text, plan_for(thread, options), memory, include_dropped=with_dropped)
     return context

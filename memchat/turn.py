@@ -96,7 +96,7 @@ def _take_turn(
     lease: Lease,
 ) -> Reply:
     with store.snapshot():
-        thread = store.thread(thread_ref)
+        thread = prompt.with_turn_system(store.thread(thread_ref), options)
         unanswered = left_unanswered = None
         if text is None:
             unanswered = store.unanswered(thread.id)

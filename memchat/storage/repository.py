@@ -133,11 +133,43 @@ class Store:
 
     # threads
 
-    def create_thread(self, data: ThreadCreate) -> ThreadPublic:
+    def create_thread(self, data: ThreadCreate, messages: Sequence[MessageCreate] = ()) -> ThreadPublic:
+        """A new thread, with its first messages if given, in one transaction."""
         thread = Thread.model_validate(data)
         with self._writing() as session:
             session.add(thread)
-        return ThreadPublic.model_validate(thread, update={"message_count": 0})
+            session.flush()
+            for message in messages:
+                self._append(session, thread, message, None)
+        return ThreadPublic.model_validate(thread, update={"message_count": len(messages)})
+
+    def append_messages(
+        self, thread_id: str, messages: Sequence[MessageCreate], *, lease_holder: str | None = None
+    ) -> list[MessagePublic]:
+        """Messages added in one transaction; with `lease_holder`, only while it holds the turn lease."""
+        with self._writing() as session:
+            thread = self._resolve(session, thread_id)
+            self._check_lease(session, thread.id, lease_holder)
+            return [self._append(session, thread, message, None) for message in messages]
+
+    def message(self, thread_id: str, message_id: int) -> MessagePublic:
+        """One message of the thread (NotFound if the thread holds no such message)."""
+        with self._reading() as session:
+            message = session.get(Message, message_id)
+            if message is None or message.thread_id != thread_id:
+                raise NotFound(f"no message {message_id} in thread {thread_id}")
+            return MessagePublic.model_validate(message)
+
+    def reply_by_id(self, message_id: int) -> MessagePublic:
+        """A model's reply by its id, in a visible thread (NotFound otherwise)."""
+        with self._reading() as session:
+            message = session.get(Message, message_id)
+            if message is None or message.role != "assistant":
+                raise NotFound(f"no reply {message_id}")
+            thread = session.get(Thread, message.thread_id)
+            if thread is None or thread.import_holder is not None:
+                raise NotFound(f"no reply {message_id}")
+            return MessagePublic.model_validate(message)
 
     def thread(self, ref: str) -> ThreadPublic:
         with self._reading() as session:
