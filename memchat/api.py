@@ -46,6 +46,12 @@ class Memory:
     def close(self) -> None:
         self.store.close()
 
+    def prepare(self) -> Memory:
+        """Open the database and bring its schema up to date now (memchat otherwise does it on
+        first use): a server does this at start-up, so a bad database fails before it listens."""
+        self.store.prepare()
+        return self
+
     def __enter__(self) -> Memory:
         return self
 
@@ -98,13 +104,9 @@ class Memory:
         with lease.turn_lease(self.store, thread.id, llm.DEFAULT_TIMEOUT if wait is None else wait) as held:
             return self.store.append_messages(thread.id, created, lease_holder=held.holder)
 
-    def message(self, thread_id: str, message_id: int) -> MessagePublic:
-        """One message of the thread, by its id."""
-        return self.store.message(self.store.thread(thread_id).id, message_id)
-
-    def reply(self, message_id: int) -> MessagePublic:
-        """A stored model reply, by its id (what a response id names over HTTP)."""
-        return self.store.reply_by_id(message_id)
+    def message(self, thread_id: str, position: int) -> MessagePublic:
+        """The thread's message at `position` (#N in `memchat show`)."""
+        return self.store.message_at(self.store.thread(thread_id).id, position)
 
     def configure(self, thread_id: str, **changes: Any) -> ThreadPublic:
         """Change a thread's settings (any of new_thread's keywords); a None value returns a
@@ -139,6 +141,15 @@ class Memory:
             raise InvalidInput(f"--last must be positive, not {last}")
         return self.store.messages(thread_id, last=last)
 
+    def message_page(
+        self, thread_id: str, *, after: int | None = None, limit: int = 20, newest_first: bool = False
+    ) -> tuple[list[MessagePublic], bool]:
+        """A page of the thread's messages after position `after` (None: the first page), and
+        whether more follow: the items of an OpenAI conversation, for any length of thread."""
+        if not 1 <= limit <= 1000:
+            raise InvalidInput(f"the limit must be between 1 and 1000, not {limit}")
+        return self.store.message_page(self.store.thread(thread_id).id, after=after, limit=limit, newest_first=newest_first)
+
     def turn_in_progress(self, thread_id: str) -> bool:
         """Whether a turn holds the thread now: a `pending` message without one was interrupted
         (its process was killed) and `retry` sends it again."""
@@ -171,6 +182,7 @@ class Memory:
         recall: int | None = None,
         summary_model: str | None = None,
         system: str | None = None,
+        on_start: Callable[[MessagePublic], None] | None = None,
     ) -> Reply:
         """Send `text` with the thread's memory and store the reply.
 
@@ -178,7 +190,8 @@ class Memory:
         bounds each model call, retries of transient provider failures included. `on_note` hears
         of what memchat did on the user's behalf (a summary made or skipped, a retry with a
         tighter budget). `policy`, `recall`, `summary_model` and `system` (the system prompt)
-        override the thread's for this turn.
+        override the thread's for this turn. `on_start` receives the user's message once it is
+        stored, before the model is called.
         """
         if system is not None:
             _checked("the system prompt", system)
@@ -194,7 +207,9 @@ class Memory:
             summary_model=summary_model,
             system=system,
         )
-        return take_turn(self.store, thread_id, text, options, stream=stream, on_text=on_text, on_note=on_note)
+        return take_turn(
+            self.store, thread_id, text, options, stream=stream, on_text=on_text, on_note=on_note, on_start=on_start
+        )
 
     def retry(self, thread_id: str, **options) -> Reply:
         """Send the thread's last unanswered message again (after a failure or a cut-off reply);

@@ -67,6 +67,7 @@ def take_turn(
     stream: bool = False,
     on_text: Callable[[str], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    on_start: Callable[[MessagePublic], None] | None = None,
 ) -> Reply:
     """A turn; with `text` None, the thread's last unanswered message is sent again (`retry`).
 
@@ -81,7 +82,7 @@ def take_turn(
     llm.check_model(prompt.plan_for(thread, options).model, api_base=options.api_base)
     calls = 2 if (options.policy or thread.policy) == "summary" else 1
     with turn_lease(store, thread.id, options.timeout * calls) as lease:
-        return _take_turn(store, thread.id, text, options, reply_tokens, stream, on_text, on_note, lease)
+        return _take_turn(store, thread.id, text, options, reply_tokens, stream, on_text, on_note, on_start, lease)
 
 
 def _take_turn(
@@ -93,6 +94,7 @@ def _take_turn(
     stream: bool,
     on_text: Callable[[str], None] | None,
     on_note: Callable[[str], None] | None,
+    on_start: Callable[[MessagePublic], None] | None,
     lease: Lease,
 ) -> Reply:
     with store.snapshot():
@@ -147,6 +149,8 @@ def _take_turn(
         )
 
     try:
+        if on_start:
+            on_start(user_message)
         lease.check()
         try:
             completion = call(context)

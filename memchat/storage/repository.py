@@ -119,6 +119,10 @@ class Store:
             finally:
                 self._local.session = None
 
+    def prepare(self) -> None:
+        """Bring the schema up to date now rather than on first use."""
+        self._session().close()
+
     def _session(self, *, write: bool = False) -> Session:
         if not self._ready:
             with self._ready_lock:
@@ -152,23 +156,14 @@ class Store:
             self._check_lease(session, thread.id, lease_holder)
             return [self._append(session, thread, message, None) for message in messages]
 
-    def message(self, thread_id: str, message_id: int) -> MessagePublic:
-        """One message of the thread (NotFound if the thread holds no such message)."""
+    def message_at(self, thread_id: str, position: int) -> MessagePublic:
+        """The thread's message at `position` (NotFound if it has none there)."""
         with self._reading() as session:
-            message = session.get(Message, message_id)
-            if message is None or message.thread_id != thread_id:
-                raise NotFound(f"no message {message_id} in thread {thread_id}")
-            return MessagePublic.model_validate(message)
-
-    def reply_by_id(self, message_id: int) -> MessagePublic:
-        """A model's reply by its id, in a visible thread (NotFound otherwise)."""
-        with self._reading() as session:
-            message = session.get(Message, message_id)
-            if message is None or message.role != "assistant":
-                raise NotFound(f"no reply {message_id}")
-            thread = session.get(Thread, message.thread_id)
-            if thread is None or thread.import_holder is not None:
-                raise NotFound(f"no reply {message_id}")
+            message = session.exec(
+                select(Message).where(Message.thread_id == thread_id, Message.position == position)
+            ).first()
+            if message is None:
+                raise NotFound(f"thread {thread_id} has no message #{position}")
             return MessagePublic.model_validate(message)
 
     def thread(self, ref: str) -> ThreadPublic:
@@ -288,6 +283,19 @@ class Store:
                 newest = session.exec(query.order_by(col(Message.position).desc()).limit(last)).all()
                 return [MessagePublic.model_validate(m) for m in reversed(newest)]
             return [MessagePublic.model_validate(m) for m in session.exec(query.order_by(col(Message.position))).all()]
+
+    def message_page(
+        self, thread_id: str, *, after: int | None, limit: int, newest_first: bool
+    ) -> tuple[list[MessagePublic], bool]:
+        """Up to `limit` of the thread's messages after position `after` (None: from the start)
+        in the order asked, and whether more follow; one index range read."""
+        with self._reading() as session:
+            query = select(Message).where(Message.thread_id == thread_id)
+            if after is not None:
+                query = query.where(Message.position < after if newest_first else Message.position > after)
+            order = col(Message.position).desc() if newest_first else col(Message.position)
+            rows = session.exec(query.order_by(order).limit(limit + 1)).all()
+            return [MessagePublic.model_validate(m) for m in rows[:limit]], len(rows) > limit
 
     def history_page(
         self, thread_id: str, tokenizer: str, *, before: int | None, limit: int

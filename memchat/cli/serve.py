@@ -1,0 +1,70 @@
+"""`memchat serve`: the memory over HTTP (the server stack is imported only by this command)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tempfile
+from typing import Annotated
+
+import typer
+
+from memchat.cli.app import app, memory_of
+from memchat.cli.render import note
+from memchat.config import database_url
+from memchat.errors import InvalidInput
+
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, metavar="PORT", help="Port to listen on.")] = 8765,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, metavar="N", help="Worker processes.")] = 1,
+    max_body: Annotated[
+        int,
+        typer.Option("--max-body", min=1024, metavar="BYTES", help="Largest request body accepted (larger: 413)."),
+    ] = DEFAULT_MAX_BODY,
+    log_level: Annotated[
+        str, typer.Option("--log-level", metavar="LEVEL", help="critical, error, warning, info or debug.")
+    ] = "info",
+):
+    """Serve the memory over HTTP: OpenAI's Conversations, Responses and Chat Completions APIs at
+    /v1 (any OpenAI client, base URL http://HOST:PORT/v1), docs at /docs, /healthz, /metrics."""
+    if log_level not in ("critical", "error", "warning", "info", "debug"):
+        raise InvalidInput(f"--log-level: {log_level!r} is not one of critical, error, warning, info, debug")
+    memory = memory_of(ctx).prepare()  # a bad --db fails here, in one line, before anything listens
+    location = memory.database_location()
+    if not is_loopback(host):
+        raise InvalidInput(
+            f"refusing to listen on {host} without API keys: anyone who can reach it could read every "
+            "conversation; listen on 127.0.0.1, or put it behind a proxy that authenticates"
+        )
+    os.environ["MEMCHAT_DB"] = database_url(ctx.find_root().obj["db"])
+    os.environ["MEMCHAT_MAX_BODY"] = str(max_body)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="memchat-metrics-")
+    import uvicorn
+
+    note(f"serving {location} at http://{host}:{port}/v1 (API docs: http://{host}:{port}/docs)")
+    uvicorn.run(
+        "memchat.server.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=True,
+        server_header=False,
+    )

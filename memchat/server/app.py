@@ -1,0 +1,143 @@
+"""The ASGI application of `memchat serve`: the OpenAI face (/v1), health and metrics, every
+failure as an OpenAI-shaped error body. One `Memory` per worker process, opened (and migrated)
+at start-up; requests that touch the database or the provider run on worker threads."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from memchat.api import Memory
+from memchat.errors import MemchatError
+from memchat.redact import redact
+from memchat.server import chat, conversations, metrics, responses
+from memchat.server.errors import HTTPProblem, body, error_response
+
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+"""The largest request body accepted (bytes); MEMCHAT_MAX_BODY or `--max-body` changes it."""
+
+log = logging.getLogger("memchat.server")
+
+
+class BodyLimit:
+    """413 for a body over the limit, whether it declares its length or streams it."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send):
+        response = JSONResponse(
+            body(413, f"the request body is over the server's limit of {self.limit} bytes (memchat serve --max-body)"),
+            status_code=413,
+        )
+        await response({"type": "http"}, None, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(db: str | None = None, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.memory = Memory(db).prepare()
+        try:
+            yield
+        finally:
+            app.state.memory.close()
+
+    app = FastAPI(
+        title="memchat",
+        version=version("memchat"),
+        summary="Persistent conversation memory behind OpenAI's Conversations, Responses and Chat Completions APIs.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(MemchatError)
+    async def memchat_error(request: Request, exc: MemchatError):
+        return error_response(exc)
+
+    @app.exception_handler(HTTPProblem)
+    async def refused(request: Request, exc: HTTPProblem):
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        problem = exc.errors()[0]
+        where = [str(part) for part in problem.get("loc", ()) if part not in ("body", "query", "path", "header")]
+        param = ".".join(where) or None
+        reason = problem.get("msg", "invalid value").removeprefix("Value error, ")
+        message = f"{param}: {reason}" if param else reason
+        if problem.get("type") == "json_invalid":
+            message = "the body is not valid JSON"
+        return JSONResponse(body(400, message, param=param, code="invalid_value"), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        message = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse(body(exc.status_code, message), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.error("internal error on %s %s: %s", request.method, request.url.path, redact(repr(exc)), exc_info=os.environ.get("MEMCHAT_DEBUG") == "1")
+        return error_response(exc)
+
+    @app.get("/healthz", tags=["Service"])
+    def health():
+        """200 when the database answers at this memchat's schema; 503 naming the cause when not."""
+        try:
+            revision, head = app.state.memory.schema_revision()
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "cause": redact(f"the database does not answer: {exc}")}, status_code=503)
+        if revision != head:
+            return JSONResponse(
+                {"status": "unavailable", "cause": f"the database is at schema {revision}, this memchat needs {head}"},
+                status_code=503,
+            )
+        return {"status": "ok", "schema": revision, "version": version("memchat")}
+
+    @app.get("/metrics", tags=["Service"])
+    def prometheus():
+        text, content_type = metrics.exposition()
+        return Response(text, media_type=content_type)
+
+    app.include_router(conversations.router)
+    app.include_router(responses.router)
+    app.include_router(chat.router)
+    app.add_middleware(BodyLimit, limit=max_body)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app as `memchat serve` configures it for each worker process (uvicorn's factory)."""
+    return create_app(os.environ.get("MEMCHAT_DB") or None, max_body=int(os.environ.get("MEMCHAT_MAX_BODY", DEFAULT_MAX_BODY)))

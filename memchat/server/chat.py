@@ -1,0 +1,109 @@
+"""Chat Completions for clients that speak only that protocol: the `X-Memchat-Thread` header
+names the conversation, the request's final user message is the new turn, a leading system
+message is this turn's system prompt, and the history comes from the store (the other messages
+of the request are not sent: the memory is memchat's, fitted to the thread's budget)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header
+from fastapi.responses import StreamingResponse
+
+from memchat.api import Memory
+from memchat.server import shapes
+from memchat.server.access import memory_of
+from memchat.server.errors import HTTPProblem, body as error_body
+from memchat.server.errors import message_of, status_of
+from memchat.server.requests import CHAT_DEFAULTS, ChatCompletionCreate, bad, leading_system, message_items
+from memchat.server.turns import StreamedTurn, TurnRequest, take_async
+
+router = APIRouter(prefix="/v1/chat", tags=["Chat Completions"])
+Scoped = Annotated[Memory, Depends(memory_of)]
+THREAD_HEADER = "X-Memchat-Thread"
+
+
+def _turn_of(body: ChatCompletionCreate, thread: str | None, memory: Memory) -> TurnRequest:
+    if not thread:
+        raise HTTPProblem(
+            400,
+            f"name the conversation in the {THREAD_HEADER} header (a thread or conversation id): memchat keeps "
+            "the history, so only the new message is taken from `messages`",
+            param=THREAD_HEADER,
+            code="missing_thread",
+        )
+    body.refuse_unknown(CHAT_DEFAULTS)
+    system, items = leading_system(message_items(body.messages, "messages"), "messages")
+    if not items or items[-1][0] != "user":
+        raise bad("the last message must be the user's: it is the new turn", "messages")
+    if body.max_tokens is not None and body.max_completion_tokens is not None:
+        raise bad("give max_tokens or max_completion_tokens, not both", "max_completion_tokens")
+    reply_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    if reply_tokens is not None and reply_tokens < 1:
+        raise bad("must be at least 1", "max_tokens")
+    return TurnRequest(
+        thread_id=memory.thread(thread).id,
+        text=items[-1][1],
+        model=body.model,
+        system=system,
+        max_tokens=reply_tokens,
+        temperature=body.temperature,
+    )
+
+
+@router.post("/completions")
+async def create_chat_completion(
+    body: ChatCompletionCreate,
+    memory: Scoped,
+    thread: Annotated[str | None, Header(alias=THREAD_HEADER)] = None,
+):
+    import anyio.to_thread
+
+    turn = await anyio.to_thread.run_sync(_turn_of, body, thread, memory)
+    if body.stream:
+        return await _streamed(turn, body, memory)
+    reply = await take_async(memory, turn)
+    return shapes.chat_completion(reply.message, body.model)
+
+
+async def _streamed(turn: TurnRequest, body: ChatCompletionCreate, memory: Memory):
+    """Chunks as OpenAI sends them: the role, the text piece by piece, the finish reason, the
+    usage when `stream_options.include_usage`, then `data: [DONE]`. A failure after the first
+    piece is an `error` chunk (what arrived is kept as a partial reply)."""
+    streamed = StreamedTurn(memory, turn)
+    started, first = await streamed.begun()
+    if first[0] == "error":
+        raise first[1]
+    chunk_id = shapes.chat_id(turn.thread_id, started.position + 1)
+    created = int(time.time())
+    with_usage = bool((body.stream_options or {}).get("include_usage"))
+
+    def data(payload) -> str:
+        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+    async def chunks() -> AsyncIterator[str]:
+        event = first
+        try:
+            yield data(shapes.chat_chunk(chunk_id, created, body.model, {"role": "assistant", "content": ""}, None))
+            while event[0] == "text":
+                yield data(shapes.chat_chunk(chunk_id, created, body.model, {"content": event[1]}, None))
+                event = await streamed.next()
+        except BaseException:
+            streamed.abandon()
+            raise
+        if event[0] == "error":
+            failure = event[1]
+            status, code, _ = status_of(failure)
+            yield data(error_body(status, message_of(failure), code=code))
+            return
+        reply = event[1].message
+        yield data(shapes.chat_chunk(chunk_id, created, body.model, {}, "stop"))
+        if with_usage:
+            usage = shapes.chat_completion(reply, body.model)["usage"]
+            yield data({**shapes.chat_chunk(chunk_id, created, body.model, {}, None), "choices": [], "usage": usage})
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

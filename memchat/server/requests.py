@@ -1,0 +1,155 @@
+"""Request bodies of the OpenAI face: what memchat reads from them, and the one-line 400 for
+anything it cannot honour (tools, images, files, background runs, ...), never silently ignored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from memchat.server.errors import HTTPProblem
+from memchat.server.shapes import SETTINGS
+
+TEXT_PARTS = {"input_text", "output_text", "text"}
+
+
+class Loose(BaseModel):
+    """A body whose other fields are checked by hand, to name what is unsupported."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def refuse_unknown(self, accepted_defaults: dict[str, Any] | None = None) -> None:
+        """A 400 for any field memchat does not implement, unless it holds the value that means
+        what memchat does anyway (`store: true`, `tool_choice: "none"`, ...)."""
+        for name, value in (self.model_extra or {}).items():
+            if value is None or (accepted_defaults and name in accepted_defaults and value == accepted_defaults[name]):
+                continue
+            raise HTTPProblem(400, f"`{name}` is not supported by memchat serve", param=name, code="unsupported_parameter")
+
+
+def bad(message: str, param: str) -> HTTPProblem:
+    return HTTPProblem(400, message, param=param, code="invalid_value")
+
+
+def text_of(content: Any, param: str) -> str:
+    """A message's text: a string, or a list of text parts (joined); other parts are refused."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list) or not content:
+        raise bad("content must be a string or a list of text parts", param)
+    pieces = []
+    for index, part in enumerate(content):
+        where = f"{param}[{index}]"
+        if not isinstance(part, dict):
+            raise bad("a content part must be an object", where)
+        kind = part.get("type")
+        if kind not in TEXT_PARTS:
+            raise HTTPProblem(
+                400, f"content parts of type {kind!r} are not supported by memchat serve (text only)",
+                param=f"{where}.type", code="unsupported_content",
+            )
+        if not isinstance(part.get("text"), str):
+            raise bad("a text part needs `text` (a string)", f"{where}.text")
+        pieces.append(part["text"])
+    return "".join(pieces)
+
+
+def message_items(value: Any, param: str) -> list[tuple[str, str]]:
+    """(role, text) of each message item; roles user, assistant, system and developer."""
+    if isinstance(value, str):
+        return [("user", value)]
+    if not isinstance(value, list):
+        raise bad("must be a string or a list of message items", param)
+    found = []
+    for index, entry in enumerate(value):
+        where = f"{param}[{index}]"
+        if not isinstance(entry, dict):
+            raise bad("an item must be an object", where)
+        kind = entry.get("type", "message")
+        if kind != "message":
+            raise HTTPProblem(
+                400, f"items of type {kind!r} are not supported by memchat serve (messages only)",
+                param=f"{where}.type", code="unsupported_item",
+            )
+        role = entry.get("role")
+        if role not in ("user", "assistant", "system", "developer"):
+            raise bad(f"role must be user, assistant, system or developer, not {role!r}", f"{where}.role")
+        found.append((role, text_of(entry.get("content"), f"{where}.content")))
+    return found
+
+
+def leading_system(items: list[tuple[str, str]], param: str) -> tuple[str | None, list[tuple[str, str]]]:
+    """A system (or developer) message at the start, and the messages after it; one anywhere
+    else is refused (memchat keeps one system prompt, sent first)."""
+    system = None
+    if items and items[0][0] in ("system", "developer"):
+        system, items = items[0][1], items[1:]
+    for index, (role, _) in enumerate(items):
+        if role in ("system", "developer"):
+            raise bad(
+                "a system message can only come first (memchat sends one system prompt, first)",
+                f"{param}[{index + (system is not None)}].role",
+            )
+    return system, items
+
+
+def settings_of(value: Any, param: str = "memchat") -> dict[str, Any]:
+    """The `memchat` extension field: thread settings by name (null: back to the default)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad("must be an object of thread settings", param)
+    unknown = sorted(set(value) - set(SETTINGS))
+    if unknown:
+        raise bad(f"unknown setting {unknown[0]!r}; the settings are {', '.join(SETTINGS)}", f"{param}.{unknown[0]}")
+    return dict(value)
+
+
+def metadata_of(value: Any, param: str = "metadata") -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise bad("must be an object of string pairs", param)
+    return value
+
+
+class ConversationCreate(Loose):
+    items: list[Any] | None = None
+    metadata: dict[str, Any] | None = None
+    memchat: dict[str, Any] | None = None
+
+
+class ConversationUpdate(Loose):
+    metadata: dict[str, Any] | None = None
+    memchat: dict[str, Any] | None = None
+
+
+class ItemsCreate(Loose):
+    items: list[Any]
+
+
+class ResponseCreate(Loose):
+    model: str | None = None
+    input: Any = None
+    conversation: Any = None
+    previous_response_id: str | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    stream: bool | None = None
+
+
+RESPONSE_DEFAULTS = {"store": True, "background": False, "tool_choice": "none", "tools": [], "parallel_tool_calls": False}
+
+
+class ChatCompletionCreate(Loose):
+    model: str
+    messages: list[Any]
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
+
+
+CHAT_DEFAULTS = {"n": 1, "tools": [], "tool_choice": "none", "store": True, "parallel_tool_calls": False}

@@ -1,0 +1,135 @@
+"""A turn taken for an HTTP request: `Memory.say` on a worker thread (the event loop never
+waits on the database or the provider), its outcome counted in the metrics, and for a streamed
+reply a bridge that hands each piece to the response as it arrives. A client that goes away
+mid-stream stops the turn as Ctrl-C stops `memchat say`: what arrived is kept as a partial
+reply and the user's message stays, unanswered, for a retry."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from memchat.api import Memory
+from memchat.errors import ProviderError, ReplyCutOff, ThreadBusy
+from memchat.server import metrics
+from memchat.storage.models import MessagePublic
+from memchat.turn import Reply
+
+TURN_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="memchat-turn")
+"""Turns in flight at once in one worker process (each mostly waits on its provider)."""
+
+
+class ClientGone(KeyboardInterrupt):
+    """The client closed the connection while its reply streamed (raised in the turn's thread,
+    where it works as Ctrl-C does)."""
+
+
+@dataclass
+class TurnRequest:
+    thread_id: str
+    text: str
+    model: str | None = None
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def take(
+    memory: Memory,
+    request: TurnRequest,
+    *,
+    stream: bool = False,
+    on_text: Callable[[str], None] | None = None,
+    on_start: Callable[[MessagePublic], None] | None = None,
+) -> Reply:
+    """The turn, timed and counted."""
+    started = time.perf_counter()
+    try:
+        reply = memory.say(
+            request.thread_id,
+            request.text,
+            model=request.model,
+            system=request.system,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            stream=stream,
+            on_text=on_text,
+            on_start=on_start,
+        )
+    except ReplyCutOff:
+        metrics.TURNS.labels("partial").inc()
+        raise
+    except ThreadBusy:
+        metrics.TURNS.labels("busy").inc()
+        raise
+    except ProviderError as failure:
+        metrics.TURNS.labels("failed").inc()
+        metrics.PROVIDER_ERRORS.labels(failure.kind).inc()
+        raise
+    except BaseException as failure:
+        metrics.TURNS.labels("refused" if getattr(failure, "unanswered_in", None) is None else "failed").inc()
+        raise
+    elapsed = time.perf_counter() - started
+    metrics.TURNS.labels("completed").inc()
+    metrics.TURN_SECONDS.observe(elapsed)
+    if reply.message.latency_ms is not None:
+        metrics.OVERHEAD_SECONDS.observe(max(elapsed - reply.message.latency_ms / 1000, 0.0))
+    return reply
+
+
+async def take_async(memory: Memory, request: TurnRequest) -> Reply:
+    return await asyncio.get_running_loop().run_in_executor(TURN_THREADS, lambda: take(memory, request))
+
+
+class StreamedTurn:
+    """A streamed turn: `await next()` gives ("start", the stored user message), then ("text",
+    piece) as the reply arrives, then ("reply", Reply) or ("error", exception); a failure before
+    the user's message is stored comes as ("error", ...) at once."""
+
+    def __init__(self, memory: Memory, request: TurnRequest):
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._gone = threading.Event()
+        self._future = self._loop.run_in_executor(TURN_THREADS, self._work, memory, request)
+
+    def _put(self, event: tuple[str, Any]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:
+            pass  # the server is shutting down; the turn itself has stored what it could
+
+    def _on_text(self, piece: str) -> None:
+        if self._gone.is_set():
+            raise ClientGone()
+        self._put(("text", piece))
+
+    def _work(self, memory: Memory, request: TurnRequest) -> None:
+        try:
+            reply = take(memory, request, stream=True, on_text=self._on_text, on_start=lambda m: self._put(("start", m)))
+            event = ("reply", reply)
+        except BaseException as failure:
+            event = ("error", failure)
+        self._put(event)
+
+    async def next(self) -> tuple[str, Any]:
+        return await self._queue.get()
+
+    async def begun(self) -> tuple[MessagePublic | None, tuple[str, Any]]:
+        """The stored user message (None if the turn failed before storing it) and the first
+        event after it: the reply's first piece, or how the turn ended."""
+        started = None
+        event = await self.next()
+        if event[0] == "start":
+            started = event[1]
+            event = await self.next()
+        return started, event
+
+    def abandon(self) -> None:
+        """The client has gone: the turn stops at the next piece that arrives."""
+        self._gone.set()
