@@ -1,0 +1,321 @@
+"""`memchat serve` as its users meet it: a real server process, the official openai SDK (or raw
+HTTP for bodies the SDK would never send), the tests' local provider behind it, both backends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from serving import Served
+
+from memchat import Memory
+
+
+@pytest.fixture
+def served(server):
+    running = Served()
+    yield running
+    running.stop()
+
+
+def _items(client, conversation_id, **query):
+    return [(item.role, item.content[0].text) for item in client.conversations.items.list(conversation_id, order="asc", **query)]
+
+
+def test_conversations_items_and_pagination(served):
+    client = served.client()
+    made = client.conversations.create(
+        items=[
+            {"type": "message", "role": "system", "content": "You are terse."},
+            {"type": "message", "role": "user", "content": "My name is Ada."},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello Ada."}]},
+        ],
+        metadata={"project": "demo", "user": "42"},
+        extra_body={"memchat": {"model": "openai/gpt-4o-mini", "budget": 2000}},
+    )
+    assert made.metadata == {"project": "demo", "user": "42"}
+    settings = made.model_extra["memchat"]
+    assert (settings["system"], settings["model"], settings["budget"], settings["message_count"]) == (
+        "You are terse.", "openai/gpt-4o-mini", 2000, 2,
+    )
+    assert client.conversations.retrieve(made.id).metadata == made.metadata
+
+    added = client.conversations.items.create(
+        made.id, items=[{"type": "message", "role": "user", "content": f"note {n}"} for n in range(5)]
+    )
+    assert [item.content[0].text for item in added.data] == [f"note {n}" for n in range(5)]
+    everything = _items(client, made.id)
+    assert everything[:2] == [("user", "My name is Ada."), ("assistant", "Hello Ada.")] and len(everything) == 7
+
+    first = client.conversations.items.list(made.id, limit=3)  # newest first, as OpenAI's default
+    assert [item.content[0].text for item in first.data] == ["note 4", "note 3", "note 2"]
+    assert first.has_more and first.first_id == first.data[0].id and first.last_id == first.data[-1].id
+    second = client.conversations.items.list(made.id, limit=3, after=first.last_id)
+    assert [item.content[0].text for item in second.data] == ["note 1", "note 0", "Hello Ada."]
+    assert [i.content[0].text for i in client.conversations.items.list(made.id, limit=2, order="asc")] == [
+        text for _, text in everything
+    ]  # the SDK's auto-pagination walks every page
+    one = client.conversations.items.retrieve(first.data[0].id, conversation_id=made.id)
+    assert one.content[0].text == "note 4" and one.role == "user"
+
+    changed = client.conversations.update(made.id, metadata={"project": "renamed"}, extra_body={"memchat": {"budget": None, "recall": 3}})
+    assert changed.metadata == {"project": "renamed"}
+    assert (changed.model_extra["memchat"]["budget"], changed.model_extra["memchat"]["recall"]) == (None, 3)
+
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve("nosuchthread")
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.retrieve("msg_other_1", conversation_id=made.id)
+    assert client.conversations.delete(made.id).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(made.id)
+
+
+def test_two_response_turns_send_the_exact_history(served, server):
+    client = served.client()
+    conversation = client.conversations.create(
+        items=[{"type": "message", "role": "system", "content": "Be brief."}],
+        extra_body={"memchat": {"model": "openai/gpt-4o-mini"}},
+    )
+    server.reply("Lisbon.", "It rains less there.")
+    first = client.responses.create(model="openai/gpt-4o-mini", input="Where should I travel?", conversation=conversation.id)
+    assert first.output_text == "Lisbon." and first.status == "completed"
+    assert (first.usage.input_tokens, first.usage.output_tokens) == (server.PROMPT_TOKENS, server.COMPLETION_TOKENS)
+    second = client.responses.create(
+        model="openai/gpt-4o-mini", input=[{"role": "user", "content": "Why?"}], conversation={"id": conversation.id}
+    )
+    assert second.output_text == "It rains less there."
+    assert server.last_messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Where should I travel?"},
+        {"role": "assistant", "content": "Lisbon."},
+        {"role": "user", "content": "Why?"},
+    ]
+    assert client.responses.retrieve(first.id).output_text == "Lisbon."
+    assert client.responses.retrieve(second.id).conversation.id == conversation.id
+
+    server.reply("Porto too.")
+    third = client.responses.create(
+        model="openai/gpt-4o-mini", input="Any other city?", previous_response_id=second.id, instructions="Answer in 3 words."
+    )
+    assert third.output_text == "Porto too."
+    assert server.last_messages[0] == {"role": "system", "content": "Answer in 3 words."}  # this turn's only
+    assert server.last_messages[-2] == {"role": "assistant", "content": "It rains less there."}
+    with pytest.raises(openai.BadRequestError) as older:
+        client.responses.create(model="openai/gpt-4o-mini", input="again", previous_response_id=first.id)
+    assert "newest reply" in older.value.message and older.value.body["param"] == "previous_response_id"
+
+    standalone = client.responses.create(model="openai/gpt-4o-mini", input="A fresh start")
+    assert standalone.conversation.id != conversation.id
+    assert server.last_messages == [{"role": "user", "content": "A fresh start"}]
+
+    # The CLI works on the same conversation, and the server sees what the CLI said.
+    script = Path(sys.executable).parent / "memchat"
+    server.reply("From the CLI.")
+    said = subprocess.run([str(script), "say", conversation.id, "hello from a terminal"], capture_output=True, text=True, timeout=120)
+    assert said.returncode == 0 and said.stdout == "From the CLI.\n", said.stderr
+    assert _items(client, conversation.id)[-2:] == [("user", "hello from a terminal"), ("assistant", "From the CLI.")]
+
+
+def test_streaming_through_the_sdk_helpers_of_both_apis(served, server):
+    client = served.client()
+    conversation = client.conversations.create(extra_body={"memchat": {"model": "openai/gpt-4o-mini"}})
+    server.reply("one two three four")
+    with client.responses.stream(model="openai/gpt-4o-mini", input="count", conversation=conversation.id) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert final.output_text == "one two three four" and final.status == "completed"
+    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
+    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"]
+    assert kinds.count("response.output_text.delta") >= 2
+    assert client.responses.retrieve(final.id).output_text == "one two three four"
+
+    server.reply("five six seven")
+    pieces, usage = [], None
+    for chunk in client.chat.completions.create(
+        model="openai/gpt-4o-mini",
+        messages=[{"role": "user", "content": "more"}],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"X-Memchat-Thread": conversation.id},
+    ):
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+        if chunk.usage:
+            usage = chunk.usage
+    assert "".join(pieces) == "five six seven" and usage.completion_tokens == server.COMPLETION_TOKENS
+    assert server.last_messages[-3:] == [
+        {"role": "user", "content": "count"},
+        {"role": "assistant", "content": "one two three four"},
+        {"role": "user", "content": "more"},
+    ]
+
+
+def test_chat_completions_take_the_history_from_the_store(served, server):
+    client = served.client()
+    with pytest.raises(openai.BadRequestError) as missing:
+        client.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert "X-Memchat-Thread" in missing.value.message
+    thread = Memory().new_thread(model="openai/gpt-4o-mini", messages=[("user", "I like tea."), ("assistant", "Noted.")]).id
+    server.reply("Tea, then.")
+    done = client.chat.completions.create(
+        model="openai/gpt-4o-mini",
+        messages=[
+            {"role": "system", "content": "Be kind."},
+            {"role": "user", "content": "ignored: the store has the history"},
+            {"role": "assistant", "content": "also ignored"},
+            {"role": "user", "content": "What do I like?"},
+        ],
+        extra_headers={"X-Memchat-Thread": thread},
+    )
+    assert done.choices[0].message.content == "Tea, then." and done.usage.prompt_tokens == server.PROMPT_TOKENS
+    assert server.last_messages == [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "I like tea."},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "What do I like?"},
+    ]
+
+
+def test_provider_faults_become_statuses_and_the_message_is_kept(served, server):
+    client = served.client()
+    conversation = client.conversations.create(extra_body={"memchat": {"model": "openai/gpt-4o-mini"}})
+    server.fail(400, "the model does not like this")
+    with pytest.raises(openai.APIStatusError) as rejected:
+        client.responses.create(model="openai/gpt-4o-mini", input="first try", conversation=conversation.id)
+    assert rejected.value.status_code == 502 and "does not like this" in rejected.value.message
+    server.fail(429, "slow down", headers={"Retry-After": "1000"})
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.responses.create(model="openai/gpt-4o-mini", input="second try", conversation=conversation.id)
+    assert limited.value.response.headers["retry-after"] == "1000"
+    statuses = [(item.content[0].text, item.status) for item in client.conversations.items.list(conversation.id, order="asc")]
+    assert statuses == [("first try", "incomplete"), ("second try", "incomplete")]
+    server.reply("finally")
+    assert client.responses.create(model="openai/gpt-4o-mini", input="third", conversation=conversation.id).output_text == "finally"
+    assert server.last_messages == [{"role": "user", "content": "third"}]  # failed turns are not history
+
+
+def test_a_client_that_leaves_mid_stream_keeps_the_partial_reply(served, server):
+    conversation = served.client().conversations.create(extra_body={"memchat": {"model": "openai/gpt-4o-mini"}})
+    server.reply(" ".join(f"word{n}" for n in range(200)))
+    server.piece_delay = 0.05
+    body = {"model": "openai/gpt-4o-mini", "input": "talk", "conversation": conversation.id, "stream": True}
+    with httpx.stream("POST", f"{served.base_url}/responses", json=body, timeout=30) as streaming:
+        deltas = 0
+        for line in streaming.iter_lines():
+            deltas += line == "event: response.output_text.delta"
+            if deltas == 3:
+                break
+    memory = Memory()
+    for _ in range(200):
+        messages = memory.messages(conversation.id)
+        if len(messages) == 2:
+            break
+        time.sleep(0.05)
+    user, partial = messages
+    assert (user.status, partial.status) == ("failed", "partial")
+    assert partial.content.startswith("word0 word1") and len(partial.content) < 600
+    assert server.pieces_sent < 200
+
+
+@pytest.mark.bad_input
+def test_bad_bodies_are_4xx_with_openai_errors_and_store_nothing(served, server):
+    conversation = served.client().conversations.create(extra_body={"memchat": {"model": "openai/gpt-4o-mini"}})
+    url = served.base_url
+    cases = [
+        ("/responses", b"{not json", 400, None),
+        ("/responses", {"model": "openai/gpt-4o-mini", "input": 5, "conversation": conversation.id}, 400, "input"),
+        ("/responses", {"model": "openai/gpt-4o-mini", "input": [{"role": "tool", "content": "x"}], "conversation": conversation.id}, 400, "input[0].role"),
+        ("/responses", {"model": "openai/gpt-4o-mini", "input": "hi", "conversation": conversation.id, "tools": [{"type": "web_search"}]}, 400, "tools"),
+        ("/responses", {"model": "openai/gpt-4o-mini", "input": "hi", "conversation": conversation.id, "background": True}, 400, "background"),
+        ("/responses", {"model": "openai/gpt-4o-mini", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}], "conversation": conversation.id}, 400, "input[0].content[0].type"),
+        ("/responses", {"model": "openai/gpt-4o-mini", "input": "hi", "conversation": conversation.id, "max_output_tokens": "lots"}, 400, "max_output_tokens"),
+        ("/responses", {"model": "openai/gpt-4o-mini", "input": "a\u0000b", "conversation": conversation.id}, 400, None),
+        ("/responses", {"model": "openai/gpt-4o-mini", "input": "hi", "conversation": "nosuch"}, 404, None),
+        ("/responses", {"model": "openai/gpt-4o-mini", "input": "x" * (5 * 1024 * 1024), "conversation": conversation.id}, 413, None),
+        (f"/conversations/{conversation.id}/items", {"items": [{"role": "system", "content": "x"}]}, 400, "items[0].role"),
+        (f"/conversations/{conversation.id}/items", {"items": "nope"}, 400, "items"),
+        ("/conversations", {"metadata": {f"k{n}": "v" for n in range(17)}}, 400, None),
+        ("/conversations", {"memchat": {"api_base": "http://elsewhere"}}, 400, "memchat.api_base"),
+        ("/chat/completions", {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "n"),
+    ]
+    for path, payload, status, param in cases:
+        content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        answer = httpx.post(
+            url + path, content=content, headers={"Content-Type": "application/json", "X-Memchat-Thread": conversation.id}, timeout=60
+        )
+        assert answer.status_code == status, (path, payload if len(content) < 300 else "(huge)", answer.text)
+        error = answer.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["message"], answer.text
+        if param:
+            assert error["param"] == param, (param, answer.text)
+    assert Memory().messages(conversation.id) == [] and server.requests == []
+    assert len(Memory().threads()) == 1
+
+
+def test_health_metrics_docs_and_a_log_line_per_request(served, server):
+    assert httpx.get(f"{served.url}/healthz").json()["status"] == "ok"
+    assert httpx.get(f"{served.url}/docs").status_code == 200
+    assert "/v1/responses" in httpx.get(f"{served.url}/openapi.json").json()["paths"]
+    client = served.client(key="sk-secret-in-a-header")
+    conversation = client.conversations.create(extra_body={"memchat": {"model": "openai/gpt-4o-mini"}})
+    client.responses.create(model="openai/gpt-4o-mini", input="a private sentence", conversation=conversation.id)
+    server.fail(400, "nope")
+    with pytest.raises(openai.APIStatusError):
+        client.responses.create(model="openai/gpt-4o-mini", input="again", conversation=conversation.id)
+    exposed = httpx.get(f"{served.url}/metrics").text
+    assert 'memchat_turns_total{outcome="completed"} 1.0' in exposed
+    assert 'memchat_turns_total{outcome="failed"} 1.0' in exposed
+    assert 'memchat_provider_errors_total{kind="rejected"} 1.0' in exposed
+    assert "memchat_overhead_seconds_bucket" in exposed and "memchat_turn_seconds_count 1.0" in exposed
+    log = served.output()
+    assert log.count("POST /v1/responses") == 2
+    assert "a private sentence" not in log and "sk-secret" not in log
+
+
+def test_serve_refuses_to_listen_beyond_loopback_without_keys():
+    script = Path(sys.executable).parent / "memchat"
+    refused = subprocess.run([str(script), "serve", "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "0.0.0.0" in refused.stderr
+
+
+def test_a_server_killed_mid_turn_comes_back_and_the_conversation_goes_on(server):
+    first = Served()
+    client = first.client()
+    conversation = client.conversations.create(extra_body={"memchat": {"model": "openai/gpt-4o-mini"}})
+    server.reply_delay = 30
+    threading.Thread(
+        target=lambda: _ignore_errors(client.responses.create, model="openai/gpt-4o-mini", input="lost?", conversation=conversation.id),
+        daemon=True,
+    ).start()
+    for _ in range(200):
+        if server.arrivals:
+            break
+        time.sleep(0.05)
+    first.kill()
+    server.reset()
+    second = Served()
+    try:
+        server.reply("still here")
+        again = second.client().responses.create(model="openai/gpt-4o-mini", input="hello again", conversation=conversation.id)
+        assert again.output_text == "still here"
+        assert [(m.content, m.status) for m in Memory().messages(conversation.id)] == [
+            ("lost?", "pending"), ("hello again", "complete"), ("still here", "complete"),
+        ]
+    finally:
+        second.stop()
+
+
+def _ignore_errors(call, **arguments):
+    try:
+        call(**arguments)
+    except Exception:
+        pass
