@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -13,6 +16,7 @@ from memchat.context import Context
 from memchat.errors import InvalidInput, describe_validation_error
 from memchat.storage import database
 from memchat.storage.models import (
+    ApiKeyPublic,
     MessageCreate,
     MessagePublic,
     SummaryPublic,
@@ -32,6 +36,14 @@ from memchat.turn import (
 )
 
 
+KEY_PREFIX = "mc-"
+KEY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class Memory:
     """Persistent conversation memory.
 
@@ -42,6 +54,38 @@ class Memory:
 
     def __init__(self, db: str | None = None):
         self.store = Store(database_url(db))
+
+    def as_tenant(self, name: str) -> Memory:
+        """This memory as the tenant `name` (an API key's name) sees it: only the threads made as
+        that tenant, and new threads are its own. Shares this Memory's connections."""
+        view = object.__new__(Memory)
+        view.store = self.store.for_tenant(name)
+        return view
+
+    @property
+    def tenant(self) -> str | None:
+        return self.store.tenant
+
+    def create_key(self, name: str) -> str:
+        """A new API key for `memchat serve`, returned once (only its hash is kept); its name is
+        the tenant whose conversations it sees."""
+        if not KEY_NAME.fullmatch(name):
+            raise InvalidInput(f"key name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        self.store.add_key(name, _key_hash(key), key[: len(KEY_PREFIX) + 6])
+        return key
+
+    def keys(self) -> list[ApiKeyPublic]:
+        """Every key made, revoked ones included (their names are never reused)."""
+        return self.store.keys()
+
+    def revoke_key(self, name: str) -> ApiKeyPublic:
+        """Refuse the key from the next request on; its conversations stay in the database."""
+        return self.store.revoke_key(name)
+
+    def key_holder(self, key: str | None) -> tuple[str | None, bool]:
+        """(the name of the live key `key` is, or None; whether any live key exists)."""
+        return self.store.key_holder(_key_hash(key or ""))
 
     def close(self) -> None:
         self.store.close()

@@ -319,3 +319,78 @@ def _ignore_errors(call, **arguments):
         call(**arguments)
     except Exception:
         pass
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).parent / "memchat"
+    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_keys_are_tenants_that_never_see_each_other(server, db_url):
+    alice_key, bob_key = (_cli("key", "create", name).stdout.strip() for name in ("alice", "bob"))
+    assert alice_key.startswith("mc-") and len(alice_key) > 40 and alice_key != bob_key
+    listed = _cli("key", "list").stdout
+    assert "alice" in listed and alice_key not in listed and alice_key[:9] in listed
+    assert _cli("key", "create", "alice").returncode == 2
+    served = Served()
+    try:
+        for key, error in ((None, "needs an API key"), ("mc-wrong", "not valid")):
+            answer = httpx.get(f"{served.base_url}/conversations/x", headers={"Authorization": f"Bearer {key}"} if key else {})
+            assert answer.status_code == 401 and error in answer.json()["error"]["message"]
+            assert answer.headers["www-authenticate"] == "Bearer"
+        alice, bob = served.client(alice_key), served.client(bob_key)
+        conversation = alice.conversations.create(
+            items=[{"role": "user", "content": "alice's secret"}], extra_body={"memchat": {"model": "openai/gpt-4o-mini"}}
+        )
+        server.reply("noted")
+        reply = alice.responses.create(model="openai/gpt-4o-mini", input="remember it", conversation=conversation.id)
+        item = alice.conversations.items.list(conversation.id).data[0].id
+        mine = bob.conversations.create(extra_body={"memchat": {"model": "openai/gpt-4o-mini"}})
+        attempts = [
+            lambda: bob.conversations.retrieve(conversation.id),
+            lambda: bob.conversations.update(conversation.id, metadata={"x": "y"}),
+            lambda: bob.conversations.delete(conversation.id),
+            lambda: bob.conversations.items.list(conversation.id),
+            lambda: bob.conversations.items.create(conversation.id, items=[{"role": "user", "content": "hi"}]),
+            lambda: bob.conversations.items.retrieve(item, conversation_id=conversation.id),
+            lambda: bob.responses.retrieve(reply.id),
+            lambda: bob.responses.create(model="openai/gpt-4o-mini", input="x", conversation=conversation.id),
+            lambda: bob.responses.create(model="openai/gpt-4o-mini", input="x", previous_response_id=reply.id),
+            lambda: bob.chat.completions.create(
+                model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}], extra_headers={"X-Memchat-Thread": conversation.id}
+            ),
+            lambda: bob.conversations.items.list(conversation.id[:4]),  # not even by prefix
+        ]
+        for attempt in attempts:
+            with pytest.raises(openai.NotFoundError):
+                attempt()
+        assert [i.content[0].text for i in alice.conversations.items.list(conversation.id, order="asc")] == [
+            "alice's secret", "remember it", "noted",
+        ]
+        assert len(server.requests) == 1
+        operator = json.loads(_cli("list", "--json").stdout)
+        assert {(t["id"], t["tenant"]) for t in operator} == {(conversation.id, "alice"), (mine.id, "bob")}
+        assert [t["id"] for t in json.loads(_cli("list", "--json", "--tenant", "bob").stdout)] == [mine.id]
+
+        assert _cli("key", "revoke", "alice").returncode == 0
+        with pytest.raises(openai.AuthenticationError):
+            alice.conversations.retrieve(conversation.id)
+        assert bob.conversations.retrieve(mine.id).id == mine.id
+    finally:
+        served.stop()
+    if not db_url.startswith("postgresql"):
+        stored = b"".join(p.read_bytes() for p in Path(db_url).parent.glob("memchat.db*"))
+        assert alice_key.encode() not in stored and bob_key.encode() not in stored
+
+
+def test_beyond_loopback_the_server_never_falls_open(server):
+    key = _cli("key", "create", "only").stdout.strip()
+    served = Served("--host", "0.0.0.0")
+    try:
+        client = served.client(key)
+        assert client.conversations.create().id
+        assert _cli("key", "revoke", "only").returncode == 0
+        answer = httpx.post(f"{served.base_url}/conversations", json={})
+        assert answer.status_code == 401
+    finally:
+        served.stop()

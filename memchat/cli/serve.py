@@ -46,11 +46,13 @@ def serve(
         raise InvalidInput(f"--log-level: {log_level!r} is not one of critical, error, warning, info, debug")
     memory = memory_of(ctx).prepare()  # a bad --db fails here, in one line, before anything listens
     location = memory.database_location()
-    if not is_loopback(host):
+    beyond_loopback = not is_loopback(host)
+    if beyond_loopback and not any(key.revoked_at is None for key in memory.keys()):
         raise InvalidInput(
             f"refusing to listen on {host} without API keys: anyone who can reach it could read every "
-            "conversation; listen on 127.0.0.1, or put it behind a proxy that authenticates"
+            "conversation; make one with `memchat key create NAME`, or listen on 127.0.0.1"
         )
+    os.environ["MEMCHAT_REQUIRE_KEYS"] = "1" if beyond_loopback else "0"
     os.environ["MEMCHAT_DB"] = database_url(ctx.find_root().obj["db"])
     os.environ["MEMCHAT_MAX_BODY"] = str(max_body)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -139,9 +139,17 @@ def _settings(thread: ThreadPublic) -> list[tuple[str, str]]:
 
 
 @app.command("list")
-def list_threads(ctx: typer.Context, as_json: JsonOpt = False):
+def list_threads(
+    ctx: typer.Context,
+    as_json: JsonOpt = False,
+    tenant: Annotated[
+        Optional[str], typer.Option("--tenant", metavar="NAME", help="Only the threads of this API key (`memchat key`).")
+    ] = None,
+):
     """Threads, most recent activity first."""
     memory = memory_of(ctx)
+    if tenant is not None:
+        memory = memory.as_tenant(tenant)
     threads = memory.threads()
     if as_json:
         totals = memory.usage_totals()

@@ -67,9 +67,13 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(db: str | None = None, *, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
+def create_app(db: str | None = None, *, max_body: int = DEFAULT_MAX_BODY, keys_required: bool = False) -> FastAPI:
+    """`keys_required`: refuse requests without a valid key even when no key exists (a server
+    listening beyond loopback must never fall open because its last key was revoked)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.keys_required = keys_required
         app.state.memory = Memory(db).prepare()
         try:
             yield
@@ -140,4 +144,8 @@ def create_app(db: str | None = None, *, max_body: int = DEFAULT_MAX_BODY) -> Fa
 
 def app_from_environment() -> FastAPI:
     """The app as `memchat serve` configures it for each worker process (uvicorn's factory)."""
-    return create_app(os.environ.get("MEMCHAT_DB") or None, max_body=int(os.environ.get("MEMCHAT_MAX_BODY", DEFAULT_MAX_BODY)))
+    return create_app(
+        os.environ.get("MEMCHAT_DB") or None,
+        max_body=int(os.environ.get("MEMCHAT_MAX_BODY", DEFAULT_MAX_BODY)),
+        keys_required=os.environ.get("MEMCHAT_REQUIRE_KEYS") == "1",
+    )

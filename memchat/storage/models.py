@@ -102,6 +102,9 @@ class Thread(ThreadBase, table=True):
     import_holder: str | None = Field(default=None, max_length=200)
     """Set while an import writes the thread (hidden until the whole import is written): when
     it began and which process writes it."""
+    tenant: str | None = Field(default=None, max_length=64, index=True)
+    """The API key (by name) whose conversation this is: over HTTP, only that key sees it. None:
+    made by the operator (the CLI or the Python API on the database itself)."""
 
 
 TEXT_SETTINGS = ("title", "model", "system", "summary_model", "summary_prompt", "api_base")
@@ -210,6 +213,7 @@ class ThreadPublic(ThreadBase):
     id: str
     created_at: datetime
     updated_at: datetime
+    tenant: str | None = None
     message_count: int = 0
     unfinished_count: int = 0
     """Of `message_count`, the messages of turns that got no complete reply (failed, cut off,
@@ -276,6 +280,28 @@ class ThreadLease(SQLModel, table=True):
     thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE", primary_key=True, max_length=32)
     holder: str = Field(max_length=200)
     expires_at: datetime
+
+
+class ApiKey(SQLModel, table=True):
+    """A key for `memchat serve`: its name is its tenant. Only a hash of the key is stored (the
+    key itself is shown once, when made); a revoked key stays, so its name is never reused."""
+
+    __tablename__ = "api_keys"
+
+    name: str = Field(primary_key=True, max_length=64)
+    key_hash: str = Field(max_length=64, unique=True)
+    """SHA-256 of the key, hex: a key is 256 random bits, so no slow hash is needed."""
+    shown: str = Field(max_length=16)
+    """The key's first characters, to recognise it in `memchat key list`."""
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class ApiKeyPublic(SQLModel):
+    name: str
+    shown: str
+    created_at: datetime
+    revoked_at: datetime | None = None
 
 
 class MessageCreate(MessageBase):

@@ -7,6 +7,8 @@ history is read newest first, a page at a time, over the (thread, position) inde
 
 from __future__ import annotations
 
+import copy
+import hmac
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,6 +24,8 @@ from sqlmodel import Session, col, delete, select
 from memchat.errors import InvalidInput, LeaseLost, NotFound, StorageError
 from memchat.storage import database, fulltext
 from memchat.storage.models import (
+    ApiKey,
+    ApiKeyPublic,
     Message,
     MessageCreate,
     MessagePublic,
@@ -99,6 +103,20 @@ class Store:
         self._ready = False
         self._ready_lock = threading.Lock()
         self._local = threading.local()
+        self.tenant: str | None = None
+        self._owner = True
+
+    def for_tenant(self, tenant: str) -> Store:
+        """The same database seen by one tenant: only its threads, and the threads it makes are
+        its own. Shares this store's connections (closing it closes nothing)."""
+        view = copy.copy(self)
+        view.tenant = tenant
+        view._owner = False
+        return view
+
+    def _visible(self, query):
+        """`query` over threads, narrowed to this store's tenant if it has one."""
+        return query if self.tenant is None else query.where(Thread.tenant == self.tenant)
 
     @property
     def _shared(self) -> Session | None:
@@ -121,25 +139,29 @@ class Store:
 
     def prepare(self) -> None:
         """Bring the schema up to date now rather than on first use."""
-        self._session().close()
-
-    def _session(self, *, write: bool = False) -> Session:
         if not self._ready:
-            with self._ready_lock:
+            self._ready_lock.acquire()
+            try:
                 if not self._ready and self._migrate:
                     database.ensure_current(self.engine)
                 self._ready = True
+            finally:
+                self._ready_lock.release()
+
+    def _session(self, *, write: bool = False) -> Session:
+        self.prepare()
         return Session(self._write_engine if write else self.engine, expire_on_commit=False)
 
     def close(self) -> None:
-        self.engine.dispose()
-        self._write_engine.dispose()
+        if self._owner:
+            self.engine.dispose()
+            self._write_engine.dispose()
 
     # threads
 
     def create_thread(self, data: ThreadCreate, messages: Sequence[MessageCreate] = ()) -> ThreadPublic:
         """A new thread, with its first messages if given, in one transaction."""
-        thread = Thread.model_validate(data)
+        thread = Thread.model_validate(data, update={"tenant": self.tenant})
         with self._writing() as session:
             session.add(thread)
             session.flush()
@@ -179,7 +201,7 @@ class Store:
             .correlate(Thread)
             .scalar_subquery()
         )
-        query = (
+        query = self._visible(
             select(Thread, last)
             .where(col(Thread.import_holder).is_(None))
             .order_by(col(Thread.updated_at).desc(), col(Thread.id))
@@ -213,6 +235,8 @@ class Store:
                 ).group_by(table.thread_id)
                 if thread_id is not None:
                     query = query.where(table.thread_id == thread_id)
+                elif self.tenant is not None:
+                    query = query.join(Thread, Thread.id == table.thread_id).where(Thread.tenant == self.tenant)
                 for owner, prompt, completion, cost in session.exec(query).all():
                     entry = totals.setdefault(owner, {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0})
                     entry["prompt_tokens"] += int(prompt)
@@ -221,7 +245,7 @@ class Store:
         return totals
 
     def latest_thread(self) -> ThreadPublic:
-        query = (
+        query = self._visible(
             select(Thread)
             .where(col(Thread.import_holder).is_(None))
             .order_by(col(Thread.updated_at).desc(), col(Thread.id))
@@ -381,6 +405,7 @@ class Store:
                     "JOIN threads t ON t.id = m.thread_id AND t.import_holder IS NULL "
                     "WHERE messages_fts MATCH :match"
                     + (" AND m.thread_id = :thread" if thread_id else "")
+                    + (" AND t.tenant = :tenant" if self.tenant is not None else "")
                     + f" ORDER BY {_BM25}, m.id LIMIT :limit"
                 )
                 params = {"match": match, "thread": thread_id, "limit": limit}
@@ -392,11 +417,14 @@ class Store:
                     "websearch_to_tsquery('english', :query) q "
                     "WHERE to_tsvector('english', m.content) @@ q"
                     + (" AND m.thread_id = :thread" if thread_id else "")
+                    + (" AND t.tenant = :tenant" if self.tenant is not None else "")
                     + " ORDER BY score DESC, m.id LIMIT :limit"
                 )
                 params = {"query": query, "headline": _HEADLINE, "thread": thread_id, "limit": limit}
             if not thread_id:
                 params.pop("thread")
+            if self.tenant is not None:
+                params["tenant"] = self.tenant
             ranked = session.execute(text(sql), params).all()
         found = self.messages_by_id([row[0] for row in ranked])
         titles = self._titles({message.thread_id for message in found.values()})
@@ -507,6 +535,44 @@ class Store:
             ).first()
             return MessagePublic.model_validate(last) if last is not None and last.status != "complete" else None
 
+    # keys
+
+    def add_key(self, name: str, key_hash: str, shown: str) -> ApiKeyPublic:
+        with self._writing() as session:
+            if session.get(ApiKey, name) is not None:
+                raise InvalidInput(f"a key named {name!r} exists (or existed: a revoked key's name is not reused); choose another name")
+            key = ApiKey(name=name, key_hash=key_hash, shown=shown)
+            session.add(key)
+            session.flush()
+            return ApiKeyPublic.model_validate(key)
+
+    def keys(self) -> list[ApiKeyPublic]:
+        with self._reading() as session:
+            return [ApiKeyPublic.model_validate(k) for k in session.exec(select(ApiKey).order_by(col(ApiKey.created_at))).all()]
+
+    def revoke_key(self, name: str) -> ApiKeyPublic:
+        with self._writing() as session:
+            key = session.get(ApiKey, name)
+            if key is None:
+                raise NotFound(f"no key named {name!r}; `memchat key list` shows them")
+            if key.revoked_at is None:
+                key.revoked_at = utcnow()
+                session.add(key)
+                session.flush()
+            return ApiKeyPublic.model_validate(key)
+
+    def key_holder(self, key_hash: str) -> tuple[str | None, bool]:
+        """(the name of the live key with this hash or None, whether any live key exists): what a
+        server checks on every request, in one query."""
+        query = select(ApiKey.name, ApiKey.key_hash).where(col(ApiKey.revoked_at).is_(None))
+        with self._reading() as session:
+            live = session.exec(query).all()
+        holder = None
+        for name, stored in live:
+            if hmac.compare_digest(stored, key_hash):
+                holder = name
+        return holder, bool(live)
+
     def acquire_lease(
         self,
         thread_id: str,
@@ -579,7 +645,7 @@ class Store:
         try:
             with self._writing() as session:
                 for record in records:
-                    thread = Thread.model_validate(record.thread)
+                    thread = Thread.model_validate(record.thread, update={"tenant": self.tenant})
                     thread.created_at = record.created_at or thread.created_at
                     thread.updated_at = record.updated_at or thread.created_at
                     thread.import_holder = marker
@@ -726,14 +792,16 @@ class Store:
         except ValueError as exc:
             raise InvalidInput(f"the thread id {exc}") from None
         thread = session.get(Thread, ref)
-        if thread is not None and thread.import_holder is None:
+        if thread is not None and thread.import_holder is None and self.tenant in (None, thread.tenant):
             return thread
         escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         matches = session.exec(
-            select(Thread)
-            .where(col(Thread.id).like(escaped + "%", escape="\\"), col(Thread.import_holder).is_(None))
-            .order_by(col(Thread.id))
-            .limit(AMBIGUOUS_SHOWN + 1)
+            self._visible(
+                select(Thread)
+                .where(col(Thread.id).like(escaped + "%", escape="\\"), col(Thread.import_holder).is_(None))
+                .order_by(col(Thread.id))
+                .limit(AMBIGUOUS_SHOWN + 1)
+            )
         ).all()
         if len(matches) == 1:
             return matches[0]
