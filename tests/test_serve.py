@@ -394,3 +394,71 @@ def test_beyond_loopback_the_server_never_falls_open(server):
         assert answer.status_code == 401
     finally:
         served.stop()
+
+
+def test_memchats_own_api_mirrors_the_cli(served, server):
+    api = httpx.Client(base_url=f"{served.url}/memchat/v1", timeout=60)
+    made = api.post("/threads", json={"title": "own", "model": "openai/gpt-4o-mini", "recall": 2}).json()
+    thread = made["id"]
+    assert (made["title"], made["recall"], made["usage"]["cost"]) == ("own", 2, 0.0)
+    server.reply("The capital of Portugal is Lisbon.", "Porto is second.")
+    said = api.post(f"/threads/{thread}/say", json={"message": "What is the capital of Portugal?"}).json()
+    assert said["text"] == "The capital of Portugal is Lisbon." and said["message"]["position"] == 1
+    api.post(f"/threads/{thread}/say", json={"message": "And the second city?"})
+    preview = api.post(f"/threads/{thread}/context", json={"message": "Tell me about Lisbon"}).json()
+    cli_preview = json.loads(_cli("context", thread, "Tell me about Lisbon", "--json").stdout)
+    assert preview == cli_preview and preview["messages"][-1] == {"role": "user", "content": "Tell me about Lisbon"}
+    hits = api.get("/search", params={"q": "Lisbon"}).json()
+    assert [(h["thread"], h["position"]) for h in hits] == [(thread, 1)]
+    assert api.get(f"/threads/{thread}/messages", params={"last": 1}).json()[0]["content"] == "Porto is second."
+    changed = api.patch(f"/threads/{thread}", json={"title": "renamed", "budget": 900}).json()
+    assert (changed["title"], changed["budget"]) == ("renamed", 900)
+    assert api.get(f"/threads/{thread}").json()["usage"]["completion_tokens"] == 2 * server.COMPLETION_TOKENS
+
+    server.fail(400, "no")
+    assert api.post(f"/threads/{thread}/say", json={"message": "try"}).status_code == 502
+    server.reply("second try works")
+    assert api.post(f"/threads/{thread}/retry", json={}).json()["text"] == "second try works"
+    assert api.get(f"/threads/{thread}/summaries").json() == []
+
+    exported = api.get(f"/threads/{thread}/export").json()
+    assert exported == json.loads(_cli("export", thread).stdout)
+    copied = api.post("/import", content=json.dumps(exported)).json()["threads"]
+    assert len(copied) == 1 and copied[0] != thread
+    everything = api.get("/export").json()
+    assert sorted(t["id"] for t in everything) == sorted([thread, copied[0]])
+    assert api.delete(f"/threads/{copied[0]}").json() == {"id": copied[0], "deleted": True}
+    assert api.get(f"/threads/{copied[0]}").status_code == 404
+    unknown = api.post("/threads", json={"api_base": "http://elsewhere"})
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "api_base"
+
+
+def test_search_export_and_import_never_cross_tenants(server):
+    keys = {name: _cli("key", "create", name).stdout.strip() for name in ("alice", "bob")}
+    served = Served()
+    try:
+        apis = {
+            name: httpx.Client(base_url=f"{served.url}/memchat/v1", headers={"Authorization": f"Bearer {key}"}, timeout=60)
+            for name, key in keys.items()
+        }
+        alice_thread = apis["alice"].post("/threads", json={"model": "openai/gpt-4o-mini"}).json()["id"]
+        server.reply("the password is swordfish")
+        apis["alice"].post(f"/threads/{alice_thread}/say", json={"message": "what is the password?"})
+        bob_thread = apis["bob"].post("/threads", json={"model": "openai/gpt-4o-mini"}).json()["id"]
+        assert apis["bob"].get("/search", params={"q": "swordfish"}).json() == []
+        assert apis["bob"].get("/search", params={"q": "swordfish", "thread": alice_thread}).status_code == 404
+        assert [t["id"] for t in apis["bob"].get("/export").json()] == [bob_thread]
+        assert [t["id"] for t in apis["bob"].get("/threads").json()] == [bob_thread]
+        for path in ("", "/messages", "/export", "/summaries"):
+            assert apis["bob"].get(f"/threads/{alice_thread}{path}").status_code == 404
+        for path in ("/say", "/retry", "/accept", "/context", "/summaries/rebuild"):
+            assert apis["bob"].post(f"/threads/{alice_thread}{path}", json={"message": "x"} if path == "/say" else {}).status_code == 404, path
+        assert apis["bob"].patch(f"/threads/{alice_thread}", json={"title": "mine now"}).status_code == 404
+        assert apis["bob"].delete(f"/threads/{alice_thread}").status_code == 404
+        exported = apis["alice"].get(f"/threads/{alice_thread}/export").json()
+        copied = apis["bob"].post("/import", content=json.dumps(exported)).json()["threads"][0]
+        assert {t["id"] for t in apis["bob"].get("/threads").json()} == {bob_thread, copied}
+        assert [h["thread"] for h in apis["alice"].get("/search", params={"q": "swordfish"}).json()] == [alice_thread]
+        assert len(server.requests) == 1
+    finally:
+        served.stop()

@@ -18,8 +18,9 @@ from memchat.cli.options import (
 )
 from memchat.cli.render import local_time, note, print_json
 from memchat.storage.fulltext import highlights
-from memchat.storage.models import SummaryPublic, as_utc
+from memchat.storage.models import SummaryPublic
 from memchat.terminal import terminal_safe
+from memchat.views import search_json
 
 
 @app.command()
@@ -98,22 +99,7 @@ def search(
     """Full-text search over every stored message, best match first."""
     hits = memory_of(ctx).search(query, thread_id=thread, limit=limit)
     if as_json:
-        rows = []
-        for hit in hits:
-            snippet, spans = highlights(hit.snippet)
-            rows.append(
-                {
-                    "thread": hit.message.thread_id,
-                    "title": hit.thread_title,
-                    "position": hit.message.position,
-                    "role": hit.message.role,
-                    "status": hit.message.status,
-                    "created_at": as_utc(hit.message.created_at).isoformat(),
-                    "score": hit.score,
-                    "snippet": snippet,
-                    "highlights": [list(span) for span in spans],
-                }
-            )
+        rows = [search_json(hit) for hit in hits]
         print_json(rows)
         if not rows:
             raise typer.Exit(1)

@@ -26,6 +26,7 @@ from memchat.config import default_model
 from memchat.errors import InvalidInput
 from memchat.storage.models import ThreadPublic
 from memchat.terminal import terminal_safe
+from memchat.views import thread_json
 
 
 @app.command()
@@ -153,8 +154,7 @@ def list_threads(
     threads = memory.threads()
     if as_json:
         totals = memory.usage_totals()
-        empty = {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
-        print_json([{**thread.model_dump(mode="json"), "usage": totals.get(thread.id, empty)} for thread in threads])
+        print_json([thread_json(thread, totals.get(thread.id)) for thread in threads])
         return
     if not threads:
         typer.echo("no threads yet: `memchat new` starts one", err=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -26,6 +26,7 @@ from memchat.cli.render import note, print_json
 from memchat.context import Context, ContextEntry
 from memchat.errors import InvalidInput
 from memchat.terminal import terminal_safe
+from memchat.views import context_json
 
 
 @app.command()
@@ -191,37 +192,9 @@ def context(
         recall=recall,
     )
     if as_json:
-        print_json(_context_json(result))
+        print_json(context_json(result))
     else:
         _render_context(result)
-
-
-def _context_json(result: Context) -> dict[str, Any]:
-    return {
-        "model": result.model,
-        "tokenizer": result.tokenizer,
-        "budget": result.budget,
-        "room": result.room,
-        "prompt_tokens": result.prompt_tokens,
-        "framing_tokens": result.framing_tokens,
-        "policy": result.policy,
-        "summary_due": list(result.summary_due) if result.summary_due else None,
-        "dropped": len(result.dropped),
-        "entries": [
-            {
-                "role": e.role,
-                "kind": e.kind,
-                "position": e.position,
-                "span": list(e.span) if e.span else None,
-                "recalled": list(e.recalled),
-                "tokens": e.tokens,
-                "kept": e.kept,
-                "content": e.content,
-            }
-            for e in result.entries
-        ],
-        "messages": result.messages,
-    }
 
 
 def _render_context(result: Context) -> None:

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from memchat.api import Memory
 from memchat.errors import MemchatError
 from memchat.redact import redact
-from memchat.server import chat, conversations, metrics, responses
+from memchat.server import chat, conversations, metrics, own, responses
 from memchat.server.errors import HTTPProblem, body, error_response
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
@@ -138,6 +138,7 @@ def create_app(db: str | None = None, *, max_body: int = DEFAULT_MAX_BODY, keys_
     app.include_router(conversations.router)
     app.include_router(responses.router)
     app.include_router(chat.router)
+    app.include_router(own.router)
     app.add_middleware(BodyLimit, limit=max_body)
     return app
 

@@ -32,7 +32,8 @@ class ClientGone(KeyboardInterrupt):
 @dataclass
 class TurnRequest:
     thread_id: str
-    text: str
+    text: str | None
+    """None: send the thread's last unanswered message again (a retry)."""
     model: str | None = None
     system: str | None = None
     max_tokens: int | None = None

@@ -1,0 +1,248 @@
+"""memchat's own API, under /memchat/v1: what the OpenAI protocol has no words for, so that every
+CLI command has an HTTP equivalent (same names, same JSON as the CLI's `--json`):
+
+    memchat list / new / show / set / rename / rm   GET|POST /threads, GET|PATCH|DELETE /threads/{id}, GET /threads/{id}/messages
+    memchat say / retry / accept                    POST /threads/{id}/say | /retry | /accept
+    memchat context                                 POST /threads/{id}/context
+    memchat summary [--all] [--rebuild]             GET /threads/{id}/summaries, POST /threads/{id}/summaries/rebuild
+    memchat search                                  GET /search?q=...
+    memchat export [--all] / import                 GET /threads/{id}/export, GET /export (streamed), POST /import
+
+A key sees and changes only its own threads here too; search and export never cross tenants.
+Operator-only commands (`memchat key`, `memchat db`, `memchat config`) have no HTTP form.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from memchat.api import Memory
+from memchat.server.access import memory_of
+from memchat.server.requests import bad
+from memchat.server.turns import TurnRequest, take_async
+from memchat.views import context_json, search_json, thread_json
+
+router = APIRouter(prefix="/memchat/v1", tags=["memchat"])
+Scoped = Annotated[Memory, Depends(memory_of)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ThreadSettings(Strict):
+    title: str | None = None
+    system: str | None = None
+    model: str | None = None
+    budget: int | None = Field(default=None, gt=0)
+    policy: str | None = None
+    recall: int | None = Field(default=None, ge=0)
+    summary_model: str | None = None
+    summary_share: float | None = None
+    summary_prompt: str | None = None
+    labels: dict[str, str] | None = None
+
+
+class TurnBody(Strict):
+    message: str | None = None
+    model: str | None = None
+    system: str | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0)
+
+
+class ContextBody(Strict):
+    message: str | None = None
+    model: str | None = None
+    budget: int | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    policy: str | None = None
+    recall: int | None = Field(default=None, ge=0)
+
+
+def _thread(memory: Memory, thread_id: str) -> dict[str, Any]:
+    thread = memory.thread(thread_id)
+    return thread_json(thread, memory.usage_totals(thread.id).get(thread.id))
+
+
+@router.get("/threads")
+def list_threads(memory: Scoped):
+    """`memchat list --json`."""
+    totals = memory.usage_totals()
+    return [thread_json(thread, totals.get(thread.id)) for thread in memory.threads()]
+
+
+@router.post("/threads")
+def new_thread(body: ThreadSettings, memory: Scoped):
+    """`memchat new`."""
+    settings = {name: value for name, value in body.model_dump(exclude_unset=True).items() if value is not None}
+    return thread_json(memory.new_thread(**settings), None)
+
+
+@router.get("/threads/{thread_id}")
+def get_thread(thread_id: str, memory: Scoped):
+    return _thread(memory, thread_id)
+
+
+@router.patch("/threads/{thread_id}")
+def set_thread(thread_id: str, body: ThreadSettings, memory: Scoped):
+    """`memchat set` / `memchat rename`: the settings given change; null returns one to its default."""
+    changes = body.model_dump(exclude_unset=True)
+    thread = memory.thread(thread_id)
+    if "title" in changes and changes["title"]:
+        memory.rename(thread.id, changes.pop("title"))
+    if changes:
+        memory.configure(thread.id, **changes)
+    return _thread(memory, thread.id)
+
+
+@router.delete("/threads/{thread_id}")
+def delete_thread(thread_id: str, memory: Scoped):
+    """`memchat rm`."""
+    return {"id": memory.delete(memory.thread(thread_id).id), "deleted": True}
+
+
+@router.get("/threads/{thread_id}/messages")
+def messages(thread_id: str, memory: Scoped, last: Annotated[int | None, Query(ge=1)] = None):
+    """`memchat show --json`'s messages (`last`: only the newest that many)."""
+    return [message.model_dump(mode="json") for message in memory.messages(thread_id, last=last)]
+
+
+def _reply_json(reply) -> dict[str, Any]:
+    return {
+        "thread": reply.thread_id,
+        "text": reply.text,
+        "message": reply.message.model_dump(mode="json"),
+        "user_message": reply.user_message.model_dump(mode="json"),
+        "context": {"prompt_tokens": reply.context.prompt_tokens, "budget": reply.context.budget, "dropped": len(reply.context.dropped)},
+        "summary": reply.summary.model_dump(mode="json") if reply.summary else None,
+    }
+
+
+@router.post("/threads/{thread_id}/say")
+async def say(thread_id: str, body: TurnBody, memory: Scoped):
+    """`memchat say` (JSON; the Responses API streams)."""
+    import anyio.to_thread
+
+    if body.message is None:
+        raise bad("`message` is required (POST .../retry resends the last unanswered one)", "message")
+    thread = await anyio.to_thread.run_sync(memory.thread, thread_id)
+    turn = TurnRequest(thread.id, body.message, body.model, body.system, body.max_tokens, body.temperature)
+    return _reply_json(await take_async(memory, turn))
+
+
+@router.post("/threads/{thread_id}/retry")
+async def retry(thread_id: str, body: TurnBody, memory: Scoped):
+    """`memchat retry`: the last unanswered message, sent again."""
+    import anyio.to_thread
+
+    if body.message is not None:
+        raise bad("retry resends the stored message: give no `message`", "message")
+    thread = await anyio.to_thread.run_sync(memory.thread, thread_id)
+    turn = TurnRequest(thread.id, None, body.model, body.system, body.max_tokens, body.temperature)
+    return _reply_json(await take_async(memory, turn))
+
+
+@router.post("/threads/{thread_id}/accept")
+def accept(thread_id: str, memory: Scoped):
+    """`memchat accept`: keep a cut-off reply as if complete."""
+    return memory.accept(thread_id).model_dump(mode="json")
+
+
+@router.post("/threads/{thread_id}/context")
+def context(thread_id: str, body: ContextBody, memory: Scoped):
+    """`memchat context --json`: what the next turn would send, without calling the model."""
+    result = memory.context(thread_id, body.message, **body.model_dump(exclude={"message"}))
+    return context_json(result)
+
+
+@router.get("/threads/{thread_id}/summaries")
+def summaries(thread_id: str, memory: Scoped):
+    """`memchat summary --all --json`: every summary, oldest first (the last is current)."""
+    return [summary.model_dump(mode="json") for summary in memory.summaries(thread_id)]
+
+
+@router.post("/threads/{thread_id}/summaries/rebuild")
+def rebuild(thread_id: str, memory: Scoped):
+    """`memchat summary --rebuild`: summarize again from the first message (model calls)."""
+    return memory.rebuild_summary(thread_id).model_dump(mode="json")
+
+
+@router.get("/search")
+def search(
+    memory: Scoped,
+    q: Annotated[str, Query(min_length=1)],
+    thread: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+):
+    """`memchat search --json`: the caller's messages only."""
+    return [search_json(hit) for hit in memory.search(q, thread_id=thread, limit=limit)]
+
+
+def _streamed_export(memory: Memory, thread_id: str | None) -> StreamingResponse:
+    """The export written page by page as the client reads it: flat memory for any size."""
+    pieces: queue.Queue = queue.Queue(maxsize=64)
+    stop = threading.Event()
+
+    class Pipe:
+        def write(self, text: str) -> int:
+            while not stop.is_set():
+                try:
+                    pieces.put(text, timeout=0.5)
+                    return len(text)
+                except queue.Full:
+                    continue
+            raise ConnectionAbortedError("the client stopped reading the export")
+
+        def flush(self) -> None:
+            pass
+
+    def work() -> None:
+        try:
+            memory.write_export(Pipe(), thread_id)
+        except BaseException as failure:  # the stream ends early; the client sees truncated JSON
+            pieces.put(failure)
+        else:
+            pieces.put(None)
+
+    def chunks() -> Iterator[str]:
+        writer = threading.Thread(target=work, name="memchat-export", daemon=True)
+        writer.start()
+        try:
+            while (piece := pieces.get()) is not None:
+                if isinstance(piece, BaseException):
+                    raise piece
+                yield piece
+        finally:
+            stop.set()
+
+    return StreamingResponse(chunks(), media_type="application/json")
+
+
+@router.get("/threads/{thread_id}/export")
+def export_thread(thread_id: str, memory: Scoped):
+    """`memchat export THREAD`."""
+    return _streamed_export(memory, memory.thread(thread_id).id)
+
+
+@router.get("/export")
+def export_all(memory: Scoped):
+    """`memchat export --all`: every thread the caller may see, as a JSON array, streamed."""
+    return _streamed_export(memory, None)
+
+
+@router.post("/import")
+async def import_threads(request: Request, memory: Scoped):
+    """`memchat import`: an export (one thread or an array); all of it or nothing. The threads
+    made belong to the caller."""
+    import anyio.to_thread
+
+    data = await request.body()
+    return {"threads": await anyio.to_thread.run_sync(memory.import_, data)}
