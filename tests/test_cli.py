@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import quiet, sqlite_only
@@ -644,7 +645,11 @@ def test_version_short_help_completion_and_db_path(tmp_path):
 
     assert ok("--version").stdout == f"memchat {version('memchat')}\n"
     assert "Usage" in ok("-h").stdout and "Usage" in ok("say", "-h").stdout
-    assert "complete" in ok("--show-completion", "bash").stdout
+    # Typer finds the shell among the parent processes: run the script from bash (`; true` keeps
+    # bash from replacing itself with it), whatever started the tests.
+    script = Path(sys.executable).parent / "memchat"
+    shown = subprocess.run(["bash", "-c", f"'{script}' --show-completion; true"], capture_output=True, text=True, timeout=60)
+    assert "_memchat_completion" in shown.stdout, shown.stderr
     database = tmp_path / "where.db"
     assert ok("--db", str(database), "db", "path").stdout == f"{database}\n"
 

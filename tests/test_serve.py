@@ -462,3 +462,46 @@ def test_search_export_and_import_never_cross_tenants(server):
         assert len(server.requests) == 1
     finally:
         served.stop()
+
+
+@pytest.mark.writers
+def test_four_clients_five_turns_each_on_one_conversation_stay_in_order(server, db_url):
+    """SQLite: one server with two worker processes; PostgreSQL: two replicas on one database."""
+    postgres = db_url.startswith("postgresql")
+    replicas = [Served(), Served()] if postgres else [Served("--workers", "2")]
+    try:
+        conversation = replicas[0].client().conversations.create(
+            items=[{"role": "system", "content": "Count."}], extra_body={"memchat": {"model": "openai/gpt-4o-mini"}}
+        ).id
+        server.echo = True
+        failures = []
+
+        def client_turns(number: int) -> None:
+            client = replicas[number % len(replicas)].client(timeout=180)
+            for turn in range(5):
+                try:
+                    client.responses.create(model="openai/gpt-4o-mini", input=f"client {number} turn {turn}", conversation=conversation)
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    failures.append(repr(exc))
+
+        clients = [threading.Thread(target=client_turns, args=(n,)) for n in range(4)]
+        for started in clients:
+            started.start()
+        for started in clients:
+            started.join(timeout=300)
+        assert failures == []
+        stored = [(m.role, m.content, m.status) for m in Memory().messages(conversation)]
+        assert len(stored) == 40 and all(status == "complete" for _, _, status in stored)
+        assert [role for role, _, _ in stored] == ["user", "assistant"] * 20
+        assert all(stored[i + 1][1] == "re: " + stored[i][1] for i in range(0, 40, 2))
+        assert len(server.requests) == 20
+        for index, request in enumerate(server.requests):
+            sent = [(m["role"], m["content"]) for m in request["messages"]]
+            assert sent[0] == ("system", "Count.")
+            assert sent[1:] == [(role, content) for role, content, _ in stored[: 2 * index + 1]], index
+        for number in range(4):
+            mine = [c for _, c, _ in stored[::2] if c.startswith(f"client {number} ")]
+            assert mine == [f"client {number} turn {turn}" for turn in range(5)]
+    finally:
+        for replica in replicas:
+            replica.stop()

@@ -1,0 +1,247 @@
+"""`memchat serve` measured as a client sees it, against the provider called directly and
+against LiteLLM's proxy (no memory) forwarding to the same local provider, in one run:
+
+- overhead per turn = (client -> memchat serve -> provider) - (client -> provider), p50/p95/p99,
+  on a 10-message and a 100,000-message conversation (budget 4,000; target 100,000 vs 10 <= 1.25x);
+- the same overhead through LiteLLM's proxy (`litellm[proxy]`, run offline from a config file),
+  when it is installed (`pip install ".[bench]"`, or MEMCHAT_BENCH_LITELLM=path/to/litellm);
+- throughput: clients on distinct conversations at once, turns/s with 1 and 2 workers on SQLite
+  and with 2 replicas on PostgreSQL (when one answers), and whether every turn was stored.
+
+    python bench/serve.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from common import ROOT, export_file, memchat_command, run, table
+
+sys.path.insert(0, str(ROOT / "tests"))
+from fake_openai import FakeOpenAI  # noqa: E402
+from serving import free_port  # noqa: E402
+
+REQUESTS = 300
+WARMUP = 30
+BUDGET = 4000
+PROXY_KEY = "sk-bench-master"
+THROUGHPUT_CLIENTS = 8
+THROUGHPUT_TURNS = 25
+POSTGRES = os.environ.get("MEMCHAT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _wait(url: str, process: subprocess.Popen, seconds: float = 90) -> None:
+    give_up = time.monotonic() + seconds
+    while time.monotonic() < give_up:
+        if process.poll() is not None:
+            raise SystemExit(f"{url} exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up")
+
+
+def _serve(env: dict, *args: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        memchat_command() + ["serve", "--port", str(port), "--log-level", "warning", *args],
+        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    _wait(f"http://127.0.0.1:{port}/healthz", process)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _litellm_proxy(provider_url: str, folder: Path) -> tuple[subprocess.Popen, str] | None:
+    command = os.environ.get("MEMCHAT_BENCH_LITELLM") or shutil.which("litellm", path=str(Path(sys.executable).parent))
+    if not command:
+        return None
+    config = folder / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: gpt-4o\n"
+        "    litellm_params:\n"
+        "      model: openai/gpt-4o\n"
+        f"      api_base: {provider_url}\n"
+        "      api_key: sk-bench\n"
+        "general_settings:\n"
+        f"  master_key: {PROXY_KEY}\n"
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [command, "--config", str(config), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"],
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    _wait(f"http://127.0.0.1:{port}/health/liveliness", process, seconds=180)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float, float]:
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return cuts[49], cuts[94], cuts[98]
+
+
+def overhead(env: dict, provider: FakeOpenAI, threads: dict[int, str], folder: Path) -> tuple[str, dict]:
+    served, base = _serve(env)
+    proxy = _litellm_proxy(provider.url, folder)
+    client = httpx.Client(timeout=60)
+    paths = {
+        "provider alone": lambda n: client.post(
+            f"{provider.url}/chat/completions",
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": f"and then? {n}"}], "max_tokens": 256},
+        ),
+    }
+    for size, thread in threads.items():
+        paths[f"memchat serve, {size:,} messages"] = lambda n, thread=thread: client.post(
+            f"{base}/v1/responses",
+            json={"model": "openai/gpt-4o", "conversation": thread, "input": f"and then? {n}", "max_output_tokens": 256},
+        )
+    if proxy:
+        paths["LiteLLM proxy (no memory)"] = lambda n: client.post(
+            f"{proxy[1]}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {PROXY_KEY}"},
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": f"and then? {n}"}], "max_tokens": 256},
+        )
+    timings: dict[str, list[float]] = {name: [] for name in paths}
+    try:
+        for n in range(WARMUP + REQUESTS):
+            for name, call in paths.items():
+                started = time.perf_counter()
+                answer = call(n)
+                elapsed = time.perf_counter() - started
+                if answer.status_code != 200:
+                    raise SystemExit(f"{name}: {answer.status_code} {answer.text[:200]}")
+                if n >= WARMUP:
+                    timings[name].append(elapsed)
+    finally:
+        _stop(served)
+        if proxy:
+            _stop(proxy[0])
+    direct = _percentiles(timings["provider alone"])
+    rows, figures = [], {}
+    for name, samples in timings.items():
+        cuts = _percentiles(samples)
+        if name == "provider alone":
+            rows.append([name, *(f"{c * 1000:.2f}" for c in cuts), "-", "-", "-"])
+            continue
+        extra = [max(c - d, 0.0) * 1000 for c, d in zip(cuts, direct)]
+        figures[name] = extra
+        rows.append([name, *(f"{c * 1000:.2f}" for c in cuts), *(f"{e:.2f}" for e in extra)])
+    small, large = (figures[f"memchat serve, {size:,} messages"][0] for size in threads)
+    notes = [f"100,000 vs 10 messages, overhead p50: {large / small:.2f}x (target <= 1.25x)"]
+    if proxy:
+        proxy_p50 = figures["LiteLLM proxy (no memory)"][0]
+        notes.append(f"memchat (10 messages) vs LiteLLM proxy, overhead p50: {small / proxy_p50:.2f}x (target <= 1.0x)")
+    else:
+        notes.append("LiteLLM's proxy is not installed here (pip install 'litellm[proxy]'): its row is missing")
+    text = table(
+        f"`memchat serve`: a turn as the client sees it, {REQUESTS} requests per path, budget {BUDGET} (ms)",
+        ["path", "p50", "p95", "p99", "overhead p50", "overhead p95", "overhead p99"],
+        rows,
+    )
+    return text + "\n" + "\n".join(f"- {note}" for note in notes) + "\n", figures
+
+
+def _throughput_run(bases: list[str], conversations: list[str]) -> tuple[float, list[str]]:
+    failures: list[str] = []
+
+    def client_turns(index: int) -> None:
+        with httpx.Client(timeout=120) as client:
+            for turn in range(THROUGHPUT_TURNS):
+                answer = client.post(
+                    f"{bases[index % len(bases)]}/v1/responses",
+                    json={"model": "openai/gpt-4o", "conversation": conversations[index], "input": f"turn {turn}"},
+                )
+                if answer.status_code != 200:
+                    failures.append(answer.text[:200])
+
+    workers = [threading.Thread(target=client_turns, args=(i,)) for i in range(len(conversations))]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return len(conversations) * THROUGHPUT_TURNS / (time.perf_counter() - started), failures
+
+
+def throughput(env: dict, folder: Path) -> str:
+    rows = []
+    setups = [("SQLite, 1 worker", env, 1, ["--workers", "1"]), ("SQLite, 2 workers", env, 1, ["--workers", "2"])]
+    if _postgres_database():
+        setups.append(("PostgreSQL, 2 replicas", {**env, "MEMCHAT_DB": _postgres_database()}, 2, []))
+    for label, setup_env, replicas, args in setups:
+        conversations = [
+            run(memchat_command() + ["new", "--model", "openai/gpt-4o"], env=setup_env).stdout.strip()
+            for _ in range(THROUGHPUT_CLIENTS)
+        ]
+        servers = [_serve(setup_env, *args) for _ in range(replicas)]
+        try:
+            rate, failures = _throughput_run([base for _, base in servers], conversations)
+        finally:
+            for process, _ in servers:
+                _stop(process)
+        from memchat import Memory
+
+        with Memory(setup_env["MEMCHAT_DB"]) as memory:
+            stored = sum(len(memory.messages(c)) for c in conversations)
+        expected = 2 * THROUGHPUT_CLIENTS * THROUGHPUT_TURNS
+        rows.append([label, f"{rate:.1f}", f"{stored}/{expected}", len(failures)])
+    return table(
+        f"`memchat serve` throughput: {THROUGHPUT_CLIENTS} clients on distinct conversations, {THROUGHPUT_TURNS} turns each",
+        ["setup", "turns/s", "messages stored", "failed requests"],
+        rows,
+    )
+
+
+def _postgres_database() -> str | None:
+    """A fresh PostgreSQL database for the throughput run, if a server answers."""
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3) as admin:
+            name = f"memchat_bench_{os.getpid()}"
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except Exception:
+        return None
+    return POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+
+
+def main() -> str:
+    provider = FakeOpenAI()
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            env = {"OPENAI_API_BASE": provider.url, "OPENAI_BASE_URL": provider.url, "OPENAI_API_KEY": "sk-bench",
+                   "MEMCHAT_DB": str(Path(folder) / "serve.db")}
+            threads = {}
+            for size in (10, 100_000):
+                path = export_file(Path(folder) / f"{size}.json", size)
+                threads[size] = run(memchat_command() + ["import", str(path)], env=env).stdout.strip()
+                run(memchat_command() + ["set", threads[size], "--budget", str(BUDGET)], env=env)
+            text, _ = overhead(env, provider, threads, Path(folder))
+            return text + "\n" + throughput(env, Path(folder))
+    finally:
+        provider.close()
+
+
+if __name__ == "__main__":
+    print(main())
