@@ -227,6 +227,7 @@ class Memory:
         summary_model: str | None = None,
         system: str | None = None,
         on_start: Callable[[MessagePublic], None] | None = None,
+        wait: float | None = None,
     ) -> Reply:
         """Send `text` with the thread's memory and store the reply.
 
@@ -235,7 +236,8 @@ class Memory:
         of what memchat did on the user's behalf (a summary made or skipped, a retry with a
         tighter budget). `policy`, `recall`, `summary_model` and `system` (the system prompt)
         override the thread's for this turn. `on_start` receives the user's message once it is
-        stored, before the model is called.
+        stored, before the model is called. `wait` bounds how long the turn waits for another
+        turn on the thread to end (ThreadBusy after it; default: as long as a turn may take).
         """
         if system is not None:
             _checked("the system prompt", system)
@@ -250,6 +252,7 @@ class Memory:
             recall=recall,
             summary_model=summary_model,
             system=system,
+            wait=wait,
         )
         return take_turn(
             self.store, thread_id, text, options, stream=stream, on_text=on_text, on_note=on_note, on_start=on_start

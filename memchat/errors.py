@@ -100,6 +100,14 @@ class LeaseLost(ThreadBusy):
         )
 
 
+class HistoryMoved(MemchatError):
+    """Internal: a turn about to start found the thread changed since it built its context; it
+    builds the context again. Never reaches a user."""
+
+    def __init__(self, thread_id: str):
+        super().__init__(f"thread {thread_id} changed while the turn was being prepared")
+
+
 class StorageError(MemchatError):
     """The database cannot be opened, migrated or written."""
 

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -91,6 +91,8 @@ class Lease:
     holder: str
     seconds: float
     lost: threading.Event = field(default_factory=threading.Event)
+    released: bool = False
+    """Set once the turn gave the lease up in its own last commit (`Store.finish_turn`)."""
 
     def check(self) -> None:
         if self.lost.is_set():
@@ -98,13 +100,20 @@ class Lease:
 
 
 @contextmanager
-def turn_lease(store: Store, thread_id: str, wait: float) -> Iterator[Lease]:
+def turn_lease(
+    store: Store, thread_id: str, wait: float, take: Callable[[str, float], bool] | None = None
+) -> Iterator[Lease]:
     """Hold the thread's lease while the block runs, waiting up to `wait` seconds (plus one
-    lease's lapse) for another holder to finish; a heartbeat keeps it while the block works."""
+    lease's lapse) for another holder to finish; a heartbeat keeps it while the block works.
+    `take(holder, seconds)` takes the lease in the caller's own transaction (a turn stores its
+    user message in the same commit); False: another turn has it, wait."""
     seconds = lease_seconds()
     lease = Lease(store, thread_id, identity(), seconds)
+    if take is None:
+        def take(holder: str, seconds: float) -> bool:
+            return store.acquire_lease(thread_id, holder, seconds, holder_is_gone)
     give_up = time.monotonic() + wait + seconds
-    while not store.acquire_lease(thread_id, lease.holder, seconds, holder_is_gone):
+    while not take(lease.holder, seconds):
         if time.monotonic() > give_up:
             raise ThreadBusy(f"thread {thread_id} is busy with another turn; try again when it ends")
         time.sleep(0.02 + random.random() * 0.08)
@@ -116,7 +125,7 @@ def turn_lease(store: Store, thread_id: str, wait: float) -> Iterator[Lease]:
     finally:
         done.set()
         beat.join()
-        if not lease.lost.is_set():
+        if not lease.lost.is_set() and not lease.released:
             store.release_lease(thread_id, lease.holder)
 
 

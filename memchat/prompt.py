@@ -73,6 +73,8 @@ class TurnOptions:
     summary_model: str | None = None
     system: str | None = None
     """This turn's system prompt, in place of the thread's (the `instructions` of a response)."""
+    wait: float | None = None
+    """How long to wait for another turn on the thread to end (None: as long as a turn may take)."""
 
     def __post_init__(self):
         if self.policy is not None and self.policy not in POLICIES:

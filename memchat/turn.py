@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 
 from memchat import llm, prompt, settings, summary
 from memchat.context import Context, history_room, room_for, summary_cap
-from memchat.errors import ContextTooLong, InvalidInput, ProviderError, ReplyCutOff
-from memchat.lease import Lease, turn_lease
+from memchat.errors import ContextTooLong, HistoryMoved, InvalidInput, ProviderError, ReplyCutOff
+from memchat.lease import Lease, holder_is_gone, turn_in_progress, turn_lease
 from memchat.prompt import TurnOptions, build_context, validate_text
 from memchat.storage.models import (
     DEFAULT_SUMMARY_SHARE,
@@ -73,7 +73,10 @@ def take_turn(
 
     Everything slow that does not depend on the history (loading litellm and the tokenizer,
     checking the model) happens before the thread's lease is taken, so turns on one thread
-    follow each other as closely as the model calls allow."""
+    follow each other as closely as the model calls allow. An ordinary turn commits twice: the
+    lease with the user's message (its context is built just before, and built again if the
+    thread changed meanwhile), then the reply with the lease's release. A turn that first folds
+    history into a summary takes the lease on its own and commits the summary too."""
     reply_tokens = prompt.max_tokens(options)
     if text is not None:
         prompt.validate_text(text)
@@ -81,24 +84,57 @@ def take_turn(
     options = replace(options, api_base=endpoint_for(thread, options))
     llm.check_model(prompt.plan_for(thread, options).model, api_base=options.api_base)
     calls = 2 if (options.policy or thread.policy) == "summary" else 1
-    with turn_lease(store, thread.id, options.timeout * calls) as lease:
-        return _take_turn(store, thread.id, text, options, reply_tokens, stream, on_text, on_note, on_start, lease)
+    wait = options.timeout * calls if options.wait is None else options.wait
+    begun: dict = {}
+
+    def take(holder: str, seconds: float) -> bool:
+        """The lease and the user's message in one commit, on a context built just before."""
+        if turn_in_progress(store, thread.id):
+            return False  # cheap: no context is built while another turn holds the thread
+        while True:
+            turn = _prepare(store, thread.id, text, options)
+            if turn.due is not None:
+                begun.clear()
+                return store.acquire_lease(thread.id, holder, seconds, holder_is_gone)
+            try:
+                user_message = _begin(store, turn, holder, seconds)
+            except HistoryMoved:
+                continue
+            if user_message is None:
+                return False
+            begun.update(turn=turn, user_message=user_message)
+            return True
+
+    with turn_lease(store, thread.id, wait, take) as lease:
+        if begun:
+            turn, user_message = begun["turn"], begun["user_message"]
+        else:
+            turn, user_message = _folded_then_begun(store, thread.id, text, options, lease, on_note)
+        return _converse(store, turn, user_message, options, reply_tokens, stream, on_text, on_note, on_start, lease)
 
 
-def _take_turn(
-    store: Store,
-    thread_ref: str,
-    text: str | None,
-    options: TurnOptions,
-    reply_tokens: int,
-    stream: bool,
-    on_text: Callable[[str], None] | None,
-    on_note: Callable[[str], None] | None,
-    on_start: Callable[[MessagePublic], None] | None,
-    lease: Lease,
-) -> Reply:
+@dataclass
+class _Turn:
+    """What a turn will send, read in one snapshot of the thread."""
+
+    thread: ThreadPublic
+    text: str
+    unanswered: MessagePublic | None
+    """The message a retry sends again (None: `text` is new)."""
+    left_unanswered: MessagePublic | None
+    plan: prompt.Plan
+    memory: prompt.MemoryPlan
+    context: Context
+    new_tokens: int
+    due: prompt.FoldDue | None
+    mark: tuple[int | None, int]
+    made: SummaryPublic | None = None
+    """The summary this turn made before its call, if it made one."""
+
+
+def _prepare(store: Store, thread_id: str, text: str | None, options: TurnOptions) -> _Turn:
     with store.snapshot():
-        thread = prompt.with_turn_system(store.thread(thread_ref), options)
+        thread = prompt.with_turn_system(store.thread(thread_id), options)
         unanswered = left_unanswered = None
         if text is None:
             unanswered = store.unanswered(thread.id)
@@ -112,13 +148,44 @@ def _take_turn(
         llm.check_model(plan.model, api_base=options.api_base)
         memory = prompt.MemoryPlan.of(store, thread, options)
         context, new_tokens, due = prompt.build(store, thread, text, plan, memory, include_dropped=False)
-    made = None
-    if due is not None:
+        mark = store.history_mark(thread.id)
+    return _Turn(thread, text, unanswered, left_unanswered, plan, memory, context, new_tokens, due, mark)
+
+
+def _begin(store: Store, turn: _Turn, holder: str, seconds: float) -> MessagePublic | None:
+    """Take the lease and store the user's message in one commit (None: the lease is busy)."""
+    return store.begin_turn(
+        turn.thread.id,
+        holder,
+        seconds,
+        holder_is_gone,
+        seen=turn.mark,
+        message=None if turn.unanswered else MessageCreate(role="user", content=turn.text, status="pending"),
+        resend=turn.unanswered.id if turn.unanswered else None,
+        tokens=(turn.plan.tokenizer.name, turn.new_tokens),
+    )
+
+
+def _folded_then_begun(
+    store: Store,
+    thread_id: str,
+    text: str | None,
+    options: TurnOptions,
+    lease: Lease,
+    on_note: Callable[[str], None] | None,
+) -> tuple[_Turn, MessagePublic]:
+    """Under the lease: fold the history that left the window into a new summary, build the
+    context again with it, and store the user's message."""
+    turn = _prepare(store, thread_id, text, options)
+    if turn.due is not None:
+        memory = turn.memory
         try:
             made = _fold(
-                store, thread, plan, options, previous=memory.summary, through=due.through, cap=due.cap, lease=lease
+                store, turn.thread, turn.plan, options,
+                previous=memory.summary, through=turn.due.through, cap=turn.due.cap, lease=lease,
             )
             memory = replace(memory, summary=made)
+            turn = replace(turn, made=made)
             if on_note:
                 on_note(f"summarized messages #{made.first_position}–#{made.last_position} with {made.model}")
         except ProviderError as exc:
@@ -126,15 +193,33 @@ def _take_turn(
             if on_note:
                 on_note(f"could not update the summary ({exc}); this turn uses the window policy, the next one tries again")
         with store.snapshot():
-            context, new_tokens, _ = prompt.build(store, thread, text, plan, memory, include_dropped=False)
-    if unanswered is None:
+            context, new_tokens, _ = prompt.build(store, turn.thread, turn.text, turn.plan, memory, include_dropped=False)
+        turn = replace(turn, memory=memory, context=context, new_tokens=new_tokens)
+    if turn.unanswered is None:
         user_message = store.append(
-            thread.id,
-            MessageCreate(role="user", content=text, status="pending"),
-            tokens=(plan.tokenizer.name, new_tokens),
+            turn.thread.id,
+            MessageCreate(role="user", content=turn.text, status="pending"),
+            tokens=(turn.plan.tokenizer.name, turn.new_tokens),
         )
     else:
-        user_message = store.set_status(unanswered.id, "pending")
+        user_message = store.set_status(turn.unanswered.id, "pending")
+    return turn, user_message
+
+
+def _converse(
+    store: Store,
+    turn: _Turn,
+    user_message: MessagePublic,
+    options: TurnOptions,
+    reply_tokens: int,
+    stream: bool,
+    on_text: Callable[[str], None] | None,
+    on_note: Callable[[str], None] | None,
+    on_start: Callable[[MessagePublic], None] | None,
+    lease: Lease,
+) -> Reply:
+    """Call the model with the turn's context and store the reply (with the lease's release)."""
+    thread, plan, context = turn.thread, turn.plan, turn.context
 
     def call(context: Context) -> llm.Completion:
         return llm.complete(
@@ -155,7 +240,7 @@ def _take_turn(
         try:
             completion = call(context)
         except ContextTooLong:
-            context = _tighter(store, thread, text, plan, memory, context, on_note)
+            context = _tighter(store, thread, turn.text, plan, turn.memory, context, on_note)
             completion = call(context)
     except ReplyCutOff as cut:
         store.finish_turn(
@@ -195,14 +280,16 @@ def _take_turn(
             ),
             tokens=(plan.tokenizer.name, reply_count),
             lease_holder=lease.holder,
+            release=True,
         )
+        lease.released = True
     except BaseException as failure:
         store.set_status(user_message.id, "failed")
         failure.unanswered_in = thread.id
         raise
-    if left_unanswered is not None and on_note:
+    if turn.left_unanswered is not None and on_note:
         on_note(
-            f"your earlier message #{left_unanswered.position} got no reply and stays out of the history; "
+            f"your earlier message #{turn.left_unanswered.position} got no reply and stays out of the history; "
             "say it again to send it (`memchat retry` resends only the latest message)"
         )
     return Reply(
@@ -211,7 +298,7 @@ def _take_turn(
         message=reply,
         user_message=user_message.model_copy(update={"status": "complete"}),
         context=context,
-        summary=made,
+        summary=turn.made,
     )
 
 

@@ -60,6 +60,12 @@ class FakeOpenAI:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self):
+                """No Nagle delay, as real servers (uvicorn, nginx) set: without it a reply written
+                in two pieces waits for the client's delayed ACK (40 ms) on a kept-alive connection."""
+                super().setup()
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def log_message(self, *args):
                 pass
 

@@ -124,7 +124,7 @@ def test_openai_models_get_their_own_encoding_exactly(model, name):
     assert cost("user", chosen.count(messages[0]["content"])) + llm.counter(model)([]) == llm.counter(model)(messages)
 
 
-def test_commands_that_call_no_model_never_import_litellm(tmp_path):
+def test_commands_that_call_no_model_never_import_litellm_or_the_server(tmp_path):
     export = tmp_path / "export.json"
     probe = f"""
 import sys
@@ -142,7 +142,8 @@ run("import", {str(export)!r}); run("import", "-", input=open({str(export)!r}).r
 run("set", thread, "--policy", "summary", "--recall", "2"); run("summary", thread); run("summary", thread, "--prompt")
 run("search", "t", "--json", codes=(1,))
 run("rename", thread, "u"); run("rm", thread, "--yes"); run("db", "current"); run("db", "upgrade"); run("--help")
-print(sorted(name for name in sys.modules if name.split(".")[0] == "litellm"))
+run("key", "list"); run("serve", "--help")
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("litellm", "fastapi", "uvicorn", "starlette")))
 """
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -279,6 +279,15 @@ def test_health_metrics_docs_and_a_log_line_per_request(served, server):
     assert log.count("POST /v1/responses") == 2
     assert "a private sentence" not in log and "sk-secret" not in log
 
+    from memchat.config import database_url
+    from memchat.storage import database
+
+    engine = database.make_engine(database_url(None))
+    database.downgrade(engine, "0006")  # as if an older memchat's schema were behind the server
+    engine.dispose()
+    unhealthy = httpx.get(f"{served.url}/healthz")
+    assert unhealthy.status_code == 503 and "0006" in unhealthy.json()["cause"]
+
 
 def test_serve_refuses_to_listen_beyond_loopback_without_keys():
     script = Path(sys.executable).parent / "memchat"
@@ -502,6 +511,37 @@ def test_four_clients_five_turns_each_on_one_conversation_stay_in_order(server, 
         for number in range(4):
             mine = [c for _, c, _ in stored[::2] if c.startswith(f"client {number} ")]
             assert mine == [f"client {number} turn {turn}" for turn in range(5)]
+        if not postgres:  # the two workers' figures, added up whichever answers
+            assert 'memchat_turns_total{outcome="completed"} 20.0' in httpx.get(f"{replicas[0].url}/metrics").text
     finally:
         for replica in replicas:
             replica.stop()
+
+
+def test_a_busy_conversation_is_409_and_a_slow_provider_504(server):
+    served = Served("--timeout", "5", "--busy-wait", "0", env={"MEMCHAT_LEASE_SECONDS": "1"})
+    try:
+        client = served.client()
+        conversation = client.conversations.create(extra_body={"memchat": {"model": "openai/gpt-4o-mini"}}).id
+        server.reply_delay = 3
+        first: list = []
+        running = threading.Thread(
+            target=lambda: first.append(client.responses.create(model="openai/gpt-4o-mini", input="slow one", conversation=conversation))
+        )
+        running.start()
+        for _ in range(200):
+            if server.arrivals:
+                break
+            time.sleep(0.02)
+        with pytest.raises(openai.ConflictError) as busy:
+            client.responses.create(model="openai/gpt-4o-mini", input="meanwhile", conversation=conversation)
+        assert busy.value.body["code"] == "conversation_busy"
+        running.join(timeout=60)
+        assert first and first[0].status == "completed"
+        server.reply_delay = 8
+        with pytest.raises(openai.APIStatusError) as slow:
+            client.responses.create(model="openai/gpt-4o-mini", input="too slow", conversation=conversation)
+        assert slow.value.status_code == 504 and "did not answer in time" in slow.value.message
+        assert [m.content for m in Memory().messages(conversation)][-1] == "too slow"
+    finally:
+        served.stop()

@@ -36,6 +36,17 @@ def serve(
         int,
         typer.Option("--max-body", min=1024, metavar="BYTES", help="Largest request body accepted (larger: 413)."),
     ] = DEFAULT_MAX_BODY,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=1.0, max=86_400.0, metavar="SECONDS", help="Seconds a turn's model call may take (then 504)."),
+    ] = 120.0,
+    busy_wait: Annotated[
+        float,
+        typer.Option(
+            "--busy-wait", min=0.0, max=86_400.0, metavar="SECONDS",
+            help="Seconds a turn waits for another turn on its conversation (then 409).",
+        ),
+    ] = 60.0,
     log_level: Annotated[
         str, typer.Option("--log-level", metavar="LEVEL", help="critical, error, warning, info or debug.")
     ] = "info",
@@ -55,6 +66,8 @@ def serve(
     os.environ["MEMCHAT_REQUIRE_KEYS"] = "1" if beyond_loopback else "0"
     os.environ["MEMCHAT_DB"] = database_url(ctx.find_root().obj["db"])
     os.environ["MEMCHAT_MAX_BODY"] = str(max_body)
+    os.environ["MEMCHAT_SERVE_TIMEOUT"] = str(timeout)
+    os.environ["MEMCHAT_SERVE_BUSY_WAIT"] = str(busy_wait)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="memchat-metrics-")
     import uvicorn

@@ -109,3 +109,15 @@ def _position_in(conversation_id: str, item_id: str, memory: Memory) -> int:
     if thread != memory.thread(conversation_id).id:
         raise NotFound(f"no item {item_id!r} in conversation {conversation_id}")
     return position
+
+
+@router.delete("/{conversation_id}/items/{item_id}")
+def delete_item(conversation_id: str, item_id: str, memory: Scoped):
+    """Not yet: memchat never loses a message, and taking one out of a conversation's memory
+    without deleting it (the `undo` of the branching issue) does not exist yet; a 400 says so."""
+    _position_in(conversation_id, item_id, memory)
+    raise bad(
+        "deleting an item is not supported by memchat serve yet (memchat keeps every message); "
+        "delete the conversation, or start a new one from its items",
+        "item_id",
+    )

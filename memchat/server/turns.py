@@ -7,6 +7,7 @@ reply and the user's message stays, unanswered, for a retry."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,18 @@ from memchat.errors import ProviderError, ReplyCutOff, ThreadBusy
 from memchat.server import metrics
 from memchat.storage.models import MessagePublic
 from memchat.turn import Reply
+
+def timeout() -> float | None:
+    """Seconds a turn's model call may take (`memchat serve --timeout`)."""
+    value = os.environ.get("MEMCHAT_SERVE_TIMEOUT")
+    return float(value) if value else None
+
+
+def busy_wait() -> float | None:
+    """Seconds a turn waits for another turn on its conversation before a 409 (`--busy-wait`)."""
+    value = os.environ.get("MEMCHAT_SERVE_BUSY_WAIT")
+    return float(value) if value else None
+
 
 TURN_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="memchat-turn")
 """Turns in flight at once in one worker process (each mostly waits on its provider)."""
@@ -62,6 +75,8 @@ def take(
             stream=stream,
             on_text=on_text,
             on_start=on_start,
+            timeout=timeout(),
+            wait=busy_wait(),
         )
     except ReplyCutOff:
         metrics.TURNS.labels("partial").inc()

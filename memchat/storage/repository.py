@@ -21,7 +21,7 @@ from sqlalchemy import func, insert, literal_column, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, delete, select
 
-from memchat.errors import InvalidInput, LeaseLost, NotFound, StorageError
+from memchat.errors import HistoryMoved, InvalidInput, LeaseLost, NotFound, StorageError
 from memchat.storage import database, fulltext
 from memchat.storage.models import (
     ApiKey,
@@ -490,16 +490,23 @@ class Store:
         *,
         user_status: str = "complete",
         lease_holder: str | None = None,
+        release: bool = False,
     ) -> MessagePublic:
         """Store the reply (complete, or partial with its user message marked failed), together;
-        with `lease_holder`, only while that holder still has the thread's turn lease."""
+        with `lease_holder`, only while that holder still has the thread's turn lease, and with
+        `release`, giving the lease up in the same commit (a turn's second and last)."""
         with self._writing() as session:
             user_message = self._message(session, user_message_id)
             self._check_lease(session, user_message.thread_id, lease_holder)
             user_message.status = user_status
             session.add(user_message)
             thread = self._resolve(session, user_message.thread_id)
-            return self._append(session, thread, reply, tokens)
+            stored = self._append(session, thread, reply, tokens)
+            if release and lease_holder is not None:
+                session.exec(
+                    delete(ThreadLease).where(col(ThreadLease.thread_id) == thread.id, col(ThreadLease.holder) == lease_holder)
+                )
+            return stored
 
     def set_status(self, message_id: int, status: str) -> MessagePublic:
         with self._writing() as session:
@@ -584,29 +591,78 @@ class Store:
     ) -> bool:
         """Take the thread's lease for `seconds`, unless another live holder has it; with
         `renewing`, only extend it, and fail if anyone else has held it since."""
-        now = utcnow()
         with self._writing() as session:
-            # A lapsed placeholder row first, so that the row can be locked: two processes that
-            # both found no lease cannot both insert one.
-            session.execute(
-                _insert_ignoring_duplicates(session, ThreadLease),
-                [{"thread_id": thread_id, "holder": "", "expires_at": now}],
-            )
-            lease = session.exec(
-                select(ThreadLease).where(ThreadLease.thread_id == thread_id).with_for_update()
-            ).first()
-            if lease is None:
-                # PostgreSQL: the row our insert found was deleted (its holder released it) before
-                # we could lock it; the caller tries again.
-                return False
-            if renewing and lease.holder != holder:
-                return False
-            if lease.holder not in ("", holder) and as_utc(lease.expires_at) > now and not is_gone(lease.holder):
-                return False
-            lease.holder = holder
-            lease.expires_at = now + timedelta(seconds=seconds)
-            session.add(lease)
-            return True
+            return self._take_lease(session, thread_id, holder, seconds, is_gone, renewing=renewing)
+
+    def begin_turn(
+        self,
+        thread_id: str,
+        holder: str,
+        seconds: float,
+        is_gone: Callable[[str], bool],
+        *,
+        seen: tuple[int | None, int],
+        message: MessageCreate | None = None,
+        resend: int | None = None,
+        tokens: tuple[str, int] | None = None,
+    ) -> MessagePublic | None:
+        """A turn's first commit: take the lease and store the user's message (`message`, or
+        message `resend` marked pending again) together, if the thread is still as the turn's
+        context saw it (`seen`, from `history_mark`). None: another turn holds the lease.
+        HistoryMoved: the history changed since; build the context again."""
+        with self._writing() as session:
+            if not self._take_lease(session, thread_id, holder, seconds, is_gone):
+                return None
+            if self._history_mark(session, thread_id) != seen:
+                raise HistoryMoved(thread_id)
+            if resend is not None:
+                again = self._message(session, resend)
+                again.status = "pending"
+                session.add(again)
+                session.flush()
+                return MessagePublic.model_validate(again)
+            return self._append(session, self._resolve(session, thread_id), message, tokens)
+
+    def history_mark(self, thread_id: str) -> tuple[int | None, int]:
+        """What a turn's context depends on, cheaply: the last position and how many messages
+        are unfinished (a retry or an accept changes the second)."""
+        with self._reading() as session:
+            return self._history_mark(session, thread_id)
+
+    @staticmethod
+    def _history_mark(session: Session, thread_id: str) -> tuple[int | None, int]:
+        last = session.exec(select(func.max(Message.position)).where(Message.thread_id == thread_id)).one()
+        unfinished = session.exec(
+            select(func.count())
+            .select_from(Message)
+            .where(Message.thread_id == thread_id, Message.status != literal_column("'complete'"))
+        ).one()
+        return last, unfinished
+
+    @staticmethod
+    def _take_lease(
+        session: Session, thread_id: str, holder: str, seconds: float, is_gone: Callable[[str], bool], *, renewing: bool = False
+    ) -> bool:
+        now = utcnow()
+        # A lapsed placeholder row first, so that the row can be locked: two processes that
+        # both found no lease cannot both insert one.
+        session.execute(
+            _insert_ignoring_duplicates(session, ThreadLease),
+            [{"thread_id": thread_id, "holder": "", "expires_at": now}],
+        )
+        lease = session.exec(select(ThreadLease).where(ThreadLease.thread_id == thread_id).with_for_update()).first()
+        if lease is None:
+            # PostgreSQL: the row our insert found was deleted (its holder released it) before
+            # we could lock it; the caller tries again.
+            return False
+        if renewing and lease.holder != holder:
+            return False
+        if lease.holder not in ("", holder) and as_utc(lease.expires_at) > now and not is_gone(lease.holder):
+            return False
+        lease.holder = holder
+        lease.expires_at = now + timedelta(seconds=seconds)
+        session.add(lease)
+        return True
 
     def live_lease_holder(self, thread_id: str) -> str | None:
         """Who holds the thread's turn lease now, if anyone (a turn is in progress)."""
