@@ -57,7 +57,8 @@ class Served:
     def client(self, key: str = "unused", **options):
         import openai
 
-        return openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=60, **options)
+        options.setdefault("timeout", 60)
+        return openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0, **options)
 
     def output(self) -> str:
         """What the server printed so far (its access log included)."""

@@ -519,18 +519,18 @@ def test_four_clients_five_turns_each_on_one_conversation_stay_in_order(server, 
 
 
 def test_a_busy_conversation_is_409_and_a_slow_provider_504(server):
-    served = Served("--timeout", "5", "--busy-wait", "0", env={"MEMCHAT_LEASE_SECONDS": "1"})
+    served = Served("--timeout", "5", "--busy-wait", "0", env={"MEMCHAT_LEASE_SECONDS": "2"})
     try:
         client = served.client()
         conversation = client.conversations.create(extra_body={"memchat": {"model": "openai/gpt-4o-mini"}}).id
-        server.reply_delay = 3
+        server.reply_delay = 4
         first: list = []
         running = threading.Thread(
             target=lambda: first.append(client.responses.create(model="openai/gpt-4o-mini", input="slow one", conversation=conversation))
         )
         running.start()
-        for _ in range(200):
-            if server.arrivals:
+        for _ in range(500):  # the slow turn holds the conversation: its message is stored, its call made
+            if server.arrivals and [m.content for m in Memory().messages(conversation)] == ["slow one"]:
                 break
             time.sleep(0.02)
         with pytest.raises(openai.ConflictError) as busy:
