@@ -20,6 +20,7 @@ import context_assembly  # noqa: E402
 import import_export  # noqa: E402
 import long_term_memory  # noqa: E402
 import say_turn  # noqa: E402
+import serve  # noqa: E402
 import startup  # noqa: E402
 
 
@@ -42,6 +43,7 @@ def main() -> None:
     for name, bench in (
         ("context assembly", context_assembly),
         ("say", say_turn),
+        ("serve", serve),
         ("import and export", import_export),
         ("long-term memory", long_term_memory),
         ("start-up", startup),
