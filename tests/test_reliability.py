@@ -52,6 +52,33 @@ def wait_for(condition, seconds=60.0):
         time.sleep(0.02)
 
 
+def _stop_between_writes(process, memory, attempts: int = 50) -> None:
+    """SIGSTOP `process` at a moment it holds no SQLite write lock (its lease heartbeat writes a
+    few times a second): a process frozen inside a write blocks every SQLite writer until it
+    runs again, which is SQLite's locking, not the stall these tests are about."""
+    for _ in range(attempts):
+        os.kill(process.pid, signal.SIGSTOP)
+        if not memory.store.url.startswith("sqlite") or _sqlite_write_lock_free(memory.store.url.removeprefix("sqlite:///")):
+            return
+        os.kill(process.pid, signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("the process held the write lock every time it was stopped")
+
+
+def _sqlite_write_lock_free(path: str) -> bool:
+    import sqlite3
+
+    connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()
+
+
 def stored(memory, thread_id):
     return [(m.role, m.content, m.status) for m in memory.messages(thread_id)]
 
@@ -106,7 +133,7 @@ def test_a_turn_that_lost_its_lease_while_stalled_stores_nothing(memchat_script,
     server.piece_delay = 0.1
     stalled = start(memchat_script, "say", thread.id, "first", "--stream")
     wait_for(lambda: server.pieces_sent >= 1)
-    os.kill(stalled.pid, signal.SIGSTOP)
+    _stop_between_writes(stalled, memory)
     try:
         second = memchat(memchat_script, "say", thread.id, "second", "--no-stream")
     finally:

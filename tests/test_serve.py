@@ -239,6 +239,7 @@ def test_bad_bodies_are_4xx_with_openai_errors_and_store_nothing(served, server)
         ("/responses", {"model": "openai/gpt-4o-mini", "input": "hi", "conversation": conversation.id, "max_output_tokens": "lots"}, 400, "max_output_tokens"),
         ("/responses", {"model": "openai/gpt-4o-mini", "input": "a\u0000b", "conversation": conversation.id}, 400, None),
         ("/responses", {"model": "openai/gpt-4o-mini", "input": "hi", "conversation": "nosuch"}, 404, None),
+        ("/responses", {"model": "openai/gpt-4o-mini", "input": [{"role": "user", "content": "earlier"}, {"role": "user", "content": "w " * 200_000}], "conversation": conversation.id}, 400, None),
         ("/responses", {"model": "openai/gpt-4o-mini", "input": "x" * (5 * 1024 * 1024), "conversation": conversation.id}, 413, None),
         (f"/conversations/{conversation.id}/items", {"items": [{"role": "system", "content": "x"}]}, 400, "items[0].role"),
         (f"/conversations/{conversation.id}/items", {"items": "nope"}, 400, "items"),

@@ -57,6 +57,8 @@ def _turn_of(body: ResponseCreate, memory: Memory) -> TurnRequest:
     else:
         thread_id = memory.thread(thread_id).id
     if len(items) > 1:
+        # The turn's own checks first (text, budget), so a request refused stores nothing.
+        memory.context(thread_id, items[-1][1], model=body.model, max_tokens=body.max_output_tokens, with_dropped=False)
         memory.add_messages(thread_id, items[:-1])
     return TurnRequest(
         thread_id=thread_id,
