@@ -35,7 +35,6 @@ from memchat.turn import (
     validate_text,
 )
 
-
 KEY_PREFIX = "mc-"
 KEY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 

@@ -13,7 +13,13 @@ from dataclasses import dataclass, replace
 
 from memchat import llm, prompt, settings, summary
 from memchat.context import Context, history_room, room_for, summary_cap
-from memchat.errors import ContextTooLong, HistoryMoved, InvalidInput, ProviderError, ReplyCutOff
+from memchat.errors import (
+    ContextTooLong,
+    HistoryMoved,
+    InvalidInput,
+    ProviderError,
+    ReplyCutOff,
+)
 from memchat.lease import Lease, holder_is_gone, turn_in_progress, turn_lease
 from memchat.prompt import TurnOptions, build_context, validate_text
 from memchat.storage.models import (

@@ -10,15 +10,22 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import StreamingResponse
 
 from memchat.api import Memory
 from memchat.server import shapes
 from memchat.server.access import memory_of
-from memchat.server.errors import HTTPProblem, body as error_body
-from memchat.server.errors import message_of, status_of
-from memchat.server.requests import CHAT_DEFAULTS, ChatCompletionCreate, bad, leading_system, message_items
+from memchat.server.errors import HTTPProblem, message_of, status_of
+from memchat.server.errors import body as error_body
+from memchat.server.requests import (
+    CHAT_DEFAULTS,
+    ChatCompletionCreate,
+    bad,
+    leading_system,
+    message_items,
+)
 from memchat.server.turns import StreamedTurn, TurnRequest, take_async
 
 router = APIRouter(prefix="/v1/chat", tags=["Chat Completions"])
@@ -60,9 +67,7 @@ async def create_chat_completion(
     memory: Scoped,
     thread: Annotated[str | None, Header(alias=THREAD_HEADER)] = None,
 ):
-    import anyio.to_thread
-
-    turn = await anyio.to_thread.run_sync(_turn_of, body, thread, memory)
+    turn = await to_thread.run_sync(_turn_of, body, thread, memory)
     if body.stream:
         return await _streamed(turn, body, memory)
     reply = await take_async(memory, turn)

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from typing import Annotated, Any
 
+from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -129,11 +130,9 @@ def _reply_json(reply) -> dict[str, Any]:
 @router.post("/threads/{thread_id}/say")
 async def say(thread_id: str, body: TurnBody, memory: Scoped):
     """`memchat say` (JSON; the Responses API streams)."""
-    import anyio.to_thread
-
     if body.message is None:
         raise bad("`message` is required (POST .../retry resends the last unanswered one)", "message")
-    thread = await anyio.to_thread.run_sync(memory.thread, thread_id)
+    thread = await to_thread.run_sync(memory.thread, thread_id)
     turn = TurnRequest(thread.id, body.message, body.model, body.system, body.max_tokens, body.temperature)
     return _reply_json(await take_async(memory, turn))
 
@@ -141,11 +140,9 @@ async def say(thread_id: str, body: TurnBody, memory: Scoped):
 @router.post("/threads/{thread_id}/retry")
 async def retry(thread_id: str, body: TurnBody, memory: Scoped):
     """`memchat retry`: the last unanswered message, sent again."""
-    import anyio.to_thread
-
     if body.message is not None:
         raise bad("retry resends the stored message: give no `message`", "message")
-    thread = await anyio.to_thread.run_sync(memory.thread, thread_id)
+    thread = await to_thread.run_sync(memory.thread, thread_id)
     turn = TurnRequest(thread.id, None, body.model, body.system, body.max_tokens, body.temperature)
     return _reply_json(await take_async(memory, turn))
 
@@ -242,7 +239,5 @@ def export_all(memory: Scoped):
 async def import_threads(request: Request, memory: Scoped):
     """`memchat import`: an export (one thread or an array); all of it or nothing. The threads
     made belong to the caller."""
-    import anyio.to_thread
-
     data = await request.body()
-    return {"threads": await anyio.to_thread.run_sync(memory.import_, data)}
+    return {"threads": await to_thread.run_sync(memory.import_, data)}

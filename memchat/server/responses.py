@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+from anyio import to_thread
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
@@ -18,7 +19,13 @@ from memchat.server import shapes
 from memchat.server.access import memory_of
 from memchat.server.errors import body as error_body
 from memchat.server.errors import message_of, status_of
-from memchat.server.requests import RESPONSE_DEFAULTS, ResponseCreate, bad, leading_system, message_items
+from memchat.server.requests import (
+    RESPONSE_DEFAULTS,
+    ResponseCreate,
+    bad,
+    leading_system,
+    message_items,
+)
 from memchat.server.turns import StreamedTurn, TurnRequest, take_async
 
 router = APIRouter(prefix="/v1/responses", tags=["Responses"])
@@ -105,9 +112,7 @@ def _request_echo(body: ResponseCreate) -> dict[str, Any]:
 
 @router.post("")
 async def create_response(body: ResponseCreate, memory: Scoped):
-    import anyio.to_thread
-
-    turn = await anyio.to_thread.run_sync(_turn_of, body, memory)
+    turn = await to_thread.run_sync(_turn_of, body, memory)
     if body.stream:
         return await _streamed(turn, body, memory)
     reply = await take_async(memory, turn)

@@ -21,6 +21,7 @@ from memchat.server import metrics
 from memchat.storage.models import MessagePublic
 from memchat.turn import Reply
 
+
 def timeout() -> float | None:
     """Seconds a turn's model call may take (`memchat serve --timeout`)."""
     value = os.environ.get("MEMCHAT_SERVE_TIMEOUT")
