@@ -413,9 +413,11 @@ def _on_a_terminal(command, env):
 
 @sqlite_only
 def test_show_pages_on_a_terminal_like_git_and_never_when_piped(memchat_script, server):
-    thread = script(memchat_script, "new", "--title", "paged").stdout.strip()
-    for number in range(3):
-        script(memchat_script, "say", thread, f"line {number}", "--no-stream")
+    from memchat import Memory
+
+    said = [(role, f"line {n // 2}") for n, role in enumerate(["user", "assistant"] * 3)]
+    with Memory() as memory:
+        thread = memory.new_thread(title="paged", messages=said).id
     environment = {**os.environ, "PAGER": 'echo "LESS=$LESS"; sed "s/^/PAGED:/"'}
     environment.pop("LESS", None)
     environment.pop("NO_COLOR", None)
@@ -435,12 +437,11 @@ def test_show_pages_on_a_terminal_like_git_and_never_when_piped(memchat_script, 
 
 @sqlite_only
 def test_quitting_the_pager_early_is_not_an_error(memchat_script, server):
-    thread = script(memchat_script, "new").stdout.strip()
-    script(memchat_script, "import", "-", input=json.dumps(
-        {"title": "long", "messages": [{"role": ("user", "assistant")[n % 2], "content": f"message {n} " * 50} for n in range(2000)]}
-    ))
-    long_thread = json.loads(script(memchat_script, "list", "--json").stdout)[0]["id"]
-    assert long_thread != thread
+    from memchat import Memory
+
+    said = [(("user", "assistant")[n % 2], f"message {n} " * 50) for n in range(2000)]
+    with Memory() as memory:
+        long_thread = memory.new_thread(title="long", messages=said).id
     shown, code, errors = _on_a_terminal([memchat_script, "show", long_thread], {**os.environ, "PAGER": "head -n 1"})
     assert code == 0 and errors == "" and len(shown.splitlines()) == 1
 
