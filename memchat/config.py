@@ -57,3 +57,7 @@ def default_model() -> str:
 
 def debug_enabled() -> bool:
     return os.environ.get("MEMCHAT_DEBUG", "") not in ("", "0")
+
+
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+"""The largest request body `memchat serve` accepts (bytes) unless `--max-body` says otherwise."""

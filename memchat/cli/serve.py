@@ -11,10 +11,8 @@ import typer
 
 from memchat.cli.app import app, memory_of
 from memchat.cli.render import note
-from memchat.config import database_url
+from memchat.config import DEFAULT_MAX_BODY, database_url
 from memchat.errors import InvalidInput
-
-DEFAULT_MAX_BODY = 4 * 1024 * 1024
 
 
 def is_loopback(host: str) -> bool:

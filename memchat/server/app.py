@@ -15,13 +15,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memchat.api import Memory
+from memchat.config import DEFAULT_MAX_BODY
 from memchat.errors import MemchatError
 from memchat.redact import redact
 from memchat.server import chat, conversations, metrics, own, responses
 from memchat.server.errors import HTTPProblem, body, error_response
-
-DEFAULT_MAX_BODY = 4 * 1024 * 1024
-"""The largest request body accepted (bytes); MEMCHAT_MAX_BODY or `--max-body` changes it."""
 
 log = logging.getLogger("memchat.server")
 

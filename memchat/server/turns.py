@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from memchat.api import Memory
@@ -52,7 +52,6 @@ class TurnRequest:
     system: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 def take(
