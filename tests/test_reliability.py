@@ -53,30 +53,42 @@ def wait_for(condition, seconds=60.0):
 
 
 def _stop_between_writes(process, memory, attempts: int = 50) -> None:
-    """SIGSTOP `process` at a moment it holds no SQLite write lock (its lease heartbeat writes a
-    few times a second): a process frozen inside a write blocks every SQLite writer until it
-    runs again, which is SQLite's locking, not the stall these tests are about."""
+    """SIGSTOP `process` at a moment it is inside no transaction (its lease heartbeat writes a
+    few times a second): a process frozen inside a write holds its locks (SQLite's database lock,
+    PostgreSQL's row lock on the lease) until it runs again, which is the database's locking, not
+    the stall these tests are about."""
+    url = memory.store.url
     for _ in range(attempts):
         os.kill(process.pid, signal.SIGSTOP)
-        if not memory.store.url.startswith("sqlite") or _sqlite_write_lock_free(memory.store.url.removeprefix("sqlite:///")):
+        if _no_transaction_open(url):
             return
         os.kill(process.pid, signal.SIGCONT)
         time.sleep(0.05)
-    raise AssertionError("the process held the write lock every time it was stopped")
+    raise AssertionError("the process was inside a transaction every time it was stopped")
 
 
-def _sqlite_write_lock_free(path: str) -> bool:
-    import sqlite3
+def _no_transaction_open(url: str) -> bool:
+    if url.startswith("sqlite"):
+        import sqlite3
 
-    connection = sqlite3.connect(path, timeout=0, isolation_level=None)
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        connection.close()
+        connection = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            connection.close()
+    import psycopg
+
+    # Each test has a database of its own: any other session in it with an open transaction is
+    # the stopped process's.
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as connection:
+        return not connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+        ).fetchone()[0]
 
 
 def stored(memory, thread_id):
