@@ -126,15 +126,60 @@ def _cut_to(litellm, text: str, limit: int) -> str:
 @lru_cache(maxsize=32)
 def counter(model: str, tokenizer: Tokenizer | None = None) -> Counter:
     """litellm.token_counter over a whole list, with memchat's tokenizer where it is not tiktoken
-    (so litellm never looks for one on the network)."""
+    (so litellm never looks for one on the network).
+
+    litellm counts a list as its framing plus a sum over its messages (the arithmetic its own
+    `messages_reach_token_count` relies on), so each message's share is counted once and kept:
+    a turn re-sends mostly the messages the last one sent, and counting them again was the
+    largest part of its time. Checked on a probe list first; where the sum would not be exact,
+    every list is counted whole."""
     litellm = _litellm()
     loaded = tokenizer.huggingface() if tokenizer is not None else None
     custom = {"type": "huggingface_tokenizer", "tokenizer": loaded} if loaded is not None else None
 
-    def count(messages: list[dict]) -> int:
+    def whole(messages: list[dict]) -> int:
         return litellm.token_counter(model=model, messages=messages, custom_tokenizer=custom)
 
-    return count
+    shares = _MessageShares(whole)
+    probe = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello there, how are you?"},
+        {"role": "assistant", "content": "Fine, thanks: and you?"},
+    ]
+    if shares.total(probe) != whole(probe):
+        return whole
+    return shares.total
+
+
+class _MessageShares:
+    """What each message adds to a list's count, kept for messages seen lately (bounded by the
+    characters held, oldest dropped first)."""
+
+    HELD_CHARACTERS = 8_000_000
+
+    def __init__(self, whole: Counter):
+        self._whole = whole
+        self._framing = whole([])
+        self._shares: dict[tuple[str, str], int] = {}
+        self._held = 0
+
+    def total(self, messages: list[dict]) -> int:
+        return self._framing + sum(self._share(message) for message in messages)
+
+    def _share(self, message: dict) -> int:
+        if message.keys() != {"role", "content"} or not isinstance(message["content"], str):
+            return self._whole([message]) - self._framing
+        key = (message["role"], message["content"])
+        share = self._shares.pop(key, None)
+        if share is None:
+            share = self._whole([message]) - self._framing
+            self._held += len(key[1])
+            while self._held > self.HELD_CHARACTERS and self._shares:
+                oldest = next(iter(self._shares))
+                del self._shares[oldest]
+                self._held -= len(oldest[1])
+        self._shares[key] = share
+        return share
 
 
 @lru_cache(maxsize=32)

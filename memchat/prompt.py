@@ -172,8 +172,28 @@ def plan_for(thread: ThreadPublic, options: TurnOptions) -> Plan:
     return Plan(model, tokenizer, budget, room, count, llm.message_cost(count), llm.text_counter(model, tokenizer))
 
 
-def first_page(room: int) -> int:
+def first_page(room: int, thread_id: str | None = None) -> int:
+    """The first page's size: what the thread's last context read in this process, else what
+    the budget suggests for messages of a typical size (one read, most turns)."""
+    read_before = _PAGES_READ.get(thread_id) if thread_id else None
+    if read_before is not None:
+        return max(SMALLEST_PAGE, min(LARGEST_PAGE, read_before + PAGE_SLACK))
     return max(SMALLEST_PAGE, min(LARGEST_PAGE, room // TYPICAL_MESSAGE_TOKENS))
+
+
+PAGE_SLACK = 8
+"""Messages read beyond the last context's, for the turns added since."""
+PAGES_REMEMBERED = 10_000
+
+_PAGES_READ: dict[str, int] = {}
+"""Per thread, how many history messages its last context read in this process."""
+
+
+def _remember_read(thread_id: str, count: int) -> None:
+    _PAGES_READ.pop(thread_id, None)
+    _PAGES_READ[thread_id] = count
+    if len(_PAGES_READ) > PAGES_REMEMBERED:
+        del _PAGES_READ[next(iter(_PAGES_READ))]
 
 
 def history_newest_first(store: Store, thread_id: str, plan: Plan, *, first: int, before: int | None = None) -> Iterator[Candidate]:
@@ -206,6 +226,10 @@ class _Replay:
     def __init__(self, newest_first: Iterator[Candidate]):
         self._source = newest_first
         self._seen: list[Candidate] = []
+
+    @property
+    def read(self) -> int:
+        return len(self._seen)
 
     def __iter__(self) -> Iterator[Candidate]:
         index = 0
@@ -241,7 +265,7 @@ def build(
     system_tokens = plan.tokens(thread.system) if thread.system else 0
     new_tokens = plan.tokens(text) if text is not None else 0
     room = history_room(system=thread.system, new_message=text, budget=plan.budget, room=plan.room, count=plan.count)
-    history = _Replay(history_newest_first(store, thread.id, plan, first=first_page(room)))
+    history = _Replay(history_newest_first(store, thread.id, plan, first=first_page(room, thread.id)))
     cap = summary_cap(room, memory.share)
     summarized = -1
     condensed = None
@@ -267,7 +291,7 @@ def build(
     entries, prompt_tokens = assemble(
         system=thread.system,
         window=window,
-        contents=_sendable(store.contents([c.id for c in window]), window, plan),
+        contents=_sendable(_window_contents(store, thread, window), window, plan),
         new_message=text,
         room=plan.room,
         count=plan.count,
@@ -276,6 +300,7 @@ def build(
         new_tokens=new_tokens,
         extras=[extra for extra in (condensed, recalled) if extra is not None],
     )
+    _remember_read(thread.id, history.read)
     if include_dropped:
         entries = _with_dropped(store, thread, plan, entries)
     context = Context(
@@ -298,6 +323,11 @@ CUT_NOTE_TOKENS = 40
 
 def cut_note(kept: int) -> str:
     return f"\n[… memchat cut this message here: it is longer than its turn asked for; later turns send its first {kept} tokens]"
+
+
+def _window_contents(store: Store, thread: ThreadPublic, window: list[Candidate]) -> dict[int, str]:
+    """The window's contents, in one range read (the window is the newest completed messages)."""
+    return store.contents_from(thread.id, window[0].position) if window else {}
 
 
 def _sendable(contents: dict[int, str], window: list[Candidate], plan: Plan) -> dict[int, str]:

@@ -450,7 +450,8 @@ def test_quitting_the_pager_early_is_not_an_error(memchat_script, server):
 def test_llama_model_names_do_not_wait_on_a_tokenizer_download(memchat_script, server):
     thread = script(memchat_script, "new", "--model", "openai/llama-3-8b-instruct").stdout.strip()
     said = subprocess.run(
-        [memchat_script, "say", thread, "hi", "--no-stream"], capture_output=True, text=True, timeout=20
+        # A download attempt would hang far longer; a loaded CI machine needs more than 20 s to start.
+        [memchat_script, "say", thread, "hi", "--no-stream"], capture_output=True, text=True, timeout=45
     )
     assert said.returncode == 0, said.stderr
     assert quiet(said.stderr), said.stderr

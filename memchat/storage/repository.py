@@ -15,10 +15,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import func, insert, literal_column, text, update
+from sqlalchemy import bindparam, func, insert, literal_column, text, update
+from sqlalchemy import select as select_columns
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, delete, select
 
 from memchat.errors import HistoryMoved, InvalidInput, LeaseLost, NotFound, StorageError
@@ -56,6 +59,59 @@ _BM25 = "bm25(messages_fts, 1.0, 0.0)"
 _HEADLINE = (
     f"StartSel={fulltext.HIGHLIGHT_START}, StopSel={fulltext.HIGHLIGHT_END}, "
     "MaxWords=24, MinWords=10"
+)
+
+
+# The statements of a turn's hot path, built once: a turn runs a dozen of them, and building and
+# compiling ORM statements again for each cost more than the database did.
+_messages = Message.__table__
+_threads = Thread.__table__
+_leases = ThreadLease.__table__
+_LAST_POSITION = select_columns(func.max(_messages.c.position)).where(_messages.c.thread_id == bindparam("thread_key"))
+_UNFINISHED = select_columns(func.count()).select_from(_messages).where(
+    _messages.c.thread_id == bindparam("thread_key"), _messages.c.status != literal_column("'complete'")
+)
+_INSERT_MESSAGE = insert(_messages).returning(_messages.c.id)
+_INSERT_TOKENS = insert(MessageTokens.__table__)
+_TOUCH_THREAD = update(_threads).where(_threads.c.id == bindparam("thread_key")).values(updated_at=bindparam("now"))
+_THREAD_OF_MESSAGE = select_columns(_messages.c.thread_id).where(_messages.c.id == bindparam("message_key"))
+_SET_STATUS = update(_messages).where(_messages.c.id == bindparam("message_key")).values(status=bindparam("new_status"))
+_LOCKED_LEASE = (
+    select_columns(_leases.c.holder, _leases.c.expires_at)
+    .where(_leases.c.thread_id == bindparam("thread_key"))
+    .with_for_update()
+)
+_SET_LEASE = (
+    update(_leases)
+    .where(_leases.c.thread_id == bindparam("thread_key"))
+    .values(holder=bindparam("new_holder"), expires_at=bindparam("until"))
+)
+_tokens = MessageTokens.__table__
+_HISTORY_PAGE = (
+    select_columns(
+        _messages.c.id, _messages.c.position, _messages.c.role, _tokens.c.tokens, _messages.c.context_limit
+    )
+    .outerjoin(
+        _tokens, (_tokens.c.message_id == _messages.c.id) & (_tokens.c.tokenizer == bindparam("tokenizer_name"))
+    )
+    .where(_messages.c.thread_id == bindparam("thread_key"), _messages.c.status == literal_column("'complete'"))
+    .order_by(_messages.c.position.desc())
+    .limit(bindparam("page"))
+)
+_HISTORY_PAGE_BEFORE = _HISTORY_PAGE.where(_messages.c.position < bindparam("before_position"))
+_CONTENTS_FROM = select_columns(_messages.c.id, _messages.c.content).where(
+    _messages.c.thread_id == bindparam("thread_key"),
+    _messages.c.status == literal_column("'complete'"),
+    _messages.c.position >= bindparam("first_position"),
+)
+_LAST_USER_MESSAGE = (
+    select_columns(_messages)
+    .where(_messages.c.thread_id == bindparam("thread_key"), _messages.c.role == literal_column("'user'"))
+    .order_by(_messages.c.position.desc())
+    .limit(1)
+)
+_RELEASE_LEASE = delete(_leases).where(
+    _leases.c.thread_id == bindparam("thread_key"), _leases.c.holder == bindparam("old_holder")
 )
 
 
@@ -325,20 +381,16 @@ class Store:
         self, thread_id: str, tokenizer: str, *, before: int | None, limit: int
     ) -> list[HistoryRow]:
         """Up to `limit` completed messages older than position `before`, newest first."""
-        query = (
-            select(Message.id, Message.position, Message.role, MessageTokens.tokens, Message.context_limit)
-            .outerjoin(
-                MessageTokens,
-                (col(MessageTokens.message_id) == Message.id) & (col(MessageTokens.tokenizer) == tokenizer),
-            )
-            .where(Message.thread_id == thread_id, Message.status == "complete")
-            .order_by(col(Message.position).desc())
-            .limit(limit)
-        )
-        if before is not None:
-            query = query.where(Message.position < before)
+        query = _HISTORY_PAGE if before is None else _HISTORY_PAGE_BEFORE
+        values = {"thread_key": thread_id, "tokenizer_name": tokenizer, "page": limit, "before_position": before}
         with self._reading() as session:
-            return [HistoryRow(*row) for row in session.exec(query).all()]
+            return [HistoryRow(*row) for row in session.execute(query, values)]
+
+    def contents_from(self, thread_id: str, position: int) -> dict[int, str]:
+        """The contents of the thread's completed messages from `position` on, by id: a turn's
+        window is such a run, read over the (thread, position) index."""
+        with self._reading() as session:
+            return dict(session.execute(_CONTENTS_FROM, {"thread_key": thread_id, "first_position": position}).all())
 
     def contents(self, message_ids: Sequence[int]) -> dict[int, str]:
         found: dict[int, str] = {}
@@ -496,16 +548,14 @@ class Store:
         with `lease_holder`, only while that holder still has the thread's turn lease, and with
         `release`, giving the lease up in the same commit (a turn's second and last)."""
         with self._writing() as session:
-            user_message = self._message(session, user_message_id)
-            self._check_lease(session, user_message.thread_id, lease_holder)
-            user_message.status = user_status
-            session.add(user_message)
-            thread = self._resolve(session, user_message.thread_id)
-            stored = self._append(session, thread, reply, tokens)
+            thread_id = session.execute(_THREAD_OF_MESSAGE, {"message_key": user_message_id}).scalar()
+            if thread_id is None:
+                raise NotFound(f"no message {user_message_id}")
+            self._check_lease(session, thread_id, lease_holder)
+            session.execute(_SET_STATUS, {"message_key": user_message_id, "new_status": user_status})
+            stored = self._append(session, thread_id, reply, tokens)
             if release and lease_holder is not None:
-                session.exec(
-                    delete(ThreadLease).where(col(ThreadLease.thread_id) == thread.id, col(ThreadLease.holder) == lease_holder)
-                )
+                session.execute(_RELEASE_LEASE, {"thread_key": thread_id, "old_holder": lease_holder})
             return stored
 
     def set_status(self, message_id: int, status: str) -> MessagePublic:
@@ -534,13 +584,8 @@ class Store:
     def unanswered(self, thread_id: str) -> MessagePublic | None:
         """The thread's last user message, if its turn got no complete reply."""
         with self._reading() as session:
-            last = session.exec(
-                select(Message)
-                .where(Message.thread_id == thread_id, Message.role == "user")
-                .order_by(col(Message.position).desc())
-                .limit(1)
-            ).first()
-            return MessagePublic.model_validate(last) if last is not None and last.status != "complete" else None
+            last = session.execute(_LAST_USER_MESSAGE, {"thread_key": thread_id}).first()
+            return MessagePublic.model_validate(last._mapping) if last is not None and last.status != "complete" else None
 
     # keys
 
@@ -631,12 +676,8 @@ class Store:
 
     @staticmethod
     def _history_mark(session: Session, thread_id: str) -> tuple[int | None, int]:
-        last = session.exec(select(func.max(Message.position)).where(Message.thread_id == thread_id)).one()
-        unfinished = session.exec(
-            select(func.count())
-            .select_from(Message)
-            .where(Message.thread_id == thread_id, Message.status != literal_column("'complete'"))
-        ).one()
+        last = session.execute(_LAST_POSITION, {"thread_key": thread_id}).scalar()
+        unfinished = session.execute(_UNFINISHED, {"thread_key": thread_id}).scalar_one()
         return last, unfinished
 
     @staticmethod
@@ -650,7 +691,7 @@ class Store:
             _insert_ignoring_duplicates(session, ThreadLease),
             [{"thread_id": thread_id, "holder": "", "expires_at": now}],
         )
-        lease = session.exec(select(ThreadLease).where(ThreadLease.thread_id == thread_id).with_for_update()).first()
+        lease = session.execute(_LOCKED_LEASE, {"thread_key": thread_id}).first()
         if lease is None:
             # PostgreSQL: the row our insert found was deleted (its holder released it) before
             # we could lock it; the caller tries again.
@@ -659,9 +700,7 @@ class Store:
             return False
         if lease.holder not in ("", holder) and as_utc(lease.expires_at) > now and not is_gone(lease.holder):
             return False
-        lease.holder = holder
-        lease.expires_at = now + timedelta(seconds=seconds)
-        session.add(lease)
+        session.execute(_SET_LEASE, {"thread_key": thread_id, "new_holder": holder, "until": now + timedelta(seconds=seconds)})
         return True
 
     def live_lease_holder(self, thread_id: str) -> str | None:
@@ -810,31 +849,28 @@ class Store:
     # internals
 
     def _append(
-        self, session: Session, thread: Thread, message: MessageCreate, tokens: tuple[str, int] | None
+        self, session: Session, thread: Thread | str, message: MessageCreate, tokens: tuple[str, int] | None
     ) -> MessagePublic:
-        last = session.exec(select(func.max(Message.position)).where(Message.thread_id == thread.id)).one()
+        """The message stored after the thread's last, the thread's `updated_at` moved with it
+        (on a loaded `thread` too, which is not written again for it)."""
+        thread_id = thread if isinstance(thread, str) else thread.id
+        last = session.execute(_LAST_POSITION, {"thread_key": thread_id}).scalar()
         now = utcnow()
-        row = Message.model_validate(
-            message,
-            update={
-                "thread_id": thread.id,
-                "position": _count_from_last(last),
-                "created_at": message.created_at or now,
-            },
-        )
-        session.add(row)
-        thread.updated_at = now
-        session.add(thread)
-        session.flush()
+        values = message.model_dump(exclude={"created_at"})
+        values.update(thread_id=thread_id, position=_count_from_last(last), created_at=message.created_at or now)
+        message_id = session.execute(_INSERT_MESSAGE, values).scalar_one()
+        session.execute(_TOUCH_THREAD, {"thread_key": thread_id, "now": now})
+        if not isinstance(thread, str):
+            set_committed_value(thread, "updated_at", now)
         if tokens is not None:
-            session.add(MessageTokens(message_id=row.id, tokenizer=tokens[0], tokens=tokens[1]))
-        return MessagePublic.model_validate(row)
+            session.execute(_INSERT_TOKENS, {"message_id": message_id, "tokenizer": tokens[0], "tokens": tokens[1]})
+        return MessagePublic(id=message_id, **values)
 
     @staticmethod
     def _check_lease(session: Session, thread_id: str, holder: str | None) -> None:
         if holder is None:
             return
-        lease = session.exec(select(ThreadLease).where(ThreadLease.thread_id == thread_id).with_for_update()).first()
+        lease = session.execute(_LOCKED_LEASE, {"thread_key": thread_id}).first()
         if lease is None or lease.holder != holder:
             raise LeaseLost(thread_id)
 
@@ -874,7 +910,7 @@ class Store:
         return message
 
     def _public(self, session: Session, thread: Thread) -> ThreadPublic:
-        last = session.exec(select(func.max(Message.position)).where(Message.thread_id == thread.id)).one()
+        last = session.execute(_LAST_POSITION, {"thread_key": thread.id}).scalar()
         return ThreadPublic.model_validate(thread, update={"message_count": _count_from_last(last)})
 
     @staticmethod
@@ -897,7 +933,11 @@ def _count_from_last(last_position: int | None) -> int:
 
 
 def _insert_ignoring_duplicates(session: Session, table):
-    dialect = session.get_bind().dialect.name
+    return _ignoring_duplicates(session.get_bind().dialect.name, table)
+
+
+@cache
+def _ignoring_duplicates(dialect: str, table):
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     elif dialect == "postgresql":
