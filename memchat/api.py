@@ -147,6 +147,45 @@ class Memory:
         with lease.turn_lease(self.store, thread.id, llm.DEFAULT_TIMEOUT if wait is None else wait) as held:
             return self.store.append_messages(thread.id, created, lease_holder=held.holder)
 
+    def fork(self, thread_id: str, *, at: int | None = None, wait: float | None = None) -> ThreadPublic:
+        """A new thread holding this one's history up to message #`at` (default: all of it; -1:
+        none) and its settings; it records where it came from (`forked_from`, `forked_at`). The
+        original is left as it is. Waits for a turn in progress to end, up to `wait` seconds."""
+        thread = self.store.thread(thread_id)
+        with lease.turn_lease(self.store, thread.id, llm.DEFAULT_TIMEOUT if wait is None else wait) as held:
+            return self.store.fork_thread(thread.id, at, lease_holder=held.holder)
+
+    def edit(self, thread_id: str, position: int, text: str, **options) -> Reply:
+        """Ask user message #`position` again, differently: a fork just before it, where `text`
+        is said (with `say`'s options; `on_note` hears the new thread's id before the reply).
+        The reply's `thread_id` is the fork's; the original thread is untouched."""
+        asked = self.message(thread_id, position)
+        if asked.role != "user":
+            raise InvalidInput(f"message #{position} of thread {asked.thread_id} is the {asked.role}'s: edit a user message")
+        validate_text(text)
+        fork = self.fork(asked.thread_id, at=position - 1)
+        if options.get("on_note"):
+            options["on_note"](
+                f"asking again in a new thread {fork.id} (thread {asked.thread_id} up to #{position - 1}); the original is unchanged"
+            )
+        return self.say(fork.id, text, **options)
+
+    def undo(self, thread_id: str, *, wait: float | None = None) -> list[MessagePublic]:
+        """Take the thread's last turn (its user message and what followed) out of its memory,
+        without deleting anything: the messages are marked undone, shown by `show` and kept by
+        export, but sent in no later context, recall or summary. Again: the turn before. Waits
+        for a turn in progress to end, up to `wait` seconds."""
+        thread = self.store.thread(thread_id)
+        with lease.turn_lease(self.store, thread.id, llm.DEFAULT_TIMEOUT if wait is None else wait) as held:
+            return self.store.undo_last_turn(thread.id, lease_holder=held.holder)
+
+    def undo_message(self, thread_id: str, position: int, *, wait: float | None = None) -> MessagePublic:
+        """Take one message out of the thread's memory, as `undo` does a turn (an item deleted
+        from an OpenAI conversation)."""
+        thread = self.store.thread(thread_id)
+        with lease.turn_lease(self.store, thread.id, llm.DEFAULT_TIMEOUT if wait is None else wait) as held:
+            return self.store.undo_message(thread.id, position, lease_holder=held.holder)
+
     def message(self, thread_id: str, position: int) -> MessagePublic:
         """The thread's message at `position` (#N in `memchat show`)."""
         return self.store.message_at(self.store.thread(thread_id).id, position)
@@ -227,6 +266,7 @@ class Memory:
         system: str | None = None,
         on_start: Callable[[MessagePublic], None] | None = None,
         wait: float | None = None,
+        earlier: Sequence[tuple[str, str]] = (),
     ) -> Reply:
         """Send `text` with the thread's memory and store the reply.
 
@@ -237,7 +277,11 @@ class Memory:
         override the thread's for this turn. `on_start` receives the user's message once it is
         stored, before the model is called. `wait` bounds how long the turn waits for another
         turn on the thread to end (ThreadBusy after it; default: as long as a turn may take).
+        `earlier` (role, text) pairs, user or assistant, are stored just before `text`, in the
+        turn (another turn cannot land between them), and stay if the model call then fails,
+        as the user's message does.
         """
+        said_before = _said(earlier)
         if system is not None:
             _checked("the system prompt", system)
         options = TurnOptions(
@@ -254,7 +298,8 @@ class Memory:
             wait=wait,
         )
         return take_turn(
-            self.store, thread_id, text, options, stream=stream, on_text=on_text, on_note=on_note, on_start=on_start
+            self.store, thread_id, text, options,
+            stream=stream, on_text=on_text, on_note=on_note, on_start=on_start, earlier=said_before,
         )
 
     def retry(self, thread_id: str, **options) -> Reply:

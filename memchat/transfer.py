@@ -89,6 +89,15 @@ class ExportedSummary(BaseModel):
     created_at: PastMoment | None = None
 
 
+class ExportedOrigin(BaseModel):
+    """Where a forked thread came from: the thread's id and the last position copied."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    thread: Annotated[str, Field(min_length=1, max_length=32)]
+    at: Annotated[int, Field(ge=-1, le=MAX_INTEGER, strict=True)]
+
+
 class ExportedThread(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -104,6 +113,7 @@ class ExportedThread(BaseModel):
     summary_prompt: SafeText | None = None
     api_base: SafeText | None = None
     labels: dict[str, str] | None = None
+    forked_from: ExportedOrigin | None = None
     created_at: PastMoment | None = None
     updated_at: PastMoment | None = None
     messages: list[ExportedMessage]
@@ -147,6 +157,7 @@ def _header(thread: ThreadPublic) -> dict[str, Any]:
         "summary_prompt": thread.summary_prompt,
         "api_base": thread.api_base,
         "labels": thread.labels,
+        "forked_from": {"thread": thread.forked_from, "at": thread.forked_at} if thread.forked_from else None,
         "created_at": _timestamp(thread.created_at),
         "updated_at": _timestamp(thread.updated_at),
     }
@@ -352,4 +363,6 @@ def _record(exported: ExportedThread) -> ThreadRecord:
         ],
         created_at=as_utc(exported.created_at) if exported.created_at else None,
         updated_at=as_utc(exported.updated_at) if exported.updated_at else None,
+        forked_from=exported.forked_from.thread if exported.forked_from else None,
+        forked_at=exported.forked_from.at if exported.forked_from else None,
     )

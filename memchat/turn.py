@@ -8,7 +8,7 @@ model call); if that fails, the turn goes ahead with the window policy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from memchat import llm, prompt, settings, summary
@@ -74,8 +74,11 @@ def take_turn(
     on_text: Callable[[str], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     on_start: Callable[[MessagePublic], None] | None = None,
+    earlier: Sequence[MessageCreate] = (),
 ) -> Reply:
     """A turn; with `text` None, the thread's last unanswered message is sent again (`retry`).
+    `earlier` messages are stored just before the user's, under the turn's lease, so no other
+    turn lands between them.
 
     Everything slow that does not depend on the history (loading litellm and the tokenizer,
     checking the model) happens before the thread's lease is taken, so turns on one thread
@@ -84,6 +87,8 @@ def take_turn(
     thread changed meanwhile), then the reply with the lease's release. A turn that first folds
     history into a summary takes the lease on its own and commits the summary too."""
     reply_tokens = prompt.max_tokens(options)
+    if earlier and text is None:
+        raise InvalidInput("a retry sends the unanswered message again; it adds no earlier messages")
     if text is not None:
         prompt.validate_text(text)
     thread = store.thread(thread_ref)
@@ -97,6 +102,8 @@ def take_turn(
         """The lease and the user's message in one commit, on a context built just before."""
         if turn_in_progress(store, thread.id):
             return False  # cheap: no context is built while another turn holds the thread
+        if earlier:
+            return store.acquire_lease(thread.id, holder, seconds, holder_is_gone)
         while True:
             turn = _prepare(store, thread.id, text, options)
             if turn.due is not None:
@@ -115,6 +122,8 @@ def take_turn(
         if begun:
             turn, user_message = begun["turn"], begun["user_message"]
         else:
+            if earlier:
+                store.append_messages(thread.id, earlier, lease_holder=lease.holder)
             turn, user_message = _folded_then_begun(store, thread.id, text, options, lease, on_note)
         return _converse(store, turn, user_message, options, reply_tokens, stream, on_text, on_note, on_start, lease)
 

@@ -798,3 +798,39 @@ def test_list_json_carries_token_and_cost_totals(server):
     assert listed[used]["completion_tokens"] == 2 * server.COMPLETION_TOKENS
     assert listed[used]["cost"] > 0
     assert listed[idle] == {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
+
+
+def test_undo_takes_turns_back_and_show_still_shows_them(server):
+    thread = new_thread()
+    server.reply("Paris.", "Rome.")
+    ok("say", thread, "A city?")
+    ok("say", thread, "Another?")
+    undone = ok("undo", thread)
+    assert undone.stdout == "" and "undid the last turn" in undone.stderr and "#2, #3" in undone.stderr
+    shown = ok("show", thread, "--no-pager").stdout
+    assert "user (undone) · #2" in shown and "assistant (undone) · #3" in shown and "Rome." in shown
+    taken = json.loads(ok("undo", thread, "--json").stdout)
+    assert [(m["position"], m["status"]) for m in taken] == [(0, "undone"), (1, "undone")]
+    nothing = fails(2, "undo", thread)
+    assert nothing.stderr.startswith("memchat: nothing to undo") and nothing.stderr.count("\n") == 1
+    fails(3, "undo", "nosuchthread")
+
+
+def test_fork_and_edit_make_new_threads_and_leave_the_original(server):
+    thread = new_thread("--system", "Be brief.")
+    server.reply("Paris.", "Rome.", "Berlin.")
+    ok("say", thread, "A city?")
+    ok("say", thread, "Another?")
+    forked = ok("fork", thread, "--at", "1")
+    fork = forked.stdout.strip()
+    assert fork and fork != thread and f"forked thread {thread} at #1" in forked.stderr
+    assert f"forked from {thread} at #1" in ok("show", fork, "--no-pager").stdout
+    listed = {t["id"]: t for t in json.loads(ok("list", "--json").stdout)}
+    assert (listed[fork]["forked_from"], listed[fork]["forked_at"], listed[fork]["message_count"]) == (thread, 1, 2)
+    edited = ok("edit", thread, "2", "A big one?", "--no-stream")
+    assert edited.stdout == "Berlin.\n" and "asking again in a new thread" in edited.stderr
+    assert len(json.loads(ok("list", "--json").stdout)) == 3
+    assert "Rome." in ok("show", thread, "--no-pager").stdout
+    fails(2, "edit", thread, "1", "x")
+    fails(2, "fork", thread, "--at", "9")
+    fails(3, "fork", "nosuchthread")

@@ -73,6 +73,21 @@ def test_conversations_items_and_pagination(served):
         client.conversations.retrieve("nosuchthread")
     with pytest.raises(openai.NotFoundError):
         client.conversations.items.retrieve("msg_other_1", conversation_id=made.id)
+
+    # A deleted item leaves the conversation (and its later contexts); memchat keeps it, undone.
+    left = client.conversations.items.delete(first.data[0].id, conversation_id=made.id)
+    assert left.id == made.id
+    assert [text for _, text in _items(client, made.id)] == [text for _, text in everything[:-1]]
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.retrieve(first.data[0].id, conversation_id=made.id)
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.delete(first.data[0].id, conversation_id=made.id)
+    from memchat import Memory
+
+    with Memory() as memory:
+        kept = memory.messages(made.id)
+        assert (kept[-1].content, kept[-1].status) == ("note 4", "undone")
+        assert "note 4" not in [entry.content for entry in memory.context(made.id, "next").entries]
     assert client.conversations.delete(made.id).deleted is True
     with pytest.raises(openai.NotFoundError):
         client.conversations.retrieve(made.id)
@@ -108,9 +123,19 @@ def test_two_response_turns_send_the_exact_history(served, server):
     assert third.output_text == "Porto too."
     assert server.last_messages[0] == {"role": "system", "content": "Answer in 3 words."}  # this turn's only
     assert server.last_messages[-2] == {"role": "assistant", "content": "It rains less there."}
-    with pytest.raises(openai.BadRequestError) as older:
-        client.responses.create(model="openai/gpt-4o-mini", input="again", previous_response_id=first.id)
-    assert "newest reply" in older.value.message and older.value.body["param"] == "previous_response_id"
+    # An older response: the conversation is forked there, as OpenAI branches; the original stays.
+    kept = _items(client, conversation.id)
+    server.reply("Madrid.")
+    branched = client.responses.create(model="openai/gpt-4o-mini", input="Somewhere else?", previous_response_id=first.id)
+    assert branched.output_text == "Madrid." and branched.conversation.id != conversation.id
+    assert server.last_messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Where should I travel?"},
+        {"role": "assistant", "content": "Lisbon."},
+        {"role": "user", "content": "Somewhere else?"},
+    ]
+    assert _items(client, conversation.id) == kept
+    assert client.conversations.retrieve(branched.conversation.id).model_extra["memchat"]["forked_from"] == conversation.id
 
     standalone = client.responses.create(model="openai/gpt-4o-mini", input="A fresh start")
     assert standalone.conversation.id != conversation.id
@@ -122,6 +147,15 @@ def test_two_response_turns_send_the_exact_history(served, server):
     said = subprocess.run([str(script), "say", conversation.id, "hello from a terminal"], capture_output=True, text=True, timeout=120)
     assert said.returncode == 0 and said.stdout == "From the CLI.\n", said.stderr
     assert _items(client, conversation.id)[-2:] == [("user", "hello from a terminal"), ("assistant", "From the CLI.")]
+
+    # Several input items: the earlier ones are stored with the turn, just before the last.
+    server.reply("Trains, then.")
+    said = [("user", "I like trains."), ("assistant", "Noted."), ("user", "So how do I go?")]
+    client.responses.create(
+        model="openai/gpt-4o-mini", conversation=conversation.id, input=[{"role": r, "content": t} for r, t in said]
+    )
+    assert server.last_messages[-3:] == [{"role": r, "content": t} for r, t in said]
+    assert _items(client, conversation.id)[-4:] == [*said, ("assistant", "Trains, then.")]
 
 
 def test_streaming_through_the_sdk_helpers_of_both_apis(served, server):

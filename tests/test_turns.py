@@ -1,5 +1,7 @@
 """Turns through the public API, with litellm talking to the local OpenAI-protocol server."""
 
+import time
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -321,3 +323,37 @@ def test_costs_are_stored_without_float_noise(memory, server):
     cost = memory.messages(thread.id)[-1].cost
     assert cost is not None and cost > 0
     assert repr(cost) == repr(float(f"{cost:.10g}")) and len(repr(cost)) <= 16
+
+
+def test_earlier_messages_are_stored_within_the_turn_never_beside_another(memory, server):
+    import threading
+
+    thread = memory.new_thread(model="openai/gpt-4o")
+    server.reply("first reply", "second reply")
+    server.gate = threading.Barrier(2, timeout=60)
+    first = threading.Thread(target=memory.say, args=(thread.id, "first"))
+    first.start()
+    while not server.arrivals:
+        time.sleep(0.01)
+    second = threading.Thread(
+        target=memory.say, args=(thread.id, "and now?"), kwargs={"earlier": [("user", "a note"), ("assistant", "noted")]}
+    )
+    second.start()
+    time.sleep(0.5)  # the second turn waits for the lease: nothing of it is stored meanwhile
+    assert [m.content for m in memory.messages(thread.id)] == ["first"]
+    server.gate.wait()
+    server.gate = None
+    first.join(60)
+    second.join(60)
+    assert [(m.role, m.content) for m in memory.messages(thread.id)] == [
+        ("user", "first"), ("assistant", "first reply"),
+        ("user", "a note"), ("assistant", "noted"), ("user", "and now?"), ("assistant", "second reply"),
+    ]
+    assert server.last_messages[-3:] == [
+        {"role": "user", "content": "a note"}, {"role": "assistant", "content": "noted"}, {"role": "user", "content": "and now?"},
+    ]
+    with pytest.raises(InvalidInput):
+        memory.say(thread.id, "x", earlier=[("system", "no")])
+    with pytest.raises(InvalidInput):
+        memory.say(thread.id, None, earlier=[("user", "no")])
+    assert len(memory.messages(thread.id)) == 6

@@ -26,7 +26,7 @@ from memchat.cli.render import note, print_json
 from memchat.context import Context, ContextEntry
 from memchat.errors import InvalidInput
 from memchat.terminal import terminal_safe
-from memchat.views import context_json
+from memchat.views import context_json, thread_json
 
 
 @app.command()
@@ -100,7 +100,57 @@ def accept(ctx: typer.Context, thread: ThreadArg):
     note(f"kept the cut-off reply #{kept.position} of thread {kept.thread_id} as complete; later turns send it")
 
 
-def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict) -> None:
+@app.command()
+def fork(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    at: Annotated[Optional[int], typer.Option("--at", min=-1, help="The last message copied (#N of show); -1: none.")] = None,
+    as_json: JsonOpt = False,
+):
+    """A new thread with this one's history up to message N (default: all) and its settings; prints its id."""
+    made = memory_of(ctx).fork(thread, at=at)
+    if as_json:
+        print_json(thread_json(made, None))
+        return
+    typer.echo(made.id)
+    note(f"forked thread {made.forked_from} at #{made.forked_at} into {made.id}")
+
+
+@app.command()
+def edit(
+    ctx: typer.Context,
+    thread: ThreadArg,
+    position: Annotated[int, typer.Argument(metavar="N", help="The user message to ask again (#N of show).")],
+    message: Annotated[str, typer.Argument(help="The new text.")],
+    model: ModelOpt = None,
+    budget: BudgetOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    api_base: ApiBaseOpt = None,
+    timeout: TimeoutOpt = None,
+    stream: StreamOpt = None,
+    policy: PolicyOpt = None,
+    recall: RecallOpt = None,
+    summary_model: SummaryModelOpt = None,
+):
+    """Ask user message N again, differently: a fork just before it where MESSAGE is said (prints the reply)."""
+    memory = memory_of(ctx)
+    _turn(ctx, thread, message, locals(), speak=lambda thread, text, **kw: memory.edit(thread, position, text, **kw))
+
+
+@app.command()
+def undo(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
+    """Take the last turn out of the thread's memory (kept, marked undone; again: the one before)."""
+    taken = memory_of(ctx).undo(thread)
+    if as_json:
+        print_json([message.model_dump(mode="json") for message in taken])
+        return
+    positions = ", ".join(f"#{message.position}" for message in taken)
+    note(f"undid the last turn of thread {taken[0].thread_id} ({positions}): kept, and left out of later turns")
+
+
+def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict, speak=None) -> None:
+    """A turn rendered: `speak` is `Memory.say` or a method taking the same arguments (`edit`)."""
     streaming = sys.stdout.isatty() if options["stream"] is None else options["stream"]
     shown = terminal_safe if sys.stdout.isatty() else str
     wrote = []
@@ -111,7 +161,7 @@ def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict) -> N
         sys.stdout.flush()
 
     try:
-        reply = memory_of(ctx).say(
+        reply = (speak or memory_of(ctx).say)(
             thread,
             text,
             model=options["model"],

@@ -21,6 +21,7 @@ from memchat.server.requests import (
     metadata_of,
     settings_of,
 )
+from memchat.server.turns import busy_wait
 
 router = APIRouter(prefix="/v1/conversations", tags=["Conversations"])
 Scoped = Annotated[Memory, Depends(memory_of)]
@@ -100,7 +101,10 @@ def add_items(conversation_id: str, body: ItemsCreate, memory: Scoped):
 
 @router.get("/{conversation_id}/items/{item_id}")
 def get_item(conversation_id: str, item_id: str, memory: Scoped):
-    return shapes.item(memory.message(conversation_id, _position_in(conversation_id, item_id, memory)))
+    message = memory.message(conversation_id, _position_in(conversation_id, item_id, memory))
+    if message.status == "undone":
+        raise NotFound(f"no item {item_id!r} in conversation {conversation_id}: it was deleted")
+    return shapes.item(message)
 
 
 def _position_in(conversation_id: str, item_id: str, memory: Memory) -> int:
@@ -113,11 +117,11 @@ def _position_in(conversation_id: str, item_id: str, memory: Memory) -> int:
 
 @router.delete("/{conversation_id}/items/{item_id}")
 def delete_item(conversation_id: str, item_id: str, memory: Scoped):
-    """Not yet: memchat never loses a message, and taking one out of a conversation's memory
-    without deleting it (the `undo` of the branching issue) does not exist yet; a 400 says so."""
-    _position_in(conversation_id, item_id, memory)
-    raise bad(
-        "deleting an item is not supported by memchat serve yet (memchat keeps every message); "
-        "delete the conversation, or start a new one from its items",
-        "item_id",
-    )
+    """The item leaves the conversation (its list, its later contexts) as in OpenAI's API; memchat
+    keeps it, marked undone, as `memchat undo` does (waits for a turn in progress to end)."""
+    position = _position_in(conversation_id, item_id, memory)
+    try:
+        memory.undo_message(conversation_id, position, wait=busy_wait())
+    except NotFound:
+        raise NotFound(f"no item {item_id!r} in conversation {conversation_id}") from None
+    return shapes.conversation(memory.thread(conversation_id))

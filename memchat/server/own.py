@@ -2,7 +2,8 @@
 CLI command has an HTTP equivalent (same names, same JSON as the CLI's `--json`):
 
     memchat list / new / show / set / rename / rm   GET|POST /threads, GET|PATCH|DELETE /threads/{id}, GET /threads/{id}/messages
-    memchat say / retry / accept                    POST /threads/{id}/say | /retry | /accept
+    memchat say / retry / accept / undo             POST /threads/{id}/say | /retry | /accept | /undo
+    memchat fork / edit                             POST /threads/{id}/fork | /edit
     memchat context                                 POST /threads/{id}/context
     memchat summary [--all] [--rebuild]             GET /threads/{id}/summaries, POST /threads/{id}/summaries/rebuild
     memchat search                                  GET /search?q=...
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from memchat.api import Memory
 from memchat.server.access import memory_of
 from memchat.server.requests import bad
-from memchat.server.turns import TurnRequest, take_async
+from memchat.server.turns import TurnRequest, busy_wait, take_async
 from memchat.views import context_json, search_json, thread_json
 
 router = APIRouter(prefix="/memchat/v1", tags=["memchat"])
@@ -57,6 +58,19 @@ class TurnBody(Strict):
     system: str | None = None
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0)
+
+
+class EditBody(Strict):
+    position: int = Field(ge=0)
+    message: str
+    model: str | None = None
+    system: str | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0)
+
+
+class ForkBody(Strict):
+    at: int | None = Field(default=None, ge=-1)
 
 
 class ContextBody(Strict):
@@ -147,10 +161,31 @@ async def retry(thread_id: str, body: TurnBody, memory: Scoped):
     return _reply_json(await take_async(memory, turn))
 
 
+@router.post("/threads/{thread_id}/edit")
+async def edit(thread_id: str, body: EditBody, memory: Scoped):
+    """`memchat edit`: user message `position` asked again with `message`, in a fork (the reply's `thread`)."""
+    thread = await to_thread.run_sync(memory.thread, thread_id)
+    turn = TurnRequest(thread.id, body.message, body.model, body.system, body.max_tokens, body.temperature, edit_at=body.position)
+    return _reply_json(await take_async(memory, turn))
+
+
+@router.post("/threads/{thread_id}/fork")
+def fork(thread_id: str, body: ForkBody, memory: Scoped):
+    """`memchat fork --json`: a new thread with the history up to message `at` (default: all)."""
+    made = memory.fork(thread_id, at=body.at, wait=busy_wait())
+    return thread_json(made, None)
+
+
 @router.post("/threads/{thread_id}/accept")
 def accept(thread_id: str, memory: Scoped):
     """`memchat accept`: keep a cut-off reply as if complete."""
     return memory.accept(thread_id).model_dump(mode="json")
+
+
+@router.post("/threads/{thread_id}/undo")
+def undo(thread_id: str, memory: Scoped):
+    """`memchat undo`: the last turn taken out of the thread's memory, kept and marked undone."""
+    return [message.model_dump(mode="json") for message in memory.undo(thread_id, wait=busy_wait())]
 
 
 @router.post("/threads/{thread_id}/context")

@@ -26,7 +26,7 @@ from memchat.server.requests import (
     leading_system,
     message_items,
 )
-from memchat.server.turns import StreamedTurn, TurnRequest, take_async
+from memchat.server.turns import StreamedTurn, TurnRequest, busy_wait, take_async
 
 router = APIRouter(prefix="/v1/responses", tags=["Responses"])
 Scoped = Annotated[Memory, Depends(memory_of)]
@@ -43,7 +43,7 @@ def _conversation_id(value: Any) -> str | None:
 
 
 def _turn_of(body: ResponseCreate, memory: Memory) -> TurnRequest:
-    """The turn a request asks for; earlier input messages are added to the conversation first."""
+    """The turn a request asks for; earlier input messages are stored within it, before the last."""
     body.refuse_unknown(RESPONSE_DEFAULTS)
     if body.input is None:
         raise bad("`input` is required", "input")
@@ -66,7 +66,6 @@ def _turn_of(body: ResponseCreate, memory: Memory) -> TurnRequest:
     if len(items) > 1:
         # The turn's own checks first (text, budget), so a request refused stores nothing.
         memory.context(thread_id, items[-1][1], model=body.model, max_tokens=body.max_output_tokens, with_dropped=False)
-        memory.add_messages(thread_id, items[:-1])
     return TurnRequest(
         thread_id=thread_id,
         text=items[-1][1],
@@ -74,6 +73,7 @@ def _turn_of(body: ResponseCreate, memory: Memory) -> TurnRequest:
         system=body.instructions if body.instructions is not None else system,
         max_tokens=body.max_output_tokens,
         temperature=body.temperature,
+        earlier=tuple(items[:-1]),
     )
 
 
@@ -93,17 +93,14 @@ def _stored_reply(response_id: str, memory: Memory):
 
 
 def _continued_from(response_id: str, memory: Memory) -> str:
-    """The conversation a response belongs to, when it is that conversation's newest reply."""
+    """The conversation a response belongs to when it is that conversation's newest reply;
+    for an older reply, a fork of the conversation through it (as OpenAI branches there), whose
+    id the response carries."""
     reply = _stored_reply(response_id, memory)
-    thread = memory.thread(reply.thread_id)
-    newest = memory.messages(thread.id, last=1)
-    if not newest or newest[0].id != reply.id:
-        raise bad(
-            f"{response_id} is not the newest reply of its conversation {thread.id}: continuing from an older "
-            "reply needs branching, which memchat serve does not do yet; continue from the newest reply or the conversation",
-            "previous_response_id",
-        )
-    return thread.id
+    newest = memory.messages(reply.thread_id, last=1)
+    if newest and newest[0].id == reply.id:
+        return reply.thread_id
+    return memory.fork(reply.thread_id, at=reply.position, wait=busy_wait()).id
 
 
 def _request_echo(body: ResponseCreate) -> dict[str, Any]:

@@ -54,6 +54,8 @@ def conversation(thread: ThreadPublic) -> dict[str, Any]:
         "memchat": {
             **{name: getattr(thread, name) for name in SETTINGS},
             "message_count": thread.message_count,
+            "forked_from": thread.forked_from,
+            "forked_at": thread.forked_at,
             "updated_at": seconds(thread.updated_at),
         },
     }

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from memchat.api import Memory
@@ -52,6 +53,10 @@ class TurnRequest:
     system: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    earlier: tuple[tuple[str, str], ...] = ()
+    """(role, text) input items stored before `text`, within the turn."""
+    edit_at: int | None = None
+    """Set: ask user message #edit_at again with `text`, in a fork just before it (`memchat edit`)."""
 
 
 def take(
@@ -65,9 +70,10 @@ def take(
     """The turn, timed and counted."""
     started = time.perf_counter()
     try:
-        reply = memory.say(
+        speak = memory.say if request.edit_at is None else partial(memory.edit, position=request.edit_at)
+        reply = speak(
             request.thread_id,
-            request.text,
+            text=request.text,
             model=request.model,
             system=request.system,
             max_tokens=request.max_tokens,
@@ -77,6 +83,7 @@ def take(
             on_start=on_start,
             timeout=timeout(),
             wait=busy_wait(),
+            earlier=request.earlier,
         )
     except ReplyCutOff:
         metrics.TURNS.labels("partial").inc()

@@ -23,7 +23,9 @@ stored summary sent after the system prompt."""
 DEFAULT_SUMMARY_SHARE = 0.25
 MAX_RECALL = 50
 
-Status = Literal["complete", "pending", "failed", "partial"]
+Status = Literal["complete", "pending", "failed", "partial", "undone"]
+"""`undone`: taken out of the thread's memory (`memchat undo`, an item deleted over HTTP), never deleted:
+shown, exported, but in no later context, recall or summary."""
 """`pending`: a user message whose reply has not arrived yet; `failed`: its turn got no reply;
 `partial`: a reply cut off before it finished. Only `complete` messages enter later contexts."""
 
@@ -105,6 +107,10 @@ class Thread(ThreadBase, table=True):
     tenant: str | None = Field(default=None, max_length=64, index=True)
     """The API key (by name) whose conversation this is: over HTTP, only that key sees it. None:
     made by the operator (the CLI or the Python API on the database itself)."""
+    forked_from: str | None = Field(default=None, max_length=32)
+    """The thread this one was forked from (its id stays once that thread is deleted)."""
+    forked_at: int | None = None
+    """The last position copied from `forked_from` (-1: none, only its settings)."""
 
 
 TEXT_SETTINGS = ("title", "model", "system", "summary_model", "summary_prompt", "api_base")
@@ -214,6 +220,8 @@ class ThreadPublic(ThreadBase):
     created_at: datetime
     updated_at: datetime
     tenant: str | None = None
+    forked_from: str | None = None
+    forked_at: int | None = None
     message_count: int = 0
     unfinished_count: int = 0
     """Of `message_count`, the messages of turns that got no complete reply (failed, cut off,

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, literal_column, text, update
+from sqlalchemy import String, bindparam, func, insert, literal_column, text, update
 from sqlalchemy import select as select_columns
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -37,6 +37,7 @@ from memchat.storage.models import (
     SummaryCreate,
     SummaryPublic,
     Thread,
+    ThreadBase,
     ThreadCreate,
     ThreadLease,
     ThreadPublic,
@@ -106,9 +107,39 @@ _CONTENTS_FROM = select_columns(_messages.c.id, _messages.c.content).where(
 )
 _LAST_USER_MESSAGE = (
     select_columns(_messages)
-    .where(_messages.c.thread_id == bindparam("thread_key"), _messages.c.role == literal_column("'user'"))
+    .where(
+        _messages.c.thread_id == bindparam("thread_key"),
+        _messages.c.role == literal_column("'user'"),
+        _messages.c.status != literal_column("'undone'"),
+    )
     .order_by(_messages.c.position.desc())
     .limit(1)
+)
+_summaries = Summary.__table__
+_MESSAGE_COPIED = [c.name for c in _messages.c if c.name not in ("id", "thread_id")]
+_COPY_MESSAGES = insert(_messages).from_select(
+    ["thread_id", *_MESSAGE_COPIED],
+    select_columns(bindparam("new_thread", type_=String).label("thread_id"), *(_messages.c[name] for name in _MESSAGE_COPIED)).where(
+        _messages.c.thread_id == bindparam("old_thread"), _messages.c.position <= bindparam("through")
+    ),
+)
+_original, _copy = _messages.alias("original"), _messages.alias("copy")
+_COPY_TOKEN_COUNTS = insert(_tokens).from_select(
+    ["message_id", "tokenizer", "tokens"],
+    select_columns(_copy.c.id, _tokens.c.tokenizer, _tokens.c.tokens)
+    .select_from(
+        _original.join(_tokens, _tokens.c.message_id == _original.c.id).join(
+            _copy, (_copy.c.thread_id == bindparam("new_thread")) & (_copy.c.position == _original.c.position)
+        )
+    )
+    .where(_original.c.thread_id == bindparam("old_thread"), _original.c.position <= bindparam("through")),
+)
+_SUMMARY_COPIED = [c.name for c in _summaries.c if c.name not in ("id", "thread_id")]
+_COPY_SUMMARIES = insert(_summaries).from_select(
+    ["thread_id", *_SUMMARY_COPIED],
+    select_columns(bindparam("new_thread", type_=String).label("thread_id"), *(_summaries.c[name] for name in _SUMMARY_COPIED))
+    .where(_summaries.c.thread_id == bindparam("old_thread"), _summaries.c.last_position <= bindparam("through"))
+    .order_by(_summaries.c.id),
 )
 _RELEASE_LEASE = delete(_leases).where(
     _leases.c.thread_id == bindparam("thread_key"), _leases.c.holder == bindparam("old_holder")
@@ -146,6 +177,8 @@ class ThreadRecord:
     summaries: Sequence[SummaryCreate] = ()
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    forked_from: str | None = None
+    forked_at: int | None = None
 
 
 class Store:
@@ -225,6 +258,33 @@ class Store:
                 self._append(session, thread, message, None)
         return ThreadPublic.model_validate(thread, update={"message_count": len(messages)})
 
+    def fork_thread(self, thread_id: str, through: int | None, *, lease_holder: str) -> ThreadPublic:
+        """A new thread with the settings of `thread_id` and a copy of its messages up to
+        position `through` (None: all; -1: none), in one transaction: rows copied in SQL with
+        their stored token counts and the summaries whose span lies inside the copy, so nothing
+        is counted or condensed again. The original is only read (under its turn lease, so no
+        turn is half-copied)."""
+        with self._writing() as session:
+            origin = self._resolve(session, thread_id)
+            self._check_lease(session, origin.id, lease_holder)
+            last = session.execute(_LAST_POSITION, {"thread_key": origin.id}).scalar()
+            last = -1 if last is None else last
+            through = last if through is None else through
+            if not -1 <= through <= last:
+                raise InvalidInput(
+                    f"thread {origin.id} has messages #0 to #{last}: fork at one of them, or at -1 for none"
+                    if last >= 0 else f"thread {origin.id} has no messages: fork it at -1 (its settings alone)"
+                )
+            settings = origin.model_dump(include=set(ThreadBase.model_fields))
+            fork = Thread(**settings, tenant=origin.tenant, forked_from=origin.id, forked_at=through)
+            session.add(fork)
+            session.flush()
+            copied = {"old_thread": origin.id, "new_thread": fork.id, "through": through}
+            session.execute(_COPY_MESSAGES, copied)
+            session.execute(_COPY_TOKEN_COUNTS, copied)
+            session.execute(_COPY_SUMMARIES, copied)
+            return ThreadPublic.model_validate(fork, update={"message_count": through + 1})
+
     def append_messages(
         self, thread_id: str, messages: Sequence[MessageCreate], *, lease_holder: str | None = None
     ) -> list[MessagePublic]:
@@ -264,7 +324,8 @@ class Store:
         )
         unfinished = (
             select(Message.thread_id, func.count())
-            .where(Message.status != literal_column("'complete'"))  # a literal, as the partial index says
+            # 'complete' a literal, as the partial index says
+            .where(Message.status != literal_column("'complete'"), Message.status != "undone")
             .group_by(Message.thread_id)
         )
         with self._reading() as session:
@@ -368,9 +429,10 @@ class Store:
         self, thread_id: str, *, after: int | None, limit: int, newest_first: bool
     ) -> tuple[list[MessagePublic], bool]:
         """Up to `limit` of the thread's messages after position `after` (None: from the start)
-        in the order asked, and whether more follow; one index range read."""
+        in the order asked, and whether more follow; one index range read. Undone messages are
+        left out: they are no longer part of the conversation."""
         with self._reading() as session:
-            query = select(Message).where(Message.thread_id == thread_id)
+            query = select(Message).where(Message.thread_id == thread_id, Message.status != "undone")
             if after is not None:
                 query = query.where(Message.position < after if newest_first else Message.position > after)
             order = col(Message.position).desc() if newest_first else col(Message.position)
@@ -566,12 +628,56 @@ class Store:
             session.flush()
             return MessagePublic.model_validate(message)
 
+    def undo_last_turn(self, thread_id: str, *, lease_holder: str) -> list[MessagePublic]:
+        """Mark the thread's last turn undone: its last user message not undone yet, and every
+        message after it (the reply, a partial one, notes). Nothing is deleted."""
+        with self._writing() as session:
+            self._check_lease(session, thread_id, lease_holder)
+            user = session.exec(
+                select(Message)
+                .where(Message.thread_id == thread_id, Message.role == "user", Message.status != "undone")
+                .order_by(col(Message.position).desc())
+                .limit(1)
+            ).first()
+            if user is None:
+                raise InvalidInput(f"nothing to undo: thread {thread_id} has no turn left")
+            taken = session.exec(
+                select(Message)
+                .where(Message.thread_id == thread_id, Message.position >= user.position, Message.status != "undone")
+                .order_by(col(Message.position))
+            ).all()
+            return self._undone(session, taken)
+
+    def undo_message(self, thread_id: str, position: int, *, lease_holder: str) -> MessagePublic:
+        """Mark one message undone (NotFound if there is none there, or it is undone already)."""
+        with self._writing() as session:
+            self._check_lease(session, thread_id, lease_holder)
+            message = session.exec(
+                select(Message).where(
+                    Message.thread_id == thread_id, Message.position == position, Message.status != "undone"
+                )
+            ).first()
+            if message is None:
+                raise NotFound(f"thread {thread_id} has no message #{position}")
+            return self._undone(session, [message])[0]
+
+    @staticmethod
+    def _undone(session: Session, messages: Sequence[Message]) -> list[MessagePublic]:
+        for message in messages:
+            message.status = "undone"
+            session.add(message)
+        session.flush()
+        return [MessagePublic.model_validate(message) for message in messages]
+
     def accept_partial(self, thread_id: str) -> MessagePublic:
         """Take the thread's last reply, cut off part-way, as complete: its turn then counts as
         answered and both messages enter later contexts."""
         with self._writing() as session:
             last = session.exec(
-                select(Message).where(Message.thread_id == thread_id).order_by(col(Message.position).desc()).limit(2)
+                select(Message)
+                .where(Message.thread_id == thread_id, Message.status != "undone")
+                .order_by(col(Message.position).desc())
+                .limit(2)
             ).all()
             if not last or last[0].status != "partial" or len(last) < 2 or last[1].role != "user":
                 raise InvalidInput(f"nothing to accept: the last message of thread {thread_id} is not a cut-off reply")
@@ -740,7 +846,10 @@ class Store:
         try:
             with self._writing() as session:
                 for record in records:
-                    thread = Thread.model_validate(record.thread, update={"tenant": self.tenant})
+                    thread = Thread.model_validate(
+                        record.thread,
+                        update={"tenant": self.tenant, "forked_from": record.forked_from, "forked_at": record.forked_at},
+                    )
                     thread.created_at = record.created_at or thread.created_at
                     thread.updated_at = record.updated_at or thread.created_at
                     thread.import_holder = marker

@@ -1,0 +1,180 @@
+"""Taking turns back without losing them: `undo` marks messages, never deletes or rewrites them."""
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memchat import InvalidInput, Memory
+
+
+def said(memory, thread_id):
+    return [(m.position, m.role, m.content, m.status) for m in memory.messages(thread_id)]
+
+
+def test_undo_takes_the_last_turn_out_of_every_later_context_and_keeps_it(memory, server):
+    thread = memory.new_thread(model="openai/gpt-4o", system="Be brief.")
+    server.reply("Blue.", "Green.", "Red, then.")
+    memory.say(thread.id, "Favourite colour?")
+    memory.say(thread.id, "Another one?")
+    taken = memory.undo(thread.id)
+    assert [(m.position, m.status) for m in taken] == [(2, "undone"), (3, "undone")]
+    assert said(memory, thread.id) == [
+        (0, "user", "Favourite colour?", "complete"),
+        (1, "assistant", "Blue.", "complete"),
+        (2, "user", "Another one?", "undone"),
+        (3, "assistant", "Green.", "undone"),
+    ]
+    preview = memory.context(thread.id, "And a third?")
+    assert [entry.content for entry in preview.entries][1:] == ["Favourite colour?", "Blue.", "And a third?"]
+    memory.say(thread.id, "And a third?")
+    assert server.last_messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Favourite colour?"},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "And a third?"},
+    ]
+    assert memory.search("Green")  # still found by a search of what was said
+    memory.undo(thread.id)
+    memory.undo(thread.id)
+    with pytest.raises(InvalidInput, match="nothing to undo"):
+        memory.undo(thread.id)
+    assert [m.status for m in memory.messages(thread.id)] == ["undone"] * 6
+    with pytest.raises(InvalidInput, match="nothing to retry"):
+        memory.retry(thread.id)
+
+    # Export and import carry the marks.
+    exported = memory.export(thread.id)
+    assert [m.get("status", "complete") for m in exported["messages"][1:]] == ["undone"] * 6
+    again = memory.import_(json.dumps(exported))[0]
+    assert said(memory, again) == said(memory, thread.id)
+
+
+def test_undo_after_a_failed_turn_takes_the_unanswered_message_back(memory, server):
+    thread = memory.new_thread(model="openai/gpt-4o")
+    server.reply("Hello.")
+    memory.say(thread.id, "Hi")
+    server.fail(400, "bad request")
+    with pytest.raises(Exception):
+        memory.say(thread.id, "this fails")
+    assert memory.undo(thread.id)[0].content == "this fails"
+    with pytest.raises(InvalidInput, match="nothing to retry"):
+        memory.retry(thread.id)
+    assert [m.status for m in memory.messages(thread.id)] == ["complete", "complete", "undone"]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.sampled_from(["say", "undo"]), min_size=1, max_size=8))
+def test_undo_never_changes_or_loses_a_message_and_contexts_never_hold_undone_ones(tmp_path_factory, server, steps):
+    server.echo = True
+    with Memory(str(tmp_path_factory.mktemp("undo") / "m.db")) as memory:
+        thread = memory.new_thread(model="openai/gpt-4o")
+        before: list[tuple] = []
+        for index, step in enumerate(steps):
+            if step == "say":
+                memory.say(thread.id, f"message {index}")
+            else:
+                try:
+                    memory.undo(thread.id)
+                except InvalidInput:
+                    pass
+            now = memory.messages(thread.id)
+            # Every message stays, with its role, content and position; only a mark can change.
+            assert [(m.position, m.role, m.content) for m in now[: len(before)]] == [b[:3] for b in before]
+            assert all(b[3] == "undone" or m.status in (b[3], "undone") for b, m in zip(before, now))
+            before = [(m.position, m.role, m.content, m.status) for m in now]
+            sent = [e.content for e in memory.context(thread.id, "next").entries]
+            undone = {m.content for m in now if m.status == "undone"}
+            assert not undone & set(sent[:-1])
+
+
+def everything(memory, thread_id):
+    """Every stored field of every message, and the summaries: what must never change."""
+    return (
+        [m.model_dump() for m in memory.messages(thread_id)],
+        [s.model_dump() for s in memory.summaries(thread_id)],
+    )
+
+
+def test_fork_copies_history_settings_counts_and_summaries_and_leaves_the_original(memory, server):
+    thread = memory.new_thread(model="openai/gpt-4o", system="Be brief.", budget=3000, recall=2, labels={"k": "v"})
+    server.echo = True
+    for n in range(4):
+        memory.say(thread.id, f"turn {n} " + "word " * 30)
+    memory.rebuild_summary(thread.id)  # a summary of the whole thread so far
+    before = everything(memory, thread.id)
+    fork = memory.fork(thread.id, at=3)
+    assert (fork.forked_from, fork.forked_at, fork.message_count) == (thread.id, 3, 4)
+    assert (fork.system, fork.model, fork.budget, fork.recall, fork.labels) == ("Be brief.", "openai/gpt-4o", 3000, 2, {"k": "v"})
+    copied = memory.messages(fork.id)
+    original = memory.messages(thread.id)
+    assert [(m.position, m.role, m.content, m.status, m.created_at, m.model) for m in copied] == [
+        (m.position, m.role, m.content, m.status, m.created_at, m.model) for m in original[:4]
+    ]
+    tokens = [m["tokens"] for m in memory.export(thread.id)["messages"] if m["role"] != "system"]
+    assert [m["tokens"] for m in memory.export(fork.id)["messages"] if m["role"] != "system"] == tokens[:4]
+    assert all(tokens[:4])  # stored counts came along: nothing is counted again
+    assert everything(memory, thread.id) == before
+    # The summary spans messages #0-#7: not inside a fork at #3, so not copied; a full fork has it.
+    assert memory.summaries(fork.id) == []
+    whole = memory.fork(thread.id)
+    assert [s.content for s in memory.summaries(whole.id)] == [s.content for s in memory.summaries(thread.id)]
+    assert whole.message_count == len(original)
+
+    server.echo = False
+    server.reply("from the fork")
+    memory.say(fork.id, "and now?")
+    assert [m["content"] for m in server.last_messages][1:-1] == [m.content for m in original[:4]]
+    assert everything(memory, thread.id) == before
+
+    empty = memory.fork(thread.id, at=-1)
+    assert empty.message_count == 0 and empty.system == "Be brief."
+    with pytest.raises(InvalidInput, match="#0 to #7"):
+        memory.fork(thread.id, at=8)
+
+    exported = memory.export(fork.id)
+    assert exported["forked_from"] == {"thread": thread.id, "at": 3}
+    again = memory.thread(memory.import_(json.dumps(exported))[0])
+    assert (again.forked_from, again.forked_at) == (thread.id, 3)
+    assert memory.thread(thread.id).forked_from is None and memory.export(thread.id)["forked_from"] is None
+
+
+def test_edit_asks_again_in_a_fork_before_the_message(memory, server):
+    thread = memory.new_thread(model="openai/gpt-4o")
+    server.reply("Paris.", "Rome.", "Berlin.")
+    memory.say(thread.id, "A city?")
+    memory.say(thread.id, "Another?")
+    before = everything(memory, thread.id)
+    notes = []
+    reply = memory.edit(thread.id, 2, "A big one?", on_note=notes.append)
+    assert reply.text == "Berlin." and reply.thread_id != thread.id and reply.thread_id in notes[0]
+    assert [(m.role, m.content) for m in memory.messages(reply.thread_id)] == [
+        ("user", "A city?"), ("assistant", "Paris."), ("user", "A big one?"), ("assistant", "Berlin."),
+    ]
+    assert memory.thread(reply.thread_id).forked_at == 1
+    assert everything(memory, thread.id) == before
+    with pytest.raises(InvalidInput, match="the assistant's"):
+        memory.edit(thread.id, 1, "x")
+    with pytest.raises(InvalidInput):
+        memory.edit(thread.id, 0, "   ")
+    assert len(memory.threads()) == 2
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(turns=st.integers(min_value=0, max_value=4), data=st.data())
+def test_forks_and_edits_never_change_or_lose_a_message_of_the_original(tmp_path_factory, server, turns, data):
+    server.echo = True
+    with Memory(str(tmp_path_factory.mktemp("fork") / "m.db")) as memory:
+        thread = memory.new_thread(model="openai/gpt-4o")
+        for n in range(turns):
+            memory.say(thread.id, f"message {n}")
+        before = everything(memory, thread.id)
+        at = data.draw(st.integers(min_value=-1, max_value=2 * turns - 1))
+        fork = memory.fork(thread.id, at=at)
+        assert [m.content for m in memory.messages(fork.id)] == [m["content"] for m in before[0][: at + 1]]
+        if turns:
+            asked = data.draw(st.sampled_from(range(0, 2 * turns, 2)))
+            memory.edit(thread.id, asked, "asked again")
+        memory.say(fork.id, "in the fork")
+        assert everything(memory, thread.id) == before
