@@ -98,15 +98,17 @@ def everything(memory, thread_id):
 
 
 def test_fork_copies_history_settings_counts_and_summaries_and_leaves_the_original(memory, server):
-    thread = memory.new_thread(model="openai/gpt-4o", system="Be brief.", budget=3000, recall=2, labels={"k": "v"})
+    thread = memory.new_thread(model="openai/gpt-4o", system="Be brief.", budget=300, recall=2, labels={"k": "v"})
     server.echo = True
     for n in range(4):
         memory.say(thread.id, f"turn {n} " + "word " * 30)
-    memory.rebuild_summary(thread.id)  # a summary of the whole thread so far
+    server.echo = False
+    server.reply("They talked about words.")
+    made = memory.rebuild_summary(thread.id)  # what the next turn would leave out
     before = everything(memory, thread.id)
     fork = memory.fork(thread.id, at=3)
     assert (fork.forked_from, fork.forked_at, fork.message_count) == (thread.id, 3, 4)
-    assert (fork.system, fork.model, fork.budget, fork.recall, fork.labels) == ("Be brief.", "openai/gpt-4o", 3000, 2, {"k": "v"})
+    assert (fork.system, fork.model, fork.budget, fork.recall, fork.labels) == ("Be brief.", "openai/gpt-4o", 300, 2, {"k": "v"})
     copied = memory.messages(fork.id)
     original = memory.messages(thread.id)
     assert [(m.position, m.role, m.content, m.status, m.created_at, m.model) for m in copied] == [
@@ -116,13 +118,14 @@ def test_fork_copies_history_settings_counts_and_summaries_and_leaves_the_origin
     assert [m["tokens"] for m in memory.export(fork.id)["messages"] if m["role"] != "system"] == tokens[:4]
     assert all(tokens[:4])  # stored counts came along: nothing is counted again
     assert everything(memory, thread.id) == before
-    # The summary spans messages #0-#7: not inside a fork at #3, so not copied; a full fork has it.
-    assert memory.summaries(fork.id) == []
+    # Summaries come along when their span lies inside the copy; a full fork has them all.
+    inside = [(s.first_position, s.last_position, s.content) for s in memory.summaries(thread.id) if s.last_position <= 3]
+    assert [(s.first_position, s.last_position, s.content) for s in memory.summaries(fork.id)] == inside
+    assert made.last_position <= 3 or made.content not in [c for *_, c in inside]
     whole = memory.fork(thread.id)
     assert [s.content for s in memory.summaries(whole.id)] == [s.content for s in memory.summaries(thread.id)]
     assert whole.message_count == len(original)
 
-    server.echo = False
     server.reply("from the fork")
     memory.say(fork.id, "and now?")
     assert [m["content"] for m in server.last_messages][1:-1] == [m.content for m in original[:4]]

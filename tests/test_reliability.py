@@ -198,7 +198,7 @@ def test_a_waiting_turn_is_ready_before_it_takes_the_lease(memchat_script, serve
     """The waiting process loads litellm (seconds) while the other turn runs, not after it."""
     thread = memory.new_thread()
     server.echo = True
-    server.reply_delay = 8.0
+    server.reply_delay = 25.0  # longer than the second process takes to load litellm, even on a loaded machine
     first = start(memchat_script, "say", thread.id, "first", "--no-stream")
     wait_for(lambda: len(server.arrivals) == 1)
     server.reply_delay = 0

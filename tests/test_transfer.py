@@ -22,7 +22,7 @@ def test_export_shape(memory, conversation):
     data = memory.export(conversation.id)
     assert set(data) == {
         "id", "title", "model", "system", "budget", "created_at", "updated_at", "messages", "summaries",
-        "policy", "recall", "summary_model", "summary_share", "summary_prompt", "api_base", "labels",
+        "policy", "recall", "summary_model", "summary_share", "summary_prompt", "api_base", "labels", "forked_from",
     }
     assert data["summaries"] == [] and (data["policy"], data["recall"]) == ("window", 0)
     assert (data["id"], data["title"], data["model"], data["system"], data["budget"]) == (
