@@ -143,17 +143,22 @@ class Memory:
         client adds to an OpenAI conversation); they wait for a turn in progress to end, up to
         `wait` seconds, so they never land inside it."""
         created = _said(messages)
+        return self._under_lease(
+            thread_id, wait, lambda thread, holder: self.store.append_messages(thread, created, lease_holder=holder)
+        )
+
+    def _under_lease(self, thread_id: str, wait: float | None, change: Callable[[str, str], Any]) -> Any:
+        """`change(thread id, lease holder)` while this process holds the thread's turn lease,
+        waiting up to `wait` seconds (default: as long as a turn may take) for a turn in progress."""
         thread = self.store.thread(thread_id)
         with lease.turn_lease(self.store, thread.id, llm.DEFAULT_TIMEOUT if wait is None else wait) as held:
-            return self.store.append_messages(thread.id, created, lease_holder=held.holder)
+            return change(thread.id, held.holder)
 
     def fork(self, thread_id: str, *, at: int | None = None, wait: float | None = None) -> ThreadPublic:
         """A new thread holding this one's history up to message #`at` (default: all of it; -1:
         none) and its settings; it records where it came from (`forked_from`, `forked_at`). The
         original is left as it is. Waits for a turn in progress to end, up to `wait` seconds."""
-        thread = self.store.thread(thread_id)
-        with lease.turn_lease(self.store, thread.id, llm.DEFAULT_TIMEOUT if wait is None else wait) as held:
-            return self.store.fork_thread(thread.id, at, lease_holder=held.holder)
+        return self._under_lease(thread_id, wait, lambda thread, holder: self.store.fork_thread(thread, at, lease_holder=holder))
 
     def edit(self, thread_id: str, position: int, text: str, **options) -> Reply:
         """Ask user message #`position` again, differently: a fork just before it, where `text`
@@ -166,7 +171,8 @@ class Memory:
         fork = self.fork(asked.thread_id, at=position - 1)
         if options.get("on_note"):
             options["on_note"](
-                f"asking again in a new thread {fork.id} (thread {asked.thread_id} up to #{position - 1}); the original is unchanged"
+                f"asking again in a new thread {fork.id} (thread {asked.thread_id} up to #{position - 1}); "
+                "the original is unchanged"
             )
         return self.say(fork.id, text, **options)
 
@@ -175,16 +181,14 @@ class Memory:
         without deleting anything: the messages are marked undone, shown by `show` and kept by
         export, but sent in no later context, recall or summary. Again: the turn before. Waits
         for a turn in progress to end, up to `wait` seconds."""
-        thread = self.store.thread(thread_id)
-        with lease.turn_lease(self.store, thread.id, llm.DEFAULT_TIMEOUT if wait is None else wait) as held:
-            return self.store.undo_last_turn(thread.id, lease_holder=held.holder)
+        return self._under_lease(thread_id, wait, lambda thread, holder: self.store.undo_last_turn(thread, lease_holder=holder))
 
     def undo_message(self, thread_id: str, position: int, *, wait: float | None = None) -> MessagePublic:
         """Take one message out of the thread's memory, as `undo` does a turn (an item deleted
         from an OpenAI conversation)."""
-        thread = self.store.thread(thread_id)
-        with lease.turn_lease(self.store, thread.id, llm.DEFAULT_TIMEOUT if wait is None else wait) as held:
-            return self.store.undo_message(thread.id, position, lease_holder=held.holder)
+        return self._under_lease(
+            thread_id, wait, lambda thread, holder: self.store.undo_message(thread, position, lease_holder=holder)
+        )
 
     def message(self, thread_id: str, position: int) -> MessagePublic:
         """The thread's message at `position` (#N in `memchat show`)."""

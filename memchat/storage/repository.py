@@ -119,9 +119,9 @@ _summaries = Summary.__table__
 _MESSAGE_COPIED = [c.name for c in _messages.c if c.name not in ("id", "thread_id")]
 _COPY_MESSAGES = insert(_messages).from_select(
     ["thread_id", *_MESSAGE_COPIED],
-    select_columns(bindparam("new_thread", type_=String).label("thread_id"), *(_messages.c[name] for name in _MESSAGE_COPIED)).where(
-        _messages.c.thread_id == bindparam("old_thread"), _messages.c.position <= bindparam("through")
-    ),
+    select_columns(
+        bindparam("new_thread", type_=String).label("thread_id"), *(_messages.c[name] for name in _MESSAGE_COPIED)
+    ).where(_messages.c.thread_id == bindparam("old_thread"), _messages.c.position <= bindparam("through")),
 )
 _original, _copy = _messages.alias("original"), _messages.alias("copy")
 _COPY_TOKEN_COUNTS = insert(_tokens).from_select(
@@ -633,12 +633,7 @@ class Store:
         message after it (the reply, a partial one, notes). Nothing is deleted."""
         with self._writing() as session:
             self._check_lease(session, thread_id, lease_holder)
-            user = session.exec(
-                select(Message)
-                .where(Message.thread_id == thread_id, Message.role == "user", Message.status != "undone")
-                .order_by(col(Message.position).desc())
-                .limit(1)
-            ).first()
+            user = session.execute(_LAST_USER_MESSAGE, {"thread_key": thread_id}).first()
             if user is None:
                 raise InvalidInput(f"nothing to undo: thread {thread_id} has no turn left")
             taken = session.exec(
@@ -819,9 +814,7 @@ class Store:
 
     def release_lease(self, thread_id: str, holder: str) -> None:
         with self._writing() as session:
-            session.exec(
-                delete(ThreadLease).where(col(ThreadLease.thread_id) == thread_id, col(ThreadLease.holder) == holder)
-            )
+            session.execute(_RELEASE_LEASE, {"thread_key": thread_id, "old_holder": holder})
 
     def import_threads(
         self,
