@@ -244,27 +244,6 @@ def check_model(model: str, *, api_base: str | None = None) -> None:
         raise ProviderError(f"{missing[0]} is not set: export {missing[0]}=... to use {model}, or {OFFLINE_HINT}", kind="setup")
 
 
-_warmed: set[str] = set()
-
-
-def warm_up(model: str) -> None:
-    """Load, once per process, what litellm loads on its first call (its request and response
-    types, the HTTP transport: a few tenths of a second), by a call it answers itself with no
-    network. A turn does this before it waits for another turn to end, so that, when the thread
-    is free, its own call goes at once."""
-    if model in _warmed:
-        return
-    _warmed.add(model)
-    litellm = _litellm()
-    try:
-        import h11  # noqa: F401  the transport the first real call opens
-        import httpcore  # noqa: F401
-
-        litellm.completion(model=model, messages=[{"role": "user", "content": "warm-up"}], max_tokens=1, mock_response="ok")
-    except Exception:
-        pass  # only a head start: the real call loads whatever this did not
-
-
 def _missing_keys(litellm, model: str) -> list[str]:
     return [
         key

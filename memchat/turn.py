@@ -93,9 +93,7 @@ def take_turn(
         prompt.validate_text(text)
     thread = store.thread(thread_ref)
     options = replace(options, api_base=endpoint_for(thread, options))
-    model = prompt.plan_for(thread, options).model
-    llm.check_model(model, api_base=options.api_base)
-    llm.warm_up(model)
+    llm.check_model(prompt.plan_for(thread, options).model, api_base=options.api_base)
     calls = 2 if (options.policy or thread.policy) == "summary" else 1
     wait = options.timeout * calls if options.wait is None else options.wait
     begun: dict = {}
