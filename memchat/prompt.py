@@ -196,18 +196,22 @@ def _remember_read(thread_id: str, count: int) -> None:
         del _PAGES_READ[next(iter(_PAGES_READ))]
 
 
-def history_newest_first(store: Store, thread_id: str, plan: Plan, *, first: int, before: int | None = None) -> Iterator[Candidate]:
+def history_newest_first(
+    store: Store, thread_id: str, plan: Plan, *, first: int, before: int | None = None, version: int | None = None
+) -> Iterator[Candidate]:
     """Completed messages, newest first, with their counts by the plan's tokenizer: pages grow
-    from the size the budget suggests, and counts missing on a page are made once and kept."""
+    from the size the budget suggests, and counts missing on a page are made once and kept.
+    `version`: the thread's history version read in this snapshot (a warm process then reads
+    only what changed since its last turn)."""
     limit = first
     while True:
-        page = store.history_page(thread_id, plan.tokenizer.name, before=before, limit=limit)
+        page = store.history_page(thread_id, plan.tokenizer.name, before=before, limit=limit, version=version)
         missing = [row.id for row in page if row.tokens is None]
         counted: dict[int, int] = {}
         if missing:
             contents = store.contents(missing)
             counted = dict(zip(missing, plan.count_texts([contents[i] for i in missing])))
-            store.save_token_counts(plan.tokenizer.name, counted)
+            store.save_token_counts(plan.tokenizer.name, counted, thread_id=thread_id)
         for row in page:
             tokens = counted.get(row.id, row.tokens)
             if row.context_limit is not None and tokens > row.context_limit:
@@ -260,12 +264,14 @@ def build(
     memory: MemoryPlan,
     *,
     include_dropped: bool,
+    version: int | None = None,
 ) -> tuple[Context, int, FoldDue | None]:
-    """The context a turn sends under its memory policy, and the summary fold due, if any."""
+    """The context a turn sends under its memory policy, and the summary fold due, if any.
+    `version`: the thread's `history_version`, read in the same snapshot before."""
     system_tokens = plan.tokens(thread.system) if thread.system else 0
     new_tokens = plan.tokens(text) if text is not None else 0
     room = history_room(system=thread.system, new_message=text, budget=plan.budget, room=plan.room, count=plan.count)
-    history = _Replay(history_newest_first(store, thread.id, plan, first=first_page(room, thread.id)))
+    history = _Replay(history_newest_first(store, thread.id, plan, first=first_page(room, thread.id), version=version))
     cap = summary_cap(room, memory.share)
     summarized = -1
     condensed = None
@@ -291,7 +297,7 @@ def build(
     entries, prompt_tokens = assemble(
         system=thread.system,
         window=window,
-        contents=_sendable(_window_contents(store, thread, window), window, plan),
+        contents=_sendable(_window_contents(store, thread, window, plan, version), window, plan),
         new_message=text,
         room=plan.room,
         count=plan.count,
@@ -325,9 +331,13 @@ def cut_note(kept: int) -> str:
     return f"\n[… memchat cut this message here: it is longer than its turn asked for; later turns send its first {kept} tokens]"
 
 
-def _window_contents(store: Store, thread: ThreadPublic, window: list[Candidate]) -> dict[int, str]:
+def _window_contents(
+    store: Store, thread: ThreadPublic, window: list[Candidate], plan: Plan, version: int | None
+) -> dict[int, str]:
     """The window's contents, in one range read (the window is the newest completed messages)."""
-    return store.contents_from(thread.id, window[0].position) if window else {}
+    if not window:
+        return {}
+    return store.contents_from(thread.id, window[0].position, tokenizer=plan.tokenizer.name, version=version)
 
 
 def _sendable(contents: dict[int, str], window: list[Candidate], plan: Plan) -> dict[int, str]:

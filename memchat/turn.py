@@ -142,7 +142,8 @@ class _Turn:
     context: Context
     new_tokens: int
     due: prompt.FoldDue | None
-    mark: tuple[int | None, int]
+    version: int
+    """The thread's history version the context was built at (its commit checks it)."""
     made: SummaryPublic | None = None
     """The summary this turn made before its call, if it made one."""
 
@@ -150,6 +151,7 @@ class _Turn:
 def _prepare(store: Store, thread_id: str, text: str | None, options: TurnOptions) -> _Turn:
     with store.snapshot():
         thread = prompt.with_turn_system(store.thread(thread_id), options)
+        version = store.history_version(thread.id)
         unanswered = left_unanswered = None
         if text is None:
             unanswered = store.unanswered(thread.id)
@@ -162,9 +164,8 @@ def _prepare(store: Store, thread_id: str, text: str | None, options: TurnOption
         plan = prompt.plan_for(thread, options)
         llm.check_model(plan.model, api_base=options.api_base)
         memory = prompt.MemoryPlan.of(store, thread, options)
-        context, new_tokens, due = prompt.build(store, thread, text, plan, memory, include_dropped=False)
-        mark = store.history_mark(thread.id)
-    return _Turn(thread, text, unanswered, left_unanswered, plan, memory, context, new_tokens, due, mark)
+        context, new_tokens, due = prompt.build(store, thread, text, plan, memory, include_dropped=False, version=version)
+    return _Turn(thread, text, unanswered, left_unanswered, plan, memory, context, new_tokens, due, version)
 
 
 def _begin(store: Store, turn: _Turn, holder: str, seconds: float) -> MessagePublic | None:
@@ -174,7 +175,7 @@ def _begin(store: Store, turn: _Turn, holder: str, seconds: float) -> MessagePub
         holder,
         seconds,
         holder_is_gone,
-        seen=turn.mark,
+        seen=turn.version,
         message=None if turn.unanswered else MessageCreate(role="user", content=turn.text, status="pending"),
         resend=turn.unanswered.id if turn.unanswered else None,
         tokens=(turn.plan.tokenizer.name, turn.new_tokens),

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from memchat.errors import InvalidInput, StorageError
 from memchat.redact import mask_url_passwords
 
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 """The newest revision in migrations/versions (a test keeps the two in step), so a database that
 is already current is recognised with one query instead of loading Alembic."""
 SEARCH_OBJECTS = ("messages_fts", "ix_messages_fulltext")

@@ -111,6 +111,9 @@ class Thread(ThreadBase, table=True):
     """The thread this one was forked from (its id stays once that thread is deleted)."""
     forked_at: int | None = None
     """The last position copied from `forked_from` (-1: none, only its settings)."""
+    history_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    """Raised by every append and (a database trigger, revision 0009) every status change of the
+    thread's messages: a copy of the history made at one version is exact while it stays."""
 
 
 TEXT_SETTINGS = ("title", "model", "system", "summary_model", "summary_prompt", "api_base")

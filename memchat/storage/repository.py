@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -46,6 +46,7 @@ from memchat.storage.models import (
     check_text,
     utcnow,
 )
+from memchat.storage.recent import HistoryRow, RecentHistories, RecentHistory
 
 EXPORT_PAGE = 2000
 AMBIGUOUS_SHOWN = 5
@@ -69,14 +70,19 @@ _messages = Message.__table__
 _threads = Thread.__table__
 _leases = ThreadLease.__table__
 _LAST_POSITION = select_columns(func.max(_messages.c.position)).where(_messages.c.thread_id == bindparam("thread_key"))
-_UNFINISHED = select_columns(func.count()).select_from(_messages).where(
-    _messages.c.thread_id == bindparam("thread_key"), _messages.c.status != literal_column("'complete'")
-)
 _INSERT_MESSAGE = insert(_messages).returning(_messages.c.id)
 _INSERT_TOKENS = insert(MessageTokens.__table__)
-_TOUCH_THREAD = update(_threads).where(_threads.c.id == bindparam("thread_key")).values(updated_at=bindparam("now"))
+_TOUCH_THREAD = (
+    update(_threads)
+    .where(_threads.c.id == bindparam("thread_key"))
+    .values(updated_at=bindparam("now"), history_version=_threads.c.history_version + 1)
+    .returning(_threads.c.history_version)
+)
+_HISTORY_VERSION = select_columns(_threads.c.history_version).where(_threads.c.id == bindparam("thread_key"))
+_LOCKED_HISTORY_VERSION = _HISTORY_VERSION.with_for_update()
 _THREAD_OF_MESSAGE = select_columns(_messages.c.thread_id).where(_messages.c.id == bindparam("message_key"))
 _SET_STATUS = update(_messages).where(_messages.c.id == bindparam("message_key")).values(status=bindparam("new_status"))
+_FINISH_USER_MESSAGE = _SET_STATUS.returning(_messages.c.thread_id, _messages.c.position)
 _LOCKED_LEASE = (
     select_columns(_leases.c.holder, _leases.c.expires_at)
     .where(_leases.c.thread_id == bindparam("thread_key"))
@@ -100,6 +106,17 @@ _HISTORY_PAGE = (
     .limit(bindparam("page"))
 )
 _HISTORY_PAGE_BEFORE = _HISTORY_PAGE.where(_messages.c.position < bindparam("before_position"))
+_HISTORY_TAIL = (
+    select_columns(
+        _messages.c.id, _messages.c.position, _messages.c.role, _tokens.c.tokens, _messages.c.context_limit,
+        _messages.c.status, _messages.c.content,
+    )
+    .outerjoin(
+        _tokens, (_tokens.c.message_id == _messages.c.id) & (_tokens.c.tokenizer == bindparam("tokenizer_name"))
+    )
+    .where(_messages.c.thread_id == bindparam("thread_key"), _messages.c.position > bindparam("after_position"))
+    .order_by(_messages.c.position.desc())
+)
 _CONTENTS_FROM = select_columns(_messages.c.id, _messages.c.content).where(
     _messages.c.thread_id == bindparam("thread_key"),
     _messages.c.status == literal_column("'complete'"),
@@ -147,18 +164,6 @@ _RELEASE_LEASE = delete(_leases).where(
 
 
 @dataclass(frozen=True)
-class HistoryRow:
-    """A stored message without its content, for choosing what fits."""
-
-    id: int
-    position: int
-    role: str
-    tokens: int | None
-    """Its content's token count by the requested tokenizer, None if not counted yet."""
-    context_limit: int | None = None
-
-
-@dataclass(frozen=True)
 class SearchHit:
     message: MessagePublic
     thread_title: str
@@ -192,6 +197,7 @@ class Store:
         self._ready = False
         self._ready_lock = threading.Lock()
         self._local = threading.local()
+        self._recent = RecentHistories()
         self.tenant: str | None = None
         self._owner = True
 
@@ -440,19 +446,77 @@ class Store:
             return [MessagePublic.model_validate(m) for m in rows[:limit]], len(rows) > limit
 
     def history_page(
-        self, thread_id: str, tokenizer: str, *, before: int | None, limit: int
+        self, thread_id: str, tokenizer: str, *, before: int | None, limit: int, version: int | None = None
     ) -> list[HistoryRow]:
-        """Up to `limit` completed messages older than position `before`, newest first."""
+        """Up to `limit` completed messages older than position `before`, newest first.
+
+        With the thread's `version` (`history_version`, read in the same snapshot before), pages
+        come from this process's copy of the thread's recent history where it is exact, and
+        what is read from the database is kept in it."""
+        if version is None:
+            return self._read_page(thread_id, tokenizer, before, limit)
+        copy = self._recent.get(thread_id, tokenizer, version)
+        if copy is None:
+            if before is not None:
+                return self._read_page(thread_id, tokenizer, before, limit)
+            page = self._read_page(thread_id, tokenizer, None, limit)
+            copy = RecentHistory(
+                version=version,
+                through=page[0].position if page else -1,
+                rows=tuple(page),
+                reaches_start=len(page) < limit,
+            )
+            self._recent.put(thread_id, tokenizer, copy, keep=4 * limit)
+            return page
+        if copy.stale_tail:
+            if before is not None:
+                return self._read_page(thread_id, tokenizer, before, limit)
+            copy = self._with_tail(thread_id, tokenizer, copy)
+        if not copy.covers(before, limit):
+            oldest = copy.rows[-1].position if copy.rows else None
+            if oldest is None or (before is not None and before < oldest):
+                return self._read_page(thread_id, tokenizer, before, limit)
+            wanted = limit - len(copy.older_than(before, limit))
+            older = self._read_page(thread_id, tokenizer, oldest, wanted)
+            copy = replace(copy, rows=copy.rows + tuple(older), reaches_start=len(older) < wanted)
+        self._recent.put(thread_id, tokenizer, copy, keep=4 * limit)
+        return copy.older_than(before, limit)
+
+    def _read_page(self, thread_id: str, tokenizer: str, before: int | None, limit: int) -> list[HistoryRow]:
         query = _HISTORY_PAGE if before is None else _HISTORY_PAGE_BEFORE
         values = {"thread_key": thread_id, "tokenizer_name": tokenizer, "page": limit, "before_position": before}
         with self._reading() as session:
             return [HistoryRow(*row) for row in session.execute(query, values)]
 
-    def contents_from(self, thread_id: str, position: int) -> dict[int, str]:
-        """The contents of the thread's completed messages from `position` on, by id: a turn's
-        window is such a run, read over the (thread, position) index."""
+    def _with_tail(self, thread_id: str, tokenizer: str, copy: RecentHistory) -> RecentHistory:
+        """The copy with the messages a turn's commits added after it (`RecentHistories.advance`)."""
+        values = {"thread_key": thread_id, "tokenizer_name": tokenizer, "after_position": copy.through}
         with self._reading() as session:
-            return dict(session.execute(_CONTENTS_FROM, {"thread_key": thread_id, "first_position": position}).all())
+            tail = session.execute(_HISTORY_TAIL, values).all()
+        done = [row for row in tail if row.status == "complete"]
+        return replace(
+            copy,
+            through=tail[0].position if tail else copy.through,
+            rows=tuple(HistoryRow(*row[:5]) for row in done) + copy.rows,
+            contents={**copy.contents, **{row.id: row.content for row in done}},
+            stale_tail=False,
+        )
+
+    def contents_from(
+        self, thread_id: str, position: int, *, tokenizer: str | None = None, version: int | None = None
+    ) -> dict[int, str]:
+        """The contents of the thread's completed messages from `position` on, by id: a turn's
+        window is such a run, read over the (thread, position) index (or, at `version`, from
+        this process's copy of the thread's recent history, which keeps what is read here)."""
+        copy = self._recent.get(thread_id, tokenizer, version) if tokenizer and version is not None else None
+        held = copy.contents_from(position) if copy is not None else None
+        if held is not None:
+            return held
+        with self._reading() as session:
+            found = dict(session.execute(_CONTENTS_FROM, {"thread_key": thread_id, "first_position": position}).all())
+        if copy is not None:
+            self._recent.read(thread_id, tokenizer, version, found)
+        return found
 
     def contents(self, message_ids: Sequence[int]) -> dict[int, str]:
         found: dict[int, str] = {}
@@ -583,13 +647,16 @@ class Store:
         found = self.messages_by_id(ids)
         return [found[i] for i in ids if i in found]
 
-    def save_token_counts(self, tokenizer: str, counts: dict[int, int]) -> None:
-        """Keep counts made for a turn; a count another process saved first is left as it is."""
+    def save_token_counts(self, tokenizer: str, counts: dict[int, int], *, thread_id: str | None = None) -> None:
+        """Keep counts made for a turn; a count another process saved first is left as it is
+        (tokenizers are deterministic: it is the same)."""
         if not counts:
             return
         rows = [{"message_id": i, "tokenizer": tokenizer, "tokens": n} for i, n in counts.items()]
         with self._writing() as session:
             session.execute(_insert_ignoring_duplicates(session, MessageTokens), rows)
+        if thread_id is not None:
+            self._recent.counted(thread_id, tokenizer, counts)
 
     def append(self, thread_id: str, message: MessageCreate, tokens: tuple[str, int] | None = None) -> MessagePublic:
         with self._writing() as session:
@@ -614,11 +681,14 @@ class Store:
             if thread_id is None:
                 raise NotFound(f"no message {user_message_id}")
             self._check_lease(session, thread_id, lease_holder)
-            session.execute(_SET_STATUS, {"message_key": user_message_id, "new_status": user_status})
+            seen = session.execute(_LOCKED_HISTORY_VERSION, {"thread_key": thread_id}).scalar_one()
+            user = session.execute(_FINISH_USER_MESSAGE, {"message_key": user_message_id, "new_status": user_status}).one()
             stored = self._append(session, thread_id, reply, tokens)
             if release and lease_holder is not None:
                 session.execute(_RELEASE_LEASE, {"thread_key": thread_id, "old_holder": lease_holder})
-            return stored
+            now = session.info["history_version"]
+        self._recent.advance(thread_id, seen=seen, now=now, changed_from=user.position)
+        return stored
 
     def set_status(self, message_id: int, status: str) -> MessagePublic:
         with self._writing() as session:
@@ -747,39 +817,41 @@ class Store:
         seconds: float,
         is_gone: Callable[[str], bool],
         *,
-        seen: tuple[int | None, int],
+        seen: int,
         message: MessageCreate | None = None,
         resend: int | None = None,
         tokens: tuple[str, int] | None = None,
     ) -> MessagePublic | None:
         """A turn's first commit: take the lease and store the user's message (`message`, or
         message `resend` marked pending again) together, if the thread is still as the turn's
-        context saw it (`seen`, from `history_mark`). None: another turn holds the lease.
+        context saw it (`seen`, its `history_version`). None: another turn holds the lease.
         HistoryMoved: the history changed since; build the context again."""
         with self._writing() as session:
             if not self._take_lease(session, thread_id, holder, seconds, is_gone):
                 return None
-            if self._history_mark(session, thread_id) != seen:
+            if session.execute(_LOCKED_HISTORY_VERSION, {"thread_key": thread_id}).scalar() != seen:
                 raise HistoryMoved(thread_id)
             if resend is not None:
                 again = self._message(session, resend)
                 again.status = "pending"
                 session.add(again)
                 session.flush()
-                return MessagePublic.model_validate(again)
-            return self._append(session, self._resolve(session, thread_id), message, tokens)
+                stored = MessagePublic.model_validate(again)
+                now = session.execute(_HISTORY_VERSION, {"thread_key": thread_id}).scalar_one()
+            else:
+                stored = self._append(session, thread_id, message, tokens)
+                now = session.info["history_version"]
+        self._recent.advance(thread_id, seen=seen, now=now, changed_from=stored.position)
+        return stored
 
-    def history_mark(self, thread_id: str) -> tuple[int | None, int]:
-        """What a turn's context depends on, cheaply: the last position and how many messages
-        are unfinished (a retry or an accept changes the second)."""
+    def history_version(self, thread_id: str) -> int:
+        """What a turn's context depends on, in one read by primary key: raised by every append
+        and every status change of the thread's messages (revision 0009)."""
         with self._reading() as session:
-            return self._history_mark(session, thread_id)
-
-    @staticmethod
-    def _history_mark(session: Session, thread_id: str) -> tuple[int | None, int]:
-        last = session.execute(_LAST_POSITION, {"thread_key": thread_id}).scalar()
-        unfinished = session.execute(_UNFINISHED, {"thread_key": thread_id}).scalar_one()
-        return last, unfinished
+            version = session.execute(_HISTORY_VERSION, {"thread_key": thread_id}).scalar()
+        if version is None:
+            raise NotFound(f"no thread {thread_id!r}")
+        return version
 
     @staticmethod
     def _take_lease(
@@ -961,7 +1033,7 @@ class Store:
         values = message.model_dump(exclude={"created_at"})
         values.update(thread_id=thread_id, position=_count_from_last(last), created_at=message.created_at or now)
         message_id = session.execute(_INSERT_MESSAGE, values).scalar_one()
-        session.execute(_TOUCH_THREAD, {"thread_key": thread_id, "now": now})
+        session.info["history_version"] = session.execute(_TOUCH_THREAD, {"thread_key": thread_id, "now": now}).scalar_one()
         if not isinstance(thread, str):
             set_committed_value(thread, "updated_at", now)
         if tokens is not None:
