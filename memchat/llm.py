@@ -406,8 +406,11 @@ carry noise (1.2899999999999998e-05) that no provider bills."""
 
 
 def _cost(litellm, response, model: str) -> float | None:
+    """litellm's price for the reply: what it worked out while answering when it did (the same
+    computation), else computed here (a streamed reply rebuilt from its chunks)."""
+    known = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
     try:
-        cost = float(litellm.completion_cost(completion_response=response, model=model))
+        cost = float(known if known is not None else litellm.completion_cost(completion_response=response, model=model))
     except Exception:
         return None
     return float(f"{cost:.{COST_DIGITS}g}")

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from memchat.api import Memory
@@ -26,10 +26,9 @@ from memchat.server.requests import (
     leading_system,
     message_items,
 )
-from memchat.server.turns import StreamedTurn, TurnRequest, take_async
+from memchat.server.turns import StreamedTurn, TurnRequest, answer
 
 router = APIRouter(prefix="/v1/chat", tags=["Chat Completions"])
-Scoped = Annotated[Memory, Depends(memory_of)]
 THREAD_HEADER = "X-Memchat-Thread"
 
 
@@ -64,13 +63,14 @@ def _turn_of(body: ChatCompletionCreate, thread: str | None, memory: Memory) -> 
 @router.post("/completions")
 async def create_chat_completion(
     body: ChatCompletionCreate,
-    memory: Scoped,
+    request: Request,
     thread: Annotated[str | None, Header(alias=THREAD_HEADER)] = None,
 ):
-    turn = await to_thread.run_sync(_turn_of, body, thread, memory)
     if body.stream:
+        memory = await to_thread.run_sync(memory_of, request)
+        turn = await to_thread.run_sync(_turn_of, body, thread, memory)
         return await _streamed(turn, body, memory)
-    reply = await take_async(memory, turn)
+    reply = await answer(request, lambda memory: _turn_of(body, thread, memory))
     return shapes.chat_completion(reply.message, body.model)
 
 

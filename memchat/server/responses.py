@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from memchat.api import Memory
@@ -26,7 +27,7 @@ from memchat.server.requests import (
     leading_system,
     message_items,
 )
-from memchat.server.turns import StreamedTurn, TurnRequest, busy_wait, take_async
+from memchat.server.turns import StreamedTurn, TurnRequest, answer, busy_wait
 
 router = APIRouter(prefix="/v1/responses", tags=["Responses"])
 Scoped = Annotated[Memory, Depends(memory_of)]
@@ -108,11 +109,12 @@ def _request_echo(body: ResponseCreate) -> dict[str, Any]:
 
 
 @router.post("")
-async def create_response(body: ResponseCreate, memory: Scoped):
-    turn = await to_thread.run_sync(_turn_of, body, memory)
+async def create_response(body: ResponseCreate, request: Request):
     if body.stream:
+        memory = await to_thread.run_sync(memory_of, request)
+        turn = await to_thread.run_sync(_turn_of, body, memory)
         return await _streamed(turn, body, memory)
-    reply = await take_async(memory, turn)
+    reply = await answer(request, partial(_turn_of, body))
     return shapes.response(
         id=shapes.response_id(reply.thread_id, reply.message.position),
         thread_id=reply.thread_id,

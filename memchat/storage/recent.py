@@ -14,6 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 MAX_THREADS = 2_000
 """Threads whose recent history one process keeps."""
@@ -51,7 +52,7 @@ class RecentHistory:
     stale_tail: bool = False
     """A turn's commits added messages after `through`: read them before using the copy."""
 
-    @property
+    @cached_property
     def characters(self) -> int:
         return sum(len(text) for text in self.contents.values())
 

@@ -78,6 +78,13 @@ _TOUCH_THREAD = (
     .values(updated_at=bindparam("now"), history_version=_threads.c.history_version + 1)
     .returning(_threads.c.history_version)
 )
+_THREAD_WITH_LAST_POSITION = select_columns(
+    _threads,
+    select_columns(func.max(_messages.c.position))
+    .where(_messages.c.thread_id == _threads.c.id)
+    .scalar_subquery()
+    .label("last_position"),
+).where(_threads.c.id == bindparam("thread_key"))
 _HISTORY_VERSION = select_columns(_threads.c.history_version).where(_threads.c.id == bindparam("thread_key"))
 _LOCKED_HISTORY_VERSION = _HISTORY_VERSION.with_for_update()
 _THREAD_OF_MESSAGE = select_columns(_messages.c.thread_id).where(_messages.c.id == bindparam("message_key"))
@@ -311,9 +318,15 @@ class Store:
             return MessagePublic.model_validate(message)
 
     def thread(self, ref: str) -> ThreadPublic:
+        """The thread an id (or an unambiguous prefix of one) names: a whole id, what every turn
+        gives, is one Core statement with its message count."""
+        ref = _checked_ref(ref)
         with self._reading() as session:
-            thread = self._resolve(session, ref)
-            return self._public(session, thread)
+            row = session.execute(_THREAD_WITH_LAST_POSITION, {"thread_key": ref}).first()
+            if row is not None and row.import_holder is None and self.tenant in (None, row.tenant):
+                fields = row._asdict()
+                return ThreadPublic.model_validate({**fields, "message_count": _count_from_last(fields.pop("last_position"))})
+            return self._public(session, self._resolve(session, ref))
 
     def threads(self) -> list[ThreadPublic]:
         """Message counts from each thread's last position: one index probe a thread."""
@@ -1050,13 +1063,7 @@ class Store:
 
     def _resolve(self, session: Session, ref: str) -> Thread:
         """An id, or an unambiguous prefix of one, as git accepts for commits."""
-        ref = ref.strip()
-        if not ref:
-            raise InvalidInput("empty thread id")
-        try:
-            check_text(ref)
-        except ValueError as exc:
-            raise InvalidInput(f"the thread id {exc}") from None
+        ref = _checked_ref(ref)
         thread = session.get(Thread, ref)
         if thread is not None and thread.import_holder is None and self.tenant in (None, thread.tenant):
             return thread
@@ -1098,6 +1105,16 @@ class Store:
 
     def _writing(self):
         return _Transaction(self, commit=True)
+
+
+def _checked_ref(ref: str) -> str:
+    ref = ref.strip()
+    if not ref:
+        raise InvalidInput("empty thread id")
+    try:
+        return check_text(ref)
+    except ValueError as exc:
+        raise InvalidInput(f"the thread id {exc}") from None
 
 
 def _count_from_last(last_position: int | None) -> int:
