@@ -14,6 +14,7 @@ against LiteLLM's proxy (no memory) forwarding to the same local provider, in on
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import ROOT, export_file, memchat_command, run, table
+from common import ROOT, WORDS, export_file, memchat_command, run, table
 
 sys.path.insert(0, str(ROOT / "tests"))
 from fake_openai import FakeOpenAI  # noqa: E402
@@ -101,43 +102,63 @@ def _percentiles(samples: list[float]) -> tuple[float, float, float]:
     return cuts[49], cuts[94], cuts[98]
 
 
-def overhead(env: dict, provider: FakeOpenAI, threads: dict[int, str], folder: Path) -> tuple[str, dict]:
+def _chat_sized(n: int, words: int, seed: str) -> str:
+    rng = random.Random(f"{seed} {n}")
+    return f"{seed} {n}: " + " ".join(rng.choice(WORDS) for _ in range(words)) + "?"
+
+
+CHAT_QUESTION_WORDS = 50
+CHAT_ANSWER_WORDS = 220
+"""About 70 and 300 tokens: the sizes chat logs show (as `common.conversation`)."""
+
+
+def overhead(env: dict, provider: FakeOpenAI, threads: dict[str, str], folder: Path) -> tuple[str, dict]:
+    """Each path's overhead over the provider alone, measured in one interleaved run, in two
+    kinds of turn: short ones (a few words each way, so a 4,000-token window holds some 500
+    messages) and chat-sized ones (questions of ~70 tokens, answers of ~300, ~20 messages)."""
     served, base = _serve(env)
     proxy = _litellm_proxy(provider.url, folder)
     client = httpx.Client(timeout=60)
-    paths = {
-        "provider alone": lambda n: client.post(
-            f"{provider.url}/chat/completions",
-            json={"model": "gpt-4o", "messages": [{"role": "user", "content": f"and then? {n}"}], "max_tokens": 256},
-        ),
-    }
-    for size, thread in threads.items():
-        paths[f"memchat serve, {size:,} messages"] = lambda n, thread=thread: client.post(
-            f"{base}/v1/responses",
-            json={"model": "openai/gpt-4o", "conversation": thread, "input": f"and then? {n}", "max_output_tokens": 256},
-        )
-    if proxy:
-        paths["LiteLLM proxy (no memory)"] = lambda n: client.post(
-            f"{proxy[1]}/v1/chat/completions",
-            headers={"Authorization": f"Bearer {PROXY_KEY}"},
-            json={"model": "gpt-4o", "messages": [{"role": "user", "content": f"and then? {n}"}], "max_tokens": 256},
-        )
-        # A client without memory resends its history itself: the proxy gets the very list
-        # memchat sent for the 10-message conversation just before, so litellm's per-message
-        # work is the same on both sides.
-        sent = {"messages": []}
+    provider.on(
+        lambda body: body["messages"][-1]["content"].startswith("Q "),
+        lambda body: _chat_sized(len(body["messages"]), CHAT_ANSWER_WORDS, "A"),
+    )
+    question = {"short": lambda n: f"and then? {n}", "chat-sized": lambda n: _chat_sized(n, CHAT_QUESTION_WORDS, "Q")}
 
-        def small_then_record(n: int, call=paths[f"memchat serve, {min(threads):,} messages"]):
-            answer = call(n)
-            sent["messages"] = provider.last_messages
-            return answer
+    def direct(url: str, messages: list[dict], headers: dict | None = None):
+        return client.post(url, headers=headers, json={"model": "gpt-4o", "messages": messages, "max_tokens": 400})
 
-        paths[f"memchat serve, {min(threads):,} messages"] = small_then_record
-        paths[SAME_HISTORY] = lambda n: client.post(
-            f"{proxy[1]}/v1/chat/completions",
-            headers={"Authorization": f"Bearer {PROXY_KEY}"},
-            json={"model": "gpt-4o", "messages": sent["messages"], "max_tokens": 256},
+    paths: dict[str, object] = {}
+    sent: dict[str, list[dict]] = {kind: [] for kind in question}
+    for kind, ask in question.items():
+        paths[f"provider alone, {kind} turns"] = lambda n, ask=ask: direct(
+            f"{provider.url}/chat/completions", [{"role": "user", "content": ask(n)}]
         )
+        for name, thread in threads.items():
+            if not name.endswith(kind):
+                continue
+
+            def turn(n: int, thread=thread, ask=ask, kind=kind, small=name.startswith("10 ")):
+                answer = client.post(
+                    f"{base}/v1/responses",
+                    json={"model": "openai/gpt-4o", "conversation": thread, "input": ask(n), "max_output_tokens": 400},
+                )
+                if small:
+                    sent[kind] = provider.last_messages
+                return answer
+
+            paths[f"memchat serve, {name} turns"] = turn
+        if proxy:
+            auth = {"Authorization": f"Bearer {PROXY_KEY}"}
+            paths[f"LiteLLM proxy (no memory), {kind} turns"] = lambda n, ask=ask: direct(
+                f"{proxy[1]}/v1/chat/completions", [{"role": "user", "content": ask(n)}], auth
+            )
+            # A client without memory resends its history itself: the proxy gets the very list
+            # memchat sent for the 10-message conversation just before, so litellm's
+            # per-message work is the same on both sides.
+            paths[f"{SAME_HISTORY}, {kind} turns"] = lambda n, kind=kind: direct(
+                f"{proxy[1]}/v1/chat/completions", sent[kind], auth
+            )
     timings: dict[str, list[float]] = {name: [] for name in paths}
     try:
         for n in range(WARMUP + REQUESTS):
@@ -153,28 +174,36 @@ def overhead(env: dict, provider: FakeOpenAI, threads: dict[int, str], folder: P
         _stop(served)
         if proxy:
             _stop(proxy[0])
-    direct = _percentiles(timings["provider alone"])
-    rows, figures = [], {}
-    for name, samples in timings.items():
-        cuts = _percentiles(samples)
-        if name == "provider alone":
-            rows.append([name, *(f"{c * 1000:.2f}" for c in cuts), "-", "-", "-"])
-            continue
-        extra = [max(c - d, 0.0) * 1000 for c, d in zip(cuts, direct)]
-        figures[name] = extra
-        rows.append([name, *(f"{c * 1000:.2f}" for c in cuts), *(f"{e:.2f}" for e in extra)])
-    small, large = (figures[f"memchat serve, {size:,} messages"][0] for size in threads)
-    notes = [f"100,000 vs 10 messages, overhead p50: {large / small:.2f}x (target <= 1.25x)"]
-    if proxy:
-        proxy_p50 = figures["LiteLLM proxy (no memory)"][0]
-        same_p50 = figures[SAME_HISTORY][0]
-        notes.append(f"memchat (10 messages) vs LiteLLM proxy, overhead p50: {small / proxy_p50:.2f}x (target <= 1.0x)")
+    rows, figures, notes = [], {}, []
+    for kind in question:
+        direct_cuts = _percentiles(timings[f"provider alone, {kind} turns"])
+        for name, samples in timings.items():
+            if not name.endswith(f"{kind} turns"):
+                continue
+            cuts = _percentiles(samples)
+            if name.startswith("provider alone"):
+                rows.append([name, *(f"{c * 1000:.2f}" for c in cuts), "-", "-", "-"])
+                continue
+            extra = [max(c - d, 0.0) * 1000 for c, d in zip(cuts, direct_cuts)]
+            figures[name] = extra
+            rows.append([name, *(f"{e:.2f}" for e in (c * 1000 for c in cuts)), *(f"{e:.2f}" for e in extra)])
+        small = figures[f"memchat serve, 10 messages, {kind} turns"][0]
+        large = figures[f"memchat serve, 100,000 messages, {kind} turns"][0]
+        window = len(sent[kind]) - 1
         notes.append(
-            f"memchat (10 messages) vs LiteLLM proxy sent the same history by its client, overhead p50: "
-            f"{small / same_p50:.2f}x"
+            f"{kind} turns (a window of ~{window} messages): 100,000 vs 10 messages, overhead p50 "
+            f"{large / small:.2f}x (target <= 1.25x)"
         )
-    else:
-        notes.append("LiteLLM's proxy is not installed here (pip install 'litellm[proxy]'): its row is missing")
+        if proxy:
+            proxy_p50 = figures[f"LiteLLM proxy (no memory), {kind} turns"][0]
+            same_p50 = figures[f"{SAME_HISTORY}, {kind} turns"][0]
+            notes.append(f"{kind} turns: memchat (10 messages) vs LiteLLM proxy, overhead p50 {small / proxy_p50:.2f}x (target <= 1.0x)")
+            notes.append(
+                f"{kind} turns: memchat (10 messages) vs LiteLLM proxy sent the same history by its client, "
+                f"overhead p50 {small / same_p50:.2f}x"
+            )
+    if not proxy:
+        notes.append("LiteLLM's proxy is not installed here (pip install 'litellm[proxy]'): its rows are missing")
     text = table(
         f"`memchat serve`: a turn as the client sees it, {REQUESTS} requests per path, budget {BUDGET} (ms)",
         ["path", "p50", "p95", "p99", "overhead p50", "overhead p95", "overhead p99"],
@@ -257,8 +286,10 @@ def main() -> str:
             threads = {}
             for size in (10, 100_000):
                 path = export_file(Path(folder) / f"{size}.json", size)
-                threads[size] = run(memchat_command() + ["import", str(path)], env=env).stdout.strip()
-                run(memchat_command() + ["set", threads[size], "--budget", str(BUDGET)], env=env)
+                for kind in ("short", "chat-sized"):
+                    thread = run(memchat_command() + ["import", str(path)], env=env).stdout.strip()
+                    run(memchat_command() + ["set", thread, "--budget", str(BUDGET)], env=env)
+                    threads[f"{size:,} messages, {kind}"] = thread
             text, _ = overhead(env, provider, threads, Path(folder))
             return text + "\n" + throughput(env, Path(folder))
     finally:

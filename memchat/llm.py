@@ -167,7 +167,7 @@ class _MessageShares:
         return self._framing + sum(self._share(message) for message in messages)
 
     def _share(self, message: dict) -> int:
-        if message.keys() != {"role", "content"} or not isinstance(message["content"], str):
+        if len(message) != 2 or not isinstance(message.get("content"), str) or "role" not in message:
             return self._whole([message]) - self._framing
         key = (message["role"], message["content"])
         share = self._shares.pop(key, None)

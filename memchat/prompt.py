@@ -203,6 +203,14 @@ def history_newest_first(
     from the size the budget suggests, and counts missing on a page are made once and kept.
     `version`: the thread's history version read in this snapshot (a warm process then reads
     only what changed since its last turn)."""
+    for page in history_pages(store, thread_id, plan, first=first, before=before, version=version):
+        yield from page
+
+
+def history_pages(
+    store: Store, thread_id: str, plan: Plan, *, first: int, before: int | None = None, version: int | None = None
+) -> Iterator[list[Candidate]]:
+    """`history_newest_first` a page at a time."""
     limit = first
     while True:
         page = store.history_page(thread_id, plan.tokenizer.name, before=before, limit=limit, version=version)
@@ -212,12 +220,12 @@ def history_newest_first(
             contents = store.contents(missing)
             counted = dict(zip(missing, plan.count_texts([contents[i] for i in missing])))
             store.save_token_counts(plan.tokenizer.name, counted, thread_id=thread_id)
-        for row in page:
-            tokens = counted.get(row.id, row.tokens)
-            if row.context_limit is not None and tokens > row.context_limit:
-                yield Candidate(row.id, row.position, row.role, row.context_limit + CUT_NOTE_TOKENS, row.context_limit)
-            else:
-                yield Candidate(row.id, row.position, row.role, tokens)
+        yield [
+            Candidate(row.id, row.position, row.role, row.context_limit + CUT_NOTE_TOKENS, row.context_limit)
+            if row.context_limit is not None and counted.get(row.id, row.tokens) > row.context_limit
+            else Candidate(row.id, row.position, row.role, counted.get(row.id, row.tokens))
+            for row in page
+        ]
         if len(page) < limit:
             return
         before = page[-1].position
@@ -225,10 +233,11 @@ def history_newest_first(
 
 
 class _Replay:
-    """History read once from the database, walked as many times as the policy needs."""
+    """History read once from the database, a page at a time as the walks need it, walked as
+    many times as the policy needs."""
 
-    def __init__(self, newest_first: Iterator[Candidate]):
-        self._source = newest_first
+    def __init__(self, pages: Iterator[list[Candidate]]):
+        self._pages = pages
         self._seen: list[Candidate] = []
 
     @property
@@ -239,13 +248,14 @@ class _Replay:
         index = 0
         while True:
             if index < len(self._seen):
-                yield self._seen[index]
-                index += 1
+                upto = len(self._seen)
+                yield from self._seen[index:upto]
+                index = upto
                 continue
-            following = next(self._source, None)
-            if following is None:
+            page = next(self._pages, None)
+            if page is None:
                 return
-            self._seen.append(following)
+            self._seen.extend(page)
 
 
 def extra_cost(plan: Plan, extra: Extra | None) -> int:
@@ -271,7 +281,7 @@ def build(
     system_tokens = plan.tokens(thread.system) if thread.system else 0
     new_tokens = plan.tokens(text) if text is not None else 0
     room = history_room(system=thread.system, new_message=text, budget=plan.budget, room=plan.room, count=plan.count)
-    history = _Replay(history_newest_first(store, thread.id, plan, first=first_page(room, thread.id), version=version))
+    history = _Replay(history_pages(store, thread.id, plan, first=first_page(room, thread.id), version=version))
     cap = summary_cap(room, memory.share)
     summarized = -1
     condensed = None

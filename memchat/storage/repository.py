@@ -78,6 +78,8 @@ _TOUCH_THREAD = (
     .values(updated_at=bindparam("now"), history_version=_threads.c.history_version + 1)
     .returning(_threads.c.history_version)
 )
+_keys = ApiKey.__table__
+_LIVE_KEYS = select_columns(_keys.c.name, _keys.c.key_hash).where(_keys.c.revoked_at.is_(None))
 _THREAD_WITH_LAST_POSITION = select_columns(
     _threads,
     select_columns(func.max(_messages.c.position))
@@ -800,9 +802,8 @@ class Store:
     def key_holder(self, key_hash: str) -> tuple[str | None, bool]:
         """(the name of the live key with this hash or None, whether any live key exists): what a
         server checks on every request, in one query."""
-        query = select(ApiKey.name, ApiKey.key_hash).where(col(ApiKey.revoked_at).is_(None))
         with self._reading() as session:
-            live = session.exec(query).all()
+            live = session.execute(_LIVE_KEYS).all()
         holder = None
         for name, stored in live:
             if hmac.compare_digest(stored, key_hash):
