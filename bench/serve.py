@@ -197,7 +197,9 @@ def overhead(env: dict, provider: FakeOpenAI, threads: dict[str, str], folder: P
         if proxy:
             proxy_p50 = figures[f"LiteLLM proxy (no memory), {kind} turns"][0]
             same_p50 = figures[f"{SAME_HISTORY}, {kind} turns"][0]
-            notes.append(f"{kind} turns: memchat (10 messages) vs LiteLLM proxy, overhead p50 {small / proxy_p50:.2f}x (target <= 1.0x)")
+            notes.append(
+                f"{kind} turns: memchat (10 messages) vs LiteLLM proxy, overhead p50 {small / proxy_p50:.2f}x (target <= 1.0x)"
+            )
             notes.append(
                 f"{kind} turns: memchat (10 messages) vs LiteLLM proxy sent the same history by its client, "
                 f"overhead p50 {small / same_p50:.2f}x"
