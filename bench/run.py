@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import adversary  # noqa: E402
+import chat  # noqa: E402
 import context_assembly  # noqa: E402
 import import_export  # noqa: E402
 import long_term_memory  # noqa: E402
@@ -44,6 +45,7 @@ def main() -> None:
         ("context assembly", context_assembly),
         ("say", say_turn),
         ("serve", serve),
+        ("chat", chat),
         ("import and export", import_export),
         ("long-term memory", long_term_memory),
         ("start-up", startup),

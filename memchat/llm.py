@@ -43,6 +43,12 @@ class Completion:
     latency_ms: int
 
 
+def load() -> None:
+    """Load litellm now rather than at the first model call (seconds of imports): an interactive
+    session does it while its user types the first message."""
+    _litellm()
+
+
 @lru_cache(maxsize=1)
 def _litellm():
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

@@ -7,6 +7,7 @@ Importing a group registers its commands; `--help` lists them in this order.
 from memchat.cli.app import app, db_app, main
 from memchat.cli import threads  # noqa: F401
 from memchat.cli import turns  # noqa: F401
+from memchat.cli import chat  # noqa: F401
 from memchat.cli import longterm  # noqa: F401
 from memchat.cli import transfer  # noqa: F401
 from memchat.cli import db  # noqa: F401

@@ -126,7 +126,7 @@ def _flushed() -> bool:
     return True
 
 
-def _install_signal_handlers() -> None:
+def install_signal_handlers() -> None:
     """SIGTERM and SIGHUP end a turn as Ctrl-C does (the partial reply kept, the lease released);
     SIGINT is handled even where the parent started memchat with it ignored. The first signal
     starts the clean-up; later ones wait for it to finish."""
@@ -229,5 +229,5 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    _install_signal_handlers()
+    install_signal_handlers()
     app(args=hoist_global_options(sys.argv[1:]), prog_name="memchat")

@@ -244,10 +244,10 @@ def context(
     if as_json:
         print_json(context_json(result))
     else:
-        _render_context(result)
+        render_context(result)
 
 
-def _render_context(result: Context) -> None:
+def render_context(result: Context) -> None:
     margin = f" ({result.room} after the margin for an approximate tokenizer)" if result.room < result.budget else ""
     typer.echo(
         f"model {result.model} · tokenizer {result.tokenizer} · budget {result.budget} tokens{margin} · "

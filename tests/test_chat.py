@@ -1,0 +1,199 @@
+"""`memchat chat` as a person uses it: the installed script in a real pseudo-terminal (pexpect),
+talking to the tests' local provider through litellm."""
+
+import json
+import os
+import re
+import stat
+
+import pexpect
+import pytest
+
+from memchat import Memory
+
+
+def ready(child: pexpect.spawn) -> None:
+    """The line editor waits for input: it has put the terminal in raw mode (no echo)."""
+    child.waitnoecho(timeout=60)
+
+
+@pytest.fixture
+def session(memchat_script, tmp_path, server, isolated_env):
+    """Start `memchat chat ARGS…` in a pseudo-terminal; every session is closed at the end."""
+    started: list[pexpect.spawn] = []
+    # A terminal that does not answer cursor-position requests, as pexpect's is not.
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"), "TERM": "xterm", "NO_COLOR": "1",
+           "PROMPT_TOOLKIT_NO_CPR": "1"}
+
+    def start(*args: str) -> tuple[pexpect.spawn, str]:
+        child = pexpect.spawn(
+            memchat_script, ["chat", *args], env=env, encoding="utf-8", timeout=60, dimensions=(40, 200)
+        )
+        started.append(child)
+        child.expect(r"chat on thread (\w+)")
+        thread = child.match.group(1)
+        ready(child)
+        return child, thread
+
+    yield start
+    for child in started:
+        child.close(force=True)
+
+
+def ask(child: pexpect.spawn, text: str, reply: str) -> None:
+    child.sendline(text)
+    child.expect_exact(reply)
+    ready(child)
+
+
+def test_a_session_streams_replies_keeps_the_history_and_leaves_on_ctrl_d(session, server, tmp_path):
+    server.reply("Hello, Ada.", "Your name is Ada.")
+    child, thread = session("--model", "openai/gpt-4o", "--title", "intro")
+    ask(child, "My name is Ada.", "Hello, Ada.")
+    ask(child, "What is my name?", "Your name is Ada.")
+    assert server.last_messages == [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Hello, Ada."},
+        {"role": "user", "content": "What is my name?"},
+    ]
+    assert server.requests[-1]["stream"] is True
+    child.sendeof()
+    child.expect(f"thread {thread} \\(continue it: memchat chat {thread}")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    history = tmp_path / "data" / "memchat" / "chat-history"
+    assert "My name is Ada." in history.read_text()
+    assert stat.S_IMODE(history.stat().st_mode) == 0o600
+    with Memory() as memory:
+        assert memory.thread(thread).title == "intro"
+        assert [m.content for m in memory.messages(thread)] == [
+            "My name is Ada.", "Hello, Ada.", "What is my name?", "Your name is Ada."
+        ]
+
+
+def test_the_session_continues_a_thread_and_input_history_survives_sessions(session, server):
+    child, thread = session("--model", "openai/gpt-4o")
+    ask(child, "first session", "reply 1")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    again, same = session(thread)
+    assert same == thread
+    # Up twice brings back what was typed in the last session before /exit (the renderer draws
+    # only what changes on the line, so the outcome is checked, not the drawing).
+    again.send("\x1b[A")
+    again.expect_exact("/exit")
+    again.send("\x1b[A")
+    again.expect_exact("session")
+    again.send("\r")
+    again.expect_exact("reply 2")
+    assert server.last_messages[-1] == {"role": "user", "content": "first session"}
+    assert len(server.last_messages) == 3
+
+
+def test_ctrl_c_stops_a_streaming_reply_keeps_it_partial_and_the_session_goes_on(session, server):
+    server.reply("one two three four five six seven eight nine ten eleven twelve")
+    server.piece_delay = 0.4
+    child, thread = session("--model", "openai/gpt-4o")
+    child.sendline("count slowly")
+    child.expect_exact("two")
+    child.sendintr()
+    child.expect("interrupted; the partial reply is kept: /retry asks again")
+    ready(child)
+    server.piece_delay = 0.0
+    with Memory() as memory:
+        stored = memory.messages(thread)
+        assert [(m.role, m.status) for m in stored] == [("user", "failed"), ("assistant", "partial")]
+        assert stored[1].content.startswith("one two") and "twelve" not in stored[1].content
+    server.reply("all the way to twelve")
+    ask(child, "/retry", "all the way to twelve")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+
+
+def test_ctrl_c_at_the_prompt_clears_the_line_and_alt_enter_makes_a_second_line(session, server):
+    child, _ = session("--model", "openai/gpt-4o")
+    child.send("never sent")
+    child.sendintr()
+    ready(child)
+    child.send("line one")
+    child.send("\x1b\r")
+    child.send("line two\r")
+    child.expect_exact("reply 1")
+    assert server.last_messages == [{"role": "user", "content": "line one\nline two"}]
+
+
+def test_a_provider_failure_is_one_line_and_retry_resends(session, server):
+    child, thread = session("--model", "openai/gpt-4o")
+    server.fail(401, "bad key")
+    child.sendline("are you there?")
+    child.expect(r"memchat: .*bad key.*\(your message is saved: /retry sends it again\)")
+    ready(child)
+    ask(child, "/retry", "reply 2")
+    assert server.last_messages == [{"role": "user", "content": "are you there?"}]
+
+
+def test_slash_commands_do_what_the_cli_commands_of_their_names_do(session, server, tmp_path):
+    server.echo = True
+    child, thread = session("--model", "openai/gpt-4o")
+    ask(child, "apples are red", "re: apples are red")
+    ask(child, "bananas are yellow", "re: bananas are yellow")
+    child.sendline("/help")
+    child.expect_exact("/export FILE")
+    child.sendline("/nonsense")
+    child.expect_exact("unknown command /nonsense; the commands: /help /retry")
+    child.sendline("/system Answer in French.")
+    child.expect_exact("system prompt set")
+    child.sendline("/budget 900")
+    child.expect_exact("budget set")
+    child.sendline("/title fruit")
+    child.expect_exact("renamed thread")
+    child.sendline("/search bananas")
+    child.expect(r"#2 user: .*bananas")
+    child.sendline("/context")
+    child.expect(r"sends 5 of 5 messages")
+    child.sendline("/undo")
+    child.expect_exact("undid the last turn (#2, #3)")
+    ask(child, "cherries?", "re: cherries?")
+    assert server.last_messages == [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "apples are red"},
+        {"role": "assistant", "content": "re: apples are red"},
+        {"role": "user", "content": "cherries?"},
+    ]
+    child.sendline("/edit 0 pears are green")
+    child.expect_exact("re: pears are green")
+    child.expect(r"now on thread (\w+)")
+    edited = child.match.group(1)
+    ready(child)
+    child.sendline("/fork")
+    child.expect(rf"forked thread {edited} at #\d+ into (\w+); now on")
+    forked = child.match.group(1)
+    out = tmp_path / "fork.json"
+    child.sendline(f"/export {out}")
+    child.expect_exact(f"wrote thread {forked}")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    exported = json.loads(out.read_text())
+    assert [m["content"] for m in exported["messages"]] == ["Answer in French.", "pears are green", "re: pears are green"]
+    assert exported["forked_from"]["thread"] == edited
+    with Memory() as memory:
+        original = memory.thread(thread)
+        assert (original.title, original.system, original.budget) == ("fruit", "Answer in French.", 900)
+        assert [m.status for m in memory.messages(thread)] == ["complete", "complete", "undone", "undone", "complete", "complete"]
+
+
+def test_a_scripted_session_reads_stdin_lines_and_blocks(memchat_script, server, tmp_path):
+    import subprocess
+
+    server.echo = True
+    typed = 'hello\n"""\nfirst line\nsecond line\n"""\n/title scripted\n'
+    done = subprocess.run(
+        [memchat_script, "chat", "--model", "openai/gpt-4o"], input=typed, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["re: hello", "re: first line", "second line"]
+    thread = re.search(r"chat on thread (\w+)", done.stderr).group(1)
+    with Memory() as memory:
+        assert memory.thread(thread).title == "scripted"
