@@ -197,3 +197,20 @@ def test_a_scripted_session_reads_stdin_lines_and_blocks(memchat_script, server,
     thread = re.search(r"chat on thread (\w+)", done.stderr).group(1)
     with Memory() as memory:
         assert memory.thread(thread).title == "scripted"
+
+
+def test_an_edit_whose_turn_fails_leaves_the_session_on_the_fork_for_retry(session, server):
+    child, thread = session("--model", "openai/gpt-4o")
+    ask(child, "first question", "reply 1")
+    server.fail(401, "bad key")
+    child.sendline("/edit 0 the question, differently")
+    child.expect(r"now on thread (\w+)")
+    fork = child.match.group(1)
+    child.expect("bad key")
+    ready(child)
+    ask(child, "/retry", "reply 3")
+    assert fork != thread
+    assert server.last_messages == [{"role": "user", "content": "the question, differently"}]
+    with Memory() as memory:
+        assert [m.content for m in memory.messages(thread)] == ["first question", "reply 1"]
+        assert [m.status for m in memory.messages(fork)] == ["complete", "complete"]

@@ -147,18 +147,15 @@ class ChatSession:
                 self.thread_id = reply.thread_id
                 note(f"now on thread {reply.thread_id}")
         except ReplyCutOff as cut:
-            if wrote:
-                sys.stdout.write("\n")
+            self._left_unanswered(cut, wrote)
             note(f"{cut}: /retry asks again" if cut.interrupted else f"{cut} (/retry asks again)")
             return
-        except KeyboardInterrupt:
-            if wrote:
-                sys.stdout.write("\n")
+        except KeyboardInterrupt as interrupt:
+            self._left_unanswered(interrupt, wrote)
             note("interrupted before the reply began; your message is saved: /retry sends it again")
             return
         except MemchatError as failure:
-            if wrote:
-                sys.stdout.write("\n")
+            self._left_unanswered(failure, wrote)
             saved = " (your message is saved: /retry sends it again)" if getattr(failure, "unanswered_in", None) else ""
             note(terminal_safe(str(failure).splitlines()[0]) + saved)
             return
@@ -167,6 +164,16 @@ class ChatSession:
         if wrote:
             sys.stdout.write("\n")
             sys.stdout.flush()
+
+    def _left_unanswered(self, failure: BaseException, wrote: list[str]) -> None:
+        """After a turn that ended without its reply: end the reply's line, and follow the turn to
+        the thread it was taken on (an /edit's fork), so that /retry resends it there."""
+        if wrote:
+            sys.stdout.write("\n")
+        where = getattr(failure, "unanswered_in", None)
+        if where is not None and where != self.thread_id:
+            self.thread_id = where
+            note(f"now on thread {where}")
 
     def command(self, line: str) -> bool:
         """Run a slash command; False: leave the session."""
