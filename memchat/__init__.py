@@ -1,10 +1,12 @@
-"""memchat: persistent conversation memory for LLM applications."""
+"""memchat: persistent conversation memory for LLM applications.
+
+`Memory` (and `Reply`) load the database layer on first use, so that `import memchat` and the
+commands that never open a database stay light."""
 
 import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from memchat.api import Memory  # noqa: E402
 from memchat.context import Context  # noqa: E402
 from memchat.errors import (  # noqa: E402
     BudgetExceeded,
@@ -17,7 +19,19 @@ from memchat.errors import (  # noqa: E402
     StorageError,
     ThreadBusy,
 )
-from memchat.turn import Reply  # noqa: E402
+
+_LOADED_ON_USE = {"Memory": "memchat.api", "Reply": "memchat.turn"}
+
+
+def __getattr__(name: str):
+    if name not in _LOADED_ON_USE:
+        raise AttributeError(f"module 'memchat' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(_LOADED_ON_USE[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BudgetExceeded",

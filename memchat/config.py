@@ -29,6 +29,15 @@ def database_url(db: str | None = None) -> str:
     return "sqlite:///" + str(Path(value).expanduser().absolute())
 
 
+def memchat_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("memchat")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def private_directory(directory: Path) -> None:
     """memchat's own data directory, readable by its owner only (0700), as ssh and llm keep
     theirs: conversations are private. One created looser by an older memchat is tightened."""

@@ -3,12 +3,15 @@ memchat's own HTTP API (`/memchat/v1`) give the same shapes."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memchat.context import Context
 from memchat.storage.fulltext import highlights
-from memchat.storage.models import ThreadPublic, as_utc
-from memchat.storage.repository import SearchHit
+from memchat.times import as_utc
+
+if TYPE_CHECKING:
+    from memchat.storage.models import ThreadPublic
+    from memchat.storage.repository import SearchHit
 
 NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
 

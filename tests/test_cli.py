@@ -834,3 +834,13 @@ def test_fork_and_edit_make_new_threads_and_leave_the_original(server):
     fails(2, "edit", thread, "1", "x")
     fails(2, "fork", thread, "--at", "9")
     fails(3, "fork", "nosuchthread")
+
+
+def test_commands_that_open_no_database_load_neither_the_database_layer_nor_litellm():
+    for args in (["--version"], ["--help"], ["config", "path"], ["chat", "--help"], ["serve", "--help"]):
+        shown = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "memchat", *args], capture_output=True, text=True, timeout=120
+        )
+        assert shown.returncode == 0, shown.stderr
+        loaded = {line.rsplit("|", 1)[-1].strip() for line in shown.stderr.splitlines() if line.startswith("import time:")}
+        assert not loaded & {"sqlalchemy", "sqlmodel", "litellm", "fastapi"}, args

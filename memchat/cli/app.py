@@ -10,12 +10,11 @@ import os
 import shlex
 import signal
 import sys
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from typer.exceptions import TyperException
 
-from memchat.api import Memory
 from memchat.cli.helptext import App, Group
 from memchat.config import database_url, debug_enabled
 from memchat.errors import (
@@ -27,6 +26,9 @@ from memchat.errors import (
 )
 from memchat.redact import redact
 from memchat.terminal import terminal_safe
+
+if TYPE_CHECKING:
+    from memchat.api import Memory
 
 EXIT_STORAGE = StorageError.exit_code
 
@@ -158,7 +160,7 @@ app.add_typer(db_app, name="db")
 
 def _print_version(value: bool) -> None:
     if value:
-        from memchat.storage.database import memchat_version
+        from memchat.config import memchat_version
 
         typer.echo(f"memchat {memchat_version()}")
         raise typer.Exit(0)
@@ -190,6 +192,8 @@ def memory_of(ctx: typer.Context) -> Memory:
     """The Memory for this invocation, opened on first use and closed when the command ends."""
     root = ctx.find_root()
     if "memory" not in root.obj:
+        from memchat.api import Memory  # the database layer, loaded by the commands that use it
+
         url = database_url(root.obj["db"])
         file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
         root.obj["new_database"] = file if file and not os.path.exists(file) else None

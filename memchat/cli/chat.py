@@ -16,11 +16,10 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from memchat.api import Memory
 from memchat.cli.app import app, install_signal_handlers, memory_of
 from memchat.cli.options import (
     ApiBaseOpt,
@@ -39,6 +38,9 @@ from memchat.cli.transfer import write_output
 from memchat.cli.turns import render_context
 from memchat.errors import InvalidInput, MemchatError, ReplyCutOff
 from memchat.terminal import terminal_safe
+
+if TYPE_CHECKING:
+    from memchat.api import Memory
 
 BLOCK = '"""'
 """A line holding only this starts a message of several lines; the next such line ends it."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -18,9 +18,11 @@ from memchat.cli.options import (
 )
 from memchat.cli.render import local_time, note, print_json
 from memchat.storage.fulltext import highlights
-from memchat.storage.models import SummaryPublic
 from memchat.terminal import terminal_safe
 from memchat.views import search_json
+
+if TYPE_CHECKING:
+    from memchat.storage.models import SummaryPublic
 
 
 @app.command()

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from memchat.storage.models import as_utc
+from memchat.times import as_utc
 from memchat.terminal import terminal_safe
 
 

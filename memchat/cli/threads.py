@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -24,9 +24,11 @@ from memchat.cli.options import (
 from memchat.cli.render import local_time, note, paged, print_json
 from memchat.config import default_model
 from memchat.errors import InvalidInput
-from memchat.storage.models import ThreadPublic
 from memchat.terminal import terminal_safe
 from memchat.views import thread_json
+
+if TYPE_CHECKING:
+    from memchat.storage.models import ThreadPublic
 
 
 @app.command()

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from memchat.config import memchat_version
 from memchat.errors import InvalidInput, StorageError
 from memchat.redact import mask_url_passwords
 
@@ -173,15 +174,6 @@ def known_revisions() -> set[str]:
     from alembic.script import ScriptDirectory
 
     return {script.revision for script in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
-
-
-def memchat_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("memchat")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _record_version(connection: Connection) -> None:

@@ -7,12 +7,14 @@ only by the Alembic revisions in `migrations/`; tests check that the two agree.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, field_validator
 from sqlalchemy import JSON, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
+
+from memchat.times import as_utc, utcnow  # noqa: F401  (re-exported: the store uses them from here)
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -57,15 +59,6 @@ def check_moment(value: datetime) -> datetime:
 
 SafeText = Annotated[str, AfterValidator(check_text)]
 PastMoment = Annotated[datetime, AfterValidator(check_moment)]
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def as_utc(moment: datetime) -> datetime:
-    """SQLite hands datetimes back without a zone; every stored moment is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def new_thread_id() -> str:
