@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import adversary  # noqa: E402
 import chat  # noqa: E402
 import context_assembly  # noqa: E402
+import fork  # noqa: E402
 import import_export  # noqa: E402
 import long_term_memory  # noqa: E402
 import say_turn  # noqa: E402
@@ -46,6 +47,7 @@ def main() -> None:
         ("say", say_turn),
         ("serve", serve),
         ("chat", chat),
+        ("fork", fork),
         ("import and export", import_export),
         ("long-term memory", long_term_memory),
         ("start-up", startup),

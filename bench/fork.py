@@ -1,0 +1,63 @@
+"""`memchat fork` of a long thread (issue 11's target: a 100,000-message thread in well under a
+second), on SQLite and, when one answers, PostgreSQL; with what the copy costs apart from the
+full-text index, which indexes every copied message again.
+
+    python bench/fork.py
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from common import export_file, table
+
+POSTGRES = os.environ.get("MEMCHAT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+SIZES = (1_000, 100_000)
+
+
+def _postgres_database() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3) as admin:
+            name = f"memchat_bench_fork_{os.getpid()}"
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except Exception:
+        return None
+    return POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _forks(url: str, folder: Path, backend: str) -> list[list]:
+    from memchat import Memory
+
+    rows = []
+    with Memory(url) as memory:
+        for size in SIZES:
+            [thread] = memory.import_(export_file(folder / f"{backend}-{size}.json", size).read_bytes())
+            started = time.perf_counter()
+            fork = memory.fork(thread)
+            elapsed = time.perf_counter() - started
+            assert memory.thread(fork.id).message_count == size
+            rows.append([backend, f"{size:,}", f"{elapsed * 1000:.0f}"])
+    return rows
+
+
+def main() -> str:
+    with tempfile.TemporaryDirectory() as folder:
+        rows = _forks(str(Path(folder) / "fork.db"), Path(folder), "SQLite")
+        postgres = _postgres_database()
+        if postgres:
+            rows += _forks(postgres, Path(folder), "PostgreSQL")
+    return table(
+        "`memchat fork`: a whole thread copied (rows, token counts, summaries, full-text index) (ms)",
+        ["backend", "messages", "fork"],
+        rows,
+    ) + "\n- target: a 100,000-message thread in well under a second\n"
+
+
+if __name__ == "__main__":
+    print(main())
