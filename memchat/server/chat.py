@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Annotated
 
-from anyio import to_thread
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from memchat.api import Memory
 from memchat.server import shapes
-from memchat.server.access import memory_of
 from memchat.server.errors import HTTPProblem, message_of, status_of
 from memchat.server.errors import body as error_body
 from memchat.server.requests import (
@@ -66,22 +65,22 @@ async def create_chat_completion(
     request: Request,
     thread: Annotated[str | None, Header(alias=THREAD_HEADER)] = None,
 ):
+    ask = partial(_turn_of, body, thread)
     if body.stream:
-        memory = await to_thread.run_sync(memory_of, request)
-        turn = await to_thread.run_sync(_turn_of, body, thread, memory)
-        return await _streamed(turn, body, memory)
-    reply = await answer(request, lambda memory: _turn_of(body, thread, memory))
+        return await _streamed(request, ask, body)
+    reply = await answer(request, ask)
     return shapes.chat_completion(reply.message, body.model)
 
 
-async def _streamed(turn: TurnRequest, body: ChatCompletionCreate, memory: Memory):
+async def _streamed(request: Request, ask: Callable[[Memory], TurnRequest], body: ChatCompletionCreate):
     """Chunks as OpenAI sends them: the role, the text piece by piece, the finish reason, the
     usage when `stream_options.include_usage`, then `data: [DONE]`. A failure after the first
     piece is an `error` chunk (what arrived is kept as a partial reply)."""
-    streamed = StreamedTurn(memory, turn)
+    streamed = StreamedTurn(request, ask)
     started, first = await streamed.begun()
     if first[0] == "error":
         raise first[1]
+    turn = streamed.turn
     chunk_id = shapes.chat_id(turn.thread_id, started.position + 1)
     created = int(time.time())
     with_usage = bool((body.stream_options or {}).get("include_usage"))

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import time
-from functools import partial
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
-from anyio import to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
@@ -111,9 +110,7 @@ def _request_echo(body: ResponseCreate) -> dict[str, Any]:
 @router.post("")
 async def create_response(body: ResponseCreate, request: Request):
     if body.stream:
-        memory = await to_thread.run_sync(memory_of, request)
-        turn = await to_thread.run_sync(_turn_of, body, memory)
-        return await _streamed(turn, body, memory)
+        return await _streamed(request, body)
     reply = await answer(request, partial(_turn_of, body))
     return shapes.response(
         id=shapes.response_id(reply.thread_id, reply.message.position),
@@ -136,15 +133,16 @@ def _event(kind: str, sequence: int, **fields: Any) -> str:
     return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': sequence, **fields}, ensure_ascii=False)}\n\n"
 
 
-async def _streamed(turn: TurnRequest, body: ResponseCreate, memory: Memory):
+async def _streamed(http: Request, body: ResponseCreate):
     """OpenAI's event order: created, in_progress, output_item.added, content_part.added,
     output_text.delta..., output_text.done, content_part.done, output_item.done, completed.
     Failures before the first piece are plain HTTP errors; after it, a `response.failed` (or
     `response.incomplete` for a cut-off reply) event ends the stream."""
-    streamed = StreamedTurn(memory, turn)
+    streamed = StreamedTurn(http, partial(_turn_of, body))
     started, first = await streamed.begun()
     if first[0] == "error":
         raise first[1]
+    turn, memory = streamed.turn, streamed.memory
     created = int(time.time())
     reply_position = started.position + 1  # the turn holds the thread: its reply comes next
     response_id = shapes.response_id(turn.thread_id, reply_position)

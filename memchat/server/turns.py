@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 from starlette.requests import Request
+
 from memchat.api import Memory
 from memchat.errors import ProviderError, ReplyCutOff, ThreadBusy
 from memchat.server import metrics
@@ -125,15 +126,19 @@ async def answer(request: Request, ask: Callable[[Memory], TurnRequest]) -> Repl
 
 
 class StreamedTurn:
-    """A streamed turn: `await next()` gives ("start", the stored user message), then ("text",
-    piece) as the reply arrives, then ("reply", Reply) or ("error", exception); a failure before
-    the user's message is stored comes as ("error", ...) at once."""
+    """A streamed turn, in one hand-over to a turn thread (the caller's key checked and the
+    request read into a turn by `ask` there, as `answer` does): `await next()` gives ("start",
+    the stored user message), then ("text", piece) as the reply arrives, then ("reply", Reply) or
+    ("error", exception); a failure before the user's message is stored comes as ("error", ...)
+    at once. `memory` and `turn` are set before the first event."""
 
-    def __init__(self, memory: Memory, request: TurnRequest):
+    def __init__(self, request: Request, ask: Callable[[Memory], TurnRequest]):
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._gone = threading.Event()
-        self._future = self._loop.run_in_executor(TURN_THREADS, self._work, memory, request)
+        self.memory: Memory | None = None
+        self.turn: TurnRequest | None = None
+        self._future = self._loop.run_in_executor(TURN_THREADS, self._work, request, ask)
 
     def _put(self, event: tuple[str, Any]) -> None:
         try:
@@ -146,9 +151,11 @@ class StreamedTurn:
             raise ClientGone()
         self._put(("text", piece))
 
-    def _work(self, memory: Memory, request: TurnRequest) -> None:
+    def _work(self, request: Request, ask: Callable[[Memory], TurnRequest]) -> None:
         try:
-            reply = take(memory, request, stream=True, on_text=self._on_text, on_start=lambda m: self._put(("start", m)))
+            self.memory = memory_of(request)
+            self.turn = ask(self.memory)
+            reply = take(self.memory, self.turn, stream=True, on_text=self._on_text, on_start=lambda m: self._put(("start", m)))
             event = ("reply", reply)
         except BaseException as failure:
             event = ("error", failure)
