@@ -4,7 +4,9 @@ against LiteLLM's proxy (no memory) forwarding to the same local provider, in on
 - overhead per turn = (client -> memchat serve -> provider) - (client -> provider), p50/p95/p99,
   on a 10-message and a 100,000-message conversation (budget 4,000; target 100,000 vs 10 <= 1.25x);
 - the same overhead through LiteLLM's proxy (`litellm[proxy]`, run offline from a config file),
-  when it is installed (`pip install ".[bench]"`, or MEMCHAT_BENCH_LITELLM=path/to/litellm);
+  when MEMCHAT_BENCH_LITELLM names its `litellm` command, installed in a virtual environment of its
+  own (`python3 -m venv proxy && proxy/bin/pip install 'litellm[proxy]'`: the proxy's pins would
+  hold memchat's litellm back);
 - throughput: clients on distinct conversations at once, turns/s with 1 and 2 workers on SQLite
   and with 2 replicas on PostgreSQL (when one answers), and whether every turn was stored.
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -73,7 +74,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def _litellm_proxy(provider_url: str, folder: Path) -> tuple[subprocess.Popen, str] | None:
-    command = os.environ.get("MEMCHAT_BENCH_LITELLM") or shutil.which("litellm", path=str(Path(sys.executable).parent))
+    command = os.environ.get("MEMCHAT_BENCH_LITELLM")
     if not command:
         return None
     config = folder / "litellm.yaml"
@@ -205,7 +206,10 @@ def overhead(env: dict, provider: FakeOpenAI, threads: dict[str, str], folder: P
                 f"overhead p50 {small / same_p50:.2f}x"
             )
     if not proxy:
-        notes.append("LiteLLM's proxy is not installed here (pip install 'litellm[proxy]'): its rows are missing")
+        notes.append(
+            "LiteLLM's proxy rows are missing: set MEMCHAT_BENCH_LITELLM to the `litellm` command of a virtual "
+            "environment holding `litellm[proxy]`"
+        )
     text = table(
         f"`memchat serve`: a turn as the client sees it, {REQUESTS} requests per path, budget {BUDGET} (ms)",
         ["path", "p50", "p95", "p99", "overhead p50", "overhead p95", "overhead p99"],
