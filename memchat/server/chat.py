@@ -12,7 +12,7 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from memchat.api import Memory
 from memchat.server import shapes
@@ -69,7 +69,7 @@ async def create_chat_completion(
     if body.stream:
         return await _streamed(request, ask, body)
     reply = await answer(request, ask)
-    return shapes.chat_completion(reply.message, body.model)
+    return JSONResponse(shapes.chat_completion(reply.message, body.model))
 
 
 async def _streamed(request: Request, ask: Callable[[Memory], TurnRequest], body: ChatCompletionCreate):
