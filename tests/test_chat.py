@@ -214,3 +214,32 @@ def test_an_edit_whose_turn_fails_leaves_the_session_on_the_fork_for_retry(sessi
     with Memory() as memory:
         assert [m.content for m in memory.messages(thread)] == ["first question", "reply 1"]
         assert [m.status for m in memory.messages(fork)] == ["complete", "complete"]
+
+
+def test_new_threads_take_new_s_options_and_a_thread_refuses_them(memchat_script, server, tmp_path):
+    import subprocess
+
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Summarize tersely.")
+    made = subprocess.run(
+        [memchat_script, "chat", "--model", "openai/gpt-4o", "--policy", "summary", "--summary-share", "0.5",
+         "--summary-prompt", str(prompt), "--api-base", server.url, "--title", "set up"],
+        input="hello\n", capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert made.returncode == 0, made.stderr
+    thread = re.search(r"chat on thread (\w+)", made.stderr).group(1)
+    with Memory() as memory:
+        kept = memory.thread(thread)
+        assert (kept.title, kept.policy, kept.summary_share, kept.summary_prompt, kept.api_base) == (
+            "set up", "summary", 0.5, "Summarize tersely.", server.url
+        )
+    refused = subprocess.run(
+        [memchat_script, "chat", thread, "--summary-share", "0.3"], input="hello\n", capture_output=True, text=True,
+        timeout=120, env=env,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "for a new thread" in refused.stderr
+    with Memory() as memory:
+        assert memory.thread(thread).summary_share == 0.5
+        assert len(memory.messages(thread)) == 2

@@ -22,7 +22,6 @@ import typer
 
 from memchat.cli.app import app, install_signal_handlers, memory_of
 from memchat.cli.options import (
-    ApiBaseOpt,
     BudgetOpt,
     MaxTokensOpt,
     ModelOpt,
@@ -30,10 +29,13 @@ from memchat.cli.options import (
     PolicyOpt,
     RecallOpt,
     SummaryModelOpt,
+    SummaryPromptOpt,
+    SummaryShareOpt,
     TemperatureOpt,
     TimeoutOpt,
 )
 from memchat.cli.render import note
+from memchat.cli.threads import start_thread
 from memchat.cli.transfer import write_output
 from memchat.cli.turns import render_context
 from memchat.errors import InvalidInput, MemchatError, ReplyCutOff
@@ -64,31 +66,32 @@ def chat(
     policy: PolicyOpt = None,
     recall: RecallOpt = None,
     summary_model: SummaryModelOpt = None,
+    summary_share: SummaryShareOpt = None,
+    summary_prompt: SummaryPromptOpt = None,
     max_tokens: MaxTokensOpt = None,
     temperature: TemperatureOpt = None,
     timeout: TimeoutOpt = None,
-    api_base: ApiBaseOpt = None,
+    api_base: Annotated[
+        Optional[str],
+        typer.Option("--api-base", metavar="URL", help="Provider base URL: kept with a new thread (as `new` keeps it), "
+                     "for this session's turns on THREAD."),
+    ] = None,
 ):
     """Talk with the model in a session on a thread (a new one unless THREAD is given); /help lists the commands."""
     memory = memory_of(ctx)
     if thread is None:
-        current = memory.new_thread(
-            title=title,
-            system=system,
-            model=model,
-            budget=budget,
-            policy=policy.value if policy else "window",
-            recall=recall or 0,
-            summary_model=summary_model,
-        )
+        current = start_thread(ctx, locals())  # `new`'s options, --api-base kept with the thread as `new` keeps it
         turn = {}
     else:
-        if title or system is not None:
-            raise InvalidInput("--title and --system are for a new thread; in a session on THREAD use /title and /system")
+        if title or system is not None or summary_share is not None or summary_prompt is not None:
+            raise InvalidInput(
+                "--title, --system and --summary-share/--summary-prompt are for a new thread; "
+                "in a session on THREAD use /title and /system, or `memchat set`"
+            )
         current = memory.thread(thread)
         turn = {"model": model, "budget": budget, "policy": policy.value if policy else None, "recall": recall,
-                "summary_model": summary_model}
-    turn.update(max_tokens=max_tokens, temperature=temperature, timeout=timeout, api_base=api_base)
+                "summary_model": summary_model, "api_base": api_base}
+    turn.update(max_tokens=max_tokens, temperature=temperature, timeout=timeout)
     session = ChatSession(memory, current.id, {key: value for key, value in turn.items() if value is not None})
     raise typer.Exit(session.run(_lines(memory)))
 

@@ -46,22 +46,28 @@ def new(
     api_base: ThreadApiBaseOpt = None,
 ):
     """Start a thread and print its id."""
+    typer.echo(start_thread(ctx, locals()).id)
+
+
+def start_thread(ctx: typer.Context, options: dict[str, Any]) -> ThreadPublic:
+    """A new thread from `new`'s options (`memchat new`, `memchat chat` without a thread)."""
+    policy = options["policy"]
     thread = memory_of(ctx).new_thread(
-        title=title,
-        system=system,
-        model=model,
-        budget=budget,
+        title=options["title"],
+        system=options["system"],
+        model=options["model"],
+        budget=options["budget"],
         policy=policy.value if policy else "window",
-        recall=recall or 0,
-        summary_model=summary_model,
-        summary_share=summary_share,
-        summary_prompt=_prompt_file(summary_prompt),
-        api_base=api_base,
+        recall=options["recall"] or 0,
+        summary_model=options["summary_model"],
+        summary_share=options["summary_share"],
+        summary_prompt=_prompt_file(options["summary_prompt"]),
+        api_base=options["api_base"],
     )
     created = new_database_file(ctx)
     if created:
         note(f"created the database {created} (`memchat db path` shows where it is)")
-    typer.echo(thread.id)
+    return thread
 
 
 @app.command("set")
