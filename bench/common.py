@@ -67,6 +67,23 @@ def best_of(runs: int, action) -> float:
     return statistics.median(timings)
 
 
+POSTGRES = os.environ.get("MEMCHAT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def fresh_postgres_database(label: str) -> str | None:
+    """The URL of a new, empty PostgreSQL database for one benchmark, if a server answers."""
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3) as admin:
+            name = f"memchat_bench_{label}_{os.getpid()}"
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except Exception:
+        return None
+    return POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+
+
 def memchat_command() -> list[str]:
     script = Path(sys.executable).parent / "memchat"
     return [str(script)] if script.exists() else [sys.executable, "-m", "memchat"]

@@ -7,28 +7,13 @@ full-text index, which indexes every copied message again.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
 
-from common import export_file, table
+from common import export_file, fresh_postgres_database, table
 
-POSTGRES = os.environ.get("MEMCHAT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 SIZES = (1_000, 100_000)
-
-
-def _postgres_database() -> str | None:
-    try:
-        import psycopg
-
-        with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3) as admin:
-            name = f"memchat_bench_fork_{os.getpid()}"
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except Exception:
-        return None
-    return POSTGRES.rsplit("/", 1)[0] + f"/{name}"
 
 
 def _forks(url: str, folder: Path, backend: str) -> list[list]:
@@ -49,7 +34,7 @@ def _forks(url: str, folder: Path, backend: str) -> list[list]:
 def main() -> str:
     with tempfile.TemporaryDirectory() as folder:
         rows = _forks(str(Path(folder) / "fork.db"), Path(folder), "SQLite")
-        postgres = _postgres_database()
+        postgres = fresh_postgres_database("fork")
         if postgres:
             rows += _forks(postgres, Path(folder), "PostgreSQL")
     return table(

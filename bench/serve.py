@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import ROOT, WORDS, export_file, memchat_command, run, table
+from common import ROOT, WORDS, export_file, fresh_postgres_database, memchat_command, run, table
 
 sys.path.insert(0, str(ROOT / "tests"))
 from fake_openai import FakeOpenAI  # noqa: E402
@@ -39,7 +39,6 @@ PROXY_KEY = "sk-bench-master"
 THROUGHPUT_CLIENTS = 8
 THROUGHPUT_TURNS = 25
 SAME_HISTORY = "LiteLLM proxy, the client resending what memchat sent"
-POSTGRES = os.environ.get("MEMCHAT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def _wait(url: str, process: subprocess.Popen, seconds: float = 90) -> None:
@@ -243,8 +242,9 @@ def _throughput_run(bases: list[str], conversations: list[str]) -> tuple[float, 
 def throughput(env: dict, folder: Path) -> str:
     rows = []
     setups = [("SQLite, 1 worker", env, 1, ["--workers", "1"]), ("SQLite, 2 workers", env, 1, ["--workers", "2"])]
-    if _postgres_database():
-        setups.append(("PostgreSQL, 2 replicas", {**env, "MEMCHAT_DB": _postgres_database()}, 2, []))
+    postgres = fresh_postgres_database("serve")
+    if postgres:
+        setups.append(("PostgreSQL, 2 replicas", {**env, "MEMCHAT_DB": postgres}, 2, []))
     for label, setup_env, replicas, args in setups:
         conversations = [
             run(memchat_command() + ["new", "--model", "openai/gpt-4o"], env=setup_env).stdout.strip()
@@ -267,20 +267,6 @@ def throughput(env: dict, folder: Path) -> str:
         ["setup", "turns/s", "messages stored", "failed requests"],
         rows,
     )
-
-
-def _postgres_database() -> str | None:
-    """A fresh PostgreSQL database for the throughput run, if a server answers."""
-    try:
-        import psycopg
-
-        with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=3) as admin:
-            name = f"memchat_bench_{os.getpid()}"
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except Exception:
-        return None
-    return POSTGRES.rsplit("/", 1)[0] + f"/{name}"
 
 
 def main() -> str:
