@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from memchat.api import Memory
 from memchat.server.access import memory_of
 from memchat.server.requests import bad
-from memchat.server.turns import TurnRequest, busy_wait, take_async
+from memchat.server.turns import TurnRequest, answer, busy_wait
 from memchat.views import context_json, search_json, thread_json
 
 router = APIRouter(prefix="/memchat/v1", tags=["memchat"])
@@ -142,31 +142,40 @@ def _reply_json(reply) -> dict[str, Any]:
 
 
 @router.post("/threads/{thread_id}/say")
-async def say(thread_id: str, body: TurnBody, memory: Scoped):
+async def say(thread_id: str, body: TurnBody, request: Request):
     """`memchat say` (JSON; the Responses API streams)."""
-    if body.message is None:
-        raise bad("`message` is required (POST .../retry resends the last unanswered one)", "message")
-    thread = await to_thread.run_sync(memory.thread, thread_id)
-    turn = TurnRequest(thread.id, body.message, body.model, body.system, body.max_tokens, body.temperature)
-    return _reply_json(await take_async(memory, turn))
+
+    def ask(memory: Memory) -> TurnRequest:
+        if body.message is None:
+            raise bad("`message` is required (POST .../retry resends the last unanswered one)", "message")
+        return TurnRequest(memory.thread(thread_id).id, body.message, body.model, body.system, body.max_tokens, body.temperature)
+
+    return _reply_json(await answer(request, ask))
 
 
 @router.post("/threads/{thread_id}/retry")
-async def retry(thread_id: str, body: TurnBody, memory: Scoped):
+async def retry(thread_id: str, body: TurnBody, request: Request):
     """`memchat retry`: the last unanswered message, sent again."""
-    if body.message is not None:
-        raise bad("retry resends the stored message: give no `message`", "message")
-    thread = await to_thread.run_sync(memory.thread, thread_id)
-    turn = TurnRequest(thread.id, None, body.model, body.system, body.max_tokens, body.temperature)
-    return _reply_json(await take_async(memory, turn))
+
+    def ask(memory: Memory) -> TurnRequest:
+        if body.message is not None:
+            raise bad("retry resends the stored message: give no `message`", "message")
+        return TurnRequest(memory.thread(thread_id).id, None, body.model, body.system, body.max_tokens, body.temperature)
+
+    return _reply_json(await answer(request, ask))
 
 
 @router.post("/threads/{thread_id}/edit")
-async def edit(thread_id: str, body: EditBody, memory: Scoped):
+async def edit(thread_id: str, body: EditBody, request: Request):
     """`memchat edit`: user message `position` asked again with `message`, in a fork (the reply's `thread`)."""
-    thread = await to_thread.run_sync(memory.thread, thread_id)
-    turn = TurnRequest(thread.id, body.message, body.model, body.system, body.max_tokens, body.temperature, edit_at=body.position)
-    return _reply_json(await take_async(memory, turn))
+
+    def ask(memory: Memory) -> TurnRequest:
+        return TurnRequest(
+            memory.thread(thread_id).id, body.message, body.model, body.system, body.max_tokens, body.temperature,
+            edit_at=body.position,
+        )
+
+    return _reply_json(await answer(request, ask))
 
 
 @router.post("/threads/{thread_id}/fork")

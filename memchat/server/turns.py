@@ -109,10 +109,6 @@ def take(
     return reply
 
 
-async def take_async(memory: Memory, request: TurnRequest) -> Reply:
-    return await asyncio.get_running_loop().run_in_executor(TURN_THREADS, lambda: take(memory, request))
-
-
 async def answer(request: Request, ask: Callable[[Memory], TurnRequest]) -> Reply:
     """A reply that is not streamed, in one hand-over to a turn thread: the caller's key checked,
     the request read into a turn (`ask`) and the turn taken there, so the event loop waits on one
