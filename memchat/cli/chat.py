@@ -93,7 +93,7 @@ def chat(
                 "summary_model": summary_model, "api_base": api_base}
     turn.update(max_tokens=max_tokens, temperature=temperature, timeout=timeout)
     session = ChatSession(memory, current.id, {key: value for key, value in turn.items() if value is not None})
-    raise typer.Exit(session.run(_lines(memory)))
+    session.run(_lines())
 
 
 @dataclass
@@ -104,7 +104,7 @@ class ChatSession:
     """This session's turn options (`say`'s keywords): those given on the command line for a
     thread that already existed."""
 
-    def run(self, lines: Iterator[str]) -> int:
+    def run(self, lines: Iterator[str]) -> None:
         thread = self.memory.thread(self.thread_id)
         note(f"chat on thread {thread.id}{_titled(thread.title)} · {thread.model or 'default model'} · "
              "/help lists the commands, Ctrl-D leaves")
@@ -123,7 +123,6 @@ class ChatSession:
         finally:
             note(f"thread {self.thread_id} (continue it: memchat chat {self.thread_id}, or memchat say {self.thread_id} …)")
             loading.join(timeout=LOAD_WAIT_SECONDS)
-        return 0
 
     def warm_up(self) -> None:
         """Load litellm and the thread's tokenizer, and read its history, as a turn will."""
@@ -336,7 +335,7 @@ def _titled(title: str) -> str:
     return f" ({terminal_safe(title)})" if title else ""
 
 
-def _lines(memory: Memory) -> Iterator[str]:
+def _lines() -> Iterator[str]:
     """What the user types: through the line editor on a terminal, else stdin's lines."""
     if sys.stdin.isatty() and sys.stdout.isatty():
         yield from _edited_lines()
