@@ -239,23 +239,28 @@ class _Replay:
     def __init__(self, pages: Iterator[list[Candidate]]):
         self._pages = pages
         self._seen: list[Candidate] = []
+        self._used = 0
 
     @property
     def read(self) -> int:
-        return len(self._seen)
+        """How many messages the walks looked at (a page may hold more: sizing the next turn's
+        first page by the page read would make it grow by the turn's messages every turn)."""
+        return self._used
 
     def __iter__(self) -> Iterator[Candidate]:
         index = 0
         while True:
-            if index < len(self._seen):
-                upto = len(self._seen)
-                yield from self._seen[index:upto]
-                index = upto
+            if index == len(self._seen):
+                page = next(self._pages, None)
+                if page is None:
+                    return
+                self._seen.extend(page)
                 continue
-            page = next(self._pages, None)
-            if page is None:
-                return
-            self._seen.extend(page)
+            candidate = self._seen[index]
+            index += 1
+            if index > self._used:
+                self._used = index
+            yield candidate
 
 
 def extra_cost(plan: Plan, extra: Extra | None) -> int:

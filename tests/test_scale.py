@@ -10,8 +10,8 @@ from helpers import sqlite_only
 from sqlalchemy import text
 
 from memchat import llm
+from memchat.prompt import PAGE_SLACK, first_page
 from memchat.tokens import FALLBACK_MARGIN, tokenizer_for
-from memchat.prompt import first_page
 
 
 def long_thread(memory, messages: int, model: str = "openai/gpt-4o") -> str:
@@ -43,6 +43,18 @@ def test_a_turn_with_another_tokenizer_counts_only_what_it_reads(memory, server)
     memory.say(thread, "again?", model="openai/gpt-4", budget=300)
     assert token_rows(memory, "cl100k_base") <= first + 2 + first_page(300)
     assert llm.counter("openai/gpt-4")(server.last_messages) <= 300
+
+
+def test_the_first_page_follows_the_window_not_the_history(memory, server):
+    """A warm process sizes a turn's first read of history by the messages its last context
+    looked at; sized by the whole page read instead, it grew by a turn's worth every turn until
+    each turn read the thread's whole history."""
+    thread = long_thread(memory, 400)
+    for n in range(8):
+        reply = memory.say(thread, f"and then? {n}", budget=300)
+    window = len(reply.context.entries) - 1
+    assert 0 < window < 40
+    assert first_page(300, thread) <= window + 2 + PAGE_SLACK  # the one that did not fit, a trimmed reply
 
 
 def test_the_sent_prompt_is_exact_even_when_stored_counts_under_count(memory, server):
