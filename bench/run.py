@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import adversary  # noqa: E402
 import chat  # noqa: E402
+import client  # noqa: E402
 import context_assembly  # noqa: E402
 import fork  # noqa: E402
 import import_export  # noqa: E402
@@ -47,6 +48,7 @@ def main() -> None:
         ("say", say_turn),
         ("serve", serve),
         ("chat", chat),
+        ("client mode", client),
         ("fork", fork),
         ("import and export", import_export),
         ("long-term memory", long_term_memory),

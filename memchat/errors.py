@@ -108,6 +108,12 @@ class HistoryMoved(MemchatError):
         super().__init__(f"thread {thread_id} changed while the turn was being prepared")
 
 
+class AccessDenied(MemchatError):
+    """A memchat server refused the client's API key (`--server` with MEMCHAT_API_KEY)."""
+
+    exit_code = 8
+
+
 class StorageError(MemchatError):
     """The database cannot be opened, migrated or written."""
 

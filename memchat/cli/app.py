@@ -19,6 +19,7 @@ from memchat.cli.helptext import App, Group
 from memchat.config import database_url, debug_enabled
 from memchat.errors import (
     Interrupted,
+    InvalidInput,
     MemchatError,
     ReplyCutOff,
     StorageError,
@@ -178,20 +179,38 @@ def _global(
             "Default: $MEMCHAT_DB, else a file in the user data dir (`memchat db path`).",
         ),
     ] = None,
+    server: Annotated[
+        Optional[str],
+        typer.Option(
+            "--server",
+            metavar="URL",
+            help="Work through a running `memchat serve` at URL instead of a database (also accepted after "
+            "the command); its key from $MEMCHAT_API_KEY. Default: $MEMCHAT_SERVER.",
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", help="Print memchat's version and exit.", is_eager=True, callback=_print_version),
     ] = False,
 ):
-    ctx.obj = {"db": db}
+    ctx.obj = {"db": db, "server": server}
     if os.environ.get("NO_COLOR"):
         ctx.color = False  # no-color.org; colour is only ever written to a terminal anyway
 
 
 def memory_of(ctx: typer.Context) -> Memory:
-    """The Memory for this invocation, opened on first use and closed when the command ends."""
+    """The Memory for this invocation, opened on first use and closed when the command ends;
+    with --server (or $MEMCHAT_SERVER) a client of that server answering the same calls."""
     root = ctx.find_root()
     if "memory" not in root.obj:
+        from memchat.remote import RemoteMemory, server_from
+
+        server = server_from(root.obj["server"])
+        if server is not None:
+            if root.obj["db"]:
+                raise InvalidInput("give either --db or --server (a server works on its own database)")
+            root.obj["memory"] = RemoteMemory(server)
+            return root.obj["memory"]
         from memchat.api import Memory  # the database layer, loaded by the commands that use it
 
         url = database_url(root.obj["db"])
@@ -207,7 +226,7 @@ def new_database_file(ctx: typer.Context) -> str | None:
     return ctx.find_root().obj.get("new_database")
 
 
-GLOBAL_OPTIONS_WITH_VALUES = ("--db",)
+GLOBAL_OPTIONS_WITH_VALUES = ("--db", "--server")
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:

@@ -125,7 +125,12 @@ class ChatSession:
             loading.join(timeout=LOAD_WAIT_SECONDS)
 
     def warm_up(self) -> None:
-        """Load litellm and the thread's tokenizer, and read its history, as a turn will."""
+        """Load litellm and the thread's tokenizer, and read its history, as a turn will (a
+        client of `memchat serve` has nothing to load: the server is warm)."""
+        from memchat.remote import RemoteMemory
+
+        if isinstance(self.memory, RemoteMemory):
+            return
         from memchat import llm
 
         try:

@@ -15,10 +15,11 @@ Operator-only commands (`memchat key`, `memchat db`, `memchat config`) have no H
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Annotated, Any, Literal
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request
@@ -26,9 +27,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from memchat.api import Memory
+from memchat.errors import ReplyCutOff
 from memchat.server.access import memory_of
+from memchat.server.errors import body as error_body
+from memchat.server.errors import message_of, status_of
 from memchat.server.requests import bad
-from memchat.server.turns import TurnRequest, answer, busy_wait
+from memchat.server.turns import StreamedTurn, TurnRequest, answer, busy_wait
 from memchat.views import context_json, search_json, thread_json
 
 router = APIRouter(prefix="/memchat/v1", tags=["memchat"])
@@ -53,20 +57,29 @@ class ThreadSettings(Strict):
 
 
 class TurnBody(Strict):
+    """A turn's overrides, as `memchat say`'s options; `stream`: memchat's own events (below)."""
+
     message: str | None = None
     model: str | None = None
     system: str | None = None
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0)
+    budget: int | None = Field(default=None, gt=0)
+    policy: Literal["window", "summary"] | None = None
+    recall: int | None = Field(default=None, ge=0)
+    summary_model: str | None = None
+    stream: bool = False
+
+    def turn(self, thread_id: str, text: str | None, edit_at: int | None = None) -> TurnRequest:
+        return TurnRequest(
+            thread_id, text, self.model, self.system, self.max_tokens, self.temperature, edit_at=edit_at,
+            budget=self.budget, policy=self.policy, recall=self.recall, summary_model=self.summary_model,
+        )
 
 
-class EditBody(Strict):
+class EditBody(TurnBody):
     position: int = Field(ge=0)
     message: str
-    model: str | None = None
-    system: str | None = None
-    max_tokens: int | None = Field(default=None, gt=0)
-    temperature: float | None = Field(default=None, ge=0)
 
 
 class ForkBody(Strict):
@@ -141,28 +154,80 @@ def _reply_json(reply) -> dict[str, Any]:
     }
 
 
+async def _answered(request: Request, ask: Callable[[Memory], TurnRequest], stream: bool):
+    if not stream:
+        return _reply_json(await answer(request, ask))
+    streamed = StreamedTurn(request, ask, notes=True)
+    first = await streamed.next()
+    if first[0] == "error":
+        raise first[1]  # nothing stored yet: a plain HTTP error
+
+    async def events() -> AsyncIterator[str]:
+        event = first
+        try:
+            while True:
+                kind, value = event
+                if kind == "start":
+                    yield _event("start", value.model_dump(mode="json"))
+                elif kind == "note":
+                    yield _event("note", {"text": value})
+                elif kind == "text":
+                    yield _event("text", {"delta": value})
+                elif kind == "reply":
+                    yield _event("reply", _reply_json(value))
+                    return
+                else:
+                    yield _event("error", _failure_json(value))
+                    return
+                event = await streamed.next()
+        except BaseException:
+            streamed.abandon()
+            raise
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+
+def _event(kind: str, data: dict[str, Any]) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _failure_json(failure: BaseException) -> dict[str, Any]:
+    """A failure after the turn began: the error body with its status, and what a face needs to
+    say how to go on (the thread whose message is kept unanswered, a partial reply's text)."""
+    status, code, _ = status_of(failure)
+    return {
+        **error_body(status, message_of(failure), code=code),
+        "status": status,
+        "unanswered_in": getattr(failure, "unanswered_in", None),
+        "partial": failure.text if isinstance(failure, ReplyCutOff) else None,
+    }
+
+
 @router.post("/threads/{thread_id}/say")
 async def say(thread_id: str, body: TurnBody, request: Request):
-    """`memchat say` (JSON; the Responses API streams)."""
+    """`memchat say`: the reply as JSON, or with `stream` memchat's own server-sent events:
+    `start` (the stored user message), `note` ({"text"}: what memchat did on the user's behalf),
+    `text` ({"delta"}), then `reply` (this endpoint's JSON) or `error` (an OpenAI error body with
+    `status`, `unanswered_in` and a cut-off reply's `partial` text). The Responses API streams too."""
 
     def ask(memory: Memory) -> TurnRequest:
         if body.message is None:
             raise bad("`message` is required (POST .../retry resends the last unanswered one)", "message")
-        return TurnRequest(memory.thread(thread_id).id, body.message, body.model, body.system, body.max_tokens, body.temperature)
+        return body.turn(memory.thread(thread_id).id, body.message)
 
-    return _reply_json(await answer(request, ask))
+    return await _answered(request, ask, body.stream)
 
 
 @router.post("/threads/{thread_id}/retry")
 async def retry(thread_id: str, body: TurnBody, request: Request):
-    """`memchat retry`: the last unanswered message, sent again."""
+    """`memchat retry`: the last unanswered message, sent again (`stream` as for say)."""
 
     def ask(memory: Memory) -> TurnRequest:
         if body.message is not None:
             raise bad("retry resends the stored message: give no `message`", "message")
-        return TurnRequest(memory.thread(thread_id).id, None, body.model, body.system, body.max_tokens, body.temperature)
+        return body.turn(memory.thread(thread_id).id, None)
 
-    return _reply_json(await answer(request, ask))
+    return await _answered(request, ask, body.stream)
 
 
 @router.post("/threads/{thread_id}/edit")
@@ -170,12 +235,15 @@ async def edit(thread_id: str, body: EditBody, request: Request):
     """`memchat edit`: user message `position` asked again with `message`, in a fork (the reply's `thread`)."""
 
     def ask(memory: Memory) -> TurnRequest:
-        return TurnRequest(
-            memory.thread(thread_id).id, body.message, body.model, body.system, body.max_tokens, body.temperature,
-            edit_at=body.position,
-        )
+        return body.turn(memory.thread(thread_id).id, body.message, edit_at=body.position)
 
-    return _reply_json(await answer(request, ask))
+    return await _answered(request, ask, body.stream)
+
+
+@router.get("/threads/{thread_id}/turn")
+def turn_in_progress(thread_id: str, memory: Scoped):
+    """Whether a turn holds the thread now (`memchat show` marks a pending message interrupted when not)."""
+    return {"in_progress": memory.turn_in_progress(memory.thread(thread_id).id)}
 
 
 @router.post("/threads/{thread_id}/fork")

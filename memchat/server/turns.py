@@ -60,6 +60,11 @@ class TurnRequest:
     """(role, text) input items stored before `text`, within the turn."""
     edit_at: int | None = None
     """Set: ask user message #edit_at again with `text`, in a fork just before it (`memchat edit`)."""
+    budget: int | None = None
+    policy: str | None = None
+    recall: int | None = None
+    summary_model: str | None = None
+    """This turn's overrides of the thread's settings (memchat's own API, as `memchat say`'s options)."""
 
 
 def take(
@@ -69,6 +74,7 @@ def take(
     stream: bool = False,
     on_text: Callable[[str], None] | None = None,
     on_start: Callable[[MessagePublic], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Reply:
     """The turn, timed and counted."""
     started = time.perf_counter()
@@ -81,9 +87,14 @@ def take(
             system=request.system,
             max_tokens=request.max_tokens,
             temperature=request.temperature,
+            budget=request.budget,
+            policy=request.policy,
+            recall=request.recall,
+            summary_model=request.summary_model,
             stream=stream,
             on_text=on_text,
             on_start=on_start,
+            on_note=on_note,
             timeout=timeout(),
             wait=busy_wait(),
             earlier=request.earlier,
@@ -126,9 +137,13 @@ class StreamedTurn:
     request read into a turn by `ask` there, as `answer` does): `await next()` gives ("start",
     the stored user message), then ("text", piece) as the reply arrives, then ("reply", Reply) or
     ("error", exception); a failure before the user's message is stored comes as ("error", ...)
-    at once. `memory` and `turn` are set before the first event."""
+    at once. `memory` and `turn` are set before the first event. With `notes`, what memchat did
+    on the user's behalf (a summary made, a fork for an edit) comes as ("note", text) events too,
+    wherever it happens (memchat's own API passes them on; the OpenAI protocols have no place
+    for them)."""
 
-    def __init__(self, request: Request, ask: Callable[[Memory], TurnRequest]):
+    def __init__(self, request: Request, ask: Callable[[Memory], TurnRequest], *, notes: bool = False):
+        self._notes = notes
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._gone = threading.Event()
@@ -151,7 +166,10 @@ class StreamedTurn:
         try:
             self.memory = memory_of(request)
             self.turn = ask(self.memory)
-            reply = take(self.memory, self.turn, stream=True, on_text=self._on_text, on_start=lambda m: self._put(("start", m)))
+            reply = take(
+                self.memory, self.turn, stream=True, on_text=self._on_text, on_start=lambda m: self._put(("start", m)),
+                on_note=(lambda text: self._put(("note", text))) if self._notes else None,
+            )
             event = ("reply", reply)
         except BaseException as failure:
             event = ("error", failure)

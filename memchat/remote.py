@@ -1,0 +1,382 @@
+"""`memchat --server URL`: the CLI as a client of a running `memchat serve`.
+
+`RemoteMemory` answers the calls the CLI makes of `Memory` through memchat's own HTTP API
+(`/memchat/v1`), so every command parses, calls and renders exactly as it does on a database:
+same output, same exit codes, the server's errors turned back into memchat's (a 404 is
+NotFound, exit 3; a 409 ThreadBusy, exit 7; ...). It is built on the standard library alone
+and imports neither SQLAlchemy nor litellm: a whole `memchat --server URL say` costs a
+Python start and one request, not the ~3 s of loading a model stack.
+
+Records come back as the server wrote them (the JSON of memchat's *Public models) and are
+read by attribute as the models are (`Record`); contexts and replies are rebuilt as the
+dataclasses the CLI renders.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TextIO
+from urllib.parse import quote, urlencode, urlsplit
+
+from memchat.context import Context, ContextEntry
+from memchat.errors import (
+    AccessDenied,
+    BudgetExceeded,
+    InvalidInput,
+    MemchatError,
+    NotFound,
+    ProviderError,
+    ReplyCutOff,
+    StorageError,
+    ThreadBusy,
+)
+
+API = "/memchat/v1"
+READ_CHUNK = 64 * 1024
+
+
+def server_from(option: str | None) -> str | None:
+    """The server a CLI invocation talks to: `--server`, else $MEMCHAT_SERVER (empty: none)."""
+    return option or os.environ.get("MEMCHAT_SERVER") or None
+
+
+class Record:
+    """A record as the server sent it, read as the model it came from: by attribute, times
+    (the `*_at` fields) as datetimes; `model_dump(mode="json")` gives back the very JSON."""
+
+    def __init__(self, data: dict[str, Any]):
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            value = self._data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        if name.endswith("_at") and isinstance(value, str):
+            return datetime.fromisoformat(value)
+        return value
+
+    def model_dump(self, mode: str = "json", **_: Any) -> dict[str, Any]:
+        return dict(self._data)
+
+    def model_copy(self, *, update: dict[str, Any] | None = None) -> Record:
+        return Record({**self._data, **(update or {})})
+
+
+@dataclass(frozen=True)
+class RemoteReply:
+    """`Reply` as the CLI reads it, from the server's reply JSON."""
+
+    text: str
+    thread_id: str
+    message: Record
+    user_message: Record
+    context: Record
+    summary: Record | None
+
+
+@dataclass(frozen=True)
+class RemoteHit:
+    """`SearchHit` as the CLI reads it: the snippet with its highlight marks put back."""
+
+    message: Record
+    thread_title: str
+    snippet: str
+    score: float
+
+
+class RemoteMemory:
+    """The `Memory` calls of the CLI, over HTTP to `memchat serve` (see the module's docstring)."""
+
+    def __init__(self, url: str, key: str | None = None, *, timeout: float | None = None):
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidInput(f"--server needs an http(s) URL such as http://127.0.0.1:8765, not {url!r}")
+        self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._key = key if key is not None else os.environ.get("MEMCHAT_API_KEY") or None
+        self._timeout = timeout
+
+    # ---- the calls the CLI makes -------------------------------------------------------
+
+    def threads(self) -> list[Record]:
+        return [Record(data) for data in self._json("GET", "/threads")]
+
+    def thread(self, thread_id: str) -> Record:
+        return Record(self._json("GET", f"/threads/{_part(thread_id)}"))
+
+    def latest_thread(self) -> Record:
+        threads = self.threads()
+        if not threads:
+            raise NotFound("no threads yet: `memchat new` starts one")
+        return threads[0]
+
+    def usage_totals(self, thread_id: str | None = None) -> dict[str, dict[str, Any]]:
+        records = [self.thread(thread_id)] if thread_id is not None else self.threads()
+        return {record.id: record.usage for record in records if any(record.usage.values())}
+
+    def new_thread(self, *, api_base: str | None = None, **settings: Any) -> Record:
+        _local_only("api_base", api_base, "a thread's endpoint is the server's to choose")
+        given = {name: value for name, value in settings.items() if value is not None}
+        return Record(self._json("POST", "/threads", given))
+
+    def configure(self, thread_id: str, **changes: Any) -> Record:
+        _local_only("api_base", changes.pop("api_base", None), "a thread's endpoint is the server's to choose")
+        return Record(self._json("PATCH", f"/threads/{_part(thread_id)}", changes))
+
+    def rename(self, thread_id: str, title: str) -> Record:
+        return Record(self._json("PATCH", f"/threads/{_part(thread_id)}", {"title": title}))
+
+    def delete(self, thread_id: str) -> str:
+        return self._json("DELETE", f"/threads/{_part(thread_id)}")["id"]
+
+    def messages(self, thread_id: str, *, last: int | None = None) -> list[Record]:
+        query = f"?{urlencode({'last': last})}" if last is not None else ""
+        return [Record(data) for data in self._json("GET", f"/threads/{_part(thread_id)}/messages{query}")]
+
+    def turn_in_progress(self, thread_id: str) -> bool:
+        return self._json("GET", f"/threads/{_part(thread_id)}/turn")["in_progress"]
+
+    def say(self, thread_id: str, text: str | None, **options: Any) -> RemoteReply:
+        return self._turn("retry" if text is None else "say", thread_id, {"message": text} if text is not None else {}, options)
+
+    def retry(self, thread_id: str, **options: Any) -> RemoteReply:
+        return self.say(thread_id, None, **options)
+
+    def edit(self, thread_id: str, position: int, text: str, **options: Any) -> RemoteReply:
+        return self._turn("edit", thread_id, {"position": position, "message": text}, options)
+
+    def accept(self, thread_id: str) -> Record:
+        return Record(self._json("POST", f"/threads/{_part(thread_id)}/accept", {}))
+
+    def undo(self, thread_id: str, *, wait: float | None = None) -> list[Record]:
+        return [Record(data) for data in self._json("POST", f"/threads/{_part(thread_id)}/undo", {})]
+
+    def fork(self, thread_id: str, *, at: int | None = None, wait: float | None = None) -> Record:
+        return Record(self._json("POST", f"/threads/{_part(thread_id)}/fork", {"at": at}))
+
+    def context(self, thread_id: str, text: str | None = None, **options: Any) -> Context:
+        body = {"message": text, **{name: value for name, value in options.items() if value is not None}}
+        return _context(self._json("POST", f"/threads/{_part(thread_id)}/context", body))
+
+    def summaries(self, thread_id: str) -> list[Record]:
+        return [Record(data) for data in self._json("GET", f"/threads/{_part(thread_id)}/summaries")]
+
+    def summary(self, thread_id: str) -> Record | None:
+        made = self.summaries(thread_id)
+        return made[-1] if made else None
+
+    def rebuild_summary(self, thread_id: str, *, on_note: Callable[[str], None] | None = None, **options: Any) -> Record:
+        for name, value in options.items():
+            _local_only(name, value, "the server summarizes with the thread's own settings")
+        return Record(self._json("POST", f"/threads/{_part(thread_id)}/summaries/rebuild", {}))
+
+    def search(self, query: str, *, thread_id: str | None = None, limit: int = 20) -> list[RemoteHit]:
+        from memchat.storage.fulltext import HIGHLIGHT_END, HIGHLIGHT_START
+
+        values = {"q": query, "limit": limit, **({"thread": thread_id} if thread_id else {})}
+        hits = []
+        for row in self._json("GET", f"/search?{urlencode(values)}"):
+            snippet, at = [], 0
+            for start, end in row["highlights"]:
+                snippet += [row["snippet"][at:start], HIGHLIGHT_START, row["snippet"][start:end], HIGHLIGHT_END]
+                at = end
+            snippet.append(row["snippet"][at:])
+            message = {
+                "thread_id": row["thread"], "position": row["position"], "role": row["role"],
+                "status": row["status"], "created_at": row["created_at"],
+            }
+            hits.append(RemoteHit(Record(message), row["title"], "".join(snippet), row["score"]))
+        return hits
+
+    def write_export(self, out: TextIO, thread_id: str | None = None) -> None:
+        path = "/export" if thread_id is None else f"/threads/{_part(thread_id)}/export"
+        with self._request("GET", path) as response:
+            try:
+                while chunk := response.read(READ_CHUNK):
+                    out.write(chunk.decode("utf-8"))
+            except (http.client.HTTPException, OSError) as exc:
+                raise StorageError(f"the export from {self.url} stopped part-way ({exc or type(exc).__name__})") from None
+
+    def import_(self, data: str | bytes | Any) -> list[str]:
+        raw = data if isinstance(data, bytes) else (data if isinstance(data, str) else json.dumps(data)).encode("utf-8")
+        return self._json("POST", "/import", raw)["threads"]
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        """The operator's calls (keys, the schema, another tenant's view) work on the database itself."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise InvalidInput(
+            f"this command works on the database itself, not through a server (--server / MEMCHAT_SERVER: {self.url})"
+        )
+
+    # ---- HTTP -----------------------------------------------------------------------------
+
+    def _turn(self, kind: str, thread_id: str, body: dict[str, Any], options: dict[str, Any]) -> RemoteReply:
+        """A turn over memchat's own event stream: pieces to `on_text` as they arrive, notes to
+        `on_note`; a failure after the user's message was stored raised as it would be locally."""
+        on_text, on_note = options.pop("on_text", None), options.pop("on_note", None)
+        on_start = options.pop("on_start", None)
+        options.pop("stream", None)
+        options.pop("wait", None)
+        for name in ("api_base", "timeout"):
+            _local_only(name, options.pop(name, None), "the server's own settings apply to its model calls")
+        body = {**body, **{name: value for name, value in options.items() if value is not None}, "stream": True}
+        received: list[str] = []
+        started: str | None = None
+        try:
+            with self._request("POST", f"/threads/{_part(thread_id)}/{kind}", body) as response:
+                for event, data in _events(response):
+                    if event == "start":
+                        started = data["thread_id"]
+                        if on_start:
+                            on_start(Record(data))
+                    elif event == "note" and on_note:
+                        on_note(data["text"])
+                    elif event == "text":
+                        received.append(data["delta"])
+                        if on_text:
+                            on_text(data["delta"])
+                    elif event == "reply":
+                        return _reply(data)
+                    elif event == "error":
+                        raise _failure(data["status"], data, unanswered_in=data.get("unanswered_in"), partial=data.get("partial"))
+        except KeyboardInterrupt as interrupt:
+            # Leaving closes the stream: the server stops the turn there and keeps what it sent
+            # as a partial reply, as a local turn does on Ctrl-C.
+            if received:
+                cut = ReplyCutOff(
+                    "interrupted; the partial reply is kept", "".join(received),
+                    interrupted=True, signal_number=getattr(interrupt, "signal_number", None),
+                )
+                cut.unanswered_in = started
+                raise cut from None
+            interrupt.unanswered_in = started
+            raise
+        except (http.client.HTTPException, ConnectionResetError, TimeoutError) as exc:
+            failure = StorageError(f"the memchat server at {self.url} broke off the turn ({exc or type(exc).__name__})")
+            failure.unanswered_in = started
+            raise failure from None
+        raise StorageError(f"the server at {self.url} ended the turn's stream without its reply")
+
+    def _json(self, method: str, path: str, body: Any = None) -> Any:
+        with self._request(method, path, body) as response:
+            return json.loads(response.read())
+
+    def _request(self, method: str, path: str, body: Any = None) -> http.client.HTTPResponse:
+        if isinstance(body, bytes):
+            payload, content_type = body, "application/json"
+        elif body is not None:
+            payload, content_type = json.dumps(body).encode("utf-8"), "application/json"
+        else:
+            payload, content_type = None, None
+        headers = {"Accept": "application/json, text/event-stream"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        connection_class = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+        connection = connection_class(self._host, self._port, timeout=self._timeout)
+        try:
+            connection.request(method, f"{self._prefix}{API}{path}", body=payload, headers=headers)
+            response = connection.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise StorageError(f"cannot reach the memchat server at {self.url}: {reason}") from None
+        if response.status >= 400:
+            try:
+                data = json.loads(response.read() or b"{}")
+            except (ValueError, OSError, http.client.HTTPException):
+                data = {}
+            finally:
+                connection.close()
+            raise _failure(response.status, data if isinstance(data, dict) else {})
+        return response
+
+
+def _part(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _local_only(name: str, value: Any, why: str) -> None:
+    if value is not None:
+        option = "--" + name.replace("_", "-")
+        raise InvalidInput(f"{option} is not taken through a server: {why}")
+
+
+def _events(response: http.client.HTTPResponse) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Server-sent events as (event, decoded data), read line by line as they arrive."""
+    event, data = "message", []
+    for raw in response:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+
+
+def _reply(data: dict[str, Any]) -> RemoteReply:
+    summary = Record(data["summary"]) if data.get("summary") else None
+    return RemoteReply(
+        text=data["text"], thread_id=data["thread"], message=Record(data["message"]),
+        user_message=Record(data["user_message"]), context=Record(data["context"]), summary=summary,
+    )
+
+
+def _context(data: dict[str, Any]) -> Context:
+    entries = [
+        ContextEntry(
+            role=entry["role"], content=entry["content"], kind=entry["kind"], tokens=entry["tokens"], kept=entry["kept"],
+            position=entry["position"], span=tuple(entry["span"]) if entry["span"] else None,
+            recalled=tuple(entry["recalled"]),
+        )
+        for entry in data["entries"]
+    ]
+    return Context(
+        entries=entries, budget=data["budget"], room=data["room"], prompt_tokens=data["prompt_tokens"],
+        framing_tokens=data["framing_tokens"], model=data["model"], tokenizer=data["tokenizer"], policy=data["policy"],
+        summary_due=tuple(data["summary_due"]) if data["summary_due"] else None,
+    )
+
+
+def _failure(status: int, data: dict[str, Any], *, unanswered_in: str | None = None, partial: str | None = None) -> MemchatError:
+    """The server's error as the memchat error it stands for (its message kept as the server
+    wrote it): the CLI then prints the same line and exits with the same code as locally."""
+    error = data.get("error") if isinstance(data.get("error"), dict) else {}
+    message = error.get("message") or f"the memchat server answered HTTP {status}"
+    code = error.get("code")
+    if partial is not None:
+        failure: MemchatError = ReplyCutOff(message, partial)
+    elif status in (401, 403):
+        failure = AccessDenied(message)
+    elif status == 404:
+        failure = NotFound(message)
+    elif status == 409:
+        failure = ThreadBusy(message)
+    elif status == 400 and code == "context_length_exceeded":
+        failure = MemchatError(message)
+        failure.exit_code = BudgetExceeded.exit_code
+    elif status == 400 and code == "model_not_available":
+        failure = ProviderError(message, kind="setup")
+    elif status in (400, 413, 422):
+        failure = InvalidInput(message)
+    elif status == 429 or status in (502, 504):
+        failure = ProviderError(message, kind=(code or "error").removeprefix("provider_"))
+    else:
+        failure = StorageError(f"the memchat server failed (HTTP {status}): {message}")
+    failure.unanswered_in = unanswered_in
+    return failure

@@ -1,0 +1,149 @@
+"""`memchat --server URL`: the CLI as a client of a running `memchat serve` (a real server
+process on the test's database, the tests' local provider behind it): the same commands print
+the same output and exit with the same codes as on the database itself, the server's errors
+come back as memchat's, and the client process loads neither SQLAlchemy nor litellm."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from serving import Served
+
+SCRIPT = str(Path(sys.executable).parent / "memchat")
+
+
+@pytest.fixture
+def served(server):
+    running = Served()
+    yield running
+    running.stop()
+
+
+def local(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+
+
+def remote(served: Served, *args: str, key: str | None = None, **env: str) -> subprocess.CompletedProcess:
+    """The command through the server: `--server` given after the command, as users type it,
+    and no database named anywhere the client could open."""
+    extra = {"MEMCHAT_DB": "/nonexistent/never-opened.db", **env}
+    if key is not None:
+        extra["MEMCHAT_API_KEY"] = key
+    return local(*args, "--server", served.url, **extra)
+
+
+def same(here: subprocess.CompletedProcess, there: subprocess.CompletedProcess) -> tuple:
+    return (there.stdout, there.stderr, there.returncode), (here.stdout, here.stderr, here.returncode)
+
+
+def test_commands_print_what_they_print_on_the_database(served, server):
+    server.reply("Lisbon, in May.", "The 12th.")
+    thread = remote(served, "new", "--title", "trip", "--model", "openai/gpt-4o", "--budget", "2000").stdout.strip()
+    assert len(thread) == 12
+    first = remote(served, "say", thread, "where do we go?")
+    assert (first.stdout, first.returncode) == ("Lisbon, in May.\n", 0)
+    second = remote(served, "say", thread, "and when exactly?", "--usage")
+    assert second.stdout == "The 12th.\n" and "prompt +" in second.stderr
+    assert server.last_messages == [
+        {"role": "user", "content": "where do we go?"},
+        {"role": "assistant", "content": "Lisbon, in May."},
+        {"role": "user", "content": "and when exactly?"},
+    ]
+    for args in (
+        ["list"],
+        ["list", "--json"],
+        ["show", thread, "--no-pager"],
+        ["show", thread, "--json"],
+        ["show", thread[:6], "--last", "1", "--no-pager"],
+        ["context", thread, "what next?"],
+        ["context", thread, "--json", "--budget", "40"],
+        ["search", "Lisbon"],
+        ["search", "Lisbon", "--json"],
+        ["search", "nowhere-to-be-found"],
+        ["summary", thread],
+        ["summary", thread, "--all", "--json"],
+        ["export", thread],
+        ["export", "--all"],
+    ):
+        there, here = same(local(*args), remote(served, *args))
+        assert there == here, args
+
+
+def test_branching_and_repair_through_the_server(served, server):
+    server.reply("one", "the second answer, cut short", "two", "two, again")
+    thread = remote(served, "new", "--model", "openai/gpt-4o").stdout.strip()
+    remote(served, "say", thread, "first")
+    server.drop_after(1)
+    cut = remote(served, "say", thread, "second", "--stream")
+    assert cut.returncode == 5
+    assert f"(the partial reply is kept: `memchat accept {thread}` keeps it, `memchat retry {thread}` asks again)" in cut.stderr
+    retried = remote(served, "retry", thread, "--stream")
+    assert (retried.stdout, retried.returncode) == ("two\n", 0)
+    fork = remote(served, "fork", thread, "--at", "1")
+    assert fork.returncode == 0 and f"forked thread {thread} at #1 into {fork.stdout.strip()}" in fork.stderr
+    edited = remote(served, "edit", thread, "2", "second, said better")
+    assert edited.stdout == "two, again\n" and "asking again in a new thread" in edited.stderr
+    assert server.last_messages[-1] == {"role": "user", "content": "second, said better"}
+    undone = remote(served, "undo", thread)
+    assert undone.returncode == 0 and "undid the last turn" in undone.stderr
+    stored = json.loads(local("show", thread, "--json").stdout)["messages"]
+    assert [m["status"] for m in stored][-2:] == ["undone", "undone"]
+    assert local("context", thread, "--json").stdout.count('"second"') == 0
+
+
+def test_failures_come_back_as_the_same_line_and_exit_code(served, server):
+    thread = remote(served, "new", "--model", "openai/gpt-4o").stdout.strip()
+    too_long = ["say", thread, "--budget", "3", "a long message " * 20]
+    for args in (["show", "nosuchthread"], ["say", "nosuchthread", "hi"], too_long):
+        there, here = same(local(*args), remote(served, *args))
+        assert there[1:] == here[1:], args
+    server.fail(401, "the provider refused the key")
+    failed = remote(served, "say", thread, "hello")
+    assert failed.returncode == 5
+    assert failed.stderr.endswith(f"(your message is saved: `memchat retry {thread}` sends it again)\n")
+    assert failed.stderr.count("\n") == 1
+
+    operator = remote(served, "key", "list")
+    assert operator.returncode == 2 and "works on the database itself" in operator.stderr
+    both = local("--db", "x.db", "--server", served.url, "list")
+    assert both.returncode == 2 and "either --db or --server" in both.stderr
+    gone = local("--server", "http://127.0.0.1:9", "list")
+    assert gone.returncode == 6 and "cannot reach the memchat server at http://127.0.0.1:9" in gone.stderr
+    assert remote(served, "say", thread, "hi", "--api-base", "http://elsewhere/v1").returncode == 2
+
+
+def test_a_key_is_sent_and_a_refused_one_is_exit_8(served, server):
+    key = local("key", "create", "alice").stdout.strip()
+    without = remote(served, "list")
+    assert without.returncode == 8 and without.stderr.startswith("memchat: this server needs an API key")
+    wrong = remote(served, "list", key="mc-not-a-key")
+    assert wrong.returncode == 8 and key not in wrong.stderr
+    made = remote(served, "new", "--title", "alice's", key=key)
+    assert made.returncode == 0
+    listed = remote(served, "list", "--json", key=key)
+    assert [t["title"] for t in json.loads(listed.stdout)] == ["alice's"]
+    assert remote(served, "list", key=key, MEMCHAT_SERVER=served.url).returncode == 0
+
+
+def test_a_client_process_loads_neither_sqlalchemy_nor_litellm(served, server):
+    server.reply("hello back")
+    thread = remote(served, "new", "--model", "openai/gpt-4o").stdout.strip()
+    program = (
+        "import sys\n"
+        "from memchat.cli import main\n"
+        f"sys.argv = ['memchat', 'say', {thread!r}, 'hello']\n"
+        "try:\n    main()\nexcept SystemExit as end:\n    code = end.code\n"
+        "heavy = sorted(m for m in ('sqlalchemy', 'sqlmodel', 'alembic', 'litellm', 'fastapi', 'openai') if m in sys.modules)\n"
+        "print(heavy, code, file=sys.stderr)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "MEMCHAT_SERVER": served.url, "MEMCHAT_DB": "/nonexistent/never-opened.db"},
+    )
+    assert run.stdout == "hello back\n"
+    assert run.stderr.strip() == "[] 0"
