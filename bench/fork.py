@@ -1,6 +1,7 @@
 """`memchat fork` of a long thread (issue 11's target: a 100,000-message thread in well under a
-second), on SQLite and, when one answers, PostgreSQL; with what the copy costs apart from the
-full-text index, which indexes every copied message again.
+second), on SQLite and, when one answers, PostgreSQL. The copies share their originals' full-text
+index entries (revision 0010): what a fork still writes is a row per message, its text included,
+and its token counts.
 
     python bench/fork.py
 """
@@ -38,7 +39,7 @@ def main() -> str:
         if postgres:
             rows += _forks(postgres, Path(folder), "PostgreSQL")
     return table(
-        "`memchat fork`: a whole thread copied (rows, token counts, summaries, full-text index) (ms)",
+        "`memchat fork`: a whole thread copied (rows, token counts, summaries; the full-text index shared) (ms)",
         ["backend", "messages", "fork"],
         rows,
     ) + "\n- target: a 100,000-message thread in well under a second\n"

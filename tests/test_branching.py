@@ -181,3 +181,72 @@ def test_forks_and_edits_never_change_or_lose_a_message_of_the_original(tmp_path
             memory.edit(thread.id, asked, "asked again")
         memory.say(fork.id, "in the fork")
         assert everything(memory, thread.id) == before
+
+
+def _search(memory, query, thread_id=None):
+    return sorted((hit.message.thread_id, hit.message.position) for hit in memory.search(query, thread_id=thread_id))
+
+
+def _index_entries(memory) -> int | None:
+    """Rows in SQLite's full-text index (None on PostgreSQL, whose GIN index has no row count)."""
+    from sqlalchemy import text
+
+    with memory.store.engine.connect() as connection:
+        if connection.dialect.name != "sqlite":
+            return None
+        return connection.execute(text("SELECT count(*) FROM messages_fts_docsize")).scalar()
+
+
+def test_a_fork_is_searched_and_recalled_through_its_originals_index_entries(memory, server):
+    chat = [
+        {"role": "user", "content": "My locker code is 4417, remember it."},
+        {"role": "assistant", "content": "Noted: locker 4417."},
+        {"role": "user", "content": "The ferry leaves from pier nine."},
+        {"role": "assistant", "content": "Pier nine, got it."},
+    ]
+    (origin,) = memory.import_({"title": "origin", "model": "openai/gpt-4o", "messages": chat})
+    entries = _index_entries(memory)
+    fork = memory.fork(origin, at=1)
+    assert _index_entries(memory) == entries  # the copies wrote no index entries
+    deeper = memory.fork(fork.id)
+    memory.add_messages(fork.id, [("user", "The locker is at the station.")])
+    assert _search(memory, "locker") == sorted(
+        [(origin, 0), (origin, 1), (fork.id, 0), (fork.id, 1), (fork.id, 2), (deeper.id, 0), (deeper.id, 1)]
+    )
+    assert _search(memory, "locker", fork.id) == [(fork.id, 0), (fork.id, 1), (fork.id, 2)]
+    assert _search(memory, "pier", fork.id) == []  # past the fork point: not the fork's
+    assert _search(memory, "locker", deeper.id) == [(deeper.id, 0), (deeper.id, 1)]
+    hit = memory.search("4417", thread_id=deeper.id)[0]
+    assert "4417" in hit.snippet and hit.message.content == chat[hit.message.position]["content"]
+
+    memory.configure(fork.id, recall=2, budget=400)
+    for n in range(8):
+        memory.add_messages(fork.id, [("user", f"filler {n} " + "words " * 50), ("assistant", "ok " * 50)])
+    preview = memory.context(fork.id, "what was the locker code?")
+    recalled = [entry for entry in preview.entries if entry.kind == "recall"]
+    assert recalled and "4417" in recalled[0].content
+
+    memory.delete(origin)  # the originals go: their copies are indexed in their place
+    assert _search(memory, "locker", fork.id) == [(fork.id, 0), (fork.id, 1), (fork.id, 2)]
+    assert _search(memory, "locker", deeper.id) == [(deeper.id, 0), (deeper.id, 1)]
+    memory.delete(fork.id)
+    assert _search(memory, "locker") == [(deeper.id, 0), (deeper.id, 1)]
+
+
+def test_a_fork_of_a_fork_whose_middle_is_gone_is_still_searched(memory, server):
+    (origin,) = memory.import_({"model": "openai/gpt-4o", "messages": [
+        {"role": "user", "content": "The password hint is marmalade."},
+        {"role": "assistant", "content": "Marmalade, noted."},
+    ]})
+    middle = memory.fork(origin)
+    memory.add_messages(middle.id, [("user", "And the marmalade jar is blue."), ("assistant", "Blue jar.")])
+    last = memory.fork(middle.id)
+    memory.delete(middle.id)
+    assert _search(memory, "marmalade", last.id) == [(last.id, 0), (last.id, 1), (last.id, 2)]
+    memory.undo(last.id)
+    assert _search(memory, "marmalade", last.id) == [(last.id, 0), (last.id, 1), (last.id, 2)]
+    for n in range(8):
+        memory.add_messages(last.id, [("user", f"filler {n} " + "words " * 50), ("assistant", "ok " * 50)])
+    preview = memory.context(last.id, "what is the marmalade hint?", recall=3, budget=400)
+    recalled = [p for entry in preview.entries if entry.kind == "recall" for p in entry.recalled]
+    assert 0 in recalled and 2 not in recalled  # #2 was undone in this fork: never recalled here

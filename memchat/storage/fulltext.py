@@ -66,13 +66,15 @@ def fts5_search(query: str) -> str:
     return f"({positive})" + "".join(f" NOT {t.fts5()}" for t in negated)
 
 
-def fts5_scoped(expression: str, thread_id: str | None) -> str:
-    """`expression` over message contents only, within one thread when `thread_id` is given (the
-    index holds each message's thread id as a second column)."""
+def fts5_scoped(expression: str, thread_ids: list[str] | None) -> str:
+    """`expression` over message contents only, within the entries of `thread_ids` when given
+    (the index holds each message's thread id as a second column; a fork's copies are found
+    through their originals' entries, so a thread's search covers its fork ancestors' too)."""
     scoped = f"content : ({expression})"
-    if thread_id is None:
+    if not thread_ids:
         return scoped
-    return scoped + ' AND thread_id : "' + thread_id.replace('"', '""') + '"'
+    threads = " OR ".join('"' + thread_id.replace('"', '""') + '"' for thread_id in thread_ids)
+    return scoped + f" AND thread_id : ({threads})"
 
 
 def recall_words(text: str) -> list[str]:

@@ -248,12 +248,21 @@ class Message(MessageBase, table=True):
             sqlite_where=text("status != 'complete'"),
             postgresql_where=text("status != 'complete'"),
         ),
+        Index(
+            "ix_messages_copied_from",
+            "copied_from",
+            sqlite_where=text("copied_from IS NOT NULL"),
+            postgresql_where=text("copied_from IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE", max_length=32)
     position: int
     created_at: datetime = Field(default_factory=utcnow)
+    copied_from: int | None = None
+    """A fork's copy: the message whose full-text index entry stands for this one (always an
+    indexed original, however many forks deep); None: indexed itself (revision 0010)."""
 
 
 class SchemaInfo(SQLModel, table=True):

@@ -57,6 +57,18 @@ IMPORT_PAUSE_SECONDS = 0.005
 """Between an import's transactions, so a writer waiting on SQLite's busy handler gets the lock."""
 ABANDONED_IMPORT_SECONDS = 24 * 3600
 _BM25 = "bm25(messages_fts, 1.0, 0.0)"
+
+
+def _union_of_originals_and_copies(columns: str, scope: list[str], order: str) -> str:
+    """Index hits (`hits`: original, ...) as the messages they stand for, the originals and
+    every fork copy of them (0010), within `scope`, ordered and limited."""
+    where = (" WHERE " + " AND ".join(scope)) if scope else ""
+    threads = " JOIN threads t ON t.id = m.thread_id AND t.import_holder IS NULL"
+    return (
+        f"SELECT {columns} FROM hits h JOIN messages m ON m.id = h.original{threads}{where} "
+        f"UNION ALL SELECT {columns} FROM hits h JOIN messages m ON m.copied_from = h.original{threads}{where} "
+        f"ORDER BY {order} LIMIT :limit"
+    )
 """Relevance from message contents only (the index's second column is the thread id)."""
 _HEADLINE = (
     f"StartSel={fulltext.HIGHLIGHT_START}, StopSel={fulltext.HIGHLIGHT_END}, "
@@ -142,11 +154,22 @@ _LAST_USER_MESSAGE = (
     .limit(1)
 )
 _summaries = Summary.__table__
-_MESSAGE_COPIED = [c.name for c in _messages.c if c.name not in ("id", "thread_id")]
+_FORKED_FROM = select_columns(_threads.c.forked_from).where(_threads.c.id == bindparam("thread_key"))
+_copies, _originals = _messages.alias("copies"), _messages.alias("originals")
+_ORIGINAL_THREADS = (
+    select_columns(_originals.c.thread_id)
+    .select_from(_copies.join(_originals, _originals.c.id == _copies.c.copied_from))
+    .where(_copies.c.thread_id == bindparam("thread_key"))
+    .distinct()
+)
+_MESSAGE_COPIED = [c.name for c in _messages.c if c.name not in ("id", "thread_id", "copied_from")]
 _COPY_MESSAGES = insert(_messages).from_select(
-    ["thread_id", *_MESSAGE_COPIED],
+    ["thread_id", *_MESSAGE_COPIED, "copied_from"],
     select_columns(
-        bindparam("new_thread", type_=String).label("thread_id"), *(_messages.c[name] for name in _MESSAGE_COPIED)
+        bindparam("new_thread", type_=String).label("thread_id"),
+        *(_messages.c[name] for name in _MESSAGE_COPIED),
+        # the indexed original: a copy is found through its entry, never indexed again (0010)
+        func.coalesce(_messages.c.copied_from, _messages.c.id),
     ).where(_messages.c.thread_id == bindparam("old_thread"), _messages.c.position <= bindparam("through")),
 )
 _original, _copy = _messages.alias("original"), _messages.alias("copy")
@@ -588,34 +611,37 @@ class Store:
     # search
 
     def search(self, query: str, *, thread_id: str | None = None, limit: int = 20) -> list[SearchHit]:
-        """Messages matching a search-box query (see `fulltext`), best first."""
-        match = fulltext.fts5_scoped(fulltext.fts5_search(query), thread_id)
+        """Messages matching a search-box query (see `fulltext`), best first. Each index entry
+        stands for its message and the fork copies of it (revision 0010)."""
+        expression = fulltext.fts5_search(query)
         with self._reading() as session:
+            sources = self._indexed_under(session, thread_id) if thread_id else None
+            scope = (["m.thread_id = :thread"] if thread_id else []) + (["t.tenant = :tenant"] if self.tenant is not None else [])
             if self._dialect(session) == "sqlite":
-                sql = (
-                    "SELECT messages_fts.rowid, snippet(messages_fts, 0, char(2), char(3), '…', 16), "
-                    f"-{_BM25} FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-                    "JOIN threads t ON t.id = m.thread_id AND t.import_holder IS NULL "
-                    "WHERE messages_fts MATCH :match"
-                    + (" AND m.thread_id = :thread" if thread_id else "")
-                    + (" AND t.tenant = :tenant" if self.tenant is not None else "")
-                    + f" ORDER BY {_BM25}, m.id LIMIT :limit"
+                hits = (
+                    "WITH hits AS MATERIALIZED (SELECT rowid AS original, "
+                    f"snippet(messages_fts, 0, char(2), char(3), '…', 16) AS snip, -{_BM25} AS score "
+                    "FROM messages_fts WHERE messages_fts MATCH :match) "
                 )
-                params = {"match": match, "thread": thread_id, "limit": limit}
+                sql = hits + _union_of_originals_and_copies(
+                    "m.id AS id, h.snip AS snip, h.score AS score", scope, "score DESC, id"
+                )
+                params = {"match": fulltext.fts5_scoped(expression, sources), "thread": thread_id, "limit": limit}
             else:
                 sql = (
-                    "SELECT m.id, ts_headline('english', m.content, q, :headline), "
-                    "ts_rank_cd(to_tsvector('english', m.content), q) AS score "
-                    "FROM messages m JOIN threads t ON t.id = m.thread_id AND t.import_holder IS NULL, "
-                    "websearch_to_tsquery('english', :query) q "
-                    "WHERE to_tsvector('english', m.content) @@ q"
-                    + (" AND m.thread_id = :thread" if thread_id else "")
-                    + (" AND t.tenant = :tenant" if self.tenant is not None else "")
-                    + " ORDER BY score DESC, m.id LIMIT :limit"
+                    "WITH q AS (SELECT websearch_to_tsquery('english', :query) AS q), "
+                    "hits AS MATERIALIZED (SELECT o.id AS original, ts_headline('english', o.content, q.q, :headline) AS snip, "
+                    "ts_rank_cd(to_tsvector('english', o.content), q.q) AS score FROM messages o, q "
+                    "WHERE to_tsvector('english', o.content) @@ q.q AND o.copied_from IS NULL"
+                    + (" AND o.thread_id = ANY(:sources)" if sources else "")
+                    + ") "
+                    + _union_of_originals_and_copies("m.id AS id, h.snip AS snip, h.score AS score", scope, "score DESC, id")
                 )
-                params = {"query": query, "headline": _HEADLINE, "thread": thread_id, "limit": limit}
+                params = {"query": query, "headline": _HEADLINE, "thread": thread_id, "limit": limit, "sources": sources}
             if not thread_id:
                 params.pop("thread")
+            if not sources:
+                params.pop("sources", None)
             if self.tenant is not None:
                 params["tenant"] = self.tenant
             ranked = session.execute(text(sql), params).all()
@@ -627,6 +653,22 @@ class Store:
             if i in found
         ]
 
+    @staticmethod
+    def _indexed_under(session: Session, thread_id: str) -> list[str]:
+        """The threads whose full-text entries stand for this thread's messages: its own and its
+        fork ancestors' (a fork's copies point at their originals' entries). Where an ancestor
+        is gone, its copies were indexed again, but older copies may point further up: those are
+        asked for directly."""
+        found = [thread_id]
+        while True:
+            parent = session.execute(_FORKED_FROM, {"thread_key": found[-1]}).first()
+            if parent is None:
+                originals = session.execute(_ORIGINAL_THREADS, {"thread_key": thread_id}).scalars()
+                return list(dict.fromkeys([*found[:-1], *originals]))
+            if parent.forked_from is None or parent.forked_from in found:
+                return found
+            found.append(parent.forked_from)
+
     def _titles(self, thread_ids: set[str]) -> dict[str, str]:
         if not thread_ids:
             return {}
@@ -635,30 +677,35 @@ class Store:
 
     def recall(self, thread_id: str, about: str, *, before: int, limit: int) -> list[MessagePublic]:
         """The thread's completed user and assistant messages older than position `before` that
-        share the most words with `about`, best first."""
+        share the most words with `about`, best first (a fork's copies through their originals'
+        index entries, revision 0010)."""
         words = fulltext.recall_words(about)
         if not words or before <= 0:
             return []
+        scope = ["m.thread_id = :thread", "m.position < :before", "m.status = 'complete'", "m.role IN ('user', 'assistant')"]
+        columns = "m.id AS id, m.position AS position, h.score AS score"
         with self._reading() as session:
+            sources = self._indexed_under(session, thread_id)
             if self._dialect(session) == "sqlite":
                 sql = (
-                    "SELECT m.id FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-                    "WHERE messages_fts MATCH :match AND m.thread_id = :thread AND m.position < :before "
-                    "AND m.status = 'complete' AND m.role IN ('user', 'assistant') "
-                    f"ORDER BY {_BM25}, m.position DESC LIMIT :limit"
+                    f"WITH hits AS MATERIALIZED (SELECT rowid AS original, -{_BM25} AS score "
+                    "FROM messages_fts WHERE messages_fts MATCH :match) "
+                    + _union_of_originals_and_copies(columns, scope, "score DESC, position DESC")
                 )
-                match = fulltext.fts5_scoped(fulltext.fts5_any(words), thread_id)
+                match = fulltext.fts5_scoped(fulltext.fts5_any(words), sources)
             else:
                 sql = (
-                    "SELECT m.id FROM messages m, to_tsquery('english', :match) q "
-                    "WHERE to_tsvector('english', m.content) @@ q AND m.thread_id = :thread "
-                    "AND m.position < :before AND m.status = 'complete' AND m.role IN ('user', 'assistant') "
-                    "ORDER BY ts_rank_cd(to_tsvector('english', m.content), q) DESC, m.position DESC LIMIT :limit"
+                    "WITH q AS (SELECT to_tsquery('english', :match) AS q), "
+                    "hits AS MATERIALIZED (SELECT o.id AS original, ts_rank_cd(to_tsvector('english', o.content), q.q) AS score "
+                    "FROM messages o, q WHERE to_tsvector('english', o.content) @@ q.q AND o.copied_from IS NULL "
+                    "AND o.thread_id = ANY(:sources)) "
+                    + _union_of_originals_and_copies(columns, scope, "score DESC, position DESC")
                 )
                 match = fulltext.tsquery_any(words)
-            ids = session.execute(
-                text(sql), {"match": match, "thread": thread_id, "before": before, "limit": limit}
-            ).scalars().all()
+            params = {"match": match, "thread": thread_id, "before": before, "limit": limit}
+            if self._dialect(session) != "sqlite":
+                params["sources"] = sources
+            ids = session.execute(text(sql), params).scalars().all()
         found = self.messages_by_id(ids)
         return [found[i] for i in ids if i in found]
 
