@@ -254,6 +254,12 @@ class Message(MessageBase, table=True):
             sqlite_where=text("copied_from IS NOT NULL"),
             postgresql_where=text("copied_from IS NOT NULL"),
         ),
+        Index(
+            "ix_messages_copies",
+            "thread_id",
+            sqlite_where=text("copied_from IS NOT NULL"),
+            postgresql_where=text("copied_from IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

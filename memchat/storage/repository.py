@@ -59,15 +59,16 @@ ABANDONED_IMPORT_SECONDS = 24 * 3600
 _BM25 = "bm25(messages_fts, 1.0, 0.0)"
 
 
-def _union_of_originals_and_copies(columns: str, scope: list[str], order: str) -> str:
+def _union_of_originals_and_copies(columns: str, scope: list[str], order: str, *, copies: bool = True) -> str:
     """Index hits (`hits`: original, ...) as the messages they stand for, the originals and
-    every fork copy of them (0010), within `scope`, ordered and limited."""
+    (unless the scope is one thread that is no fork, which holds no copies) every fork copy of
+    them (0010), within `scope`, ordered and limited."""
     where = (" WHERE " + " AND ".join(scope)) if scope else ""
     threads = " JOIN threads t ON t.id = m.thread_id AND t.import_holder IS NULL"
+    union = f"UNION ALL SELECT {columns} FROM hits h JOIN messages m ON m.copied_from = h.original{threads}{where} "
     return (
         f"SELECT {columns} FROM hits h JOIN messages m ON m.id = h.original{threads}{where} "
-        f"UNION ALL SELECT {columns} FROM hits h JOIN messages m ON m.copied_from = h.original{threads}{where} "
-        f"ORDER BY {order} LIMIT :limit"
+        f"{union if copies else ''}ORDER BY {order} LIMIT :limit"
     )
 """Relevance from message contents only (the index's second column is the thread id)."""
 _HEADLINE = (
@@ -159,7 +160,7 @@ _copies, _originals = _messages.alias("copies"), _messages.alias("originals")
 _ORIGINAL_THREADS = (
     select_columns(_originals.c.thread_id)
     .select_from(_copies.join(_originals, _originals.c.id == _copies.c.copied_from))
-    .where(_copies.c.thread_id == bindparam("thread_key"))
+    .where(_copies.c.thread_id == bindparam("thread_key"), _copies.c.copied_from.isnot(None))
     .distinct()
 )
 _MESSAGE_COPIED = [c.name for c in _messages.c if c.name not in ("id", "thread_id", "copied_from")]
@@ -624,7 +625,7 @@ class Store:
                     "FROM messages_fts WHERE messages_fts MATCH :match) "
                 )
                 sql = hits + _union_of_originals_and_copies(
-                    "m.id AS id, h.snip AS snip, h.score AS score", scope, "score DESC, id"
+                    "m.id AS id, h.snip AS snip, h.score AS score", scope, "score DESC, id", copies=sources != [thread_id]
                 )
                 params = {"match": fulltext.fts5_scoped(expression, sources), "thread": thread_id, "limit": limit}
             else:
@@ -635,7 +636,9 @@ class Store:
                     "WHERE to_tsvector('english', o.content) @@ q.q AND o.copied_from IS NULL"
                     + (" AND o.thread_id = ANY(:sources)" if sources else "")
                     + ") "
-                    + _union_of_originals_and_copies("m.id AS id, h.snip AS snip, h.score AS score", scope, "score DESC, id")
+                    + _union_of_originals_and_copies(
+                        "m.id AS id, h.snip AS snip, h.score AS score", scope, "score DESC, id", copies=sources != [thread_id]
+                    )
                 )
                 params = {"query": query, "headline": _HEADLINE, "thread": thread_id, "limit": limit, "sources": sources}
             if not thread_id:
@@ -690,7 +693,7 @@ class Store:
                 sql = (
                     f"WITH hits AS MATERIALIZED (SELECT rowid AS original, -{_BM25} AS score "
                     "FROM messages_fts WHERE messages_fts MATCH :match) "
-                    + _union_of_originals_and_copies(columns, scope, "score DESC, position DESC")
+                    + _union_of_originals_and_copies(columns, scope, "score DESC, position DESC", copies=len(sources) > 1)
                 )
                 match = fulltext.fts5_scoped(fulltext.fts5_any(words), sources)
             else:
@@ -699,7 +702,7 @@ class Store:
                     "hits AS MATERIALIZED (SELECT o.id AS original, ts_rank_cd(to_tsvector('english', o.content), q.q) AS score "
                     "FROM messages o, q WHERE to_tsvector('english', o.content) @@ q.q AND o.copied_from IS NULL "
                     "AND o.thread_id = ANY(:sources)) "
-                    + _union_of_originals_and_copies(columns, scope, "score DESC, position DESC")
+                    + _union_of_originals_and_copies(columns, scope, "score DESC, position DESC", copies=len(sources) > 1)
                 )
                 match = fulltext.tsquery_any(words)
             params = {"match": match, "thread": thread_id, "before": before, "limit": limit}

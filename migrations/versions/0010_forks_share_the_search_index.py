@@ -51,10 +51,10 @@ POSTGRES_STATEMENTS = [
 def upgrade() -> None:
     # In place (no SQLite batch rebuild, which would drop the full-text triggers of 0004).
     op.add_column('messages', sa.Column('copied_from', sa.Integer(), nullable=True))
-    op.create_index(
-        'ix_messages_copied_from', 'messages', ['copied_from'],
-        sqlite_where=sa.text('copied_from IS NOT NULL'), postgresql_where=sa.text('copied_from IS NOT NULL'),
-    )
+    copies_only = {"sqlite_where": sa.text('copied_from IS NOT NULL'), "postgresql_where": sa.text('copied_from IS NOT NULL')}
+    op.create_index('ix_messages_copied_from', 'messages', ['copied_from'], **copies_only)
+    # A thread's copies, found without reading its other messages (a fork whose parent is gone).
+    op.create_index('ix_messages_copies', 'messages', ['thread_id'], **copies_only)
     statements = SQLITE_TRIGGERS if op.get_bind().dialect.name == "sqlite" else POSTGRES_STATEMENTS
     for statement in statements:
         op.execute(statement)
@@ -77,5 +77,6 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION IF EXISTS memchat_original_deleted()")
         op.execute("DROP INDEX ix_messages_fulltext")
         op.execute("CREATE INDEX ix_messages_fulltext ON messages USING gin (to_tsvector('english', content))")
+    op.drop_index('ix_messages_copies', table_name='messages')
     op.drop_index('ix_messages_copied_from', table_name='messages')
     op.execute("ALTER TABLE messages DROP COLUMN copied_from")
