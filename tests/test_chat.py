@@ -8,6 +8,7 @@ import stat
 
 import pexpect
 import pytest
+from serving import Served
 
 from memchat import Memory
 
@@ -25,9 +26,9 @@ def session(memchat_script, tmp_path, server, isolated_env):
     env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"), "TERM": "xterm", "NO_COLOR": "1",
            "PROMPT_TOOLKIT_NO_CPR": "1"}
 
-    def start(*args: str) -> tuple[pexpect.spawn, str]:
+    def start(*args: str, **extra_env: str) -> tuple[pexpect.spawn, str]:
         child = pexpect.spawn(
-            memchat_script, ["chat", *args], env=env, encoding="utf-8", timeout=60, dimensions=(40, 200)
+            memchat_script, ["chat", *args], env={**env, **extra_env}, encoding="utf-8", timeout=60, dimensions=(40, 200)
         )
         started.append(child)
         child.expect(r"chat on thread (\w+)")
@@ -109,6 +110,30 @@ def test_ctrl_c_stops_a_streaming_reply_keeps_it_partial_and_the_session_goes_on
     ask(child, "/retry", "all the way to twelve")
     child.sendline("/exit")
     child.expect(pexpect.EOF)
+
+
+def test_a_session_through_a_server_streams_and_ctrl_c_keeps_the_partial_reply(session, server):
+    served = Served()
+    try:
+        server.reply("one two three four five six seven eight nine ten eleven twelve")
+        server.piece_delay = 0.4
+        child, thread = session("--model", "openai/gpt-4o", MEMCHAT_SERVER=served.url)
+        child.sendline("count slowly")
+        child.expect_exact("two")
+        child.sendintr()
+        child.expect("interrupted; the partial reply is kept: /retry asks again")
+        ready(child)
+        server.piece_delay = 0.0
+        server.reply("all the way to twelve")
+        ask(child, "/retry", "all the way to twelve")
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+        with Memory() as memory:
+            stored = memory.messages(thread)
+        assert [(m.role, m.status) for m in stored] == [("user", "complete"), ("assistant", "partial"), ("assistant", "complete")]
+        assert stored[1].content.startswith("one two") and "twelve" not in stored[1].content
+    finally:
+        served.stop()
 
 
 def test_ctrl_c_at_the_prompt_clears_the_line_and_alt_enter_makes_a_second_line(session, server):
