@@ -110,6 +110,9 @@ def test_failures_come_back_as_the_same_line_and_exit_code(served, server):
 
     operator = remote(served, "key", "list")
     assert operator.returncode == 2 and "works on the database itself" in operator.stderr
+    assert local("key", "list", MEMCHAT_SERVER=served.url).returncode == 0  # the operator's: the database
+    tenant = remote(served, "list", "--tenant", "alice")
+    assert tenant.returncode == 2 and "works on the database itself" in tenant.stderr
     both = local("--db", "x.db", "--server", served.url, "list")
     assert both.returncode == 2 and "either --db or --server" in both.stderr
     gone = local("--server", "http://127.0.0.1:9", "list")

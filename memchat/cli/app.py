@@ -198,14 +198,18 @@ def _global(
         ctx.color = False  # no-color.org; colour is only ever written to a terminal anyway
 
 
-def memory_of(ctx: typer.Context) -> Memory:
+def memory_of(ctx: typer.Context, *, database: bool = False) -> Memory:
     """The Memory for this invocation, opened on first use and closed when the command ends;
-    with --server (or $MEMCHAT_SERVER) a client of that server answering the same calls."""
+    with --server (or $MEMCHAT_SERVER) a client of that server answering the same calls. The
+    operator's commands (`database`: serve, key, db) always open the database itself: a
+    $MEMCHAT_SERVER set for the client commands does not turn them away."""
     root = ctx.find_root()
+    if database and root.obj["server"]:
+        raise InvalidInput(f"`{ctx.command_path}` works on the database itself: leave out --server")
     if "memory" not in root.obj:
         from memchat.remote import RemoteMemory, server_from
 
-        server = server_from(root.obj["server"])
+        server = None if database else server_from(root.obj["server"])
         if server is not None:
             if root.obj["db"]:
                 raise InvalidInput("give either --db or --server (a server works on its own database)")

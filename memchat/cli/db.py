@@ -10,16 +10,16 @@ from memchat.cli.app import db_app, memory_of
 @db_app.command()
 def path(ctx: typer.Context):
     """Print where the database is: the file, or the URL with its password masked."""
-    typer.echo(memory_of(ctx).database_location())
+    typer.echo(memory_of(ctx, database=True).database_location())
 
 
 @db_app.command()
 def upgrade(ctx: typer.Context):
     """Bring the database schema to the newest revision."""
-    typer.echo(memory_of(ctx).upgrade_schema())
+    typer.echo(memory_of(ctx, database=True).upgrade_schema())
 
 
 @db_app.command()
 def current(ctx: typer.Context):
     """Print the database's schema revision and the newest one known."""
-    typer.echo(memory_of(ctx).schema_state())
+    typer.echo(memory_of(ctx, database=True).schema_state())

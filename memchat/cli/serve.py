@@ -53,7 +53,7 @@ def serve(
     /v1 (any OpenAI client, base URL http://HOST:PORT/v1), docs at /docs, /healthz, /metrics."""
     if log_level not in ("critical", "error", "warning", "info", "debug"):
         raise InvalidInput(f"--log-level: {log_level!r} is not one of critical, error, warning, info, debug")
-    memory = memory_of(ctx).prepare()  # a bad --db fails here, in one line, before anything listens
+    memory = memory_of(ctx, database=True).prepare()  # a bad --db fails here, in one line, before anything listens
     location = memory.database_location()
     beyond_loopback = not is_loopback(host)
     if beyond_loopback and not any(key.revoked_at is None for key in memory.keys()):
