@@ -59,12 +59,15 @@ ABANDONED_IMPORT_SECONDS = 24 * 3600
 _BM25 = "bm25(messages_fts, 1.0, 0.0)"
 
 
-def _union_of_originals_and_copies(columns: str, scope: list[str], order: str, *, copies: bool = True) -> str:
+def _union_of_originals_and_copies(
+    columns: str, scope: list[str], order: str, *, copies: bool = True, visible_threads: bool = True
+) -> str:
     """Index hits (`hits`: original, ...) as the messages they stand for, the originals and
     (unless the scope is one thread that is no fork, which holds no copies) every fork copy of
-    them (0010), within `scope`, ordered and limited."""
+    them (0010), within `scope` (and, with `visible_threads`, threads not being imported: `t`),
+    ordered and limited."""
     where = (" WHERE " + " AND ".join(scope)) if scope else ""
-    threads = " JOIN threads t ON t.id = m.thread_id AND t.import_holder IS NULL"
+    threads = " JOIN threads t ON t.id = m.thread_id AND t.import_holder IS NULL" if visible_threads else ""
     union = f"UNION ALL SELECT {columns} FROM hits h JOIN messages m ON m.copied_from = h.original{threads}{where} "
     return (
         f"SELECT {columns} FROM hits h JOIN messages m ON m.id = h.original{threads}{where} "
@@ -155,6 +158,10 @@ _LAST_USER_MESSAGE = (
     .limit(1)
 )
 _summaries = Summary.__table__
+_SNIPPETS = text(
+    "SELECT rowid, snippet(messages_fts, 0, char(2), char(3), '…', 16) FROM messages_fts "
+    "WHERE messages_fts MATCH :match AND rowid IN :originals"
+).bindparams(bindparam("originals", expanding=True))
 _FORKED_FROM = select_columns(_threads.c.forked_from).where(_threads.c.id == bindparam("thread_key"))
 _copies, _originals = _messages.alias("copies"), _messages.alias("originals")
 _ORIGINAL_THREADS = (
@@ -618,27 +625,26 @@ class Store:
         with self._reading() as session:
             sources = self._indexed_under(session, thread_id) if thread_id else None
             scope = (["m.thread_id = :thread"] if thread_id else []) + (["t.tenant = :tenant"] if self.tenant is not None else [])
+            copies = sources != [thread_id]
+            columns = "m.id AS id, h.original AS original, h.score AS score"
             if self._dialect(session) == "sqlite":
-                hits = (
-                    "WITH hits AS MATERIALIZED (SELECT rowid AS original, "
-                    f"snippet(messages_fts, 0, char(2), char(3), '…', 16) AS snip, -{_BM25} AS score "
-                    "FROM messages_fts WHERE messages_fts MATCH :match) "
+                match = fulltext.fts5_scoped(expression, sources)
+                sql = (
+                    f"WITH hits AS (SELECT rowid AS original, -{_BM25} AS score FROM messages_fts "
+                    "WHERE messages_fts MATCH :match) "
+                    + _union_of_originals_and_copies(columns, scope, "score DESC, id", copies=copies)
                 )
-                sql = hits + _union_of_originals_and_copies(
-                    "m.id AS id, h.snip AS snip, h.score AS score", scope, "score DESC, id", copies=sources != [thread_id]
-                )
-                params = {"match": fulltext.fts5_scoped(expression, sources), "thread": thread_id, "limit": limit}
+                params = {"match": match, "thread": thread_id, "limit": limit}
             else:
+                # The headline, the costly part, only for the hits shown.
                 sql = (
                     "WITH q AS (SELECT websearch_to_tsquery('english', :query) AS q), "
-                    "hits AS MATERIALIZED (SELECT o.id AS original, ts_headline('english', o.content, q.q, :headline) AS snip, "
-                    "ts_rank_cd(to_tsvector('english', o.content), q.q) AS score FROM messages o, q "
-                    "WHERE to_tsvector('english', o.content) @@ q.q AND o.copied_from IS NULL"
+                    "hits AS (SELECT o.id AS original, ts_rank_cd(to_tsvector('english', o.content), q.q) AS score "
+                    "FROM messages o, q WHERE to_tsvector('english', o.content) @@ q.q AND o.copied_from IS NULL"
                     + (" AND o.thread_id = ANY(:sources)" if sources else "")
-                    + ") "
-                    + _union_of_originals_and_copies(
-                        "m.id AS id, h.snip AS snip, h.score AS score", scope, "score DESC, id", copies=sources != [thread_id]
-                    )
+                    + ") SELECT r.id, ts_headline('english', o.content, q.q, :headline), r.score FROM ("
+                    + _union_of_originals_and_copies(columns, scope, "score DESC, id", copies=copies)
+                    + ") r JOIN messages o ON o.id = r.original, q ORDER BY r.score DESC, r.id"
                 )
                 params = {"query": query, "headline": _HEADLINE, "thread": thread_id, "limit": limit, "sources": sources}
             if not thread_id:
@@ -648,6 +654,10 @@ class Store:
             if self.tenant is not None:
                 params["tenant"] = self.tenant
             ranked = session.execute(text(sql), params).all()
+            if self._dialect(session) == "sqlite":
+                # Snippets only for the hits shown, not for every match of a common word.
+                snippets = dict(session.execute(_SNIPPETS, {"match": match, "originals": list({r[1] for r in ranked})}).all())
+                ranked = [(i, snippets.get(original, ""), score) for i, original, score in ranked]
         found = self.messages_by_id([row[0] for row in ranked])
         titles = self._titles({message.thread_id for message in found.values()})
         return [
@@ -691,18 +701,22 @@ class Store:
             sources = self._indexed_under(session, thread_id)
             if self._dialect(session) == "sqlite":
                 sql = (
-                    f"WITH hits AS MATERIALIZED (SELECT rowid AS original, -{_BM25} AS score "
+                    f"WITH hits AS (SELECT rowid AS original, -{_BM25} AS score "
                     "FROM messages_fts WHERE messages_fts MATCH :match) "
-                    + _union_of_originals_and_copies(columns, scope, "score DESC, position DESC", copies=len(sources) > 1)
+                    + _union_of_originals_and_copies(
+                        columns, scope, "score DESC, position DESC", copies=len(sources) > 1, visible_threads=False
+                    )
                 )
                 match = fulltext.fts5_scoped(fulltext.fts5_any(words), sources)
             else:
                 sql = (
                     "WITH q AS (SELECT to_tsquery('english', :match) AS q), "
-                    "hits AS MATERIALIZED (SELECT o.id AS original, ts_rank_cd(to_tsvector('english', o.content), q.q) AS score "
+                    "hits AS (SELECT o.id AS original, ts_rank_cd(to_tsvector('english', o.content), q.q) AS score "
                     "FROM messages o, q WHERE to_tsvector('english', o.content) @@ q.q AND o.copied_from IS NULL "
                     "AND o.thread_id = ANY(:sources)) "
-                    + _union_of_originals_and_copies(columns, scope, "score DESC, position DESC", copies=len(sources) > 1)
+                    + _union_of_originals_and_copies(
+                        columns, scope, "score DESC, position DESC", copies=len(sources) > 1, visible_threads=False
+                    )
                 )
                 match = fulltext.tsquery_any(words)
             params = {"match": match, "thread": thread_id, "before": before, "limit": limit}
