@@ -38,6 +38,9 @@ from memchat.errors import (
 
 API = "/memchat/v1"
 READ_CHUNK = 64 * 1024
+SILENCE_LIMIT = 600.0
+"""Seconds a server may send nothing before the client gives up on it: beyond a turn's own
+provider time-out and its wait for a busy thread, so only a hung server reaches it."""
 
 
 def server_from(option: str | None) -> str | None:
@@ -101,7 +104,7 @@ class RemoteMemory:
         self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
         self._prefix = parts.path.rstrip("/")
         self._key = key if key is not None else os.environ.get("MEMCHAT_API_KEY") or None
-        self._timeout = timeout
+        self._timeout = SILENCE_LIMIT if timeout is None else timeout
 
     # ---- the calls the CLI makes -------------------------------------------------------
 
@@ -270,7 +273,11 @@ class RemoteMemory:
 
     def _json(self, method: str, path: str, body: Any = None) -> Any:
         with self._request(method, path, body) as response:
-            return json.loads(response.read())
+            try:
+                return json.loads(response.read())
+            except (http.client.HTTPException, OSError, ValueError) as exc:
+                reason = exc or type(exc).__name__
+                raise StorageError(f"the memchat server at {self.url} sent no readable answer ({reason})") from None
 
     def _request(self, method: str, path: str, body: Any = None) -> http.client.HTTPResponse:
         if isinstance(body, bytes):
