@@ -250,3 +250,49 @@ def test_a_fork_of_a_fork_whose_middle_is_gone_is_still_searched(memory, server)
     preview = memory.context(last.id, "what is the marmalade hint?", recall=3, budget=400)
     recalled = [p for entry in preview.entries if entry.kind == "recall" for p in entry.recalled]
     assert 0 in recalled and 2 not in recalled  # #2 was undone in this fork: never recalled here
+
+
+WORDS = ("zebra", "quartz", "lemon", "violin", "tundra")
+"""Words every tokenizer memchat searches with keeps as they are (no stemming, no stop word)."""
+
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("fork"), st.integers(0, 9), st.integers(-1, 9)),
+        st.tuples(st.just("say"), st.integers(0, 9), st.sampled_from(WORDS)),
+        st.tuples(st.just("undo"), st.integers(0, 9), st.none()),
+        st.tuples(st.just("delete"), st.integers(0, 9), st.none()),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=st.lists(st.sampled_from(WORDS), min_size=1, max_size=6), operations=OPERATIONS)
+def test_search_through_shared_index_entries_finds_exactly_what_each_thread_holds(memory, server, first, operations):
+    """Whatever forks are made, said into, undone and deleted, in any order, searching a thread
+    finds exactly its messages holding the word, as if every copy were indexed on its own."""
+    chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"about {word} {i}"} for i, word in enumerate(first)]
+    (origin,) = memory.import_({"model": "openai/gpt-4o", "messages": chat})
+    alive = [origin]
+    for action, which, value in operations:
+        thread = alive[which % len(alive)] if alive else None
+        if thread is None:
+            break
+        if action == "fork":
+            last = memory.thread(thread).message_count - 1
+            alive.append(memory.fork(thread, at=min(value, last)).id)
+        elif action == "say":
+            memory.add_messages(thread, [("user", f"now {value}")])
+        elif action == "undo" and any(m.role == "user" and m.status != "undone" for m in memory.messages(thread)):
+            memory.undo(thread)
+        elif action == "delete" and len(alive) > 1:
+            memory.delete(thread)
+            alive.remove(thread)
+    for thread in alive:
+        stored = memory.messages(thread)
+        for word in WORDS:
+            expected = sorted((thread, m.position) for m in stored if word in m.content.split())
+            assert _search(memory, word, thread) == expected, (thread, word)
+    found = {(hit.message.thread_id, hit.message.position) for hit in memory.search("zebra", limit=100_000)}
+    everywhere = {(t, p) for t, p in found if t in alive}
+    assert everywhere == {(t, m.position) for t in alive for m in memory.messages(t) if "zebra" in m.content.split()}
