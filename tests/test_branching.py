@@ -296,3 +296,25 @@ def test_search_through_shared_index_entries_finds_exactly_what_each_thread_hold
     found = {(hit.message.thread_id, hit.message.position) for hit in memory.search("zebra", limit=100_000)}
     everywhere = {(t, p) for t, p in found if t in alive}
     assert everywhere == {(t, m.position) for t in alive for m in memory.messages(t) if "zebra" in m.content.split()}
+
+
+def _token_rows(memory) -> int:
+    from sqlalchemy import text
+
+    with memory.store.engine.connect() as connection:
+        return connection.execute(text("SELECT count(*) FROM message_tokens")).scalar()
+
+
+def test_a_fork_shares_its_originals_token_counts_and_counts_them_again_only_once_they_are_gone(memory, server):
+    chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + "word " * 20} for i in range(40)]
+    (origin,) = memory.import_({"model": "openai/gpt-4o", "budget": 200, "messages": chat})
+    rows = _token_rows(memory)
+    fork = memory.fork(origin)
+    assert _token_rows(memory) == rows  # nothing copied, nothing counted
+    sent = memory.context(fork.id, "and now?", with_dropped=False)
+    assert _token_rows(memory) == rows and sent.prompt_tokens <= 200
+    assert sent.messages == memory.context(origin, "and now?", with_dropped=False).messages
+    memory.delete(origin)
+    again = memory.context(fork.id, "and now?", with_dropped=False)
+    assert again.messages == sent.messages  # counted again from the copies' own text
+    assert 0 < _token_rows(memory) < rows

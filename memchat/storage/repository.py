@@ -119,12 +119,24 @@ _SET_LEASE = (
     .values(holder=bindparam("new_holder"), expires_at=bindparam("until"))
 )
 _tokens = MessageTokens.__table__
-_HISTORY_PAGE = (
-    select_columns(
-        _messages.c.id, _messages.c.position, _messages.c.role, _tokens.c.tokens, _messages.c.context_limit
-    )
-    .outerjoin(
+_shared_tokens = _tokens.alias("shared_tokens")
+_COUNTED = func.coalesce(_tokens.c.tokens, _shared_tokens.c.tokens).label("tokens")
+"""A message's token count: its own, else (a fork's copy) its original's, which a fork does not
+copy: the same text counts the same."""
+
+
+def _with_counts(query):
+    return query.outerjoin(
         _tokens, (_tokens.c.message_id == _messages.c.id) & (_tokens.c.tokenizer == bindparam("tokenizer_name"))
+    ).outerjoin(
+        _shared_tokens,
+        (_shared_tokens.c.message_id == _messages.c.copied_from) & (_shared_tokens.c.tokenizer == bindparam("tokenizer_name")),
+    )
+
+
+_HISTORY_PAGE = (
+    _with_counts(
+        select_columns(_messages.c.id, _messages.c.position, _messages.c.role, _COUNTED, _messages.c.context_limit)
     )
     .where(_messages.c.thread_id == bindparam("thread_key"), _messages.c.status == literal_column("'complete'"))
     .order_by(_messages.c.position.desc())
@@ -132,12 +144,11 @@ _HISTORY_PAGE = (
 )
 _HISTORY_PAGE_BEFORE = _HISTORY_PAGE.where(_messages.c.position < bindparam("before_position"))
 _HISTORY_TAIL = (
-    select_columns(
-        _messages.c.id, _messages.c.position, _messages.c.role, _tokens.c.tokens, _messages.c.context_limit,
-        _messages.c.status, _messages.c.content,
-    )
-    .outerjoin(
-        _tokens, (_tokens.c.message_id == _messages.c.id) & (_tokens.c.tokenizer == bindparam("tokenizer_name"))
+    _with_counts(
+        select_columns(
+            _messages.c.id, _messages.c.position, _messages.c.role, _COUNTED, _messages.c.context_limit,
+            _messages.c.status, _messages.c.content,
+        )
     )
     .where(_messages.c.thread_id == bindparam("thread_key"), _messages.c.position > bindparam("after_position"))
     .order_by(_messages.c.position.desc())
@@ -179,17 +190,6 @@ _COPY_MESSAGES = insert(_messages).from_select(
         # the indexed original: a copy is found through its entry, never indexed again (0010)
         func.coalesce(_messages.c.copied_from, _messages.c.id),
     ).where(_messages.c.thread_id == bindparam("old_thread"), _messages.c.position <= bindparam("through")),
-)
-_original, _copy = _messages.alias("original"), _messages.alias("copy")
-_COPY_TOKEN_COUNTS = insert(_tokens).from_select(
-    ["message_id", "tokenizer", "tokens"],
-    select_columns(_copy.c.id, _tokens.c.tokenizer, _tokens.c.tokens)
-    .select_from(
-        _original.join(_tokens, _tokens.c.message_id == _original.c.id).join(
-            _copy, (_copy.c.thread_id == bindparam("new_thread")) & (_copy.c.position == _original.c.position)
-        )
-    )
-    .where(_original.c.thread_id == bindparam("old_thread"), _original.c.position <= bindparam("through")),
 )
 _SUMMARY_COPIED = [c.name for c in _summaries.c if c.name not in ("id", "thread_id")]
 _COPY_SUMMARIES = insert(_summaries).from_select(
@@ -306,9 +306,10 @@ class Store:
 
     def fork_thread(self, thread_id: str, through: int | None, *, lease_holder: str) -> ThreadPublic:
         """A new thread with the settings of `thread_id` and a copy of its messages up to
-        position `through` (None: all; -1: none), in one transaction: rows copied in SQL with
-        their stored token counts and the summaries whose span lies inside the copy, so nothing
-        is counted or condensed again. The original is only read (under its turn lease, so no
+        position `through` (None: all; -1: none), in one transaction: rows copied in SQL, with
+        the summaries whose span lies inside the copy; the copies share their originals' token
+        counts and full-text entries (`copied_from`), so nothing is counted, indexed or
+        condensed again. The original is only read (under its turn lease, so no
         turn is half-copied)."""
         with self._writing() as session:
             origin = self._resolve(session, thread_id)
@@ -327,7 +328,6 @@ class Store:
             session.flush()
             copied = {"old_thread": origin.id, "new_thread": fork.id, "through": through}
             session.execute(_COPY_MESSAGES, copied)
-            session.execute(_COPY_TOKEN_COUNTS, copied)
             session.execute(_COPY_SUMMARIES, copied)
             return ThreadPublic.model_validate(fork, update={"message_count": through + 1})
 
@@ -1086,14 +1086,19 @@ class Store:
                 if not page:
                     return
                 counts: dict[int, dict[str, int]] = {}
+                counted = {m.id for m in page} | {m.copied_from for m in page if m.copied_from is not None}
                 token_rows = session.exec(
                     select(MessageTokens.message_id, MessageTokens.tokenizer, MessageTokens.tokens).where(
-                        col(MessageTokens.message_id).in_([m.id for m in page])
+                        col(MessageTokens.message_id).in_(counted)
                     )
                 ).all()
                 for message_id, tokenizer, tokens in token_rows:
                     counts.setdefault(message_id, {})[tokenizer] = tokens
-                rows = [(MessagePublic.model_validate(m), counts.get(m.id, {})) for m in page]
+                # a fork's copy: its original's counts, and its own where it was counted since
+                rows = [
+                    (MessagePublic.model_validate(m), {**counts.get(m.copied_from, {}), **counts.get(m.id, {})})
+                    for m in page
+                ]
                 session.expunge_all()
             yield from rows
             after = rows[-1][0].position
