@@ -57,6 +57,11 @@ IMPORT_PAUSE_SECONDS = 0.005
 """Between an import's transactions, so a writer waiting on SQLite's busy handler gets the lock."""
 ABANDONED_IMPORT_SECONDS = 24 * 3600
 _BM25 = "bm25(messages_fts, 1.0, 0.0)"
+"""Relevance from message contents only (the index's second column is the thread id)."""
+_HEADLINE = (
+    f"StartSel={fulltext.HIGHLIGHT_START}, StopSel={fulltext.HIGHLIGHT_END}, "
+    "MaxWords=24, MinWords=10"
+)
 
 
 def _union_of_originals_and_copies(
@@ -73,11 +78,6 @@ def _union_of_originals_and_copies(
         f"SELECT {columns} FROM hits h JOIN messages m ON m.id = h.original{threads}{where} "
         f"{union if copies else ''}ORDER BY {order} LIMIT :limit"
     )
-"""Relevance from message contents only (the index's second column is the thread id)."""
-_HEADLINE = (
-    f"StartSel={fulltext.HIGHLIGHT_START}, StopSel={fulltext.HIGHLIGHT_END}, "
-    "MaxWords=24, MinWords=10"
-)
 
 
 # The statements of a turn's hot path, built once: a turn runs a dozen of them, and building and
@@ -627,7 +627,8 @@ class Store:
             scope = (["m.thread_id = :thread"] if thread_id else []) + (["t.tenant = :tenant"] if self.tenant is not None else [])
             copies = sources != [thread_id]
             columns = "m.id AS id, h.original AS original, h.score AS score"
-            if self._dialect(session) == "sqlite":
+            sqlite = self._dialect(session) == "sqlite"
+            if sqlite:
                 match = fulltext.fts5_scoped(expression, sources)
                 sql = (
                     f"WITH hits AS (SELECT rowid AS original, -{_BM25} AS score FROM messages_fts "
@@ -654,7 +655,7 @@ class Store:
             if self.tenant is not None:
                 params["tenant"] = self.tenant
             ranked = session.execute(text(sql), params).all()
-            if self._dialect(session) == "sqlite":
+            if sqlite and ranked:
                 # Snippets only for the hits shown, not for every match of a common word.
                 snippets = dict(session.execute(_SNIPPETS, {"match": match, "originals": list({r[1] for r in ranked})}).all())
                 ranked = [(i, snippets.get(original, ""), score) for i, original, score in ranked]
@@ -699,7 +700,8 @@ class Store:
         columns = "m.id AS id, m.position AS position, h.score AS score"
         with self._reading() as session:
             sources = self._indexed_under(session, thread_id)
-            if self._dialect(session) == "sqlite":
+            sqlite = self._dialect(session) == "sqlite"
+            if sqlite:
                 sql = (
                     f"WITH hits AS (SELECT rowid AS original, -{_BM25} AS score "
                     "FROM messages_fts WHERE messages_fts MATCH :match) "
@@ -720,7 +722,7 @@ class Store:
                 )
                 match = fulltext.tsquery_any(words)
             params = {"match": match, "thread": thread_id, "before": before, "limit": limit}
-            if self._dialect(session) != "sqlite":
+            if not sqlite:
                 params["sources"] = sources
             ids = session.execute(text(sql), params).scalars().all()
         found = self.messages_by_id(ids)
