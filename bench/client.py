@@ -11,29 +11,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import ROOT, memchat_command, run, table
+from common import ROOT, memchat_command, run, table, whole_process_seconds
 
 sys.path.insert(0, str(ROOT / "tests"))
 from fake_openai import FakeOpenAI  # noqa: E402
 from serve import _serve, _stop  # noqa: E402
 
 RUNS = 15
-
-
-def _median_ms(args: list[str], env: dict) -> float:
-    timings = []
-    for _ in range(RUNS):
-        started = time.perf_counter()
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings) * 1000
 
 
 def main() -> str:
@@ -57,7 +46,7 @@ def main() -> str:
                 llm = shutil.which("llm", path=str(Path(sys.executable).parent)) or shutil.which("llm")
                 if llm:
                     paths["llm --version"] = ([llm, "--version"], env)
-                timings = {name: _median_ms(args, path_env) for name, (args, path_env) in paths.items()}
+                timings = {name: whole_process_seconds(RUNS, args, path_env) * 1000 for name, (args, path_env) in paths.items()}
             finally:
                 _stop(served)
     finally:

@@ -67,6 +67,13 @@ def best_of(runs: int, action) -> float:
     return statistics.median(timings)
 
 
+def whole_process_seconds(runs: int, args: list[str], env: dict) -> float:
+    """The median of `runs` whole runs of a command (start-up included, output discarded), in seconds."""
+    return best_of(
+        runs, lambda: subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    )
+
+
 POSTGRES = os.environ.get("MEMCHAT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 

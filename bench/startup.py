@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import memchat_command, run, table
+from common import memchat_command, run, table, whole_process_seconds
 
 RUNS = 9
 
@@ -22,15 +19,6 @@ started = time.perf_counter(); database.ensure_current(engine); quick = time.per
 started = time.perf_counter(); database.upgrade(engine); alembic = time.perf_counter() - started
 print(quick, alembic)
 """
-
-
-def median_seconds(args: list[str], env: dict) -> float:
-    timings = []
-    for _ in range(RUNS):
-        started = time.perf_counter()
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
 
 
 def main() -> str:
@@ -47,7 +35,7 @@ def main() -> str:
             "memchat --help": memchat_command() + ["--help"],
             "python -c pass": [sys.executable, "-c", "pass"],
         }
-        timings = {name: median_seconds(args, env) for name, args in commands.items()}
+        timings = {name: whole_process_seconds(RUNS, args, env) for name, args in commands.items()}
         baseline = timings['python -c "import litellm"']
         rows = [[name, seconds * 1000, f"{seconds / baseline:.3f}"] for name, seconds in timings.items()]
         starts = table(
