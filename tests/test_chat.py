@@ -92,16 +92,22 @@ def test_the_session_continues_a_thread_and_input_history_survives_sessions(sess
     assert len(server.last_messages) == 3
 
 
-def test_ctrl_c_stops_a_streaming_reply_keeps_it_partial_and_the_session_goes_on(session, server):
+def interrupted_mid_reply(session, server, **env: str) -> tuple[pexpect.spawn, str]:
+    """A session whose first reply, streamed slowly, is stopped by Ctrl-C after its second word."""
     server.reply("one two three four five six seven eight nine ten eleven twelve")
     server.piece_delay = 0.4
-    child, thread = session("--model", "openai/gpt-4o")
+    child, thread = session("--model", "openai/gpt-4o", **env)
     child.sendline("count slowly")
     child.expect_exact("two")
     child.sendintr()
     child.expect("interrupted; the partial reply is kept: /retry asks again")
     ready(child)
     server.piece_delay = 0.0
+    return child, thread
+
+
+def test_ctrl_c_stops_a_streaming_reply_keeps_it_partial_and_the_session_goes_on(session, server):
+    child, thread = interrupted_mid_reply(session, server)
     with Memory() as memory:
         stored = memory.messages(thread)
         assert [(m.role, m.status) for m in stored] == [("user", "failed"), ("assistant", "partial")]
@@ -115,15 +121,7 @@ def test_ctrl_c_stops_a_streaming_reply_keeps_it_partial_and_the_session_goes_on
 def test_a_session_through_a_server_streams_and_ctrl_c_keeps_the_partial_reply(session, server):
     served = Served()
     try:
-        server.reply("one two three four five six seven eight nine ten eleven twelve")
-        server.piece_delay = 0.4
-        child, thread = session("--model", "openai/gpt-4o", MEMCHAT_SERVER=served.url)
-        child.sendline("count slowly")
-        child.expect_exact("two")
-        child.sendintr()
-        child.expect("interrupted; the partial reply is kept: /retry asks again")
-        ready(child)
-        server.piece_delay = 0.0
+        child, thread = interrupted_mid_reply(session, server, MEMCHAT_SERVER=served.url)
         server.reply("all the way to twelve")
         ask(child, "/retry", "all the way to twelve")
         child.sendline("/exit")
