@@ -49,7 +49,7 @@ def main() -> str:
         with Memory(str(Path(folder) / "bench.db")) as memory:
 
             def measure(label: str, chat: list[dict], with_peers: bool) -> float:
-                (thread,) = memory.import_(export_file(Path(folder) / "thread.json", len(chat), MODEL, chat).read_bytes())
+                (thread,) = memory.import_(export_file(Path(folder) / "thread.json", len(chat), MODEL, chat).read_bytes()).threads
                 turn = lambda: memory.context(thread, "next question?", budget=BUDGET, with_dropped=False)  # noqa: E731
                 sent = turn()
                 ours = best_of(101, turn)

@@ -23,7 +23,7 @@ def _forks(url: str, folder: Path, backend: str) -> list[list]:
     rows = []
     with Memory(url) as memory:
         for size in SIZES:
-            [thread] = memory.import_(export_file(folder / f"{backend}-{size}.json", size).read_bytes())
+            [thread] = memory.import_(export_file(folder / f"{backend}-{size}.json", size).read_bytes()).threads
             started = time.perf_counter()
             fork = memory.fork(thread)
             elapsed = time.perf_counter() - started

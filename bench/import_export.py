@@ -1,5 +1,6 @@
-"""Import throughput (target: 100,000 messages in under 10 s, token counts included) and export
-peak memory (target: flat, a 100,000-message thread costs about what a 10-message one does)."""
+"""Import throughput (target: 100,000 messages in under 10 s, token counts included; from an
+llm logs database, 100,000 messages in under 15 s) and export peak memory (target: flat, a
+100,000-message thread costs about what a 10-message one does)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import export_file, memchat_command, run, table
+from common import conversation, export_file, memchat_command, run, table
 
 PEAK = (
     "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
@@ -21,6 +22,27 @@ def peak_kib(args: list[str], env: dict) -> int:
     return int(run([sys.executable, "-c", PEAK, *args], env=env).stdout)
 
 
+LLM_CONVERSATION = 1_000
+"""Messages in each conversation of the llm logs database (100 of them make 100,000)."""
+
+
+def llm_logs(path: Path, messages: int) -> Path:
+    """An llm logs database written by the real llm package (its message store): conversations
+    of ShareGPT-sized messages, as the JSON import reads."""
+    import sqlite_utils
+    from llm.logs import LogStore
+    from llm.parts import assistant, user
+
+    database = sqlite_utils.Database(path)
+    database.execute("PRAGMA synchronous = OFF")  # building the fixture only: no sync a message
+    store = LogStore(database)
+    chat = conversation(messages)
+    for start in range(0, messages, LLM_CONVERSATION):
+        said = [(user if m["role"] == "user" else assistant)(m["content"]) for m in chat[start : start + LLM_CONVERSATION]]
+        store.create_thread(name=f"conversation {start // LLM_CONVERSATION}", tip=store.ensure_chain(said))
+    return path
+
+
 def main() -> str:
     with tempfile.TemporaryDirectory() as folder:
         env = {"MEMCHAT_DB": str(Path(folder) / "transfer.db")}
@@ -31,14 +53,19 @@ def main() -> str:
             started = time.perf_counter()
             threads[size] = run(memchat_command() + ["import", str(path)], env=env).stdout.strip()
             seconds = time.perf_counter() - started
-            rows.append([f"{size:,}", f"{path.stat().st_size / 1e6:.1f}", seconds, f"{size / seconds:,.0f}"])
+            rows.append(["memchat JSON", f"{size:,}", f"{path.stat().st_size / 1e6:.1f}", seconds, f"{size / seconds:,.0f}"])
+        logs = llm_logs(Path(folder) / "logs.db", 100_000)
+        started = time.perf_counter()
+        run(memchat_command() + ["import", "--from", "llm", str(logs)], env=env)
+        seconds = time.perf_counter() - started
+        rows.append(["llm logs database", "100,000", f"{logs.stat().st_size / 1e6:.1f}", seconds, f"{100_000 / seconds:,.0f}"])
         imports = table(
             "`memchat import` (new process; parse, validate, count tokens, write)",
-            ["messages", "file MB", "seconds", "messages/s"],
+            ["from", "messages", "file MB", "seconds", "messages/s"],
             rows,
         )
         memory = []
-        for size, thread in threads.items():
+        for size, thread in threads.items():  # the JSON imports' threads
             started = time.perf_counter()
             kib = peak_kib(memchat_command() + ["export", thread, "-o", str(Path(folder) / f"out-{size}.json")], env)
             memory.append([f"{size:,}", kib / 1024, time.perf_counter() - started])

@@ -46,7 +46,7 @@ def main() -> str:
                 summary = [{"first_position": 0, "last_position": max(0, size - 40), "content": "Earlier: " + "facts " * 300, "model": MODEL}]
                 (thread,) = memory.import_(
                     {"model": MODEL, "budget": BUDGET, "messages": chat, "summaries": summary if size > 40 else []}
-                )
+                ).threads
                 threads[size] = thread
                 rows.append([f"{size:,}"] + measure(memory, thread, size))
             total = sum(SIZES)

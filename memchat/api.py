@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from memchat import lease, llm, transfer
+from memchat import lease, llm
 from memchat.config import database_url
 from memchat.context import Context
 from memchat.errors import InvalidInput, describe_validation_error
@@ -26,6 +26,7 @@ from memchat.storage.models import (
     check_text,
 )
 from memchat.storage.repository import SearchHit, Store
+from memchat.transfer import ImportResult, native
 from memchat.turn import (
     Reply,
     TurnOptions,
@@ -375,22 +376,24 @@ class Memory:
         return self.store.search(query, thread_id=thread, limit=limit)
 
     def export(self, thread_id: str) -> dict[str, Any]:
-        return transfer.export_thread(self.store, thread_id)
+        return native.export_thread(self.store, thread_id)
 
     def export_all(self) -> list[dict[str, Any]]:
-        return transfer.export_all(self.store)
+        return native.export_all(self.store)
 
     def write_export(self, out: TextIO, thread_id: str | None = None) -> None:
         """Stream one thread (or, with no id, every thread as an array) as JSON to `out`,
         a page of messages at a time: memory stays flat however long the thread."""
         if thread_id is None:
-            transfer.write_all(self.store, out)
+            native.write_all(self.store, out)
         else:
-            transfer.write_thread(self.store, thread_id, out)
+            native.write_thread(self.store, thread_id, out)
 
-    def import_(self, data: str | bytes | Any) -> list[str]:
-        """Create new threads from exported JSON (text or decoded); all of them or none."""
-        return transfer.import_threads(self.store, data)
+    def import_(self, data: str | bytes | Any) -> ImportResult:
+        """Create new threads from exported JSON (text or decoded); all of them or none. A thread
+        whose `source` an earlier import brought in is not made again (`ImportResult.existing`):
+        the readers of other histories (`memchat.transfer`) give each conversation its source."""
+        return native.import_threads(self.store, data)
 
     def upgrade_schema(self) -> str | None:
         database.upgrade(self.store.engine)

@@ -35,6 +35,7 @@ from memchat.errors import (
     StorageError,
     ThreadBusy,
 )
+from memchat.transfer import ImportResult
 
 API = "/memchat/v1"
 READ_CHUNK = 64 * 1024
@@ -207,9 +208,10 @@ class RemoteMemory:
             except (http.client.HTTPException, OSError) as exc:
                 raise StorageError(f"the export from {self.url} stopped part-way ({exc or type(exc).__name__})") from None
 
-    def import_(self, data: str | bytes | Any) -> list[str]:
+    def import_(self, data: str | bytes | Any) -> ImportResult:
         raw = data if isinstance(data, bytes) else (data if isinstance(data, str) else json.dumps(data)).encode("utf-8")
-        return self._json("POST", "/import", raw)["threads"]
+        answer = self._json("POST", "/import", raw)
+        return ImportResult(answer["threads"], [(item["source"], item["thread"]) for item in answer.get("existing", [])])
 
     def close(self) -> None:
         pass

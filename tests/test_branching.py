@@ -47,7 +47,7 @@ def test_undo_takes_the_last_turn_out_of_every_later_context_and_keeps_it(memory
     # Export and import carry the marks.
     exported = memory.export(thread.id)
     assert [m.get("status", "complete") for m in exported["messages"][1:]] == ["undone"] * 6
-    again = memory.import_(json.dumps(exported))[0]
+    again = memory.import_(json.dumps(exported)).threads[0]
     assert said(memory, again) == said(memory, thread.id)
 
 
@@ -138,7 +138,7 @@ def test_fork_copies_history_settings_counts_and_summaries_and_leaves_the_origin
 
     exported = memory.export(fork.id)
     assert exported["forked_from"] == {"thread": thread.id, "at": 3}
-    again = memory.thread(memory.import_(json.dumps(exported))[0])
+    again = memory.thread(memory.import_(json.dumps(exported)).threads[0])
     assert (again.forked_from, again.forked_at) == (thread.id, 3)
     assert memory.thread(thread.id).forked_from is None and memory.export(thread.id)["forked_from"] is None
 
@@ -204,7 +204,7 @@ def test_a_fork_is_searched_and_recalled_through_its_originals_index_entries(mem
         {"role": "user", "content": "The ferry leaves from pier nine."},
         {"role": "assistant", "content": "Pier nine, got it."},
     ]
-    (origin,) = memory.import_({"title": "origin", "model": "openai/gpt-4o", "messages": chat})
+    (origin,) = memory.import_({"title": "origin", "model": "openai/gpt-4o", "messages": chat}).threads
     entries = _index_entries(memory)
     fork = memory.fork(origin, at=1)
     assert _index_entries(memory) == entries  # the copies wrote no index entries
@@ -237,7 +237,7 @@ def test_a_fork_of_a_fork_whose_middle_is_gone_is_still_searched(memory, server)
     (origin,) = memory.import_({"model": "openai/gpt-4o", "messages": [
         {"role": "user", "content": "The password hint is marmalade."},
         {"role": "assistant", "content": "Marmalade, noted."},
-    ]})
+    ]}).threads
     middle = memory.fork(origin)
     memory.add_messages(middle.id, [("user", "And the marmalade jar is blue."), ("assistant", "Blue jar.")])
     last = memory.fork(middle.id)
@@ -272,7 +272,7 @@ def test_search_through_shared_index_entries_finds_exactly_what_each_thread_hold
     """Whatever forks are made, said into, undone and deleted, in any order, searching a thread
     finds exactly its messages holding the word, as if every copy were indexed on its own."""
     chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"about {word} {i}"} for i, word in enumerate(first)]
-    (origin,) = memory.import_({"model": "openai/gpt-4o", "messages": chat})
+    (origin,) = memory.import_({"model": "openai/gpt-4o", "messages": chat}).threads
     alive = [origin]
     for action, which, value in operations:
         thread = alive[which % len(alive)] if alive else None
@@ -307,7 +307,7 @@ def _token_rows(memory) -> int:
 
 def test_a_fork_shares_its_originals_token_counts_and_counts_them_again_only_once_they_are_gone(memory, server):
     chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + "word " * 20} for i in range(40)]
-    (origin,) = memory.import_({"model": "openai/gpt-4o", "budget": 200, "messages": chat})
+    (origin,) = memory.import_({"model": "openai/gpt-4o", "budget": 200, "messages": chat}).threads
     rows = _token_rows(memory)
     fork = memory.fork(origin)
     assert _token_rows(memory) == rows  # nothing copied, nothing counted

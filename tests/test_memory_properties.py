@@ -98,7 +98,7 @@ def check(context, data, new_message):
 @SETTINGS
 @given(data=threads(), new_message=messages)
 def test_context_stays_within_budget_under_both_policies(memory, data, new_message):
-    [thread_id] = memory.import_(data)
+    [thread_id] = memory.import_(data).threads
     try:
         context = memory.context(thread_id, new_message, with_dropped=False)
     except BudgetExceeded:
@@ -111,7 +111,7 @@ def test_context_stays_within_budget_under_both_policies(memory, data, new_messa
 def test_turns_send_within_budget_whatever_the_summary_model_returns(memory, server, data, new_message, summary_length):
     server.reset()
     server.on(lambda body: body["messages"][-1]["content"].startswith("Summary so far:"), "note " * summary_length)
-    [thread_id] = memory.import_(data)
+    [thread_id] = memory.import_(data).threads
     try:
         reply = memory.say(thread_id, new_message)
     except BudgetExceeded:

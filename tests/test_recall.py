@@ -25,7 +25,7 @@ CONVERSATION = [
 def trip(memory):
     [thread_id] = memory.import_(
         {"title": "Trip", "model": "openai/gpt-4o", "messages": [{"role": r, "content": c} for r, c in CONVERSATION]}
-    )
+    ).threads
     return thread_id
 
 
@@ -181,7 +181,7 @@ def test_recall_takes_at_most_a_quarter_of_the_room_and_passes_over_an_excerpt_t
                 for role in ("user", "assistant")
             ],
         }
-    )
+    ).threads
     ranked = [m.position for m in memory.store.recall(thread, "passport?", before=4, limit=6)]
     assert ranked[0] == 0, "the long message matches best"
     reply = memory.say(thread, "When does my passport expire? passport?")

@@ -377,7 +377,7 @@ def test_a_reply_far_longer_than_asked_is_kept_whole_but_cut_in_later_contexts(m
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
     assert sent[1]["content"].startswith("lorem ipsum") and sent[1]["content"].endswith("first 100 tokens]")
     assert reply.context.prompt_tokens <= 3000
-    (copy,) = memory.import_(json.dumps(memory.export(thread.id)))
+    (copy,) = memory.import_(json.dumps(memory.export(thread.id))).threads
     assert memory.messages(copy)[1].context_limit == 100
 
 
@@ -539,7 +539,7 @@ def test_passwords_and_keys_never_reach_stderr(memchat_script, server, memory):
 def test_control_characters_never_reach_the_terminal_but_stay_in_json(memchat_script, server, memory):
     evil_title = "trip\x1b]0;owned\x07\u202e"
     evil = "\x1b[2J\x1b[31m wiped\r"
-    (thread,) = memory.import_(json.dumps({"title": evil_title, "messages": [{"role": "user", "content": evil}]}))
+    (thread,) = memory.import_(json.dumps({"title": evil_title, "messages": [{"role": "user", "content": evil}]})).threads
     for args in (["list"], ["show", thread], ["search", "wiped"], ["context", thread]):
         shown = memchat(memchat_script, *args)
         assert shown.returncode == 0, shown.stderr
@@ -565,7 +565,7 @@ def _blocking_counts(release: threading.Event, sizes):
 
 @pytest.mark.fault
 def test_other_writers_keep_going_while_an_import_runs(memory, server):
-    from memchat.transfer import parse
+    from memchat.transfer.native import parse
 
     records = parse(json.dumps({"title": "big", "messages": [{"role": "user", "content": f"m{i}"} for i in range(5000)]}))
     assert memory.threads() == []
@@ -590,14 +590,14 @@ def test_other_writers_keep_going_while_an_import_runs(memory, server):
     finally:
         release.set()
         importer.join(60)
-    (imported,) = outcome[0]
+    (imported,) = outcome[0].threads
     assert sorted(t.title for t in memory.threads()) == ["big", "meanwhile"]
     assert memory.thread(imported).message_count == 5000
 
 
 @pytest.mark.fault
 def test_a_failed_import_leaves_nothing_and_an_abandoned_one_is_cleaned_up(memory, server, tmp_path):
-    from memchat.transfer import parse
+    from memchat.transfer.native import parse
 
     records = parse(json.dumps({"title": "doomed", "messages": [{"role": "user", "content": "x"}] * 3000}))
 

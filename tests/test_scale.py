@@ -19,7 +19,7 @@ def long_thread(memory, messages: int, model: str = "openai/gpt-4o") -> str:
     for i in range(messages // 2):
         chat.append({"role": "user", "content": f"question {i}: " + "words " * (i % 7)})
         chat.append({"role": "assistant", "content": f"answer {i}: " + "more words " * (i % 5)})
-    (thread_id,) = memory.import_({"title": "long", "model": model, "messages": chat})
+    (thread_id,) = memory.import_({"title": "long", "model": model, "messages": chat}).threads
     return thread_id
 
 
@@ -166,7 +166,7 @@ def test_export_of_a_long_thread_round_trips(memory):
     thread = long_thread(memory, 3000)
     exported = memory.export(thread)
     assert len(exported["messages"]) == 3000
-    (copy,) = memory.import_(json.dumps(exported))
+    (copy,) = memory.import_(json.dumps(exported)).threads
     again = memory.export(copy)
     assert [(m["role"], m["content"]) for m in again["messages"]] == [
         (m["role"], m["content"]) for m in exported["messages"]

@@ -219,7 +219,7 @@ def long_imported_thread(memory, *, budget: int):
             "summary_model": "openai/memchat-unknown-model",
             "messages": [{"role": "user" if i % 2 == 0 else "assistant", "content": f"{i} {long}"} for i in range(40)],
         }
-    )
+    ).threads
     return memory.thread(thread_id)
 
 
@@ -252,7 +252,7 @@ def test_export_keeps_summaries_apart_from_the_conversation_and_import_restores_
     assert all(not m["content"].startswith("SUMMARY") for m in data["messages"])
     assert [s["content"] for s in data["summaries"]] == [s.content for s in memory.summaries(thread.id)]
     assert (data["policy"], data["recall"]) == ("summary", 2)
-    [copy] = memory.import_(json.dumps(data))
+    [copy] = memory.import_(json.dumps(data)).threads
     assert [(s.first_position, s.last_position, s.content, s.prompt) for s in memory.summaries(copy)] == [
         (s.first_position, s.last_position, s.content, s.prompt) for s in memory.summaries(thread.id)
     ]

@@ -21,7 +21,7 @@ def conversation(memory, server):
 def test_export_shape(memory, conversation):
     data = memory.export(conversation.id)
     assert set(data) == {
-        "id", "title", "model", "system", "budget", "created_at", "updated_at", "messages", "summaries",
+        "id", "title", "model", "system", "budget", "created_at", "updated_at", "messages", "summaries", "source",
         "policy", "recall", "summary_model", "summary_share", "summary_prompt", "api_base", "labels", "forked_from",
     }
     assert data["summaries"] == [] and (data["policy"], data["recall"]) == ("window", 0)
@@ -56,7 +56,7 @@ def test_exported_messages_go_straight_to_litellm(memory, server, conversation):
 
 def test_export_import_export_keeps_the_conversation(memory, conversation):
     first = memory.export(conversation.id)
-    (new_id,) = memory.import_(json.dumps(first))
+    (new_id,) = memory.import_(json.dumps(first)).threads
     assert new_id != conversation.id
     second = memory.export(new_id)
     for key in ("title", "model", "system", "budget", "created_at"):
@@ -82,7 +82,7 @@ def test_import_counts_tokens_with_the_thread_tokenizer(memory, conversation):
     exported["model"] = "openai/gpt-4"
     for message in exported["messages"]:
         message["tokens"] = {"o200k_base": 999_999}
-    (new_id,) = memory.import_(exported)
+    (new_id,) = memory.import_(exported).threads
     messages = memory.export(new_id)["messages"][1:]
     cl100k = tokenizer_for("openai/gpt-4")
     assert [m["tokens"] for m in messages] == [{"cl100k_base": cl100k.count(m["content"])} for m in messages]
@@ -93,7 +93,7 @@ def test_export_all_and_import_an_array(memory, conversation):
     memory.new_thread(title="empty one")
     everything = memory.export_all()
     assert [t["title"] for t in everything] == ["empty one", "Trip"]
-    ids = memory.import_(json.dumps(everything).encode())
+    ids = memory.import_(json.dumps(everything).encode()).threads
     assert len(ids) == 2
     assert len(memory.threads()) == 4
 
@@ -101,7 +101,7 @@ def test_export_all_and_import_an_array(memory, conversation):
 def test_a_minimal_chatml_thread_imports(memory):
     (thread_id,) = memory.import_(
         {"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"}]}
-    )
+    ).threads
     thread = memory.thread(thread_id)
     assert thread.system == "Be kind." and thread.title == ""
     assert [(m.role, m.content, m.status) for m in memory.messages(thread_id)] == [("user", "hi", "complete")]
@@ -178,7 +178,7 @@ def test_every_field_survives_import_export_import(memory):
             }
         ],
     }
-    (first,) = memory.import_(json.dumps(data))
+    (first,) = memory.import_(json.dumps(data)).threads
     exported = memory.export(first)
     for key, value in data.items():
         if key != "messages":
@@ -187,6 +187,6 @@ def test_every_field_survives_import_export_import(memory):
     assert [{k: m[k] for k in fields if k in m} for m in exported["messages"]] == [
         {k: m[k] for k in fields if k in m} for m in data["messages"]
     ]
-    (second,) = memory.import_(json.dumps(exported))
+    (second,) = memory.import_(json.dumps(exported)).threads
     again = memory.export(second)
     assert {**again, "id": None} == {**exported, "id": None}

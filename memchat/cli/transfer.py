@@ -7,6 +7,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional, TextIO
 
@@ -15,6 +16,7 @@ import typer
 from memchat.cli.app import app, memory_of
 from memchat.config import import_limit_bytes
 from memchat.errors import InvalidInput, StorageError
+from memchat.transfer import ImportResult
 
 
 @app.command()
@@ -77,21 +79,66 @@ def _replace_atomically(path: Path, write: Callable[[TextIO], None], *, mode: in
         raise
 
 
+class Origin(str, Enum):
+    json = "json"
+    llm = "llm"
+    openai_jsonl = "openai-jsonl"
+
+
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(metavar="FILE", help="An export (one thread or an array); `-` reads stdin.")],
+    source: Annotated[
+        Optional[str],
+        typer.Argument(
+            metavar="FILE",
+            help="An export (one thread or an array; `-` reads stdin), or the history --from names.",
+            show_default=False,
+        ),
+    ] = None,
+    origin: Annotated[
+        Origin,
+        typer.Option(
+            "--from",
+            help="What FILE holds: memchat's JSON, llm's logs database (default: llm's own), "
+            "or OpenAI JSONL ({\"messages\": [...]} a line).",
+        ),
+    ] = Origin.json,
 ):
-    """Create new threads from an export, all or none, and print their ids."""
+    """Create new threads from an export or another tool's history, all or none: prints the ids
+    made; says on stderr what was imported before (not copied again) and what was left out."""
+    if origin is Origin.llm:
+        from memchat.transfer import llm_logs
+
+        history = llm_logs.read(source)
+    elif source is None:
+        raise InvalidInput(f"import --from {origin.value}: give the FILE to read")
+    elif origin is Origin.openai_jsonl:
+        from memchat.transfer import openai_jsonl
+
+        history = openai_jsonl.read(source)
+    else:
+        history = None
+    memory = memory_of(ctx)
+    if history is None:
+        result = memory.import_(_read_export(source))
+    else:
+        for note in history.notes:
+            typer.echo(f"import: {note}", err=True)
+        result = memory.import_(history.threads) if history.threads else ImportResult([], [])
+    for thread_id in result.threads:
+        typer.echo(thread_id)
+    for source_id, thread_id in result.existing:
+        typer.echo(f"import: {source_id} was imported before, as thread {thread_id}: left as it is", err=True)
+
+
+def _read_export(source: str) -> bytes:
     limit = import_limit_bytes()
     try:
         if source == "-":
             stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
-            raw = stream.read(limit + 1) if stream else sys.stdin.read(limit + 1).encode()
-        else:
-            with open(source, "rb") as handle:
-                raw = handle.read(limit + 1)
+            return stream.read(limit + 1) if stream else sys.stdin.read(limit + 1).encode()
+        with open(source, "rb") as handle:
+            return handle.read(limit + 1)
     except OSError as exc:
         raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
-    for thread_id in memory_of(ctx).import_(raw):
-        typer.echo(thread_id)

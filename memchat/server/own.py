@@ -350,6 +350,8 @@ def export_all(memory: Scoped):
 @router.post("/import")
 async def import_threads(request: Request, memory: Scoped):
     """`memchat import`: an export (one thread or an array); all of it or nothing. The threads
-    made belong to the caller."""
+    made belong to the caller; `existing` names the caller's threads that earlier imports
+    brought from the same sources (not made again)."""
     data = await request.body()
-    return {"threads": await to_thread.run_sync(memory.import_, data)}
+    result = await to_thread.run_sync(memory.import_, data)
+    return {"threads": result.threads, "existing": [{"source": source, "thread": thread} for source, thread in result.existing]}

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, field_validator
-from sqlalchemy import JSON, Index, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Index, Text, UniqueConstraint, func, literal, text
 from sqlmodel import Field, SQLModel
 
 from memchat.times import as_utc, utcnow  # noqa: F401  (re-exported: the store uses them from here)
@@ -89,7 +89,17 @@ class ThreadBase(SQLModel):
 
 class Thread(ThreadBase, table=True):
     __tablename__ = "threads"
-    __table_args__ = (Index("ix_threads_updated_at", "updated_at"),)
+    __table_args__ = (
+        Index("ix_threads_updated_at", "updated_at"),
+        Index(
+            "uq_threads_tenant_source",
+            func.coalesce(text("tenant"), literal("")),
+            "source",
+            unique=True,
+            sqlite_where=text("source IS NOT NULL"),
+            postgresql_where=text("source IS NOT NULL"),
+        ),
+    )
 
     id: str = Field(default_factory=new_thread_id, primary_key=True, max_length=32)
     created_at: datetime = Field(default_factory=utcnow)
@@ -104,6 +114,9 @@ class Thread(ThreadBase, table=True):
     """The thread this one was forked from (its id stays once that thread is deleted)."""
     forked_at: int | None = None
     """The last position copied from `forked_from` (-1: none, only its settings)."""
+    source: str | None = Field(default=None, max_length=300)
+    """The conversation an import brought this thread from (`llm:<id>`, `chatgpt:<id>`, ...):
+    one thread a source for each tenant, so importing the same history twice makes no copies."""
     history_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     """Raised by every append and (a database trigger, revision 0009) every status change of the
     thread's messages: a copy of the history made at one version is exact while it stays."""
@@ -218,6 +231,7 @@ class ThreadPublic(ThreadBase):
     tenant: str | None = None
     forked_from: str | None = None
     forked_at: int | None = None
+    source: str | None = None
     message_count: int = 0
     unfinished_count: int = 0
     """Of `message_count`, the messages of turns that got no complete reply (failed, cut off,

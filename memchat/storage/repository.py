@@ -47,6 +47,7 @@ from memchat.storage.models import (
     utcnow,
 )
 from memchat.storage.recent import HistoryRow, RecentHistories, RecentHistory
+from memchat.transfer import ImportResult
 
 EXPORT_PAGE = 2000
 AMBIGUOUS_SHOWN = 5
@@ -224,6 +225,12 @@ class ThreadRecord:
     updated_at: datetime | None = None
     forked_from: str | None = None
     forked_at: int | None = None
+    source: str | None = None
+    """Where the thread was imported from: a thread of this tenant with the same source is
+    kept as it is and this record is not written (`ImportResult.existing`)."""
+    forked_from_source: str | None = None
+    """The source of the thread this one was forked from, when that thread is imported too (or
+    was before): its id is known only once it is written."""
 
 
 class Store:
@@ -975,7 +982,7 @@ class Store:
         *,
         importer: str,
         is_gone: Callable[[str], bool],
-    ) -> list[str]:
+    ) -> ImportResult:
         """Create every thread or none, through the database's bulk insert paths, in short
         transactions so that other writers keep going (SQLite has one write lock).
 
@@ -984,16 +991,31 @@ class Store:
         left hidden by an import that died are removed by the next import. `counts[i]` is the
         tokenizer and a function giving the token count of each message of `records[i]`; it is
         called once that thread's messages are written, so the counting can run meanwhile.
+        A record whose `source` an earlier import of this tenant brought in is not written: the
+        import is idempotent (`ImportResult.existing` says which thread holds it).
         """
         self._discard_abandoned_imports(is_gone)
         marker = f"{int(time.time())} {importer}"
         ids: list[str] = []
+        sources = [record.source for record in records if record.source is not None]
+        if len(set(sources)) < len(sources):
+            twice = next(source for source in sources if sources.count(source) > 1)
+            raise InvalidInput(f"import: two threads come from the same source {twice!r}")
         try:
             with self._writing() as session:
+                made = self._sourced(session, sources)
+                existing = [(record.source, made[record.source]) for record in records if record.source in made]
+                kept = [(record, count) for record, count in zip(records, counts, strict=True) if record.source not in made]
+                records, counts = [record for record, _ in kept], [count for _, count in kept]
                 for record in records:
                     thread = Thread.model_validate(
                         record.thread,
-                        update={"tenant": self.tenant, "forked_from": record.forked_from, "forked_at": record.forked_at},
+                        update={
+                            "tenant": self.tenant,
+                            "forked_from": record.forked_from,
+                            "forked_at": record.forked_at,
+                            "source": record.source,
+                        },
                     )
                     thread.created_at = record.created_at or thread.created_at
                     thread.updated_at = record.updated_at or thread.created_at
@@ -1001,6 +1023,16 @@ class Store:
                     session.add(thread)
                     session.flush()
                     ids.append(thread.id)
+                    if record.source is not None:
+                        made[record.source] = thread.id
+                for thread_id, record in zip(ids, records, strict=True):
+                    if record.forked_from_source is not None:
+                        origin = made.get(record.forked_from_source)
+                        session.exec(
+                            update(Thread)
+                            .where(col(Thread.id) == thread_id)
+                            .values(forked_from=origin, forked_at=record.forked_at if origin else None)
+                        )
             for thread_id, record, (tokenizer, message_counts) in zip(ids, records, counts, strict=True):
                 self._import_messages(thread_id, record, tokenizer, message_counts)
             with self._writing() as session:
@@ -1008,7 +1040,22 @@ class Store:
         except BaseException:
             self._discard_hidden(ids)
             raise
-        return ids
+        return ImportResult(ids, existing)
+
+    def _sourced(self, session: Session, sources: Sequence[str]) -> dict[str, str]:
+        """The threads of this tenant that earlier imports brought from these sources, by source;
+        one that another import is writing right now is refused (the unique index would be)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(sources), 500):
+            query = select(Thread.source, Thread.id, Thread.import_holder).where(
+                col(Thread.source).in_(sources[start : start + 500]),
+                col(Thread.tenant).is_(None) if self.tenant is None else Thread.tenant == self.tenant,
+            )
+            for source, thread_id, holder in session.exec(query).all():
+                if holder is not None:
+                    raise InvalidInput(f"import: another import of {source!r} is under way; try again once it ends")
+                found[source] = thread_id
+        return found
 
     def _import_messages(
         self, thread_id: str, record: ThreadRecord, tokenizer: str, message_counts: Callable[[], list[int]]

@@ -16,7 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Annotated, Any, Literal, TextIO
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from memchat import lease
 from memchat.config import default_model, import_limit_bytes
@@ -37,6 +44,7 @@ from memchat.storage.models import (
 )
 from memchat.storage.repository import Store, ThreadRecord
 from memchat.tokens import tokenizer_for
+from memchat.transfer import ImportResult
 
 Count = Annotated[int, Field(ge=0, le=MAX_INTEGER, strict=True)]
 """A token count, position or duration: a JSON integer (never true/false), storable in 64 bits."""
@@ -90,12 +98,20 @@ class ExportedSummary(BaseModel):
 
 
 class ExportedOrigin(BaseModel):
-    """Where a forked thread came from: the thread's id and the last position copied."""
+    """Where a forked thread came from: the thread's id and the last position copied. An
+    importer that makes the origin in the same import names it by its `source` instead."""
 
     model_config = ConfigDict(extra="ignore")
 
-    thread: Annotated[str, Field(min_length=1, max_length=32)]
+    thread: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    source: Annotated[str, Field(min_length=1, max_length=300)] | None = None
     at: Annotated[int, Field(ge=-1, le=MAX_INTEGER, strict=True)]
+
+    @model_validator(mode="after")
+    def _named(self) -> ExportedOrigin:
+        if self.thread is None and self.source is None:
+            raise ValueError("forked_from names no thread: give its `thread` id (or the `source` it was imported from)")
+        return self
 
 
 class ExportedThread(BaseModel):
@@ -114,6 +130,9 @@ class ExportedThread(BaseModel):
     api_base: SafeText | None = None
     labels: dict[str, str] | None = None
     forked_from: ExportedOrigin | None = None
+    source: Annotated[str, Field(min_length=1, max_length=300)] | None = None
+    """Where an import brought the thread from: importing a thread whose source is already here
+    (for this tenant) leaves the one here as it is."""
     created_at: PastMoment | None = None
     updated_at: PastMoment | None = None
     messages: list[ExportedMessage]
@@ -158,6 +177,7 @@ def _header(thread: ThreadPublic) -> dict[str, Any]:
         "api_base": thread.api_base,
         "labels": thread.labels,
         "forked_from": {"thread": thread.forked_from, "at": thread.forked_at} if thread.forked_from else None,
+        "source": thread.source,
         "created_at": _timestamp(thread.created_at),
         "updated_at": _timestamp(thread.updated_at),
     }
@@ -262,9 +282,10 @@ def check_size(size: int) -> None:
         )
 
 
-def import_threads(store: Store, raw: str | bytes | Any) -> list[str]:
+def import_threads(store: Store, raw: str | bytes | Any) -> ImportResult:
     """New threads from an export, each message counted by its thread's tokenizer in one batch,
-    on a second thread while the database writes the rows (both release the GIL)."""
+    on a second thread while the database writes the rows (both release the GIL). A thread whose
+    `source` is here already is not imported again."""
     records = parse(raw)
     with ThreadPoolExecutor(max_workers=1) as pool:
         counts = []
@@ -365,4 +386,6 @@ def _record(exported: ExportedThread) -> ThreadRecord:
         updated_at=as_utc(exported.updated_at) if exported.updated_at else None,
         forked_from=exported.forked_from.thread if exported.forked_from else None,
         forked_at=exported.forked_from.at if exported.forked_from else None,
+        source=exported.source,
+        forked_from_source=exported.forked_from.source if exported.forked_from else None,
     )

@@ -1,0 +1,30 @@
+"""Formats in and out: memchat's own JSON (`native`, which writes to the store) and the
+histories people bring from elsewhere (`llm_logs`, `openai_jsonl`), each read into memchat's
+own JSON so that one import path, local or through a server, writes them. The readers use the
+standard library only: a CLI working through a server loads neither SQLAlchemy nor litellm."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import did."""
+
+    threads: list[str]
+    """The threads made, in the order of the import."""
+    existing: list[tuple[str, str]]
+    """(source, thread id) for each conversation an earlier import already brought in: that
+    thread is left as it is, and nothing is made for it."""
+
+
+@dataclass(frozen=True)
+class SourceHistory:
+    """Conversations read from another tool's history, ready for `Memory.import_`."""
+
+    threads: list[dict]
+    """memchat's own JSON, one thread each, with the `source` it came from."""
+    notes: list[str]
+    """What was left out and why, and what was read otherwise than written (a model name
+    litellm does not know), one line each: the import goes on."""

@@ -1,0 +1,319 @@
+"""Simon Willison's `llm` keeps every prompt and response in a SQLite logs database; this reads
+its conversations as memchat threads (memchat's own JSON, each with its `source`).
+
+Two layouts exist: llm up to 0.2x logged each exchange as a row of `responses` grouped by
+`conversations`; newer llm keeps a content-addressed message store (`threads` pointing at the
+tip of a chain of `messages`, whose text is in `parts`, and `turns` recording each model call).
+Both are read, and a conversation found in both is read once, from the newer. The database is
+opened read-only: llm's own files are never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from memchat.errors import InvalidInput
+from memchat.transfer import SourceHistory
+
+SOURCE_PREFIX = "llm:"
+_OPENAI_ALIASES = {
+    "3.5": "gpt-3.5-turbo",
+    "chatgpt": "gpt-3.5-turbo",
+    "chatgpt-16k": "gpt-3.5-turbo-16k",
+    "3.5-16k": "gpt-3.5-turbo-16k",
+    "4": "gpt-4",
+    "gpt4": "gpt-4",
+    "4-32k": "gpt-4-32k",
+    "4t": "gpt-4-turbo",
+    "4o": "gpt-4o",
+    "4o-mini": "gpt-4o-mini",
+}
+_OPENAI_NAMES = re.compile(r"^(gpt-|chatgpt-|o1|o3|o4)")
+_GEMINI_NAMES = re.compile(r"^gemini-")
+
+
+def default_path() -> Path:
+    """Where llm keeps its logs: `LLM_USER_PATH`, else its user directory (as llm finds it)."""
+    folder = os.environ.get("LLM_USER_PATH")
+    if folder:
+        return Path(folder) / "logs.db"
+    import click  # Typer's own dependency; llm asks it the same question
+
+    return Path(click.get_app_dir("io.datasette.llm")) / "logs.db"
+
+
+def litellm_model(name: str | None) -> str | None:
+    """An llm model id as litellm names the same model, where that is unambiguous: OpenAI's
+    models (and llm's aliases for them) and Gemini's; ids that already name their provider
+    (`anthropic/claude-...`, `openrouter/...`) are litellm's form already. Anything else (a
+    local model, a plugin's own naming) is kept as written."""
+    if not name or "/" in name:
+        return name
+    name = _OPENAI_ALIASES.get(name, name)
+    if _OPENAI_NAMES.match(name):
+        return f"openai/{name}"
+    if _GEMINI_NAMES.match(name):
+        return f"gemini/{name}"
+    return name
+
+
+def read(path: str | Path | None = None) -> SourceHistory:
+    """Every conversation in llm's logs database at `path` (default: llm's own)."""
+    path = Path(path) if path is not None else default_path()
+    if not path.is_file():
+        raise InvalidInput(f"import: no llm logs database at {path}")
+    try:
+        database = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise InvalidInput(f"import: cannot open {path}: {exc}") from None
+    database.row_factory = sqlite3.Row
+    try:
+        tables = {row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+        if not {"threads", "turns", "messages", "parts"} <= tables and not {"responses", "conversations"} <= tables:
+            raise InvalidInput(f"import: {path} is not an llm logs database (it has neither llm's threads nor its responses)")
+        history = SourceHistory([], [])
+        seen: set[str] = set()
+        if {"threads", "turns", "messages", "parts"} <= tables:
+            _MessageStore(database, tables, history).read(seen)
+        if {"responses", "conversations"} <= tables:
+            _read_responses(database, tables, history, seen)
+        _default_model_where_unknown(history)
+        return history
+    except sqlite3.Error as exc:
+        raise InvalidInput(f"import: cannot read {path} as an llm logs database: {exc}") from None
+    finally:
+        database.close()
+
+
+def _default_model_where_unknown(history: SourceHistory) -> None:
+    """A thread goes on with its last reply's model when litellm can name it; otherwise with
+    memchat's default (its replies keep the model as llm wrote it), said once a model."""
+    unknown: Counter[str] = Counter()
+    for thread in history.threads:
+        model = thread["model"]
+        if model and "/" not in model:
+            unknown[model] += 1
+            thread["model"] = None
+    for model, count in sorted(unknown.items()):
+        history.notes.append(
+            f"model {model!r} ({count} thread{'s' if count > 1 else ''}): no litellm name for it is certain; kept on "
+            "its replies, the thread goes on with the default model (set one with `memchat set THREAD --model M`)"
+        )
+
+
+def _moment(text: str | None) -> datetime | None:
+    """llm's times are UTC, written with or without an offset."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _reply(text: str, turn: dict[str, Any] | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if turn is None:
+        return message
+    started = _moment(turn.get("datetime_utc"))
+    duration = turn.get("duration_ms")
+    finished = started + timedelta(milliseconds=duration) if started and isinstance(duration, int) and duration >= 0 else started
+    if finished:
+        message["created_at"] = _iso(finished)
+    message["model"] = litellm_model(turn.get("resolved_model") or turn.get("model"))
+    message["usage"] = {"prompt_tokens": _count(turn.get("input_tokens")), "completion_tokens": _count(turn.get("output_tokens"))}
+    if isinstance(duration, int) and duration >= 0:
+        message["latency_ms"] = duration
+    return message
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def _thread(source: str, title: str | None, system: str | None, messages: list[dict], model: str | None) -> dict[str, Any]:
+    return {
+        "source": source,
+        "title": (title or "").strip()[:500],
+        "model": model,
+        "system": system,
+        "created_at": messages[0].get("created_at") if messages else None,
+        "updated_at": messages[-1].get("created_at") if messages else None,
+        "messages": messages,
+    }
+
+
+class _MessageStore:
+    """llm's content-addressed message store: a thread names the tip of a chain of messages."""
+
+    def __init__(self, database: sqlite3.Connection, tables: set[str], history: SourceHistory):
+        self.database = database
+        self.history = history
+        self.fragments = (
+            dict(database.execute("SELECT id, content FROM fragments").fetchall()) if "fragments" in tables else {}
+        )
+        self.parents: dict[str, str | None] = {}
+        self.roles: dict[str, str] = {}
+        for row in database.execute("SELECT hash, parent_hash, role FROM messages"):
+            self.parents[row["hash"]] = row["parent_hash"]
+            self.roles[row["hash"]] = row["role"]
+        self.parts: dict[str, list[sqlite3.Row]] = {}
+        for row in database.execute("SELECT message_hash, type, text, payload FROM parts ORDER BY message_hash, position"):
+            self.parts.setdefault(row["message_hash"], []).append(row)
+        turns = [dict(row) for row in database.execute("SELECT * FROM turns")]
+        self.replies = {turn["tip_message_hash"]: turn for turn in turns}
+        """The model call that ended in each message (a reply): its model, tokens and times."""
+        self.asked = {turn["parent_message_hash"]: turn for turn in turns}
+        """The model call each message (a prompt) was the last input of."""
+
+    def read(self, seen: set[str]) -> None:
+        chains: dict[str, list[str]] = {}
+        threads = self.database.execute(
+            "SELECT id, name, tip_message_hash, forked_from FROM threads ORDER BY datetime_utc, id"
+        ).fetchall()
+        for thread in threads:
+            chains[thread["id"]] = self._chain(thread["tip_message_hash"])
+        for thread in threads:
+            seen.add(thread["id"])
+            chain = chains[thread["id"]]
+            if not chain:
+                self.history.notes.append(f"llm thread {thread['id']}: no messages")
+                continue
+            record, kept = self._record(thread, chain)
+            origin = thread["forked_from"]
+            if origin in chains and record["messages"]:
+                shared = set(chains[origin])
+                at = sum(1 for hash_ in kept if hash_ in shared) - 1
+                record["forked_from"] = {"source": SOURCE_PREFIX + origin, "at": at}
+            self.history.threads.append(record)
+
+    def _chain(self, tip: str | None) -> list[str]:
+        chain = []
+        while tip is not None and tip in self.parents and len(chain) <= len(self.parents):
+            chain.append(tip)
+            tip = self.parents[tip]
+        chain.reverse()
+        return chain
+
+    def _record(self, thread: sqlite3.Row, chain: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """The thread's messages, and the message hash each came from."""
+        name = f"llm thread {thread['id']}"
+        system = None
+        messages: list[dict] = []
+        kept: list[str] = []
+        left_out: Counter[str] = Counter()
+        for hash_ in chain:
+            role = self.roles[hash_]
+            text = self._text(hash_, left_out)
+            if role == "system":
+                if system is None and not messages:
+                    system = text
+                elif text != system:
+                    left_out["a system prompt changed part-way (memchat keeps the first)"] += 1
+                continue
+            if role not in ("user", "assistant"):
+                left_out[f"{role} messages"] += 1
+                continue
+            if not text:
+                left_out[f"{role} messages with no text (tool calls or attachments only)"] += 1
+                continue
+            if role == "assistant":
+                messages.append(_reply(text, self.replies.get(hash_)))
+            else:
+                asked = _iso(_moment((self.asked.get(hash_) or {}).get("datetime_utc")))
+                messages.append({"role": "user", "content": text, **({"created_at": asked} if asked else {})})
+            kept.append(hash_)
+        for what, count in sorted(left_out.items()):
+            self.history.notes.append(f"{name}: {count} {what} left out")
+        model = next((m["model"] for m in reversed(messages) if m.get("model")), None)
+        return _thread(SOURCE_PREFIX + thread["id"], thread["name"], system, messages, model), kept
+
+    def _text(self, hash_: str, left_out: Counter[str]) -> str:
+        pieces = []
+        for part in self.parts.get(hash_, []):
+            if part["type"] == "text":
+                pieces.append(part["text"] if part["text"] is not None else self._referenced(part["payload"]))
+            else:
+                left_out[f"{part['type'].replace('_', ' ')} parts"] += 1
+        return "".join(pieces)
+
+    def _referenced(self, payload: str | None) -> str:
+        """A text part that borrows fragments (llm's `-f`): its literals and fragments in order."""
+        data = json.loads(payload) if payload else {}
+        if "text" in data:
+            return data["text"]
+        return "".join(
+            piece["literal"] if "literal" in piece else self.fragments.get(piece.get("fragment"), "")
+            for piece in data.get("text_ref") or []
+        )
+
+
+def _read_responses(database: sqlite3.Connection, tables: set[str], history: SourceHistory, seen: set[str]) -> None:
+    """llm's older layout: one `responses` row an exchange, grouped by `conversations`; a
+    conversation the message store holds too (newer llm keeps its id) is read from there."""
+    columns = {row[1] for row in database.execute("PRAGMA table_info(responses)")}
+    wanted = [c for c in ("id", "model", "resolved_model", "prompt", "system", "response", "conversation_id",
+                          "duration_ms", "datetime_utc", "input_tokens", "output_tokens") if c in columns]
+    fragments = _legacy_fragments(database, tables)
+    names = dict(database.execute("SELECT id, name FROM conversations").fetchall())
+    exchanges: dict[str, list[dict]] = {}
+    for row in database.execute(f"SELECT {', '.join(wanted)} FROM responses ORDER BY datetime_utc, id"):
+        row = dict(row)
+        conversation = row.get("conversation_id") or row["id"]
+        if conversation not in seen:
+            exchanges.setdefault(conversation, []).append(row)
+    for conversation, rows in exchanges.items():
+        name = f"llm conversation {conversation}"
+        system = None
+        messages: list[dict] = []
+        left_out: Counter[str] = Counter()
+        for row in rows:
+            asked = fragments.get(("prompt", row["id"]), []) + ([row["prompt"]] if row.get("prompt") else [])
+            said_system = "\n".join(fragments.get(("system", row["id"]), []) + ([row["system"]] if row.get("system") else []))
+            if said_system:
+                if system is None and not messages:
+                    system = said_system
+                elif said_system != system:
+                    left_out["a system prompt changed part-way (memchat keeps the first)"] += 1
+            prompt = "\n".join(asked)
+            if not prompt or not row.get("response"):
+                left_out["exchanges with no prompt or no response text"] += 1
+                continue
+            asked = _iso(_moment(row.get("datetime_utc")))
+            messages.append({"role": "user", "content": prompt, **({"created_at": asked} if asked else {})})
+            messages.append(_reply(row["response"], row))
+        for what, count in sorted(left_out.items()):
+            history.notes.append(f"{name}: {count} {what} left out")
+        if not messages:
+            history.notes.append(f"{name}: no exchange with text")
+            continue
+        model = next((m["model"] for m in reversed(messages) if m.get("model")), None)
+        history.threads.append(_thread(SOURCE_PREFIX + conversation, names.get(conversation), system, messages, model))
+
+
+def _legacy_fragments(database: sqlite3.Connection, tables: set[str]) -> dict[tuple[str, str], list[str]]:
+    """The fragments (`llm -f`) each response's prompt and system prompt were built from, in order."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for kind in ("prompt", "system"):
+        table = f"{kind}_fragments"
+        if table not in tables or "fragments" not in tables:
+            continue
+        rows = database.execute(
+            f"SELECT x.response_id, f.content FROM {table} x JOIN fragments f ON f.id = x.fragment_id "
+            'ORDER BY x.response_id, x."order"'
+        )
+        for response_id, content in rows:
+            found.setdefault((kind, response_id), []).append(content)
+    return found

@@ -1,0 +1,232 @@
+"""Bringing history in from other tools: llm's logs database (made here by the real `llm`
+package talking to the tests' local provider) and OpenAI JSONL files; each import is all or
+nothing, says what it left out, and importing the same history again copies nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memchat import InvalidInput
+from memchat.transfer import llm_logs, openai_jsonl
+
+SCRIPT = str(Path(sys.executable).parent / "memchat")
+LLM = str(Path(sys.executable).parent / "llm")
+
+
+def memchat(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def llm_home(tmp_path, server):
+    """llm's user directory, with one model of its own naming that litellm cannot know."""
+    home = tmp_path / "llm-home"
+    home.mkdir()
+    (home / "extra-openai-models.yaml").write_text(
+        f"- model_id: shed-model\n  model_name: gpt-4o-mini\n  api_base: \"{server.url}\"\n"
+    )
+    return home
+
+
+def run_llm(home: Path, *args: str) -> str:
+    env = {**os.environ, "LLM_USER_PATH": str(home), "OPENAI_API_KEY": "sk-test"}
+    done = subprocess.run([LLM, *args], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def llm_logs_db(llm_home, server):
+    """Two conversations held with the real llm: one with a system prompt and a follow-up on
+    OpenAI's gpt-4o-mini (by llm's alias), one on a model of the user's own configuration."""
+    server.reply("Paris.", "Rome.", "Hello from the shed.")
+    run_llm(llm_home, "-m", "4o-mini", "-s", "Answer in one word.", "Capital of France?")
+    run_llm(llm_home, "-c", "And of Italy?")
+    run_llm(llm_home, "-m", "shed-model", "Hi shed")
+    return llm_home / "logs.db"
+
+
+def by_title(memory) -> dict:
+    return {thread.title: thread for thread in memory.threads()}
+
+
+def test_llm_conversations_become_threads_with_their_model_times_and_tokens(memory, llm_logs_db, server):
+    result = memchat("import", "--from", "llm", str(llm_logs_db))
+    assert result.returncode == 0, result.stderr
+    made = result.stdout.split()
+    assert len(made) == 2
+    threads = by_title(memory)
+    france = threads["Capital of France?"]
+    assert set(made) == {france.id, threads["Hi shed"].id}
+    assert (france.model, france.system) == ("openai/gpt-4o-mini", "Answer in one word.")
+    messages = memory.messages(france.id)
+    assert [(m.role, m.content) for m in messages] == [
+        ("user", "Capital of France?"), ("assistant", "Paris."), ("user", "And of Italy?"), ("assistant", "Rome."),
+    ]
+    reply = messages[1]
+    assert (reply.model, reply.prompt_tokens, reply.completion_tokens) == ("openai/gpt-4o-mini", 21, 5)
+    assert reply.latency_ms is not None and messages[0].created_at <= reply.created_at <= messages[2].created_at
+    # the model llm knows by the user's own name: kept on the reply, the thread on the default, and said
+    shed = threads["Hi shed"]
+    assert shed.model is None and memory.messages(shed.id)[1].model == "shed-model"
+    assert "model 'shed-model' (1 thread): no litellm name for it is certain" in result.stderr
+    # the thread goes on in memchat from where llm left it
+    server.reply("Madrid.")
+    memory.say(france.id, "And of Spain?")
+    assert [m["content"] for m in server.last_messages] == [
+        "Answer in one word.", "Capital of France?", "Paris.", "And of Italy?", "Rome.", "And of Spain?",
+    ]
+
+
+def test_importing_the_same_llm_history_again_copies_nothing(memory, llm_home, llm_logs_db, server):
+    first = memchat("import", "--from", "llm", str(llm_logs_db))
+    server.reply("Berlin.")
+    run_llm(llm_home, "-m", "4o-mini", "Capital of Germany?")
+    again = memchat("import", "--from", "llm", str(llm_logs_db))
+    assert again.returncode == 0, again.stderr
+    [new] = again.stdout.split()
+    assert memory.thread(new).title == "Capital of Germany?"
+    assert len(memory.threads()) == 3
+    for thread_id in first.stdout.split():
+        assert f"was imported before, as thread {thread_id}: left as it is" in again.stderr
+    assert memory.thread(new).source.startswith("llm:")
+    # the source travels with an export, so importing that export here makes no copy either
+    exported = memory.export(new)
+    assert exported["source"] == memory.thread(new).source
+    result = memory.import_(json.dumps(exported))
+    assert result.threads == [] and result.existing == [(exported["source"], new)]
+
+
+def test_an_llm_fork_becomes_a_memchat_fork_and_tool_calls_are_reported(memory, llm_logs_db):
+    pytest.importorskip("llm.logs", reason="llm's message store (llm 0.36 and later) makes forks")
+    import sqlite_utils
+    from llm.logs import LogStore
+    from llm.parts import ToolCallPart, assistant, user
+
+    store = LogStore(sqlite_utils.Database(llm_logs_db))
+    [origin] = list(store.db.query("SELECT id, tip_message_hash FROM threads WHERE name = 'Capital of France?'"))
+    chain, tip = [], origin["tip_message_hash"]
+    while tip is not None:
+        [row] = list(store.db.query("SELECT hash, parent_hash, role FROM messages WHERE hash = ?", [tip]))
+        chain.insert(0, row)
+        tip = row["parent_hash"]
+    first_reply = next(row["hash"] for row in chain if row["role"] == "assistant")
+    fork = store.fork(first_reply, name="France, again", forked_from=origin["id"])
+    store.append(fork, [user("Its population?"), assistant(ToolCallPart(name="lookup", arguments={"q": "Paris"})),
+                        assistant("About two million.")])
+    result = memchat("import", "--from", "llm", str(llm_logs_db))
+    assert result.returncode == 0, result.stderr
+    threads = by_title(memory)
+    copy, original = threads["France, again"], threads["Capital of France?"]
+    assert (copy.forked_from, copy.forked_at) == (original.id, 1)
+    assert [m.content for m in memory.messages(copy.id)] == [
+        "Capital of France?", "Paris.", "Its population?", "About two million.",
+    ]
+    assert f"llm thread {fork}: 1 assistant messages with no text (tool calls or attachments only) left out" in result.stderr
+
+
+def test_a_missing_or_foreign_database_is_refused_with_nothing_stored(memory, tmp_path):
+    missing = memchat("import", "--from", "llm", str(tmp_path / "nowhere.db"))
+    assert (missing.returncode, missing.stdout) == (2, "")
+    assert "no llm logs database at" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    other = tmp_path / "other.db"
+    other.write_bytes(b"")
+    import sqlite3
+
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE notes (text)")
+    refused = memchat("import", "--from", "llm", str(other))
+    assert refused.returncode == 2 and "is not an llm logs database" in refused.stderr
+    assert memory.threads() == []
+
+
+def test_llm_is_found_where_llm_keeps_it(llm_home, llm_logs_db, monkeypatch):
+    monkeypatch.setenv("LLM_USER_PATH", str(llm_home))
+    assert llm_logs.default_path() == llm_logs_db
+    assert len(llm_logs.read().threads) == 2
+
+
+@pytest.mark.parametrize(
+    ("llm_name", "litellm_name"),
+    [("gpt-4o", "openai/gpt-4o"), ("4o", "openai/gpt-4o"), ("o3-mini", "openai/o3-mini"),
+     ("gemini-1.5-pro-latest", "gemini/gemini-1.5-pro-latest"),
+     ("anthropic/claude-3-5-sonnet-latest", "anthropic/claude-3-5-sonnet-latest"),
+     ("llama3.2:latest", "llama3.2:latest"), ("claude-3.5-sonnet", "claude-3.5-sonnet")],
+)
+def test_model_names_map_only_where_unambiguous(llm_name, litellm_name):
+    assert llm_logs.litellm_model(llm_name) == litellm_name
+
+
+def jsonl(tmp_path: Path, *lines: object) -> Path:
+    path = tmp_path / "chats.jsonl"
+    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+def test_openai_jsonl_lines_become_threads_and_again_copy_nothing(memory, tmp_path):
+    path = jsonl(
+        tmp_path,
+        {"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi there"},
+                      {"role": "assistant", "content": "Hello!", "weight": 1}]},
+        "",
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                                   {"type": "image_url", "image_url": {"url": "data:..."}}]},
+                      {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function"}]},
+                      {"role": "tool", "content": "42", "tool_call_id": "1"},
+                      {"role": "assistant", "content": "A cat."}]},
+        {"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi there"},
+                      {"role": "assistant", "content": "Hello!", "weight": 1}]},
+    )
+    result = memchat("import", "--from", "openai-jsonl", str(path))
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.split()
+    kind = memory.thread(first)
+    assert (kind.title, kind.system) == ("Hi there", "Be kind.")
+    assert [(m.role, m.content) for m in memory.messages(first)] == [("user", "Hi there"), ("assistant", "Hello!")]
+    assert [(m.role, m.content) for m in memory.messages(second)] == [("user", "What is this?"), ("assistant", "A cat.")]
+    for note in ("line 3: 1 image_url parts left out", "line 3: 1 tool messages left out", "line 3: 1 tool calls left out",
+                 "line 4: the same conversation as line 1"):
+        assert note in result.stderr
+    again = memchat("import", "--from", "openai-jsonl", str(path))
+    assert (again.returncode, again.stdout) == (0, "")
+    assert again.stderr.count("was imported before") == 2 and len(memory.threads()) == 2
+
+
+def test_a_bad_jsonl_line_refuses_the_whole_file(memory, tmp_path):
+    path = jsonl(tmp_path, {"messages": [{"role": "user", "content": "fine"}]}, "{not json")
+    refused = memchat("import", "--from", "openai-jsonl", str(path))
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.startswith("memchat: import: line 2 is not JSON")
+    with pytest.raises(InvalidInput, match='line 1 is not a {"messages": \\[...\\]} object'):
+        openai_jsonl.read(jsonl(tmp_path, [1, 2]))
+    assert memory.threads() == []
+
+
+def test_imports_through_a_server_are_the_callers_own(memory, tmp_path):
+    from serving import Served
+
+    from memchat import Memory
+
+    path = jsonl(tmp_path, {"messages": [{"role": "user", "content": "Mine"}, {"role": "assistant", "content": "Yes."}]})
+    with Memory() as operator:
+        keys = [operator.create_key(name) for name in ("ann", "bob")]
+    served = Served()
+    try:
+        def through(key: str) -> subprocess.CompletedProcess:
+            env = {**os.environ, "MEMCHAT_DB": "/nonexistent/never-opened.db", "MEMCHAT_API_KEY": key}
+            return subprocess.run([SCRIPT, "--server", served.url, "import", "--from", "openai-jsonl", str(path)],
+                                  capture_output=True, text=True, timeout=120, env=env)
+
+        [ann] = through(keys[0]).stdout.split()
+        [bob] = through(keys[1]).stdout.split()  # another tenant's copy: its own thread
+        again = through(keys[0])
+        assert again.stdout == "" and f"as thread {ann}" in again.stderr
+    finally:
+        served.stop()
+    assert {memory.thread(ann).tenant, memory.thread(bob).tenant} == {"ann", "bob"}
