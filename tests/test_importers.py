@@ -230,3 +230,126 @@ def test_imports_through_a_server_are_the_callers_own(memory, tmp_path):
     finally:
         served.stop()
     assert {memory.thread(ann).tenant, memory.thread(bob).tenant} == {"ann", "bob"}
+
+
+def node(node_id, parent, children, role=None, text=None, *, kind="text", parts=None, when=None, **extra):
+    """A node of a ChatGPT export's `mapping`, as the export writes it (`message` null for the root)."""
+    message = None
+    if role is not None:
+        content = {"content_type": kind, "parts": parts if parts is not None else [text]}
+        if kind not in ("text", "multimodal_text"):
+            content = {"content_type": kind, **extra.pop("content", {})}
+        message = {
+            "id": node_id, "author": {"role": role, "name": None, "metadata": {}}, "create_time": when,
+            "content": content, "status": "finished_successfully", "recipient": extra.pop("recipient", "all"),
+            "metadata": extra.pop("metadata", {}),
+        }
+    return node_id, {"id": node_id, "message": message, "parent": parent, "children": children}
+
+
+T0 = 1_714_000_000.0
+TRIP = {
+    "title": "Trip to Lisbon", "conversation_id": "c-trip", "create_time": T0, "update_time": T0 + 60,
+    "current_node": "a2",
+    "mapping": dict([
+        node("root", None, ["sys"]),
+        node("sys", "root", ["ctx"], "system", "", metadata={"is_visually_hidden_from_conversation": True}),
+        node("ctx", "sys", ["u1"], "user", kind="user_editable_context",
+             content={"user_profile": "I am vegetarian.", "user_instructions": "Be brief."},
+             metadata={"is_visually_hidden_from_conversation": True}),
+        node("u1", "ctx", ["a1", "a1b"], "user", "Where should I go in May?", when=T0 + 1),
+        node("a1", "u1", ["u2", "u2b"], "assistant", "Lisbon.", when=T0 + 2, metadata={"model_slug": "gpt-4o"}),
+        node("a1b", "u1", [], "assistant", "Porto.", when=T0 + 3, metadata={"model_slug": "gpt-4o"}),
+        node("u2", "a1", ["call"], "user", kind="multimodal_text", when=T0 + 10,
+             parts=[{"content_type": "image_asset_pointer", "asset_pointer": "file-service://photo"}, "What is this tram?"]),
+        node("call", "u2", ["out"], "assistant", kind="code", recipient="python",
+             content={"language": "python", "text": "look(photo)"}),
+        node("out", "call", ["a2"], "tool", kind="execution_output", content={"text": "tram 28"}),
+        node("a2", "out", [], "assistant", "Tram 28.", when=T0 + 12, metadata={"model_slug": "gpt-4o"}),
+        node("u2b", "a1", ["a2b"], "user", "How do trams work?", when=T0 + 20),
+        node("a2b", "u2b", [], "assistant", "On rails.", when=T0 + 21, metadata={"model_slug": "gpt-4o"}),
+    ]),
+}
+THOUGHTFUL = {
+    "title": "Riddle", "id": "c-riddle", "create_time": T0 + 100, "current_node": "r2",
+    "mapping": dict([
+        node("q", None, ["t"], "user", "What has keys but no locks?", when=T0 + 100),
+        node("t", "q", ["r2"], "assistant", kind="thoughts", content={"thoughts": [{"content": "piano..."}]}),
+        node("r2", "t", [], "assistant", "A piano.", when=T0 + 102, metadata={"model_slug": "o3"}),
+    ]),
+}
+EMPTY = {"title": "Nothing", "id": "c-empty", "current_node": "root", "mapping": dict([node("root", None, [])])}
+
+
+def chatgpt_export(tmp_path: Path, form: str) -> Path:
+    import zipfile
+
+    if form == "zip":
+        path = tmp_path / "chatgpt-export.zip"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("conversations.json", json.dumps([TRIP, THOUGHTFUL, EMPTY]))
+            archive.writestr("chat.html", "<html></html>")
+        return path
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "conversations-000.json").write_text(json.dumps([TRIP, EMPTY]))
+    (folder / "conversations-001.json").write_text(json.dumps([THOUGHTFUL]))
+    (folder / "user.json").write_text("{}")
+    return folder
+
+
+@pytest.mark.parametrize("form", ["zip", "folder"])
+def test_a_chatgpt_export_keeps_every_branch_as_a_fork(memory, tmp_path, form):
+    export = chatgpt_export(tmp_path, form)
+    result = memchat("import", "--from", "chatgpt", str(export))
+    assert result.returncode == 0, result.stderr
+    threads = by_title(memory)
+    assert set(threads) == {"Trip to Lisbon", "Trip to Lisbon (branch 1)", "Trip to Lisbon (branch 2)", "Riddle"}
+    trip = threads["Trip to Lisbon"]
+    assert (trip.system, trip.model, trip.source) == ("I am vegetarian.\n\nBe brief.", None, "chatgpt:c-trip")
+    said = memory.messages(trip.id)
+    assert [(m.role, m.content) for m in said] == [
+        ("user", "Where should I go in May?"), ("assistant", "Lisbon."), ("user", "What is this tram?"), ("assistant", "Tram 28."),
+    ]
+    assert said[1].model == "gpt-4o" and said[0].created_at.timestamp() == T0 + 1
+    regenerated, edited = threads["Trip to Lisbon (branch 1)"], threads["Trip to Lisbon (branch 2)"]
+    assert (regenerated.forked_from, regenerated.forked_at) == (trip.id, 0)
+    assert [m.content for m in memory.messages(regenerated.id)] == ["Where should I go in May?", "Porto."]
+    assert (edited.forked_from, edited.forked_at) == (trip.id, 1)
+    assert [m.content for m in memory.messages(edited.id)] == [
+        "Where should I go in May?", "Lisbon.", "How do trams work?", "On rails.",
+    ]
+    assert [(m.role, m.content) for m in memory.messages(threads["Riddle"].id)] == [
+        ("user", "What has keys but no locks?"), ("assistant", "A piano."),
+    ]
+    for note in ("ChatGPT conversation c-trip: 1 image_asset_pointer parts left out",
+                 "ChatGPT conversation c-trip: 1 tool calls left out",
+                 "ChatGPT conversation c-trip: 1 tool messages (tool results) left out",
+                 "ChatGPT conversation c-riddle: 1 reasoning summaries left out",
+                 "ChatGPT conversation c-empty: no message with text; not imported"):
+        assert note in result.stderr
+    again = memchat("import", "--from", "chatgpt", str(export))
+    assert (again.returncode, again.stdout) == (0, "") and again.stderr.count("was imported before") == 4
+    assert len(memory.threads()) == 4
+
+
+def test_a_file_that_is_no_chatgpt_export_is_refused_whole(memory, tmp_path):
+    path = tmp_path / "conversations.json"
+    path.write_text(json.dumps([TRIP, {"title": "broken"}]))
+    refused = memchat("import", "--from", "chatgpt", str(path))
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == "memchat: import: conversations.json: conversation 2 has no `mapping`; nothing was imported\n"
+    path.write_text('{"not": "a list"}')
+    assert "is not a ChatGPT export" in memchat("import", "--from", "chatgpt", str(path)).stderr
+    assert memory.threads() == []
+
+
+def test_a_broken_message_tree_skips_that_conversation_only(memory, tmp_path):
+    looped = {"title": "Loop", "id": "c-loop", "current_node": "x",
+              "mapping": dict([node("x", "y", [], "user", "hi"), node("y", "x", ["x"], "assistant", "ho")])}
+    path = tmp_path / "conversations.json"
+    path.write_text(json.dumps([looped, THOUGHTFUL]))
+    result = memchat("import", "--from", "chatgpt", str(path))
+    assert result.returncode == 0, result.stderr
+    assert [t.title for t in memory.threads()] == ["Riddle"]
+    assert "ChatGPT conversation c-loop: its message tree is broken at node x; not imported" in result.stderr

@@ -82,6 +82,7 @@ def _replace_atomically(path: Path, write: Callable[[TextIO], None], *, mode: in
 class Origin(str, Enum):
     json = "json"
     llm = "llm"
+    chatgpt = "chatgpt"
     openai_jsonl = "openai-jsonl"
 
 
@@ -100,8 +101,8 @@ def import_(
         Origin,
         typer.Option(
             "--from",
-            help="What FILE holds: memchat's JSON, llm's logs database (default: llm's own), "
-            "or OpenAI JSONL ({\"messages\": [...]} a line).",
+            help="What FILE holds: memchat's JSON, llm's logs database (default: llm's own), a ChatGPT "
+            "data export (the .zip, its folder or a conversations file), or OpenAI JSONL ({\"messages\": [...]} a line).",
         ),
     ] = Origin.json,
 ):
@@ -113,6 +114,10 @@ def import_(
         history = llm_logs.read(source)
     elif source is None:
         raise InvalidInput(f"import --from {origin.value}: give the FILE to read")
+    elif origin is Origin.chatgpt:
+        from memchat.transfer import chatgpt
+
+        history = chatgpt.read(source)
     elif origin is Origin.openai_jsonl:
         from memchat.transfer import openai_jsonl
 

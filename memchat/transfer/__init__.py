@@ -1,5 +1,5 @@
 """Formats in and out: memchat's own JSON (`native`, which writes to the store) and the
-histories people bring from elsewhere (`llm_logs`, `openai_jsonl`), each read into memchat's
+histories people bring from elsewhere (`llm_logs`, `chatgpt`, `openai_jsonl`), each read into memchat's
 own JSON so that one import path, local or through a server, writes them. The readers use the
 standard library only: a CLI working through a server loads neither SQLAlchemy nor litellm."""
 
