@@ -381,10 +381,13 @@ class Memory:
     def export_all(self) -> list[dict[str, Any]]:
         return native.export_all(self.store)
 
-    def write_export(self, out: TextIO, thread_id: str | None = None) -> None:
-        """Stream one thread (or, with no id, every thread as an array) as JSON to `out`,
-        a page of messages at a time: memory stays flat however long the thread."""
-        if thread_id is None:
+    def write_export(self, out: TextIO, thread_id: str | None = None, *, format: str = "json") -> None:
+        """Stream one thread (or, with no id, every thread: a JSON array, or transcripts one
+        after another) as JSON or memchat's Markdown to `out`, a page of messages at a time:
+        memory stays flat however long the thread."""
+        if format == "markdown":
+            native.write_markdown(self.store, thread_id, out)
+        elif thread_id is None:
             native.write_all(self.store, out)
         else:
             native.write_thread(self.store, thread_id, out)

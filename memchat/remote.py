@@ -35,7 +35,7 @@ from memchat.errors import (
     StorageError,
     ThreadBusy,
 )
-from memchat.transfer import ImportResult
+from memchat.transfer import ImportResult, markdown
 
 API = "/memchat/v1"
 READ_CHUNK = 64 * 1024
@@ -199,8 +199,13 @@ class RemoteMemory:
             hits.append(RemoteHit(Record(message), row["title"], "".join(snippet), row["score"]))
         return hits
 
-    def write_export(self, out: TextIO, thread_id: str | None = None) -> None:
+    def write_export(self, out: TextIO, thread_id: str | None = None, *, format: str = "json") -> None:
         path = "/export" if thread_id is None else f"/threads/{_part(thread_id)}/export"
+        if format == "markdown":
+            exported = self._json("GET", path)
+            for thread in exported if isinstance(exported, list) else [exported]:
+                markdown.write_thread(thread, thread["messages"], thread["summaries"], out)
+            return
         with self._request("GET", path) as response:
             try:
                 while chunk := response.read(READ_CHUNK):

@@ -16,7 +16,12 @@ import typer
 from memchat.cli.app import app, memory_of
 from memchat.config import import_limit_bytes
 from memchat.errors import InvalidInput, StorageError
-from memchat.transfer import ImportResult
+from memchat.transfer import ImportResult, check_size
+
+
+class Format(str, Enum):
+    json = "json"
+    markdown = "markdown"
 
 
 @app.command()
@@ -25,15 +30,18 @@ def export(
     thread: Annotated[Optional[str], typer.Argument(help="Thread id.", show_default=False)] = None,
     all_threads: Annotated[bool, typer.Option("--all", help="Every thread, as a JSON array.")] = False,
     output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")] = None,
+    form: Annotated[
+        Format, typer.Option("--format", help="json (messages as a ChatML list), or markdown (a transcript that imports back).")
+    ] = Format.json,
 ):
-    """Write a thread (or --all) as JSON, messages as a ChatML list."""
+    """Write a thread (or --all) as JSON, messages as a ChatML list, or as a Markdown transcript."""
     if (thread is None) == (not all_threads):
         raise InvalidInput("give either a THREAD or --all")
     memory = memory_of(ctx)
     if output is None:
-        memory.write_export(sys.stdout, thread)
+        memory.write_export(sys.stdout, thread, format=form.value)
     else:
-        write_output(output, lambda out: memory.write_export(out, thread))
+        write_output(output, lambda out: memory.write_export(out, thread, format=form.value))
 
 
 def write_output(name: str, write: Callable[[TextIO], None]) -> None:
@@ -105,6 +113,10 @@ def import_(
             "data export (the .zip, its folder or a conversations file), or OpenAI JSONL ({\"messages\": [...]} a line).",
         ),
     ] = Origin.json,
+    form: Annotated[
+        Format,
+        typer.Option("--format", help="memchat's own format FILE is in: json, or markdown (from export --format markdown)."),
+    ] = Format.json,
 ):
     """Create new threads from an export or another tool's history, all or none: prints the ids
     made; says on stderr what was imported before (not copied again) and what was left out."""
@@ -124,8 +136,16 @@ def import_(
         history = openai_jsonl.read(source)
     else:
         history = None
+    if form is Format.markdown and origin is not Origin.json:
+        raise InvalidInput(
+            f"import: --format markdown reads memchat's own Markdown; --from {origin.value} reads another tool's history"
+        )
     memory = memory_of(ctx)
-    if history is None:
+    if form is Format.markdown:
+        from memchat.transfer import markdown
+
+        result = memory.import_(markdown.parse(_decoded(_read_export(source))))
+    elif history is None:
         result = memory.import_(_read_export(source))
     else:
         for note in history.notes:
@@ -147,3 +167,11 @@ def _read_export(source: str) -> bytes:
             return handle.read(limit + 1)
     except OSError as exc:
         raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
+
+
+def _decoded(raw: bytes) -> str:
+    check_size(len(raw))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"import: the file is not UTF-8 (byte {exc.start})") from None

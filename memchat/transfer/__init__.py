@@ -1,11 +1,15 @@
-"""Formats in and out: memchat's own JSON (`native`, which writes to the store) and the
-histories people bring from elsewhere (`llm_logs`, `chatgpt`, `openai_jsonl`), each read into memchat's
-own JSON so that one import path, local or through a server, writes them. The readers use the
-standard library only: a CLI working through a server loads neither SQLAlchemy nor litellm."""
+"""Formats in and out: memchat's own JSON (`native`, which writes to the store), its Markdown
+transcripts (`markdown`), and the histories people bring from elsewhere (`llm_logs`, `chatgpt`,
+`openai_jsonl`), each read into memchat's own JSON so that one import path, local or through a
+server, writes them. All but `native` use the standard library only: a CLI working through a
+server loads neither SQLAlchemy nor litellm."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from memchat.config import import_limit_bytes
+from memchat.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -28,3 +32,12 @@ class SourceHistory:
     notes: list[str]
     """What was left out and why, and what was read otherwise than written (a model name
     litellm does not know), one line each: the import goes on."""
+
+
+def check_size(size: int) -> None:
+    """An import is validated whole, in memory, before anything is written: it has a ceiling."""
+    limit = import_limit_bytes()
+    if size > limit:
+        raise InvalidInput(
+            f"import: the input is over the {limit // 2**20} MiB limit; split it, or raise MEMCHAT_IMPORT_MAX_MIB"
+        )

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from memchat import lease
-from memchat.config import default_model, import_limit_bytes
+from memchat.config import default_model
 from memchat.errors import InvalidInput, describe_validation_error
 from memchat.storage.models import (
     MAX_INTEGER,
@@ -44,7 +44,7 @@ from memchat.storage.models import (
 )
 from memchat.storage.repository import Store, ThreadRecord
 from memchat.tokens import tokenizer_for
-from memchat.transfer import ImportResult
+from memchat.transfer import ImportResult, check_size, markdown
 
 Count = Annotated[int, Field(ge=0, le=MAX_INTEGER, strict=True)]
 """A token count, position or duration: a JSON integer (never true/false), storable in 64 bits."""
@@ -232,6 +232,12 @@ def write_all(store: Store, out: TextIO) -> None:
     out.write("\n]\n")
 
 
+def write_markdown(store: Store, ref: str | None, out: TextIO) -> None:
+    """One thread (or, with no id, every thread) as memchat's Markdown, read a page at a time."""
+    for thread in [store.thread(ref)] if ref is not None else store.threads():
+        markdown.write_thread(_header(thread), _chatml(store, thread), _summaries(store, thread), out)
+
+
 def _write(store: Store, thread: ThreadPublic, out: TextIO, *, indent: str) -> None:
     """One thread as JSON, one message a line, written as the pages are read."""
     dump = lambda value: json.dumps(value, ensure_ascii=False)  # noqa: E731
@@ -272,14 +278,6 @@ def parse(raw: str | bytes | Any) -> list[ThreadRecord]:
         except ValidationError as exc:
             raise InvalidInput(f"import: {where}{describe_validation_error(exc)}") from None
     return records
-
-
-def check_size(size: int) -> None:
-    limit = import_limit_bytes()
-    if size > limit:
-        raise InvalidInput(
-            f"import: the input is over the {limit // 2**20} MiB limit; split it, or raise MEMCHAT_IMPORT_MAX_MIB"
-        )
 
 
 def import_threads(store: Store, raw: str | bytes | Any) -> ImportResult:
