@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import conversation, export_file, memchat_command, run, table
+from common import best_of, conversation, export_file, memchat_command, run, table
 
 PEAK = (
     "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
@@ -75,7 +75,21 @@ def main() -> str:
             ["messages", "peak MiB", "seconds", "vs 10 messages"],
             memory,
         )
-    return imports + "\n" + exports
+        usage = usage_stats(env["MEMCHAT_DB"])
+    return imports + "\n" + exports + "\n" + usage
+
+
+def usage_stats(database: str) -> str:
+    """`memchat stats` over the imports above (200,000 messages, the llm half with each reply's
+    model, tokens and latency): aggregates in SQL, median of 5, in-process."""
+    from memchat import Memory
+
+    rows = []
+    with Memory(database) as memory:
+        messages = sum(thread.message_count for thread in memory.threads())
+        for by in (None, "model", "day", "thread"):
+            rows.append([by or "(one row)", best_of(5, lambda by=by: memory.stats(by=by)) * 1000])
+    return table(f"`memchat stats` over {messages:,} messages (ms, median of 5)", ["--by", "ms"], rows)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TextIO
 
 from pydantic import ValidationError
@@ -26,6 +27,7 @@ from memchat.storage.models import (
     check_text,
 )
 from memchat.storage.repository import SearchHit, Store
+from memchat.times import as_utc
 from memchat.transfer import ImportResult, native
 from memchat.turn import (
     Reply,
@@ -37,6 +39,7 @@ from memchat.turn import (
 )
 
 KEY_PREFIX = "mc-"
+STATS_GROUPS = (None, "model", "day", "thread")
 KEY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -217,6 +220,20 @@ class Memory:
         completion tokens and the cost of every reply and summary so far (threads with none are
         left out)."""
         return self.store.usage_totals(self.store.thread(thread_id).id if thread_id else None)
+
+    def stats(
+        self, thread_id: str | None = None, *, by: str | None = None, since: datetime | None = None
+    ) -> dict[str, list[dict]]:
+        """Usage and cost, aggregated in the database: `turns` (model calls: how many, failed
+        and cut off, prompt and completion tokens, cost, latency p50/p95) and `summaries` (the
+        summary calls, counted apart), each a list of rows grouped `by` "model", "day" or
+        "thread" (None: one row), over every thread or one, from `since` on. A cost litellm had
+        no price for is unknown, never 0: `cost` sums the known ones and `unknown_cost` counts
+        the others (all unknown: `cost` is None). Rows a fork copied are not counted again."""
+        if by not in STATS_GROUPS:
+            raise InvalidInput(f"stats: group --by one of {', '.join(g for g in STATS_GROUPS if g)}, not {by!r}")
+        resolved = self.store.thread(thread_id).id if thread_id else None
+        return self.store.usage_stats(thread_id=resolved, by=by, since=as_utc(since) if since else None)
 
     def latest_thread(self) -> ThreadPublic:
         """The thread with the most recent activity (`memchat say --continue`)."""

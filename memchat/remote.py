@@ -181,6 +181,16 @@ class RemoteMemory:
             _local_only(name, value, "the server summarizes with the thread's own settings")
         return Record(self._json("POST", f"/threads/{_part(thread_id)}/summaries/rebuild", {}))
 
+    def stats(
+        self, thread_id: str | None = None, *, by: str | None = None, since: datetime | None = None
+    ) -> dict[str, list[dict]]:
+        values = {
+            name: value
+            for name, value in (("thread", thread_id), ("by", by), ("since", since.isoformat() if since else None))
+            if value is not None
+        }
+        return self._json("GET", "/stats" + (f"?{urlencode(values)}" if values else ""))
+
     def search(self, query: str, *, thread_id: str | None = None, limit: int = 20) -> list[RemoteHit]:
         from memchat.storage.fulltext import HIGHLIGHT_END, HIGHLIGHT_START
 

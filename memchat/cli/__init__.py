@@ -10,6 +10,7 @@ from memchat.cli import turns  # noqa: F401
 from memchat.cli import chat  # noqa: F401
 from memchat.cli import longterm  # noqa: F401
 from memchat.cli import transfer  # noqa: F401
+from memchat.cli import usage  # noqa: F401
 from memchat.cli import db  # noqa: F401
 from memchat.cli import config  # noqa: F401
 from memchat.cli import serve  # noqa: F401

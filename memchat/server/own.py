@@ -19,6 +19,7 @@ import json
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from anyio import to_thread
@@ -293,6 +294,17 @@ def search(
 ):
     """`memchat search --json`: the caller's messages only."""
     return [search_json(hit) for hit in memory.search(q, thread_id=thread, limit=limit)]
+
+
+@router.get("/stats")
+def stats(
+    memory: Scoped,
+    thread: str | None = None,
+    by: Literal["model", "day", "thread"] | None = None,
+    since: datetime | None = None,
+):
+    """`memchat stats --json`: the caller's own usage (`since`: ISO 8601, UTC unless given)."""
+    return memory.stats(thread, by=by, since=since)
 
 
 def _streamed_export(memory: Memory, thread_id: str | None) -> StreamingResponse:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, insert, literal_column, text, update
+from sqlalchemy import String, bindparam, case, func, insert, literal_column, text, update
 from sqlalchemy import select as select_columns
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -419,6 +419,125 @@ class Store:
                     entry["completion_tokens"] += int(completion)
                     entry["cost"] = float(f"{entry['cost'] + float(cost):.10g}")
         return totals
+
+    def usage_stats(self, *, thread_id: str | None, by: str | None, since: datetime | None) -> dict[str, list[dict]]:
+        """Where tokens went: model calls (turns, with their failures and cut-offs) and summary
+        calls apart, each grouped `by` model, day or thread (None: one row), aggregated in SQL.
+        A fork's copies cost nothing again: rows a fork copied are left out (a copy's
+        `copied_from`; a summary older than the fork that holds it)."""
+        with self._reading() as session:
+            sqlite = self._dialect(session) == "sqlite"
+            return {
+                "turns": self._stats_rows(session, _messages, thread_id, by, since, sqlite),
+                "summaries": self._stats_rows(session, _summaries, thread_id, by, since, sqlite),
+            }
+
+    def _stats_rows(self, session: Session, table, thread_id: str | None, by: str | None, since, sqlite: bool) -> list[dict]:
+        replies = table is _messages
+        day = (
+            func.date(table.c.created_at)
+            if sqlite
+            else func.to_char(func.timezone("UTC", table.c.created_at), "YYYY-MM-DD")
+        )
+        group = {
+            "model": func.coalesce(table.c.model, _threads.c.model, literal_column("'(default)'")),
+            "day": day,
+            "thread": table.c.thread_id,
+            None: literal_column("'all'"),
+        }[by]
+        partition = None if by is None else group
+        scope = [_threads.c.import_holder.is_(None)]
+        if replies:
+            scope.append(table.c.copied_from.is_(None))
+        else:
+            scope.append((_threads.c.forked_from.is_(None)) | (table.c.created_at >= _threads.c.created_at))
+        if thread_id is not None:
+            scope.append(table.c.thread_id == thread_id)
+        if since is not None:
+            scope.append(table.c.created_at >= since)
+        if self.tenant is not None:
+            scope.append(_threads.c.tenant == self.tenant)
+        joined = table.join(_threads, _threads.c.id == table.c.thread_id)
+        calls = [table.c.role == literal_column("'assistant'"), table.c.model.isnot(None)] if replies else []
+        one = literal_column("1")
+        counted = [
+            group.label("key"),
+            func.count().label("calls"),
+            func.sum(table.c.prompt_tokens).label("prompt_tokens"),
+            func.sum(table.c.completion_tokens).label("completion_tokens"),
+            func.sum(table.c.cost).label("cost"),
+            func.sum(case((table.c.cost.is_(None), one), else_=0)).label("unknown_cost"),
+        ]
+        if replies:
+            counted.append(func.sum(case((table.c.status == literal_column("'partial'"), one), else_=0)).label("partial"))
+        grouped = (lambda query: query) if by is None else (lambda query: query.group_by(group))
+        rows = {
+            row.key: dict(row._mapping)
+            for row in session.execute(grouped(select_columns(*counted).select_from(joined).where(*scope, *calls)))
+            if row.calls
+        }
+        ranked = (
+            select_columns(
+                group.label("key"),
+                table.c.latency_ms.label("latency"),
+                func.row_number().over(partition_by=partition, order_by=table.c.latency_ms).label("rank"),
+                func.count().over(partition_by=partition).label("size"),
+            )
+            .select_from(joined)
+            .where(*scope, *calls, table.c.latency_ms.isnot(None))
+            .subquery()
+        )
+        percentiles = select_columns(
+            func.min(ranked.c.key).label("key"),
+            func.min(case((ranked.c.rank >= 0.5 * ranked.c.size, ranked.c.latency))).label("p50"),
+            func.min(case((ranked.c.rank >= 0.95 * ranked.c.size, ranked.c.latency))).label("p95"),
+        )
+        latencies = {
+            row.key: (row.p50, row.p95)
+            for row in session.execute(percentiles if by is None else percentiles.group_by(ranked.c.key))
+            if row.key is not None
+        }
+        failed: dict[Any, int] = {}
+        if replies:
+            # A turn that got no reply at all: its user message failed, and no cut-off reply follows it.
+            reply = _messages.alias("reply")
+            answered = (
+                select_columns(one)
+                .where(
+                    reply.c.thread_id == table.c.thread_id,
+                    reply.c.position == table.c.position + 1,
+                    reply.c.role == literal_column("'assistant'"),
+                )
+                .exists()
+            )
+            query = grouped(
+                select_columns(group.label("key"), func.count().label("turns"))
+                .select_from(joined)
+                .where(*scope, table.c.role == literal_column("'user'"), table.c.status == literal_column("'failed'"), ~answered)
+            )
+            failed = {row.key: row.turns for row in session.execute(query) if row.turns}
+        result = []
+        for key in sorted(set(rows) | set(failed), key=str):
+            row = rows.get(key) or {"calls": 0, "prompt_tokens": None, "completion_tokens": None, "cost": None, "unknown_cost": 0}
+            p50, p95 = latencies.get(key, (None, None))
+            entry = {
+                by or "group": str(key),
+                "calls": int(row["calls"]),
+                "prompt_tokens": int(row["prompt_tokens"] or 0),
+                "completion_tokens": int(row["completion_tokens"] or 0),
+                "cost": float(f"{float(row['cost']):.10g}") if row["cost"] is not None else None,
+                "unknown_cost": int(row["unknown_cost"] or 0),
+                "latency_p50_ms": p50,
+                "latency_p95_ms": p95,
+            }
+            if replies:
+                entry.update(partial=int(row.get("partial") or 0), failed=failed.get(key, 0))
+            result.append(entry)
+        if by == "thread" and result:
+            titles = self._titles({entry["thread"] for entry in result})
+            for entry in result:
+                entry["title"] = titles.get(entry["thread"], "")
+        return result
 
     def latest_thread(self) -> ThreadPublic:
         query = self._visible(
