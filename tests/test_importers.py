@@ -96,6 +96,7 @@ def test_importing_the_same_llm_history_again_copies_nothing(memory, llm_home, l
     for thread_id in first.stdout.split():
         assert f"was imported before, as thread {thread_id}: left as it is" in again.stderr
     assert memory.thread(new).source.startswith("llm:")
+    assert f"imported from {memory.thread(new).source}" in memchat("show", new).stdout
     # the source travels with an export, so importing that export here makes no copy either
     exported = memory.export(new)
     assert exported["source"] == memory.thread(new).source

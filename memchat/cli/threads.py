@@ -218,6 +218,8 @@ def _show_thread(memory, info, last: Optional[int]) -> None:
     typer.secho(terminal_safe(f"{info.title or 'untitled'}  [{info.id}]  " + " · ".join(details)), bold=True)
     if info.forked_from:
         typer.secho(f"forked from {info.forked_from} at #{info.forked_at}", dim=True)
+    if info.source:
+        typer.secho(terminal_safe(f"imported from {info.source}"), dim=True)
     current = memory.summary(info.id)
     if current:
         typer.secho(
