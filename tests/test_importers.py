@@ -354,3 +354,38 @@ def test_a_broken_message_tree_skips_that_conversation_only(memory, tmp_path):
     assert result.returncode == 0, result.stderr
     assert [t.title for t in memory.threads()] == ["Riddle"]
     assert "ChatGPT conversation c-loop: its message tree is broken at node x; not imported" in result.stderr
+
+
+def test_llms_older_layout_is_read_and_a_conversation_in_both_is_read_once(memory, llm_logs_db):
+    """llm up to 0.2x logged `responses` rows grouped by `conversations`: the tables come from the
+    real llm's own migrations, the rows as those versions wrote them (prompt, system, response,
+    model, tokens, duration, UTC time; `-f` fragments linked apart)."""
+    import sqlite_utils
+
+    database = sqlite_utils.Database(llm_logs_db)
+    [(newer_id,)] = database.execute("SELECT id FROM threads WHERE name = 'Hi shed'").fetchall()
+    database["conversations"].insert_all([{"id": "old1", "name": "Old chat", "model": "gpt-3.5-turbo"},
+                                          {"id": newer_id, "name": "Hi shed", "model": "shed-model"}])
+    rows = [
+        {"id": "r1", "model": "gpt-3.5-turbo", "prompt": "Name a colour", "system": "Be short.", "response": "Blue.",
+         "conversation_id": "old1", "duration_ms": 640, "datetime_utc": "2024-03-01T10:00:00.000000",
+         "input_tokens": 12, "output_tokens": 2},
+        {"id": "r2", "model": "gpt-3.5-turbo", "prompt": "Another", "system": "Be short.", "response": "Red.",
+         "conversation_id": "old1", "duration_ms": 500, "datetime_utc": "2024-03-01T10:01:00.000000"},
+        {"id": "r3", "model": "shed-model", "prompt": "Hi shed", "response": "Hello from the shed.",
+         "conversation_id": newer_id, "datetime_utc": "2024-03-02T10:00:00"},
+    ]
+    database["responses"].insert_all(rows, alter=False)
+    fragment = database["fragments"].insert({"hash": "h", "content": "Context: paint."}).last_pk
+    database["prompt_fragments"].insert({"response_id": "r2", "fragment_id": fragment, "order": 0})
+    history = llm_logs.read(llm_logs_db)
+    assert sorted(thread["title"] for thread in history.threads) == ["Capital of France?", "Hi shed", "Old chat"]
+    old = next(thread for thread in history.threads if thread["title"] == "Old chat")
+    assert (old["source"], old["system"], old["model"]) == ("llm:old1", "Be short.", "openai/gpt-3.5-turbo")
+    assert [(m["role"], m["content"]) for m in old["messages"]] == [
+        ("user", "Name a colour"), ("assistant", "Blue."), ("user", "Context: paint.\nAnother"), ("assistant", "Red."),
+    ]
+    assert old["messages"][1]["usage"] == {"prompt_tokens": 12, "completion_tokens": 2}
+    assert old["messages"][1]["latency_ms"] == 640 and old["messages"][0]["created_at"].startswith("2024-03-01T10:00:00")
+    made = memory.import_(history.threads).threads
+    assert by_title(memory)["Old chat"].id in made and len(made) == 3
