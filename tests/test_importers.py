@@ -310,7 +310,8 @@ def test_a_chatgpt_export_keeps_every_branch_as_a_fork(memory, tmp_path, form):
     assert (trip.system, trip.model, trip.source) == ("I am vegetarian.\n\nBe brief.", None, "chatgpt:c-trip")
     said = memory.messages(trip.id)
     assert [(m.role, m.content) for m in said] == [
-        ("user", "Where should I go in May?"), ("assistant", "Lisbon."), ("user", "What is this tram?"), ("assistant", "Tram 28."),
+        ("user", "Where should I go in May?"), ("assistant", "Lisbon."),
+        ("user", "What is this tram?"), ("assistant", "Tram 28."),
     ]
     assert said[1].model == "gpt-4o" and said[0].created_at.timestamp() == T0 + 1
     regenerated, edited = threads["Trip to Lisbon (branch 1)"], threads["Trip to Lisbon (branch 2)"]
