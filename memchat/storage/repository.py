@@ -445,7 +445,6 @@ class Store:
             "thread": table.c.thread_id,
             None: literal_column("'all'"),
         }[by]
-        partition = None if by is None else group
         scope = [_threads.c.import_holder.is_(None)]
         if replies:
             scope.append(table.c.copied_from.is_(None))
@@ -476,46 +475,8 @@ class Store:
             for row in session.execute(grouped(select_columns(*counted).select_from(joined).where(*scope, *calls)))
             if row.calls
         }
-        ranked = (
-            select_columns(
-                group.label("key"),
-                table.c.latency_ms.label("latency"),
-                func.row_number().over(partition_by=partition, order_by=table.c.latency_ms).label("rank"),
-                func.count().over(partition_by=partition).label("size"),
-            )
-            .select_from(joined)
-            .where(*scope, *calls, table.c.latency_ms.isnot(None))
-            .subquery()
-        )
-        percentiles = select_columns(
-            func.min(ranked.c.key).label("key"),
-            func.min(case((ranked.c.rank >= 0.5 * ranked.c.size, ranked.c.latency))).label("p50"),
-            func.min(case((ranked.c.rank >= 0.95 * ranked.c.size, ranked.c.latency))).label("p95"),
-        )
-        latencies = {
-            row.key: (row.p50, row.p95)
-            for row in session.execute(percentiles if by is None else percentiles.group_by(ranked.c.key))
-            if row.key is not None
-        }
-        failed: dict[Any, int] = {}
-        if replies:
-            # A turn that got no reply at all: its user message failed, and no cut-off reply follows it.
-            reply = _messages.alias("reply")
-            answered = (
-                select_columns(one)
-                .where(
-                    reply.c.thread_id == table.c.thread_id,
-                    reply.c.position == table.c.position + 1,
-                    reply.c.role == literal_column("'assistant'"),
-                )
-                .exists()
-            )
-            query = grouped(
-                select_columns(group.label("key"), func.count().label("turns"))
-                .select_from(joined)
-                .where(*scope, table.c.role == literal_column("'user'"), table.c.status == literal_column("'failed'"), ~answered)
-            )
-            failed = {row.key: row.turns for row in session.execute(query) if row.turns}
+        latencies = self._latency_percentiles(session, table, group, joined, [*scope, *calls], by is None)
+        failed = self._unanswered_turns(session, group, joined, scope, grouped) if replies else {}
         result = []
         for key in sorted(set(rows) | set(failed), key=str):
             row = rows.get(key) or {"calls": 0, "prompt_tokens": None, "completion_tokens": None, "cost": None, "unknown_cost": 0}
@@ -538,6 +499,55 @@ class Store:
             for entry in result:
                 entry["title"] = titles.get(entry["thread"], "")
         return result
+
+    @staticmethod
+    def _latency_percentiles(session: Session, table, group, joined, scope: list, whole: bool) -> dict[Any, tuple]:
+        """(p50, p95) latency of each group, nearest rank, by window functions (SQLite has no
+        percentile function; PostgreSQL's would need another query for each group)."""
+        partition = None if whole else group
+        ranked = (
+            select_columns(
+                group.label("key"),
+                table.c.latency_ms.label("latency"),
+                func.row_number().over(partition_by=partition, order_by=table.c.latency_ms).label("rank"),
+                func.count().over(partition_by=partition).label("size"),
+            )
+            .select_from(joined)
+            .where(*scope, table.c.latency_ms.isnot(None))
+            .subquery()
+        )
+        percentiles = select_columns(
+            func.min(ranked.c.key).label("key"),
+            func.min(case((ranked.c.rank >= 0.5 * ranked.c.size, ranked.c.latency))).label("p50"),
+            func.min(case((ranked.c.rank >= 0.95 * ranked.c.size, ranked.c.latency))).label("p95"),
+        )
+        return {
+            row.key: (row.p50, row.p95)
+            for row in session.execute(percentiles if whole else percentiles.group_by(ranked.c.key))
+            if row.key is not None
+        }
+
+    @staticmethod
+    def _unanswered_turns(session: Session, group, joined, scope: list, grouped) -> dict[Any, int]:
+        """Turns that got no reply at all, by group: the user message failed, and no cut-off reply follows it."""
+        reply = _messages.alias("reply")
+        answered = (
+            select_columns(literal_column("1"))
+            .where(
+                reply.c.thread_id == _messages.c.thread_id,
+                reply.c.position == _messages.c.position + 1,
+                reply.c.role == literal_column("'assistant'"),
+            )
+            .exists()
+        )
+        query = grouped(
+            select_columns(group.label("key"), func.count().label("turns"))
+            .select_from(joined)
+            .where(
+                *scope, _messages.c.role == literal_column("'user'"), _messages.c.status == literal_column("'failed'"), ~answered
+            )
+        )
+        return {row.key: row.turns for row in session.execute(query) if row.turns}
 
     def latest_thread(self) -> ThreadPublic:
         query = self._visible(
