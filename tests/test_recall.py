@@ -190,3 +190,37 @@ def test_recall_takes_at_most_a_quarter_of_the_room_and_passes_over_an_excerpt_t
     room = 600 - COUNT([{"role": "user", "content": "When does my passport expire? passport?"}])
     assert recall.tokens <= int(room * RECALL_SHARE)
     assert COUNT(server.last_messages) <= 600
+
+
+def test_recall_brings_the_exchange_a_match_belongs_to(memory, server):
+    """The answer shares no word with the question that recalls it: it comes as the matched
+    message's neighbour, within the same count of messages."""
+    chat = [("user", "Do you still have that dog?"), ("assistant", "Yes, still the same dog."),
+            ("user", "What is the name of your dog?"), ("assistant", "Rex, a beagle from the shelter."),
+            ("user", "Nice! Mine is a cat.")]
+    chat += [(role, f"small talk {i} " + "about nothing much " * 12) for i in range(10) for role in ("user", "assistant")]
+    [thread] = memory.import_({"model": "openai/gpt-4o", "budget": 800,
+                               "messages": [{"role": r, "content": c} for r, c in chat]}).threads
+    question = "Remind me, what was the name of the dog?"
+    three = next(e for e in memory.context(thread, question, recall=3).entries if e.kind == "recall")
+    assert three.recalled == (1, 2, 3), "the best match (#2) with the message after it and the one before"
+    assert "Rex, a beagle" in three.content
+    two = next(e for e in memory.context(thread, question, recall=2).entries if e.kind == "recall")
+    assert two.recalled == (2, 3), "the answer first: k counts messages, whatever their grouping"
+    one = next(e for e in memory.context(thread, question, recall=1).entries if e.kind == "recall")
+    assert one.recalled == (2,)
+
+
+def test_an_exchange_too_long_for_the_room_comes_as_much_of_it_as_fits():
+    from memchat.context import Excerpt, fit_excerpts
+
+    def count(text: str) -> int:
+        return len(text.split())
+
+    hit = Excerpt(4, "user", "short match", "2026-01-01 00:00 UTC")
+    long_answer = Excerpt(5, "assistant", "word " * 200, "2026-01-01 00:00 UTC")
+    before = Excerpt(3, "assistant", "a few words before", "2026-01-01 00:00 UTC")
+    other = Excerpt(9, "user", "another match", "2026-01-01 00:00 UTC")
+    fitted = fit_excerpts([[hit, long_answer, before], [other]], 3, 60, count, lambda role, tokens: tokens)
+    assert fitted.recalled == (4, 9), "the long neighbour left out, the next exchange still taken"
+    assert fit_excerpts([[hit, before], [other]], 3, 60, count, lambda role, tokens: tokens).recalled == (3, 4, 9)

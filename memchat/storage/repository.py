@@ -864,6 +864,23 @@ class Store:
         found = self.messages_by_id(ids)
         return [found[i] for i in ids if i in found]
 
+    def neighbours(self, thread_id: str, matches: Sequence[MessagePublic], *, before: int) -> dict[int, list[MessagePublic]]:
+        """For each matched message, by its position, the messages next to it that are older than
+        `before`, completed and not undone: the one after it, then the one before. One index read."""
+        wanted = {m.position: [p for p in (m.position + 1, m.position - 1) if 0 <= p < before] for m in matches}
+        positions = sorted({p for around in wanted.values() for p in around})
+        if not positions:
+            return {}
+        query = select_columns(_messages).where(
+            _messages.c.thread_id == thread_id,
+            _messages.c.position.in_(positions),
+            _messages.c.status == literal_column("'complete'"),
+            _messages.c.role.in_(["user", "assistant"]),
+        )
+        with self._reading() as session:
+            found = {row.position: MessagePublic.model_validate(row._mapping) for row in session.execute(query)}
+        return {hit: [found[p] for p in around if p in found] for hit, around in wanted.items()}
+
     def save_token_counts(self, tokenizer: str, counts: dict[int, int], *, thread_id: str | None = None) -> None:
         """Keep counts made for a turn; a count another process saved first is left as it is
         (tokenizers are deterministic: it is the same)."""
