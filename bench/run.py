@@ -22,6 +22,7 @@ import context_assembly  # noqa: E402
 import fork  # noqa: E402
 import import_export  # noqa: E402
 import long_term_memory  # noqa: E402
+import recall_quality  # noqa: E402
 import say_turn  # noqa: E402
 import serve  # noqa: E402
 import startup  # noqa: E402
@@ -52,6 +53,7 @@ def main() -> None:
         ("fork", fork),
         ("import and export", import_export),
         ("long-term memory", long_term_memory),
+        ("recall quality", recall_quality),
         ("start-up", startup),
         ("adversarial probe", adversary),
     ):

@@ -1,0 +1,155 @@
+"""Recall quality on LoCoMo (issue 13): how often recall brings back the turns that hold a
+question's answer, against a reference BM25 (bm25s) and a recency baseline run in the same
+process, and what a turn actually sends end to end.
+
+Each conversation of the evaluation split becomes one thread (speaker_a as `user`, speaker_b as
+`assistant`, the session's date as each message's time, a shared image's caption appended to
+the text). For every question of categories 1-4, the question is the new message:
+
+- recall@k: the share of the question's evidence turns among the first k messages recall would
+  inject (k = 5, 10, 25), averaged over questions; with the tokens those k messages hold and the
+  median query time;
+- end to end: the share of the evidence that `Memory.context(thread, question, recall=K,
+  budget=4000)` sends (the window and the recalled excerpts), asked at the end of the thread.
+
+    python bench/recall_quality.py            # the dev split, ../shared/eval/locomo-dev
+    MEMCHAT_EVAL_DIR=path python bench/recall_quality.py   # another split of the same format
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from common import ROOT, table
+
+EVAL_DIR = Path(os.environ.get("MEMCHAT_EVAL_DIR", ROOT.parent / "shared" / "eval" / "locomo-dev"))
+MODEL = "openai/gpt-4o"
+KS = (5, 10, 25)
+BUDGET = 4000
+END_TO_END_RECALL = (0, 5, 10, 25)
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+
+
+def conversation(path: Path) -> tuple[dict, list[str], list[dict]]:
+    """The thread to import, the dia_id of each message, and the questions with evidence."""
+    data = json.loads(path.read_text())
+    sessions = sorted(
+        (int(match.group(1)), key) for key in data for match in [re.fullmatch(r"session_(\d+)", key)] if match
+    )
+    messages, ids = [], []
+    for number, key in sessions:
+        when = _session_time(data.get(f"{key}_date_time"))
+        for turn in data[key]:
+            text = turn["text"]
+            if turn.get("blip_caption"):
+                text = f"{text} [shares an image: {turn['blip_caption']}]"
+            role = "user" if turn["speaker"] == data["speaker_a"] else "assistant"
+            messages.append({"role": role, "content": text, **({"created_at": when} if when else {})})
+            ids.append(turn["dia_id"])
+    questions = []
+    for qa in data["qa"]:
+        if qa.get("category") not in CATEGORIES:
+            continue
+        evidence = {piece.strip() for item in qa.get("evidence") or [] for piece in item.split(";") if piece.strip()}
+        positions = {ids.index(e) for e in evidence if e in ids}
+        if positions:
+            questions.append({"question": qa["question"], "evidence": positions, "category": qa["category"]})
+    title = f"{data['speaker_a']} and {data['speaker_b']}"
+    return {"title": title, "model": MODEL, "messages": messages}, ids, questions
+
+
+def _session_time(text: str | None) -> str | None:
+    if not text:
+        return None
+    moment = datetime.strptime(text.strip(), "%I:%M %p on %d %B, %Y")
+    return moment.replace(tzinfo=timezone.utc).isoformat()
+
+
+def _share(found: list[int], evidence: set[int]) -> float:
+    return len(evidence & set(found)) / len(evidence)
+
+
+def main() -> str:
+    import bm25s
+
+    from memchat import Memory
+    from memchat.prompt import recalled_exchanges
+    from memchat.tokens import tokenizer_for
+
+    count = tokenizer_for(MODEL).count
+    files = sorted(EVAL_DIR.glob("*.json"))
+    if not files:
+        raise SystemExit(f"no conversations in {EVAL_DIR}")
+    rankers = ("memchat: with neighbours", "memchat: single messages", "bm25s", "recency")
+    scores: dict[str, dict[int, list[float]]] = {name: {k: [] for k in KS} for name in rankers}
+    tokens: dict[str, dict[int, list[int]]] = {name: {k: [] for k in KS} for name in scores}
+    by_category: dict[int, list[float]] = {c: [] for c in CATEGORIES}
+    sent: dict[int, list[float]] = {k: [] for k in END_TO_END_RECALL}
+    query_seconds: list[float] = []
+    questions_total = 0
+    with tempfile.TemporaryDirectory() as folder, Memory(str(Path(folder) / "locomo.db")) as memory:
+        for path in files:
+            thread, _, questions = conversation(path)
+            [thread_id] = memory.import_(thread).threads
+            texts = [m["content"] for m in thread["messages"]]
+            size = len(texts)
+            retriever = bm25s.BM25()
+            retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+            for question in questions:
+                questions_total += 1
+                started = time.perf_counter()
+                exchanges = recalled_exchanges(memory.store, thread_id, question["question"], before=size, limit=max(KS))
+                query_seconds.append(time.perf_counter() - started)
+                found = {
+                    "memchat: with neighbours": list(dict.fromkeys(m.position for exchange in exchanges for m in exchange)),
+                    "memchat: single messages": [exchange[0].position for exchange in exchanges],
+                }
+                hits, _ = retriever.retrieve(
+                    bm25s.tokenize([question["question"]], stopwords="en", show_progress=False), k=max(KS), show_progress=False
+                )
+                found["bm25s"] = [int(i) for i in hits[0]]
+                found["recency"] = list(range(size - 1, size - 1 - max(KS), -1))
+                for name, positions in found.items():
+                    for k in KS:
+                        scores[name][k].append(_share(positions[:k], question["evidence"]))
+                        tokens[name][k].append(sum(count(texts[p]) for p in positions[:k]))
+                by_category[question["category"]].append(_share(found["memchat: with neighbours"][:10], question["evidence"]))
+                for k in END_TO_END_RECALL:
+                    context = memory.context(thread_id, question["question"], recall=k, budget=BUDGET, with_dropped=False)
+                    shown = {e.position for e in context.entries if e.kept and e.kind == "history"}
+                    shown |= {p for e in context.entries if e.kept and e.kind == "recall" for p in e.recalled}
+                    sent[k].append(_share(list(shown), question["evidence"]))
+    mean = statistics.fmean
+    rows = [
+        [name, *(f"{mean(scores[name][k]):.3f}" for k in KS), *(f"{mean(tokens[name][k]):,.0f}" for k in KS)]
+        for name in scores
+    ]
+    recall_table = table(
+        f"Recall on LoCoMo ({EVAL_DIR.name}: {len(files)} conversations, {questions_total} questions of categories 1-4)",
+        ["ranker", *(f"recall@{k}" for k in KS), *(f"tokens@{k}" for k in KS)],
+        rows,
+    )
+    categories = table(
+        "memchat recall@10 (with neighbours) by question category",
+        ["category", "questions", "recall@10"],
+        [[f"{c} {CATEGORIES[c]}", len(v), f"{mean(v):.3f}"] for c, v in by_category.items()],
+    )
+    end_to_end = table(
+        f"Evidence a turn sends (Memory.context at the end of the thread, budget {BUDGET:,}, window policy)",
+        ["--recall", "evidence sent"],
+        [[str(k) if k else "0 (window alone)", f"{mean(v):.3f}"] for k, v in sent.items()],
+    )
+    median_ms = statistics.median(query_seconds) * 1000
+    timing = f"- recall query: median {median_ms:.2f} ms (memchat with neighbours, from the database)\n"
+    return recall_table + "\n" + categories + "\n" + end_to_end + "\n" + timing
+
+
+if __name__ == "__main__":
+    print(main())
