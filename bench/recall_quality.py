@@ -86,7 +86,7 @@ def main() -> str:
     count = tokenizer_for(MODEL).count
     files = sorted(EVAL_DIR.glob("*.json"))
     if not files:
-        raise SystemExit(f"no conversations in {EVAL_DIR}")
+        return f"### Recall on LoCoMo\n\n(skipped: no conversations in {EVAL_DIR}; set MEMCHAT_EVAL_DIR)\n"
     rankers = ("memchat: with neighbours", "memchat: single messages", "bm25s", "recency")
     scores: dict[str, dict[int, list[float]]] = {name: {k: [] for k in KS} for name in rankers}
     tokens: dict[str, dict[int, list[int]]] = {name: {k: [] for k in KS} for name in scores}
