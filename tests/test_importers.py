@@ -390,3 +390,19 @@ def test_llms_older_layout_is_read_and_a_conversation_in_both_is_read_once(memor
     assert old["messages"][1]["latency_ms"] == 640 and old["messages"][0]["created_at"].startswith("2024-03-01T10:00:00")
     made = memory.import_(history.threads).threads
     assert by_title(memory)["Old chat"].id in made and len(made) == 3
+
+
+def test_the_import_size_limit_holds_for_other_tools_histories_too(memory, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMCHAT_IMPORT_MAX_MIB", "1")
+    big = "x" * (2 * 2**20)
+    path = jsonl(tmp_path, {"messages": [{"role": "user", "content": big}]})
+    with pytest.raises(InvalidInput, match="over the 1 MiB limit"):
+        openai_jsonl.read(path)
+    export = chatgpt_export(tmp_path, "zip")
+    import zipfile
+
+    with zipfile.ZipFile(export, "a") as archive:
+        archive.writestr("conversations-001.json", json.dumps([{"title": big, "mapping": {}}]))
+    refused = memchat("import", "--from", "chatgpt", str(export))
+    assert (refused.returncode, refused.stdout) == (2, "") and "over the 1 MiB limit" in refused.stderr
+    assert memory.threads() == []

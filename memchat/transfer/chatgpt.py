@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from memchat.errors import InvalidInput
-from memchat.transfer import SourceHistory
+from memchat.transfer import SourceHistory, check_size
 
 SOURCE_PREFIX = "chatgpt:"
 _SPLIT_FILE = re.compile(r"^conversations(-\d+)?\.json$")
@@ -53,13 +53,16 @@ def _conversation_files(path: Path) -> list[tuple[str, bytes]]:
             names = sorted(p for p in path.iterdir() if _SPLIT_FILE.match(p.name))
             if not names:
                 raise InvalidInput(f"import: {path} holds no conversations.json (is it a ChatGPT export?)")
+            check_size(sum(p.stat().st_size for p in names))
             return [(p.name, p.read_bytes()) for p in names]
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 names = sorted(n for n in archive.namelist() if _SPLIT_FILE.match(Path(n).name))
                 if not names:
                     raise InvalidInput(f"import: {path} holds no conversations.json (is it a ChatGPT export?)")
+                check_size(sum(archive.getinfo(name).file_size for name in names))  # unpacked: no zip bomb
                 return [(name, archive.read(name)) for name in names]
+        check_size(path.stat().st_size)
         return [(path.name, path.read_bytes())]
     except OSError as exc:
         raise InvalidInput(f"import: cannot read {path}: {exc.strerror}") from None

@@ -4,8 +4,9 @@ An exported thread's `messages` is a ChatML list (system prompt first) with per-
 metadata beside `role` and `content`, so it can go straight to `litellm.completion` once
 stripped to those two keys. Summaries are not conversation: they come in their own field,
 `summaries`, each with the span of message positions it stands for. Export streams a page of
-messages at a time, so a thread of any length is written in flat memory. Import validates a whole file before writing anything, counts
-tokens in one batch per thread, and writes through the database's bulk insert path.
+messages at a time, so a thread of any length is written in flat memory. Import validates a
+whole file before writing anything, counts tokens in one batch per thread, and writes through
+the database's bulk insert path.
 """
 
 from __future__ import annotations

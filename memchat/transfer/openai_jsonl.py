@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from memchat.errors import InvalidInput
-from memchat.transfer import SourceHistory
+from memchat.transfer import SourceHistory, check_size
 
 SOURCE_PREFIX = "openai-jsonl:"
 TITLE_CHARACTERS = 80
@@ -25,6 +25,7 @@ TITLE_CHARACTERS = 80
 def read(path: str | Path) -> SourceHistory:
     path = Path(path)
     try:
+        check_size(path.stat().st_size)
         lines = path.read_bytes().splitlines()
     except OSError as exc:
         raise InvalidInput(f"import: cannot read {path}: {exc.strerror}") from None
