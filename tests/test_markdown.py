@@ -133,6 +133,8 @@ def test_the_cli_writes_and_reads_markdown_and_refuses_an_edited_file(memory, se
     edited = memchat("import", "--format", "markdown", str(path))
     assert (edited.returncode, edited.stdout) == (2, "")
     assert "of the Markdown has a text that is not the length its comment gives" in edited.stderr
+    mixed = memchat("import", "--from", "llm", "--format", "markdown", str(tmp_path / "none.db"))
+    assert mixed.returncode == 2 and "--format markdown reads memchat's own Markdown" in mixed.stderr
     not_markdown = memchat("import", "--format", "markdown", os.devnull)
     assert not_markdown.stderr.startswith("memchat: import: this is not memchat's Markdown")
     assert len(memory.threads()) == 2

@@ -16,7 +16,7 @@ import typer
 from memchat.cli.app import app, memory_of
 from memchat.config import import_limit_bytes
 from memchat.errors import InvalidInput, StorageError
-from memchat.transfer import ImportResult, check_size
+from memchat.transfer import ImportResult
 
 
 class Format(str, Enum):
@@ -120,6 +120,10 @@ def import_(
 ):
     """Create new threads from an export or another tool's history, all or none: prints the ids
     made; says on stderr what was imported before (not copied again) and what was left out."""
+    if form is Format.markdown and origin is not Origin.json:
+        raise InvalidInput(
+            f"import: --format markdown reads memchat's own Markdown; --from {origin.value} reads another tool's history"
+        )
     if origin is Origin.llm:
         from memchat.transfer import llm_logs
 
@@ -136,15 +140,11 @@ def import_(
         history = openai_jsonl.read(source)
     else:
         history = None
-    if form is Format.markdown and origin is not Origin.json:
-        raise InvalidInput(
-            f"import: --format markdown reads memchat's own Markdown; --from {origin.value} reads another tool's history"
-        )
     memory = memory_of(ctx)
     if form is Format.markdown:
         from memchat.transfer import markdown
 
-        result = memory.import_(markdown.parse(_decoded(_read_export(source))))
+        result = memory.import_(markdown.parse(_read_export(source)))
     elif history is None:
         result = memory.import_(_read_export(source))
     else:
@@ -168,10 +168,3 @@ def _read_export(source: str) -> bytes:
     except OSError as exc:
         raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
 
-
-def _decoded(raw: bytes) -> str:
-    check_size(len(raw))
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"import: the file is not UTF-8 (byte {exc.start})") from None

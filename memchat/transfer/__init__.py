@@ -41,3 +41,11 @@ def check_size(size: int) -> None:
         raise InvalidInput(
             f"import: the input is over the {limit // 2**20} MiB limit; split it, or raise MEMCHAT_IMPORT_MAX_MIB"
         )
+
+
+def decoded(raw: bytes) -> str:
+    """An import's bytes as text: UTF-8, or a one-line refusal naming the first bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"import: the file is not UTF-8 (byte {exc.start})") from None

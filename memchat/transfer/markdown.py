@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from memchat.errors import InvalidInput
+from memchat.transfer import check_size, decoded
 
 THREAD, MESSAGE, SUMMARY = "<!-- memchat-thread ", "<!-- memchat-message ", "<!-- memchat-summary "
 END = " -->"
@@ -113,9 +114,11 @@ def _settings(header: dict[str, Any]) -> Iterator[str]:
     yield f"- created {_time(header.get('created_at'))}, last activity {_time(header.get('updated_at'))}"
 
 
-def parse(text: str) -> list[dict[str, Any]]:
-    """The threads of memchat's Markdown, as memchat's own JSON (what `native` imports)."""
-    reader = _Reader(text)
+def parse(raw: str | bytes) -> list[dict[str, Any]]:
+    """The threads of memchat's Markdown (text, or a file's bytes), as memchat's own JSON (what
+    `native` imports)."""
+    check_size(len(raw))
+    reader = _Reader(decoded(raw) if isinstance(raw, bytes) else raw)
     threads = []
     while reader.skip_prose():
         threads.append(reader.thread())

@@ -45,7 +45,7 @@ from memchat.storage.models import (
 )
 from memchat.storage.repository import Store, ThreadRecord
 from memchat.tokens import tokenizer_for
-from memchat.transfer import ImportResult, check_size, markdown
+from memchat.transfer import ImportResult, check_size, decoded, markdown
 
 Count = Annotated[int, Field(ge=0, le=MAX_INTEGER, strict=True)]
 """A token count, position or duration: a JSON integer (never true/false), storable in 64 bits."""
@@ -297,10 +297,7 @@ def import_threads(store: Store, raw: str | bytes | Any) -> ImportResult:
 
 def _decode(raw: str | bytes) -> Any:
     if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(f"import: the file is not UTF-8 (byte {exc.start})") from None
+        raw = decoded(raw)
     try:
         return json.loads(raw, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
