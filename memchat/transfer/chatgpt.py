@@ -228,9 +228,8 @@ class _Conversation:
         return "\n".join(piece for piece in pieces if piece)
 
     def _emit(self, source: str, title: str, messages: list[tuple[str, dict]], origin: dict | None) -> None:
-        if not messages:
-            what = "no message with text" if origin is None else f"a branch with no text ({source})"
-            self.history.notes.append(f"ChatGPT conversation {self.id}: {what}; not imported")
+        if not messages:  # a branch always holds more than it shares (see `read`)
+            self.history.notes.append(f"ChatGPT conversation {self.id}: no message with text; not imported")
             return
         said = [message for _, message in messages]
         thread: dict[str, Any] = {

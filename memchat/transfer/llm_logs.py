@@ -143,11 +143,12 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
-def _thread(source: str, title: str | None, system: str | None, messages: list[dict], model: str | None) -> dict[str, Any]:
+def _thread(source: str, title: str | None, system: str | None, messages: list[dict]) -> dict[str, Any]:
+    """The thread goes on with its last reply's model."""
     return {
         "source": source,
         "title": (title or "").strip()[:500],
-        "model": model,
+        "model": next((m["model"] for m in reversed(messages) if m.get("model")), None),
         "system": system,
         "created_at": messages[0].get("created_at") if messages else None,
         "updated_at": messages[-1].get("created_at") if messages else None,
@@ -237,8 +238,7 @@ class _MessageStore:
             kept.append(hash_)
         for what, count in sorted(left_out.items()):
             self.history.notes.append(f"{name}: {count} {what} left out")
-        model = next((m["model"] for m in reversed(messages) if m.get("model")), None)
-        return _thread(SOURCE_PREFIX + thread["id"], thread["name"], system, messages, model), kept
+        return _thread(SOURCE_PREFIX + thread["id"], thread["name"], system, messages), kept
 
     def _text(self, hash_: str, left_out: Counter[str]) -> str:
         pieces = []
@@ -299,8 +299,7 @@ def _read_responses(database: sqlite3.Connection, tables: set[str], history: Sou
         if not messages:
             history.notes.append(f"{name}: no exchange with text")
             continue
-        model = next((m["model"] for m in reversed(messages) if m.get("model")), None)
-        history.threads.append(_thread(SOURCE_PREFIX + conversation, names.get(conversation), system, messages, model))
+        history.threads.append(_thread(SOURCE_PREFIX + conversation, names.get(conversation), system, messages))
 
 
 def _legacy_fragments(database: sqlite3.Connection, tables: set[str]) -> dict[tuple[str, str], list[str]]:
