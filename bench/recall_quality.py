@@ -8,7 +8,8 @@ the text). For every question of categories 1-4, the question is the new message
 
 - recall@k: the share of the question's evidence turns among the first k messages recall would
   inject (k = 5, 10, 25), averaged over questions; with the tokens those k messages hold and the
-  median query time;
+  median query time; beside it, in the same run, what recall did before issue 13 (FTS5's bm25
+  over single messages, asked of the same database), a reference BM25 (bm25s) and recency;
 - end to end: the share of the evidence that `Memory.context(thread, question, recall=K,
   budget=4000)` sends (the window and the recalled excerpts), asked at the end of the thread.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -76,26 +78,47 @@ def _share(found: list[int], evidence: set[int]) -> float:
     return len(evidence & set(found)) / len(evidence)
 
 
+def _fts5_bm25(database: sqlite3.Connection, thread_id: str, question: str, before: int, limit: int) -> list[int]:
+    """Recall as it was before issue 13: FTS5's bm25 (its word weights from the whole index)
+    over single messages."""
+    from memchat.storage.fulltext import fts5_scoped, recall_words
+
+    words = recall_words(question)
+    if not words:
+        return []
+    match = fts5_scoped(" OR ".join(f'"{word}"' for word in words), [thread_id])
+    rows = database.execute(
+        "SELECT m.position FROM messages_fts f JOIN messages m ON m.id = f.rowid WHERE messages_fts MATCH ? "
+        "AND m.thread_id = ? AND m.position < ? AND m.status = 'complete' AND m.role IN ('user', 'assistant') "
+        "ORDER BY bm25(messages_fts, 1.0, 0.0), m.position DESC LIMIT ?",
+        (match, thread_id, before, limit),
+    )
+    return [position for (position,) in rows]
+
+
 def main() -> str:
     import bm25s
 
     from memchat import Memory
-    from memchat.prompt import recalled_exchanges
     from memchat.tokens import tokenizer_for
 
     count = tokenizer_for(MODEL).count
     files = sorted(EVAL_DIR.glob("*.json"))
     if not files:
         return f"### Recall on LoCoMo\n\n(skipped: no conversations in {EVAL_DIR}; set MEMCHAT_EVAL_DIR)\n"
-    rankers = ("memchat: with neighbours", "memchat: single messages", "bm25s", "recency")
+    rankers = ("memchat recall", "memchat before issue 13 (FTS5 bm25, single messages)", "bm25s", "recency")
     scores: dict[str, dict[int, list[float]]] = {name: {k: [] for k in KS} for name in rankers}
     tokens: dict[str, dict[int, list[int]]] = {name: {k: [] for k in KS} for name in scores}
-    by_category: dict[int, list[float]] = {c: [] for c in CATEGORIES}
+    by_category: dict[str, dict[int, list[float]]] = {name: {c: [] for c in CATEGORIES} for name in rankers[:3]}
     sent: dict[int, list[float]] = {k: [] for k in END_TO_END_RECALL}
     query_seconds: list[float] = []
     questions_total = 0
     with tempfile.TemporaryDirectory() as folder, Memory(str(Path(folder) / "locomo.db")) as memory:
+        database = sqlite3.connect(Path(folder) / "locomo.db")
         for path in files:
+            # Each conversation's questions are asked once it is imported, before the next one
+            # is: the old ranking's word weights came from the whole index, as in the issue's
+            # baseline; memchat's recall weighs words within the thread, whatever else is stored.
             thread, _, questions = conversation(path)
             [thread_id] = memory.import_(thread).threads
             texts = [m["content"] for m in thread["messages"]]
@@ -105,11 +128,11 @@ def main() -> str:
             for question in questions:
                 questions_total += 1
                 started = time.perf_counter()
-                exchanges = recalled_exchanges(memory.store, thread_id, question["question"], before=size, limit=max(KS))
+                recalled = memory.store.recall(thread_id, question["question"], before=size, limit=max(KS))
                 query_seconds.append(time.perf_counter() - started)
                 found = {
-                    "memchat: with neighbours": list(dict.fromkeys(m.position for exchange in exchanges for m in exchange)),
-                    "memchat: single messages": [exchange[0].position for exchange in exchanges],
+                    rankers[0]: [m.position for m in recalled],
+                    rankers[1]: _fts5_bm25(database, thread_id, question["question"], size, max(KS)),
                 }
                 hits, _ = retriever.retrieve(
                     bm25s.tokenize([question["question"]], stopwords="en", show_progress=False), k=max(KS), show_progress=False
@@ -120,12 +143,14 @@ def main() -> str:
                     for k in KS:
                         scores[name][k].append(_share(positions[:k], question["evidence"]))
                         tokens[name][k].append(sum(count(texts[p]) for p in positions[:k]))
-                by_category[question["category"]].append(_share(found["memchat: with neighbours"][:10], question["evidence"]))
+                    if name in by_category:
+                        by_category[name][question["category"]].append(_share(positions[:10], question["evidence"]))
                 for k in END_TO_END_RECALL:
                     context = memory.context(thread_id, question["question"], recall=k, budget=BUDGET, with_dropped=False)
                     shown = {e.position for e in context.entries if e.kept and e.kind == "history"}
                     shown |= {p for e in context.entries if e.kept and e.kind == "recall" for p in e.recalled}
                     sent[k].append(_share(list(shown), question["evidence"]))
+        database.close()
     mean = statistics.fmean
     rows = [
         [name, *(f"{mean(scores[name][k]):.3f}" for k in KS), *(f"{mean(tokens[name][k]):,.0f}" for k in KS)]
@@ -137,9 +162,12 @@ def main() -> str:
         rows,
     )
     categories = table(
-        "memchat recall@10 (with neighbours) by question category",
-        ["category", "questions", "recall@10"],
-        [[f"{c} {CATEGORIES[c]}", len(v), f"{mean(v):.3f}"] for c, v in by_category.items()],
+        "recall@10 by question category",
+        ["category", "questions", *by_category],
+        [
+            [f"{c} {CATEGORIES[c]}", len(by_category[rankers[0]][c]), *(f"{mean(v[c]):.3f}" for v in by_category.values())]
+            for c in CATEGORIES
+        ],
     )
     end_to_end = table(
         f"Evidence a turn sends (Memory.context at the end of the thread, budget {BUDGET:,}, window policy)",
@@ -147,7 +175,7 @@ def main() -> str:
         [[str(k) if k else "0 (window alone)", f"{mean(v):.3f}"] for k, v in sent.items()],
     )
     median_ms = statistics.median(query_seconds) * 1000
-    timing = f"- recall query: median {median_ms:.2f} ms (memchat with neighbours, from the database)\n"
+    timing = f"- recall query: median {median_ms:.2f} ms (memchat recall, from the database)\n"
     return recall_table + "\n" + categories + "\n" + end_to_end + "\n" + timing
 
 

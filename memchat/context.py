@@ -136,27 +136,21 @@ def recall_text(excerpts: Sequence[Excerpt]) -> str:
 
 
 def fit_excerpts(
-    ranked: Sequence[Sequence[Excerpt]], k: int, room: int, count_text: Callable[[str], int], cost: MessageCost
+    ranked: Sequence[Excerpt], k: int, room: int, count_text: Callable[[str], int], cost: MessageCost
 ) -> Extra | None:
-    """The best-ranked exchanges (a matching message first, then its neighbours, most useful
-    first), at most `k` messages in all, whose message fits `room`, in conversation order, each
-    message once. An exchange that does not fit whole is tried with fewer neighbours, then as
-    its match alone; one that does not fit at all is passed over for the next best."""
+    """The best-ranked excerpts, at most `k`, whose message fits `room`, in conversation order:
+    one that does not fit is passed over for the next best."""
     chosen: list[Excerpt] = []
     best: Extra | None = None
-    for exchange in ranked:
+    for excerpt in ranked:
         if len(chosen) == k:
             break
-        taken = {e.position for e in chosen}
-        new = [e for e in exchange if e.position not in taken]
-        for size in range(min(len(new), k - len(chosen)), 0, -1):
-            trial = sorted([*chosen, *new[:size]], key=lambda e: e.position)
-            content = recall_text(trial)
-            tokens = count_text(content)
-            if cost("system", tokens) <= room:
-                chosen = trial
-                best = Extra("recall", content, tokens, recalled=tuple(e.position for e in trial))
-                break
+        trial = sorted([*chosen, excerpt], key=lambda e: e.position)
+        content = recall_text(trial)
+        tokens = count_text(content)
+        if cost("system", tokens) <= room:
+            chosen = trial
+            best = Extra("recall", content, tokens, recalled=tuple(e.position for e in trial))
     return best
 
 

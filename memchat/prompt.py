@@ -36,7 +36,6 @@ from memchat.errors import InvalidInput, ProviderError
 from memchat.storage.models import (
     DEFAULT_SUMMARY_SHARE,
     MAX_RECALL,
-    MessagePublic,
     Policy,
     SummaryPublic,
     ThreadPublic,
@@ -387,23 +386,11 @@ def summary_extra(plan: Plan, content: str, first: int, last: int) -> Extra:
     return Extra("summary", text, plan.tokens(text), span=(first, last))
 
 
-def recalled_exchanges(store: Store, thread_id: str, text: str, *, before: int, limit: int) -> list[list[MessagePublic]]:
-    """The messages older than `before` that best match `text`, best first, each with its
-    neighbours: the message after it (a question's answer), then the one before (what it answers).
-    A line recalled without the exchange it belongs to often says too little to be of use."""
-    matches = store.recall(thread_id, text, before=before, limit=limit)
-    around = store.neighbours(thread_id, matches, before=before)
-    return [[match, *around.get(match.position, [])] for match in matches]
-
-
 def _recall(
     store: Store, thread: ThreadPublic, text: str, plan: Plan, *, k: int, before: int, room: int
 ) -> Extra | None:
-    exchanges = recalled_exchanges(store, thread.id, text, before=before, limit=k * RECALL_CANDIDATES)
-    ranked = [
-        [Excerpt(m.position, m.role, m.content, as_utc(m.created_at).strftime("%Y-%m-%d %H:%M UTC")) for m in exchange]
-        for exchange in exchanges
-    ]
+    recalled = store.recall(thread.id, text, before=before, limit=k * RECALL_CANDIDATES)
+    ranked = [Excerpt(m.position, m.role, m.content, as_utc(m.created_at).strftime("%Y-%m-%d %H:%M UTC")) for m in recalled]
     return fit_excerpts(ranked, k, room, plan.tokens, plan.cost)
 
 

@@ -182,45 +182,80 @@ def test_recall_takes_at_most_a_quarter_of_the_room_and_passes_over_an_excerpt_t
             ],
         }
     ).threads
-    ranked = [m.position for m in memory.store.recall(thread, "passport?", before=4, limit=6)]
+    question = "When does my passport expire? The paperwork?"
+    ranked = [m.position for m in memory.store.recall(thread, question, before=4, limit=6)]
     assert ranked[0] == 0, "the long message matches best"
-    reply = memory.say(thread, "When does my passport expire? passport?")
+    reply = memory.say(thread, question)
     recall = next(e for e in reply.context.entries if e.kind == "recall")
     assert 0 not in recall.recalled and 2 in recall.recalled
-    room = 600 - COUNT([{"role": "user", "content": "When does my passport expire? passport?"}])
+    room = 600 - COUNT([{"role": "user", "content": question}])
     assert recall.tokens <= int(room * RECALL_SHARE)
     assert COUNT(server.last_messages) <= 600
 
 
-def test_recall_brings_the_exchange_a_match_belongs_to(memory, server):
-    """The answer shares no word with the question that recalls it: it comes as the matched
-    message's neighbour, within the same count of messages."""
-    chat = [("user", "Do you still have that dog?"), ("assistant", "Yes, still the same dog."),
-            ("user", "What is the name of your dog?"), ("assistant", "Rex, a beagle from the shelter."),
-            ("user", "Nice! Mine is a cat.")]
-    chat += [(role, f"small talk {i} " + "about nothing much " * 12) for i in range(10) for role in ("user", "assistant")]
+def test_the_message_next_to_a_strong_match_outranks_a_weak_match_alone(memory, server):
+    """The answer shares no word with the question that recalls it: it comes because the message
+    before it matches well, ahead of a message that shares a single common word."""
+    chat = [("user", "What is the name of your dog?"), ("assistant", "Rex, a beagle from the shelter."),
+            ("user", "Nice!")]
+    chat += [(role, f"small talk {i} " + "about nothing much " * 12) for i in range(3) for role in ("user", "assistant")]
+    chat += [("user", "My neighbour has a dog too."), ("assistant", "How lovely.")]
+    chat += [(role, f"small talk {i} " + "about nothing much " * 12) for i in range(3, 15) for role in ("user", "assistant")]
     [thread] = memory.import_({"model": "openai/gpt-4o", "budget": 800,
                                "messages": [{"role": r, "content": c} for r, c in chat]}).threads
     question = "Remind me, what was the name of the dog?"
-    three = next(e for e in memory.context(thread, question, recall=3).entries if e.kind == "recall")
-    assert three.recalled == (1, 2, 3), "the best match (#2) with the message after it and the one before"
-    assert "Rex, a beagle" in three.content
     two = next(e for e in memory.context(thread, question, recall=2).entries if e.kind == "recall")
-    assert two.recalled == (2, 3), "the answer first: k counts messages, whatever their grouping"
+    assert two.recalled == (0, 1), "k counts messages: the match and the answer next to it, not the weaker match"
+    assert "Rex, a beagle" in two.content
     one = next(e for e in memory.context(thread, question, recall=1).entries if e.kind == "recall")
-    assert one.recalled == (2,)
+    assert one.recalled == (0,)
+    three = next(e for e in memory.context(thread, question, recall=3).entries if e.kind == "recall")
+    assert three.recalled == (0, 1, 9), "then the weaker match"
 
 
-def test_an_exchange_too_long_for_the_room_comes_as_much_of_it_as_fits():
+def test_a_word_weighs_by_how_rare_it_is_in_the_thread_not_in_the_database(memory):
+    """A word said all through one conversation tells little there, however rare it is in the
+    others: recall in a thread ranks the same whatever else the database holds."""
+    chat = [pair for i in range(3) for pair in (("user", f"Lisbon day {i}: we walked a lot."), ("assistant", f"Nice, day {i}."))]
+    chat += [("user", "I lost my passport."), ("assistant", "Call the embassy.")]
+    chat += [("user", "Lisbon again tomorrow."), ("assistant", "Enjoy.")]
+    [thread] = memory.import_({"model": "openai/gpt-4o", "messages": [{"role": r, "content": c} for r, c in chat]}).threads
+
+    def ranked() -> list[int]:
+        return [m.position for m in memory.store.recall(thread, "Lisbon passport?", before=len(chat), limit=3)]
+
+    alone = ranked()
+    assert alone[0] == 6, "the one message with the word rare in this thread"
+    other = [{"role": "user", "content": f"passport renewal form {i}"} for i in range(200)]
+    memory.import_({"model": "openai/gpt-4o", "messages": other})
+    assert ranked() == alone
+
+
+def test_a_word_in_more_messages_than_recall_reads_is_weighed_from_how_far_back_they_reach():
+    from memchat.storage.fulltext import WordMatches, document_frequency, rank_recalled, recall_scan
+
+    assert document_frequency(WordMatches([90, 50, 10], complete=True), 100) == 3
+    assert document_frequency(WordMatches([99, 98, 97, 96], complete=False), 100) == 100, "in every message read"
+    assert document_frequency(WordMatches([99, 89, 79, 69, 59], complete=False), 1000) == 5 * 1000 / (1000 - 59)
+    assert recall_scan(1) > recall_scan(8) >= recall_scan(1000) > 0, "a bounded read, shared by the words"
+    common = WordMatches(list(range(999, 999 - 250, -1)), complete=False)
+    rare = WordMatches([10], complete=True)
+    ranked = rank_recalled({"common": common, "rare": rare}, 1000, keep=5)
+    assert ranked[0] == 10 and ranked[1:3] in ([11, 9], [9, 11]), "the rare word's message, then its neighbours"
+
+
+def test_an_excerpt_too_long_for_the_room_is_passed_over_for_the_next():
     from memchat.context import Excerpt, fit_excerpts
 
     def count(text: str) -> int:
         return len(text.split())
 
+    def cost(role: str, tokens: int) -> int:
+        return tokens
+
     hit = Excerpt(4, "user", "short match", "2026-01-01 00:00 UTC")
     long_answer = Excerpt(5, "assistant", "word " * 200, "2026-01-01 00:00 UTC")
-    before = Excerpt(3, "assistant", "a few words before", "2026-01-01 00:00 UTC")
     other = Excerpt(9, "user", "another match", "2026-01-01 00:00 UTC")
-    fitted = fit_excerpts([[hit, long_answer, before], [other]], 3, 60, count, lambda role, tokens: tokens)
-    assert fitted.recalled == (4, 9), "the long neighbour left out, the next exchange still taken"
-    assert fit_excerpts([[hit, before], [other]], 3, 60, count, lambda role, tokens: tokens).recalled == (3, 4, 9)
+    assert fit_excerpts([hit, long_answer, other], 3, 60, count, cost).recalled == (4, 9)
+    assert fit_excerpts([other, hit], 1, 60, count, cost).recalled == (9,), "k excerpts, best first"
+    assert fit_excerpts([long_answer], 3, 60, count, cost) is None

@@ -4,12 +4,16 @@ Users write one syntax on both backends, the one PostgreSQL's `websearch_to_tsqu
 search boxes use: words (all must match), "quoted phrases", `OR` between alternatives, and
 `-word` to exclude. For SQLite it is translated to an FTS5 expression here, every word quoted,
 so no input is an FTS5 syntax error. Recall asks the opposite question (which older messages
-share the most with this one?) and matches any of a message's words, ranked by relevance.
+share the most with this one?): the database finds, for each of a message's words, the thread's
+messages that hold it, and `rank_recalled` ranks them here (see there).
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 
 from memchat.errors import InvalidInput
@@ -17,6 +21,17 @@ from memchat.errors import InvalidInput
 WORD = re.compile(r"\w+")
 TOKEN = re.compile(r'-?"[^"]*"?|\S+')
 MAX_RECALL_TERMS = 64
+RECALL_SCAN = 4000
+RECALL_SCAN_PER_WORD = 250
+"""Index entries recall reads, newest first: RECALL_SCAN shared by the message's words, at least
+RECALL_SCAN_PER_WORD each. A word in more of the thread's messages than its share counts only in
+the newest of them (its weight, estimated from how far back they reach, is low by then), so a
+query's cost has a bound whatever the thread's length."""
+RECALL_SPREAD_FROM = 256
+"""The best-scoring matches that pass shares of their scores to their neighbours (the others
+would not reach the top with them)."""
+NEIGHBOUR_WEIGHTS = (0.5, 0.25, 0.125)
+"""The share of a message's score that the messages 1, 2 and 3 places away from it receive."""
 STOP_WORDS = frozenset(
     """a about above after again all also am an and any are as at be because been before being
     below between both but by can could did do does doing down during each few for from further
@@ -88,13 +103,57 @@ def recall_words(text: str) -> list[str]:
     return list(seen)
 
 
-def fts5_any(words: list[str]) -> str:
-    return " OR ".join(f'"{word}"' for word in words)
+@dataclass(frozen=True)
+class WordMatches:
+    """The eligible messages of a thread (older than recall's limit) holding one word, as the
+    store read them from the newest `recall_scan` index entries holding it."""
+
+    positions: list[int]
+    complete: bool
+    """False: the scan stopped at its bound, older matches were not read."""
 
 
-def tsquery_any(words: list[str]) -> str:
-    """For PostgreSQL's `to_tsquery`: words only (so no syntax), any of them."""
-    return " | ".join(words)
+def recall_scan(words: int) -> int:
+    """Index entries read per word."""
+    return max(RECALL_SCAN_PER_WORD, RECALL_SCAN // max(words, 1))
+
+
+def document_frequency(matches: WordMatches, before: int) -> float:
+    """How many of the `before` messages hold the word: counted, or, where the scan stopped,
+    estimated from how far back its newest matches reach."""
+    found = len(matches.positions)
+    if matches.complete or not found:
+        return float(found)
+    reach = before - min(matches.positions)
+    return min(float(before), found * before / max(reach, 1))
+
+
+def rank_recalled(matches: dict[str, WordMatches], before: int, *, keep: int) -> list[int]:
+    """The `keep` best positions older than `before`, best first.
+
+    A message scores the weights of the words it shares with the new message, each word weighted
+    by how rare it is *in this thread* (BM25's inverse document frequency over the thread's own
+    messages: a name said in every message of this conversation tells nothing here, however rare
+    it is in the rest of the database). A word's weight is counted once per message, so a long
+    message is not favoured for repeating it. Then each message passes a share of its score to the
+    messages around it (NEIGHBOUR_WEIGHTS): the reply to a matching question, or the question a
+    matching reply answers, often holds what matters without repeating its words, and a message
+    between two matches is likelier to be part of what was said about them."""
+    own: dict[int, float] = defaultdict(float)
+    for word_matches in matches.values():
+        frequency = document_frequency(word_matches, before)
+        if not frequency:
+            continue
+        weight = math.log((before - frequency + 0.5) / (frequency + 0.5) + 1)
+        for position in word_matches.positions:
+            own[position] += weight
+    scores: dict[int, float] = defaultdict(float, own)
+    for position, score in heapq.nlargest(RECALL_SPREAD_FROM, own.items(), key=lambda item: item[1]):
+        for distance, share in enumerate(NEIGHBOUR_WEIGHTS, 1):
+            for near in (position - distance, position + distance):
+                if 0 <= near < before:
+                    scores[near] += share * score
+    return [position for position, _ in heapq.nlargest(keep, scores.items(), key=lambda item: (item[1], item[0]))]
 
 
 def highlights(snippet: str) -> tuple[str, list[tuple[int, int]]]:

@@ -204,6 +204,42 @@ _RELEASE_LEASE = delete(_leases).where(
 )
 
 
+def _word_matches_statement(words: Sequence[str], sources: list[str], sqlite: bool) -> tuple[str, dict[str, Any]]:
+    """For recall: for each word (by its index) found in the thread, the number of index entries
+    read (the newest :scan entries holding it, in the thread and its fork ancestors) and, as a
+    comma-separated list, the positions of the thread's messages they stand for (the entry's
+    own, or its copy's in a fork) among those recall may bring (older than :before, completed,
+    a user's or an assistant's)."""
+    recallable = "m.thread_id = :thread AND m.position < :before AND m.status = 'complete' AND m.role IN ('user', 'assistant')"
+    position = f"(SELECT m.position FROM messages m WHERE m.id = h.original AND {recallable})"
+    if len(sources) > 1:
+        position = (
+            f"coalesce({position}, "
+            f"(SELECT m.position FROM messages m WHERE m.copied_from = h.original AND {recallable}))"
+        )
+    tables, selects, params = [], [], {}
+    listed = "group_concat(position)" if sqlite else "string_agg(position::text, ',')"
+    for index, word in enumerate(words):
+        if sqlite:
+            tables.append(
+                f"h{index} AS (SELECT rowid AS original FROM messages_fts WHERE messages_fts MATCH :match{index} "
+                "ORDER BY rowid DESC LIMIT :scan)"
+            )
+            params[f"match{index}"] = fulltext.fts5_scoped(f'"{word}"', sources)
+        else:
+            tables.append(
+                f"h{index} AS (SELECT o.id AS original FROM messages o "
+                f"WHERE to_tsvector('english', o.content) @@ to_tsquery('english', :match{index}) "
+                "AND o.copied_from IS NULL AND o.thread_id = ANY(:sources) ORDER BY o.id DESC LIMIT :scan)"
+            )
+            params[f"match{index}"] = word
+        selects.append(f"SELECT {index} AS word, {position} AS position FROM h{index} h")
+    if not sqlite:
+        params["sources"] = sources
+    union = " UNION ALL ".join(selects)
+    return f"WITH {', '.join(tables)} SELECT word, count(*), {listed} FROM ({union}) found GROUP BY word", params
+
+
 @dataclass(frozen=True)
 class SearchHit:
     message: MessagePublic
@@ -827,59 +863,38 @@ class Store:
 
     def recall(self, thread_id: str, about: str, *, before: int, limit: int) -> list[MessagePublic]:
         """The thread's completed user and assistant messages older than position `before` that
-        share the most words with `about`, best first (a fork's copies through their originals'
-        index entries, revision 0010)."""
+        best match `about`, best first, ranked by `fulltext.rank_recalled` (a fork's copies found
+        through their originals' index entries, revision 0010). One statement reads, for each of
+        `about`'s words, the newest index entries holding it in this thread (`fulltext.recall_scan`)."""
         words = fulltext.recall_words(about)
         if not words or before <= 0:
             return []
-        scope = ["m.thread_id = :thread", "m.position < :before", "m.status = 'complete'", "m.role IN ('user', 'assistant')"]
-        columns = "m.id AS id, m.position AS position, h.score AS score"
         with self._reading() as session:
             sources = self._indexed_under(session, thread_id)
             sqlite = self._dialect(session) == "sqlite"
-            if sqlite:
-                sql = (
-                    f"WITH hits AS (SELECT rowid AS original, -{_BM25} AS score "
-                    "FROM messages_fts WHERE messages_fts MATCH :match) "
-                    + _union_of_originals_and_copies(
-                        columns, scope, "score DESC, position DESC", copies=len(sources) > 1, visible_threads=False
-                    )
+            statement, params = _word_matches_statement(words, sources, sqlite)
+            scan = fulltext.recall_scan(len(words))
+            rows = session.execute(text(statement), {**params, "thread": thread_id, "before": before, "scan": scan})
+            matches = {
+                words[word]: fulltext.WordMatches([int(p) for p in positions.split(",")] if positions else [], read < scan)
+                for word, read, positions in rows
+            }
+            ranked = fulltext.rank_recalled(matches, before, keep=4 * limit + 32)
+            recalled: list[MessagePublic] = []
+            # Neighbours that are not recallable (a system message, an undone turn) are passed over.
+            for start in range(0, len(ranked), max(2 * limit, 16)):
+                if len(recalled) >= limit:
+                    break
+                chunk = ranked[start : start + max(2 * limit, 16)]
+                query = select_columns(_messages).where(
+                    _messages.c.thread_id == thread_id,
+                    _messages.c.position.in_(chunk),
+                    _messages.c.status == literal_column("'complete'"),
+                    _messages.c.role.in_(["user", "assistant"]),
                 )
-                match = fulltext.fts5_scoped(fulltext.fts5_any(words), sources)
-            else:
-                sql = (
-                    "WITH q AS (SELECT to_tsquery('english', :match) AS q), "
-                    "hits AS (SELECT o.id AS original, ts_rank_cd(to_tsvector('english', o.content), q.q) AS score "
-                    "FROM messages o, q WHERE to_tsvector('english', o.content) @@ q.q AND o.copied_from IS NULL "
-                    "AND o.thread_id = ANY(:sources)) "
-                    + _union_of_originals_and_copies(
-                        columns, scope, "score DESC, position DESC", copies=len(sources) > 1, visible_threads=False
-                    )
-                )
-                match = fulltext.tsquery_any(words)
-            params = {"match": match, "thread": thread_id, "before": before, "limit": limit}
-            if not sqlite:
-                params["sources"] = sources
-            ids = session.execute(text(sql), params).scalars().all()
-        found = self.messages_by_id(ids)
-        return [found[i] for i in ids if i in found]
-
-    def neighbours(self, thread_id: str, matches: Sequence[MessagePublic], *, before: int) -> dict[int, list[MessagePublic]]:
-        """For each matched message, by its position, the messages next to it that are older than
-        `before`, completed and not undone: the one after it, then the one before. One index read."""
-        wanted = {m.position: [p for p in (m.position + 1, m.position - 1) if 0 <= p < before] for m in matches}
-        positions = sorted({p for around in wanted.values() for p in around})
-        if not positions:
-            return {}
-        query = select_columns(_messages).where(
-            _messages.c.thread_id == thread_id,
-            _messages.c.position.in_(positions),
-            _messages.c.status == literal_column("'complete'"),
-            _messages.c.role.in_(["user", "assistant"]),
-        )
-        with self._reading() as session:
-            found = {row.position: MessagePublic.model_validate(row._mapping) for row in session.execute(query)}
-        return {hit: [found[p] for p in around if p in found] for hit, around in wanted.items()}
+                found = {row.position: MessagePublic.model_validate(row._mapping) for row in session.execute(query)}
+                recalled += [found[p] for p in chunk if p in found]
+        return recalled[:limit]
 
     def save_token_counts(self, tokenizer: str, counts: dict[int, int], *, thread_id: str | None = None) -> None:
         """Keep counts made for a turn; a count another process saved first is left as it is
