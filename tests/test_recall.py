@@ -1,6 +1,7 @@
 """Full-text search over stored messages, and recall of older messages into a turn's context."""
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -234,14 +235,37 @@ def test_a_word_weighs_by_how_rare_it_is_in_the_thread_not_in_the_database(memor
 def test_a_word_in_more_messages_than_recall_reads_is_weighed_from_how_far_back_they_reach():
     from memchat.storage.fulltext import WordMatches, document_frequency, rank_recalled, recall_scan
 
-    assert document_frequency(WordMatches([90, 50, 10], complete=True), 100) == 3
-    assert document_frequency(WordMatches([99, 98, 97, 96], complete=False), 100) == 100, "in every message read"
-    assert document_frequency(WordMatches([99, 89, 79, 69, 59], complete=False), 1000) == 5 * 1000 / (1000 - 59)
+    def matches(positions: list[int], complete: bool) -> WordMatches:
+        return WordMatches(positions, [0.0] * len(positions), complete)
+
+    assert document_frequency(matches([90, 50, 10], complete=True), 100) == 3
+    assert document_frequency(matches([99, 98, 97, 96], complete=False), 100) == 100, "in every message read"
+    assert document_frequency(matches([99, 89, 79, 69, 59], complete=False), 1000) == 5 * 1000 / (1000 - 59)
     assert recall_scan(1) > recall_scan(8) >= recall_scan(1000) > 0, "a bounded read, shared by the words"
-    common = WordMatches(list(range(999, 999 - 250, -1)), complete=False)
-    rare = WordMatches([10], complete=True)
+    common = matches(list(range(999, 999 - 250, -1)), complete=False)
+    rare = matches([10], complete=True)
     ranked = rank_recalled({"common": common, "rare": rare}, 1000, keep=5)
     assert ranked[0] == 10 and ranked[1:3] in ([11, 9], [9, 11]), "the rare word's message, then its neighbours"
+
+
+def test_a_match_said_in_the_same_sitting_as_the_other_words_ranks_higher(memory):
+    """Two messages share one word with the question; the older one was said the same day as a
+    message holding the question's other word, and comes first."""
+    january, march = datetime(2026, 1, 1, 10, tzinfo=timezone.utc), datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
+    said = [("user", "We booked a hotel in Porto.")] + [("assistant", "Fine."), ("user", "Ok.")] * 2 + [
+        ("assistant", "Plenty of time."),
+        ("user", "The hotel has a pool too."),
+    ]
+    later = [("assistant", "Fine."), ("user", "Ok.")] * 3 + [("assistant", "The train to Porto leaves at nine.")]
+    messages = [
+        {"role": role, "content": text, "created_at": (start + timedelta(minutes=i)).isoformat()}
+        for start, part in ((january, said), (march, later))
+        for i, (role, text) in enumerate(part)
+    ]
+    [thread] = memory.import_({"model": "openai/gpt-4o", "messages": messages}).threads
+    ranked = [m.position for m in memory.store.recall(thread, "Porto pool?", before=len(messages), limit=20)]
+    assert ranked[0] == 6, "the one message with the rarer word"
+    assert ranked.index(0) < ranked.index(13), "Porto said the day the pool was, before Porto said later"
 
 
 def test_an_excerpt_too_long_for_the_room_is_passed_over_for_the_next():

@@ -10,6 +10,7 @@ messages that hold it, and `rank_recalled` ranks them here (see there).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import re
@@ -21,7 +22,7 @@ from memchat.errors import InvalidInput
 WORD = re.compile(r"\w+")
 TOKEN = re.compile(r'-?"[^"]*"?|\S+')
 MAX_RECALL_TERMS = 64
-RECALL_SCAN = 4000
+RECALL_SCAN = 2400
 RECALL_SCAN_PER_WORD = 250
 """Index entries recall reads, newest first: RECALL_SCAN shared by the message's words, at least
 RECALL_SCAN_PER_WORD each. A word in more of the thread's messages than its share counts only in
@@ -30,6 +31,10 @@ query's cost has a bound whatever the thread's length."""
 RECALL_SPREAD_FROM = 256
 """The best-scoring matches that pass shares of their scores to their neighbours (the others
 would not reach the top with them)."""
+SITTING_SECONDS = 3600
+SITTING_SHARE = 0.3
+"""A message said within SITTING_SECONDS of another holding a word gains SITTING_SHARE of the
+word's weight, once per word."""
 NEIGHBOUR_WEIGHTS = (0.5, 0.25, 0.125)
 """The share of a message's score that the messages 1, 2 and 3 places away from it receive."""
 STOP_WORDS = frozenset(
@@ -109,6 +114,8 @@ class WordMatches:
     store read them from the newest `recall_scan` index entries holding it."""
 
     positions: list[int]
+    times: list[float]
+    """When each was said (seconds since the epoch), in the same order."""
     complete: bool
     """False: the scan stopped at its bound, older matches were not read."""
 
@@ -129,7 +136,8 @@ def document_frequency(matches: WordMatches, before: int) -> float:
 
 
 def rank_recalled(matches: dict[str, WordMatches], before: int, *, keep: int) -> list[int]:
-    """The `keep` best positions older than `before`, best first.
+    """The `keep` best positions older than `before`, best first (the sitting weighed among the
+    `keep` best without it).
 
     A message scores the weights of the words it shares with the new message, each word weighted
     by how rare it is *in this thread* (BM25's inverse document frequency over the thread's own
@@ -138,22 +146,42 @@ def rank_recalled(matches: dict[str, WordMatches], before: int, *, keep: int) ->
     message is not favoured for repeating it. Then each message passes a share of its score to the
     messages around it (NEIGHBOUR_WEIGHTS): the reply to a matching question, or the question a
     matching reply answers, often holds what matters without repeating its words, and a message
-    between two matches is likelier to be part of what was said about them."""
+    between two matches is likelier to be part of what was said about them. Last, a message gains
+    a share of the weight of each word said in the same sitting (within SITTING_SECONDS): what
+    was talked about together is likelier to be what the new message is about. A message that
+    only neighbours a match is taken to be said when that match was."""
     own: dict[int, float] = defaultdict(float)
+    said: dict[int, float] = {}
+    weights: list[tuple[float, list[float]]] = []
     for word_matches in matches.values():
         frequency = document_frequency(word_matches, before)
         if not frequency:
             continue
         weight = math.log((before - frequency + 0.5) / (frequency + 0.5) + 1)
-        for position in word_matches.positions:
+        weights.append((weight, sorted(word_matches.times)))
+        for position, when in zip(word_matches.positions, word_matches.times):
             own[position] += weight
+            said[position] = when
     scores: dict[int, float] = defaultdict(float, own)
     for position, score in heapq.nlargest(RECALL_SPREAD_FROM, own.items(), key=lambda item: item[1]):
         for distance, share in enumerate(NEIGHBOUR_WEIGHTS, 1):
             for near in (position - distance, position + distance):
                 if 0 <= near < before:
                     scores[near] += share * score
-    return [position for position, _ in heapq.nlargest(keep, scores.items(), key=lambda item: (item[1], item[0]))]
+                    said.setdefault(near, said[position])
+    best = heapq.nlargest(keep, scores.items(), key=lambda item: (item[1], item[0]))
+    weighed = [(position, score + SITTING_SHARE * _sitting(said[position], weights)) for position, score in best]
+    return [position for position, _ in heapq.nlargest(keep, weighed, key=lambda item: (item[1], item[0]))]
+
+
+def _sitting(when: float, weights: list[tuple[float, list[float]]]) -> float:
+    """The weights of the words said within SITTING_SECONDS of `when`."""
+    total = 0.0
+    for weight, times in weights:
+        nearest = bisect.bisect_left(times, when - SITTING_SECONDS)
+        if nearest < len(times) and times[nearest] <= when + SITTING_SECONDS:
+            total += weight
+    return total
 
 
 def highlights(snippet: str) -> tuple[str, list[tuple[int, int]]]:

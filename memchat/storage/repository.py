@@ -204,21 +204,26 @@ _RELEASE_LEASE = delete(_leases).where(
 )
 
 
+def _word_matches(listed: str | None, complete: bool) -> fulltext.WordMatches:
+    """A word's matches from the statement's "position seconds,..." list."""
+    said = [pair.split(" ") for pair in listed.split(",")] if listed else []
+    return fulltext.WordMatches([int(p) for p, _ in said], [float(t) for _, t in said], complete)
+
+
 def _word_matches_statement(words: Sequence[str], sources: list[str], sqlite: bool) -> tuple[str, dict[str, Any]]:
     """For recall: for each word (by its index) found in the thread, the number of index entries
     read (the newest :scan entries holding it, in the thread and its fork ancestors) and, as a
-    comma-separated list, the positions of the thread's messages they stand for (the entry's
-    own, or its copy's in a fork) among those recall may bring (older than :before, completed,
-    a user's or an assistant's)."""
+    comma-separated list of "position seconds", the thread's messages they stand for (the
+    entry's own, or its copy's in a fork) among those recall may bring (older than :before,
+    completed, a user's or an assistant's) and when each was said."""
     recallable = "m.thread_id = :thread AND m.position < :before AND m.status = 'complete' AND m.role IN ('user', 'assistant')"
-    position = f"(SELECT m.position FROM messages m WHERE m.id = h.original AND {recallable})"
+    epoch = "unixepoch(m.created_at)" if sqlite else "extract(epoch from m.created_at)::bigint"
+    said = f"m.position || ' ' || {epoch}"
+    position = f"(SELECT {said} FROM messages m WHERE m.id = h.original AND {recallable})"
     if len(sources) > 1:
-        position = (
-            f"coalesce({position}, "
-            f"(SELECT m.position FROM messages m WHERE m.copied_from = h.original AND {recallable}))"
-        )
+        position = f"coalesce({position}, (SELECT {said} FROM messages m WHERE m.copied_from = h.original AND {recallable}))"
     tables, selects, params = [], [], {}
-    listed = "group_concat(position)" if sqlite else "string_agg(position::text, ',')"
+    listed = "group_concat(said)" if sqlite else "string_agg(said, ',')"
     for index, word in enumerate(words):
         if sqlite:
             tables.append(
@@ -233,7 +238,7 @@ def _word_matches_statement(words: Sequence[str], sources: list[str], sqlite: bo
                 "AND o.copied_from IS NULL AND o.thread_id = ANY(:sources) ORDER BY o.id DESC LIMIT :scan)"
             )
             params[f"match{index}"] = word
-        selects.append(f"SELECT {index} AS word, {position} AS position FROM h{index} h")
+        selects.append(f"SELECT {index} AS word, {position} AS said FROM h{index} h")
     if not sqlite:
         params["sources"] = sources
     union = " UNION ALL ".join(selects)
@@ -875,10 +880,7 @@ class Store:
             statement, params = _word_matches_statement(words, sources, sqlite)
             scan = fulltext.recall_scan(len(words))
             rows = session.execute(text(statement), {**params, "thread": thread_id, "before": before, "scan": scan})
-            matches = {
-                words[word]: fulltext.WordMatches([int(p) for p in positions.split(",")] if positions else [], read < scan)
-                for word, read, positions in rows
-            }
+            matches = {words[word]: _word_matches(listed, read < scan) for word, read, listed in rows}
             ranked = fulltext.rank_recalled(matches, before, keep=4 * limit + 32)
             recalled: list[MessagePublic] = []
             # Neighbours that are not recallable (a system message, an undone turn) are passed over.
@@ -892,9 +894,9 @@ class Store:
                     _messages.c.status == literal_column("'complete'"),
                     _messages.c.role.in_(["user", "assistant"]),
                 )
-                found = {row.position: MessagePublic.model_validate(row._mapping) for row in session.execute(query)}
-                recalled += [found[p] for p in chunk if p in found]
-        return recalled[:limit]
+                found = {row.position: row for row in session.execute(query)}
+                recalled += [MessagePublic.model_validate(found[p]._mapping) for p in chunk if p in found][: limit - len(recalled)]
+        return recalled
 
     def save_token_counts(self, tokenizer: str, counts: dict[int, int], *, thread_id: str | None = None) -> None:
         """Keep counts made for a turn; a count another process saved first is left as it is
