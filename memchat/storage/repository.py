@@ -895,7 +895,8 @@ class Store:
                     _messages.c.role.in_(["user", "assistant"]),
                 )
                 found = {row.position: row for row in session.execute(query)}
-                recalled += [MessagePublic.model_validate(found[p]._mapping) for p in chunk if p in found][: limit - len(recalled)]
+                taken = [found[p] for p in chunk if p in found][: limit - len(recalled)]
+                recalled += [MessagePublic.model_validate(row._mapping) for row in taken]
         return recalled
 
     def save_token_counts(self, tokenizer: str, counts: dict[int, int], *, thread_id: str | None = None) -> None:
