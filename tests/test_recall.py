@@ -268,6 +268,36 @@ def test_a_match_said_in_the_same_sitting_as_the_other_words_ranks_higher(memory
     assert ranked.index(0) < ranked.index(13), "Porto said the day the pool was, before Porto said later"
 
 
+def test_a_message_naming_a_date_recalls_what_was_said_that_day(memory):
+    days = [datetime(2026, month, 1, 9, tzinfo=timezone.utc) for month in (1, 3, 5)]
+    said = {0: "We talked about the garden.", 1: "We talked about the boat.", 2: "We talked about the garden again."}
+    messages = [
+        {"role": role, "content": f"{said[index]} ({role} {i})", "created_at": (day + timedelta(minutes=i)).isoformat()}
+        for index, day in enumerate(days)
+        for i, role in enumerate(("user", "assistant") * 3)
+    ]
+    [thread] = memory.import_({"model": "openai/gpt-4o", "messages": messages}).threads
+    for question in ("What did we discuss on 1 March 2026?", "And on March 1st, 2026?", "What about 2026-03-01?",
+                     "Anything in March 2026 about the garden?"):
+        ranked = [m.position for m in memory.store.recall(thread, question, before=len(messages), limit=6)]
+        assert sorted(ranked) == list(range(6, 12)), question
+    ranked = [m.position for m in memory.store.recall(thread, "the garden on 1 May 2026?", before=14, limit=2)]
+    assert ranked == [13, 12], "only messages older than the window; the date's and the word's both"
+
+
+def test_dates_a_message_names():
+    from memchat.storage.fulltext import dates_named
+
+    def days(text: str) -> list[tuple[str, str]]:
+        return [(start.date().isoformat(), end.date().isoformat()) for start, end in dates_named(text)]
+
+    assert days("What dish did Nate make on 9 November, 2022?") == [("2022-11-09", "2022-11-10")]
+    assert days("on Sept. 4th 2021, then 2021-09-06") == [("2021-09-04", "2021-09-05"), ("2021-09-06", "2021-09-07")]
+    assert days("in December 2023 or 2024-02") == [("2023-12-01", "2024-01-01"), ("2024-02-01", "2024-03-01")]
+    assert days("on 31 June 2023") == [("2023-06-01", "2023-07-01")], "no such day: the month"
+    assert days("I paid 2023 dollars for 3 items") == []
+
+
 def test_an_excerpt_too_long_for_the_room_is_passed_over_for_the_next():
     from memchat.context import Excerpt, fit_excerpts
 

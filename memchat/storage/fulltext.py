@@ -16,6 +16,7 @@ import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from memchat.errors import InvalidInput
 
@@ -106,6 +107,61 @@ def recall_words(text: str) -> list[str]:
         if len(seen) == MAX_RECALL_TERMS:
             break
     return list(seen)
+
+
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        ("january jan", "february feb", "march mar", "april apr", "may", "june jun", "july jul", "august aug",
+         "september sept sep", "october oct", "november nov", "december dec"),
+        1,
+    )
+    for name in names.split()
+}
+_MONTH = "(" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
+_DAY = r"(\d{1,2})(?:st|nd|rd|th)?"
+_DATES = [
+    ("dmy", re.compile(rf"\b{_DAY}\s+(?:of\s+)?{_MONTH},?\s+(\d{{4}})\b", re.IGNORECASE)),
+    ("mdy", re.compile(rf"\b{_MONTH}\s+{_DAY},?\s+(\d{{4}})\b", re.IGNORECASE)),
+    ("iso", re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")),
+    ("my", re.compile(rf"\b{_MONTH},?\s+(\d{{4}})\b", re.IGNORECASE)),
+    ("iso-month", re.compile(r"\b(\d{4})-(\d{2})\b")),
+]
+
+
+def dates_named(text: str) -> list[tuple[datetime, datetime]]:
+    """The days ("3 June 2023", "June 3rd, 2023", "2023-06-03") and months ("June 2023",
+    "2023-06") a message names, as [start, end) in UTC, the zone recall shows times in; a month is
+    taken only where it is not part of a day already found. A message that names a date asks about
+    what was said then: recall treats each as a word held by the messages said in it."""
+    found: list[tuple[datetime, datetime]] = []
+    taken: list[tuple[int, int]] = []
+    for form, pattern in _DATES:
+        for match in pattern.finditer(text):
+            if any(start <= match.start() < end for start, end in taken):
+                continue
+            groups = match.groups()
+            try:
+                if form == "dmy":
+                    start = datetime(int(groups[2]), _MONTHS[groups[1].lower()], int(groups[0]), tzinfo=timezone.utc)
+                elif form == "mdy":
+                    start = datetime(int(groups[2]), _MONTHS[groups[0].lower()], int(groups[1]), tzinfo=timezone.utc)
+                elif form == "iso":
+                    start = datetime(int(groups[0]), int(groups[1]), int(groups[2]), tzinfo=timezone.utc)
+                elif form == "my":
+                    start = datetime(int(groups[1]), _MONTHS[groups[0].lower()], 1, tzinfo=timezone.utc)
+                else:
+                    start = datetime(int(groups[0]), int(groups[1]), 1, tzinfo=timezone.utc)
+            except ValueError:
+                continue  # not a date: 31 June, month 13
+            if form in ("my", "iso-month"):
+                end = (start + timedelta(days=32)).replace(day=1)
+            else:
+                end = start + timedelta(days=1)
+            taken.append(match.span())
+            if (start, end) not in found:
+                found.append((start, end))
+    return found
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,26 @@ _LAST_USER_MESSAGE = (
     .limit(1)
 )
 _summaries = Summary.__table__
+_SAID_FROM = (
+    select_columns(_messages.c.position, _messages.c.created_at)
+    .where(_messages.c.thread_id == bindparam("thread_key"), _messages.c.position >= bindparam("from_position"))
+    .order_by(_messages.c.position)
+    .limit(1)
+)
+_SAID_BETWEEN = (
+    select_columns(_messages.c.position, _messages.c.created_at)
+    .where(
+        _messages.c.thread_id == bindparam("thread_key"),
+        _messages.c.position >= bindparam("first"),
+        _messages.c.position < bindparam("last"),
+        _messages.c.created_at >= bindparam("start"),
+        _messages.c.created_at < bindparam("end"),
+        _messages.c.status == literal_column("'complete'"),
+        _messages.c.role.in_(["user", "assistant"]),
+    )
+    .order_by(_messages.c.position.desc())
+    .limit(bindparam("scan"))
+)
 _SNIPPETS = text(
     "SELECT rowid, snippet(messages_fts, 0, char(2), char(3), '…', 16) FROM messages_fts "
     "WHERE messages_fts MATCH :match AND rowid IN :originals"
@@ -881,6 +901,9 @@ class Store:
             scan = fulltext.recall_scan(len(words))
             rows = session.execute(text(statement), {**params, "thread": thread_id, "before": before, "scan": scan})
             matches = {words[word]: _word_matches(listed, read < scan) for word, read, listed in rows}
+            for start, end in fulltext.dates_named(about):
+                said = self._said_between(session, thread_id, start, end, before, scan)
+                matches[f"said {start:%Y-%m-%d}–{end:%Y-%m-%d}"] = said
             ranked = fulltext.rank_recalled(matches, before, keep=4 * limit + 32)
             recalled: list[MessagePublic] = []
             # Neighbours that are not recallable (a system message, an undone turn) are passed over.
@@ -898,6 +921,34 @@ class Store:
                 taken = [found[p] for p in chunk if p in found][: limit - len(recalled)]
                 recalled += [MessagePublic.model_validate(row._mapping) for row in taken]
         return recalled
+
+    @staticmethod
+    def _said_between(
+        session: Session, thread_id: str, start: datetime, end: datetime, before: int, scan: int
+    ) -> fulltext.WordMatches:
+        """The recallable messages said in [start, end), newest first, at most `scan`: found by
+        halving the thread's positions (its messages are in the order they were said), so a
+        date costs a few index reads whatever the thread's length."""
+
+        def first_said_from(moment: datetime) -> int:
+            low, high = 0, before
+            while low < high:
+                middle = (low + high) // 2
+                said = session.execute(_SAID_FROM, {"thread_key": thread_id, "from_position": middle}).first()
+                if said is not None and said.position < before and as_utc(said.created_at) < moment:
+                    low = said.position + 1
+                else:
+                    high = middle
+            return low
+
+        first, last = first_said_from(start), first_said_from(end)
+        rows = session.execute(
+            _SAID_BETWEEN,
+            {"thread_key": thread_id, "first": first, "last": min(last, before), "start": start, "end": end, "scan": scan},
+        ).all()
+        return fulltext.WordMatches(
+            [row.position for row in rows], [as_utc(row.created_at).timestamp() for row in rows], len(rows) < scan
+        )
 
     def save_token_counts(self, tokenizer: str, counts: dict[int, int], *, thread_id: str | None = None) -> None:
         """Keep counts made for a turn; a count another process saved first is left as it is
