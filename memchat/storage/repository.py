@@ -170,6 +170,12 @@ _LAST_USER_MESSAGE = (
     .limit(1)
 )
 _summaries = Summary.__table__
+_RECALLABLE_AT = select_columns(_messages).where(
+    _messages.c.thread_id == bindparam("thread_key"),
+    _messages.c.position.in_(bindparam("positions", expanding=True)),
+    _messages.c.status == literal_column("'complete'"),
+    _messages.c.role.in_([literal_column("'user'"), literal_column("'assistant'")]),
+)
 _SAID_FROM = (
     select_columns(_messages.c.position, _messages.c.created_at)
     .where(_messages.c.thread_id == bindparam("thread_key"), _messages.c.position >= bindparam("from_position"))
@@ -904,20 +910,15 @@ class Store:
             for start, end in fulltext.dates_named(about):
                 said = self._said_between(session, thread_id, start, end, before, scan)
                 matches[f"said {start:%Y-%m-%d}–{end:%Y-%m-%d}"] = said
-            ranked = fulltext.rank_recalled(matches, before, keep=4 * limit + 32)
+            ranked = fulltext.rank_recalled(matches, before, keep=2 * limit + 16)
             recalled: list[MessagePublic] = []
             # Neighbours that are not recallable (a system message, an undone turn) are passed over.
             for start in range(0, len(ranked), max(2 * limit, 16)):
                 if len(recalled) >= limit:
                     break
                 chunk = ranked[start : start + max(2 * limit, 16)]
-                query = select_columns(_messages).where(
-                    _messages.c.thread_id == thread_id,
-                    _messages.c.position.in_(chunk),
-                    _messages.c.status == literal_column("'complete'"),
-                    _messages.c.role.in_(["user", "assistant"]),
-                )
-                found = {row.position: row for row in session.execute(query)}
+                rows = session.execute(_RECALLABLE_AT, {"thread_key": thread_id, "positions": chunk})
+                found = {row.position: row for row in rows}
                 taken = [found[p] for p in chunk if p in found][: limit - len(recalled)]
                 recalled += [MessagePublic.model_validate(row._mapping) for row in taken]
         return recalled
