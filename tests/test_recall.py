@@ -80,6 +80,7 @@ def test_fts5_queries_quote_every_word():
     assert fts5_search('tram "alfama hill" OR porto -crowded') == '(("tram") AND ("alfama hill" OR "porto")) NOT "crowded"'
     assert fts5_search('NEAR( "a" AND b)*') == '(("NEAR") AND ("a") AND ("AND") AND ("b"))'
     assert recall_words("What was my passport number, again? The PASSPORT!") == ["passport", "number"]
+    assert recall_words("Joanna's dog won't bark, didn't it?") == ["joanna", "dog", "won", "bark"], "no contraction pieces"
     assert fts5_scoped('"a"', ['ab"c']) == 'content : ("a") AND thread_id : ("ab""c")'
     assert fts5_scoped('"a"', ["f", "o"]) == 'content : ("a") AND thread_id : ("f" OR "o")'
     assert fts5_scoped('"a"', None) == 'content : ("a")'
