@@ -100,12 +100,13 @@ def take_turn(
 
     def take(holder: str, seconds: float) -> bool:
         """The lease and the user's message in one commit, on a context built just before."""
-        if turn_in_progress(store, thread.id):
-            return False  # cheap: no context is built while another turn holds the thread
         if earlier:
-            return store.acquire_lease(thread.id, holder, seconds, holder_is_gone)
+            return not turn_in_progress(store, thread.id) and store.acquire_lease(thread.id, holder, seconds, holder_is_gone)
         while True:
-            turn = _prepare(store, thread.id, text, options)
+            with store.snapshot():  # the check and the context in one read transaction
+                if turn_in_progress(store, thread.id):
+                    return False  # no context is built while another turn holds the thread
+                turn = _prepare(store, thread.id, text, options)
             if turn.due is not None:
                 begun.clear()
                 return store.acquire_lease(thread.id, holder, seconds, holder_is_gone)

@@ -114,6 +114,7 @@ _LOCKED_LEASE = (
     .where(_leases.c.thread_id == bindparam("thread_key"))
     .with_for_update()
 )
+_LEASE_HOLDER = select_columns(_leases.c.holder, _leases.c.expires_at).where(_leases.c.thread_id == bindparam("thread_key"))
 _SET_LEASE = (
     update(_leases)
     .where(_leases.c.thread_id == bindparam("thread_key"))
@@ -1182,10 +1183,10 @@ class Store:
     def live_lease_holder(self, thread_id: str) -> str | None:
         """Who holds the thread's turn lease now, if anyone (a turn is in progress)."""
         with self._reading() as session:
-            lease = session.get(ThreadLease, thread_id)
-            if lease is None or not lease.holder or as_utc(lease.expires_at) <= utcnow():
-                return None
-            return lease.holder
+            lease = session.execute(_LEASE_HOLDER, {"thread_key": thread_id}).first()
+        if lease is None or not lease.holder or as_utc(lease.expires_at) <= utcnow():
+            return None
+        return lease.holder
 
     def release_lease(self, thread_id: str, holder: str) -> None:
         with self._writing() as session:
