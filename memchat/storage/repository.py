@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import String, bindparam, case, func, insert, literal_column, text, update
+from sqlalchemy import Connection, String, bindparam, case, func, insert, literal_column, text, update
 from sqlalchemy import select as select_columns
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -429,11 +429,12 @@ class Store:
         """The thread an id (or an unambiguous prefix of one) names: a whole id, what every turn
         gives, is one Core statement with its message count."""
         ref = _checked_ref(ref)
+        with self._core_reading() as connection:
+            row = connection.execute(_THREAD_WITH_LAST_POSITION, {"thread_key": ref}).first()
+        if row is not None and row.import_holder is None and self.tenant in (None, row.tenant):
+            fields = row._asdict()
+            return ThreadPublic.model_validate({**fields, "message_count": _count_from_last(fields.pop("last_position"))})
         with self._reading() as session:
-            row = session.execute(_THREAD_WITH_LAST_POSITION, {"thread_key": ref}).first()
-            if row is not None and row.import_holder is None and self.tenant in (None, row.tenant):
-                fields = row._asdict()
-                return ThreadPublic.model_validate({**fields, "message_count": _count_from_last(fields.pop("last_position"))})
             return self._public(session, self._resolve(session, ref))
 
     def threads(self) -> list[ThreadPublic]:
@@ -872,7 +873,7 @@ class Store:
         ]
 
     @staticmethod
-    def _indexed_under(session: Session, thread_id: str) -> list[str]:
+    def _indexed_under(session: Session | Connection, thread_id: str) -> list[str]:
         """The threads whose full-text entries stand for this thread's messages: its own and its
         fork ancestors' (a fork's copies point at their originals' entries). Where an ancestor
         is gone, its copies were indexed again, but older copies may point further up: those are
@@ -901,7 +902,7 @@ class Store:
         words = fulltext.recall_words(about)
         if not words or before <= 0:
             return []
-        with self._reading() as session:
+        with self._core_reading() as session:
             sources = self._indexed_under(session, thread_id)
             sqlite = self._dialect(session) == "sqlite"
             statement, params = _word_matches_statement(words, sources, sqlite)
@@ -926,7 +927,7 @@ class Store:
 
     @staticmethod
     def _said_between(
-        session: Session, thread_id: str, start: datetime, end: datetime, before: int, scan: int
+        session: Session | Connection, thread_id: str, start: datetime, end: datetime, before: int, scan: int
     ) -> fulltext.WordMatches:
         """The recallable messages said in [start, end), newest first, at most `scan`: found by
         halving the thread's positions (its messages are in the order they were said), so a
@@ -1092,8 +1093,8 @@ class Store:
     def key_holder(self, key_hash: str) -> tuple[str | None, bool]:
         """(the name of the live key with this hash or None, whether any live key exists): what a
         server checks on every request, in one query."""
-        with self._reading() as session:
-            live = session.execute(_LIVE_KEYS).all()
+        with self._core_reading() as connection:
+            live = connection.execute(_LIVE_KEYS).all()
         holder = None
         for name, stored in live:
             if hmac.compare_digest(stored, key_hash):
@@ -1151,8 +1152,8 @@ class Store:
     def history_version(self, thread_id: str) -> int:
         """What a turn's context depends on, in one read by primary key: raised by every append
         and every status change of the thread's messages (revision 0009)."""
-        with self._reading() as session:
-            version = session.execute(_HISTORY_VERSION, {"thread_key": thread_id}).scalar()
+        with self._core_reading() as connection:
+            version = connection.execute(_HISTORY_VERSION, {"thread_key": thread_id}).scalar()
         if version is None:
             raise NotFound(f"no thread {thread_id!r}")
         return version
@@ -1182,8 +1183,8 @@ class Store:
 
     def live_lease_holder(self, thread_id: str) -> str | None:
         """Who holds the thread's turn lease now, if anyone (a turn is in progress)."""
-        with self._reading() as session:
-            lease = session.execute(_LEASE_HOLDER, {"thread_key": thread_id}).first()
+        with self._core_reading() as connection:
+            lease = connection.execute(_LEASE_HOLDER, {"thread_key": thread_id}).first()
         if lease is None or not lease.holder or as_utc(lease.expires_at) <= utcnow():
             return None
         return lease.holder
@@ -1431,13 +1432,27 @@ class Store:
         return ThreadPublic.model_validate(thread, update={"message_count": _count_from_last(last)})
 
     @staticmethod
-    def _dialect(session: Session) -> str:
-        return session.get_bind().dialect.name
+    def _dialect(session: Session | Connection) -> str:
+        return (session.dialect if isinstance(session, Connection) else session.get_bind().dialect).name
 
     def _reading(self):
         if self._shared is not None:
             return nullcontext(self._shared)
         return _Transaction(self, commit=False)
+
+    @contextmanager
+    def _core_reading(self) -> Iterator[Session | Connection]:
+        """For reads made of Core statements alone (a turn's and a request's own): a plain
+        connection, a third of an ORM session's cost, or the snapshot's session inside one."""
+        if self._shared is not None:
+            yield self._shared
+            return
+        self.prepare()
+        try:
+            with self.engine.connect() as connection:
+                yield connection
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database error: {database._reason(exc)}") from None
 
     def _writing(self):
         return _Transaction(self, commit=True)
