@@ -9,8 +9,9 @@ the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import get_args
 
 from memchat import llm, settings, summary
@@ -33,6 +34,7 @@ from memchat.context import (
     summary_text,
 )
 from memchat.errors import InvalidInput, ProviderError
+from memchat.storage.fulltext import SHORT_MESSAGE_WORDS, recall_words
 from memchat.storage.models import (
     DEFAULT_SUMMARY_SHARE,
     MAX_RECALL,
@@ -57,6 +59,8 @@ window's room: later turns refill the window before another summary call is due,
 calls come once every several turns rather than on every turn."""
 RECALL_CANDIDATES = 3
 """Matches read per excerpt wanted, so that one too long to fit is passed over for the next."""
+RECALL_CONTEXT_MESSAGES = 2
+"""The newest messages whose words a short new message is read with (`fulltext.SHORT_MESSAGE_WORDS`)."""
 POLICIES = get_args(Policy)
 
 
@@ -299,7 +303,9 @@ def build(
     recalled = None
     if memory.recall and text is not None:
         before = _window_start(select_window(history, room - used, plan.cost, after=summarized), thread)
-        recalled = _recall(store, thread, text, plan, k=memory.recall, before=before, room=int(room * RECALL_SHARE))
+        recalled = _recall(
+            store, thread, text, plan, k=memory.recall, before=before, room=int(room * RECALL_SHARE), history=history
+        )
         used += extra_cost(plan, recalled)
     window = select_window(history, room - used, plan.cost, after=summarized)
     due = None
@@ -387,9 +393,14 @@ def summary_extra(plan: Plan, content: str, first: int, last: int) -> Extra:
 
 
 def _recall(
-    store: Store, thread: ThreadPublic, text: str, plan: Plan, *, k: int, before: int, room: int
+    store: Store, thread: ThreadPublic, text: str, plan: Plan, *, k: int, before: int, room: int, history: Iterable[Candidate]
 ) -> Extra | None:
-    recalled = store.recall(thread.id, text, before=before, limit=k * RECALL_CANDIDATES)
+    context = ""
+    if len(recall_words(text)) < SHORT_MESSAGE_WORDS:
+        newest = list(islice(history, RECALL_CONTEXT_MESSAGES))
+        contents = store.contents([c.id for c in newest])
+        context = "\n".join(contents[c.id] for c in newest if c.id in contents)
+    recalled = store.recall(thread.id, text, before=before, limit=k * RECALL_CANDIDATES, context=context)
     ranked = [Excerpt(m.position, m.role, m.content, as_utc(m.created_at).strftime("%Y-%m-%d %H:%M UTC")) for m in recalled]
     return fit_excerpts(ranked, k, room, plan.tokens, plan.cost)
 

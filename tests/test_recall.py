@@ -286,6 +286,20 @@ def test_a_message_naming_a_date_recalls_what_was_said_that_day(memory):
     assert ranked == [13, 12], "only messages older than the window; the date's and the word's both"
 
 
+def test_a_short_message_is_recalled_with_the_words_said_just_before_it(memory, server):
+    chat = [("user", "We adopted a beagle, we call him Rex."), ("assistant", "Rex the beagle, lovely!")]
+    chat += [(role, f"small talk {i} " + "about nothing much " * 12) for i in range(8) for role in ("user", "assistant")]
+    chat += [("user", "The beagle chewed my shoes today."), ("assistant", "Beagles love to chew.")]
+    [thread] = memory.import_({"model": "openai/gpt-4o", "budget": 400, "recall": 2,
+                               "messages": [{"role": r, "content": c} for r, c in chat]}).threads
+    context = memory.context(thread, "And his name?", with_dropped=False)
+    assert 0 not in [e.position for e in context.entries if e.kind == "history"], "the adoption is outside the window"
+    recall = next(e for e in context.entries if e.kind == "recall")
+    assert recall.recalled == (0, 1) and "call him Rex" in recall.content, "found through the window's 'beagle'"
+    longer = memory.context(thread, "Remind me of the name of the pet you told me about?", with_dropped=False)
+    assert not [e for e in longer.entries if e.kind == "recall"], "a message with words of its own is read alone"
+
+
 def test_dates_a_message_names():
     from memchat.storage.fulltext import dates_named
 

@@ -32,6 +32,11 @@ query's cost has a bound whatever the thread's length."""
 RECALL_SPREAD_FROM = 256
 """The best-scoring matches that pass shares of their scores to their neighbours (the others
 would not reach the top with them)."""
+SHORT_MESSAGE_WORDS = 2
+CONTEXT_SHARE = 0.5
+"""A new message with fewer words worth matching than SHORT_MESSAGE_WORDS ("and its name?") is
+read with the words of the messages just before it, which together weigh at most CONTEXT_SHARE
+of what the message's own words weigh (all of it, where none of its own is in the thread)."""
 SITTING_SECONDS = 3600
 SITTING_SHARE = 0.3
 """A message said within SITTING_SECONDS of another holding a word gains SITTING_SHARE of the
@@ -178,6 +183,8 @@ class WordMatches:
     """When each was said (seconds since the epoch), in the same order."""
     complete: bool
     """False: the scan stopped at its bound, older matches were not read."""
+    context: bool = False
+    """A word from the messages before a short new message (SHORT_MESSAGE_WORDS)."""
 
 
 def recall_scan(words: int) -> int:
@@ -202,7 +209,8 @@ def rank_recalled(matches: dict[str, WordMatches], before: int, *, keep: int) ->
     A message scores the weights of the words it shares with the new message, each word weighted
     by how rare it is *in this thread* (BM25's inverse document frequency over the thread's own
     messages: a name said in every message of this conversation tells nothing here, however rare
-    it is in the rest of the database). A word's weight is counted once per message, so a long
+    it is in the rest of the database; a word from the messages before a short new message weighs
+    less, see CONTEXT_SHARE). A word's weight is counted once per message, so a long
     message is not favoured for repeating it. Then each message passes a share of its score to the
     messages around it (NEIGHBOUR_WEIGHTS): the reply to a matching question, or the question a
     matching reply answers, often holds what matters without repeating its words, and a message
@@ -213,11 +221,8 @@ def rank_recalled(matches: dict[str, WordMatches], before: int, *, keep: int) ->
     own: dict[int, float] = defaultdict(float)
     said: dict[int, float] = {}
     weights: list[tuple[float, list[float]]] = []
-    for word_matches in matches.values():
-        frequency = document_frequency(word_matches, before)
-        if not frequency:
-            continue
-        weight = math.log((before - frequency + 0.5) / (frequency + 0.5) + 1)
+    weighed = _word_weights(matches, before)
+    for word_matches, weight in weighed:
         weights.append((weight, sorted(word_matches.times)))
         for position, when in zip(word_matches.positions, word_matches.times):
             own[position] += weight
@@ -232,6 +237,22 @@ def rank_recalled(matches: dict[str, WordMatches], before: int, *, keep: int) ->
     best = heapq.nlargest(keep, scores.items(), key=lambda item: (item[1], item[0]))
     weighed = [(position, score + SITTING_SHARE * _sitting(said[position], weights)) for position, score in best]
     return [position for position, _ in heapq.nlargest(keep, weighed, key=lambda item: (item[1], item[0]))]
+
+
+def _word_weights(matches: dict[str, WordMatches], before: int) -> list[tuple[WordMatches, float]]:
+    """Each word found with its weight (its rarity in the thread), the words of the context
+    scaled to CONTEXT_SHARE of the new message's own."""
+    weighed = []
+    for word_matches in matches.values():
+        frequency = document_frequency(word_matches, before)
+        if frequency:
+            weighed.append((word_matches, math.log((before - frequency + 0.5) / (frequency + 0.5) + 1)))
+    own = sum(weight for word_matches, weight in weighed if not word_matches.context)
+    context = sum(weight for word_matches, weight in weighed if word_matches.context)
+    if own and context:
+        scale = min(1.0, CONTEXT_SHARE * own / context)
+        weighed = [(m, weight * scale if m.context else weight) for m, weight in weighed]
+    return weighed
 
 
 def _sitting(when: float, weights: list[tuple[float, list[float]]]) -> float:

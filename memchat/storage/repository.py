@@ -231,10 +231,10 @@ _RELEASE_LEASE = delete(_leases).where(
 )
 
 
-def _word_matches(listed: str | None, complete: bool) -> fulltext.WordMatches:
+def _word_matches(listed: str | None, complete: bool, *, context: bool) -> fulltext.WordMatches:
     """A word's matches from the statement's "position seconds,..." list."""
     said = [pair.split(" ") for pair in listed.split(",")] if listed else []
-    return fulltext.WordMatches([int(p) for p, _ in said], [float(t) for _, t in said], complete)
+    return fulltext.WordMatches([int(p) for p, _ in said], [float(t) for _, t in said], complete, context)
 
 
 def _word_matches_statement(words: Sequence[str], sources: list[str], sqlite: bool) -> tuple[str, dict[str, Any]]:
@@ -894,12 +894,18 @@ class Store:
         with self._reading() as session:
             return dict(session.exec(select(Thread.id, Thread.title).where(col(Thread.id).in_(thread_ids))).all())
 
-    def recall(self, thread_id: str, about: str, *, before: int, limit: int) -> list[MessagePublic]:
+    def recall(self, thread_id: str, about: str, *, before: int, limit: int, context: str = "") -> list[MessagePublic]:
         """The thread's completed user and assistant messages older than position `before` that
         best match `about`, best first, ranked by `fulltext.rank_recalled` (a fork's copies found
         through their originals' index entries, revision 0010). One statement reads, for each of
-        `about`'s words, the newest index entries holding it in this thread (`fulltext.recall_scan`)."""
+        `about`'s words, the newest index entries holding it in this thread (`fulltext.recall_scan`).
+        `context`: what was said just before `about`, whose words count too, less than `about`'s,
+        when `about` has few of its own (`fulltext.SHORT_MESSAGE_WORDS`)."""
         words = fulltext.recall_words(about)
+        own = len(words)
+        if own < fulltext.SHORT_MESSAGE_WORDS:
+            words += [word for word in fulltext.recall_words(context) if word not in words]
+            words = words[: fulltext.MAX_RECALL_TERMS]
         if not words or before <= 0:
             return []
         with self._core_reading() as session:
@@ -908,7 +914,10 @@ class Store:
             statement, params = _word_matches_statement(words, sources, sqlite)
             scan = fulltext.recall_scan(len(words))
             rows = session.execute(text(statement), {**params, "thread": thread_id, "before": before, "scan": scan})
-            matches = {words[word]: _word_matches(listed, read < scan) for word, read, listed in rows}
+            matches = {
+                words[word]: _word_matches(listed, read < scan, context=word >= own)
+                for word, read, listed in rows
+            }
             for start, end in fulltext.dates_named(about):
                 said = self._said_between(session, thread_id, start, end, before, scan)
                 matches[f"said {start:%Y-%m-%d}–{end:%Y-%m-%d}"] = said
