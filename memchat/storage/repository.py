@@ -244,7 +244,7 @@ def _word_matches_statement(words: Sequence[str], sources: list[str], sqlite: bo
     entry's own, or its copy's in a fork) among those recall may bring (older than :before,
     completed, a user's or an assistant's) and when each was said."""
     recallable = "m.thread_id = :thread AND m.position < :before AND m.status = 'complete' AND m.role IN ('user', 'assistant')"
-    epoch = "unixepoch(m.created_at)" if sqlite else "extract(epoch from m.created_at)::bigint"
+    epoch = "strftime('%s', m.created_at)" if sqlite else "extract(epoch from m.created_at)::bigint"
     said = f"m.position || ' ' || {epoch}"
     position = f"(SELECT {said} FROM messages m WHERE m.id = h.original AND {recallable})"
     if len(sources) > 1:
@@ -918,9 +918,9 @@ class Store:
                 words[word]: _word_matches(listed, read < scan, context=word >= own)
                 for word, read, listed in rows
             }
-            for start, end in fulltext.dates_named(about):
-                said = self._said_between(session, thread_id, start, end, before, scan)
-                matches[f"said {start:%Y-%m-%d}–{end:%Y-%m-%d}"] = said
+            for since, until in fulltext.dates_named(about):
+                said = self._said_between(session, thread_id, since, until, before, scan)
+                matches[f"said {since:%Y-%m-%d}–{until:%Y-%m-%d}"] = said
             ranked = fulltext.rank_recalled(matches, before, keep=2 * limit + 16)
             recalled: list[MessagePublic] = []
             # Neighbours that are not recallable (a system message, an undone turn) are passed over.
