@@ -245,7 +245,7 @@ def test_a_word_in_more_messages_than_recall_reads_is_weighed_from_how_far_back_
     assert recall_scan(1) > recall_scan(8) >= recall_scan(1000) > 0, "a bounded read, shared by the words"
     common = matches(list(range(999, 999 - 250, -1)), complete=False)
     rare = matches([10], complete=True)
-    ranked = rank_recalled({"common": common, "rare": rare}, 1000, keep=5)
+    ranked = rank_recalled([common, rare], 1000, keep=5)
     assert ranked[0] == 10 and ranked[1:3] in ([11, 9], [9, 11]), "the rare word's message, then its neighbours"
 
 

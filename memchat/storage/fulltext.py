@@ -15,6 +15,7 @@ import heapq
 import math
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -202,7 +203,7 @@ def document_frequency(matches: WordMatches, before: int) -> float:
     return min(float(before), found * before / max(reach, 1))
 
 
-def rank_recalled(matches: dict[str, WordMatches], before: int, *, keep: int) -> list[int]:
+def rank_recalled(matches: Sequence[WordMatches], before: int, *, keep: int) -> list[int]:
     """The `keep` best positions older than `before`, best first (the sitting weighed among the
     `keep` best without it).
 
@@ -221,8 +222,7 @@ def rank_recalled(matches: dict[str, WordMatches], before: int, *, keep: int) ->
     own: dict[int, float] = defaultdict(float)
     said: dict[int, float] = {}
     weights: list[tuple[float, list[float]]] = []
-    weighed = _word_weights(matches, before)
-    for word_matches, weight in weighed:
+    for word_matches, weight in _word_weights(matches, before):
         weights.append((weight, sorted(word_matches.times)))
         for position, when in zip(word_matches.positions, word_matches.times):
             own[position] += weight
@@ -235,15 +235,15 @@ def rank_recalled(matches: dict[str, WordMatches], before: int, *, keep: int) ->
                     scores[near] += share * score
                     said.setdefault(near, said[position])
     best = heapq.nlargest(keep, scores.items(), key=lambda item: (item[1], item[0]))
-    weighed = [(position, score + SITTING_SHARE * _sitting(said[position], weights)) for position, score in best]
-    return [position for position, _ in heapq.nlargest(keep, weighed, key=lambda item: (item[1], item[0]))]
+    in_sitting = [(position, score + SITTING_SHARE * _sitting(said[position], weights)) for position, score in best]
+    return [position for position, _ in heapq.nlargest(keep, in_sitting, key=lambda item: (item[1], item[0]))]
 
 
-def _word_weights(matches: dict[str, WordMatches], before: int) -> list[tuple[WordMatches, float]]:
+def _word_weights(matches: Sequence[WordMatches], before: int) -> list[tuple[WordMatches, float]]:
     """Each word found with its weight (its rarity in the thread), the words of the context
     scaled to CONTEXT_SHARE of the new message's own."""
     weighed = []
-    for word_matches in matches.values():
+    for word_matches in matches:
         frequency = document_frequency(word_matches, before)
         if frequency:
             weighed.append((word_matches, math.log((before - frequency + 0.5) / (frequency + 0.5) + 1)))

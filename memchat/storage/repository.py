@@ -65,15 +65,12 @@ _HEADLINE = (
 )
 
 
-def _union_of_originals_and_copies(
-    columns: str, scope: list[str], order: str, *, copies: bool = True, visible_threads: bool = True
-) -> str:
+def _union_of_originals_and_copies(columns: str, scope: list[str], order: str, *, copies: bool = True) -> str:
     """Index hits (`hits`: original, ...) as the messages they stand for, the originals and
     (unless the scope is one thread that is no fork, which holds no copies) every fork copy of
-    them (0010), within `scope` (and, with `visible_threads`, threads not being imported: `t`),
-    ordered and limited."""
+    them (0010), within `scope` and threads not being imported (`t`), ordered and limited."""
     where = (" WHERE " + " AND ".join(scope)) if scope else ""
-    threads = " JOIN threads t ON t.id = m.thread_id AND t.import_holder IS NULL" if visible_threads else ""
+    threads = " JOIN threads t ON t.id = m.thread_id AND t.import_holder IS NULL"
     union = f"UNION ALL SELECT {columns} FROM hits h JOIN messages m ON m.copied_from = h.original{threads}{where} "
     return (
         f"SELECT {columns} FROM hits h JOIN messages m ON m.id = h.original{threads}{where} "
@@ -899,13 +896,11 @@ class Store:
         best match `about`, best first, ranked by `fulltext.rank_recalled` (a fork's copies found
         through their originals' index entries, revision 0010). One statement reads, for each of
         `about`'s words, the newest index entries holding it in this thread (`fulltext.recall_scan`).
-        `context`: what was said just before `about`, whose words count too, less than `about`'s,
-        when `about` has few of its own (`fulltext.SHORT_MESSAGE_WORDS`)."""
+        `context`: what was said just before `about`, whose words count too, less than `about`'s
+        (a turn gives it for a short message, `fulltext.SHORT_MESSAGE_WORDS`)."""
         words = fulltext.recall_words(about)
         own = len(words)
-        if own < fulltext.SHORT_MESSAGE_WORDS:
-            words += [word for word in fulltext.recall_words(context) if word not in words]
-            words = words[: fulltext.MAX_RECALL_TERMS]
+        words += [word for word in fulltext.recall_words(context) if word not in words][: fulltext.MAX_RECALL_TERMS - own]
         if not words or before <= 0:
             return []
         with self._core_reading() as session:
@@ -914,20 +909,19 @@ class Store:
             statement, params = _word_matches_statement(words, sources, sqlite)
             scan = fulltext.recall_scan(len(words))
             rows = session.execute(text(statement), {**params, "thread": thread_id, "before": before, "scan": scan})
-            matches = {
-                words[word]: _word_matches(listed, read < scan, context=word >= own)
-                for word, read, listed in rows
-            }
-            for since, until in fulltext.dates_named(about):
-                said = self._said_between(session, thread_id, since, until, before, scan)
-                matches[f"said {since:%Y-%m-%d}–{until:%Y-%m-%d}"] = said
+            matches = [_word_matches(listed, read < scan, context=word >= own) for word, read, listed in rows]
+            matches += [
+                self._said_between(session, thread_id, since, until, before, scan)
+                for since, until in fulltext.dates_named(about)
+            ]
             ranked = fulltext.rank_recalled(matches, before, keep=2 * limit + 16)
             recalled: list[MessagePublic] = []
             # Neighbours that are not recallable (a system message, an undone turn) are passed over.
-            for start in range(0, len(ranked), max(2 * limit, 16)):
+            size = max(2 * limit, 16)
+            for start in range(0, len(ranked), size):
                 if len(recalled) >= limit:
                     break
-                chunk = ranked[start : start + max(2 * limit, 16)]
+                chunk = ranked[start : start + size]
                 rows = session.execute(_RECALLABLE_AT, {"thread_key": thread_id, "positions": chunk})
                 found = {row.position: row for row in rows}
                 taken = [found[p] for p in chunk if p in found][: limit - len(recalled)]
