@@ -505,7 +505,12 @@ def test_ctrl_c_during_a_streamed_reply_keeps_the_partial_reply(memchat_script, 
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    first = process.stdout.read(6)
+    # Straight from the pipe: a read through the text wrapper could buffer more than it returns,
+    # and communicate() below reads the pipe itself, so what was buffered would be lost.
+    raw = b""
+    while len(raw) < 6:
+        raw += os.read(process.stdout.fileno(), 6 - len(raw))
+    first = raw.decode()
     assert first.startswith("word0")
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)
