@@ -291,7 +291,11 @@ def complete(
     deadline = time.monotonic() + timeout
     for attempt in range(MAX_ATTEMPTS):
         received: list[str] = []
-        params["timeout"] = max(deadline - time.monotonic(), 0.1)
+        # litellm keeps one client (and its kept-alive connections) per set of client settings,
+        # the time-out among them: the first attempt asks for `timeout` itself, the same on every
+        # turn, so turns reuse the provider's connection instead of opening (and TLS-handshaking)
+        # a new one each time; only a retry asks for what time is left.
+        params["timeout"] = timeout if attempt == 0 else max(deadline - time.monotonic(), 0.1)
         try:
             if stream:
                 response = _streamed(litellm, params, on_text, received, deadline)
@@ -378,9 +382,19 @@ def _transient(litellm, exc: Exception) -> bool:
 def _streamed(litellm, params: dict, on_text: Callable[[str], None] | None, received: list[str], deadline: float):
     """The streamed reply, built into one response; the whole stream must end by `deadline`, and
     one that ends without saying it is finished was cut off."""
+    stream = litellm.completion(**params, stream=True, stream_options={"include_usage": True})
+    try:
+        return _read_stream(litellm, stream, params, on_text, received, deadline)
+    finally:
+        # A stream left part-read (interrupted, cut off, timed out) would hold its connection
+        # out of the kept-alive pool that later turns share.
+        stream.close()
+
+
+def _read_stream(litellm, stream, params: dict, on_text: Callable[[str], None] | None, received: list[str], deadline: float):
     chunks = []
     finished = False
-    for chunk in litellm.completion(**params, stream=True, stream_options={"include_usage": True}):
+    for chunk in stream:
         chunks.append(chunk)
         choice = chunk.choices[0] if chunk.choices else None
         piece = choice.delta.content if choice is not None else None

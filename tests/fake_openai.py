@@ -46,6 +46,8 @@ class FakeOpenAI:
         self.echo = False
         self.in_flight = 0
         self.max_in_flight = 0
+        self.connections = 0
+        """Connections accepted (a client keeping its connection alive opens one for many requests)."""
         self.arrivals: list[float] = []
         """When each request arrived (time.monotonic()), and when each was answered."""
         self.answered: list[float] = []
@@ -65,6 +67,8 @@ class FakeOpenAI:
                 in two pieces waits for the client's delayed ACK (40 ms) on a kept-alive connection."""
                 super().setup()
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with server._lock:
+                    server.connections += 1
 
             def log_message(self, *args):
                 pass
@@ -224,6 +228,7 @@ class FakeOpenAI:
             self.reply_delay = 0.0
             self.echo = False
             self.max_in_flight = 0
+            self.connections = 0
             self.arrivals.clear()
             self.answered.clear()
             self.pieces_sent = 0

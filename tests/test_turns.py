@@ -57,6 +57,16 @@ def test_streamed_reply_arrives_in_pieces_and_is_stored_whole(memory, server):
     assert stored.completion_tokens == server.COMPLETION_TOKENS
 
 
+def test_turns_reuse_the_providers_connection(memory, server):
+    """A turn asks litellm for the same client every time, so its kept-alive connection carries
+    the next turn too (against a real provider, no new TLS handshake per turn). A streamed reply
+    cannot leave it open: the OpenAI SDK's synchronous stream closes its response at the end."""
+    thread = memory.new_thread()
+    for n in range(4):
+        memory.say(thread.id, f"turn {n}")
+    assert len(server.requests) == 4 and server.connections <= 1
+
+
 def test_the_budget_truncates_only_what_is_sent(memory, server):
     thread = memory.new_thread(system="sys")
     for i in range(6):
