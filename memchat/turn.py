@@ -261,6 +261,7 @@ def _converse(
             completion = call(context)
     except ReplyCutOff as cut:
         store.finish_turn(
+            thread.id,
             user_message.id,
             MessageCreate(role="assistant", content=cut.text, status="partial", model=plan.model),
             tokens=(plan.tokenizer.name, plan.tokens(cut.text)),
@@ -284,6 +285,7 @@ def _converse(
             )
     try:
         reply = store.finish_turn(
+            thread.id,
             user_message.id,
             MessageCreate(
                 role="assistant",

@@ -103,7 +103,6 @@ _THREAD_WITH_LAST_POSITION = select_columns(
 ).where(_threads.c.id == bindparam("thread_key"))
 _HISTORY_VERSION = select_columns(_threads.c.history_version).where(_threads.c.id == bindparam("thread_key"))
 _LOCKED_HISTORY_VERSION = _HISTORY_VERSION.with_for_update()
-_THREAD_OF_MESSAGE = select_columns(_messages.c.thread_id).where(_messages.c.id == bindparam("message_key"))
 _SET_STATUS = update(_messages).where(_messages.c.id == bindparam("message_key")).values(status=bindparam("new_status"))
 _FINISH_USER_MESSAGE = _SET_STATUS.returning(_messages.c.thread_id, _messages.c.position)
 _LOCKED_LEASE = (
@@ -974,6 +973,7 @@ class Store:
 
     def finish_turn(
         self,
+        thread_id: str,
         user_message_id: int,
         reply: MessageCreate,
         tokens: tuple[str, int] | None = None,
@@ -984,17 +984,20 @@ class Store:
     ) -> MessagePublic:
         """Store the reply (complete, or partial with its user message marked failed), together;
         with `lease_holder`, only while that holder still has the thread's turn lease, and with
-        `release`, giving the lease up in the same commit (a turn's second and last)."""
+        `release`, giving the lease up in the same commit (a turn's second and last): the release
+        is the check, a lease held by no one else is the one row it deletes."""
         with self._writing() as session:
-            thread_id = session.execute(_THREAD_OF_MESSAGE, {"message_key": user_message_id}).scalar()
-            if thread_id is None:
-                raise NotFound(f"no message {user_message_id}")
-            self._check_lease(session, thread_id, lease_holder)
-            seen = session.execute(_LOCKED_HISTORY_VERSION, {"thread_key": thread_id}).scalar_one()
-            user = session.execute(_FINISH_USER_MESSAGE, {"message_key": user_message_id, "new_status": user_status}).one()
-            stored = self._append(session, thread_id, reply, tokens)
             if release and lease_holder is not None:
-                session.execute(_RELEASE_LEASE, {"thread_key": thread_id, "old_holder": lease_holder})
+                released = session.execute(_RELEASE_LEASE, {"thread_key": thread_id, "old_holder": lease_holder})
+                if released.rowcount != 1:
+                    raise LeaseLost(thread_id)
+            else:
+                self._check_lease(session, thread_id, lease_holder)
+            seen = session.execute(_LOCKED_HISTORY_VERSION, {"thread_key": thread_id}).scalar()
+            user = session.execute(_FINISH_USER_MESSAGE, {"message_key": user_message_id, "new_status": user_status}).first()
+            if seen is None or user is None or user.thread_id != thread_id:
+                raise NotFound(f"no message {user_message_id} in thread {thread_id}")
+            stored = self._append(session, thread_id, reply, tokens)
             now = session.info["history_version"]
         self._recent.advance(thread_id, seen=seen, now=now, changed_from=user.position)
         return stored
