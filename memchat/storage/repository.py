@@ -1169,6 +1169,16 @@ class Store:
         session: Session, thread_id: str, holder: str, seconds: float, is_gone: Callable[[str], bool], *, renewing: bool = False
     ) -> bool:
         now = utcnow()
+        until = now + timedelta(seconds=seconds)
+        if not renewing:
+            # The usual case in one statement: no row (the last turn deleted it) or a placeholder
+            # or our own; any other holder, live or not, is decided below.
+            taken = session.execute(
+                _lease_taking(session.get_bind().dialect.name),
+                {"thread_id": thread_id, "holder": holder, "expires_at": until},
+            )
+            if taken.rowcount == 1:
+                return True
         # A lapsed placeholder row first, so that the row can be locked: two processes that
         # both found no lease cannot both insert one.
         session.execute(
@@ -1184,7 +1194,7 @@ class Store:
             return False
         if lease.holder not in ("", holder) and as_utc(lease.expires_at) > now and not is_gone(lease.holder):
             return False
-        session.execute(_SET_LEASE, {"thread_key": thread_id, "new_holder": holder, "until": now + timedelta(seconds=seconds)})
+        session.execute(_SET_LEASE, {"thread_key": thread_id, "new_holder": holder, "until": until})
         return True
 
     def live_lease_holder(self, thread_id: str) -> str | None:
@@ -1484,15 +1494,31 @@ def _insert_ignoring_duplicates(session: Session, table):
     return _ignoring_duplicates(session.get_bind().dialect.name, table)
 
 
-@cache
-def _ignoring_duplicates(dialect: str, table):
+def _dialect_insert(dialect: str, table):
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     elif dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         raise StorageError(f"memchat does not support {dialect} databases")
-    return dialect_insert(table).on_conflict_do_nothing()
+    return dialect_insert(table)
+
+
+@cache
+def _ignoring_duplicates(dialect: str, table):
+    return _dialect_insert(dialect, table).on_conflict_do_nothing()
+
+
+@cache
+def _lease_taking(dialect: str):
+    """The lease inserted, or taken over from a placeholder or from the same holder; a row held
+    by anyone else is left as it is (no row changed: the caller looks closer)."""
+    statement = _dialect_insert(dialect, _leases)
+    return statement.on_conflict_do_update(
+        index_elements=[_leases.c.thread_id],
+        set_={"holder": statement.excluded.holder, "expires_at": statement.excluded.expires_at},
+        where=_leases.c.holder.in_(["", statement.excluded.holder]),
+    )
 
 
 class _Transaction:
