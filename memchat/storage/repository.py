@@ -105,12 +105,8 @@ _HISTORY_VERSION = select_columns(_threads.c.history_version).where(_threads.c.i
 _LOCKED_HISTORY_VERSION = _HISTORY_VERSION.with_for_update()
 _SET_STATUS = update(_messages).where(_messages.c.id == bindparam("message_key")).values(status=bindparam("new_status"))
 _FINISH_USER_MESSAGE = _SET_STATUS.returning(_messages.c.thread_id, _messages.c.position)
-_LOCKED_LEASE = (
-    select_columns(_leases.c.holder, _leases.c.expires_at)
-    .where(_leases.c.thread_id == bindparam("thread_key"))
-    .with_for_update()
-)
 _LEASE_HOLDER = select_columns(_leases.c.holder, _leases.c.expires_at).where(_leases.c.thread_id == bindparam("thread_key"))
+_LOCKED_LEASE = _LEASE_HOLDER.with_for_update()
 _SET_LEASE = (
     update(_leases)
     .where(_leases.c.thread_id == bindparam("thread_key"))
@@ -1171,24 +1167,20 @@ class Store:
         now = utcnow()
         until = now + timedelta(seconds=seconds)
         if not renewing:
-            # The usual case in one statement: no row (the last turn deleted it) or a placeholder
-            # or our own; any other holder, live or not, is decided below.
+            # One statement, atomic on both backends (two processes that both find no lease
+            # cannot both take it): the lease inserted where there is none (the last turn deleted
+            # it), or taken over from ourselves; a row another holder has is left, locked, for
+            # the checks below.
             taken = session.execute(
-                _lease_taking(session.get_bind().dialect.name),
+                _lease_taking(Store._dialect(session)),
                 {"thread_id": thread_id, "holder": holder, "expires_at": until},
             )
             if taken.rowcount == 1:
                 return True
-        # A lapsed placeholder row first, so that the row can be locked: two processes that
-        # both found no lease cannot both insert one.
-        session.execute(
-            _insert_ignoring_duplicates(session, ThreadLease),
-            [{"thread_id": thread_id, "holder": "", "expires_at": now}],
-        )
         lease = session.execute(_LOCKED_LEASE, {"thread_key": thread_id}).first()
         if lease is None:
-            # PostgreSQL: the row our insert found was deleted (its holder released it) before
-            # we could lock it; the caller tries again.
+            # Gone: renewing, the turn has lost it; taking, its holder's release committed in
+            # between (PostgreSQL), and the caller tries again.
             return False
         if renewing and lease.holder != holder:
             return False
@@ -1511,8 +1503,9 @@ def _ignoring_duplicates(dialect: str, table):
 
 @cache
 def _lease_taking(dialect: str):
-    """The lease inserted, or taken over from a placeholder or from the same holder; a row held
-    by anyone else is left as it is (no row changed: the caller looks closer)."""
+    """The lease inserted, or taken over from the same holder or from an empty one (the
+    placeholder rows earlier versions left); a row held by anyone else is left as it is (no row
+    changed: the caller looks closer)."""
     statement = _dialect_insert(dialect, _leases)
     return statement.on_conflict_do_update(
         index_elements=[_leases.c.thread_id],
