@@ -1,20 +1,34 @@
 """`memchat fork` of a long thread (issue 11's target: a 100,000-message thread in well under a
-second), on SQLite and, when one answers, PostgreSQL. The copies share their originals' full-text
-index entries (revision 0010): what a fork still writes is a row per message, its text included,
-and its token counts.
+second), on SQLite and, when one answers, PostgreSQL. Since revision 0012 a fork reads the messages
+it inherits from its origin: it writes its thread row and a copy of the summaries inside its span,
+whatever the thread's length. Beside it, the fork's first turn (its history read through the
+origin) against the origin's own next turn, and the copy an undo of an inherited turn makes.
 
     python bench/fork.py
 """
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from common import export_file, fresh_postgres_database, table
 
+BUDGET = 4000
+
 SIZES = (1_000, 100_000)
+CONTEXT_RUNS = 15
+
+
+def _median_ms(runs: int, action) -> float:
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings) * 1000
 
 
 def _forks(url: str, folder: Path, backend: str) -> list[list]:
@@ -28,7 +42,25 @@ def _forks(url: str, folder: Path, backend: str) -> list[list]:
             fork = memory.fork(thread)
             elapsed = time.perf_counter() - started
             assert memory.thread(fork.id).message_count == size
-            rows.append([backend, f"{size:,}", f"{elapsed * 1000:.0f}"])
+
+            def context(of: str) -> None:
+                memory.context(of, "one more question", budget=BUDGET, with_dropped=False)
+
+            context(fork.id)
+            in_fork, in_origin = _median_ms(CONTEXT_RUNS, lambda: context(fork.id)), _median_ms(
+                CONTEXT_RUNS, lambda: context(thread)
+            )
+            started = time.perf_counter()
+            memory.undo(fork.id)  # an inherited turn: copied into the fork, then marked
+            undo = time.perf_counter() - started
+            started = time.perf_counter()
+            memory.delete(thread)  # what the fork still reads is copied into it first
+            delete = time.perf_counter() - started
+            assert memory.thread(fork.id).message_count == size
+            rows.append([
+                backend, f"{size:,}", f"{elapsed * 1000:.1f}", f"{in_fork:.1f}", f"{in_origin:.1f}",
+                f"{undo * 1000:.1f}", f"{delete * 1000:.0f}",
+            ])
     return rows
 
 
@@ -39,10 +71,14 @@ def main() -> str:
         if postgres:
             rows += _forks(postgres, Path(folder), "PostgreSQL")
     return table(
-        "`memchat fork`: a whole thread copied (rows, token counts, summaries; the full-text index shared) (ms)",
-        ["backend", "messages", "fork"],
+        "`memchat fork`: a thread forked whole, its next context, an inherited turn undone, its origin deleted (ms)",
+        ["backend", "messages", "fork", "context in the fork", "context in the origin", "undo in the fork",
+         "origin deleted"],
         rows,
-    ) + "\n- target: a 100,000-message thread in well under a second\n"
+    ) + (
+        f"\n- target: a 100,000-message thread forked in well under a second; context: budget {BUDGET}, "
+        f"median of {CONTEXT_RUNS}\n"
+    )
 
 
 if __name__ == "__main__":

@@ -229,7 +229,7 @@ class Memory:
         summary calls, counted apart), each a list of rows grouped `by` "model", "day" or
         "thread" (None: one row), over every thread or one, from `since` on. A cost litellm had
         no price for is unknown, never 0: `cost` sums the known ones and `unknown_cost` counts
-        the others (all unknown: `cost` is None). Rows a fork copied are not counted again."""
+        the others (all unknown: `cost` is None). What a fork inherits is not counted again."""
         if by not in STATS_GROUPS:
             raise InvalidInput(f"stats: group --by one of {', '.join(g for g in STATS_GROUPS if g)}, not {by!r}")
         resolved = self.store.thread(thread_id).id if thread_id else None

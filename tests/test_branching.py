@@ -210,9 +210,8 @@ def test_a_fork_is_searched_and_recalled_through_its_originals_index_entries(mem
     assert _index_entries(memory) == entries  # the copies wrote no index entries
     deeper = memory.fork(fork.id)
     memory.add_messages(fork.id, [("user", "The locker is at the station.")])
-    assert _search(memory, "locker") == sorted(
-        [(origin, 0), (origin, 1), (fork.id, 0), (fork.id, 1), (fork.id, 2), (deeper.id, 0), (deeper.id, 1)]
-    )
+    # across threads a message is found once, in the thread that holds it; forks read theirs
+    assert _search(memory, "locker") == sorted([(origin, 0), (origin, 1), (fork.id, 2)])
     assert _search(memory, "locker", fork.id) == [(fork.id, 0), (fork.id, 1), (fork.id, 2)]
     assert _search(memory, "pier", fork.id) == []  # past the fork point: not the fork's
     assert _search(memory, "locker", deeper.id) == [(deeper.id, 0), (deeper.id, 1)]
@@ -293,9 +292,13 @@ def test_search_through_shared_index_entries_finds_exactly_what_each_thread_hold
         for word in WORDS:
             expected = sorted((thread, m.position) for m in stored if word in m.content.split())
             assert _search(memory, word, thread) == expected, (thread, word)
-    found = {(hit.message.thread_id, hit.message.position) for hit in memory.search("zebra", limit=100_000)}
-    everywhere = {(t, p) for t, p in found if t in alive}
-    assert everywhere == {(t, m.position) for t in alive for m in memory.messages(t) if "zebra" in m.content.split()}
+    # across threads each stored message is found once, where it is stored (a fork reads the
+    # messages it inherits under their origin's ids)
+    held = {(m.id, t, m.position) for t in alive for m in memory.messages(t) if "zebra" in m.content.split()}
+    hits = [hit.message for hit in memory.search("zebra", limit=100_000) if hit.message.thread_id in alive]
+    assert len({m.id for m in hits}) == len(hits)
+    assert {m.id for m in hits} == {i for i, _, _ in held}
+    assert all((m.id, m.thread_id, m.position) in held for m in hits)
 
 
 def _token_rows(memory) -> int:
@@ -318,3 +321,120 @@ def test_a_fork_shares_its_originals_token_counts_and_counts_them_again_only_onc
     again = memory.context(fork.id, "and now?", with_dropped=False)
     assert again.messages == sent.messages  # counted again from the copies' own text
     assert 0 < _token_rows(memory) < rows
+
+
+def _message_rows(memory) -> int:
+    from sqlalchemy import text
+
+    with memory.store.engine.connect() as connection:
+        return connection.execute(text("SELECT count(*) FROM messages")).scalar()
+
+
+MODEL_OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("fork"), st.integers(0, 9), st.integers(-1, 12)),
+        st.tuples(st.just("say"), st.integers(0, 9), st.sampled_from(WORDS)),
+        st.tuples(st.just("undo"), st.integers(0, 9), st.none()),
+        st.tuples(st.just("undo_at"), st.integers(0, 9), st.integers(0, 12)),
+        st.tuples(st.just("delete"), st.integers(0, 9), st.none()),
+    ),
+    max_size=14,
+)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(length=st.integers(0, 8), operations=MODEL_OPERATIONS)
+def test_forks_read_their_origins_and_no_change_anywhere_reaches_another_thread(memory, server, length, operations):
+    """Forks inherit their origins' messages rather than copying them: whatever is forked, said,
+    undone (a turn, or one message as an item deleted over HTTP) and deleted, in any order, every
+    thread holds exactly what a thread with its own copy of everything would."""
+    chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i} zebra"} for i in range(length)]
+    (origin,) = memory.import_({"model": "openai/gpt-4o", "messages": chat}).threads
+    expected = {origin: [(m["role"], m["content"], "complete") for m in chat]}
+    for action, which, value in operations:
+        alive = list(expected)
+        if not alive:
+            break
+        thread = alive[which % len(alive)]
+        history = expected[thread]
+        if action == "fork" and value < len(history):
+            rows = _message_rows(memory)
+            fork = memory.fork(thread, at=value)
+            assert _message_rows(memory) == rows  # nothing copied
+            expected[fork.id] = list(history[: value + 1])
+        elif action == "say":
+            memory.add_messages(thread, [("user", f"now {value}")])
+            history.append(("user", f"now {value}", "complete"))
+        elif action == "undo":
+            users = [i for i, (role, _, status) in enumerate(history) if role == "user" and status != "undone"]
+            if users:
+                memory.undo(thread)
+                for i in range(users[-1], len(history)):
+                    history[i] = (*history[i][:2], "undone")
+        elif action == "undo_at" and value < len(history) and history[value][2] != "undone":
+            memory.undo_message(thread, value)
+            history[value] = (*history[value][:2], "undone")
+        elif action == "delete" and len(alive) > 1:
+            memory.delete(thread)
+            del expected[thread]
+        for each, held in expected.items():
+            assert [(m.role, m.content, m.status) for m in memory.messages(each)] == held, each
+            assert memory.thread(each).message_count == len(held)
+    for each, held in expected.items():
+        assert [m.position for m in memory.messages(each)] == list(range(len(held)))
+        page, more = memory.message_page(each, after=None, limit=3, newest_first=True)
+        live = [i for i, (_, _, status) in enumerate(held) if status != "undone"]
+        assert [m.position for m in page] == live[::-1][:3] and more == (len(live) > 3)
+        assert all(m.thread_id == each for m in page)
+        exported = memory.export(each)
+        assert [m["content"] for m in exported["messages"]] == [content for _, content, _ in held]
+
+
+def test_a_fork_of_a_long_thread_writes_one_row_and_its_turns_read_the_origin(memory, server):
+    chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + "word " * 10} for i in range(300)]
+    (origin,) = memory.import_({"model": "openai/gpt-4o", "budget": 300, "messages": chat}).threads
+    rows = _message_rows(memory)
+    fork = memory.fork(origin, at=199)
+    assert _message_rows(memory) == rows and fork.message_count == 200
+    server.reply("Forked answer.")
+    memory.say(fork.id, "and in the fork?")
+    assert server.last_messages[-2]["role"] == "assistant" and server.last_messages[-2]["content"].startswith("message 199")
+    assert server.last_messages[-1] == {"role": "user", "content": "and in the fork?"}
+    assert _message_rows(memory) == rows + 2  # the fork's own turn only
+    assert [m.position for m in memory.messages(fork.id, last=3)] == [199, 200, 201]
+    assert memory.messages(origin, last=1)[0].position == 299
+
+
+def test_a_change_to_an_origin_reaches_none_of_its_forks(memory, server):
+    thread = memory.new_thread(model="openai/gpt-4o")
+    server.reply("One.", "Two.")
+    memory.say(thread.id, "first?")
+    memory.say(thread.id, "second?")
+    fork = memory.fork(thread.id)
+    deeper = memory.fork(fork.id, at=1)
+    before = said(memory, fork.id)
+    memory.undo(thread.id)  # the origin's last turn: the fork keeps it
+    assert said(memory, fork.id) == before
+    assert [status for *_, status in said(memory, thread.id)] == ["complete", "complete", "undone", "undone"]
+    memory.undo(fork.id)
+    memory.undo(fork.id)  # both of the fork's inherited turns: the origin and the deeper fork keep theirs
+    assert [status for *_, status in said(memory, fork.id)] == ["undone"] * 4
+    assert [status for *_, status in said(memory, thread.id)] == ["complete", "complete", "undone", "undone"]
+    assert said(memory, deeper.id) == before[:2]
+    memory.delete(thread.id)
+    memory.delete(fork.id)
+    assert said(memory, deeper.id) == before[:2]
+    assert memory.search("first", thread_id=deeper.id)[0].message.thread_id == deeper.id
+
+
+def test_a_fork_retries_and_accepts_what_it_inherits_without_touching_its_origin(memory, server):
+    thread = memory.new_thread(model="openai/gpt-4o")
+    server.fail(400, "bad request")
+    with pytest.raises(Exception):
+        memory.say(thread.id, "will this fail?")
+    fork = memory.fork(thread.id)
+    assert [t.unfinished_count for t in memory.threads() if t.id == fork.id] == [1]
+    server.reply("It worked in the fork.")
+    memory.retry(fork.id)
+    assert [(m.role, m.status) for m in memory.messages(fork.id)] == [("user", "complete"), ("assistant", "complete")]
+    assert [(m.role, m.status) for m in memory.messages(thread.id)] == [("user", "failed")]

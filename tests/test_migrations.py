@@ -140,3 +140,26 @@ def test_the_full_text_index_goes_and_comes_back_with_its_revision(db_url):
         assert [hit.message.content for hit in memory.search("searchable")] == ["a searchable sentence"]
         memory.import_({"messages": [{"role": "user", "content": "another searchable one"}]})
         assert len(memory.search("searchable")) == 2
+
+
+def test_downgrading_below_forks_that_read_their_origins_copies_what_they_inherit(db_url, engine):
+    chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"said {i}"} for i in range(6)]
+    with Memory(db_url) as memory:
+        (origin,) = memory.import_({"title": "origin", "messages": chat}).threads
+        fork = memory.fork(origin, at=3)
+        memory.add_messages(fork.id, [("user", "in the fork")])
+        deeper = memory.fork(fork.id, at=4)
+    database.downgrade(engine, "0011")
+    with engine.connect() as connection:
+        def held(thread_id):
+            rows = connection.execute(
+                text("SELECT position, content FROM messages WHERE thread_id = :t ORDER BY position"), {"t": thread_id}
+            )
+            return [tuple(row) for row in rows]
+
+        assert held(fork.id) == [(i, f"said {i}") for i in range(4)] + [(4, "in the fork")]
+        assert held(deeper.id) == held(fork.id)
+        assert len(held(origin)) == 6
+    database.upgrade(engine)
+    with Memory(db_url) as memory:
+        assert [m.content for m in memory.messages(deeper.id)] == [f"said {i}" for i in range(4)] + ["in the fork"]

@@ -236,7 +236,7 @@ def _edit(session: ChatSession, rest: str) -> None:
 
 def _fork(session: ChatSession, rest: str) -> None:
     if rest and not rest.lstrip("-").isdigit():
-        raise InvalidInput("usage: /fork [N] (the last message copied; default: all)")
+        raise InvalidInput("usage: /fork [N] (the last message the fork keeps; default: all)")
     made = session.memory.fork(session.thread_id, at=int(rest) if rest else None)
     session.thread_id = made.id
     note(f"forked thread {made.forked_from} at #{made.forked_at} into {made.id}; now on {made.id}")
@@ -322,7 +322,7 @@ COMMANDS: dict[str, Command] = {
     "retry": Command(_retry, "/retry", "send the last unanswered message again"),
     "undo": Command(_undo, "/undo", "take the last turn back (kept, marked undone)"),
     "edit": Command(_edit, "/edit N TEXT", "ask message N again as TEXT, in a fork (the session moves to it)"),
-    "fork": Command(_fork, "/fork [N]", "copy the thread up to message N and go on in the copy"),
+    "fork": Command(_fork, "/fork [N]", "fork the thread at message N (default: all) and go on in the fork"),
     "context": Command(_context, "/context [TEXT]", "what the next turn would send"),
     "model": Command(_setting("model", str, "model"), "/model [M]", "show or set the thread's model"),
     "system": Command(_setting("system", str, "system prompt"), "/system [S]", "show or set the system prompt"),

@@ -99,6 +99,12 @@ class Thread(ThreadBase, table=True):
             sqlite_where=text("source IS NOT NULL"),
             postgresql_where=text("source IS NOT NULL"),
         ),
+        Index(
+            "ix_threads_inheriting",
+            "forked_from",
+            sqlite_where=text("inherits_through IS NOT NULL"),
+            postgresql_where=text("inherits_through IS NOT NULL"),
+        ),
     )
 
     id: str = Field(default_factory=new_thread_id, primary_key=True, max_length=32)
@@ -113,7 +119,11 @@ class Thread(ThreadBase, table=True):
     forked_from: str | None = Field(default=None, max_length=32)
     """The thread this one was forked from (its id stays once that thread is deleted)."""
     forked_at: int | None = None
-    """The last position copied from `forked_from` (-1: none, only its settings)."""
+    """The last position taken from `forked_from` (-1: none, only its settings)."""
+    inherits_through: int | None = None
+    """Positions up to this one are read from `forked_from` (its own messages there, or what it
+    inherits in turn), none of them stored here; None: every message is the thread's own
+    (revision 0012). Only ever lowered, by a copy on write, then None."""
     source: str | None = Field(default=None, max_length=300)
     """The conversation an import brought this thread from (`llm:<id>`, `chatgpt:<id>`, ...):
     one thread a source for each tenant, so importing the same history twice makes no copies."""

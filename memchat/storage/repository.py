@@ -57,6 +57,11 @@ IMPORT_CHUNK = 2000
 IMPORT_PAUSE_SECONDS = 0.005
 """Between an import's transactions, so a writer waiting on SQLite's busy handler gets the lock."""
 ABANDONED_IMPORT_SECONDS = 24 * 3600
+LAST_POSSIBLE_POSITION = 2**31 - 1
+UNFORKED_KEPT = 10_000
+"""Threads a process remembers inherit nothing (a thread that inherits nothing never will)."""
+Segment = tuple[str, int, int]
+"""Positions `first` to `last` of a thread's history, stored as messages of thread `thread`."""
 _BM25 = "bm25(messages_fts, 1.0, 0.0)"
 """Relevance from message contents only (the index's second column is the thread id)."""
 _HEADLINE = (
@@ -83,7 +88,31 @@ def _union_of_originals_and_copies(columns: str, scope: list[str], order: str, *
 _messages = Message.__table__
 _threads = Thread.__table__
 _leases = ThreadLease.__table__
-_LAST_POSITION = select_columns(func.max(_messages.c.position)).where(_messages.c.thread_id == bindparam("thread_key"))
+_OWN_LAST_POSITION = (
+    select_columns(func.max(_messages.c.position)).where(_messages.c.thread_id == bindparam("thread_key")).scalar_subquery()
+)
+_INHERITS_THROUGH = select_columns(_threads.c.inherits_through).where(_threads.c.id == bindparam("thread_key"))
+_LAST_POSITION = select_columns(func.coalesce(_OWN_LAST_POSITION, _INHERITS_THROUGH.scalar_subquery()))
+"""A thread's last position: its own last message's, else (a fork that has said nothing yet) the
+last one it inherits (a fork's own messages all come after those it inherits)."""
+_LINEAGE_STEP = select_columns(_threads.c.forked_from, _threads.c.inherits_through).where(
+    _threads.c.id == bindparam("thread_key")
+)
+_LOCKED_LINEAGE_STEP = _LINEAGE_STEP.with_for_update()
+"""A fork's row held while what it inherits is copied into it: two writers copying into the same
+fork one after the other, the second sees what the first took (PostgreSQL; SQLite writers take
+turns anyway)."""
+_IN_SEGMENT = _messages.c.position.between(bindparam("seg_first"), bindparam("seg_last"))
+"""Every read of a thread's messages by position runs once for each segment of its lineage
+(`Store._lineage`): the thread's own positions, then those each origin gives it."""
+_INHERITING = select_columns(_threads.c.id).where(
+    _threads.c.forked_from == bindparam("thread_key"), _threads.c.inherits_through >= bindparam("from_position")
+)
+_INHERIT_LESS = (
+    update(_threads)
+    .where(_threads.c.id == bindparam("thread_key"))
+    .values(inherits_through=bindparam("through"), history_version=_threads.c.history_version + 1)
+)
 _INSERT_MESSAGE = insert(_messages).returning(_messages.c.id)
 _INSERT_TOKENS = insert(MessageTokens.__table__)
 _TOUCH_THREAD = (
@@ -96,10 +125,10 @@ _keys = ApiKey.__table__
 _LIVE_KEYS = select_columns(_keys.c.name, _keys.c.key_hash).where(_keys.c.revoked_at.is_(None))
 _THREAD_WITH_LAST_POSITION = select_columns(
     _threads,
-    select_columns(func.max(_messages.c.position))
-    .where(_messages.c.thread_id == _threads.c.id)
-    .scalar_subquery()
-    .label("last_position"),
+    func.coalesce(
+        select_columns(func.max(_messages.c.position)).where(_messages.c.thread_id == _threads.c.id).scalar_subquery(),
+        _threads.c.inherits_through,
+    ).label("last_position"),
 ).where(_threads.c.id == bindparam("thread_key"))
 _HISTORY_VERSION = select_columns(_threads.c.history_version).where(_threads.c.id == bindparam("thread_key"))
 _LOCKED_HISTORY_VERSION = _HISTORY_VERSION.with_for_update()
@@ -132,7 +161,7 @@ _HISTORY_PAGE = (
     _with_counts(
         select_columns(_messages.c.id, _messages.c.position, _messages.c.role, _COUNTED, _messages.c.context_limit)
     )
-    .where(_messages.c.thread_id == bindparam("thread_key"), _messages.c.status == literal_column("'complete'"))
+    .where(_messages.c.thread_id == bindparam("thread_key"), _IN_SEGMENT, _messages.c.status == literal_column("'complete'"))
     .order_by(_messages.c.position.desc())
     .limit(bindparam("page"))
 )
@@ -144,11 +173,12 @@ _HISTORY_TAIL = (
             _messages.c.status, _messages.c.content,
         )
     )
-    .where(_messages.c.thread_id == bindparam("thread_key"), _messages.c.position > bindparam("after_position"))
+    .where(_messages.c.thread_id == bindparam("thread_key"), _IN_SEGMENT, _messages.c.position > bindparam("after_position"))
     .order_by(_messages.c.position.desc())
 )
 _CONTENTS_FROM = select_columns(_messages.c.id, _messages.c.content).where(
     _messages.c.thread_id == bindparam("thread_key"),
+    _IN_SEGMENT,
     _messages.c.status == literal_column("'complete'"),
     _messages.c.position >= bindparam("first_position"),
 )
@@ -156,6 +186,7 @@ _LAST_USER_MESSAGE = (
     select_columns(_messages)
     .where(
         _messages.c.thread_id == bindparam("thread_key"),
+        _IN_SEGMENT,
         _messages.c.role == literal_column("'user'"),
         _messages.c.status != literal_column("'undone'"),
     )
@@ -165,13 +196,14 @@ _LAST_USER_MESSAGE = (
 _summaries = Summary.__table__
 _RECALLABLE_AT = select_columns(_messages).where(
     _messages.c.thread_id == bindparam("thread_key"),
+    _IN_SEGMENT,
     _messages.c.position.in_(bindparam("positions", expanding=True)),
     _messages.c.status == literal_column("'complete'"),
     _messages.c.role.in_([literal_column("'user'"), literal_column("'assistant'")]),
 )
 _SAID_FROM = (
     select_columns(_messages.c.position, _messages.c.created_at)
-    .where(_messages.c.thread_id == bindparam("thread_key"), _messages.c.position >= bindparam("from_position"))
+    .where(_messages.c.thread_id == bindparam("thread_key"), _IN_SEGMENT, _messages.c.position >= bindparam("from_position"))
     .order_by(_messages.c.position)
     .limit(1)
 )
@@ -179,6 +211,7 @@ _SAID_BETWEEN = (
     select_columns(_messages.c.position, _messages.c.created_at)
     .where(
         _messages.c.thread_id == bindparam("thread_key"),
+        _IN_SEGMENT,
         _messages.c.position >= bindparam("first"),
         _messages.c.position < bindparam("last"),
         _messages.c.created_at >= bindparam("start"),
@@ -209,7 +242,22 @@ _COPY_MESSAGES = insert(_messages).from_select(
         *(_messages.c[name] for name in _MESSAGE_COPIED),
         # the indexed original: a copy is found through its entry, never indexed again (0010)
         func.coalesce(_messages.c.copied_from, _messages.c.id),
-    ).where(_messages.c.thread_id == bindparam("old_thread"), _messages.c.position <= bindparam("through")),
+    ).where(
+        _messages.c.thread_id == bindparam("old_thread"),
+        _messages.c.position >= bindparam("first"),
+        _messages.c.position <= bindparam("through"),
+    ),
+)
+"""What a fork inherits from one thread of its lineage, from position `first` on, made its own
+(a copy on write)."""
+_THREAD_MESSAGES = select_columns(_messages).where(_messages.c.thread_id == bindparam("thread_key"), _IN_SEGMENT)
+"""A thread's messages in one segment of its lineage, narrowed and ordered by the caller."""
+_NOT_UNDONE = _messages.c.status != literal_column("'undone'")
+_UNFINISHED_IN_SEGMENT = select_columns(func.count()).where(
+    _messages.c.thread_id == bindparam("thread_key"),
+    _IN_SEGMENT,
+    _messages.c.status != literal_column("'complete'"),  # a literal, as the partial index says
+    _NOT_UNDONE,
 )
 _SUMMARY_COPIED = [c.name for c in _summaries.c if c.name not in ("id", "thread_id")]
 _COPY_SUMMARIES = insert(_summaries).from_select(
@@ -229,19 +277,31 @@ def _word_matches(listed: str | None, complete: bool, *, context: bool) -> fullt
     return fulltext.WordMatches([int(p) for p, _ in said], [float(t) for _, t in said], complete, context)
 
 
-def _word_matches_statement(words: Sequence[str], sources: list[str], sqlite: bool) -> tuple[str, dict[str, Any]]:
+def _in_lineage(lineage: Sequence[Segment]) -> tuple[str, dict[str, Any]]:
+    """SQL that holds for a message `m` of the thread whose lineage this is, and its parameters."""
+    terms, params = [], {}
+    for index, (thread, first, last) in enumerate(lineage):
+        terms.append(f"(m.thread_id = :segment{index} AND m.position BETWEEN :first{index} AND :last{index})")
+        params.update({f"segment{index}": thread, f"first{index}": first, f"last{index}": last})
+    return "(" + " OR ".join(terms) + ")", params
+
+
+def _word_matches_statement(
+    words: Sequence[str], sources: list[str], sqlite: bool, lineage: Sequence[Segment]
+) -> tuple[str, dict[str, Any]]:
     """For recall: for each word (by its index) found in the thread, the number of index entries
     read (the newest :scan entries holding it, in the thread and its fork ancestors) and, as a
     comma-separated list of "position seconds", the thread's messages they stand for (the
     entry's own, or its copy's in a fork) among those recall may bring (older than :before,
     completed, a user's or an assistant's) and when each was said."""
-    recallable = "m.thread_id = :thread AND m.position < :before AND m.status = 'complete' AND m.role IN ('user', 'assistant')"
+    in_thread, params = _in_lineage(lineage)
+    recallable = f"{in_thread} AND m.position < :before AND m.status = 'complete' AND m.role IN ('user', 'assistant')"
     epoch = "strftime('%s', m.created_at)" if sqlite else "extract(epoch from m.created_at)::bigint"
     said = f"m.position || ' ' || {epoch}"
     position = f"(SELECT {said} FROM messages m WHERE m.id = h.original AND {recallable})"
     if len(sources) > 1:
         position = f"coalesce({position}, (SELECT {said} FROM messages m WHERE m.copied_from = h.original AND {recallable}))"
-    tables, selects, params = [], [], {}
+    tables, selects = [], []
     listed = "group_concat(said)" if sqlite else "string_agg(said, ',')"
     for index, word in enumerate(words):
         if sqlite:
@@ -305,6 +365,7 @@ class Store:
         self._ready_lock = threading.Lock()
         self._local = threading.local()
         self._recent = RecentHistories()
+        self._unforked: dict[str, None] = {}
         self.tenant: str | None = None
         self._owner = True
 
@@ -372,12 +433,12 @@ class Store:
         return ThreadPublic.model_validate(thread, update={"message_count": len(messages)})
 
     def fork_thread(self, thread_id: str, through: int | None, *, lease_holder: str) -> ThreadPublic:
-        """A new thread with the settings of `thread_id` and a copy of its messages up to
-        position `through` (None: all; -1: none), in one transaction: rows copied in SQL, with
-        the summaries whose span lies inside the copy; the copies share their originals' token
-        counts and full-text entries (`copied_from`), so nothing is counted, indexed or
-        condensed again. The original is only read (under its turn lease, so no
-        turn is half-copied)."""
+        """A new thread with the settings of `thread_id` and its history up to position
+        `through` (None: all; -1: none), in one transaction: the fork reads those messages from
+        the original (revision 0012: nothing is copied, counted or indexed again, whatever the
+        length) and gets a copy of the summaries whose span lies inside. The original is only
+        read (under its turn lease, so no turn is half-taken); a later change to a message a
+        fork reads copies it into the fork first (`_before_change`)."""
         with self._writing() as session:
             origin = self._resolve(session, thread_id)
             self._check_lease(session, origin.id, lease_holder)
@@ -390,12 +451,16 @@ class Store:
                     if last >= 0 else f"thread {origin.id} has no messages: fork it at -1 (its settings alone)"
                 )
             settings = origin.model_dump(include=set(ThreadBase.model_fields))
-            fork = Thread(**settings, tenant=origin.tenant, forked_from=origin.id, forked_at=through)
+            fork = Thread(
+                **settings,
+                tenant=origin.tenant,
+                forked_from=origin.id,
+                forked_at=through,
+                inherits_through=through if through >= 0 else None,
+            )
             session.add(fork)
             session.flush()
-            copied = {"old_thread": origin.id, "new_thread": fork.id, "through": through}
-            session.execute(_COPY_MESSAGES, copied)
-            session.execute(_COPY_SUMMARIES, copied)
+            session.execute(_COPY_SUMMARIES, {"old_thread": origin.id, "new_thread": fork.id, "through": through})
             return ThreadPublic.model_validate(fork, update={"message_count": through + 1})
 
     def append_messages(
@@ -409,13 +474,13 @@ class Store:
 
     def message_at(self, thread_id: str, position: int) -> MessagePublic:
         """The thread's message at `position` (NotFound if it has none there)."""
-        with self._reading() as session:
-            message = session.exec(
-                select(Message).where(Message.thread_id == thread_id, Message.position == position)
-            ).first()
-            if message is None:
-                raise NotFound(f"thread {thread_id} has no message #{position}")
-            return MessagePublic.model_validate(message)
+        with self._core_reading() as connection:
+            rows = self._across(
+                connection, thread_id, _THREAD_MESSAGES.where(_messages.c.position == bindparam("at")), {"at": position}, limit=1
+            )
+        if not rows:
+            raise NotFound(f"thread {thread_id} has no message #{position}")
+        return _message_of(rows[0], thread_id)
 
     def thread(self, ref: str) -> ThreadPublic:
         """The thread an id (or an unambiguous prefix of one) names: a whole id, what every turn
@@ -431,11 +496,9 @@ class Store:
 
     def threads(self) -> list[ThreadPublic]:
         """Message counts from each thread's last position: one index probe a thread."""
-        last = (
-            select(func.max(Message.position))
-            .where(Message.thread_id == Thread.id)
-            .correlate(Thread)
-            .scalar_subquery()
+        last = func.coalesce(
+            select(func.max(Message.position)).where(Message.thread_id == Thread.id).correlate(Thread).scalar_subquery(),
+            Thread.inherits_through,
         )
         query = self._visible(
             select(Thread, last)
@@ -450,12 +513,22 @@ class Store:
         )
         with self._reading() as session:
             counts = dict(session.exec(unfinished).all())
+            listed = session.exec(query).all()
+            for thread, _ in listed:
+                if thread.inherits_through is not None:
+                    inherited = self._lineage(session, thread.id)[1:]
+                    counts[thread.id] = counts.get(thread.id, 0) + sum(
+                        session.execute(
+                            _UNFINISHED_IN_SEGMENT, {"thread_key": origin, "seg_first": first, "seg_last": through}
+                        ).scalar_one()
+                        for origin, first, through in inherited
+                    )
             return [
                 ThreadPublic.model_validate(
                     thread,
                     update={"message_count": _count_from_last(position), "unfinished_count": counts.get(thread.id, 0)},
                 )
-                for thread, position in session.exec(query).all()
+                for thread, position in listed
             ]
 
     def usage_totals(self, thread_id: str | None = None) -> dict[str, dict[str, Any]]:
@@ -648,8 +721,11 @@ class Store:
             self._delete(session, thread)
             return thread.id
 
-    @staticmethod
-    def _delete(session: Session, thread: Thread) -> None:
+    def _delete(self, session: Session, thread: Thread) -> None:
+        """The thread and all it holds; the forks that read its messages copy them first (what
+        the thread itself inherits is left where it is)."""
+        for (fork,) in session.execute(_INHERITING, {"thread_key": thread.id, "from_position": 0}).all():
+            self._own_from(session, fork, 0)
         message_ids = select(Message.id).where(Message.thread_id == thread.id)
         session.exec(delete(MessageTokens).where(col(MessageTokens.message_id).in_(message_ids)))
         session.exec(delete(ThreadLease).where(col(ThreadLease.thread_id) == thread.id))
@@ -666,13 +742,15 @@ class Store:
         first over the index, so a long thread costs no more)."""
         with self._reading() as session:
             thread = self._resolve(session, ref)
-            query = select(Message).where(Message.thread_id == thread.id)
+            query = _THREAD_MESSAGES
             if statuses is not None:
-                query = query.where(col(Message.status).in_(list(statuses)))
+                query = query.where(_messages.c.status.in_(list(statuses)))
             if last is not None:
-                newest = session.exec(query.order_by(col(Message.position).desc()).limit(last)).all()
-                return [MessagePublic.model_validate(m) for m in reversed(newest)]
-            return [MessagePublic.model_validate(m) for m in session.exec(query.order_by(col(Message.position))).all()]
+                query = query.order_by(_messages.c.position.desc()).limit(bindparam("page"))
+                newest = self._across(session, thread.id, query, {}, limit=last, limit_key="page")
+                return [_message_of(row, thread.id) for row in reversed(newest)]
+            rows = self._across(session, thread.id, query.order_by(_messages.c.position), {}, oldest_first=True)
+            return [_message_of(row, thread.id) for row in rows]
 
     def message_page(
         self, thread_id: str, *, after: int | None, limit: int, newest_first: bool
@@ -680,13 +758,18 @@ class Store:
         """Up to `limit` of the thread's messages after position `after` (None: from the start)
         in the order asked, and whether more follow; one index range read. Undone messages are
         left out: they are no longer part of the conversation."""
-        with self._reading() as session:
-            query = select(Message).where(Message.thread_id == thread_id, Message.status != "undone")
-            if after is not None:
-                query = query.where(Message.position < after if newest_first else Message.position > after)
-            order = col(Message.position).desc() if newest_first else col(Message.position)
-            rows = session.exec(query.order_by(order).limit(limit + 1)).all()
-            return [MessagePublic.model_validate(m) for m in rows[:limit]], len(rows) > limit
+        query = _THREAD_MESSAGES.where(_NOT_UNDONE)
+        if after is not None:
+            anchor = bindparam("after_position")
+            query = query.where(_messages.c.position < anchor if newest_first else _messages.c.position > anchor)
+        order = _messages.c.position.desc() if newest_first else _messages.c.position
+        query = query.order_by(order).limit(bindparam("page"))
+        with self._core_reading() as connection:
+            rows = self._across(
+                connection, thread_id, query, {"after_position": after}, oldest_first=not newest_first,
+                limit=limit + 1, limit_key="page",
+            )
+        return [_message_of(row, thread_id) for row in rows[:limit]], len(rows) > limit
 
     def history_page(
         self, thread_id: str, tokenizer: str, *, before: int | None, limit: int, version: int | None = None
@@ -727,15 +810,15 @@ class Store:
 
     def _read_page(self, thread_id: str, tokenizer: str, before: int | None, limit: int) -> list[HistoryRow]:
         query = _HISTORY_PAGE if before is None else _HISTORY_PAGE_BEFORE
-        values = {"thread_key": thread_id, "tokenizer_name": tokenizer, "page": limit, "before_position": before}
-        with self._reading() as session:
-            return [HistoryRow(*row) for row in session.execute(query, values)]
+        values = {"tokenizer_name": tokenizer, "before_position": before}
+        with self._core_reading() as connection:
+            return [HistoryRow(*row) for row in self._across(connection, thread_id, query, values, limit=limit, limit_key="page")]
 
     def _with_tail(self, thread_id: str, tokenizer: str, copy: RecentHistory) -> RecentHistory:
         """The copy with the messages a turn's commits added after it (`RecentHistories.advance`)."""
-        values = {"thread_key": thread_id, "tokenizer_name": tokenizer, "after_position": copy.through}
-        with self._reading() as session:
-            tail = session.execute(_HISTORY_TAIL, values).all()
+        values = {"tokenizer_name": tokenizer, "after_position": copy.through}
+        with self._core_reading() as connection:
+            tail = self._across(connection, thread_id, _HISTORY_TAIL, values)
         done = [row for row in tail if row.status == "complete"]
         return replace(
             copy,
@@ -755,8 +838,8 @@ class Store:
         held = copy.contents_from(position) if copy is not None else None
         if held is not None:
             return held
-        with self._reading() as session:
-            found = dict(session.execute(_CONTENTS_FROM, {"thread_key": thread_id, "first_position": position}).all())
+        with self._core_reading() as connection:
+            found = dict(self._across(connection, thread_id, _CONTENTS_FROM, {"first_position": position}))
         if copy is not None:
             self._recent.read(thread_id, tokenizer, version, found)
         return found
@@ -773,18 +856,18 @@ class Store:
     def messages_after(self, thread_id: str, after: int, through: int, *, limit: int) -> list[MessagePublic]:
         """Completed messages with positions in (after, through], oldest first, at most `limit`."""
         query = (
-            select(Message)
-            .where(
-                Message.thread_id == thread_id,
-                Message.status == "complete",
-                Message.position > after,
-                Message.position <= through,
+            _THREAD_MESSAGES.where(
+                _messages.c.status == literal_column("'complete'"),
+                _messages.c.position > bindparam("after_position"),
+                _messages.c.position <= bindparam("through_position"),
             )
-            .order_by(col(Message.position))
-            .limit(limit)
+            .order_by(_messages.c.position)
+            .limit(bindparam("page"))
         )
-        with self._reading() as session:
-            return [MessagePublic.model_validate(m) for m in session.exec(query).all()]
+        values = {"after_position": after, "through_position": through}
+        with self._core_reading() as connection:
+            rows = self._across(connection, thread_id, query, values, oldest_first=True, limit=limit, limit_key="page")
+        return [_message_of(row, thread_id) for row in rows]
 
     def messages_by_id(self, message_ids: Sequence[int]) -> dict[int, MessagePublic]:
         with self._reading() as session:
@@ -821,7 +904,8 @@ class Store:
         expression = fulltext.fts5_search(query)
         with self._reading() as session:
             sources = self._indexed_under(session, thread_id) if thread_id else None
-            scope = (["m.thread_id = :thread"] if thread_id else []) + (["t.tenant = :tenant"] if self.tenant is not None else [])
+            in_thread, lineage = _in_lineage(self._lineage(session, thread_id)) if thread_id else ("", {})
+            scope = ([in_thread] if thread_id else []) + (["t.tenant = :tenant"] if self.tenant is not None else [])
             copies = sources != [thread_id]
             columns = "m.id AS id, h.original AS original, h.score AS score"
             sqlite = self._dialect(session) == "sqlite"
@@ -832,7 +916,7 @@ class Store:
                     "WHERE messages_fts MATCH :match) "
                     + _union_of_originals_and_copies(columns, scope, "score DESC, id", copies=copies)
                 )
-                params = {"match": match, "thread": thread_id, "limit": limit}
+                params = {"match": match, "limit": limit, **lineage}
             else:
                 # The headline, the costly part, only for the hits shown.
                 sql = (
@@ -844,9 +928,7 @@ class Store:
                     + _union_of_originals_and_copies(columns, scope, "score DESC, id", copies=copies)
                     + ") r JOIN messages o ON o.id = r.original, q ORDER BY r.score DESC, r.id"
                 )
-                params = {"query": query, "headline": _HEADLINE, "thread": thread_id, "limit": limit, "sources": sources}
-            if not thread_id:
-                params.pop("thread")
+                params = {"query": query, "headline": _HEADLINE, "limit": limit, "sources": sources, **lineage}
             if not sources:
                 params.pop("sources", None)
             if self.tenant is not None:
@@ -857,6 +939,9 @@ class Store:
                 snippets = dict(session.execute(_SNIPPETS, {"match": match, "originals": list({r[1] for r in ranked})}).all())
                 ranked = [(i, snippets.get(original, ""), score) for i, original, score in ranked]
         found = self.messages_by_id([row[0] for row in ranked])
+        if thread_id:
+            # a fork's inherited messages, found under their origin's id, shown as the fork's
+            found = {i: message.model_copy(update={"thread_id": thread_id}) for i, message in found.items()}
         titles = self._titles({message.thread_id for message in found.values()})
         return [
             SearchHit(found[i], titles.get(found[i].thread_id, ""), snippet, float(score))
@@ -901,9 +986,9 @@ class Store:
         with self._core_reading() as session:
             sources = self._indexed_under(session, thread_id)
             sqlite = self._dialect(session) == "sqlite"
-            statement, params = _word_matches_statement(words, sources, sqlite)
+            statement, params = _word_matches_statement(words, sources, sqlite, self._lineage(session, thread_id))
             scan = fulltext.recall_scan(len(words))
-            rows = session.execute(text(statement), {**params, "thread": thread_id, "before": before, "scan": scan})
+            rows = session.execute(text(statement), {**params, "before": before, "scan": scan})
             matches = [_word_matches(listed, read < scan, context=word >= own) for word, read, listed in rows]
             matches += [
                 self._said_between(session, thread_id, since, until, before, scan)
@@ -917,15 +1002,14 @@ class Store:
                 if len(recalled) >= limit:
                     break
                 chunk = ranked[start : start + size]
-                rows = session.execute(_RECALLABLE_AT, {"thread_key": thread_id, "positions": chunk})
+                rows = self._across(session, thread_id, _RECALLABLE_AT, {"positions": chunk})
                 found = {row.position: row for row in rows}
                 taken = [found[p] for p in chunk if p in found][: limit - len(recalled)]
-                recalled += [MessagePublic.model_validate(row._mapping) for row in taken]
+                recalled += [_message_of(row, thread_id) for row in taken]
         return recalled
 
-    @staticmethod
     def _said_between(
-        session: Session | Connection, thread_id: str, start: datetime, end: datetime, before: int, scan: int
+        self, session: Session | Connection, thread_id: str, start: datetime, end: datetime, before: int, scan: int
     ) -> fulltext.WordMatches:
         """The recallable messages said in [start, end), newest first, at most `scan`: found by
         halving the thread's positions (its messages are in the order they were said), so a
@@ -935,7 +1019,8 @@ class Store:
             low, high = 0, before
             while low < high:
                 middle = (low + high) // 2
-                said = session.execute(_SAID_FROM, {"thread_key": thread_id, "from_position": middle}).first()
+                found = self._across(session, thread_id, _SAID_FROM, {"from_position": middle}, oldest_first=True, limit=1)
+                said = found[0] if found else None
                 if said is not None and said.position < before and as_utc(said.created_at) < moment:
                     low = said.position + 1
                 else:
@@ -943,10 +1028,14 @@ class Store:
             return low
 
         first, last = first_said_from(start), first_said_from(end)
-        rows = session.execute(
+        rows = self._across(
+            session,
+            thread_id,
             _SAID_BETWEEN,
-            {"thread_key": thread_id, "first": first, "last": min(last, before), "start": start, "end": end, "scan": scan},
-        ).all()
+            {"first": first, "last": min(last, before), "start": start, "end": end},
+            limit=scan,
+            limit_key="scan",
+        )
         return fulltext.WordMatches(
             [row.position for row in rows], [as_utc(row.created_at).timestamp() for row in rows], len(rows) < scan
         )
@@ -998,9 +1087,10 @@ class Store:
         self._recent.advance(thread_id, seen=seen, now=now, changed_from=user.position)
         return stored
 
-    def set_status(self, message_id: int, status: str) -> MessagePublic:
+    def set_status(self, thread_id: str, message_id: int, status: str) -> MessagePublic:
+        """The status of a message of the thread (one it inherits is made its own first)."""
         with self._writing() as session:
-            message = self._message(session, message_id)
+            message = self._own_message(session, thread_id, message_id)
             message.status = status
             session.add(message)
             session.flush()
@@ -1011,9 +1101,11 @@ class Store:
         message after it (the reply, a partial one, notes). Nothing is deleted."""
         with self._writing() as session:
             self._check_lease(session, thread_id, lease_holder)
-            user = session.execute(_LAST_USER_MESSAGE, {"thread_key": thread_id}).first()
-            if user is None:
+            found = self._across(session, thread_id, _LAST_USER_MESSAGE, {}, limit=1)
+            if not found:
                 raise InvalidInput(f"nothing to undo: thread {thread_id} has no turn left")
+            user = found[0]
+            self._before_change(session, thread_id, user.position)
             taken = session.exec(
                 select(Message)
                 .where(Message.thread_id == thread_id, Message.position >= user.position, Message.status != "undone")
@@ -1025,6 +1117,7 @@ class Store:
         """Mark one message undone (NotFound if there is none there, or it is undone already)."""
         with self._writing() as session:
             self._check_lease(session, thread_id, lease_holder)
+            self._before_change(session, thread_id, position)
             message = session.exec(
                 select(Message).where(
                     Message.thread_id == thread_id, Message.position == position, Message.status != "undone"
@@ -1045,15 +1138,13 @@ class Store:
     def accept_partial(self, thread_id: str) -> MessagePublic:
         """Take the thread's last reply, cut off part-way, as complete: its turn then counts as
         answered and both messages enter later contexts."""
+        newest = _THREAD_MESSAGES.where(_NOT_UNDONE).order_by(_messages.c.position.desc()).limit(bindparam("page"))
         with self._writing() as session:
-            last = session.exec(
-                select(Message)
-                .where(Message.thread_id == thread_id, Message.status != "undone")
-                .order_by(col(Message.position).desc())
-                .limit(2)
-            ).all()
+            last = self._across(session, thread_id, newest, {}, limit=2, limit_key="page")
             if not last or last[0].status != "partial" or len(last) < 2 or last[1].role != "user":
                 raise InvalidInput(f"nothing to accept: the last message of thread {thread_id} is not a cut-off reply")
+            self._before_change(session, thread_id, last[1].position)
+            last = [self._message_in(session, thread_id, row.position) for row in last]
             for message in last:
                 message.status = "complete"
                 session.add(message)
@@ -1062,9 +1153,9 @@ class Store:
 
     def unanswered(self, thread_id: str) -> MessagePublic | None:
         """The thread's last user message, if its turn got no complete reply."""
-        with self._reading() as session:
-            last = session.execute(_LAST_USER_MESSAGE, {"thread_key": thread_id}).first()
-            return MessagePublic.model_validate(last._mapping) if last is not None and last.status != "complete" else None
+        with self._core_reading() as connection:
+            found = self._across(connection, thread_id, _LAST_USER_MESSAGE, {}, limit=1)
+        return _message_of(found[0], thread_id) if found and found[0].status != "complete" else None
 
     # keys
 
@@ -1139,7 +1230,7 @@ class Store:
             if session.execute(_LOCKED_HISTORY_VERSION, {"thread_key": thread_id}).scalar() != seen:
                 raise HistoryMoved(thread_id)
             if resend is not None:
-                again = self._message(session, resend)
+                again = self._own_message(session, thread_id, resend)
                 again.status = "pending"
                 session.add(again)
                 session.flush()
@@ -1350,14 +1441,16 @@ class Store:
         """Every message of a thread with its token counts, read a page at a time so that a long
         thread is never held in memory whole."""
         after = -1
+        query = (
+            _THREAD_MESSAGES.where(_messages.c.position > bindparam("after_position"))
+            .order_by(_messages.c.position)
+            .limit(bindparam("page"))
+        )
         while True:
             with self._reading() as session:
-                page = session.exec(
-                    select(Message)
-                    .where(Message.thread_id == thread_id, Message.position > after)
-                    .order_by(col(Message.position))
-                    .limit(EXPORT_PAGE)
-                ).all()
+                page = self._across(
+                    session, thread_id, query, {"after_position": after}, oldest_first=True, limit=EXPORT_PAGE, limit_key="page"
+                )
                 if not page:
                     return
                 counts: dict[int, dict[str, int]] = {}
@@ -1370,11 +1463,7 @@ class Store:
                 for message_id, tokenizer, tokens in token_rows:
                     counts.setdefault(message_id, {})[tokenizer] = tokens
                 # a fork's copy: its original's counts, and its own where it was counted since
-                rows = [
-                    (MessagePublic.model_validate(m), {**counts.get(m.copied_from, {}), **counts.get(m.id, {})})
-                    for m in page
-                ]
-                session.expunge_all()
+                rows = [(_message_of(m, thread_id), {**counts.get(m.copied_from, {}), **counts.get(m.id, {})}) for m in page]
             yield from rows
             after = rows[-1][0].position
 
@@ -1397,6 +1486,92 @@ class Store:
         if tokens is not None:
             session.execute(_INSERT_TOKENS, {"message_id": message_id, "tokenizer": tokens[0], "tokens": tokens[1]})
         return MessagePublic(id=message_id, **values)
+
+    def _lineage(self, connection: Session | Connection, thread_id: str) -> tuple[Segment, ...]:
+        """Where the thread's history is stored, newest positions first: its own messages, then
+        what each origin gives it (revision 0012). One read by primary key a fork level, kept
+        for the rest of a snapshot; a thread known to inherit nothing costs no read."""
+        if thread_id in self._unforked:
+            return ((thread_id, 0, LAST_POSSIBLE_POSITION),)
+        kept = self._shared.info.setdefault("lineages", {}) if connection is self._shared else None
+        if kept is not None and thread_id in kept:
+            return kept[thread_id]
+        step = connection.execute(_LINEAGE_STEP, {"thread_key": thread_id}).first()
+        if step is None or step.inherits_through is None:
+            if step is not None:
+                if len(self._unforked) >= UNFORKED_KEPT:
+                    self._unforked.clear()
+                self._unforked[thread_id] = None
+            return ((thread_id, 0, LAST_POSSIBLE_POSITION),)
+        segments = [(thread_id, step.inherits_through + 1, LAST_POSSIBLE_POSITION)]
+        bound, origin = step.inherits_through, step.forked_from
+        while bound >= 0 and origin is not None:
+            step = connection.execute(_LINEAGE_STEP, {"thread_key": origin}).first()
+            if step is None:
+                raise StorageError(f"thread {thread_id} inherits messages from {origin}, which is gone")
+            first = 0 if step.inherits_through is None else step.inherits_through + 1
+            if first <= bound:
+                segments.append((origin, first, bound))
+            if step.inherits_through is None:
+                break
+            bound, origin = min(bound, step.inherits_through), step.forked_from
+        lineage = tuple(segments)
+        if kept is not None:
+            kept[thread_id] = lineage
+        return lineage
+
+    def _across(
+        self,
+        connection: Session | Connection,
+        thread_id: str,
+        statement,
+        values: dict[str, Any],
+        *,
+        oldest_first: bool = False,
+        limit: int | None = None,
+        limit_key: str | None = None,
+    ) -> list:
+        """`statement` (over one segment: `thread_key`, `seg_first`, `seg_last`) run over the
+        thread's lineage, newest positions first (or oldest first), until `limit` rows are found
+        (`limit_key`: the statement's own limit, given what is still wanted). Segments hold
+        disjoint runs of positions, so rows come in the statement's order."""
+        lineage = self._lineage(connection, thread_id)
+        rows: list = []
+        for segment_thread, first, last in reversed(lineage) if oldest_first else lineage:
+            params = {**values, "thread_key": segment_thread, "seg_first": first, "seg_last": last}
+            if limit_key is not None:
+                params[limit_key] = limit - len(rows)
+            rows += connection.execute(statement, params).all()
+            if limit is not None and len(rows) >= limit:
+                break
+        return rows
+
+    def _before_change(self, session: Session, thread_id: str, position: int) -> None:
+        """The thread's messages from `position` on are about to change (a status): the forks that
+        read them copy them first, and so does the thread where it inherits them, so that only
+        the thread's own rows change (copy on write)."""
+        for (fork,) in session.execute(_INHERITING, {"thread_key": thread_id, "from_position": position}).all():
+            self._own_from(session, fork, position)
+        self._own_from(session, thread_id, position)
+
+    def _own_from(self, session: Session, thread_id: str, position: int) -> None:
+        """What the thread inherits from `position` on, copied into it (rows in SQL, sharing their
+        originals' token counts and index entries as fork copies did, revision 0010)."""
+        step = session.execute(_LOCKED_LINEAGE_STEP, {"thread_key": thread_id}).first()
+        if step is None or step.inherits_through is None or position > step.inherits_through:
+            return
+        for origin, first, last in self._lineage(session, thread_id)[1:]:
+            if last >= position:
+                copied = {"old_thread": origin, "new_thread": thread_id, "first": max(first, position), "through": last}
+                session.execute(_COPY_MESSAGES, copied)
+        session.execute(_INHERIT_LESS, {"thread_key": thread_id, "through": position - 1 if position > 0 else None})
+
+    def _message_in(self, session: Session, thread_id: str, position: int) -> Message:
+        """The thread's own row at `position` (`_before_change` makes an inherited one its own)."""
+        message = session.exec(select(Message).where(Message.thread_id == thread_id, Message.position == position)).first()
+        if message is None:
+            raise NotFound(f"thread {thread_id} has no message #{position}")
+        return message
 
     @staticmethod
     def _check_lease(session: Session, thread_id: str, holder: str | None) -> None:
@@ -1429,11 +1604,17 @@ class Store:
             raise InvalidInput(f"thread id {ref!r} is ambiguous: it starts {shown}{more}; give more characters")
         raise NotFound(f"no thread {ref!r}; `memchat list` shows the threads")
 
-    def _message(self, session: Session, message_id: int) -> Message:
+    def _own_message(self, session: Session, thread_id: str, message_id: int) -> Message:
+        """A message of the thread by id, about to change: one it inherits (whose id is its
+        origin's) is made its own first, as is every fork's copy of it."""
         message = session.get(Message, message_id)
-        if message is None:
-            raise NotFound(f"no message {message_id}")
-        return message
+        if message is None or not any(
+            segment == message.thread_id and first <= message.position <= last
+            for segment, first, last in self._lineage(session, thread_id)
+        ):
+            raise NotFound(f"no message {message_id} in thread {thread_id}")
+        self._before_change(session, thread_id, message.position)
+        return self._message_in(session, thread_id, message.position)
 
     def _public(self, session: Session, thread: Thread) -> ThreadPublic:
         last = session.execute(_LAST_POSITION, {"thread_key": thread.id}).scalar()
@@ -1474,6 +1655,11 @@ def _checked_ref(ref: str) -> str:
         return check_text(ref)
     except ValueError as exc:
         raise InvalidInput(f"the thread id {exc}") from None
+
+
+def _message_of(row, thread_id: str) -> MessagePublic:
+    """A message row as part of `thread_id`, which may be a fork that inherits it (revision 0012)."""
+    return MessagePublic.model_validate({**row._mapping, "thread_id": thread_id})
 
 
 def _count_from_last(last_position: int | None) -> int:
