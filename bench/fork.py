@@ -1,8 +1,9 @@
 """`memchat fork` of a long thread (issue 11's target: a 100,000-message thread in well under a
 second), on SQLite and, when one answers, PostgreSQL. Since revision 0012 a fork reads the messages
 it inherits from its origin: it writes its thread row and a copy of the summaries inside its span,
-whatever the thread's length. Beside it, the fork's first turn (its history read through the
-origin) against the origin's own next turn, and the copy an undo of an inherited turn makes.
+whatever the thread's length. Beside it, the fork's next context (its history read through the
+origin) against the origin's own, the copy an undo of an inherited turn makes, and what deleting
+the origin costs (the fork copies what it reads first).
 
     python bench/fork.py
 """

@@ -271,7 +271,7 @@ def _converse(
         cut.unanswered_in = thread.id
         raise
     except BaseException as failure:
-        store.set_status(user_message.thread_id, user_message.id, "failed")
+        store.set_status(thread.id, user_message.id, "failed")
         failure.unanswered_in = thread.id
         raise
     reply_count = plan.tokens(completion.text)
@@ -303,7 +303,7 @@ def _converse(
         )
         lease.released = True
     except BaseException as failure:
-        store.set_status(user_message.thread_id, user_message.id, "failed")
+        store.set_status(thread.id, user_message.id, "failed")
         failure.unanswered_in = thread.id
         raise
     if turn.left_unanswered is not None and on_note:

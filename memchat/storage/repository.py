@@ -88,13 +88,21 @@ def _union_of_originals_and_copies(columns: str, scope: list[str], order: str, *
 _messages = Message.__table__
 _threads = Thread.__table__
 _leases = ThreadLease.__table__
-_OWN_LAST_POSITION = (
-    select_columns(func.max(_messages.c.position)).where(_messages.c.thread_id == bindparam("thread_key")).scalar_subquery()
+
+
+def _last_position(thread_id, inherits_through):
+    """A thread's last position: its own last message's, else (a fork that has said nothing yet)
+    the last one it inherits (a fork's own messages all come after those it inherits)."""
+    own = select_columns(func.max(_messages.c.position)).where(_messages.c.thread_id == thread_id).scalar_subquery()
+    return func.coalesce(own, inherits_through)
+
+
+_LAST_POSITION = select_columns(
+    _last_position(
+        bindparam("thread_key"),
+        select_columns(_threads.c.inherits_through).where(_threads.c.id == bindparam("thread_key")).scalar_subquery(),
+    )
 )
-_INHERITS_THROUGH = select_columns(_threads.c.inherits_through).where(_threads.c.id == bindparam("thread_key"))
-_LAST_POSITION = select_columns(func.coalesce(_OWN_LAST_POSITION, _INHERITS_THROUGH.scalar_subquery()))
-"""A thread's last position: its own last message's, else (a fork that has said nothing yet) the
-last one it inherits (a fork's own messages all come after those it inherits)."""
 _LINEAGE_STEP = select_columns(_threads.c.forked_from, _threads.c.inherits_through).where(
     _threads.c.id == bindparam("thread_key")
 )
@@ -124,11 +132,7 @@ _TOUCH_THREAD = (
 _keys = ApiKey.__table__
 _LIVE_KEYS = select_columns(_keys.c.name, _keys.c.key_hash).where(_keys.c.revoked_at.is_(None))
 _THREAD_WITH_LAST_POSITION = select_columns(
-    _threads,
-    func.coalesce(
-        select_columns(func.max(_messages.c.position)).where(_messages.c.thread_id == _threads.c.id).scalar_subquery(),
-        _threads.c.inherits_through,
-    ).label("last_position"),
+    _threads, _last_position(_threads.c.id, _threads.c.inherits_through).label("last_position")
 ).where(_threads.c.id == bindparam("thread_key"))
 _HISTORY_VERSION = select_columns(_threads.c.history_version).where(_threads.c.id == bindparam("thread_key"))
 _LOCKED_HISTORY_VERSION = _HISTORY_VERSION.with_for_update()
@@ -226,7 +230,6 @@ _SNIPPETS = text(
     "SELECT rowid, snippet(messages_fts, 0, char(2), char(3), '…', 16) FROM messages_fts "
     "WHERE messages_fts MATCH :match AND rowid IN :originals"
 ).bindparams(bindparam("originals", expanding=True))
-_FORKED_FROM = select_columns(_threads.c.forked_from).where(_threads.c.id == bindparam("thread_key"))
 _copies, _originals = _messages.alias("copies"), _messages.alias("originals")
 _ORIGINAL_THREADS = (
     select_columns(_originals.c.thread_id)
@@ -496,10 +499,7 @@ class Store:
 
     def threads(self) -> list[ThreadPublic]:
         """Message counts from each thread's last position: one index probe a thread."""
-        last = func.coalesce(
-            select(func.max(Message.position)).where(Message.thread_id == Thread.id).correlate(Thread).scalar_subquery(),
-            Thread.inherits_through,
-        )
+        last = _last_position(_threads.c.id, _threads.c.inherits_through)
         query = self._visible(
             select(Thread, last)
             .where(col(Thread.import_holder).is_(None))
@@ -512,16 +512,18 @@ class Store:
             .group_by(Message.thread_id)
         )
         with self._reading() as session:
-            counts = dict(session.exec(unfinished).all())
+            own = dict(session.exec(unfinished).all())
+            counts = dict(own)
             listed = session.exec(query).all()
             for thread, _ in listed:
-                if thread.inherits_through is not None:
-                    inherited = self._lineage(session, thread.id)[1:]
+                # what a fork inherits unfinished (a failed turn it may retry), where an origin has any
+                if thread.inherits_through is not None and own:
                     counts[thread.id] = counts.get(thread.id, 0) + sum(
                         session.execute(
                             _UNFINISHED_IN_SEGMENT, {"thread_key": origin, "seg_first": first, "seg_last": through}
                         ).scalar_one()
-                        for origin, first, through in inherited
+                        for origin, first, through in self._lineage(session, thread.id)[1:]
+                        if origin in own
                     )
             return [
                 ThreadPublic.model_validate(
@@ -724,8 +726,7 @@ class Store:
     def _delete(self, session: Session, thread: Thread) -> None:
         """The thread and all it holds; the forks that read its messages copy them first (what
         the thread itself inherits is left where it is)."""
-        for (fork,) in session.execute(_INHERITING, {"thread_key": thread.id, "from_position": 0}).all():
-            self._own_from(session, fork, 0)
+        self._forks_take_theirs(session, thread.id, 0)
         message_ids = select(Message.id).where(Message.thread_id == thread.id)
         session.exec(delete(MessageTokens).where(col(MessageTokens.message_id).in_(message_ids)))
         session.exec(delete(ThreadLease).where(col(ThreadLease.thread_id) == thread.id))
@@ -957,7 +958,7 @@ class Store:
         asked for directly."""
         found = [thread_id]
         while True:
-            parent = session.execute(_FORKED_FROM, {"thread_key": found[-1]}).first()
+            parent = session.execute(_LINEAGE_STEP, {"thread_key": found[-1]}).first()
             if parent is None:
                 originals = session.execute(_ORIGINAL_THREADS, {"thread_key": thread_id}).scalars()
                 return list(dict.fromkeys([*found[:-1], *originals]))
@@ -1144,7 +1145,7 @@ class Store:
             if not last or last[0].status != "partial" or len(last) < 2 or last[1].role != "user":
                 raise InvalidInput(f"nothing to accept: the last message of thread {thread_id} is not a cut-off reply")
             self._before_change(session, thread_id, last[1].position)
-            last = [self._message_in(session, thread_id, row.position) for row in last]
+            last = [self._own_row_at(session, thread_id, row.position) for row in last]
             for message in last:
                 message.status = "complete"
                 session.add(message)
@@ -1497,11 +1498,19 @@ class Store:
         if kept is not None and thread_id in kept:
             return kept[thread_id]
         step = connection.execute(_LINEAGE_STEP, {"thread_key": thread_id}).first()
+        if step is not None and step.inherits_through is None:
+            if len(self._unforked) >= UNFORKED_KEPT:
+                self._unforked.clear()
+            self._unforked[thread_id] = None
+        lineage = self._segments(connection, thread_id, step)
+        if kept is not None:
+            kept[thread_id] = lineage
+        return lineage
+
+    @staticmethod
+    def _segments(connection: Session | Connection, thread_id: str, step) -> tuple[Segment, ...]:
+        """The lineage from the thread's own `_LINEAGE_STEP` row, walking up its origins."""
         if step is None or step.inherits_through is None:
-            if step is not None:
-                if len(self._unforked) >= UNFORKED_KEPT:
-                    self._unforked.clear()
-                self._unforked[thread_id] = None
             return ((thread_id, 0, LAST_POSSIBLE_POSITION),)
         segments = [(thread_id, step.inherits_through + 1, LAST_POSSIBLE_POSITION)]
         bound, origin = step.inherits_through, step.forked_from
@@ -1515,10 +1524,7 @@ class Store:
             if step.inherits_through is None:
                 break
             bound, origin = min(bound, step.inherits_through), step.forked_from
-        lineage = tuple(segments)
-        if kept is not None:
-            kept[thread_id] = lineage
-        return lineage
+        return tuple(segments)
 
     def _across(
         self,
@@ -1550,9 +1556,13 @@ class Store:
         """The thread's messages from `position` on are about to change (a status): the forks that
         read them copy them first, and so does the thread where it inherits them, so that only
         the thread's own rows change (copy on write)."""
+        self._forks_take_theirs(session, thread_id, position)
+        self._own_from(session, thread_id, position)
+
+    def _forks_take_theirs(self, session: Session, thread_id: str, position: int) -> None:
+        """Every fork reading the thread's messages from `position` on copies them into itself."""
         for (fork,) in session.execute(_INHERITING, {"thread_key": thread_id, "from_position": position}).all():
             self._own_from(session, fork, position)
-        self._own_from(session, thread_id, position)
 
     def _own_from(self, session: Session, thread_id: str, position: int) -> None:
         """What the thread inherits from `position` on, copied into it (rows in SQL, sharing their
@@ -1560,13 +1570,13 @@ class Store:
         step = session.execute(_LOCKED_LINEAGE_STEP, {"thread_key": thread_id}).first()
         if step is None or step.inherits_through is None or position > step.inherits_through:
             return
-        for origin, first, last in self._lineage(session, thread_id)[1:]:
+        for origin, first, last in self._segments(session, thread_id, step)[1:]:
             if last >= position:
                 copied = {"old_thread": origin, "new_thread": thread_id, "first": max(first, position), "through": last}
                 session.execute(_COPY_MESSAGES, copied)
         session.execute(_INHERIT_LESS, {"thread_key": thread_id, "through": position - 1 if position > 0 else None})
 
-    def _message_in(self, session: Session, thread_id: str, position: int) -> Message:
+    def _own_row_at(self, session: Session, thread_id: str, position: int) -> Message:
         """The thread's own row at `position` (`_before_change` makes an inherited one its own)."""
         message = session.exec(select(Message).where(Message.thread_id == thread_id, Message.position == position)).first()
         if message is None:
@@ -1606,7 +1616,7 @@ class Store:
 
     def _own_message(self, session: Session, thread_id: str, message_id: int) -> Message:
         """A message of the thread by id, about to change: one it inherits (whose id is its
-        origin's) is made its own first, as is every fork's copy of it."""
+        origin's) is made its own first, and the forks that read it take their copies."""
         message = session.get(Message, message_id)
         if message is None or not any(
             segment == message.thread_id and first <= message.position <= last
@@ -1614,7 +1624,7 @@ class Store:
         ):
             raise NotFound(f"no message {message_id} in thread {thread_id}")
         self._before_change(session, thread_id, message.position)
-        return self._message_in(session, thread_id, message.position)
+        return self._own_row_at(session, thread_id, message.position)
 
     def _public(self, session: Session, thread: Thread) -> ThreadPublic:
         last = session.execute(_LAST_POSITION, {"thread_key": thread.id}).scalar()
