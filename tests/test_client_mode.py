@@ -150,3 +150,17 @@ def test_a_client_process_loads_neither_sqlalchemy_nor_litellm(served, server):
     )
     assert run.stdout == "hello back\n"
     assert run.stderr.strip() == "[] 0"
+
+
+def test_recall_by_meaning_is_set_and_embedded_through_the_server(served, server):
+    model = "openai/text-embedding-3-small"
+    thread = remote(served, "new", "--model", "openai/gpt-4o", "--recall-embeddings", model).stdout.strip()
+    assert json.loads(remote(served, "show", thread, "--json").stdout)["recall_embeddings"] == model
+    remote(served, "say", thread, "we keep bees on the roof")
+    made = remote(served, "embed", thread)
+    assert (made.stdout, made.returncode) == ("embedded 2 messages\n", 0)
+    assert [len(r["input"]) for r in server.embedding_requests] == [2]
+    assert json.loads(remote(served, "embed", thread, "--json").stdout) == {"thread": thread, "embedded": 0}
+    remote(served, "set", thread, "--recall-embeddings", "")
+    refused = remote(served, "embed", thread)
+    assert refused.returncode == 2 and "--recall-embeddings" in refused.stderr

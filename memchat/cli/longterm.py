@@ -1,4 +1,4 @@
-"""Long-term memory: summaries and full-text search."""
+"""Long-term memory: summaries, full-text search, and the vectors of recall by meaning."""
 
 from __future__ import annotations
 
@@ -76,6 +76,18 @@ def summary(
         if index:
             typer.echo()
         _render_summary(made)
+
+
+@app.command()
+def embed(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
+    """Make the vectors the thread's recall by meaning needs now (its --recall-embeddings model),
+    instead of a few hundred at a time as turns recall; run again, it makes only the new ones."""
+    memory = memory_of(ctx)
+    made = memory.embed(thread)
+    if as_json:
+        print_json({"thread": memory.thread(thread).id, "embedded": made})
+        return
+    typer.echo(f"embedded {made} message{'' if made == 1 else 's'}")
 
 
 def _render_summary(made: SummaryPublic) -> None:

@@ -32,6 +32,14 @@ RecallOpt = Annotated[
     Optional[int],
     typer.Option("--recall", min=0, max=50, help="Add the K older messages that best match the new one as excerpts."),
 ]
+RecallEmbeddingsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--recall-embeddings",
+        metavar="MODEL",
+        help="Re-rank what recall finds by meaning with this embedding model (provider/model; empty: words alone).",
+    ),
+]
 SummaryModelOpt = Annotated[
     Optional[str], typer.Option("--summary-model", help="Model that writes summaries.", show_default="the turn's model")
 ]

@@ -14,6 +14,7 @@ from memchat.cli.options import (
     JsonOpt,
     ModelOpt,
     PolicyOpt,
+    RecallEmbeddingsOpt,
     RecallOpt,
     SummaryModelOpt,
     SummaryPromptOpt,
@@ -40,6 +41,7 @@ def new(
     budget: BudgetOpt = None,
     policy: PolicyOpt = None,
     recall: RecallOpt = None,
+    recall_embeddings: RecallEmbeddingsOpt = None,
     summary_model: SummaryModelOpt = None,
     summary_share: SummaryShareOpt = None,
     summary_prompt: SummaryPromptOpt = None,
@@ -59,6 +61,7 @@ def start_thread(ctx: typer.Context, options: dict[str, Any]) -> ThreadPublic:
         budget=options["budget"],
         policy=policy.value if policy else "window",
         recall=options["recall"] or 0,
+        recall_embeddings=options.get("recall_embeddings"),
         summary_model=options["summary_model"],
         summary_share=options["summary_share"],
         summary_prompt=_prompt_file(options["summary_prompt"]),
@@ -79,6 +82,7 @@ def set_(
     budget: Annotated[Optional[int], typer.Option("--budget", "-b", min=0, help="Maximum prompt tokens (0: the model's).")] = None,
     policy: PolicyOpt = None,
     recall: RecallOpt = None,
+    recall_embeddings: RecallEmbeddingsOpt = None,
     summary_model: Annotated[
         Optional[str], typer.Option("--summary-model", help="Model that writes summaries (empty: the turn's model).")
     ] = None,
@@ -93,12 +97,13 @@ def set_(
         "budget": budget,
         "policy": policy.value if policy else None,
         "recall": recall,
+        "recall_embeddings": recall_embeddings,
         "summary_model": summary_model,
         "summary_share": summary_share,
         "api_base": api_base,
     }
     changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
-    for key in ("system", "model", "summary_model", "api_base"):
+    for key in ("system", "model", "summary_model", "api_base", "recall_embeddings"):
         if changes.get(key) == "":
             changes[key] = None
     if changes.get("budget") == 0:
@@ -136,6 +141,7 @@ def _settings(thread: ThreadPublic) -> list[tuple[str, str]]:
         ("budget", str(thread.budget) if thread.budget else "the model's input limit (default)"),
         ("policy", thread.policy),
         ("recall", str(thread.recall) if thread.recall else "off"),
+        ("recall by", f"words, re-ranked by {thread.recall_embeddings}" if thread.recall_embeddings else "words"),
         ("api base", thread.api_base or "the provider's own"),
     ]
     if thread.policy == "summary" or thread.summary_model or thread.summary_share or thread.summary_prompt:
@@ -215,6 +221,8 @@ def _show_thread(memory, info, last: Optional[int]) -> None:
         details.append(f"policy {info.policy}")
     if info.recall:
         details.append(f"recall {info.recall}")
+    if info.recall_embeddings:
+        details.append(f"embeddings {info.recall_embeddings}")
     typer.secho(terminal_safe(f"{info.title or 'untitled'}  [{info.id}]  " + " · ".join(details)), bold=True)
     if info.forked_from:
         typer.secho(f"forked from {info.forked_from} at #{info.forked_at}", dim=True)

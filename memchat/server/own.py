@@ -6,6 +6,7 @@ CLI command has an HTTP equivalent (same names, same JSON as the CLI's `--json`)
     memchat fork / edit                             POST /threads/{id}/fork | /edit
     memchat context                                 POST /threads/{id}/context
     memchat summary [--all] [--rebuild]             GET /threads/{id}/summaries, POST /threads/{id}/summaries/rebuild
+    memchat embed                                   POST /threads/{id}/embed
     memchat search                                  GET /search?q=...
     memchat export [--all] / import                 GET /threads/{id}/export, GET /export (streamed), POST /import
 
@@ -51,6 +52,7 @@ class ThreadSettings(Strict):
     budget: int | None = Field(default=None, gt=0)
     policy: str | None = None
     recall: int | None = Field(default=None, ge=0)
+    recall_embeddings: str | None = None
     summary_model: str | None = None
     summary_share: float | None = None
     summary_prompt: str | None = None
@@ -277,6 +279,12 @@ def context(thread_id: str, body: ContextBody, memory: Scoped):
 def summaries(thread_id: str, memory: Scoped):
     """`memchat summary --all --json`: every summary, oldest first (the last is current)."""
     return [summary.model_dump(mode="json") for summary in memory.summaries(thread_id)]
+
+
+@router.post("/threads/{thread_id}/embed")
+def embed(thread_id: str, memory: Scoped):
+    """`memchat embed`: the vectors the thread's recall by meaning needs, made now (model calls)."""
+    return {"thread": memory.thread(thread_id).id, "embedded": memory.embed(thread_id)}
 
 
 @router.post("/threads/{thread_id}/summaries/rebuild")

@@ -36,7 +36,7 @@ def message_named(identifier: str, prefix: str, what: str, separator: str = "_")
         raise NotFound(f"no {what} {identifier!r}")
     return thread, int(position)
 
-SETTINGS = ("title", "system", "model", "budget", "policy", "recall", "summary_model", "summary_share")
+SETTINGS = ("title", "system", "model", "budget", "policy", "recall", "recall_embeddings", "summary_model", "summary_share")
 """The thread settings a client may read and change over HTTP (the `memchat` field). `api_base`
 is not among them: where the server's turns go is the operator's choice, not a client's."""
 

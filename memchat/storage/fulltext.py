@@ -15,7 +15,7 @@ import heapq
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -42,6 +42,13 @@ SITTING_SECONDS = 3600
 SITTING_SHARE = 0.3
 """A message said within SITTING_SECONDS of another holding a word gains SITTING_SHARE of the
 word's weight, once per word."""
+SIMILAR_SHARE = 0.25
+SIMILAR_ABOVE = 0.9
+"""With an embedding model (`recall_embeddings`), the RECALL_SPREAD_FROM best matches are scored
+by similarity to the new message too: those more similar than SIMILAR_ABOVE of them gain up to
+SIMILAR_SHARE of what a message holding all the new message's words would score, in proportion
+to how far they are above that line (relative to the best: similarities of different models are
+not on one scale)."""
 NEIGHBOUR_WEIGHTS = (0.5, 0.25, 0.125)
 """The share of a message's score that the messages 1, 2 and 3 places away from it receive."""
 STOP_WORDS = frozenset(
@@ -203,7 +210,13 @@ def document_frequency(matches: WordMatches, before: int) -> float:
     return min(float(before), found * before / max(reach, 1))
 
 
-def rank_recalled(matches: Sequence[WordMatches], before: int, *, keep: int) -> list[int]:
+def rank_recalled(
+    matches: Sequence[WordMatches],
+    before: int,
+    *,
+    keep: int,
+    similar: Callable[[list[int]], dict[int, float]] | None = None,
+) -> list[int]:
     """The `keep` best positions older than `before`, best first (the sitting weighed among the
     `keep` best without it).
 
@@ -218,15 +231,24 @@ def rank_recalled(matches: Sequence[WordMatches], before: int, *, keep: int) -> 
     between two matches is likelier to be part of what was said about them. Last, a message gains
     a share of the weight of each word said in the same sitting (within SITTING_SECONDS): what
     was talked about together is likelier to be what the new message is about. A message that
-    only neighbours a match is taken to be said when that match was."""
+    only neighbours a match is taken to be said when that match was.
+
+    `similar`: given the best matches' positions, their similarity to the new message by meaning
+    (an embedding model's, see SIMILAR_SHARE), added to their own scores before they pass shares on."""
     own: dict[int, float] = defaultdict(float)
     said: dict[int, float] = {}
     weights: list[tuple[float, list[float]]] = []
+    full = 0.0
     for word_matches, weight in _word_weights(matches, before):
         weights.append((weight, sorted(word_matches.times)))
+        full += 0.0 if word_matches.context else weight
         for position, when in zip(word_matches.positions, word_matches.times):
             own[position] += weight
             said[position] = when
+    if similar is not None and own:
+        best_matches = [p for p, _ in heapq.nlargest(RECALL_SPREAD_FROM, own.items(), key=lambda item: item[1])]
+        for position, gain in _similarity_gains(similar(best_matches)).items():
+            own[position] += SIMILAR_SHARE * (full or max(own.values())) * gain
     scores: dict[int, float] = defaultdict(float, own)
     for position, score in heapq.nlargest(RECALL_SPREAD_FROM, own.items(), key=lambda item: item[1]):
         for distance, share in enumerate(NEIGHBOUR_WEIGHTS, 1):
@@ -237,6 +259,18 @@ def rank_recalled(matches: Sequence[WordMatches], before: int, *, keep: int) -> 
     best = heapq.nlargest(keep, scores.items(), key=lambda item: (item[1], item[0]))
     in_sitting = [(position, score + SITTING_SHARE * _sitting(said[position], weights)) for position, score in best]
     return [position for position, _ in heapq.nlargest(keep, in_sitting, key=lambda item: (item[1], item[0]))]
+
+
+def _similarity_gains(similarities: dict[int, float]) -> dict[int, float]:
+    """For each message more similar than SIMILAR_ABOVE of them, how far above that line it is,
+    the most similar's distance being 1."""
+    if len(similarities) < 2:
+        return {}
+    ordered = sorted(similarities.values())
+    line, top = ordered[min(int(len(ordered) * SIMILAR_ABOVE), len(ordered) - 2)], ordered[-1]
+    if top <= line:
+        return {}
+    return {position: (value - line) / (top - line) for position, value in similarities.items() if value > line}
 
 
 def _word_weights(matches: Sequence[WordMatches], before: int) -> list[tuple[WordMatches, float]]:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, field_validator
-from sqlalchemy import JSON, Index, Text, UniqueConstraint, func, literal, text
+from sqlalchemy import JSON, Index, LargeBinary, Text, UniqueConstraint, func, literal, text
 from sqlmodel import Field, SQLModel
 
 from memchat.times import as_utc, utcnow  # noqa: F401  (re-exported: the store uses them from here)
@@ -73,6 +73,9 @@ class ThreadBase(SQLModel):
     policy: str = Field(default="window", max_length=16)
     recall: int = Field(default=0, ge=0, le=MAX_RECALL)
     """How many older messages matching the new one are added as excerpts (0: none)."""
+    recall_embeddings: str | None = Field(default=None, max_length=200)
+    """The embedding model (provider/model, through litellm) whose vectors re-rank what recall's
+    words found; None: words alone. Vectors are made when recall first needs them."""
     summary_model: str | None = Field(default=None, max_length=200)
     """The model that writes summaries; None: the turn's model."""
     summary_share: float | None = Field(default=None, gt=0, le=0.9)
@@ -132,7 +135,7 @@ class Thread(ThreadBase, table=True):
     thread's messages: a copy of the history made at one version is exact while it stays."""
 
 
-TEXT_SETTINGS = ("title", "model", "system", "summary_model", "summary_prompt", "api_base")
+TEXT_SETTINGS = ("title", "model", "system", "summary_model", "summary_prompt", "api_base", "recall_embeddings")
 
 
 def _checked_setting(value: str | None) -> str | None:
@@ -212,6 +215,7 @@ class ThreadUpdate(SQLModel):
     budget: int | None = Field(default=None, gt=0)
     policy: Policy | None = None
     recall: int | None = Field(default=None, ge=0, le=MAX_RECALL)
+    recall_embeddings: str | None = Field(default=None, max_length=200)
     summary_model: str | None = Field(default=None, max_length=200)
     summary_share: float | None = Field(default=None, gt=0, le=0.9)
     summary_prompt: str | None = None
@@ -312,6 +316,17 @@ class MessageTokens(SQLModel, table=True):
     message_id: int = Field(foreign_key="messages.id", ondelete="CASCADE", primary_key=True)
     tokenizer: str = Field(primary_key=True, max_length=200)
     tokens: int
+
+
+class MessageVector(SQLModel, table=True):
+    """A message's embedding by one model, unit length, as float32 bytes (`memchat.vectors`):
+    made once, when recall first scores the message with that model (or `memchat embed`)."""
+
+    __tablename__ = "message_vectors"
+
+    message_id: int = Field(foreign_key="messages.id", ondelete="CASCADE", primary_key=True)
+    model: str = Field(primary_key=True, max_length=200)
+    vector: bytes = Field(sa_type=LargeBinary)
 
 
 class ThreadLease(SQLModel, table=True):

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, String, bindparam, case, func, insert, literal_column, text, update
+from sqlalchemy import Connection, String, bindparam, case, exists, func, insert, literal_column, text, update
 from sqlalchemy import select as select_columns
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -33,6 +33,7 @@ from memchat.storage.models import (
     MessageCreate,
     MessagePublic,
     MessageTokens,
+    MessageVector,
     Summary,
     SummaryCreate,
     SummaryPublic,
@@ -205,6 +206,20 @@ _RECALLABLE_AT = select_columns(_messages).where(
     _messages.c.status == literal_column("'complete'"),
     _messages.c.role.in_([literal_column("'user'"), literal_column("'assistant'")]),
 )
+_vectors = MessageVector.__table__
+_UNEMBEDDED = (
+    select_columns(_messages)
+    .where(
+        _messages.c.thread_id == bindparam("thread_key"),
+        _IN_SEGMENT,
+        _messages.c.status == literal_column("'complete'"),
+        _messages.c.role.in_([literal_column("'user'"), literal_column("'assistant'")]),
+        ~exists().where(_vectors.c.message_id == _messages.c.id, _vectors.c.model == bindparam("vector_model")),
+    )
+    .order_by(_messages.c.position.desc())
+    .limit(bindparam("batch"))
+)
+"""A segment's recallable messages that have no vector by the model yet, newest first."""
 _SAID_FROM = (
     select_columns(_messages.c.position, _messages.c.created_at)
     .where(_messages.c.thread_id == bindparam("thread_key"), _IN_SEGMENT, _messages.c.position >= bindparam("from_position"))
@@ -729,6 +744,7 @@ class Store:
         self._forks_take_theirs(session, thread.id, 0)
         message_ids = select(Message.id).where(Message.thread_id == thread.id)
         session.exec(delete(MessageTokens).where(col(MessageTokens.message_id).in_(message_ids)))
+        session.exec(delete(MessageVector).where(col(MessageVector.message_id).in_(message_ids)))
         session.exec(delete(ThreadLease).where(col(ThreadLease.thread_id) == thread.id))
         session.exec(delete(Summary).where(col(Summary.thread_id) == thread.id))
         session.exec(delete(Message).where(col(Message.thread_id) == thread.id))
@@ -972,13 +988,23 @@ class Store:
         with self._reading() as session:
             return dict(session.exec(select(Thread.id, Thread.title).where(col(Thread.id).in_(thread_ids))).all())
 
-    def recall(self, thread_id: str, about: str, *, before: int, limit: int, context: str = "") -> list[MessagePublic]:
+    def recall(
+        self,
+        thread_id: str,
+        about: str,
+        *,
+        before: int,
+        limit: int,
+        context: str = "",
+        similar: Callable[[list[MessagePublic]], dict[int, float]] | None = None,
+    ) -> list[MessagePublic]:
         """The thread's completed user and assistant messages older than position `before` that
         best match `about`, best first, ranked by `fulltext.rank_recalled` (a fork's copies found
         through their originals' index entries, revision 0010). One statement reads, for each of
         `about`'s words, the newest index entries holding it in this thread (`fulltext.recall_scan`).
         `context`: what was said just before `about`, whose words count too, less than `about`'s
-        (a turn gives it for a short message, `fulltext.SHORT_MESSAGE_WORDS`)."""
+        (a turn gives it for a short message, `fulltext.SHORT_MESSAGE_WORDS`). `similar`: given
+        the best matches, their similarity to `about` by meaning, by position (`memchat.recollection`)."""
         words = fulltext.recall_words(about)
         own = len(words)
         words += [word for word in fulltext.recall_words(context) if word not in words][: fulltext.MAX_RECALL_TERMS - own]
@@ -995,7 +1021,14 @@ class Store:
                 self._said_between(session, thread_id, since, until, before, scan)
                 for since, until in fulltext.dates_named(about)
             ]
-            ranked = fulltext.rank_recalled(matches, before, keep=2 * limit + 16)
+            by_meaning = None
+            if similar is not None:
+
+                def by_meaning(positions: list[int]) -> dict[int, float]:
+                    rows = self._across(session, thread_id, _RECALLABLE_AT, {"positions": positions})
+                    return similar([_message_of(row, thread_id) for row in rows])
+
+            ranked = fulltext.rank_recalled(matches, before, keep=2 * limit + 16, similar=by_meaning)
             recalled: list[MessagePublic] = []
             # Neighbours that are not recallable (a system message, an undone turn) are passed over.
             size = max(2 * limit, 16)
@@ -1040,6 +1073,38 @@ class Store:
         return fulltext.WordMatches(
             [row.position for row in rows], [as_utc(row.created_at).timestamp() for row in rows], len(rows) < scan
         )
+
+    def vectors(self, model: str, message_ids: Iterable[int]) -> dict[int, bytes]:
+        """The vectors by `model` kept for these messages (`memchat.vectors`), by message id."""
+        wanted = list(set(message_ids))
+        if not wanted:
+            return {}
+        with self._reading() as session:
+            rows = session.execute(
+                select(_vectors.c.message_id, _vectors.c.vector).where(
+                    _vectors.c.model == model, _vectors.c.message_id.in_(wanted)
+                )
+            )
+            return {message_id: bytes(vector) for message_id, vector in rows}
+
+    def save_vectors(self, model: str, vectors: dict[int, bytes]) -> None:
+        """Keep vectors made for recall; one another process saved first is left as it is (the
+        same model gives the same text the same vector). A message deleted meanwhile gets none."""
+        if not vectors:
+            return
+        with self._writing() as session:
+            present = set(session.execute(select(Message.id).where(col(Message.id).in_(list(vectors)))).scalars())
+            rows = [{"message_id": i, "model": model, "vector": v} for i, v in vectors.items() if i in present]
+            if rows:
+                session.execute(_insert_ignoring_duplicates(session, MessageVector), rows)
+
+    def unembedded(self, thread_id: str, model: str, *, limit: int) -> list[MessagePublic]:
+        """Up to `limit` of the thread's recallable messages (its own and what it inherits) that
+        have no vector by `model`, newest first."""
+        with self._reading() as session:
+            thread_id = self._resolve(session, thread_id).id
+            rows = self._across(session, thread_id, _UNEMBEDDED, {"vector_model": model}, limit=limit, limit_key="batch")
+            return [_message_of(row, thread_id) for row in rows]
 
     def save_token_counts(self, tokenizer: str, counts: dict[int, int], *, thread_id: str | None = None) -> None:
         """Keep counts made for a turn; a count another process saved first is left as it is

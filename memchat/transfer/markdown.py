@@ -23,8 +23,8 @@ from memchat.transfer import check_size, decoded
 THREAD, MESSAGE, SUMMARY = "<!-- memchat-thread ", "<!-- memchat-message ", "<!-- memchat-summary "
 END = " -->"
 _HEADER_FIELDS = (
-    "title", "model", "system", "budget", "policy", "recall", "summary_model", "summary_share", "summary_prompt",
-    "api_base", "labels", "forked_from", "source", "created_at", "updated_at",
+    "title", "model", "system", "budget", "policy", "recall", "recall_embeddings", "summary_model", "summary_share",
+    "summary_prompt", "api_base", "labels", "forked_from", "source", "created_at", "updated_at",
 )
 
 
@@ -33,7 +33,7 @@ def write_thread(
 ) -> None:
     """One thread, from its export (`native`): the header fields, its ChatML messages (a leading
     system message is the header's `system`, written once) and its summaries."""
-    kept = {field: header.get(field) for field in _HEADER_FIELDS}
+    kept = {field: header[field] for field in _HEADER_FIELDS if field in header}
     out.write(_comment(THREAD, kept))
     out.write(f"# {_line(kept['title']) or '(untitled)'}\n\n")
     for line in _settings(kept):
@@ -95,6 +95,8 @@ def _settings(header: dict[str, Any]) -> Iterator[str]:
         yield ""
     yield f"- budget: {header['budget']:,} tokens" if header.get("budget") else "- budget: the model's context"
     memory = f"- memory: {header.get('policy') or 'window'} policy, recall {header.get('recall') or 0}"
+    if header.get("recall_embeddings"):
+        memory += f" re-ranked by {_line(header['recall_embeddings'])}"
     if header.get("summary_model"):
         memory += f", summaries by {_line(header['summary_model'])}"
     if header.get("summary_share"):

@@ -125,6 +125,7 @@ class ExportedThread(BaseModel):
     budget: Annotated[int, Field(gt=0, le=MAX_INTEGER, strict=True)] | None = None
     policy: Policy = "window"
     recall: Annotated[int, Field(ge=0, le=MAX_RECALL, strict=True)] = 0
+    recall_embeddings: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     summary_model: SafeText | None = None
     summary_share: Annotated[float, Field(gt=0, le=0.9, strict=True)] | None = None
     summary_prompt: SafeText | None = None
@@ -172,6 +173,7 @@ def _header(thread: ThreadPublic) -> dict[str, Any]:
         "budget": thread.budget,
         "policy": thread.policy,
         "recall": thread.recall,
+        **({"recall_embeddings": thread.recall_embeddings} if thread.recall_embeddings else {}),
         "summary_model": thread.summary_model,
         "summary_share": thread.summary_share,
         "summary_prompt": thread.summary_prompt,
@@ -333,6 +335,7 @@ def _record(exported: ExportedThread) -> ThreadRecord:
             "budget": exported.budget,
             "policy": exported.policy,
             "recall": exported.recall,
+            "recall_embeddings": exported.recall_embeddings,
             "summary_model": exported.summary_model,
             "summary_share": exported.summary_share,
             "summary_prompt": exported.summary_prompt,
