@@ -87,6 +87,9 @@ def test_memchat_embed_makes_every_vector_once_in_batches(memory, server, memcha
     memory.add_messages(fork.id, [("user", "one more in the fork")])
     assert memory.embed(fork.id) == 1, "a fork shares its origin's vectors and makes only its own"
     assert memory.embed(thread) == 0, "and its origin makes none of the fork's"
+    memory.undo(fork.id)
+    memory.undo(fork.id)
+    assert memory.embed(fork.id) == 0, "what a fork copied when a message it inherited changed keeps its vectors"
 
 
 def test_the_setting_is_shown_exported_and_changed_back(memory, server, memchat_script, tmp_path):

@@ -214,7 +214,10 @@ _UNEMBEDDED = (
         _IN_SEGMENT,
         _messages.c.status == literal_column("'complete'"),
         _messages.c.role.in_([literal_column("'user'"), literal_column("'assistant'")]),
-        ~exists().where(_vectors.c.message_id == _messages.c.id, _vectors.c.model == bindparam("vector_model")),
+        ~exists().where(
+            _vectors.c.message_id == func.coalesce(_messages.c.copied_from, _messages.c.id),
+            _vectors.c.model == bindparam("vector_model"),
+        ),
     )
     .order_by(_messages.c.position.desc())
     .limit(bindparam("batch"))
@@ -1075,26 +1078,34 @@ class Store:
         )
 
     def vectors(self, model: str, message_ids: Iterable[int]) -> dict[int, bytes]:
-        """The vectors by `model` kept for these messages (`memchat.vectors`), by message id."""
+        """The vectors by `model` kept for these messages (`memchat.vectors`), by message id: a
+        fork's copy of a message has its original's (the same text has the same vector)."""
         wanted = list(set(message_ids))
         if not wanted:
             return {}
         with self._reading() as session:
+            held = func.coalesce(_messages.c.copied_from, _messages.c.id)
             rows = session.execute(
-                select(_vectors.c.message_id, _vectors.c.vector).where(
-                    _vectors.c.model == model, _vectors.c.message_id.in_(wanted)
-                )
+                select_columns(_messages.c.id, _vectors.c.vector)
+                .join(_vectors, (_vectors.c.message_id == held) & (_vectors.c.model == model))
+                .where(_messages.c.id.in_(wanted))
             )
             return {message_id: bytes(vector) for message_id, vector in rows}
 
     def save_vectors(self, model: str, vectors: dict[int, bytes]) -> None:
-        """Keep vectors made for recall; one another process saved first is left as it is (the
-        same model gives the same text the same vector). A message deleted meanwhile gets none."""
+        """Keep vectors made for recall, a copy's under its original; one another process saved
+        first is left as it is (the same model gives the same text the same vector). A message
+        deleted meanwhile gets none."""
         if not vectors:
             return
         with self._writing() as session:
-            present = set(session.execute(select(Message.id).where(col(Message.id).in_(list(vectors)))).scalars())
-            rows = [{"message_id": i, "model": model, "vector": v} for i, v in vectors.items() if i in present]
+            held = func.coalesce(_messages.c.copied_from, _messages.c.id)
+            owners = session.execute(
+                select_columns(_messages.c.id, held).where(_messages.c.id.in_(list(vectors)))
+            ).all()
+            present = set(session.execute(select(Message.id).where(col(Message.id).in_([o for _, o in owners]))).scalars())
+            under = {owner: vectors[i] for i, owner in owners if owner in present}
+            rows = [{"message_id": i, "model": model, "vector": v} for i, v in under.items()]
             if rows:
                 session.execute(_insert_ignoring_duplicates(session, MessageVector), rows)
 
