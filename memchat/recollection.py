@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from memchat import llm, vectors
 from memchat.errors import ProviderError
 from memchat.storage.models import MessagePublic, ThreadPublic
-from memchat.storage.repository import Store
+from memchat.storage.repository import Recallable, Store
 
 EMBED_BATCH = 128
 """Texts sent in one embedding request."""
@@ -94,7 +94,7 @@ class _Similarity:
         self._embeddings = embeddings
         self._query = query
 
-    def __call__(self, messages: list[MessagePublic]) -> dict[int, float]:
+    def __call__(self, messages: list[Recallable]) -> dict[int, float]:
         model = self._embeddings.model
         kept = self._store.vectors(model, (m.id for m in messages))
         missing = list({m.id: m for m in messages if m.id not in kept}.values())

@@ -16,7 +16,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, String, bindparam, case, exists, func, insert, literal_column, text, update
 from sqlalchemy import select as select_columns
@@ -206,6 +206,15 @@ _RECALLABLE_AT = select_columns(_messages).where(
     _messages.c.status == literal_column("'complete'"),
     _messages.c.role.in_([literal_column("'user'"), literal_column("'assistant'")]),
 )
+class Recallable(NamedTuple):
+    """A message recall found by its words, as re-ranking it by meaning reads it (an inherited
+    message's id is its origin's, whose vector it shares)."""
+
+    id: int
+    position: int
+    content: str
+
+
 _vectors = MessageVector.__table__
 _UNEMBEDDED = (
     select_columns(_messages)
@@ -999,7 +1008,7 @@ class Store:
         before: int,
         limit: int,
         context: str = "",
-        similar: Callable[[list[MessagePublic]], dict[int, float]] | None = None,
+        similar: Callable[[list[Recallable]], dict[int, float]] | None = None,
     ) -> list[MessagePublic]:
         """The thread's completed user and assistant messages older than position `before` that
         best match `about`, best first, ranked by `fulltext.rank_recalled` (a fork's copies found
@@ -1029,7 +1038,7 @@ class Store:
 
                 def by_meaning(positions: list[int]) -> dict[int, float]:
                     rows = self._across(session, thread_id, _RECALLABLE_AT, {"positions": positions})
-                    return similar([_message_of(row, thread_id) for row in rows])
+                    return similar([Recallable(row.id, row.position, row.content) for row in rows])
 
             ranked = fulltext.rank_recalled(matches, before, keep=2 * limit + 16, similar=by_meaning)
             recalled: list[MessagePublic] = []
