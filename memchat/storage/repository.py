@@ -206,6 +206,8 @@ _RECALLABLE_AT = select_columns(_messages).where(
     _messages.c.status == literal_column("'complete'"),
     _messages.c.role.in_([literal_column("'user'"), literal_column("'assistant'")]),
 )
+
+
 class Recallable(NamedTuple):
     """A message recall found by its words, as re-ranking it by meaning reads it (an inherited
     message's id is its origin's, whose vector it shares)."""
@@ -232,6 +234,8 @@ _UNEMBEDDED = (
     .limit(bindparam("batch"))
 )
 """A segment's recallable messages that have no vector by the model yet, newest first."""
+
+
 _SAID_FROM = (
     select_columns(_messages.c.position, _messages.c.created_at)
     .where(_messages.c.thread_id == bindparam("thread_key"), _IN_SEGMENT, _messages.c.position >= bindparam("from_position"))
