@@ -199,12 +199,15 @@ _LAST_USER_MESSAGE = (
     .limit(1)
 )
 _summaries = Summary.__table__
-_RECALLABLE_AT = select_columns(_messages).where(
+_RECALLABLE_IN_SEGMENT = (
     _messages.c.thread_id == bindparam("thread_key"),
     _IN_SEGMENT,
-    _messages.c.position.in_(bindparam("positions", expanding=True)),
     _messages.c.status == literal_column("'complete'"),
     _messages.c.role.in_([literal_column("'user'"), literal_column("'assistant'")]),
+)
+"""What recall may bring: a segment's completed user and assistant messages."""
+_RECALLABLE_AT = select_columns(_messages).where(
+    *_RECALLABLE_IN_SEGMENT, _messages.c.position.in_(bindparam("positions", expanding=True))
 )
 
 
@@ -221,10 +224,7 @@ _vectors = MessageVector.__table__
 _UNEMBEDDED = (
     select_columns(_messages)
     .where(
-        _messages.c.thread_id == bindparam("thread_key"),
-        _IN_SEGMENT,
-        _messages.c.status == literal_column("'complete'"),
-        _messages.c.role.in_([literal_column("'user'"), literal_column("'assistant'")]),
+        *_RECALLABLE_IN_SEGMENT,
         ~exists().where(
             _vectors.c.message_id == func.coalesce(_messages.c.copied_from, _messages.c.id),
             _vectors.c.model == bindparam("vector_model"),
