@@ -106,7 +106,9 @@ class MemoryPlan:
         policy = options.policy or thread.policy
         recall = options.recall if options.recall is not None else thread.recall
         current = store.current_summary(thread.id) if policy == "summary" else None
-        embeddings = Embeddings.of(thread, resolve_model(thread, options), options.api_base or thread.api_base)
+        embeddings = Embeddings.of(
+            thread, resolve_model(thread, options), options.api_base or thread.api_base, options.timeout
+        )
         return cls(policy, recall, thread.summary_share or DEFAULT_SUMMARY_SHARE, current, embeddings)
 
 

@@ -21,6 +21,10 @@ from memchat.storage.repository import Recallable, Store
 
 EMBED_BATCH = 128
 """Texts sent in one embedding request."""
+EMBED_MAX_CHARACTERS = 8000
+"""What of a message is embedded: its start (about 2,000 tokens), within what embedding models
+take (8,191 tokens for OpenAI's, 512 or fewer for many local ones, which cut it shorter
+themselves), so one long message cannot make every request fail."""
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +35,34 @@ class Embeddings:
 
     model: str
     api_base: str | None = None
+    timeout: float = llm.DEFAULT_TIMEOUT
 
     @classmethod
-    def of(cls, thread: ThreadPublic, turn_model: str, api_base: str | None) -> Embeddings | None:
+    def of(
+        cls, thread: ThreadPublic, turn_model: str, api_base: str | None, timeout: float = llm.DEFAULT_TIMEOUT
+    ) -> Embeddings | None:
         """The thread's model; it goes to the turn's endpoint (`--api-base`, the thread's) when it
         is the turn model's provider, else to its provider's own (or its variables')."""
         if not thread.recall_embeddings:
             return None
         same_provider = _provider(thread.recall_embeddings) == _provider(turn_model)
-        return cls(thread.recall_embeddings, api_base if same_provider else None)
+        return cls(thread.recall_embeddings, api_base if same_provider else None, timeout)
 
     def embed(self, texts: list[str]) -> list[bytes]:
-        packed: list[bytes] = []
-        for start in range(0, len(texts), EMBED_BATCH):
-            batch = texts[start : start + EMBED_BATCH]
-            packed += [vectors.packed(v) for v in llm.embed(model=self.model, texts=batch, api_base=self.api_base)]
+        """Each text's vector, packed; a blank text is similar to nothing and costs no request
+        (providers refuse empty input)."""
+        wanted = [i for i, t in enumerate(texts) if t.strip()]
+        packed = [vectors.packed([0.0]) for _ in texts]
+        for start in range(0, len(wanted), EMBED_BATCH):
+            batch = wanted[start : start + EMBED_BATCH]
+            made = llm.embed(
+                model=self.model,
+                texts=[texts[i][:EMBED_MAX_CHARACTERS] for i in batch],
+                api_base=self.api_base,
+                timeout=self.timeout,
+            )
+            for i, vector in zip(batch, made, strict=True):
+                packed[i] = vectors.packed(vector)
         return packed
 
 

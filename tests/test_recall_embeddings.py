@@ -135,3 +135,13 @@ def test_deleting_a_thread_deletes_its_vectors(memory, server, car_thread):
     assert len(memory.store.vectors(EMBEDDINGS, ids)) == len(CHAT)
     memory.delete(car_thread)
     assert memory.store.vectors(EMBEDDINGS, ids) == {}
+
+
+def test_a_long_message_is_embedded_by_its_start_and_a_blank_one_not_at_all(memory, server):
+    from memchat.recollection import EMBED_MAX_CHARACTERS, Embeddings
+    from memchat.vectors import similarity, unpacked
+
+    long = "word " * 5000
+    blank, made = Embeddings(EMBEDDINGS).embed(["  ", long])
+    assert [[len(text) for text in r["input"]] for r in server.embedding_requests] == [[EMBED_MAX_CHARACTERS]]
+    assert similarity(unpacked(blank), unpacked(made)) == 0.0 and len(unpacked(made)) == server.EMBEDDING_DIMENSIONS
