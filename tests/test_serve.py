@@ -65,9 +65,10 @@ def test_conversations_items_and_pagination(served):
     one = client.conversations.items.retrieve(first.data[0].id, conversation_id=made.id)
     assert one.content[0].text == "note 4" and one.role == "user"
 
-    changed = client.conversations.update(made.id, metadata={"project": "renamed"}, extra_body={"memchat": {"budget": None, "recall": 3}})
+    settings = {"budget": None, "recall": 3, "recall_embeddings": "openai/text-embedding-3-small"}
+    changed = client.conversations.update(made.id, metadata={"project": "renamed"}, extra_body={"memchat": settings})
     assert changed.metadata == {"project": "renamed"}
-    assert (changed.model_extra["memchat"]["budget"], changed.model_extra["memchat"]["recall"]) == (None, 3)
+    assert {key: changed.model_extra["memchat"][key] for key in settings} == settings
 
     with pytest.raises(openai.NotFoundError):
         client.conversations.retrieve("nosuchthread")
