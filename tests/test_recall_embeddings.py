@@ -145,3 +145,29 @@ def test_a_long_message_is_embedded_by_its_start_and_a_blank_one_not_at_all(memo
     blank, made = Embeddings(EMBEDDINGS).embed(["  ", long])
     assert [[len(text) for text in r["input"]] for r in server.embedding_requests] == [[EMBED_MAX_CHARACTERS]]
     assert similarity(unpacked(blank), unpacked(made)) == 0.0 and len(unpacked(made)) == server.EMBEDDING_DIMENSIONS
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_similarity_only_reorders_what_the_words_found(db_url):
+    """Whatever the similarities: positions older than `before`, each once, as many as the words
+    alone bring (at most `keep`); similarities all equal change nothing."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from memchat.storage.fulltext import WordMatches, rank_recalled
+
+    word = st.lists(st.integers(0, 199), min_size=1, max_size=40, unique=True).map(
+        lambda positions: WordMatches(sorted(positions), [p * 600.0 for p in sorted(positions)], True)
+    )
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(word, min_size=1, max_size=5), st.integers(1, 40), st.floats(-1, 1), st.randoms())
+    def check(matches, keep, level, rng):
+        by_words = rank_recalled(matches, 200, keep=keep)
+        flat = rank_recalled(matches, 200, keep=keep, similar=lambda positions: dict.fromkeys(positions, level))
+        assert flat == by_words
+        ranked = rank_recalled(matches, 200, keep=keep, similar=lambda ps: {p: rng.uniform(-1, 1) for p in ps})
+        assert len(ranked) == len(set(ranked)) <= keep and all(0 <= p < 200 for p in ranked)
+        assert len(ranked) == len(by_words)
+
+    check()
