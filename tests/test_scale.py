@@ -171,3 +171,46 @@ def test_export_of_a_long_thread_round_trips(memory):
     assert [(m["role"], m["content"]) for m in again["messages"]] == [
         (m["role"], m["content"]) for m in exported["messages"]
     ]
+
+
+@sqlite_only
+def test_the_reads_of_a_turn_do_not_grow_with_the_thread(memory):
+    """SQLite's own count of the steps its statements run (deterministic, unlike a timing): a
+    turn's context, a recall and a page of items on a 6,000-message thread take about what they
+    take on a 300-message one, its own or inherited by a fork. Two ranges on one column once let
+    SQLite read a thread's whole index for a window."""
+    from sqlalchemy import event
+
+    steps = [0]
+
+    def count(connection, *_):
+        connection.connection.driver_connection.set_progress_handler(lambda: steps.__setitem__(0, steps[0] + 1), 100)
+
+    event.listen(memory.store.engine, "before_cursor_execute", count)
+
+    def middle(thread: str) -> int:
+        return memory.thread(thread).message_count // 2
+
+    def cost(thread: str) -> list[int]:
+        spent = []
+        for read in (
+            lambda: memory.context(thread, "and then?", with_dropped=False, budget=2000),
+            lambda: memory.context(thread, "7 zebra", with_dropped=False, recall=3, budget=2000),
+            lambda: memory.store.message_page(thread, after=middle(thread), limit=10, newest_first=False),
+            lambda: memory.store.message_page(thread, after=middle(thread), limit=10, newest_first=True),
+            lambda: memory.store.messages_after(thread, middle(thread), middle(thread) + 30, limit=20),
+            lambda: memory.store.message_at(thread, middle(thread)),
+            lambda: memory.messages(thread, last=4),
+            lambda: memory.store.unanswered(thread),
+        ):
+            read()
+            steps[0] = 0
+            read()
+            spent.append(steps[0])
+        return spent
+
+    short, long = long_thread(memory, 300), long_thread(memory, 6000)
+    fork = memory.fork(long).id
+    baseline = cost(short)
+    for thread in (long, fork):
+        assert all(n <= 2 * b + 50 for n, b in zip(cost(thread), baseline)), (cost(thread), baseline)

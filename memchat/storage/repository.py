@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, String, bindparam, case, exists, func, insert, literal_column, text, update
+from sqlalchemy import Connection, Integer, String, bindparam, case, exists, func, insert, literal_column, text, update
 from sqlalchemy import select as select_columns
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -111,9 +111,28 @@ _LOCKED_LINEAGE_STEP = _LINEAGE_STEP.with_for_update()
 """A fork's row held while what it inherits is copied into it: two writers copying into the same
 fork one after the other, the second sees what the first took (PostgreSQL; SQLite writers take
 turns anyway)."""
-_IN_SEGMENT = _messages.c.position.between(bindparam("seg_first"), bindparam("seg_last"))
+def _in_segment(first=None, last=None):
+    """Positions in the segment (`seg_first`..`seg_last`) and, as well, in [first, last] (SQL
+    expressions), as one range: given a second range on the same column, SQLite's planner may
+    read the index over the looser one and filter the rest row by row (a turn's window read a
+    100,000-message thread whole)."""
+    low, high = bindparam("seg_first", type_=Integer), bindparam("seg_last", type_=Integer)
+    if first is not None:
+        low = case((low > first, low), else_=first)
+    if last is not None:
+        high = case((high < last, high), else_=last)
+    return _messages.c.position.between(low, high)
+
+
+_IN_SEGMENT = _in_segment()
 """Every read of a thread's messages by position runs once for each segment of its lineage
 (`Store._lineage`): the thread's own positions, then those each origin gives it."""
+
+
+def _position(name: str, step: int = 0):
+    """A position given as a parameter, one place on (`step` 1) or back (-1): `> p` as `>= p + 1`."""
+    given = bindparam(name, type_=Integer)
+    return given + step if step else given
 _INHERITING = select_columns(_threads.c.id).where(
     _threads.c.forked_from == bindparam("thread_key"), _threads.c.inherits_through >= bindparam("from_position")
 )
@@ -162,15 +181,21 @@ def _with_counts(query):
     )
 
 
-_HISTORY_PAGE = (
-    _with_counts(
-        select_columns(_messages.c.id, _messages.c.position, _messages.c.role, _COUNTED, _messages.c.context_limit)
+
+
+def _history_page(segment):
+    return (
+        _with_counts(
+            select_columns(_messages.c.id, _messages.c.position, _messages.c.role, _COUNTED, _messages.c.context_limit)
+        )
+        .where(_messages.c.thread_id == bindparam("thread_key"), segment, _messages.c.status == literal_column("'complete'"))
+        .order_by(_messages.c.position.desc())
+        .limit(bindparam("page"))
     )
-    .where(_messages.c.thread_id == bindparam("thread_key"), _IN_SEGMENT, _messages.c.status == literal_column("'complete'"))
-    .order_by(_messages.c.position.desc())
-    .limit(bindparam("page"))
-)
-_HISTORY_PAGE_BEFORE = _HISTORY_PAGE.where(_messages.c.position < bindparam("before_position"))
+
+
+_HISTORY_PAGE = _history_page(_IN_SEGMENT)
+_HISTORY_PAGE_BEFORE = _history_page(_in_segment(last=_position("before_position", -1)))
 _HISTORY_TAIL = (
     _with_counts(
         select_columns(
@@ -178,14 +203,13 @@ _HISTORY_TAIL = (
             _messages.c.status, _messages.c.content,
         )
     )
-    .where(_messages.c.thread_id == bindparam("thread_key"), _IN_SEGMENT, _messages.c.position > bindparam("after_position"))
+    .where(_messages.c.thread_id == bindparam("thread_key"), _in_segment(first=_position("after_position", 1)))
     .order_by(_messages.c.position.desc())
 )
 _CONTENTS_FROM = select_columns(_messages.c.id, _messages.c.content).where(
     _messages.c.thread_id == bindparam("thread_key"),
-    _IN_SEGMENT,
+    _in_segment(first=_position("first_position")),
     _messages.c.status == literal_column("'complete'"),
-    _messages.c.position >= bindparam("first_position"),
 )
 _LAST_USER_MESSAGE = (
     select_columns(_messages)
@@ -199,15 +223,18 @@ _LAST_USER_MESSAGE = (
     .limit(1)
 )
 _summaries = Summary.__table__
-_RECALLABLE_IN_SEGMENT = (
+_RECALLABLE = (
     _messages.c.thread_id == bindparam("thread_key"),
-    _IN_SEGMENT,
     _messages.c.status == literal_column("'complete'"),
     _messages.c.role.in_([literal_column("'user'"), literal_column("'assistant'")]),
 )
-"""What recall may bring: a segment's completed user and assistant messages."""
+"""What recall may bring: a thread's completed user and assistant messages."""
 _RECALLABLE_AT = select_columns(_messages).where(
-    *_RECALLABLE_IN_SEGMENT, _messages.c.position.in_(bindparam("positions", expanding=True))
+    *_RECALLABLE,
+    _messages.c.position.in_(bindparam("positions", expanding=True)),
+    # The segment checked on each row found (`+ 0`: no index range), so that the positions are
+    # looked up one by one; given the segment's range, SQLite read every message in it.
+    (_messages.c.position + 0).between(bindparam("seg_first"), bindparam("seg_last")),
 )
 
 
@@ -224,7 +251,8 @@ _vectors = MessageVector.__table__
 _UNEMBEDDED = (
     select_columns(_messages)
     .where(
-        *_RECALLABLE_IN_SEGMENT,
+        *_RECALLABLE,
+        _IN_SEGMENT,
         ~exists().where(
             _vectors.c.message_id == func.coalesce(_messages.c.copied_from, _messages.c.id),
             _vectors.c.model == bindparam("vector_model"),
@@ -238,7 +266,7 @@ _UNEMBEDDED = (
 
 _SAID_FROM = (
     select_columns(_messages.c.position, _messages.c.created_at)
-    .where(_messages.c.thread_id == bindparam("thread_key"), _IN_SEGMENT, _messages.c.position >= bindparam("from_position"))
+    .where(_messages.c.thread_id == bindparam("thread_key"), _in_segment(first=_position("from_position")))
     .order_by(_messages.c.position)
     .limit(1)
 )
@@ -246,9 +274,7 @@ _SAID_BETWEEN = (
     select_columns(_messages.c.position, _messages.c.created_at)
     .where(
         _messages.c.thread_id == bindparam("thread_key"),
-        _IN_SEGMENT,
-        _messages.c.position >= bindparam("first"),
-        _messages.c.position < bindparam("last"),
+        _in_segment(first=_position("first"), last=_position("last", -1)),
         _messages.c.created_at >= bindparam("start"),
         _messages.c.created_at < bindparam("end"),
         _messages.c.status == literal_column("'complete'"),
@@ -284,8 +310,15 @@ _COPY_MESSAGES = insert(_messages).from_select(
 )
 """What a fork inherits from one thread of its lineage, from position `first` on, made its own
 (a copy on write)."""
-_THREAD_MESSAGES = select_columns(_messages).where(_messages.c.thread_id == bindparam("thread_key"), _IN_SEGMENT)
-"""A thread's messages in one segment of its lineage, narrowed and ordered by the caller."""
+
+
+def _thread_messages(first=None, last=None):
+    """A thread's messages in one segment of its lineage, within [first, last] if given, narrowed
+    and ordered by the caller."""
+    return select_columns(_messages).where(_messages.c.thread_id == bindparam("thread_key"), _in_segment(first, last))
+
+
+_THREAD_MESSAGES = _thread_messages()
 _NOT_UNDONE = _messages.c.status != literal_column("'undone'")
 _UNFINISHED_IN_SEGMENT = select_columns(func.count()).where(
     _messages.c.thread_id == bindparam("thread_key"),
@@ -791,10 +824,11 @@ class Store:
         """Up to `limit` of the thread's messages after position `after` (None: from the start)
         in the order asked, and whether more follow; one index range read. Undone messages are
         left out: they are no longer part of the conversation."""
-        query = _THREAD_MESSAGES.where(_NOT_UNDONE)
+        query = _THREAD_MESSAGES
         if after is not None:
-            anchor = bindparam("after_position")
-            query = query.where(_messages.c.position < anchor if newest_first else _messages.c.position > anchor)
+            anchor = "after_position"
+            query = _thread_messages(last=_position(anchor, -1)) if newest_first else _thread_messages(_position(anchor, 1))
+        query = query.where(_NOT_UNDONE)
         order = _messages.c.position.desc() if newest_first else _messages.c.position
         query = query.order_by(order).limit(bindparam("page"))
         with self._core_reading() as connection:
@@ -889,11 +923,8 @@ class Store:
     def messages_after(self, thread_id: str, after: int, through: int, *, limit: int) -> list[MessagePublic]:
         """Completed messages with positions in (after, through], oldest first, at most `limit`."""
         query = (
-            _THREAD_MESSAGES.where(
-                _messages.c.status == literal_column("'complete'"),
-                _messages.c.position > bindparam("after_position"),
-                _messages.c.position <= bindparam("through_position"),
-            )
+            _thread_messages(_position("after_position", 1), _position("through_position"))
+            .where(_messages.c.status == literal_column("'complete'"))
             .order_by(_messages.c.position)
             .limit(bindparam("page"))
         )
@@ -1532,7 +1563,7 @@ class Store:
         thread is never held in memory whole."""
         after = -1
         query = (
-            _THREAD_MESSAGES.where(_messages.c.position > bindparam("after_position"))
+            _thread_messages(first=_position("after_position", 1))
             .order_by(_messages.c.position)
             .limit(bindparam("page"))
         )
