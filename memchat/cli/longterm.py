@@ -80,8 +80,10 @@ def summary(
 
 @app.command()
 def embed(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
-    """Make the vectors the thread's recall by meaning needs now (its --recall-embeddings model),
-    instead of a few hundred at a time as turns recall; run again, it makes only the new ones."""
+    """Embed the thread's messages now, for recall by meaning.
+
+    With the thread's --recall-embeddings model, in batches, instead of a few hundred at a time as
+    turns recall; run again, it embeds only the new messages."""
     memory = memory_of(ctx)
     made = memory.embed(thread)
     if as_json:
