@@ -15,8 +15,8 @@ from memchat import lease, llm
 from memchat.config import database_url
 from memchat.context import Context
 from memchat.errors import InvalidInput, describe_validation_error
-from memchat.prompt import resolve_model
-from memchat.recollection import Embeddings, embed_thread
+from memchat.prompt import embeddings_for
+from memchat.recollection import embed_thread
 from memchat.storage import database
 from memchat.storage.models import (
     ApiKeyPublic,
@@ -35,7 +35,6 @@ from memchat.turn import (
     Reply,
     TurnOptions,
     build_context,
-    endpoint_for,
     rebuild_summary,
     take_turn,
     validate_text,
@@ -219,8 +218,7 @@ class Memory:
         otherwise make as turns need them: one for each message that has none, in batches; how
         many were made. Run again, it makes only what is new."""
         thread = self.store.thread(thread_id)
-        options = TurnOptions(None, None, None)
-        embeddings = Embeddings.of(thread, resolve_model(thread, options), endpoint_for(thread, options))
+        embeddings = embeddings_for(thread, TurnOptions())
         if embeddings is None:
             raise InvalidInput(
                 f"thread {thread.id} has no embedding model: set one with `memchat set {thread.id} --recall-embeddings MODEL`"

@@ -283,10 +283,7 @@ def complete(
     params: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "num_retries": 0, "max_retries": 0}
     if temperature is not None:
         params["temperature"] = temperature
-    if api_base:
-        params["api_base"] = api_base
-        if _missing_keys(litellm, model):
-            params["api_key"] = NO_KEY
+    params.update(_endpoint_params(litellm, model, api_base))
     started = time.perf_counter()
     deadline = time.monotonic() + timeout
     for attempt in range(MAX_ATTEMPTS):
@@ -321,11 +318,7 @@ def complete(
                 raise ReplyCutOff(
                     f"{model}: the connection dropped part-way through the reply; what arrived is kept", "".join(received)
                 ) from None
-            error = _translate(litellm, exc, model, api_base)
-            pause = max(RETRY_BASE_SECONDS * 2**attempt * (0.5 + random.random()), _retry_after(exc))
-            if not _transient(litellm, exc) or time.monotonic() + pause >= deadline or attempt + 1 == MAX_ATTEMPTS:
-                raise error from None
-            time.sleep(pause)
+            time.sleep(_pause_before_retry(litellm, exc, model, api_base, attempt, deadline))
     latency_ms = round((time.perf_counter() - started) * 1000)
     usage = getattr(response, "usage", None)
     return Completion(
@@ -343,10 +336,7 @@ def embed(*, model: str, texts: list[str], api_base: str | None = None, timeout:
     transient failure is retried like a reply, while `timeout` lasts)."""
     litellm = _litellm()
     params: dict = {"model": model, "input": texts, "num_retries": 0, "max_retries": 0}
-    if api_base:
-        params["api_base"] = api_base
-        if _missing_keys(litellm, model):
-            params["api_key"] = NO_KEY
+    params.update(_endpoint_params(litellm, model, api_base))
     deadline = time.monotonic() + timeout
     for attempt in range(MAX_ATTEMPTS):
         params["timeout"] = timeout if attempt == 0 else max(deadline - time.monotonic(), 0.1)
@@ -354,11 +344,7 @@ def embed(*, model: str, texts: list[str], api_base: str | None = None, timeout:
             response = litellm.embedding(**params)
             break
         except Exception as exc:
-            error = _translate(litellm, exc, model, api_base)
-            pause = max(RETRY_BASE_SECONDS * 2**attempt * (0.5 + random.random()), _retry_after(exc))
-            if not _transient(litellm, exc) or time.monotonic() + pause >= deadline or attempt + 1 == MAX_ATTEMPTS:
-                raise error from None
-            time.sleep(pause)
+            time.sleep(_pause_before_retry(litellm, exc, model, api_base, attempt, deadline))
     data = getattr(response, "data", None) or []
     vectors = sorted(
         ((item["index"], item["embedding"]) if isinstance(item, dict) else (item.index, item.embedding) for item in data),
@@ -367,6 +353,24 @@ def embed(*, model: str, texts: list[str], api_base: str | None = None, timeout:
     if len(vectors) != len(texts) or any(not isinstance(vector, list) or not vector for _, vector in vectors):
         raise ProviderError(f"{model}: the provider's answer did not hold one embedding for each text", kind="empty")
     return [vector for _, vector in vectors]
+
+
+def _endpoint_params(litellm, model: str, api_base: str | None) -> dict:
+    """`--api-base`, and a stand-in key where the provider's own is not set (a local server
+    wants none, and litellm refuses to call without one)."""
+    if not api_base:
+        return {}
+    return {"api_base": api_base, **({"api_key": NO_KEY} if _missing_keys(litellm, model) else {})}
+
+
+def _pause_before_retry(litellm, exc: Exception, model: str, api_base: str | None, attempt: int, deadline: float) -> float:
+    """How long to wait before the next attempt after `exc` (backoff, or the provider's
+    Retry-After); its translation is raised instead when it is not transient, or when no time or
+    attempt is left."""
+    pause = max(RETRY_BASE_SECONDS * 2**attempt * (0.5 + random.random()), _retry_after(exc))
+    if not _transient(litellm, exc) or time.monotonic() + pause >= deadline or attempt + 1 == MAX_ATTEMPTS:
+        raise _translate(litellm, exc, model, api_base) from None
+    return pause
 
 
 def _reply_text(response, model: str) -> str:
@@ -501,19 +505,20 @@ PROVIDER_BASE_VARIABLES = {
 DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com", "ollama": "http://localhost:11434"}
 
 
-def _provider(model: str) -> str:
+def provider_of(model: str) -> str:
+    """The provider part of `provider/model` (a bare model name is OpenAI's, as litellm reads it)."""
     return model.split("/", 1)[0] if "/" in model else "openai"
 
 
 def endpoint_from_environment(model: str) -> str | None:
     """The endpoint the provider's own variable names for `model` (OPENAI_BASE_URL, ...), if any."""
-    names = PROVIDER_BASE_VARIABLES.get(_provider(model), ())
+    names = PROVIDER_BASE_VARIABLES.get(provider_of(model), ())
     return next((os.environ[name] for name in names if os.environ.get(name)), None)
 
 
 def _endpoint(model: str, api_base: str | None) -> str:
     """The URL a call to `model` went to: --api-base, else the provider's variable, else its default."""
-    provider = _provider(model)
+    provider = provider_of(model)
     return api_base or endpoint_from_environment(model) or DEFAULT_ENDPOINTS.get(provider, f"the {provider} endpoint")
 
 

@@ -106,10 +106,7 @@ class MemoryPlan:
         policy = options.policy or thread.policy
         recall = options.recall if options.recall is not None else thread.recall
         current = store.current_summary(thread.id) if policy == "summary" else None
-        embeddings = Embeddings.of(
-            thread, resolve_model(thread, options), options.api_base or thread.api_base, options.timeout
-        )
-        return cls(policy, recall, thread.summary_share or DEFAULT_SUMMARY_SHARE, current, embeddings)
+        return cls(policy, recall, thread.summary_share or DEFAULT_SUMMARY_SHARE, current, embeddings_for(thread, options))
 
 
 @dataclass(frozen=True)
@@ -134,6 +131,27 @@ class Plan:
 
 def resolve_model(thread: ThreadPublic, options: TurnOptions) -> str:
     return options.model or thread.model or default_model()
+
+
+def endpoint_for(thread: ThreadPublic, options: TurnOptions) -> str | None:
+    """--api-base, else the thread's, else (unless the provider's own variable names one) the
+    user's `memchat config set api-base`."""
+    if options.api_base or thread.api_base:
+        return options.api_base or thread.api_base
+    configured = settings.get("api-base")
+    if configured and not llm.endpoint_from_environment(resolve_model(thread, options)):
+        return configured
+    return None
+
+
+def embeddings_for(thread: ThreadPublic, options: TurnOptions) -> Embeddings | None:
+    """The embedding model the thread's recall uses (none: words alone), its requests sent
+    where the turn's go when it is the same provider's."""
+    if not thread.recall_embeddings:
+        return None
+    return Embeddings.beside(
+        thread.recall_embeddings, resolve_model(thread, options), endpoint_for(thread, options), options.timeout
+    )
 
 
 def resolve_budget(thread: ThreadPublic, options: TurnOptions, model: str) -> int:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from memchat import llm, vectors
 from memchat.errors import ProviderError
-from memchat.storage.models import MessagePublic, ThreadPublic
-from memchat.storage.repository import Recallable, Store
+from memchat.storage.models import MessagePublic
+from memchat.storage.repository import LAST_POSSIBLE_POSITION, Recallable, Store
 
 EMBED_BATCH = 128
 """Texts sent in one embedding request."""
@@ -38,15 +38,11 @@ class Embeddings:
     timeout: float = llm.DEFAULT_TIMEOUT
 
     @classmethod
-    def of(
-        cls, thread: ThreadPublic, turn_model: str, api_base: str | None, timeout: float = llm.DEFAULT_TIMEOUT
-    ) -> Embeddings | None:
-        """The thread's model; it goes to the turn's endpoint (`--api-base`, the thread's) when it
-        is the turn model's provider, else to its provider's own (or its variables')."""
-        if not thread.recall_embeddings:
-            return None
-        same_provider = _provider(thread.recall_embeddings) == _provider(turn_model)
-        return cls(thread.recall_embeddings, api_base if same_provider else None, timeout)
+    def beside(cls, model: str, turn_model: str, api_base: str | None, timeout: float = llm.DEFAULT_TIMEOUT) -> Embeddings:
+        """`model`'s requests go to the turn's endpoint (`--api-base`, the thread's) when it is
+        the turn model's provider, else to its provider's own (or its variables')."""
+        same_provider = llm.provider_of(model) == llm.provider_of(turn_model)
+        return cls(model, api_base if same_provider else None, timeout)
 
     def embed(self, texts: list[str]) -> list[bytes]:
         """Each text's vector, packed; a blank text is similar to nothing and costs no request
@@ -93,13 +89,14 @@ def recall(
 def embed_thread(store: Store, thread_id: str, embeddings: Embeddings) -> int:
     """Vectors for every recallable message of the thread that has none by the model (its own
     and what it inherits), in batches, newest first; how many were made."""
-    made = 0
+    made, before = 0, LAST_POSSIBLE_POSITION
     while True:
-        missing = store.unembedded(thread_id, embeddings.model, limit=EMBED_BATCH)
+        missing = store.unembedded(thread_id, embeddings.model, before=before, limit=EMBED_BATCH)
         if not missing:
             return made
         store.save_vectors(embeddings.model, dict(zip((m.id for m in missing), embeddings.embed([m.content for m in missing]))))
         made += len(missing)
+        before = missing[-1].position
 
 
 class _Similarity:
@@ -122,6 +119,3 @@ class _Similarity:
         held = {**kept, **new}
         return {m.position: vectors.similarity(query, vectors.unpacked(held[m.id])) for m in messages}
 
-
-def _provider(model: str) -> str:
-    return model.split("/", 1)[0] if "/" in model else "openai"

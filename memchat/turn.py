@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from memchat import llm, prompt, settings, summary
+from memchat import llm, prompt, summary
 from memchat.context import Context, history_room, room_for, summary_cap
 from memchat.errors import (
     ContextTooLong,
@@ -53,17 +53,6 @@ class Reply:
     """The summary this turn made, if it made one."""
 
 
-def endpoint_for(thread: ThreadPublic, options: TurnOptions) -> str | None:
-    """--api-base, else the thread's, else (unless the provider's own variable names one) the
-    user's `memchat config set api-base`."""
-    if options.api_base or thread.api_base:
-        return options.api_base or thread.api_base
-    configured = settings.get("api-base")
-    if configured and not llm.endpoint_from_environment(prompt.resolve_model(thread, options)):
-        return configured
-    return None
-
-
 def take_turn(
     store: Store,
     thread_ref: str,
@@ -92,7 +81,7 @@ def take_turn(
     if text is not None:
         prompt.validate_text(text)
     thread = store.thread(thread_ref)
-    options = replace(options, api_base=endpoint_for(thread, options))
+    options = replace(options, api_base=prompt.endpoint_for(thread, options))
     llm.check_model(prompt.plan_for(thread, options).model, api_base=options.api_base)
     calls = 2 if (options.policy or thread.policy) == "summary" else 1
     wait = options.timeout * calls if options.wait is None else options.wait
@@ -374,7 +363,7 @@ def rebuild_summary(
     """Make the thread's summary again from its first message, in as many calls as its span
     needs: over the span of the current summary, or what the next turn would leave out."""
     thread = store.thread(thread_ref)
-    options = replace(options, api_base=endpoint_for(thread, options))
+    options = replace(options, api_base=prompt.endpoint_for(thread, options))
     with store.snapshot():
         plan = prompt.plan_for(thread, options)
         current = store.current_summary(thread.id)

@@ -111,6 +111,8 @@ _LOCKED_LINEAGE_STEP = _LINEAGE_STEP.with_for_update()
 """A fork's row held while what it inherits is copied into it: two writers copying into the same
 fork one after the other, the second sees what the first took (PostgreSQL; SQLite writers take
 turns anyway)."""
+
+
 def _in_segment(first=None, last=None):
     """Positions in the segment (`seg_first`..`seg_last`) and, as well, in [first, last] (SQL
     expressions), as one range: given a second range on the same column, SQLite's planner may
@@ -133,6 +135,8 @@ def _position(name: str, step: int = 0):
     """A position given as a parameter, one place on (`step` 1) or back (-1): `> p` as `>= p + 1`."""
     given = bindparam(name, type_=Integer)
     return given + step if step else given
+
+
 _INHERITING = select_columns(_threads.c.id).where(
     _threads.c.forked_from == bindparam("thread_key"), _threads.c.inherits_through >= bindparam("from_position")
 )
@@ -154,6 +158,9 @@ _LIVE_KEYS = select_columns(_keys.c.name, _keys.c.key_hash).where(_keys.c.revoke
 _THREAD_WITH_LAST_POSITION = select_columns(
     _threads, _last_position(_threads.c.id, _threads.c.inherits_through).label("last_position")
 ).where(_threads.c.id == bindparam("thread_key"))
+_HELD_UNDER = func.coalesce(_messages.c.copied_from, _messages.c.id)
+"""The message whose token counts, index entry and vectors a message shares: a fork's copy
+(`copied_from`, revision 0010) its original's, any other its own."""
 _HISTORY_VERSION = select_columns(_threads.c.history_version).where(_threads.c.id == bindparam("thread_key"))
 _LOCKED_HISTORY_VERSION = _HISTORY_VERSION.with_for_update()
 _SET_STATUS = update(_messages).where(_messages.c.id == bindparam("message_key")).values(status=bindparam("new_status"))
@@ -179,8 +186,6 @@ def _with_counts(query):
         _shared_tokens,
         (_shared_tokens.c.message_id == _messages.c.copied_from) & (_shared_tokens.c.tokenizer == bindparam("tokenizer_name")),
     )
-
-
 
 
 def _history_page(segment):
@@ -252,16 +257,17 @@ _UNEMBEDDED = (
     select_columns(_messages)
     .where(
         *_RECALLABLE,
-        _IN_SEGMENT,
+        _in_segment(last=_position("before_position", -1)),
         ~exists().where(
-            _vectors.c.message_id == func.coalesce(_messages.c.copied_from, _messages.c.id),
+            _vectors.c.message_id == _HELD_UNDER,
             _vectors.c.model == bindparam("vector_model"),
         ),
     )
     .order_by(_messages.c.position.desc())
     .limit(bindparam("batch"))
 )
-"""A segment's recallable messages that have no vector by the model yet, newest first."""
+"""A segment's recallable messages older than `before_position` that have no vector by the
+model yet, newest first."""
 
 
 _SAID_FROM = (
@@ -301,7 +307,7 @@ _COPY_MESSAGES = insert(_messages).from_select(
         bindparam("new_thread", type_=String).label("thread_id"),
         *(_messages.c[name] for name in _MESSAGE_COPIED),
         # the indexed original: a copy is found through its entry, never indexed again (0010)
-        func.coalesce(_messages.c.copied_from, _messages.c.id),
+        _HELD_UNDER,
     ).where(
         _messages.c.thread_id == bindparam("old_thread"),
         _messages.c.position >= bindparam("first"),
@@ -1068,12 +1074,23 @@ class Store:
                 self._said_between(session, thread_id, since, until, before, scan)
                 for since, until in fulltext.dates_named(about)
             ]
+            found: dict[int, Any] = {}
+            asked: set[int] = set()
+
+            def recallable_at(positions: list[int]) -> list:
+                """The rows at these positions that recall may bring, each read once a recall."""
+                wanted = [p for p in positions if p not in asked]
+                if wanted:
+                    asked.update(wanted)
+                    rows = self._across(session, thread_id, _RECALLABLE_AT, {"positions": wanted})
+                    found.update((row.position, row) for row in rows)
+                return [found[p] for p in positions if p in found]
+
             by_meaning = None
             if similar is not None:
 
                 def by_meaning(positions: list[int]) -> dict[int, float]:
-                    rows = self._across(session, thread_id, _RECALLABLE_AT, {"positions": positions})
-                    return similar([Recallable(row.id, row.position, row.content) for row in rows])
+                    return similar([Recallable(row.id, row.position, row.content) for row in recallable_at(positions)])
 
             ranked = fulltext.rank_recalled(matches, before, keep=2 * limit + 16, similar=by_meaning)
             recalled: list[MessagePublic] = []
@@ -1082,10 +1099,7 @@ class Store:
             for start in range(0, len(ranked), size):
                 if len(recalled) >= limit:
                     break
-                chunk = ranked[start : start + size]
-                rows = self._across(session, thread_id, _RECALLABLE_AT, {"positions": chunk})
-                found = {row.position: row for row in rows}
-                taken = [found[p] for p in chunk if p in found][: limit - len(recalled)]
+                taken = recallable_at(ranked[start : start + size])[: limit - len(recalled)]
                 recalled += [_message_of(row, thread_id) for row in taken]
         return recalled
 
@@ -1128,10 +1142,9 @@ class Store:
         if not wanted:
             return {}
         with self._reading() as session:
-            held = func.coalesce(_messages.c.copied_from, _messages.c.id)
             rows = session.execute(
                 select_columns(_messages.c.id, _vectors.c.vector)
-                .join(_vectors, (_vectors.c.message_id == held) & (_vectors.c.model == model))
+                .join(_vectors, (_vectors.c.message_id == _HELD_UNDER) & (_vectors.c.model == model))
                 .where(_messages.c.id.in_(wanted))
             )
             return {message_id: bytes(vector) for message_id, vector in rows}
@@ -1143,22 +1156,22 @@ class Store:
         if not vectors:
             return
         with self._writing() as session:
-            held = func.coalesce(_messages.c.copied_from, _messages.c.id)
-            owners = session.execute(
-                select_columns(_messages.c.id, held).where(_messages.c.id.in_(list(vectors)))
-            ).all()
+            owners = session.execute(select_columns(_messages.c.id, _HELD_UNDER).where(_messages.c.id.in_(list(vectors)))).all()
             present = set(session.execute(select(Message.id).where(col(Message.id).in_([o for _, o in owners]))).scalars())
             under = {owner: vectors[i] for i, owner in owners if owner in present}
             rows = [{"message_id": i, "model": model, "vector": v} for i, v in under.items()]
             if rows:
                 session.execute(_insert_ignoring_duplicates(session, MessageVector), rows)
 
-    def unembedded(self, thread_id: str, model: str, *, limit: int) -> list[MessagePublic]:
-        """Up to `limit` of the thread's recallable messages (its own and what it inherits) that
-        have no vector by `model`, newest first."""
+    def unembedded(self, thread_id: str, model: str, *, before: int, limit: int) -> list[MessagePublic]:
+        """Up to `limit` of the thread's recallable messages (its own and what it inherits) older
+        than position `before` that have no vector by `model`, newest first: a caller going
+        through a thread passes the last position it was given, so no page reads again what
+        an earlier one passed over."""
+        values = {"vector_model": model, "before_position": before}
         with self._reading() as session:
             thread_id = self._resolve(session, thread_id).id
-            rows = self._across(session, thread_id, _UNEMBEDDED, {"vector_model": model}, limit=limit, limit_key="batch")
+            rows = self._across(session, thread_id, _UNEMBEDDED, values, limit=limit, limit_key="batch")
             return [_message_of(row, thread_id) for row in rows]
 
     def save_token_counts(self, tokenizer: str, counts: dict[int, int], *, thread_id: str | None = None) -> None:
