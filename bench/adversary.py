@@ -4,6 +4,8 @@ on one thread with nothing lost, on SQLite and PostgreSQL.
 Each fault and bad input is a test marked `fault` or `bad_input` (tests/test_reliability.py,
 tests/test_concurrency.py, tests/test_cli.py): it reproduces the case with real processes and
 the local provider server and asserts the clean outcome, so this script runs them and counts.
+Isolation: each test marked `isolation` checks that one tenant never reaches another's data
+and that a server with keys never answers without one.
 Writers: `MEMCHAT_TEST_WRITERS` processes each take `MEMCHAT_TEST_TURNS` turns on one thread;
 the test asserts every turn stored, each reply after its own question, each request holding
 every turn completed before it.
@@ -56,6 +58,7 @@ def main(writers: int = 4, turns: int = 6) -> str:
     for label, marker, env in (
         ("faults survived", "fault", None),
         ("bad inputs refused cleanly", "bad_input", None),
+        ("isolation checks held", "isolation", None),
         (
             f"{writers} writers x {turns} turns on one thread, nothing lost (per backend)",
             "writers",

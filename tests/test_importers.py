@@ -209,6 +209,7 @@ def test_a_bad_jsonl_line_refuses_the_whole_file(memory, tmp_path):
     assert memory.threads() == []
 
 
+@pytest.mark.isolation
 def test_imports_through_a_server_are_the_callers_own(memory, tmp_path):
     from serving import Served
 

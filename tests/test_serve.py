@@ -371,6 +371,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.isolation
 def test_keys_are_tenants_that_never_see_each_other(server, db_url):
     alice_key, bob_key = (_cli("key", "create", name).stdout.strip() for name in ("alice", "bob"))
     assert alice_key.startswith("mc-") and len(alice_key) > 40 and alice_key != bob_key
@@ -478,6 +479,7 @@ def test_memchats_own_api_mirrors_the_cli(served, server):
     assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "api_base"
 
 
+@pytest.mark.isolation
 def test_search_export_and_import_never_cross_tenants(server):
     keys = {name: _cli("key", "create", name).stdout.strip() for name in ("alice", "bob")}
     served = Served()

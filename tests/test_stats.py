@@ -110,6 +110,7 @@ def test_the_cli_table_and_json(memory, history):
     assert bad.returncode == 2 and "--since: 'last tuesday' is not a date" in bad.stderr
 
 
+@pytest.mark.isolation
 def test_through_a_server_each_tenant_sees_its_own(memory, server):
     from serving import Served
 
