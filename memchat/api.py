@@ -20,6 +20,7 @@ from memchat.recollection import embed_thread
 from memchat.storage import database
 from memchat.storage.models import (
     ApiKeyPublic,
+    KeyCheck,
     MessageCreate,
     MessagePublic,
     SummaryPublic,
@@ -88,8 +89,9 @@ class Memory:
         """Refuse the key from the next request on; its conversations stay in the database."""
         return self.store.revoke_key(name)
 
-    def key_holder(self, key: str | None) -> tuple[str | None, bool]:
-        """(the name of the live key `key` is, or None; whether any live key exists)."""
+    def key_holder(self, key: str | None) -> KeyCheck:
+        """Whose live key `key` is (None: nobody's), whether any key is live, and whether this
+        database has ever had a key."""
         return self.store.key_holder(_key_hash(key or ""))
 
     def close(self) -> None:

@@ -442,6 +442,32 @@ def test_beyond_loopback_the_server_never_falls_open(server):
         served.stop()
 
 
+@pytest.mark.isolation
+def test_a_database_that_has_had_keys_answers_without_one_only_when_the_operator_opens_it(server):
+    key = _cli("key", "create", "t1").stdout.strip()
+    served = Served()
+    try:
+        made = httpx.post(f"{served.url}/memchat/v1/threads", json={"title": "t1's"}, headers={"Authorization": f"Bearer {key}"})
+        assert made.status_code == 200
+        revoked = _cli("key", "revoke", "t1")
+        assert revoked.returncode == 0 and "no key is live" in revoked.stderr
+        for path in ("/memchat/v1/export", "/memchat/v1/threads", f"/v1/conversations/{made.json()['id']}"):
+            answer = httpx.get(f"{served.url}{path}")
+            assert answer.status_code == 401 and "needs an API key" in answer.json()["error"]["message"], path
+        client = _cli("--server", served.url, "list")
+        assert client.returncode == 8 and "t1's" not in client.stdout
+    finally:
+        served.stop()
+    assert _cli("serve", "--host", "0.0.0.0", "--without-keys").returncode == 2
+    opened = Served("--without-keys")
+    try:
+        assert [t["title"] for t in httpx.get(f"{opened.url}/memchat/v1/export").json()] == ["t1's"]
+        assert _cli("key", "create", "t2").returncode == 0
+        assert httpx.get(f"{opened.url}/memchat/v1/export").status_code == 401
+    finally:
+        opened.stop()
+
+
 def test_memchats_own_api_mirrors_the_cli(served, server):
     api = httpx.Client(base_url=f"{served.url}/memchat/v1", timeout=60)
     made = api.post("/threads", json={"title": "own", "model": "openai/gpt-4o-mini", "recall": 2}).json()

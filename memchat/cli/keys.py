@@ -47,5 +47,11 @@ def list_keys(ctx: typer.Context, as_json: JsonOpt = False):
 @key_app.command()
 def revoke(ctx: typer.Context, name: NameArg):
     """Refuse the key from the next request on (running servers included)."""
-    memory_of(ctx, database=True).revoke_key(name)
+    memory = memory_of(ctx, database=True)
+    memory.revoke_key(name)
     note(f"revoked key {name!r}; its conversations stay in the database")
+    if not any(key.revoked_at is None for key in memory.keys()):
+        note(
+            "no key is live now: `memchat serve` refuses requests without one "
+            "(`memchat serve --without-keys` answers them, on 127.0.0.1)"
+        )

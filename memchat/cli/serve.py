@@ -48,6 +48,14 @@ def serve(
     log_level: Annotated[
         str, typer.Option("--log-level", metavar="LEVEL", help="critical, error, warning, info or debug.")
     ] = "info",
+    without_keys: Annotated[
+        bool,
+        typer.Option(
+            "--without-keys",
+            help="Answer requests without a key while no key is live, on a database that has had keys "
+            "(they see every conversation; 127.0.0.1 only). Without it, such a database refuses them.",
+        ),
+    ] = False,
 ):
     """Serve the memory over HTTP: OpenAI's Conversations, Responses and Chat Completions APIs at
     /v1 (any OpenAI client, base URL http://HOST:PORT/v1), docs at /docs, /healthz, /metrics."""
@@ -56,12 +64,21 @@ def serve(
     memory = memory_of(ctx, database=True).prepare()  # a bad --db fails here, in one line, before anything listens
     location = memory.database_location()
     beyond_loopback = not is_loopback(host)
-    if beyond_loopback and not any(key.revoked_at is None for key in memory.keys()):
+    keys = memory.keys()
+    live = any(key.revoked_at is None for key in keys)
+    if beyond_loopback and without_keys:
+        raise InvalidInput(
+            f"--without-keys: only on a loopback address, not {host}: anyone who can reach it could read every conversation"
+        )
+    if beyond_loopback and not live:
         raise InvalidInput(
             f"refusing to listen on {host} without API keys: anyone who can reach it could read every "
             "conversation; make one with `memchat key create NAME`, or listen on 127.0.0.1"
         )
+    if keys and not live and not without_keys:
+        note("no API key is live: requests are refused (401) until `memchat key create NAME`, or serve with --without-keys")
     os.environ["MEMCHAT_REQUIRE_KEYS"] = "1" if beyond_loopback else "0"
+    os.environ["MEMCHAT_SERVE_WITHOUT_KEYS"] = "1" if without_keys else "0"
     os.environ["MEMCHAT_DB"] = database_url(ctx.find_root().obj["db"])
     os.environ["MEMCHAT_MAX_BODY"] = str(max_body)
     os.environ["MEMCHAT_SERVE_TIMEOUT"] = str(timeout)

@@ -65,13 +65,18 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(db: str | None = None, *, max_body: int = DEFAULT_MAX_BODY, keys_required: bool = False) -> FastAPI:
+def create_app(
+    db: str | None = None, *, max_body: int = DEFAULT_MAX_BODY, keys_required: bool = False, without_keys: bool = False
+) -> FastAPI:
     """`keys_required`: refuse requests without a valid key even when no key exists (a server
-    listening beyond loopback must never fall open because its last key was revoked)."""
+    listening beyond loopback must never fall open because its last key was revoked).
+    `without_keys`: the operator's choice to answer without a key while no key is live, on a
+    database that has had keys (otherwise refused once any key was made)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.keys_required = keys_required
+        app.state.without_keys = without_keys
         app.state.memory = Memory(db).prepare()
         try:
             yield
@@ -147,4 +152,5 @@ def app_from_environment() -> FastAPI:
         os.environ.get("MEMCHAT_DB") or None,
         max_body=int(os.environ.get("MEMCHAT_MAX_BODY", DEFAULT_MAX_BODY)),
         keys_required=os.environ.get("MEMCHAT_REQUIRE_KEYS") == "1",
+        without_keys=os.environ.get("MEMCHAT_SERVE_WITHOUT_KEYS") == "1",
     )

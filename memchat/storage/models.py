@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import AfterValidator, field_validator
 from sqlalchemy import JSON, Index, LargeBinary, Text, UniqueConstraint, func, literal, text
@@ -360,6 +360,17 @@ class ApiKeyPublic(SQLModel):
     shown: str
     created_at: datetime
     revoked_at: datetime | None = None
+
+
+class KeyCheck(NamedTuple):
+    """What a server learns of a request's key, in one query."""
+
+    holder: str | None
+    """The name (tenant) of the live key the request sent; None: no key, or not a live one."""
+    any_live: bool
+    ever_made: bool
+    """Whether this database has had a key, revoked ones included: once it has, a request without
+    a key is refused unless the operator opened the server (`memchat serve --without-keys`)."""
 
 
 class MessageCreate(MessageBase):

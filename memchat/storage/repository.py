@@ -29,6 +29,7 @@ from memchat.storage import database, fulltext
 from memchat.storage.models import (
     ApiKey,
     ApiKeyPublic,
+    KeyCheck,
     Message,
     MessageCreate,
     MessagePublic,
@@ -154,7 +155,7 @@ _TOUCH_THREAD = (
     .returning(_threads.c.history_version)
 )
 _keys = ApiKey.__table__
-_LIVE_KEYS = select_columns(_keys.c.name, _keys.c.key_hash).where(_keys.c.revoked_at.is_(None))
+_EVERY_KEY = select_columns(_keys.c.name, _keys.c.key_hash, _keys.c.revoked_at)
 _THREAD_WITH_LAST_POSITION = select_columns(
     _threads, _last_position(_threads.c.id, _threads.c.inherits_through).label("last_position")
 ).where(_threads.c.id == bindparam("thread_key"))
@@ -1317,16 +1318,17 @@ class Store:
                 session.flush()
             return ApiKeyPublic.model_validate(key)
 
-    def key_holder(self, key_hash: str) -> tuple[str | None, bool]:
-        """(the name of the live key with this hash or None, whether any live key exists): what a
+    def key_holder(self, key_hash: str) -> KeyCheck:
+        """The live key with this hash, and whether any key is live or was ever made: what a
         server checks on every request, in one query."""
         with self._core_reading() as connection:
-            live = connection.execute(_LIVE_KEYS).all()
+            every = connection.execute(_EVERY_KEY).all()
+        live = [(name, stored) for name, stored, revoked_at in every if revoked_at is None]
         holder = None
         for name, stored in live:
             if hmac.compare_digest(stored, key_hash):
                 holder = name
-        return holder, bool(live)
+        return KeyCheck(holder, any_live=bool(live), ever_made=bool(every))
 
     def acquire_lease(
         self,
