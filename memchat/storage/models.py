@@ -24,6 +24,8 @@ stored summary sent after the system prompt."""
 
 DEFAULT_SUMMARY_SHARE = 0.25
 MAX_RECALL = 50
+MAX_BUDGET = 2**31 - 1
+"""The largest budget a thread keeps: what an integer column holds on every backend."""
 
 Status = Literal["complete", "pending", "failed", "partial", "undone"]
 """`undone`: taken out of the thread's memory (`memchat undo`, an item deleted over HTTP), never deleted:
@@ -69,7 +71,7 @@ class ThreadBase(SQLModel):
     title: str = Field(default="", max_length=500)
     model: str | None = Field(default=None, max_length=200)
     system: str | None = Field(default=None, sa_type=Text)
-    budget: int | None = Field(default=None, gt=0)
+    budget: int | None = Field(default=None, gt=0, le=MAX_BUDGET)
     policy: str = Field(default="window", max_length=16)
     recall: int = Field(default=0, ge=0, le=MAX_RECALL)
     """How many older messages matching the new one are added as excerpts (0: none)."""
@@ -212,7 +214,7 @@ class ThreadUpdate(SQLModel):
     title: str | None = Field(default=None, max_length=500)
     model: str | None = Field(default=None, max_length=200)
     system: str | None = None
-    budget: int | None = Field(default=None, gt=0)
+    budget: int | None = Field(default=None, gt=0, le=MAX_BUDGET)
     policy: Policy | None = None
     recall: int | None = Field(default=None, ge=0, le=MAX_RECALL)
     recall_embeddings: str | None = Field(default=None, max_length=200)
