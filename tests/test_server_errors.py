@@ -53,3 +53,37 @@ def test_a_budget_too_large_for_the_database_is_400_and_stores_nothing(served):
     refused = _cli("new", "--budget", str(HUGE))
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert [(t.id, t.budget) for t in Memory().threads()] == [(thread.id, 1000)]
+
+
+@pytest.mark.bad_input
+def test_a_chunked_body_over_the_limit_is_413_and_stores_nothing(served):
+    thread = Memory().new_thread(title="kept", model="openai/gpt-4o-mini")
+
+    def chunks():  # no Content-Length: the server learns the size only as the body arrives
+        yield b'{"model": "openai/gpt-4o-mini", "input": "'
+        for _ in range(80):
+            yield b"x" * 64 * 1024
+        yield b'"}'
+
+    with httpx.Client(base_url=served.url, timeout=60) as http:
+        for path in ("/v1/responses", f"/memchat/v1/threads/{thread.id}/say", "/memchat/v1/import"):
+            answer = http.post(path, content=chunks(), headers={"Content-Type": "application/json", "X-Memchat-Thread": thread.id})
+            assert "--max-body" in _openai_error(answer, 413)["message"], path
+    assert Memory().messages(thread.id) == [] and len(Memory().threads()) == 1
+
+
+@sqlite_only
+@pytest.mark.fault
+def test_an_internal_error_is_an_ordinary_500_and_the_connection_stays_usable(served, db_url):
+    thread = Memory().new_thread(title="damaged", budget=1000)
+    with sqlite3.connect(db_url) as damage:  # a value no memchat writes: reading the thread fails
+        damage.execute("UPDATE threads SET budget = 'lots'")
+    with httpx.Client(base_url=served.url, timeout=60) as http:
+        for _ in range(3):
+            error = _openai_error(http.get(f"/v1/conversations/{thread.id}"), 500)
+            assert error["code"] == "internal_error"
+            assert http.get("/healthz").status_code == 200
+        assert http.get(f"/memchat/v1/threads/{thread.id}").status_code == 500
+        assert http.get("/healthz").status_code == 200
+    log = served.output()
+    assert log.count("internal error on GET") == 4 and "Traceback" not in log

@@ -24,6 +24,38 @@ from memchat.server.errors import HTTPProblem, body, error_response
 log = logging.getLogger("memchat.server")
 
 
+class InternalErrors:
+    """A failure no handler answers becomes an ordinary 500 with an OpenAI-shaped body, logged in
+    one line (with its traceback under MEMCHAT_DEBUG=1). Starlette's own catch-all raises the
+    failure again after answering, so uvicorn closes the connection and a client's next request
+    on it meets a reset; answered here, the connection stays usable. A failure after the response
+    started cannot be answered any more: that one still ends the connection."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            log.error(
+                "internal error on %s %s: %s", scope["method"], scope["path"], redact(repr(exc)),
+                exc_info=os.environ.get("MEMCHAT_DEBUG") == "1",
+            )
+            if started:
+                raise
+            await error_response(exc)(scope, receive, send)
+
+
 class BodyLimit:
     """413 for a body over the limit, whether it declares its length or streams it."""
 
@@ -45,7 +77,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge()
+                    raise _TooLarge(self.message)
             return message
 
         try:
@@ -53,16 +85,21 @@ class BodyLimit:
         except _TooLarge:
             await self._refuse(send)
 
+    @property
+    def message(self) -> str:
+        return f"the request body is over the server's limit of {self.limit} bytes (memchat serve --max-body)"
+
     async def _refuse(self, send):
-        response = JSONResponse(
-            body(413, f"the request body is over the server's limit of {self.limit} bytes (memchat serve --max-body)"),
-            status_code=413,
-        )
+        response = JSONResponse(body(413, self.message), status_code=413)
         await response({"type": "http"}, None, send)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """Raised from within the body's reading: as an HTTP exception, the framework's body parsing
+    lets it through (any other failure there is its own 400) and the handlers answer 413."""
+
+    def __init__(self, message: str):
+        super().__init__(413, message)
 
 
 def create_app(
@@ -114,11 +151,6 @@ def create_app(
         message = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
         return JSONResponse(body(exc.status_code, message), status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        log.error("internal error on %s %s: %s", request.method, request.url.path, redact(repr(exc)), exc_info=os.environ.get("MEMCHAT_DEBUG") == "1")
-        return error_response(exc)
-
     @app.get("/healthz", tags=["Service"])
     def health():
         """200 when the database answers at this memchat's schema; 503 naming the cause when not."""
@@ -143,6 +175,7 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(own.router)
     app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(InternalErrors)
     return app
 
 
