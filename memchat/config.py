@@ -70,3 +70,7 @@ def debug_enabled() -> bool:
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 """The largest request body `memchat serve` accepts (bytes) unless `--max-body` says otherwise."""
+
+DEFAULT_READ_TIMEOUT = 30.0
+"""Seconds `memchat serve` gives a client to send a request's head, and to pause within its body,
+unless `--read-timeout` says otherwise."""

@@ -3,10 +3,11 @@ over the limit however they are sent, an internal error, and clients too slow to
 
 from __future__ import annotations
 
-import json
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -87,3 +88,56 @@ def test_an_internal_error_is_an_ordinary_500_and_the_connection_stays_usable(se
         assert http.get("/healthz").status_code == 200
     log = served.output()
     assert log.count("internal error on GET") == 4 and "Traceback" not in log
+
+
+def _connect(served: Served, sent: bytes = b"") -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+    connection.sendall(sent)
+    return connection
+
+
+def _answer(connection: socket.socket) -> bytes:
+    """What the server sent before it closed the connection (b"": it closed without a word)."""
+    received = b""
+    try:
+        while chunk := connection.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    connection.close()
+    return received
+
+
+@sqlite_only
+@pytest.mark.fault
+def test_clients_too_slow_to_send_a_request_are_cut_off_and_others_are_served(server):
+    served = Served("--read-timeout", "1")
+    try:
+        silent = _connect(served)
+        unfinished_head = _connect(served, b"GET /healthz HTTP/1.1\r\nHost: memchat\r\n")
+        trickling_head = _connect(served, b"GET /healthz HTTP/1.1\r\n")
+        stalled_body = _connect(
+            served,
+            b"POST /v1/conversations HTTP/1.1\r\nHost: memchat\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{\"metadata\": ",
+        )
+        kept_alive = _connect(served, b"GET /healthz HTTP/1.1\r\nHost: memchat\r\n\r\n")
+        assert kept_alive.recv(65536).startswith(b"HTTP/1.1 200")
+        kept_alive.sendall(b"GET /heal")  # the next request on the connection, begun and never finished
+        for _ in range(10):
+            try:
+                trickling_head.sendall(b"X-Slow: 1\r\n")  # a byte now and then does not keep a head open
+            except OSError:
+                break
+            assert httpx.get(f"{served.url}/healthz", timeout=5).status_code == 200
+            time.sleep(0.25)
+        started = time.monotonic()
+        for connection in (silent, unfinished_head, trickling_head, kept_alive):
+            assert _answer(connection) == b""
+        answer = _answer(stalled_body)
+        assert answer.startswith(b"HTTP/1.1 408") and b"--read-timeout" in answer and b"connection: close" in answer.lower()
+        assert time.monotonic() - started < 3
+        assert Memory().threads() == []
+    finally:
+        served.stop()
+

@@ -11,7 +11,7 @@ import typer
 
 from memchat.cli.app import app, memory_of
 from memchat.cli.render import note
-from memchat.config import DEFAULT_MAX_BODY, database_url
+from memchat.config import DEFAULT_MAX_BODY, DEFAULT_READ_TIMEOUT, database_url
 from memchat.errors import InvalidInput
 
 
@@ -45,6 +45,14 @@ def serve(
             help="Seconds a turn waits for another turn on its conversation (then 409).",
         ),
     ] = 60.0,
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            "--read-timeout", min=1.0, max=3600.0, metavar="SECONDS",
+            help="Seconds a client may take to send a request's headers (then the connection is closed) "
+            "or pause while sending its body (then 408).",
+        ),
+    ] = DEFAULT_READ_TIMEOUT,
     log_level: Annotated[
         str, typer.Option("--log-level", metavar="LEVEL", help="critical, error, warning, info or debug.")
     ] = "info",
@@ -83,6 +91,7 @@ def serve(
     os.environ["MEMCHAT_MAX_BODY"] = str(max_body)
     os.environ["MEMCHAT_SERVE_TIMEOUT"] = str(timeout)
     os.environ["MEMCHAT_SERVE_BUSY_WAIT"] = str(busy_wait)
+    os.environ["MEMCHAT_SERVE_READ_TIMEOUT"] = str(read_timeout)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="memchat-metrics-")
     import uvicorn
@@ -97,4 +106,5 @@ def serve(
         log_level=log_level,
         access_log=True,
         server_header=False,
+        http="memchat.server.deadlines:HeadDeadlineProtocol",
     )

@@ -19,6 +19,7 @@ from memchat.config import DEFAULT_MAX_BODY
 from memchat.errors import MemchatError
 from memchat.redact import redact
 from memchat.server import chat, conversations, metrics, own, responses
+from memchat.server.deadlines import BodyDeadline, read_timeout
 from memchat.server.errors import HTTPProblem, body, error_response
 
 log = logging.getLogger("memchat.server")
@@ -175,6 +176,7 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(own.router)
     app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(BodyDeadline, seconds=read_timeout())
     app.add_middleware(InternalErrors)
     return app
 
