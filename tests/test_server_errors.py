@@ -141,3 +141,19 @@ def test_clients_too_slow_to_send_a_request_are_cut_off_and_others_are_served(se
     finally:
         served.stop()
 
+
+@sqlite_only
+@pytest.mark.isolation
+def test_with_keys_only_the_service_endpoints_answer_without_one_and_they_hold_no_conversation(server):
+    key = _cli("key", "create", "tenant-with-a-name").stdout.strip()
+    served = Served()
+    try:
+        made = httpx.post(f"{served.url}/memchat/v1/threads", json={"title": "private title"}, headers={"Authorization": f"Bearer {key}"})
+        for path in ("/healthz", "/metrics", "/docs", "/openapi.json"):
+            answer = httpx.get(f"{served.url}{path}")
+            assert answer.status_code == 200, path
+            assert made.json()["id"] not in answer.text and "private title" not in answer.text and "tenant-with-a-name" not in answer.text
+        for path in ("/v1/conversations/x", "/memchat/v1/threads", "/memchat/v1/export", "/memchat/v1/stats"):
+            assert httpx.get(f"{served.url}{path}").status_code == 401, path
+    finally:
+        served.stop()
