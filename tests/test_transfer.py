@@ -1,6 +1,7 @@
 """Export format, round trips, and all-or-nothing import."""
 
 import json
+import re
 
 import litellm
 import pytest
@@ -190,3 +191,29 @@ def test_every_field_survives_import_export_import(memory):
     (second,) = memory.import_(json.dumps(exported)).threads
     again = memory.export(second)
     assert {**again, "id": None} == {**exported, "id": None}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("reply", "field"),
+    [
+        ({"usage": {"prompt_tokens": 2**63 - 1, "completion_tokens": 0}}, "usage.prompt_tokens"),
+        ({"usage": {"prompt_tokens": 0, "completion_tokens": 2**31}}, "usage.completion_tokens"),
+        ({"cost": 1e300}, "cost"),
+        ({"latency_ms": 2**31}, "latency_ms"),
+    ],
+)
+def test_imported_counts_too_large_to_sum_are_refused(memory, reply, field):
+    """A count that fits a row on SQLite but not the totals over rows would make `memchat stats`,
+    the thread list's usage and the server's /threads and /stats fail for the whole database."""
+    most = 2**31 - 1
+    largest = {"model": "openai/gpt-4o", "usage": {"prompt_tokens": most, "completion_tokens": most}, "cost": 1e9}
+    kept = {"title": "big", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo", **largest}]}
+    memory.import_(json.dumps([kept, kept]))
+    bad = {"title": "bad", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo", **reply}]}
+    with pytest.raises(InvalidInput, match=re.escape(f"messages[1].{field}: ")):
+        memory.import_(json.dumps(bad))
+    assert [thread.title for thread in memory.threads()] == ["big", "big"]
+    (row,) = memory.stats()["turns"]
+    assert (row["prompt_tokens"], row["completion_tokens"], row["cost"]) == (2 * most, 2 * most, 2e9)
+    assert sum(usage["prompt_tokens"] for usage in memory.usage_totals().values()) == 2 * most
