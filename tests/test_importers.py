@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import sqlite_only
 
 from memchat import InvalidInput
 from memchat.transfer import llm_logs, openai_jsonl
@@ -407,3 +408,16 @@ def test_the_import_size_limit_holds_for_other_tools_histories_too(memory, tmp_p
     refused = memchat("import", "--from", "chatgpt", str(export))
     assert (refused.returncode, refused.stdout) == (2, "") and "over the 1 MiB limit" in refused.stderr
     assert memory.threads() == []
+
+
+@pytest.mark.bad_input
+@sqlite_only
+@pytest.mark.parametrize("origin", ["chatgpt", "openai-jsonl"])
+def test_json_nested_too_deeply_is_refused_in_one_line(memory, tmp_path, origin):
+    path = tmp_path / ("conversations.json" if origin == "chatgpt" else "deep.jsonl")
+    path.write_text("[" * 200_000 + "]" * 200_000 + "\n")
+    done = memchat("import", "--from", origin, str(path))
+    assert done.returncode == 2, done.stderr
+    assert "nested too deeply" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert memory.threads() == []
+

@@ -38,6 +38,8 @@ def read(path: str | Path) -> SourceHistory:
             conversations = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidInput(f"import: {name} is not JSON ({exc}); nothing was imported") from None
+        except RecursionError:
+            raise InvalidInput(f"import: {name} is nested too deeply to be a ChatGPT export; nothing was imported") from None
         if not isinstance(conversations, list):
             raise InvalidInput(f"import: {name} is not a ChatGPT export (an array of conversations); nothing was imported")
         for index, conversation in enumerate(conversations):
