@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import pytest
 from helpers import sqlite_only
 
 from memchat import InvalidInput
-from memchat.transfer import llm_logs, openai_jsonl
+from memchat.transfer import chatgpt, llm_logs, openai_jsonl
 
 SCRIPT = str(Path(sys.executable).parent / "memchat")
 LLM = str(Path(sys.executable).parent / "llm")
@@ -421,3 +424,34 @@ def test_json_nested_too_deeply_is_refused_in_one_line(memory, tmp_path, origin)
     assert "nested too deeply" in done.stderr and len(done.stderr.splitlines()) == 1
     assert memory.threads() == []
 
+
+def _zip_with_lying_header(path: Path, inflated: int, declared: int) -> Path:
+    """A ChatGPT export zip whose one member inflates to `inflated` bytes while its headers
+    (local and central) say `declared`: what a zip bomb does to a check of declared sizes."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("conversations.json", b"[" + b" " * (inflated - 2) + b"]")
+    raw = bytearray(path.read_bytes())
+    assert raw[:4] == b"PK\x03\x04"
+    struct.pack_into("<I", raw, 22, declared)
+    central = raw.index(b"PK\x01\x02")
+    struct.pack_into("<I", raw, central + 24, declared)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.bad_input
+@sqlite_only
+def test_a_zip_inflating_past_what_its_headers_say_is_refused_in_flat_memory(memory, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMCHAT_IMPORT_MAX_MIB", "1")
+    bomb = _zip_with_lying_header(tmp_path / "export.zip", inflated=48 * 2**20, declared=1000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidInput, match=r"^import: cannot read .*export\.zip: "):
+            chatgpt.read(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20
+    refused = memchat("import", "--from", "chatgpt", str(bomb))
+    assert (refused.returncode, refused.stdout) == (2, "") and len(refused.stderr.splitlines()) == 1
+    assert memory.threads() == []
