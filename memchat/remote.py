@@ -260,7 +260,11 @@ class RemoteMemory:
         raw = data if isinstance(data, bytes) else (data if isinstance(data, str) else json.dumps(data)).encode("utf-8")
         answer = self._json("POST", "/import", raw, shape=dict)
         with self._reading():
-            return ImportResult(answer["threads"], [(item["source"], item["thread"]) for item in answer.get("existing", [])])
+            return ImportResult(
+                answer["threads"],
+                [(item["source"], item["thread"]) for item in answer.get("existing", [])],
+                [(item["thread"], item["forked_from"]) for item in answer.get("unlinked", [])],
+            )
 
     def close(self) -> None:
         pass
