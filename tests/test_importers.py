@@ -455,3 +455,49 @@ def test_a_zip_inflating_past_what_its_headers_say_is_refused_in_flat_memory(mem
     refused = memchat("import", "--from", "chatgpt", str(bomb))
     assert (refused.returncode, refused.stdout) == (2, "") and len(refused.stderr.splitlines()) == 1
     assert memory.threads() == []
+
+
+def _damage_llm_logs(database: Path, damage: str) -> None:
+    """Break llm's logs database as a crash, a bad disk or a hand edit might."""
+    import sqlite3
+
+    with sqlite3.connect(database) as connection:
+        [(thread, tip)] = connection.execute("SELECT id, tip_message_hash FROM threads WHERE name = 'Capital of France?'")
+        first = tip
+        while (parent := connection.execute("SELECT parent_hash FROM messages WHERE hash = ?", [first]).fetchone()[0]):
+            first = parent
+        statement, values = {
+            "cycle": ("UPDATE messages SET parent_hash = ? WHERE hash = ?", [tip, first]),
+            "missing parent": ("UPDATE messages SET parent_hash = 'no-such-message' WHERE hash = ?", [first]),
+            "forked from itself": ("UPDATE threads SET forked_from = id WHERE id = ?", [thread]),
+            "bytes for text": ("UPDATE parts SET text = CAST(text AS BLOB) WHERE message_hash = ?", [tip]),
+        }.get(damage, (None, None))
+        if statement:
+            connection.execute(statement, values)
+        [(root,)] = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = 'messages'")
+        size = connection.execute("PRAGMA page_size").fetchone()[0]
+    if damage == "corrupt page":
+        raw = bytearray(database.read_bytes())
+        raw[(root - 1) * size : root * size] = b"\xff" * size
+        database.write_bytes(bytes(raw))
+
+
+@pytest.mark.bad_input
+@sqlite_only
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("cycle", "(a cycle)"),
+        ("missing parent", "message no-such-message, the parent of message"),
+        ("forked from itself", "is forked from itself"),
+        ("bytes for text", "holds bytes where llm writes text"),
+        ("corrupt page", "malformed"),
+    ],
+)
+def test_a_damaged_llm_database_is_refused_saying_what_is_wrong(memory, llm_logs_db, damage, said):
+    pytest.importorskip("llm.logs", reason="llm's message store (llm 0.36 and later)")
+    _damage_llm_logs(llm_logs_db, damage)
+    refused = memchat("import", "--from", "llm", str(llm_logs_db))
+    assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+    assert said in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert memory.threads() == []
