@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
@@ -44,6 +45,16 @@ SILENCE_LIMIT = 600.0
 provider time-out and its wait for a busy thread, so only a hung server reaches it."""
 
 
+class UnreadableAnswer(StorageError, AttributeError):
+    """The server answered, but not with what memchat's API sends (the wrong JSON, a field
+    missing, a broken event): not a memchat server, or a broken one; a storage failure (exit 6)
+    as an unreachable server is. An AttributeError too, so a record read for an optional field
+    (`getattr(record, name, None)`) still finds it absent."""
+
+    def __init__(self, url: str, what: str):
+        super().__init__(f"the memchat server at {url} sent an answer memchat cannot read ({what})")
+
+
 def server_from(option: str | None) -> str | None:
     """The server a CLI invocation talks to: `--server`, else $MEMCHAT_SERVER (empty: none)."""
     return option or os.environ.get("MEMCHAT_SERVER") or None
@@ -53,23 +64,31 @@ class Record:
     """A record as the server sent it, read as the model it came from: by attribute, times
     (the `*_at` fields) as datetimes; `model_dump(mode="json")` gives back the very JSON."""
 
-    def __init__(self, data: dict[str, Any]):
+    def __init__(self, data: dict[str, Any], url: str):
+        if not isinstance(data, dict):
+            raise UnreadableAnswer(url, f"a record that is a {type(data).__name__}, not an object")
         self._data = data
+        self._url = url
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         try:
             value = self._data[name]
         except KeyError:
-            raise AttributeError(name) from None
+            raise UnreadableAnswer(self._url, f"a record without its `{name}`") from None
         if name.endswith("_at") and isinstance(value, str):
-            return datetime.fromisoformat(value)
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                raise UnreadableAnswer(self._url, f"a record whose `{name}` is not a time") from None
         return value
 
     def model_dump(self, mode: str = "json", **_: Any) -> dict[str, Any]:
         return dict(self._data)
 
     def model_copy(self, *, update: dict[str, Any] | None = None) -> Record:
-        return Record({**self._data, **(update or {})})
+        return Record({**self._data, **(update or {})}, self._url)
 
 
 @dataclass(frozen=True)
@@ -98,11 +117,15 @@ class RemoteMemory:
     """The `Memory` calls of the CLI, over HTTP to `memchat serve` (see the module's docstring)."""
 
     def __init__(self, url: str, key: str | None = None, *, timeout: float | None = None):
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidInput(f"--server needs an http(s) URL such as http://127.0.0.1:8765, not {url!r}")
         self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-        self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
+        self._scheme, self._host, self._port = parts.scheme, parts.hostname, port
         self._prefix = parts.path.rstrip("/")
         self._key = key if key is not None else os.environ.get("MEMCHAT_API_KEY") or None
         self._timeout = SILENCE_LIMIT if timeout is None else timeout
@@ -110,10 +133,10 @@ class RemoteMemory:
     # ---- the calls the CLI makes -------------------------------------------------------
 
     def threads(self) -> list[Record]:
-        return [Record(data) for data in self._json("GET", "/threads")]
+        return self._records("GET", "/threads")
 
     def thread(self, thread_id: str) -> Record:
-        return Record(self._json("GET", f"/threads/{_part(thread_id)}"))
+        return self._record("GET", f"/threads/{_part(thread_id)}")
 
     def latest_thread(self) -> Record:
         threads = self.threads()
@@ -123,29 +146,32 @@ class RemoteMemory:
 
     def usage_totals(self, thread_id: str | None = None) -> dict[str, dict[str, Any]]:
         records = [self.thread(thread_id)] if thread_id is not None else self.threads()
-        return {record.id: record.usage for record in records if any(record.usage.values())}
+        with self._reading():
+            return {record.id: dict(record.usage) for record in records if any(record.usage.values())}
 
     def new_thread(self, *, api_base: str | None = None, **settings: Any) -> Record:
         _local_only("api_base", api_base, "a thread's endpoint is the server's to choose")
         given = {name: value for name, value in settings.items() if value is not None}
-        return Record(self._json("POST", "/threads", given))
+        return self._record("POST", "/threads", given)
 
     def configure(self, thread_id: str, **changes: Any) -> Record:
         _local_only("api_base", changes.pop("api_base", None), "a thread's endpoint is the server's to choose")
-        return Record(self._json("PATCH", f"/threads/{_part(thread_id)}", changes))
+        return self._record("PATCH", f"/threads/{_part(thread_id)}", changes)
 
     def rename(self, thread_id: str, title: str) -> Record:
-        return Record(self._json("PATCH", f"/threads/{_part(thread_id)}", {"title": title}))
+        return self._record("PATCH", f"/threads/{_part(thread_id)}", {"title": title})
 
     def delete(self, thread_id: str) -> str:
-        return self._json("DELETE", f"/threads/{_part(thread_id)}")["id"]
+        with self._reading():
+            return self._json("DELETE", f"/threads/{_part(thread_id)}")["id"]
 
     def messages(self, thread_id: str, *, last: int | None = None) -> list[Record]:
         query = f"?{urlencode({'last': last})}" if last is not None else ""
-        return [Record(data) for data in self._json("GET", f"/threads/{_part(thread_id)}/messages{query}")]
+        return self._records("GET", f"/threads/{_part(thread_id)}/messages{query}")
 
     def turn_in_progress(self, thread_id: str) -> bool:
-        return self._json("GET", f"/threads/{_part(thread_id)}/turn")["in_progress"]
+        with self._reading():
+            return self._json("GET", f"/threads/{_part(thread_id)}/turn")["in_progress"]
 
     def say(self, thread_id: str, text: str | None, **options: Any) -> RemoteReply:
         return self._turn("retry" if text is None else "say", thread_id, {"message": text} if text is not None else {}, options)
@@ -157,20 +183,21 @@ class RemoteMemory:
         return self._turn("edit", thread_id, {"position": position, "message": text}, options)
 
     def accept(self, thread_id: str) -> Record:
-        return Record(self._json("POST", f"/threads/{_part(thread_id)}/accept", {}))
+        return self._record("POST", f"/threads/{_part(thread_id)}/accept", {})
 
     def undo(self, thread_id: str, *, wait: float | None = None) -> list[Record]:
-        return [Record(data) for data in self._json("POST", f"/threads/{_part(thread_id)}/undo", {})]
+        return self._records("POST", f"/threads/{_part(thread_id)}/undo", {})
 
     def fork(self, thread_id: str, *, at: int | None = None, wait: float | None = None) -> Record:
-        return Record(self._json("POST", f"/threads/{_part(thread_id)}/fork", {"at": at}))
+        return self._record("POST", f"/threads/{_part(thread_id)}/fork", {"at": at})
 
     def context(self, thread_id: str, text: str | None = None, **options: Any) -> Context:
         body = {"message": text, **{name: value for name, value in options.items() if value is not None}}
-        return _context(self._json("POST", f"/threads/{_part(thread_id)}/context", body))
+        with self._reading():
+            return _context(self._json("POST", f"/threads/{_part(thread_id)}/context", body))
 
     def summaries(self, thread_id: str) -> list[Record]:
-        return [Record(data) for data in self._json("GET", f"/threads/{_part(thread_id)}/summaries")]
+        return self._records("GET", f"/threads/{_part(thread_id)}/summaries")
 
     def summary(self, thread_id: str) -> Record | None:
         made = self.summaries(thread_id)
@@ -179,10 +206,11 @@ class RemoteMemory:
     def rebuild_summary(self, thread_id: str, *, on_note: Callable[[str], None] | None = None, **options: Any) -> Record:
         for name, value in options.items():
             _local_only(name, value, "the server summarizes with the thread's own settings")
-        return Record(self._json("POST", f"/threads/{_part(thread_id)}/summaries/rebuild", {}))
+        return self._record("POST", f"/threads/{_part(thread_id)}/summaries/rebuild", {})
 
     def embed(self, thread_id: str) -> int:
-        return self._json("POST", f"/threads/{_part(thread_id)}/embed")["embedded"]
+        with self._reading():
+            return self._json("POST", f"/threads/{_part(thread_id)}/embed")["embedded"]
 
     def stats(
         self, thread_id: str | None = None, *, by: str | None = None, since: datetime | None = None
@@ -192,32 +220,34 @@ class RemoteMemory:
             for name, value in (("thread", thread_id), ("by", by), ("since", since.isoformat() if since else None))
             if value is not None
         }
-        return self._json("GET", "/stats" + (f"?{urlencode(values)}" if values else ""))
+        return self._json("GET", "/stats" + (f"?{urlencode(values)}" if values else ""), shape=dict)
 
     def search(self, query: str, *, thread_id: str | None = None, limit: int = 20) -> list[RemoteHit]:
         from memchat.storage.fulltext import HIGHLIGHT_END, HIGHLIGHT_START
 
         values = {"q": query, "limit": limit, **({"thread": thread_id} if thread_id else {})}
         hits = []
-        for row in self._json("GET", f"/search?{urlencode(values)}"):
-            snippet, at = [], 0
-            for start, end in row["highlights"]:
-                snippet += [row["snippet"][at:start], HIGHLIGHT_START, row["snippet"][start:end], HIGHLIGHT_END]
-                at = end
-            snippet.append(row["snippet"][at:])
-            message = {
-                "thread_id": row["thread"], "position": row["position"], "role": row["role"],
-                "status": row["status"], "created_at": row["created_at"],
-            }
-            hits.append(RemoteHit(Record(message), row["title"], "".join(snippet), row["score"]))
+        with self._reading():
+            for row in self._json("GET", f"/search?{urlencode(values)}", shape=list):
+                snippet, at = [], 0
+                for start, end in row["highlights"]:
+                    snippet += [row["snippet"][at:start], HIGHLIGHT_START, row["snippet"][start:end], HIGHLIGHT_END]
+                    at = end
+                snippet.append(row["snippet"][at:])
+                message = {
+                    "thread_id": row["thread"], "position": row["position"], "role": row["role"],
+                    "status": row["status"], "created_at": row["created_at"],
+                }
+                hits.append(RemoteHit(Record(message, self.url), row["title"], "".join(snippet), row["score"]))
         return hits
 
     def write_export(self, out: TextIO, thread_id: str | None = None, *, format: str = "json") -> None:
         path = "/export" if thread_id is None else f"/threads/{_part(thread_id)}/export"
         if format == "markdown":
             exported = self._json("GET", path)
-            for thread in exported if isinstance(exported, list) else [exported]:
-                markdown.write_thread(thread, thread["messages"], thread["summaries"], out)
+            with self._reading():
+                for thread in exported if isinstance(exported, list) else [exported]:
+                    markdown.write_thread(thread, thread["messages"], thread["summaries"], out)
             return
         with self._request("GET", path) as response:
             try:
@@ -228,8 +258,13 @@ class RemoteMemory:
 
     def import_(self, data: str | bytes | Any) -> ImportResult:
         raw = data if isinstance(data, bytes) else (data if isinstance(data, str) else json.dumps(data)).encode("utf-8")
-        answer = self._json("POST", "/import", raw)
-        return ImportResult(answer["threads"], [(item["source"], item["thread"]) for item in answer.get("existing", [])])
+        answer = self._json("POST", "/import", raw, shape=dict)
+        with self._reading():
+            return ImportResult(
+                answer["threads"],
+                [(item["source"], item["thread"]) for item in answer.get("existing", [])],
+                [(item["thread"], item["forked_from"]) for item in answer.get("unlinked", [])],
+            )
 
     def close(self) -> None:
         pass
@@ -258,21 +293,31 @@ class RemoteMemory:
         started: str | None = None
         try:
             with self._request("POST", f"/threads/{_part(thread_id)}/{kind}", body) as response:
-                for event, data in _events(response):
+                for event, data in self._events(response):
                     if event == "start":
-                        started = data["thread_id"]
+                        with self._reading():
+                            started = data["thread_id"]
                         if on_start:
-                            on_start(Record(data))
+                            on_start(Record(data, self.url))
                     elif event == "note" and on_note:
-                        on_note(data["text"])
+                        with self._reading():
+                            note = str(data["text"])
+                        on_note(note)
                     elif event == "text":
-                        received.append(data["delta"])
+                        with self._reading():
+                            delta = str(data["delta"])
+                        received.append(delta)
                         if on_text:
-                            on_text(data["delta"])
+                            on_text(delta)
                     elif event == "reply":
-                        return _reply(data)
+                        with self._reading():
+                            return _reply(data, self.url)
                     elif event == "error":
-                        raise _failure(data["status"], data, unanswered_in=data.get("unanswered_in"), partial=data.get("partial"))
+                        with self._reading():
+                            failure = _failure(
+                                data["status"], data, unanswered_in=data.get("unanswered_in"), partial=data.get("partial")
+                            )
+                        raise failure
         except KeyboardInterrupt as interrupt:
             # Leaving closes the stream: the server stops the turn there and keeps what it sent
             # as a partial reply, as a local turn does on Ctrl-C.
@@ -285,19 +330,63 @@ class RemoteMemory:
                 raise cut from None
             interrupt.unanswered_in = started
             raise
+        except UnreadableAnswer as failure:
+            failure.unanswered_in = started
+            raise
         except (http.client.HTTPException, ConnectionResetError, TimeoutError) as exc:
             failure = StorageError(f"the memchat server at {self.url} broke off the turn ({exc or type(exc).__name__})")
             failure.unanswered_in = started
             raise failure from None
         raise StorageError(f"the server at {self.url} ended the turn's stream without its reply")
 
-    def _json(self, method: str, path: str, body: Any = None) -> Any:
+    def _json(self, method: str, path: str, body: Any = None, *, shape: type | None = None) -> Any:
         with self._request(method, path, body) as response:
             try:
-                return json.loads(response.read())
-            except (http.client.HTTPException, OSError, ValueError) as exc:
+                answer = json.loads(response.read())
+            except (http.client.HTTPException, OSError, ValueError, RecursionError) as exc:
                 reason = exc or type(exc).__name__
                 raise StorageError(f"the memchat server at {self.url} sent no readable answer ({reason})") from None
+        if shape is not None and not isinstance(answer, shape):
+            raise UnreadableAnswer(self.url, f"{'an array' if shape is list else 'an object'} expected, not JSON's {type(answer).__name__}")
+        return answer
+
+    def _record(self, method: str, path: str, body: Any = None) -> Record:
+        return Record(self._json(method, path, body, shape=dict), self.url)
+
+    def _records(self, method: str, path: str, body: Any = None) -> list[Record]:
+        return [Record(data, self.url) for data in self._json(method, path, body, shape=list)]
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """What the server sent, read as memchat's API answers: a field missing or of the wrong
+        kind is an answer memchat cannot read (exit 6), not a crash."""
+        try:
+            yield
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, UnreadableAnswer):
+                raise
+            detail = f"no {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+            raise UnreadableAnswer(self.url, detail) from None
+
+    def _events(self, response: http.client.HTTPResponse) -> Iterator[tuple[str, Any]]:
+        """Server-sent events as (event, decoded data), read line by line as they arrive."""
+        event, data = "message", []
+        for raw in response:
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise UnreadableAnswer(self.url, "an event that is not UTF-8") from None
+            if not line:
+                if data:
+                    try:
+                        yield event, json.loads("\n".join(data))
+                    except (ValueError, RecursionError):
+                        raise UnreadableAnswer(self.url, f"a {event!r} event whose data is not JSON") from None
+                event, data = "message", []
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
 
     def _request(self, method: str, path: str, body: Any = None) -> http.client.HTTPResponse:
         if isinstance(body, bytes):
@@ -341,26 +430,11 @@ def _local_only(name: str, value: Any, why: str) -> None:
         raise InvalidInput(f"{option} is not taken through a server: {why}")
 
 
-def _events(response: http.client.HTTPResponse) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Server-sent events as (event, decoded data), read line by line as they arrive."""
-    event, data = "message", []
-    for raw in response:
-        line = raw.decode("utf-8").rstrip("\r\n")
-        if not line:
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-
-
-def _reply(data: dict[str, Any]) -> RemoteReply:
-    summary = Record(data["summary"]) if data.get("summary") else None
+def _reply(data: dict[str, Any], url: str) -> RemoteReply:
+    summary = Record(data["summary"], url) if data.get("summary") else None
     return RemoteReply(
-        text=data["text"], thread_id=data["thread"], message=Record(data["message"]),
-        user_message=Record(data["user_message"]), context=Record(data["context"]), summary=summary,
+        text=data["text"], thread_id=data["thread"], message=Record(data["message"], url),
+        user_message=Record(data["user_message"], url), context=Record(data["context"], url), summary=summary,
     )
 
 

@@ -9,9 +9,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import sqlite_only
 from serving import Served
 
 SCRIPT = str(Path(sys.executable).parent / "memchat")
@@ -164,3 +167,66 @@ def test_recall_by_meaning_is_set_and_embedded_through_the_server(served, server
     remote(served, "set", thread, "--recall-embeddings", "")
     refused = remote(served, "embed", thread)
     assert refused.returncode == 2 and "--recall-embeddings" in refused.stderr
+
+
+class _Garbage(BaseHTTPRequestHandler):
+    """A server that answers on memchat's paths, but not with what memchat's API sends."""
+
+    def do_GET(self):
+        self._answer()
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer()
+
+    def _answer(self):
+        content_type, body = self.server.answers[self.path.split("?")[0].removeprefix("/memchat/v1")]
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def garbage_server():
+    running = ThreadingHTTPServer(("127.0.0.1", 0), _Garbage)
+    running.answers = {}
+    threading.Thread(target=running.serve_forever, daemon=True).start()
+    yield running
+    running.shutdown()
+    running.server_close()
+
+
+@pytest.mark.bad_input
+@sqlite_only
+@pytest.mark.parametrize(
+    ("args", "path", "content_type", "body"),
+    [
+        (["list"], "/threads", "application/json", b'{"threads": []}'),
+        (["list"], "/threads", "application/json", b"[1, 2]"),
+        (["list"], "/threads", "application/json", b'[{"id": "t1"}]'),
+        (["stats"], "/stats", "application/json", b"[]"),
+        (["say", "t1", "hi"], "/threads/t1/say", "text/event-stream", b"event: text\ndata: {not json\n\n"),
+        (["say", "t1", "hi"], "/threads/t1/say", "text/event-stream", b'event: reply\ndata: {"text": "hi"}\n\n'),
+    ],
+)
+def test_a_server_answering_what_memchat_cannot_read_is_exit_6(garbage_server, args, path, content_type, body):
+    garbage_server.answers[path] = (content_type, body)
+    url = f"http://127.0.0.1:{garbage_server.server_address[1]}"
+    done = local(*args, "--server", url, MEMCHAT_DB="/nonexistent/never-opened.db")
+    assert done.returncode == 6, done.stderr
+    assert done.stderr.startswith(f"memchat: the memchat server at {url} sent an answer memchat cannot read (")
+    assert len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.bad_input
+@sqlite_only
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999", "ftp://127.0.0.1"])
+def test_a_server_url_that_does_not_read_is_exit_2(url):
+    done = local("list", "--server", url, MEMCHAT_DB="/nonexistent/never-opened.db")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("memchat: --server needs an http(s) URL") and len(done.stderr.splitlines()) == 1

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import sqlite_only
 
 from memchat import InvalidInput
-from memchat.transfer import llm_logs, openai_jsonl
+from memchat.transfer import chatgpt, llm_logs, openai_jsonl
 
 SCRIPT = str(Path(sys.executable).parent / "memchat")
 LLM = str(Path(sys.executable).parent / "llm")
@@ -406,4 +410,94 @@ def test_the_import_size_limit_holds_for_other_tools_histories_too(memory, tmp_p
         archive.writestr("conversations-001.json", json.dumps([{"title": big, "mapping": {}}]))
     refused = memchat("import", "--from", "chatgpt", str(export))
     assert (refused.returncode, refused.stdout) == (2, "") and "over the 1 MiB limit" in refused.stderr
+    assert memory.threads() == []
+
+
+@pytest.mark.bad_input
+@sqlite_only
+@pytest.mark.parametrize("origin", ["chatgpt", "openai-jsonl"])
+def test_json_nested_too_deeply_is_refused_in_one_line(memory, tmp_path, origin):
+    path = tmp_path / ("conversations.json" if origin == "chatgpt" else "deep.jsonl")
+    path.write_text("[" * 200_000 + "]" * 200_000 + "\n")
+    done = memchat("import", "--from", origin, str(path))
+    assert done.returncode == 2, done.stderr
+    assert "nested too deeply" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert memory.threads() == []
+
+
+def _zip_with_lying_header(path: Path, inflated: int, declared: int) -> Path:
+    """A ChatGPT export zip whose one member inflates to `inflated` bytes while its headers
+    (local and central) say `declared`: what a zip bomb does to a check of declared sizes."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("conversations.json", b"[" + b" " * (inflated - 2) + b"]")
+    raw = bytearray(path.read_bytes())
+    assert raw[:4] == b"PK\x03\x04"
+    struct.pack_into("<I", raw, 22, declared)
+    central = raw.index(b"PK\x01\x02")
+    struct.pack_into("<I", raw, central + 24, declared)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.bad_input
+@sqlite_only
+def test_a_zip_inflating_past_what_its_headers_say_is_refused_in_flat_memory(memory, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMCHAT_IMPORT_MAX_MIB", "1")
+    bomb = _zip_with_lying_header(tmp_path / "export.zip", inflated=48 * 2**20, declared=1000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidInput, match=r"^import: cannot read .*export\.zip: "):
+            chatgpt.read(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20
+    refused = memchat("import", "--from", "chatgpt", str(bomb))
+    assert (refused.returncode, refused.stdout) == (2, "") and len(refused.stderr.splitlines()) == 1
+    assert memory.threads() == []
+
+
+def _damage_llm_logs(database: Path, damage: str) -> None:
+    """Break llm's logs database as a crash, a bad disk or a hand edit might."""
+    import sqlite3
+
+    with sqlite3.connect(database) as connection:
+        [(thread, tip)] = connection.execute("SELECT id, tip_message_hash FROM threads WHERE name = 'Capital of France?'")
+        first = tip
+        while (parent := connection.execute("SELECT parent_hash FROM messages WHERE hash = ?", [first]).fetchone()[0]):
+            first = parent
+        statement, values = {
+            "cycle": ("UPDATE messages SET parent_hash = ? WHERE hash = ?", [tip, first]),
+            "missing parent": ("UPDATE messages SET parent_hash = 'no-such-message' WHERE hash = ?", [first]),
+            "forked from itself": ("UPDATE threads SET forked_from = id WHERE id = ?", [thread]),
+            "bytes for text": ("UPDATE parts SET text = CAST(text AS BLOB) WHERE message_hash = ?", [tip]),
+        }.get(damage, (None, None))
+        if statement:
+            connection.execute(statement, values)
+        [(root,)] = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = 'messages'")
+        size = connection.execute("PRAGMA page_size").fetchone()[0]
+    if damage == "corrupt page":
+        raw = bytearray(database.read_bytes())
+        raw[(root - 1) * size : root * size] = b"\xff" * size
+        database.write_bytes(bytes(raw))
+
+
+@pytest.mark.bad_input
+@sqlite_only
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("cycle", "(a cycle)"),
+        ("missing parent", "message no-such-message, the parent of message"),
+        ("forked from itself", "is forked from itself"),
+        ("bytes for text", "holds bytes where llm writes text"),
+        ("corrupt page", "malformed"),
+    ],
+)
+def test_a_damaged_llm_database_is_refused_saying_what_is_wrong(memory, llm_logs_db, damage, said):
+    pytest.importorskip("llm.logs", reason="llm's message store (llm 0.36 and later)")
+    _damage_llm_logs(llm_logs_db, damage)
+    refused = memchat("import", "--from", "llm", str(llm_logs_db))
+    assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+    assert said in refused.stderr and len(refused.stderr.splitlines()) == 1
     assert memory.threads() == []

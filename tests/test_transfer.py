@@ -1,6 +1,8 @@
 """Export format, round trips, and all-or-nothing import."""
 
 import json
+import re
+import subprocess
 
 import litellm
 import pytest
@@ -190,3 +192,54 @@ def test_every_field_survives_import_export_import(memory):
     (second,) = memory.import_(json.dumps(exported)).threads
     again = memory.export(second)
     assert {**again, "id": None} == {**exported, "id": None}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("reply", "field"),
+    [
+        ({"usage": {"prompt_tokens": 2**63 - 1, "completion_tokens": 0}}, "usage.prompt_tokens"),
+        ({"usage": {"prompt_tokens": 0, "completion_tokens": 2**31}}, "usage.completion_tokens"),
+        ({"cost": 1e300}, "cost"),
+        ({"latency_ms": 2**31}, "latency_ms"),
+    ],
+)
+def test_imported_counts_too_large_to_sum_are_refused(memory, reply, field):
+    """A count that fits a row on SQLite but not the totals over rows would make `memchat stats`,
+    the thread list's usage and the server's /threads and /stats fail for the whole database."""
+    most = 2**31 - 1
+    largest = {"model": "openai/gpt-4o", "usage": {"prompt_tokens": most, "completion_tokens": most}, "cost": 1e9}
+    kept = {"title": "big", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo", **largest}]}
+    memory.import_(json.dumps([kept, kept]))
+    bad = {"title": "bad", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo", **reply}]}
+    with pytest.raises(InvalidInput, match=re.escape(f"messages[1].{field}: ")):
+        memory.import_(json.dumps(bad))
+    assert [thread.title for thread in memory.threads()] == ["big", "big"]
+    (row,) = memory.stats()["turns"]
+    assert (row["prompt_tokens"], row["completion_tokens"], row["cost"]) == (2 * most, 2 * most, 2e9)
+    assert sum(usage["prompt_tokens"] for usage in memory.usage_totals().values()) == 2 * most
+
+
+@pytest.mark.isolation
+def test_an_imported_fork_keeps_its_link_only_to_a_thread_the_importer_may_see(memory, memchat_script, tmp_path):
+    ann, bob = memory.as_tenant("ann"), memory.as_tenant("bob")
+    hers, his = ann.new_thread(title="hers"), bob.new_thread(title="his")
+
+    def fork_of(origin: str) -> dict:
+        return {"title": "fork", "forked_from": {"thread": origin, "at": -1}, "messages": [{"role": "user", "content": "hi"}]}
+
+    named = [hers.id, his.id, "0" * 32, hers.id[:8]]
+    made = ann.import_(json.dumps([fork_of(origin) for origin in named]))
+    assert [ann.thread(thread).forked_from for thread in made.threads] == [hers.id, None, None, None]
+    assert [ann.thread(thread).forked_at for thread in made.threads] == [-1, None, None, None]
+    assert made.unlinked == list(zip(made.threads[1:], named[1:]))
+    path = tmp_path / "fork.json"
+    path.write_text(json.dumps(fork_of("0" * 32)))
+    done = subprocess.run([memchat_script, "import", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (thread,) = done.stdout.split()
+    assert done.stderr == (
+        f"import: thread {thread} names '{'0' * 32}' as the thread it was forked from, which is no thread here: "
+        "imported as a thread of its own\n"
+    )
+    assert memory.thread(thread).forked_from is None

@@ -155,6 +155,12 @@ def import_(
         typer.echo(thread_id)
     for source_id, thread_id in result.existing:
         typer.echo(f"import: {source_id} was imported before, as thread {thread_id}: left as it is", err=True)
+    for thread_id, origin in result.unlinked:
+        typer.echo(
+            f"import: thread {thread_id} names {origin!r} as the thread it was forked from, which is no thread here: "
+            "imported as a thread of its own",
+            err=True,
+        )
 
 
 def _read_export(source: str) -> bytes:

@@ -371,7 +371,12 @@ def export_all(memory: Scoped):
 async def import_threads(request: Request, memory: Scoped):
     """`memchat import`: an export (one thread or an array); all of it or nothing. The threads
     made belong to the caller; `existing` names the caller's threads that earlier imports
-    brought from the same sources (not made again)."""
+    brought from the same sources (not made again); `unlinked` the forks made without their
+    link, their origin being no thread of the caller's."""
     data = await request.body()
     result = await to_thread.run_sync(memory.import_, data)
-    return {"threads": result.threads, "existing": [{"source": source, "thread": thread} for source, thread in result.existing]}
+    return {
+        "threads": result.threads,
+        "existing": [{"source": source, "thread": thread} for source, thread in result.existing],
+        "unlinked": [{"thread": thread, "forked_from": origin} for thread, origin in result.unlinked],
+    }

@@ -1450,6 +1450,7 @@ class Store:
         self._discard_abandoned_imports(is_gone)
         marker = f"{int(time.time())} {importer}"
         ids: list[str] = []
+        unlinked: list[tuple[str, str]] = []
         sources = [record.source for record in records if record.source is not None]
         if len(set(sources)) < len(sources):
             twice = next(source for source in sources if sources.count(source) > 1)
@@ -1460,13 +1461,15 @@ class Store:
                 existing = [(record.source, made[record.source]) for record in records if record.source in made]
                 kept = [(record, count) for record, count in zip(records, counts, strict=True) if record.source not in made]
                 records, counts = [record for record, _ in kept], [count for _, count in kept]
+                origins = self._seen_here(session, {record.forked_from for record in records if record.forked_from})
                 for record in records:
+                    linked = record.forked_from in origins
                     thread = Thread.model_validate(
                         record.thread,
                         update={
                             "tenant": self.tenant,
-                            "forked_from": record.forked_from,
-                            "forked_at": record.forked_at,
+                            "forked_from": record.forked_from if linked else None,
+                            "forked_at": record.forked_at if linked else None,
                             "source": record.source,
                         },
                     )
@@ -1476,6 +1479,8 @@ class Store:
                     session.add(thread)
                     session.flush()
                     ids.append(thread.id)
+                    if record.forked_from and not linked and record.forked_from_source is None:
+                        unlinked.append((thread.id, record.forked_from))
                     if record.source is not None:
                         made[record.source] = thread.id
                 for thread_id, record in zip(ids, records, strict=True):
@@ -1493,7 +1498,19 @@ class Store:
         except BaseException:
             self._discard_hidden(ids)
             raise
-        return ImportResult(ids, existing)
+        return ImportResult(ids, existing, unlinked)
+
+    def _seen_here(self, session: Session, thread_ids: set[str]) -> set[str]:
+        """Of these thread ids (whole ids, not prefixes), those this store's tenant may see: an
+        import names the thread it was forked from, and that link is kept only if it leads to
+        one the importer could read itself."""
+        wanted, found = sorted(thread_ids), set()
+        for start in range(0, len(wanted), 500):
+            query = self._visible(
+                select(Thread.id).where(col(Thread.id).in_(wanted[start : start + 500]), col(Thread.import_holder).is_(None))
+            )
+            found.update(session.exec(query).all())
+        return found
 
     def _sourced(self, session: Session, sources: Sequence[str]) -> dict[str, str]:
         """The threads of this tenant that earlier imports brought from these sources, by source;

@@ -6,7 +6,7 @@ server loads neither SQLAlchemy nor litellm."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from memchat.config import import_limit_bytes
 from memchat.errors import InvalidInput
@@ -21,6 +21,10 @@ class ImportResult:
     existing: list[tuple[str, str]]
     """(source, thread id) for each conversation an earlier import already brought in: that
     thread is left as it is, and nothing is made for it."""
+    unlinked: list[tuple[str, str]] = field(default_factory=list)
+    """(thread made, the thread id its `forked_from` named) for each fork whose origin is no
+    thread the importer may see (another tenant's, or none here): imported as a thread of its
+    own, without the link."""
 
 
 @dataclass(frozen=True)

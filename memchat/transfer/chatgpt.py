@@ -25,6 +25,7 @@ from memchat.errors import InvalidInput
 from memchat.transfer import SourceHistory, check_size
 
 SOURCE_PREFIX = "chatgpt:"
+_CHUNK = 2**20
 _SPLIT_FILE = re.compile(r"^conversations(-\d+)?\.json$")
 _REASONING = {"thoughts", "reasoning_recap"}
 _TOOL_OUTPUT = {"execution_output", "tether_browsing_display", "tether_quote", "system_error", "code"}
@@ -38,6 +39,8 @@ def read(path: str | Path) -> SourceHistory:
             conversations = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidInput(f"import: {name} is not JSON ({exc}); nothing was imported") from None
+        except RecursionError:
+            raise InvalidInput(f"import: {name} is nested too deeply to be a ChatGPT export; nothing was imported") from None
         if not isinstance(conversations, list):
             raise InvalidInput(f"import: {name} is not a ChatGPT export (an array of conversations); nothing was imported")
         for index, conversation in enumerate(conversations):
@@ -60,14 +63,30 @@ def _conversation_files(path: Path) -> list[tuple[str, bytes]]:
                 names = sorted(n for n in archive.namelist() if _SPLIT_FILE.match(Path(n).name))
                 if not names:
                     raise InvalidInput(f"import: {path} holds no conversations.json (is it a ChatGPT export?)")
-                check_size(sum(archive.getinfo(name).file_size for name in names))  # unpacked: no zip bomb
-                return [(name, archive.read(name)) for name in names]
+                check_size(sum(archive.getinfo(name).file_size for name in names))
+                return _inflated(archive, names)
         check_size(path.stat().st_size)
         return [(path.name, path.read_bytes())]
     except OSError as exc:
         raise InvalidInput(f"import: cannot read {path}: {exc.strerror}") from None
     except zipfile.BadZipFile as exc:
         raise InvalidInput(f"import: cannot read {path}: {exc}") from None
+
+
+def _inflated(archive: zipfile.ZipFile, names: list[str]) -> list[tuple[str, bytes]]:
+    """The members unpacked a chunk at a time, counting what actually comes out: a zip's
+    headers may understate what a member inflates to, and one read of it whole would hold all
+    of that in memory before anything could count it."""
+    files, total = [], 0
+    for name in names:
+        pieces = []
+        with archive.open(name) as member:
+            while chunk := member.read(_CHUNK):
+                total += len(chunk)
+                check_size(total)
+                pieces.append(chunk)
+        files.append((name, b"".join(pieces)))
+    return files
 
 
 def _moment(seconds: Any) -> str | None:

@@ -15,6 +15,7 @@ import os
 import re
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def read(path: str | Path | None = None) -> SourceHistory:
         database = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise InvalidInput(f"import: cannot open {path}: {exc}") from None
-    database.row_factory = sqlite3.Row
+    database.row_factory = _text_only(path)
     try:
         tables = {row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
         if not {"threads", "turns", "messages", "parts"} <= tables and not {"responses", "conversations"} <= tables:
@@ -90,6 +91,22 @@ def read(path: str | Path | None = None) -> SourceHistory:
         raise InvalidInput(f"import: cannot read {path} as an llm logs database: {exc}") from None
     finally:
         database.close()
+
+
+def _text_only(path: Path) -> Callable[[sqlite3.Cursor, tuple], sqlite3.Row]:
+    """Rows as llm writes them, where a column never holds bytes: a BLOB in one is a damaged
+    database, refused, where text would have been expected."""
+
+    def row(cursor: sqlite3.Cursor, values: tuple) -> sqlite3.Row:
+        for column, value in zip(cursor.description, values):
+            if isinstance(value, bytes):
+                raise InvalidInput(
+                    f"import: {path} is damaged: its column {column[0]} holds bytes where llm writes text; "
+                    "nothing was imported"
+                )
+        return sqlite3.Row(cursor, values)
+
+    return row
 
 
 def _default_model_where_unknown(history: SourceHistory) -> None:
@@ -110,7 +127,7 @@ def _default_model_where_unknown(history: SourceHistory) -> None:
 
 def _moment(text: str | None) -> datetime | None:
     """llm's times are UTC, written with or without an offset."""
-    if not text:
+    if not isinstance(text, str) or not text:
         return None
     try:
         moment = datetime.fromisoformat(text)
@@ -185,7 +202,8 @@ class _MessageStore:
             "SELECT id, name, tip_message_hash, forked_from FROM threads ORDER BY datetime_utc, id"
         ).fetchall()
         for thread in threads:
-            chains[thread["id"]] = self._chain(thread["tip_message_hash"])
+            chains[thread["id"]] = self._chain(thread["id"], thread["tip_message_hash"])
+        _refuse_fork_cycles({thread["id"]: thread["forked_from"] for thread in threads})
         for thread in threads:
             seen.add(thread["id"])
             chain = chains[thread["id"]]
@@ -200,9 +218,18 @@ class _MessageStore:
                 record["forked_from"] = {"source": SOURCE_PREFIX + origin, "at": at}
             self.history.threads.append(record)
 
-    def _chain(self, tip: str | None) -> list[str]:
-        chain = []
-        while tip is not None and tip in self.parents and len(chain) <= len(self.parents):
+    def _chain(self, thread_id: str, tip: str | None) -> list[str]:
+        """The thread's messages from the first to its tip, each its parent's child; a parent
+        that is missing, or a chain that leads back into itself, is a damaged database."""
+        chain: list[str] = []
+        seen: set[str] = set()
+        while tip is not None:
+            if tip in seen:
+                raise _damaged(f"llm thread {thread_id}: its messages' parents lead back to message {tip} (a cycle)")
+            if tip not in self.parents:
+                named_by = f", the parent of message {chain[-1]}," if chain else ", its last message,"
+                raise _damaged(f"llm thread {thread_id}: message {tip}{named_by} is not in the database")
+            seen.add(tip)
             chain.append(tip)
             tip = self.parents[tip]
         chain.reverse()
@@ -244,20 +271,46 @@ class _MessageStore:
         pieces = []
         for part in self.parts.get(hash_, []):
             if part["type"] == "text":
-                pieces.append(part["text"] if part["text"] is not None else self._referenced(part["payload"]))
+                text = part["text"] if part["text"] is not None else self._referenced(hash_, part["payload"])
+                if not isinstance(text, str):
+                    raise _damaged(f"message {hash_}: a text part holds a {type(text).__name__}, not text")
+                pieces.append(text)
             else:
-                left_out[f"{part['type'].replace('_', ' ')} parts"] += 1
+                left_out[f"{str(part['type']).replace('_', ' ')} parts"] += 1
         return "".join(pieces)
 
-    def _referenced(self, payload: str | None) -> str:
+    def _referenced(self, hash_: str, payload: str | None) -> Any:
         """A text part that borrows fragments (llm's `-f`): its literals and fragments in order."""
-        data = json.loads(payload) if payload else {}
-        if "text" in data:
-            return data["text"]
-        return "".join(
-            piece["literal"] if "literal" in piece else self.fragments.get(piece.get("fragment"), "")
-            for piece in data.get("text_ref") or []
-        )
+        try:
+            data = json.loads(payload) if payload else {}
+            if "text" in data:
+                return data["text"]
+            return "".join(
+                piece["literal"] if "literal" in piece else self.fragments.get(piece.get("fragment"), "")
+                for piece in data.get("text_ref") or []
+            )
+        except (ValueError, RecursionError, TypeError, AttributeError):
+            raise _damaged(f"message {hash_}: a text part's payload is not what llm writes") from None
+
+
+def _damaged(what: str) -> InvalidInput:
+    return InvalidInput(f"import: the llm logs database is damaged: {what}; nothing was imported")
+
+
+def _refuse_fork_cycles(origins: dict[str, str | None]) -> None:
+    """Each thread's `forked_from`, followed back, must end: a thread forked from itself (or
+    from one forked from it) names no origin memchat could link."""
+    for thread_id in origins:
+        seen, origin = {thread_id}, origins[thread_id]
+        while origin in origins:
+            if origin in seen:
+                raise _damaged(
+                    f"llm thread {thread_id} is forked from itself"
+                    if origin == thread_id
+                    else f"llm thread {thread_id} is forked from a thread that leads back to llm thread {origin}"
+                )
+            seen.add(origin)
+            origin = origins[origin]
 
 
 def _read_responses(database: sqlite3.Connection, tables: set[str], history: SourceHistory, seen: set[str]) -> None:

@@ -170,7 +170,7 @@ class _Reader:
             raise self.changed("a memchat comment that does not end on its line")
         try:
             record = json.loads(line[len(kind) : -len(END)])
-        except ValueError:
+        except (ValueError, RecursionError):
             raise self.changed("a memchat comment whose JSON does not read") from None
         if not isinstance(record, dict):
             raise self.changed("a memchat comment that holds no record")

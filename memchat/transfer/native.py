@@ -48,15 +48,22 @@ from memchat.tokens import tokenizer_for
 from memchat.transfer import ImportResult, check_size, decoded, markdown
 
 Count = Annotated[int, Field(ge=0, le=MAX_INTEGER, strict=True)]
-"""A token count, position or duration: a JSON integer (never true/false), storable in 64 bits."""
-Cost = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+"""A position: a JSON integer (never true/false), storable in 64 bits."""
+MAX_CALL_COUNT = 2**31 - 1
+"""A call's token count or latency an import may bring: what the columns hold on PostgreSQL
+(32-bit), far beyond any model's, and small enough that the totals `memchat stats` and the
+thread list sum over billions of rows still fit in 64 bits."""
+MAX_IMPORTED_COST = 10**9
+"""A call's cost an import may bring: its sums stay finite and exact enough to read."""
+CallCount = Annotated[int, Field(ge=0, le=MAX_CALL_COUNT, strict=True)]
+Cost = Annotated[float, Field(ge=0, le=MAX_IMPORTED_COST, allow_inf_nan=False, strict=True)]
 """A finite number: Infinity and NaN are not JSON and could not be exported again."""
 ImportedRole = Literal["system", "user", "assistant"]
 
 
 class Usage(BaseModel):
-    prompt_tokens: Count | None = None
-    completion_tokens: Count | None = None
+    prompt_tokens: CallCount | None = None
+    completion_tokens: CallCount | None = None
 
 
 class ExportedMessage(BaseModel):
@@ -71,8 +78,8 @@ class ExportedMessage(BaseModel):
     model: SafeText | None = None
     usage: Usage | None = None
     cost: Cost | None = None
-    latency_ms: Count | None = None
-    context_limit: Annotated[int, Field(gt=0, le=MAX_INTEGER, strict=True)] | None = None
+    latency_ms: CallCount | None = None
+    context_limit: Annotated[int, Field(gt=0, le=MAX_CALL_COUNT, strict=True)] | None = None
 
     @field_validator("role", mode="before")
     @classmethod
@@ -94,7 +101,7 @@ class ExportedSummary(BaseModel):
     prompt: SafeText = ""
     usage: Usage | None = None
     cost: Cost | None = None
-    latency_ms: Count | None = None
+    latency_ms: CallCount | None = None
     created_at: PastMoment | None = None
 
 

@@ -55,6 +55,8 @@ def _messages(raw: bytes, number: int) -> list[Any]:
         line = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"import: line {number} is not JSON ({exc}); nothing was imported") from None
+    except RecursionError:
+        raise InvalidInput(f"import: line {number} is nested too deeply to be a conversation; nothing was imported") from None
     if not isinstance(line, dict) or not isinstance(line.get("messages"), list):
         raise InvalidInput(f'import: line {number} is not a {{"messages": [...]}} object; nothing was imported')
     return line["messages"]
