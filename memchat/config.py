@@ -74,3 +74,11 @@ DEFAULT_MAX_BODY = 4 * 1024 * 1024
 DEFAULT_READ_TIMEOUT = 30.0
 """Seconds `memchat serve` gives a client to send a request's head, and to pause within its body,
 unless `--read-timeout` says otherwise."""
+
+DEFAULT_MAX_PENDING = 256
+"""Requests one `memchat serve` worker process takes on at once unless `--max-pending` says
+otherwise; the next is refused with 503 and Retry-After instead of waiting for a thread."""
+
+DEFAULT_DB_TIMEOUT = 30.0
+"""Seconds a database statement may wait (for a lock, for an answer) before its request fails
+with a storage error, unless MEMCHAT_DB_TIMEOUT (`memchat serve --db-timeout`) says otherwise."""

@@ -11,7 +11,7 @@ import typer
 
 from memchat.cli.app import app, memory_of
 from memchat.cli.render import note
-from memchat.config import DEFAULT_MAX_BODY, DEFAULT_READ_TIMEOUT, database_url
+from memchat.config import DEFAULT_DB_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_PENDING, DEFAULT_READ_TIMEOUT, database_url
 from memchat.errors import InvalidInput
 
 
@@ -53,6 +53,20 @@ def serve(
             "or pause while sending its body (then 408).",
         ),
     ] = DEFAULT_READ_TIMEOUT,
+    db_timeout: Annotated[
+        float,
+        typer.Option(
+            "--db-timeout", min=1.0, max=86_400.0, metavar="SECONDS",
+            help="Seconds a database statement may wait (for a lock, for an answer) before its request fails (then 503).",
+        ),
+    ] = DEFAULT_DB_TIMEOUT,
+    max_pending: Annotated[
+        int,
+        typer.Option(
+            "--max-pending", min=1, max=100_000, metavar="N",
+            help="Requests a worker process takes on at once; more get 503 with Retry-After at once.",
+        ),
+    ] = DEFAULT_MAX_PENDING,
     log_level: Annotated[
         str, typer.Option("--log-level", metavar="LEVEL", help="critical, error, warning, info or debug.")
     ] = "info",
@@ -67,6 +81,7 @@ def serve(
 ):
     """Serve the memory over HTTP: OpenAI's Conversations, Responses and Chat Completions APIs at
     /v1 (any OpenAI client, base URL http://HOST:PORT/v1), docs at /docs, /healthz, /metrics."""
+    os.environ["MEMCHAT_DB_TIMEOUT"] = str(db_timeout)
     if log_level not in ("critical", "error", "warning", "info", "debug"):
         raise InvalidInput(f"--log-level: {log_level!r} is not one of critical, error, warning, info, debug")
     memory = memory_of(ctx, database=True).prepare()  # a bad --db fails here, in one line, before anything listens
@@ -92,6 +107,7 @@ def serve(
     os.environ["MEMCHAT_SERVE_TIMEOUT"] = str(timeout)
     os.environ["MEMCHAT_SERVE_BUSY_WAIT"] = str(busy_wait)
     os.environ["MEMCHAT_SERVE_READ_TIMEOUT"] = str(read_timeout)
+    os.environ["MEMCHAT_MAX_PENDING"] = str(max_pending)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="memchat-metrics-")
     import uvicorn

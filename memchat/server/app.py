@@ -4,8 +4,10 @@ at start-up; requests that touch the database or the provider run on worker thre
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
@@ -15,14 +17,21 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memchat.api import Memory
-from memchat.config import DEFAULT_MAX_BODY
+from memchat.config import DEFAULT_MAX_BODY, DEFAULT_MAX_PENDING
 from memchat.errors import MemchatError
 from memchat.redact import redact
 from memchat.server import chat, conversations, metrics, own, responses
+from memchat.server.backlog import Backlog
 from memchat.server.deadlines import BodyDeadline, read_timeout
 from memchat.server.errors import HTTPProblem, body, error_response
+from memchat.storage import database
 
 log = logging.getLogger("memchat.server")
+
+HEALTH_TIMEOUT = 5.0
+"""Seconds /healthz waits for the database before it answers 503 (at most --db-timeout)."""
+HEALTH_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="memchat-health")
+"""/healthz's own threads: a health check never waits behind turns and requests for a thread."""
 
 
 class InternalErrors:
@@ -104,12 +113,19 @@ class _TooLarge(StarletteHTTPException):
 
 
 def create_app(
-    db: str | None = None, *, max_body: int = DEFAULT_MAX_BODY, keys_required: bool = False, without_keys: bool = False
+    db: str | None = None,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    keys_required: bool = False,
+    without_keys: bool = False,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    health_timeout: float = HEALTH_TIMEOUT,
 ) -> FastAPI:
     """`keys_required`: refuse requests without a valid key even when no key exists (a server
     listening beyond loopback must never fall open because its last key was revoked).
     `without_keys`: the operator's choice to answer without a key while no key is live, on a
-    database that has had keys (otherwise refused once any key was made)."""
+    database that has had keys (otherwise refused once any key was made).
+    `max_pending`: requests in progress at once past which the next gets 503 (`Backlog`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -153,10 +169,18 @@ def create_app(
         return JSONResponse(body(exc.status_code, message), status_code=exc.status_code, headers=exc.headers)
 
     @app.get("/healthz", tags=["Service"])
-    def health():
-        """200 when the database answers at this memchat's schema; 503 naming the cause when not."""
+    async def health():
+        """200 when the database answers at this memchat's schema; 503 naming the cause when not,
+        or when it does not answer within `health_timeout` (on its own threads, never queued
+        behind requests)."""
+        check = asyncio.get_running_loop().run_in_executor(HEALTH_THREADS, app.state.memory.schema_revision)
         try:
-            revision, head = app.state.memory.schema_revision()
+            revision, head = await asyncio.wait_for(check, health_timeout)
+        except TimeoutError:
+            return JSONResponse(
+                {"status": "unavailable", "cause": f"the database did not answer within {health_timeout:g} s"},
+                status_code=503,
+            )
         except Exception as exc:
             return JSONResponse({"status": "unavailable", "cause": redact(f"the database does not answer: {exc}")}, status_code=503)
         if revision != head:
@@ -167,7 +191,9 @@ def create_app(
         return {"status": "ok", "schema": revision, "version": version("memchat")}
 
     @app.get("/metrics", tags=["Service"])
-    def prometheus():
+    async def prometheus():
+        """Prometheus metrics, answered on the event loop (the figures are in memory or files):
+        never queued behind requests that hold the worker threads."""
         text, content_type = metrics.exposition()
         return Response(text, media_type=content_type)
 
@@ -177,6 +203,7 @@ def create_app(
     app.include_router(own.router)
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(BodyDeadline, seconds=read_timeout())
+    app.add_middleware(Backlog, limit=max_pending)
     app.add_middleware(InternalErrors)
     return app
 
@@ -188,4 +215,6 @@ def app_from_environment() -> FastAPI:
         max_body=int(os.environ.get("MEMCHAT_MAX_BODY", DEFAULT_MAX_BODY)),
         keys_required=os.environ.get("MEMCHAT_REQUIRE_KEYS") == "1",
         without_keys=os.environ.get("MEMCHAT_SERVE_WITHOUT_KEYS") == "1",
+        max_pending=int(os.environ.get("MEMCHAT_MAX_PENDING", DEFAULT_MAX_PENDING)),
+        health_timeout=min(HEALTH_TIMEOUT, database.db_timeout()),
     )

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from memchat.config import memchat_version
+from memchat.config import DEFAULT_DB_TIMEOUT, memchat_version
 from memchat.errors import InvalidInput, StorageError
 from memchat.redact import mask_url_passwords
 
@@ -25,9 +25,37 @@ is already current is recognised with one query instead of loading Alembic."""
 SEARCH_OBJECTS = ("messages_fts", "ix_messages_fulltext")
 """The full-text index (SQLite's FTS5 table and its shadow tables, PostgreSQL's GIN index),
 made by revision 0004 with each database's own DDL; not in SQLModel's metadata."""
-SQLITE_BUSY_TIMEOUT_MS = 10_000
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 """URLs as users write them; memchat talks to PostgreSQL through psycopg 3 (the `postgres` extra)."""
+
+
+def db_timeout() -> float:
+    """MEMCHAT_DB_TIMEOUT seconds, else the default: a stalled database fails a request in
+    seconds instead of holding its worker thread for as long as the stall lasts."""
+    value = os.environ.get("MEMCHAT_DB_TIMEOUT", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return DEFAULT_DB_TIMEOUT
+    return seconds if seconds > 0 else DEFAULT_DB_TIMEOUT
+
+
+def _postgres_timeouts(seconds: float) -> dict:
+    """libpq's settings for a database that stops answering: connecting gives up after
+    `seconds`; a statement, or its wait for a lock, is cancelled by the server after `seconds`;
+    and a link that goes silent (sent bytes never acknowledged, keepalives unanswered) is
+    dropped by the kernel after `seconds`, where no server is left to cancel anything."""
+    milliseconds = int(seconds * 1000)
+    probe = max(1, int(seconds // 3))
+    return {
+        "connect_timeout": max(2, round(seconds)),
+        "options": f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}",
+        "keepalives": 1,
+        "keepalives_idle": probe,
+        "keepalives_interval": probe,
+        "keepalives_count": 3,
+        "tcp_user_timeout": milliseconds,
+    }
 
 
 def migrations_dir() -> Path:
@@ -58,7 +86,10 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
     if parsed.drivername in POSTGRES_SCHEMES:
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
-        return create_engine(parsed, pool_pre_ping=True)
+        timeout = db_timeout()
+        return create_engine(
+            parsed, pool_pre_ping=True, pool_timeout=timeout, connect_args=_postgres_timeouts(timeout)
+        )
     except ImportError:
         raise StorageError(
             f"no driver for {parsed.drivername}: install it, e.g. pip install \"memchat[postgres]\""
@@ -80,13 +111,14 @@ def _sqlite_engine(url, *, immediate: bool) -> Engine:
         if not directory.is_dir():
             raise StorageError(f"database directory {directory} does not exist; create it or choose another --db")
         _create_private(Path(url.database))
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    timeout = db_timeout()
+    engine = create_engine(url, pool_timeout=timeout, connect_args={"timeout": timeout})
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
         if immediate:
@@ -211,7 +243,8 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 @contextmanager
 def migration_connection(engine: Engine) -> Iterator[Connection]:
-    """One transaction for a migration. On SQLite, foreign keys are off while it runs: a batch
+    """One transaction for a migration, free of the statement time-out on PostgreSQL (a large
+    database's migration may take minutes). On SQLite, foreign keys are off while it runs: a batch
     operation rebuilds a table by copying it and dropping the original, and with foreign keys on
     that drop would cascade to every row that refers to it (a thread's messages)."""
     with engine.connect() as connection:
@@ -221,6 +254,8 @@ def migration_connection(engine: Engine) -> Iterator[Connection]:
             connection.commit()
         try:
             with connection.begin():
+                if not sqlite:
+                    connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
                 yield connection
         finally:
             if sqlite:
