@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -160,3 +161,98 @@ def test_markdown_through_a_server_is_the_same_file(memory, server, tmp_path):
     finally:
         served.stop()
     assert json.loads(memchat("list", "--json").stdout)[0]["title"] == "Trip" and len(memory.threads()) == 2
+
+
+def _exported_trip(memory, server, tmp_path) -> Path:
+    server.reply("Lisbon is lovely.", "Take the tram.")
+    thread = memory.new_thread(title="Trip", system="You plan trips.\nBriefly.", model="openai/gpt-4o-mini")
+    memory.say(thread.id, "Where to go in May?")
+    memory.say(thread.id, "How to get around?")
+    path = tmp_path / "trip.md"
+    written = memchat("export", thread.id, "--format", "markdown", "-o", str(path))
+    assert written.returncode == 0, written.stderr
+    return path
+
+
+def _line_of(text: str, needle: str) -> int:
+    return text[: text.index(needle)].count("\n") + 1
+
+
+def _comment_before(text: str, needle: str) -> str:
+    """The memchat comment line of the block whose text or heading holds `needle`."""
+    return [line for line in text[: text.index(needle)].splitlines() if line.startswith("<!-- memchat-")][-1]
+
+
+def _same_length_text(text):
+    return text.replace("Lisbon is lovely.", "Lisbon is LOVELY."), _comment_before(text, "Lisbon is lovely.")
+
+
+def _role_flipped_in_its_record(text):
+    comment = _comment_before(text, "Lisbon is lovely.")
+    return text.replace(comment, comment.replace('"role": "assistant"', '"role": "user"')), comment.replace(
+        '"role": "assistant"', '"role": "user"'
+    )
+
+
+def _role_flipped_in_its_heading(text):
+    heading = next(line for line in text.splitlines() if line.startswith("## #1 · assistant"))
+    flipped = heading.replace("assistant", "user")
+    return text.replace(heading, flipped), flipped
+
+
+def _length_adjusted(text):
+    comment = _comment_before(text, "Lisbon is lovely.")
+    adjusted = comment.replace('"length": 17', '"length": 24')
+    return text.replace(comment, adjusted).replace("Lisbon is lovely.", "Lisbon is lovely, truly."), adjusted
+
+
+def _turn_deleted(text):
+    start = text.index(_comment_before(text, "How to get around?"))
+    end = text.index(_comment_before(text, "Take the tram."))
+    return text[:start] + text[end:], "<!-- memchat-end "
+
+
+def _system_prompt_edited(text):
+    return text.replace("  > You plan trips.", "  > You plan heists."), "  > You plan heists."
+
+
+def _title_edited(text):
+    return text.replace("# Trip\n", "# Heist\n"), "# Heist"
+
+
+def _paragraph_added(text):
+    return text.replace("Take the tram.\n\n", "Take the tram.\n\nOr walk.\n\n"), "Or walk."
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    "edit",
+    [_same_length_text, _role_flipped_in_its_record, _role_flipped_in_its_heading, _length_adjusted, _turn_deleted,
+     _system_prompt_edited, _title_edited, _paragraph_added],
+)
+def test_an_edited_transcript_is_refused_naming_the_line(memory, server, tmp_path, edit):
+    path = _exported_trip(memory, server, tmp_path)
+    edited, named = edit(path.read_text())
+    path.write_text(edited)
+    refused = memchat("import", "--format", "markdown", str(path))
+    assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+    assert f"line {_line_of(edited, named)} of the Markdown" in refused.stderr
+    assert "nothing was imported" in refused.stderr
+    assert len(memory.threads()) == 1
+
+
+@pytest.mark.bad_input
+def test_a_transcript_without_digests_is_refused_asking_for_a_new_export(memory, server, tmp_path):
+    path = _exported_trip(memory, server, tmp_path)
+    current = path.read_text()
+    older = "".join(
+        re.sub(r', "sha256": "[0-9a-f]{64}"', "", line)
+        for line in current.splitlines(keepends=True)
+        if not line.startswith("<!-- memchat-end ")
+    )
+    path.write_text(older)
+    refused = memchat("import", "--format", "markdown", str(path))
+    assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+    assert "line 1 of the Markdown" in refused.stderr and "export it again" in refused.stderr
+    assert len(memory.threads()) == 1

@@ -1,6 +1,6 @@
 """memchat's Markdown: a transcript to read (title, settings, each message under a heading with
 its role, time and model; undone and cut-off turns marked; summaries after the conversation)
-that reads back losslessly.
+that reads back losslessly, and only as written.
 
 Reading back does not parse the prose. Before each block sits an HTML comment (invisible once
 rendered) holding the block's record as one line of JSON, with the length of the text that
@@ -8,12 +8,21 @@ follows its heading; the text itself is written as it is, so a message may hold 
 code fences and lines that look like memchat's own included. Everything but a thread's own id
 and the token counts (counted again on import) is kept: export, import, export gives the same
 file. Built from and into memchat's own JSON (`native`), with the standard library only.
+
+What is imported is what the reader sees, or nothing: each comment holds a SHA-256 of exactly
+what its block imports (the record, its length field included, and the text), a closing comment
+holds one over the thread's block digests in order (so a block deleted, added or moved shows),
+and every visible line (title, settings, headings) must be what memchat writes for the records.
+The digests are not keyed: they show an edit, not who made the file. A file without them was
+written before they were, and is refused with a request to export it again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -21,7 +30,9 @@ from memchat.errors import InvalidInput
 from memchat.transfer import check_size, decoded
 
 THREAD, MESSAGE, SUMMARY = "<!-- memchat-thread ", "<!-- memchat-message ", "<!-- memchat-summary "
+CLOSING = "<!-- memchat-end "
 END = " -->"
+SUMMARIES_HEADING = "## Summaries\n\n"
 _HEADER_FIELDS = (
     "title", "model", "system", "budget", "policy", "recall", "recall_embeddings", "summary_model", "summary_share",
     "summary_prompt", "api_base", "labels", "forked_from", "source", "created_at", "updated_at",
@@ -34,30 +45,45 @@ def write_thread(
     """One thread, from its export (`native`): the header fields, its ChatML messages (a leading
     system message is the header's `system`, written once) and its summaries."""
     kept = {field: header[field] for field in _HEADER_FIELDS if field in header}
-    out.write(_comment(THREAD, kept))
-    out.write(f"# {_line(kept['title']) or '(untitled)'}\n\n")
-    for line in _settings(kept):
-        out.write(line + "\n")
-    out.write("\n")
+    header_digest = _digest(kept)
+    out.write(_comment(THREAD, {**kept, "sha256": header_digest}))
+    out.write(_header_text(kept))
+    thread_digest = hashlib.sha256(header_digest.encode())
+    blocks = 0
     for index, message in enumerate(messages):
         if index == 0 and message["role"] == "system":
             continue
         record = {key: value for key, value in message.items() if key not in ("content", "tokens")}
-        _block(out, MESSAGE, record, _message_heading(record), message["content"])
+        thread_digest.update(_block(out, MESSAGE, record, _message_heading(record), message["content"]).encode())
+        blocks += 1
     if summaries:
-        out.write("## Summaries\n\n")
+        out.write(SUMMARIES_HEADING)
         for summary in summaries:
             record = {key: value for key, value in summary.items() if key != "content"}
-            heading = (
-                f"### Summary of #{record['first_position']}–#{record['last_position']} · "
-                f"{_time(record.get('created_at'))} · {_line(record.get('model'))}"
-            )
-            _block(out, SUMMARY, record, heading, summary["content"])
+            thread_digest.update(_block(out, SUMMARY, record, _summary_heading(record), summary["content"]).encode())
+            blocks += 1
+    out.write(_comment(CLOSING, {"blocks": blocks, "sha256": thread_digest.hexdigest()}))
 
 
-def _block(out: TextIO, kind: str, record: dict[str, Any], heading: str, text: str) -> None:
-    out.write(_comment(kind, {**record, "length": len(text)}))
+def _block(out: TextIO, kind: str, record: dict[str, Any], heading: str, text: str) -> str:
+    """Writes one block and gives its digest."""
+    record = {**record, "length": len(text)}
+    digest = _digest({**record, "content": text})
+    out.write(_comment(kind, {**record, "sha256": digest}))
     out.write(f"{heading}\n\n{text}\n\n")
+    return digest
+
+
+def _digest(imported: dict[str, Any]) -> str:
+    """SHA-256 of what a block (or a thread's header) imports, as canonical JSON (sorted keys, ASCII): the same for the
+    record written and the record read back, whatever order or escapes the comment uses."""
+    canonical = json.dumps(imported, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _header_text(header: dict[str, Any]) -> str:
+    lines = [f"# {_line(header['title']) or '(untitled)'}", "", *_settings(header), "", ""]
+    return "\n".join(lines)
 
 
 def _comment(kind: str, record: dict[str, Any]) -> str:
@@ -83,6 +109,13 @@ def _message_heading(record: dict[str, Any]) -> str:
     if status != "complete":
         parts.append({"undone": "undone (left out of the memory)", "partial": "partial (cut off)"}.get(status, status))
     return " · ".join(parts)
+
+
+def _summary_heading(record: dict[str, Any]) -> str:
+    return (
+        f"### Summary of #{record['first_position']}–#{record['last_position']} · "
+        f"{_time(record.get('created_at'))} · {_line(record.get('model'))}"
+    )
 
 
 def _settings(header: dict[str, Any]) -> Iterator[str]:
@@ -118,49 +151,102 @@ def _settings(header: dict[str, Any]) -> Iterator[str]:
 
 def parse(raw: str | bytes) -> list[dict[str, Any]]:
     """The threads of memchat's Markdown (text, or a file's bytes), as memchat's own JSON (what
-    `native` imports)."""
+    `native` imports), or InvalidInput naming the first line that is not as memchat wrote it."""
     check_size(len(raw))
     reader = _Reader(decoded(raw) if isinstance(raw, bytes) else raw)
-    threads = []
-    while reader.skip_prose():
-        threads.append(reader.thread())
-    if not threads:
+    if THREAD not in reader.text:
         raise InvalidInput("import: this is not memchat's Markdown (no `<!-- memchat-thread ... -->` line); nothing was imported")
+    threads = []
+    while reader.skip_blank_lines():
+        if not reader.text.startswith(THREAD, reader.at):
+            raise reader.changed("text that memchat did not write outside its threads")
+        threads.append(reader.thread())
     return threads
 
 
 class _Reader:
+    """Reads the file as the writer wrote it, in the same order, and stops at the first
+    difference."""
+
     def __init__(self, text: str):
         self.text = text
         self.at = 0
 
-    def line_number(self) -> int:
-        return self.text.count("\n", 0, self.at) + 1
+    def line_number(self, at: int | None = None) -> int:
+        return self.text.count("\n", 0, self.at if at is None else at) + 1
 
-    def skip_prose(self) -> bool:
-        """Past headings and settings, to the next memchat comment; False at the end."""
+    def skip_blank_lines(self) -> bool:
+        """Past empty lines between threads; False at the end."""
         while self.at < len(self.text):
-            if self.text.startswith("<!-- memchat-", self.at):
-                return True
             end = self.text.find("\n", self.at)
-            self.at = len(self.text) if end < 0 else end + 1
+            end = len(self.text) if end < 0 else end
+            if self.text[self.at : end].strip():
+                return True
+            self.at = end + 1
         return False
 
     def thread(self) -> dict[str, Any]:
+        header_line = self.at
         header = self.record(THREAD)
+        if "sha256" not in header:
+            raise InvalidInput(
+                f"import: line {self.line_number(header_line)} of the Markdown begins a thread written by an older "
+                "memchat, without the digests that show the file was not edited since: export it again (or import "
+                "its JSON export); nothing was imported"
+            )
+        header_digest = self.verified(header, header_line)
+        self.expect(_header_text, header, "a title or setting that is not what its thread's record holds")
+        thread_digest = hashlib.sha256(header_digest.encode())
         messages, summaries = [], []
-        while self.skip_prose() and not self.text.startswith(THREAD, self.at):
-            if self.text.startswith(MESSAGE, self.at):
-                record = self.record(MESSAGE)
-                record["content"] = self.content(record)
-                messages.append(record)
-            elif self.text.startswith(SUMMARY, self.at):
-                record = self.record(SUMMARY)
-                record["content"] = self.content(record)
-                summaries.append(record)
-            else:
-                raise self.changed("a memchat comment of an unknown kind")
+        while self.text.startswith(MESSAGE, self.at):
+            messages.append(self.block(MESSAGE, _message_heading, thread_digest))
+        if self.text.startswith(SUMMARIES_HEADING, self.at):
+            self.at += len(SUMMARIES_HEADING)
+            while self.text.startswith(SUMMARY, self.at):
+                summaries.append(self.block(SUMMARY, _summary_heading, thread_digest))
+            if not summaries:
+                raise self.changed("a summaries heading with no summary under it")
+        if not self.text.startswith(CLOSING, self.at):
+            if self.at >= len(self.text):
+                raise self.changed("the end of the file where a thread's closing comment belongs (cut short)")
+            raise self.changed("text that memchat did not write between its blocks")
+        closing_line = self.at
+        closing = self.record(CLOSING)
+        blocks = len(messages) + len(summaries)
+        if closing.get("blocks") != blocks:
+            raise self.changed(
+                f"the close of a thread written with another count of blocks than the {blocks} before it "
+                "(a block was deleted or added)",
+                at=closing_line,
+            )
+        if closing.get("sha256") != thread_digest.hexdigest():
+            raise self.changed("the close of a thread whose blocks are not the ones written, in order", at=closing_line)
+        header.pop("sha256")
         return {**header, "messages": messages, "summaries": summaries}
+
+    def block(self, kind: str, heading: Callable[[dict[str, Any]], str], thread_digest: Any) -> dict[str, Any]:
+        """One message or summary: its record and text, checked against its digest, then its
+        heading, checked against the record."""
+        block_line = self.at
+        record = self.record(kind)
+        length = record.get("length")
+        heading_line = self.at
+        heading_end = self.text.find("\n", heading_line)
+        if (
+            not isinstance(length, int) or isinstance(length, bool) or length < 0
+            or heading_end < 0 or not self.text.startswith("\n", heading_end + 1)
+        ):
+            raise self.changed("a block without its heading or length")
+        start = heading_end + 2
+        if not self.text.startswith("\n\n", start + length):
+            self.at = start
+            raise self.changed("a text that is not the length its comment gives")
+        record["content"] = self.text[start : start + length]
+        thread_digest.update(self.verified(record, block_line).encode())
+        self.expect(lambda shown: heading(shown) + "\n\n", record, "a heading that is not what its block's record says")
+        self.at = start + length + 2
+        del record["length"], record["sha256"]
+        return record
 
     def record(self, kind: str) -> dict[str, Any]:
         end = self.text.find("\n", self.at)
@@ -177,21 +263,31 @@ class _Reader:
         self.at = end + 1
         return record
 
-    def content(self, record: dict[str, Any]) -> str:
-        """The text after the block's heading line and blank line: exactly `length` characters."""
-        length = record.pop("length", None)
-        heading_end = self.text.find("\n", self.at)
-        if not isinstance(length, int) or length < 0 or heading_end < 0 or not self.text.startswith("\n", heading_end + 1):
-            raise self.changed("a block without its heading or length")
-        start = heading_end + 2
-        if not self.text.startswith("\n\n", start + length):
-            self.at = start
-            raise self.changed("a text that is not the length its comment gives")
-        self.at = start + length + 2
-        return self.text[start : start + length]
+    def verified(self, record: dict[str, Any], line_at: int) -> str:
+        """The record's digest, when it is the one its comment holds."""
+        written = record.get("sha256")
+        try:
+            digest = _digest({key: value for key, value in record.items() if key != "sha256"})
+        except RecursionError:
+            raise self.changed("a memchat comment whose JSON is nested too deeply", at=line_at) from None
+        if written != digest:
+            raise self.changed("a block whose record or text does not match its digest", at=line_at)
+        return digest
 
-    def changed(self, what: str) -> InvalidInput:
+    def expect(self, render: Callable[[dict[str, Any]], str], record: dict[str, Any], what: str) -> None:
+        """Past the visible text memchat writes for `record`, when the file holds exactly that."""
+        try:
+            expected = render(record)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise self.changed("a memchat comment whose record memchat did not write", at=self.at - 1) from None
+        found = self.text[self.at : self.at + len(expected)]
+        if found != expected:
+            self.at += len(os.path.commonprefix([found, expected]))
+            raise self.changed(what)
+        self.at += len(expected)
+
+    def changed(self, what: str, *, at: int | None = None) -> InvalidInput:
         return InvalidInput(
-            f"import: line {self.line_number()} of the Markdown has {what}: it was changed after memchat wrote it; "
+            f"import: line {self.line_number(at)} of the Markdown has {what}: it was changed after memchat wrote it; "
             "nothing was imported"
         )
