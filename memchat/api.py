@@ -410,21 +410,25 @@ class Memory:
         return self.store.search(query, thread_id=thread, limit=limit)
 
     def export(self, thread_id: str) -> dict[str, Any]:
-        return native.export_thread(self.store, thread_id)
+        with self.store.snapshot():
+            return native.export_thread(self.store, thread_id)
 
     def export_all(self) -> list[dict[str, Any]]:
-        return native.export_all(self.store)
+        with self.store.snapshot():
+            return native.export_all(self.store)
 
     def write_export(self, out: TextIO, thread_id: str | None = None, *, format: str = "json") -> None:
         """Stream one thread (or, with no id, every thread: a JSON array, or transcripts one
         after another) as JSON or memchat's Markdown to `out`, a page of messages at a time:
-        memory stays flat however long the thread."""
-        if format == "markdown":
-            native.write_markdown(self.store, thread_id, out)
-        elif thread_id is None:
-            native.write_all(self.store, out)
-        else:
-            native.write_thread(self.store, thread_id, out)
+        memory stays flat however long the thread. It is all read in one snapshot of the database,
+        so a change made meanwhile (a fork's origin deleted) is either all in it or not at all."""
+        with self.store.snapshot():
+            if format == "markdown":
+                native.write_markdown(self.store, thread_id, out)
+            elif thread_id is None:
+                native.write_all(self.store, out)
+            else:
+                native.write_thread(self.store, thread_id, out)
 
     def import_(self, data: str | bytes | Any) -> ImportResult:
         """Create new threads from exported JSON (text or decoded); all of them or none. A thread
