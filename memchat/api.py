@@ -185,12 +185,17 @@ class Memory:
             )
         return self.say(fork.id, text, **options)
 
-    def undo(self, thread_id: str, *, wait: float | None = None) -> list[MessagePublic]:
+    def undo(self, thread_id: str) -> list[MessagePublic]:
         """Take the thread's last turn (its user message and what followed) out of its memory,
         without deleting anything: the messages are marked undone, shown by `show` and kept by
-        export, but sent in no later context, recall or summary. Again: the turn before. Waits
-        for a turn in progress to end, up to `wait` seconds."""
-        return self._under_lease(thread_id, wait, lambda thread, holder: self.store.undo_last_turn(thread, lease_holder=holder))
+        export, but sent in no later context, recall or summary. Again: the turn before.
+
+        Refused (ThreadBusy) while a turn is in progress on the thread: waiting for it would undo
+        a reply the caller has not seen, not the last turn there was when undo was asked."""
+        thread = self.store.thread(thread_id)
+        busy = f"thread {thread.id} has a turn in progress; undo takes back a finished turn: try again when it ends"
+        with lease.turn_lease(self.store, thread.id, 0, refusal=busy) as held:
+            return self.store.undo_last_turn(thread.id, lease_holder=held.holder)
 
     def undo_message(self, thread_id: str, position: int, *, wait: float | None = None) -> MessagePublic:
         """Take one message out of the thread's memory, as `undo` does a turn (an item deleted

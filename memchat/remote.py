@@ -159,7 +159,7 @@ class RemoteMemory:
     def accept(self, thread_id: str) -> Record:
         return Record(self._json("POST", f"/threads/{_part(thread_id)}/accept", {}))
 
-    def undo(self, thread_id: str, *, wait: float | None = None) -> list[Record]:
+    def undo(self, thread_id: str) -> list[Record]:
         return [Record(data) for data in self._json("POST", f"/threads/{_part(thread_id)}/undo", {})]
 
     def fork(self, thread_id: str, *, at: int | None = None, wait: float | None = None) -> Record:
