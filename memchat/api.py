@@ -187,12 +187,17 @@ class Memory:
             )
         return self.say(fork.id, text, **options)
 
-    def undo(self, thread_id: str, *, wait: float | None = None) -> list[MessagePublic]:
+    def undo(self, thread_id: str) -> list[MessagePublic]:
         """Take the thread's last turn (its user message and what followed) out of its memory,
         without deleting anything: the messages are marked undone, shown by `show` and kept by
-        export, but sent in no later context, recall or summary. Again: the turn before. Waits
-        for a turn in progress to end, up to `wait` seconds."""
-        return self._under_lease(thread_id, wait, lambda thread, holder: self.store.undo_last_turn(thread, lease_holder=holder))
+        export, but sent in no later context, recall or summary. Again: the turn before.
+
+        Refused (ThreadBusy) while a turn is in progress on the thread: waiting for it would undo
+        a reply the caller has not seen, not the last turn there was when undo was asked."""
+        thread = self.store.thread(thread_id)
+        busy = f"thread {thread.id} has a turn in progress; undo takes back a finished turn: try again when it ends"
+        with lease.turn_lease(self.store, thread.id, 0, refusal=busy) as held:
+            return self.store.undo_last_turn(thread.id, lease_holder=held.holder)
 
     def undo_message(self, thread_id: str, position: int, *, wait: float | None = None) -> MessagePublic:
         """Take one message out of the thread's memory, as `undo` does a turn (an item deleted
@@ -412,21 +417,25 @@ class Memory:
         return self.store.search(query, thread_id=thread, limit=limit)
 
     def export(self, thread_id: str) -> dict[str, Any]:
-        return native.export_thread(self.store, thread_id)
+        with self.store.snapshot():
+            return native.export_thread(self.store, thread_id)
 
     def export_all(self) -> list[dict[str, Any]]:
-        return native.export_all(self.store)
+        with self.store.snapshot():
+            return native.export_all(self.store)
 
     def write_export(self, out: TextIO, thread_id: str | None = None, *, format: str = "json") -> None:
         """Stream one thread (or, with no id, every thread: a JSON array, or transcripts one
         after another) as JSON or memchat's Markdown to `out`, a page of messages at a time:
-        memory stays flat however long the thread."""
-        if format == "markdown":
-            native.write_markdown(self.store, thread_id, out)
-        elif thread_id is None:
-            native.write_all(self.store, out)
-        else:
-            native.write_thread(self.store, thread_id, out)
+        memory stays flat however long the thread. It is all read in one snapshot of the database,
+        so a change made meanwhile (a fork's origin deleted) is either all in it or not at all."""
+        with self.store.snapshot():
+            if format == "markdown":
+                native.write_markdown(self.store, thread_id, out)
+            elif thread_id is None:
+                native.write_all(self.store, out)
+            else:
+                native.write_thread(self.store, thread_id, out)
 
     def import_(self, data: str | bytes | Any) -> ImportResult:
         """Create new threads from exported JSON (text or decoded); all of them or none. A thread

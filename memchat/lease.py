@@ -101,12 +101,18 @@ class Lease:
 
 @contextmanager
 def turn_lease(
-    store: Store, thread_id: str, wait: float, take: Callable[[str, float], bool] | None = None
+    store: Store,
+    thread_id: str,
+    wait: float,
+    take: Callable[[str, float], bool] | None = None,
+    *,
+    refusal: str | None = None,
 ) -> Iterator[Lease]:
     """Hold the thread's lease while the block runs, waiting up to `wait` seconds (plus one
     lease's lapse) for another holder to finish; a heartbeat keeps it while the block works.
     `take(holder, seconds)` takes the lease in the caller's own transaction (a turn stores its
-    user message in the same commit); False: another turn has it, wait."""
+    user message in the same commit); False: another turn has it, wait. With `refusal`, a
+    lease another holder has is not waited for: ThreadBusy(`refusal`) at once."""
     seconds = lease_seconds()
     lease = Lease(store, thread_id, identity(), seconds)
     if take is None:
@@ -114,6 +120,8 @@ def turn_lease(
             return store.acquire_lease(thread_id, holder, seconds, holder_is_gone)
     give_up = time.monotonic() + wait + seconds
     while not take(lease.holder, seconds):
+        if refusal is not None:
+            raise ThreadBusy(refusal)
         if time.monotonic() > give_up:
             raise ThreadBusy(f"thread {thread_id} is busy with another turn; try again when it ends")
         time.sleep(0.02 + random.random() * 0.08)

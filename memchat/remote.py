@@ -185,7 +185,7 @@ class RemoteMemory:
     def accept(self, thread_id: str) -> Record:
         return self._record("POST", f"/threads/{_part(thread_id)}/accept", {})
 
-    def undo(self, thread_id: str, *, wait: float | None = None) -> list[Record]:
+    def undo(self, thread_id: str) -> list[Record]:
         return self._records("POST", f"/threads/{_part(thread_id)}/undo", {})
 
     def fork(self, thread_id: str, *, at: int | None = None, wait: float | None = None) -> Record:

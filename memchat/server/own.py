@@ -264,8 +264,9 @@ def accept(thread_id: str, memory: Scoped):
 
 @router.post("/threads/{thread_id}/undo")
 def undo(thread_id: str, memory: Scoped):
-    """`memchat undo`: the last turn taken out of the thread's memory, kept and marked undone."""
-    return [message.model_dump(mode="json") for message in memory.undo(thread_id, wait=busy_wait())]
+    """`memchat undo`: the last turn taken out of the thread's memory, kept and marked undone
+    (409 while a turn is in progress on the thread)."""
+    return [message.model_dump(mode="json") for message in memory.undo(thread_id)]
 
 
 @router.post("/threads/{thread_id}/context")

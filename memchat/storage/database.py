@@ -144,6 +144,23 @@ def _create_private(path: Path) -> None:
         raise StorageError(f"cannot create database {path}: {exc.strerror}") from None
 
 
+def snapshot_reads(engine: Engine) -> Engine:
+    """`engine` for reads whose every transaction sees one snapshot of the database, so a read of
+    several statements (a fork's lineage, then the messages of each segment) never sees half of a
+    change (the delete of an origin, which copies into its forks what they read). PostgreSQL:
+    REPEATABLE READ. SQLite: a BEGIN of its own, as Python's sqlite3 begins no transaction for a
+    SELECT and each statement would see the newest commit. Shares the engine's connections."""
+    if engine.dialect.name != "sqlite":
+        return engine.execution_options(isolation_level="REPEATABLE READ")
+    reads = engine.execution_options()
+
+    @event.listens_for(reads, "begin")
+    def _begin_read(connection):
+        connection.exec_driver_sql("BEGIN")
+
+    return reads
+
+
 def include_name(name, type_, parent_names) -> bool:
     """For Alembic's comparisons: the full-text index is not described by the models."""
     return not (name or "").startswith(SEARCH_OBJECTS)

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Integer, String, bindparam, case, exists, func, insert, literal_column, text, update
 from sqlalchemy import select as select_columns
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, delete, select
 
@@ -434,6 +434,7 @@ class Store:
         self._write_engine = (
             database.make_engine(url, immediate=True) if self.engine.dialect.name == "sqlite" else self.engine
         )
+        self._read_engine = database.snapshot_reads(self.engine)
         self._migrate = migrate
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -487,7 +488,7 @@ class Store:
 
     def _session(self, *, write: bool = False) -> Session:
         self.prepare()
-        return Session(self._write_engine if write else self.engine, expire_on_commit=False)
+        return Session(self._write_engine if write else self._read_engine, expire_on_commit=False)
 
     def close(self) -> None:
         if self._owner:
@@ -1177,12 +1178,21 @@ class Store:
 
     def save_token_counts(self, tokenizer: str, counts: dict[int, int], *, thread_id: str | None = None) -> None:
         """Keep counts made for a turn; a count another process saved first is left as it is
-        (tokenizers are deterministic: it is the same)."""
+        (tokenizers are deterministic: it is the same), and so is a count of a message deleted
+        since it was read (a read sees one snapshot: a fork's origin may be gone by now)."""
         if not counts:
             return
         rows = [{"message_id": i, "tokenizer": tokenizer, "tokens": n} for i, n in counts.items()]
         with self._writing() as session:
-            session.execute(_insert_ignoring_duplicates(session, MessageTokens), rows)
+            insert_counts = _insert_ignoring_duplicates(session, MessageTokens)
+            try:
+                with session.begin_nested():
+                    session.execute(insert_counts, rows)
+            except IntegrityError:
+                existing = select_columns(_messages.c.id).where(_messages.c.id.in_(list(counts)))
+                kept = set(session.execute(existing).scalars())
+                if kept:
+                    session.execute(insert_counts, [row for row in rows if row["message_id"] in kept])
         if thread_id is not None:
             self._recent.counted(thread_id, tokenizer, counts)
 
@@ -1643,14 +1653,16 @@ class Store:
     def _lineage(self, connection: Session | Connection, thread_id: str) -> tuple[Segment, ...]:
         """Where the thread's history is stored, newest positions first: its own messages, then
         what each origin gives it (revision 0012). One read by primary key a fork level, kept
-        for the rest of a snapshot; a thread known to inherit nothing costs no read."""
+        for the rest of a snapshot; a thread known never to have inherited (no fork) costs no
+        read. A fork that has come to own all it reads is not known so: a snapshot begun before
+        its origin's delete still sees it inherit, and must read the origin's rows."""
         if thread_id in self._unforked:
             return ((thread_id, 0, LAST_POSSIBLE_POSITION),)
         kept = self._shared.info.setdefault("lineages", {}) if connection is self._shared else None
         if kept is not None and thread_id in kept:
             return kept[thread_id]
         step = connection.execute(_LINEAGE_STEP, {"thread_key": thread_id}).first()
-        if step is not None and step.inherits_through is None:
+        if step is not None and step.inherits_through is None and step.forked_from is None:
             if len(self._unforked) >= UNFORKED_KEPT:
                 self._unforked.clear()
             self._unforked[thread_id] = None
@@ -1800,7 +1812,7 @@ class Store:
             return
         self.prepare()
         try:
-            with self.engine.connect() as connection:
+            with self._read_engine.connect() as connection:
                 yield connection
         except SQLAlchemyError as exc:
             raise StorageError(f"database error: {database._reason(exc)}") from None
