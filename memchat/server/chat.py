@@ -47,8 +47,6 @@ def _turn_of(body: ChatCompletionCreate, thread: str | None, memory: Memory) -> 
     if body.max_tokens is not None and body.max_completion_tokens is not None:
         raise bad("give max_tokens or max_completion_tokens, not both", "max_completion_tokens")
     reply_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    if reply_tokens is not None and reply_tokens < 1:
-        raise bad("must be at least 1", "max_tokens")
     return TurnRequest(
         thread_id=memory.thread(thread).id,
         text=items[-1][1],

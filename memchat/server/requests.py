@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 from memchat.server.errors import HTTPProblem
 from memchat.server.shapes import SETTINGS
+from memchat.storage.models import ModelName, ReplyTokens, SafeText, Temperature
 
 TEXT_PARTS = {"input_text", "output_text", "text"}
 
@@ -129,26 +130,29 @@ class ItemsCreate(Loose):
 
 
 class ResponseCreate(Loose):
-    model: str | None = None
+    """The fields a turn stores or sends are checked here, with OpenAI's bounds (`TurnSettings`
+    holds the same ones for every face), so a refused request reaches neither store nor model."""
+
+    model: ModelName | None = None
     input: Any = None
     conversation: Any = None
     previous_response_id: str | None = None
-    instructions: str | None = None
-    max_output_tokens: int | None = None
-    temperature: float | None = None
-    stream: bool | None = None
+    instructions: SafeText | None = None
+    max_output_tokens: ReplyTokens | None = None
+    temperature: Temperature | None = None
+    stream: StrictBool | None = None
 
 
 RESPONSE_DEFAULTS = {"store": True, "background": False, "tool_choice": "none", "tools": [], "parallel_tool_calls": False}
 
 
 class ChatCompletionCreate(Loose):
-    model: str
+    model: ModelName
     messages: list[Any]
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    stream: bool | None = None
+    max_tokens: ReplyTokens | None = None
+    max_completion_tokens: ReplyTokens | None = None
+    temperature: Temperature | None = None
+    stream: StrictBool | None = None
     stream_options: dict[str, Any] | None = None
 
 

@@ -52,29 +52,31 @@ def _turn_of(body: ResponseCreate, memory: Memory) -> TurnRequest:
         raise bad("give this turn's system prompt once: as `instructions` or as a leading system item", "input[0]")
     if not items or items[-1][0] != "user":
         raise bad("the input must end with a user message: it is what the model answers", "input")
-    if body.max_output_tokens is not None and body.max_output_tokens < 1:
-        raise bad("must be at least 1", "max_output_tokens")
     thread_id = _conversation_id(body.conversation)
     if thread_id is not None and body.previous_response_id is not None:
         raise bad("give `conversation` or `previous_response_id`, not both", "previous_response_id")
     if body.previous_response_id is not None:
         thread_id = _continued_from(body.previous_response_id, memory)
-    if thread_id is None:
-        thread_id = memory.new_thread(model=body.model).id
-    else:
-        thread_id = memory.thread(thread_id).id
-    if len(items) > 1:
-        # The turn's own checks first (text, budget), so a request refused stores nothing.
-        memory.context(thread_id, items[-1][1], model=body.model, max_tokens=body.max_output_tokens, with_dropped=False)
-    return TurnRequest(
-        thread_id=thread_id,
-        text=items[-1][1],
-        model=body.model,
-        system=body.instructions if body.instructions is not None else system,
-        max_tokens=body.max_output_tokens,
-        temperature=body.temperature,
-        earlier=tuple(items[:-1]),
-    )
+    made = thread_id is None
+    thread_id = memory.new_thread(model=body.model).id if made else memory.thread(thread_id).id
+    try:
+        if len(items) > 1:
+            # The turn's own checks first (text, budget), so a request refused stores nothing.
+            memory.context(thread_id, items[-1][1], model=body.model, max_tokens=body.max_output_tokens, with_dropped=False)
+        return TurnRequest(
+            thread_id=thread_id,
+            text=items[-1][1],
+            model=body.model,
+            system=body.instructions if body.instructions is not None else system,
+            max_tokens=body.max_output_tokens,
+            temperature=body.temperature,
+            earlier=tuple(items[:-1]),
+            made_for_turn=made,
+        )
+    except BaseException:
+        if made:
+            memory.delete(thread_id)
+        raise
 
 
 def _stored_reply(response_id: str, memory: Memory):

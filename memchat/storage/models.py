@@ -10,10 +10,12 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import Field as Bounds
 from sqlalchemy import JSON, Index, LargeBinary, Text, UniqueConstraint, func, literal, text
 from sqlmodel import Field, SQLModel
 
+from memchat.config import MAX_REPLY_TOKENS, MAX_TEMPERATURE
 from memchat.times import as_utc, utcnow  # noqa: F401  (re-exported: the store uses them from here)
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -59,6 +61,25 @@ def check_moment(value: datetime) -> datetime:
 
 SafeText = Annotated[str, AfterValidator(check_text)]
 PastMoment = Annotated[datetime, AfterValidator(check_moment)]
+
+MAX_MODEL_NAME = 200
+ModelName = Annotated[str, Bounds(min_length=1, max_length=MAX_MODEL_NAME), AfterValidator(check_text)]
+Temperature = Annotated[float, Bounds(ge=0, le=MAX_TEMPERATURE, allow_inf_nan=False)]
+ReplyTokens = Annotated[int, Bounds(gt=0, le=MAX_REPLY_TOKENS, strict=True)]
+
+
+class TurnSettings(BaseModel):
+    """What a turn sends and stores besides its messages, checked before the thread is touched or
+    the model called (a model name the reply's row cannot hold was found out only after a paid
+    call): every face's turn goes through `TurnOptions`, which checks these."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName | None = None
+    summary_model: ModelName | None = None
+    system: SafeText | None = None
+    max_tokens: ReplyTokens | None = None
+    temperature: Temperature | None = None
 
 
 def new_thread_id() -> str:
