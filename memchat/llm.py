@@ -21,6 +21,7 @@ from memchat.context import Counter, MessageCost
 from memchat.echo import echo_reply
 from memchat.errors import ContextTooLong, ProviderError, ReplyCutOff
 from memchat.redact import mask_url_passwords, redact
+from memchat.storage.models import storable
 from memchat.tokens import Tokenizer
 
 DEFAULT_TIMEOUT = 120.0
@@ -41,6 +42,8 @@ class Completion:
     completion_tokens: int | None
     cost: float | None
     latency_ms: int
+    replaced: int = 0
+    """Characters of the reply no database stores (NUL, lone surrogates), replaced by U+FFFD."""
 
 
 def load() -> None:
@@ -278,7 +281,8 @@ def complete(
     (429, 5xx, connection errors, time-outs) are retried with backoff, or after the provider's
     Retry-After, while the time lasts; others fail at once. A stream that breaks after text has
     arrived is never retried (the text has been shown): it ends in ReplyCutOff. An empty or
-    unreadable reply is a provider failure, never an empty success."""
+    unreadable reply is a provider failure, never an empty success. Characters no database
+    stores are replaced (`Completion.replaced`), so a reply that was paid for is never lost."""
     litellm = _litellm()
     params: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "num_retries": 0, "max_retries": 0}
     if temperature is not None:
@@ -298,7 +302,7 @@ def complete(
                 response = _streamed(litellm, params, on_text, received, deadline)
             else:
                 response = litellm.completion(**params)
-            text = _reply_text(response, model)
+            text, replaced = storable(_reply_text(response, model))
             if on_text and not stream:
                 on_text(text)
             break
@@ -328,6 +332,7 @@ def complete(
         completion_tokens=getattr(usage, "completion_tokens", None),
         cost=_cost(litellm, response, model),
         latency_ms=latency_ms,
+        replaced=replaced,
     )
 
 
@@ -434,6 +439,7 @@ def _read_stream(litellm, stream, params: dict, on_text: Callable[[str], None] |
         choice = chunk.choices[0] if chunk.choices else None
         piece = choice.delta.content if choice is not None else None
         if piece:
+            piece, _ = storable(piece)
             received.append(piece)
             if on_text:
                 on_text(piece)

@@ -295,6 +295,11 @@ def _converse(
         store.set_status(thread.id, user_message.id, "failed")
         failure.unanswered_in = thread.id
         raise
+    if completion.replaced and on_note:
+        on_note(
+            f"the reply held {completion.replaced} character(s) no database stores (NUL, invalid Unicode); "
+            "they are stored as U+FFFD (�)"
+        )
     if turn.left_unanswered is not None and on_note:
         on_note(
             f"your earlier message #{turn.left_unanswered.position} got no reply and stays out of the history; "

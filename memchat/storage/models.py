@@ -6,6 +6,7 @@ only by the Alembic revisions in `migrations/`; tests check that the two agree.
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
@@ -51,6 +52,16 @@ def check_text(value: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("is not valid Unicode (a lone surrogate, as invalid UTF-8 becomes)") from None
     return value
+
+
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""What `check_text` refuses: NUL, and surrogates (in a str, any surrogate is a lone one)."""
+
+
+def storable(value: str) -> tuple[str, int]:
+    """`value` with what `check_text` refuses replaced by U+FFFD, and how many characters were:
+    for text memchat did not write and must not lose, a model's reply (it has been paid for)."""
+    return UNSTORABLE.subn("\ufffd", value)
 
 
 def check_moment(value: datetime) -> datetime:
