@@ -355,9 +355,14 @@ def embed(*, model: str, texts: list[str], api_base: str | None = None, timeout:
         ((item["index"], item["embedding"]) if isinstance(item, dict) else (item.index, item.embedding) for item in data),
         key=lambda pair: pair[0],
     )
-    if len(vectors) != len(texts) or any(not isinstance(vector, list) or not vector for _, vector in vectors):
-        raise ProviderError(f"{model}: the provider's answer did not hold one embedding for each text", kind="empty")
+    if len(vectors) != len(texts) or not all(_is_vector(vector) for _, vector in vectors):
+        raise ProviderError(f"{model}: the provider's answer did not hold one embedding (a list of numbers) for each text", kind="empty")
     return [vector for _, vector in vectors]
+
+
+def _is_vector(value) -> bool:
+    """A non-empty list of numbers (a provider has answered strings, nulls and nested lists)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(number, (int, float)) for number in value)
 
 
 def _endpoint_params(litellm, model: str, api_base: str | None) -> dict:
