@@ -44,6 +44,8 @@ class Completion:
     latency_ms: int
     replaced: int = 0
     """Characters of the reply no database stores (NUL, lone surrogates), replaced by U+FFFD."""
+    finish_reason: str | None = None
+    """Why the reply ended, as the provider said: `stop`, or `length` when it reached max_tokens."""
 
 
 def load() -> None:
@@ -333,6 +335,7 @@ def complete(
         cost=_cost(litellm, response, model),
         latency_ms=latency_ms,
         replaced=replaced,
+        finish_reason=getattr(response.choices[0], "finish_reason", None),
     )
 
 

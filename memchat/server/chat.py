@@ -67,7 +67,7 @@ async def create_chat_completion(
     if body.stream:
         return await _streamed(request, ask, body)
     reply = await answer(request, ask)
-    return JSONResponse(shapes.chat_completion(reply.message, body.model))
+    return JSONResponse(shapes.chat_completion(reply.message, body.model, shapes.finish_reason(reply)))
 
 
 async def _streamed(request: Request, ask: Callable[[Memory], TurnRequest], body: ChatCompletionCreate):
@@ -102,7 +102,7 @@ async def _streamed(request: Request, ask: Callable[[Memory], TurnRequest], body
             yield data(error_body(status, message_of(failure), code=code))
             return
         reply = event[1].message
-        yield data(shapes.chat_chunk(chunk_id, created, body.model, {}, "stop"))
+        yield data(shapes.chat_chunk(chunk_id, created, body.model, {}, shapes.finish_reason(event[1])))
         if with_usage:
             usage = shapes.chat_completion(reply, body.model)["usage"]
             yield data({**shapes.chat_chunk(chunk_id, created, body.model, {}, None), "choices": [], "usage": usage})

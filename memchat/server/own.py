@@ -155,6 +155,7 @@ def _reply_json(reply) -> dict[str, Any]:
         "user_message": reply.user_message.model_dump(mode="json"),
         "context": {"prompt_tokens": reply.context.prompt_tokens, "budget": reply.context.budget, "dropped": len(reply.context.dropped)},
         "summary": reply.summary.model_dump(mode="json") if reply.summary else None,
+        "finish_reason": reply.finish_reason,
     }
 
 

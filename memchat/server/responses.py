@@ -114,15 +114,17 @@ async def create_response(body: ResponseCreate, request: Request):
     if body.stream:
         return await _streamed(request, body)
     reply = await answer(request, partial(_turn_of, body))
+    status, reason = shapes.outcome(reply)
     made = shapes.response(
         id=shapes.response_id(reply.thread_id, reply.message.position),
         thread_id=reply.thread_id,
         created_at=shapes.seconds(reply.user_message.created_at),
         model=reply.message.model or body.model or "",
-        status="completed",
-        output=[shapes.output_message(shapes.item_id(reply.thread_id, reply.message.position), reply.text)],
+        status=status,
+        output=[shapes.output_message(shapes.item_id(reply.thread_id, reply.message.position), reply.text, status)],
         usage_=shapes.usage(reply.message),
         request=_request_echo(body),
+        incomplete_reason=reason,
     )
     return JSONResponse(made)  # plain JSON already: FastAPI's encoder would walk it again (~0.5 ms)
 
@@ -192,11 +194,12 @@ async def _streamed(http: Request, body: ResponseCreate):
             yield _event("response.failed", next(sequence), response=snapshot("failed", [], error={"code": code, "message": error["message"]}))
             return
         reply = event[1]
-        final_item = shapes.output_message(item_id, reply.text)
+        status, reason = shapes.outcome(reply)
+        final_item = shapes.output_message(item_id, reply.text, status)
         yield _event("response.output_text.done", next(sequence), item_id=item_id, output_index=0, content_index=0, text=reply.text, logprobs=[])
         yield _event("response.content_part.done", next(sequence), item_id=item_id, output_index=0, content_index=0, part=final_item["content"][0])
         yield _event("response.output_item.done", next(sequence), output_index=0, item=final_item)
-        done = snapshot("completed", [final_item], usage=shapes.usage(reply.message))
-        yield _event("response.completed", next(sequence), response=done)
+        done = snapshot(status, [final_item], usage=shapes.usage(reply.message), reason=reason)
+        yield _event(f"response.{status}", next(sequence), response=done)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
