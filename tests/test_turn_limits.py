@@ -114,3 +114,24 @@ def test_a_refused_response_without_a_conversation_leaves_none_behind(served, se
         streamed = _post(served, "/v1/responses", {**payload, "stream": True})
         assert streamed.status_code == 400, streamed.text
     assert Memory().threads() == [] and server.requests == []
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("unstorable", ["\ud800", "\u0000"])
+def test_characters_memchat_never_stores_are_refused_naming_the_field(served, server, unstorable):
+    thread = Memory().new_thread(model="openai/gpt-4o-mini")
+    bad = f"a{unstorable}b"
+    responses = {"model": "openai/gpt-4o-mini", "conversation": thread.id}
+    cases = [
+        ("/v1/responses", {**responses, "input": bad}, "input"),
+        ("/v1/responses", {**responses, "input": [{"role": "user", "content": bad}]}, "input[0].content"),
+        ("/v1/responses", {**responses, "input": [{"role": "user", "content": [{"type": "input_text", "text": bad}]}]}, "input[0].content[0].text"),
+        ("/v1/responses", {**responses, "input": "hi", "instructions": bad}, "instructions"),
+        ("/v1/chat/completions", {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": bad}]}, "messages[0].content"),
+        (f"/v1/conversations/{thread.id}/items", {"items": [{"role": "user", "content": bad}]}, "items[0].content"),
+    ]
+    for path, payload, param in cases:
+        answer = _post(served, path, payload, thread.id)
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == param, (path, answer.text)
+        assert "\n" not in answer.json()["error"]["message"]
+    assert server.requests == [] and Memory().messages(thread.id) == []

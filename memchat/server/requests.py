@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool
 
 from memchat.server.errors import HTTPProblem
 from memchat.server.shapes import SETTINGS
-from memchat.storage.models import ModelName, ReplyTokens, SafeText, Temperature
+from memchat.storage.models import ModelName, ReplyTokens, SafeText, Temperature, check_text
 
 TEXT_PARTS = {"input_text", "output_text", "text"}
 
@@ -32,10 +32,18 @@ def bad(message: str, param: str) -> HTTPProblem:
     return HTTPProblem(400, message, param=param, code="invalid_value")
 
 
+def storable_text(text: str, param: str) -> str:
+    """`text`, or a 400 naming the field when it holds what memchat never stores (NUL, invalid Unicode)."""
+    try:
+        return check_text(text)
+    except ValueError as exc:
+        raise bad(f"{param} {exc}", param) from None
+
+
 def text_of(content: Any, param: str) -> str:
     """A message's text: a string, or a list of text parts (joined); other parts are refused."""
     if isinstance(content, str):
-        return content
+        return storable_text(content, param)
     if not isinstance(content, list) or not content:
         raise bad("content must be a string or a list of text parts", param)
     pieces = []
@@ -51,14 +59,14 @@ def text_of(content: Any, param: str) -> str:
             )
         if not isinstance(part.get("text"), str):
             raise bad("a text part needs `text` (a string)", f"{where}.text")
-        pieces.append(part["text"])
+        pieces.append(storable_text(part["text"], f"{where}.text"))
     return "".join(pieces)
 
 
 def message_items(value: Any, param: str) -> list[tuple[str, str]]:
     """(role, text) of each message item; roles user, assistant, system and developer."""
     if isinstance(value, str):
-        return [("user", value)]
+        return [("user", storable_text(value, param))]
     if not isinstance(value, list):
         raise bad("must be a string or a list of message items", param)
     found = []
