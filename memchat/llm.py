@@ -21,6 +21,7 @@ from memchat.context import Counter, MessageCost
 from memchat.echo import echo_reply
 from memchat.errors import ContextTooLong, ProviderError, ReplyCutOff
 from memchat.redact import mask_url_passwords, redact
+from memchat.storage.models import storable
 from memchat.tokens import Tokenizer
 
 DEFAULT_TIMEOUT = 120.0
@@ -41,6 +42,10 @@ class Completion:
     completion_tokens: int | None
     cost: float | None
     latency_ms: int
+    replaced: int = 0
+    """Characters of the reply no database stores (NUL, lone surrogates), replaced by U+FFFD."""
+    finish_reason: str | None = None
+    """Why the reply ended, as the provider said: `stop`, or `length` when it reached max_tokens."""
 
 
 def load() -> None:
@@ -278,7 +283,8 @@ def complete(
     (429, 5xx, connection errors, time-outs) are retried with backoff, or after the provider's
     Retry-After, while the time lasts; others fail at once. A stream that breaks after text has
     arrived is never retried (the text has been shown): it ends in ReplyCutOff. An empty or
-    unreadable reply is a provider failure, never an empty success."""
+    unreadable reply is a provider failure, never an empty success. Characters no database
+    stores are replaced (`Completion.replaced`), so a reply that was paid for is never lost."""
     litellm = _litellm()
     params: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "num_retries": 0, "max_retries": 0}
     if temperature is not None:
@@ -298,7 +304,7 @@ def complete(
                 response = _streamed(litellm, params, on_text, received, deadline)
             else:
                 response = litellm.completion(**params)
-            text = _reply_text(response, model)
+            text, replaced = storable(_reply_text(response, model))
             if on_text and not stream:
                 on_text(text)
             break
@@ -328,6 +334,8 @@ def complete(
         completion_tokens=getattr(usage, "completion_tokens", None),
         cost=_cost(litellm, response, model),
         latency_ms=latency_ms,
+        replaced=replaced,
+        finish_reason=getattr(response.choices[0], "finish_reason", None),
     )
 
 
@@ -350,9 +358,14 @@ def embed(*, model: str, texts: list[str], api_base: str | None = None, timeout:
         ((item["index"], item["embedding"]) if isinstance(item, dict) else (item.index, item.embedding) for item in data),
         key=lambda pair: pair[0],
     )
-    if len(vectors) != len(texts) or any(not isinstance(vector, list) or not vector for _, vector in vectors):
-        raise ProviderError(f"{model}: the provider's answer did not hold one embedding for each text", kind="empty")
+    if len(vectors) != len(texts) or not all(_is_vector(vector) for _, vector in vectors):
+        raise ProviderError(f"{model}: the provider's answer did not hold one embedding (a list of numbers) for each text", kind="empty")
     return [vector for _, vector in vectors]
+
+
+def _is_vector(value) -> bool:
+    """A non-empty list of numbers (a provider has answered strings, nulls and nested lists)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(number, (int, float)) for number in value)
 
 
 def _endpoint_params(litellm, model: str, api_base: str | None) -> dict:
@@ -434,6 +447,7 @@ def _read_stream(litellm, stream, params: dict, on_text: Callable[[str], None] |
         choice = chunk.choices[0] if chunk.choices else None
         piece = choice.delta.content if choice is not None else None
         if piece:
+            piece, _ = storable(piece)
             received.append(piece)
             if on_text:
                 on_text(piece)

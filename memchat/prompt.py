@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import get_args
 
+from pydantic import ValidationError
+
 from memchat import llm, recollection, settings, summary
 from memchat.config import DEFAULT_MAX_TOKENS, FALLBACK_BUDGET, default_model
 from memchat.context import (
@@ -33,7 +35,7 @@ from memchat.context import (
     summary_cap,
     summary_text,
 )
-from memchat.errors import InvalidInput, ProviderError
+from memchat.errors import InvalidInput, ProviderError, describe_validation_error
 from memchat.recollection import Embeddings
 from memchat.storage.fulltext import SHORT_MESSAGE_WORDS, recall_words
 from memchat.storage.models import (
@@ -42,6 +44,7 @@ from memchat.storage.models import (
     Policy,
     SummaryPublic,
     ThreadPublic,
+    TurnSettings,
     as_utc,
     check_text,
 )
@@ -82,6 +85,11 @@ class TurnOptions:
     """How long to wait for another turn on the thread to end (None: as long as a turn may take)."""
 
     def __post_init__(self):
+        settings_sent = {name: getattr(self, name) for name in TurnSettings.model_fields}
+        try:
+            TurnSettings.model_validate(settings_sent)
+        except ValidationError as exc:
+            raise InvalidInput(describe_validation_error(exc)) from None
         if self.policy is not None and self.policy not in POLICIES:
             raise InvalidInput(f"unknown memory policy {self.policy!r}: use window or summary")
         if self.recall is not None and not 0 <= self.recall <= MAX_RECALL:

@@ -51,6 +51,8 @@ class Reply:
     context: Context
     summary: SummaryPublic | None = None
     """The summary this turn made, if it made one."""
+    finish_reason: str | None = None
+    """`length`: the reply stopped at the turn's max_tokens (stored as complete all the same)."""
 
 
 def take_turn(
@@ -295,6 +297,13 @@ def _converse(
         store.set_status(thread.id, user_message.id, "failed")
         failure.unanswered_in = thread.id
         raise
+    if completion.finish_reason == "length" and on_note:
+        on_note(f"the reply stopped at the limit of {reply_tokens} reply tokens (--max-tokens)")
+    if completion.replaced and on_note:
+        on_note(
+            f"the reply held {completion.replaced} character(s) no database stores (NUL, invalid Unicode); "
+            "they are stored as U+FFFD (�)"
+        )
     if turn.left_unanswered is not None and on_note:
         on_note(
             f"your earlier message #{turn.left_unanswered.position} got no reply and stays out of the history; "
@@ -307,6 +316,7 @@ def _converse(
         user_message=user_message.model_copy(update={"status": "complete"}),
         context=context,
         summary=turn.made,
+        finish_reason=completion.finish_reason,
     )
 
 

@@ -61,6 +61,8 @@ class FakeOpenAI:
         self._rules: list[tuple] = []
         self.embedding_requests: list[dict] = []
         self.embedding_faults: deque[Fault] = deque()
+        self.answered_vector = None
+        """Set: every embedding is answered as this value (a provider whose answer is not a vector)."""
         self.meanings: dict[str, str] = {}
         """Words embedded as another (synonyms: {"automobile": "car"}); see `embedding`."""
         self._generation = 0
@@ -150,7 +152,10 @@ class FakeOpenAI:
                     self._send_json(fault.status, {"error": {"message": fault.message, "type": "error", "code": fault.code}})
                     return
                 texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
-                data = [{"object": "embedding", "index": i, "embedding": server.embedding(t)} for i, t in enumerate(texts)]
+                data = [
+                    {"object": "embedding", "index": i, "embedding": server.answered_vector or server.embedding(t)}
+                    for i, t in enumerate(texts)
+                ]
                 tokens = sum(len(t.split()) for t in texts)
                 usage = {"prompt_tokens": tokens, "total_tokens": tokens}
                 self._send_json(200, {"object": "list", "data": data, "model": body["model"], "usage": usage})
@@ -259,6 +264,7 @@ class FakeOpenAI:
             self.embedding_requests.clear()
             self.embedding_faults.clear()
             self.meanings = {}
+            self.answered_vector = None
             self._replies.clear()
             self._faults.clear()
             self._drops.clear()

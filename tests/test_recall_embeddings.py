@@ -9,6 +9,7 @@ import pytest
 from fake_openai import Fault
 
 from memchat import InvalidInput
+from memchat.errors import ProviderError
 
 EMBEDDINGS = "openai/text-embedding-3-small"
 FILLER = [(role, f"small talk {i} " + "about nothing much " * 12) for i in range(12) for role in ("user", "assistant")]
@@ -68,6 +69,18 @@ def test_a_failing_embedding_model_leaves_recall_to_words_and_the_turn_answers(m
         reply = memory.say(car_thread, QUESTION)
     assert reply.text and "The trip photos" in excerpts(server)
     assert "recall went by words alone" in caplog.text and "no such embedding model" in caplog.text
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("vector", [["a", "b"], [None, 1.0], "not a list", [[0.1]]])
+def test_an_embedding_that_is_not_numbers_leaves_recall_to_words(memory, server, car_thread, vector):
+    memory.configure(car_thread, recall=1, recall_embeddings=EMBEDDINGS)
+    server.answered_vector = vector
+    reply = memory.say(car_thread, QUESTION)
+    assert reply.text and "The trip photos" in excerpts(server)
+    with pytest.raises(ProviderError) as refused:
+        memory.embed(car_thread)
+    assert "embedding" in str(refused.value)
 
 
 def test_memchat_embed_makes_every_vector_once_in_batches(memory, server, memchat_script):

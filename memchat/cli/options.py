@@ -7,11 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from memchat.config import MAX_REPLY_TOKENS, MAX_TEMPERATURE
+
 ThreadArg = Annotated[str, typer.Argument(help="Thread id (or a unique prefix of it).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="provider/model, e.g. openai/gpt-4o, memchat/echo.")]
 BudgetOpt = Annotated[Optional[int], typer.Option("--budget", "-b", min=1, help="Maximum prompt tokens sent.")]
-MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Maximum reply tokens.", show_default="1024")]
+MaxTokensOpt = Annotated[
+    Optional[int], typer.Option("--max-tokens", min=1, max=MAX_REPLY_TOKENS, help="Maximum reply tokens.", show_default="1024")
+]
 
 
 class PolicyName(str, Enum):
@@ -57,7 +61,9 @@ SummaryPromptOpt = Annotated[
 ]
 
 
-TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", min=0.0, help="Sampling temperature.")]
+TemperatureOpt = Annotated[
+    Optional[float], typer.Option("--temperature", min=0.0, max=MAX_TEMPERATURE, help="Sampling temperature.")
+]
 ApiBaseOpt = Annotated[
     Optional[str],
     typer.Option("--api-base", metavar="URL", help="Provider base URL for this call; no key needed with it if the endpoint wants none."),

@@ -47,8 +47,6 @@ def _turn_of(body: ChatCompletionCreate, thread: str | None, memory: Memory) -> 
     if body.max_tokens is not None and body.max_completion_tokens is not None:
         raise bad("give max_tokens or max_completion_tokens, not both", "max_completion_tokens")
     reply_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    if reply_tokens is not None and reply_tokens < 1:
-        raise bad("must be at least 1", "max_tokens")
     return TurnRequest(
         thread_id=memory.thread(thread).id,
         text=items[-1][1],
@@ -69,7 +67,7 @@ async def create_chat_completion(
     if body.stream:
         return await _streamed(request, ask, body)
     reply = await answer(request, ask)
-    return JSONResponse(shapes.chat_completion(reply.message, body.model))
+    return JSONResponse(shapes.chat_completion(reply.message, body.model, shapes.finish_reason(reply)))
 
 
 async def _streamed(request: Request, ask: Callable[[Memory], TurnRequest], body: ChatCompletionCreate):
@@ -104,7 +102,7 @@ async def _streamed(request: Request, ask: Callable[[Memory], TurnRequest], body
             yield data(error_body(status, message_of(failure), code=code))
             return
         reply = event[1].message
-        yield data(shapes.chat_chunk(chunk_id, created, body.model, {}, "stop"))
+        yield data(shapes.chat_chunk(chunk_id, created, body.model, {}, shapes.finish_reason(event[1])))
         if with_usage:
             usage = shapes.chat_completion(reply, body.model)["usage"]
             yield data({**shapes.chat_chunk(chunk_id, created, body.model, {}, None), "choices": [], "usage": usage})

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from memchat.api import Memory
 from memchat.errors import ReplyCutOff
@@ -35,6 +35,7 @@ from memchat.server.errors import body as error_body
 from memchat.server.errors import message_of, status_of
 from memchat.server.requests import bad
 from memchat.server.turns import StreamedTurn, TurnRequest, answer, busy_wait
+from memchat.storage.models import ModelName, ReplyTokens, SafeText, Temperature
 from memchat.views import context_json, search_json, thread_json
 
 router = APIRouter(prefix="/memchat/v1", tags=["memchat"])
@@ -63,15 +64,15 @@ class TurnBody(Strict):
     """A turn's overrides, as `memchat say`'s options; `stream`: memchat's own events (below)."""
 
     message: str | None = None
-    model: str | None = None
-    system: str | None = None
-    max_tokens: int | None = Field(default=None, gt=0)
-    temperature: float | None = Field(default=None, ge=0)
+    model: ModelName | None = None
+    system: SafeText | None = None
+    max_tokens: ReplyTokens | None = None
+    temperature: Temperature | None = None
     budget: int | None = Field(default=None, gt=0)
     policy: Literal["window", "summary"] | None = None
     recall: int | None = Field(default=None, ge=0)
-    summary_model: str | None = None
-    stream: bool = False
+    summary_model: ModelName | None = None
+    stream: StrictBool = False
 
     def turn(self, thread_id: str, text: str | None, edit_at: int | None = None) -> TurnRequest:
         return TurnRequest(
@@ -91,9 +92,9 @@ class ForkBody(Strict):
 
 class ContextBody(Strict):
     message: str | None = None
-    model: str | None = None
+    model: ModelName | None = None
     budget: int | None = Field(default=None, gt=0)
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: ReplyTokens | None = None
     policy: str | None = None
     recall: int | None = Field(default=None, ge=0)
 
@@ -154,6 +155,7 @@ def _reply_json(reply) -> dict[str, Any]:
         "user_message": reply.user_message.model_dump(mode="json"),
         "context": {"prompt_tokens": reply.context.prompt_tokens, "budget": reply.context.budget, "dropped": len(reply.context.dropped)},
         "summary": reply.summary.model_dump(mode="json") if reply.summary else None,
+        "finish_reason": reply.finish_reason,
     }
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 from memchat.server.errors import HTTPProblem
 from memchat.server.shapes import SETTINGS
+from memchat.storage.models import ModelName, ReplyTokens, SafeText, Temperature, check_text
 
 TEXT_PARTS = {"input_text", "output_text", "text"}
 
@@ -31,10 +32,18 @@ def bad(message: str, param: str) -> HTTPProblem:
     return HTTPProblem(400, message, param=param, code="invalid_value")
 
 
+def storable_text(text: str, param: str) -> str:
+    """`text`, or a 400 naming the field when it holds what memchat never stores (NUL, invalid Unicode)."""
+    try:
+        return check_text(text)
+    except ValueError as exc:
+        raise bad(f"{param} {exc}", param) from None
+
+
 def text_of(content: Any, param: str) -> str:
     """A message's text: a string, or a list of text parts (joined); other parts are refused."""
     if isinstance(content, str):
-        return content
+        return storable_text(content, param)
     if not isinstance(content, list) or not content:
         raise bad("content must be a string or a list of text parts", param)
     pieces = []
@@ -50,14 +59,14 @@ def text_of(content: Any, param: str) -> str:
             )
         if not isinstance(part.get("text"), str):
             raise bad("a text part needs `text` (a string)", f"{where}.text")
-        pieces.append(part["text"])
+        pieces.append(storable_text(part["text"], f"{where}.text"))
     return "".join(pieces)
 
 
 def message_items(value: Any, param: str) -> list[tuple[str, str]]:
     """(role, text) of each message item; roles user, assistant, system and developer."""
     if isinstance(value, str):
-        return [("user", value)]
+        return [("user", storable_text(value, param))]
     if not isinstance(value, list):
         raise bad("must be a string or a list of message items", param)
     found = []
@@ -129,26 +138,29 @@ class ItemsCreate(Loose):
 
 
 class ResponseCreate(Loose):
-    model: str | None = None
+    """The fields a turn stores or sends are checked here, with OpenAI's bounds (`TurnSettings`
+    holds the same ones for every face), so a refused request reaches neither store nor model."""
+
+    model: ModelName | None = None
     input: Any = None
     conversation: Any = None
     previous_response_id: str | None = None
-    instructions: str | None = None
-    max_output_tokens: int | None = None
-    temperature: float | None = None
-    stream: bool | None = None
+    instructions: SafeText | None = None
+    max_output_tokens: ReplyTokens | None = None
+    temperature: Temperature | None = None
+    stream: StrictBool | None = None
 
 
 RESPONSE_DEFAULTS = {"store": True, "background": False, "tool_choice": "none", "tools": [], "parallel_tool_calls": False}
 
 
 class ChatCompletionCreate(Loose):
-    model: str
+    model: ModelName
     messages: list[Any]
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    stream: bool | None = None
+    max_tokens: ReplyTokens | None = None
+    max_completion_tokens: ReplyTokens | None = None
+    temperature: Temperature | None = None
+    stream: StrictBool | None = None
     stream_options: dict[str, Any] | None = None
 
 

@@ -52,29 +52,31 @@ def _turn_of(body: ResponseCreate, memory: Memory) -> TurnRequest:
         raise bad("give this turn's system prompt once: as `instructions` or as a leading system item", "input[0]")
     if not items or items[-1][0] != "user":
         raise bad("the input must end with a user message: it is what the model answers", "input")
-    if body.max_output_tokens is not None and body.max_output_tokens < 1:
-        raise bad("must be at least 1", "max_output_tokens")
     thread_id = _conversation_id(body.conversation)
     if thread_id is not None and body.previous_response_id is not None:
         raise bad("give `conversation` or `previous_response_id`, not both", "previous_response_id")
     if body.previous_response_id is not None:
         thread_id = _continued_from(body.previous_response_id, memory)
-    if thread_id is None:
-        thread_id = memory.new_thread(model=body.model).id
-    else:
-        thread_id = memory.thread(thread_id).id
-    if len(items) > 1:
-        # The turn's own checks first (text, budget), so a request refused stores nothing.
-        memory.context(thread_id, items[-1][1], model=body.model, max_tokens=body.max_output_tokens, with_dropped=False)
-    return TurnRequest(
-        thread_id=thread_id,
-        text=items[-1][1],
-        model=body.model,
-        system=body.instructions if body.instructions is not None else system,
-        max_tokens=body.max_output_tokens,
-        temperature=body.temperature,
-        earlier=tuple(items[:-1]),
-    )
+    made = thread_id is None
+    thread_id = memory.new_thread(model=body.model).id if made else memory.thread(thread_id).id
+    try:
+        if len(items) > 1:
+            # The turn's own checks first (text, budget), so a request refused stores nothing.
+            memory.context(thread_id, items[-1][1], model=body.model, max_tokens=body.max_output_tokens, with_dropped=False)
+        return TurnRequest(
+            thread_id=thread_id,
+            text=items[-1][1],
+            model=body.model,
+            system=body.instructions if body.instructions is not None else system,
+            max_tokens=body.max_output_tokens,
+            temperature=body.temperature,
+            earlier=tuple(items[:-1]),
+            made_for_turn=made,
+        )
+    except BaseException:
+        if made:
+            memory.delete(thread_id)
+        raise
 
 
 def _stored_reply(response_id: str, memory: Memory):
@@ -112,15 +114,17 @@ async def create_response(body: ResponseCreate, request: Request):
     if body.stream:
         return await _streamed(request, body)
     reply = await answer(request, partial(_turn_of, body))
+    status, reason = shapes.outcome(reply)
     made = shapes.response(
         id=shapes.response_id(reply.thread_id, reply.message.position),
         thread_id=reply.thread_id,
         created_at=shapes.seconds(reply.user_message.created_at),
         model=reply.message.model or body.model or "",
-        status="completed",
-        output=[shapes.output_message(shapes.item_id(reply.thread_id, reply.message.position), reply.text)],
+        status=status,
+        output=[shapes.output_message(shapes.item_id(reply.thread_id, reply.message.position), reply.text, status)],
         usage_=shapes.usage(reply.message),
         request=_request_echo(body),
+        incomplete_reason=reason,
     )
     return JSONResponse(made)  # plain JSON already: FastAPI's encoder would walk it again (~0.5 ms)
 
@@ -190,11 +194,12 @@ async def _streamed(http: Request, body: ResponseCreate):
             yield _event("response.failed", next(sequence), response=snapshot("failed", [], error={"code": code, "message": error["message"]}))
             return
         reply = event[1]
-        final_item = shapes.output_message(item_id, reply.text)
+        status, reason = shapes.outcome(reply)
+        final_item = shapes.output_message(item_id, reply.text, status)
         yield _event("response.output_text.done", next(sequence), item_id=item_id, output_index=0, content_index=0, text=reply.text, logprobs=[])
         yield _event("response.content_part.done", next(sequence), item_id=item_id, output_index=0, content_index=0, part=final_item["content"][0])
         yield _event("response.output_item.done", next(sequence), output_index=0, item=final_item)
-        done = snapshot("completed", [final_item], usage=shapes.usage(reply.message))
-        yield _event("response.completed", next(sequence), response=done)
+        done = snapshot(status, [final_item], usage=shapes.usage(reply.message), reason=reason)
+        yield _event(f"response.{status}", next(sequence), response=done)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

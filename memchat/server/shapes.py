@@ -11,6 +11,7 @@ from typing import Any
 
 from memchat.errors import NotFound
 from memchat.storage.models import MessagePublic, ThreadPublic, as_utc
+from memchat.turn import Reply
 
 ITEM_PREFIX = "msg_"
 RESPONSE_PREFIX = "resp_"
@@ -152,6 +153,17 @@ def response(
     }
 
 
+def finish_reason(reply: Reply) -> str:
+    """Chat Completions' finish reason for a turn's reply: `length` when it stopped at max_tokens."""
+    return "length" if reply.finish_reason == "length" else "stop"
+
+
+def outcome(reply: Reply) -> tuple[str, str | None]:
+    """(status, incomplete reason) of a response for a turn's reply, as OpenAI reports a reply
+    that stopped at max_output_tokens: incomplete, though memchat keeps it as complete."""
+    return ("incomplete", "max_output_tokens") if reply.finish_reason == "length" else ("completed", None)
+
+
 def stored_response(reply: MessagePublic) -> dict[str, Any]:
     """A reply read back (`GET /v1/responses/{id}`)."""
     status = "completed" if reply.status == "complete" else "incomplete"
@@ -168,7 +180,7 @@ def stored_response(reply: MessagePublic) -> dict[str, Any]:
     )
 
 
-def chat_completion(reply: MessagePublic, model: str) -> dict[str, Any]:
+def chat_completion(reply: MessagePublic, model: str, finish_reason: str = "stop") -> dict[str, Any]:
     prompt, completion = reply.prompt_tokens or 0, reply.completion_tokens or 0
     return {
         "id": chat_id(reply.thread_id, reply.position),
@@ -180,7 +192,7 @@ def chat_completion(reply: MessagePublic, model: str) -> dict[str, Any]:
                 "index": 0,
                 "message": {"role": "assistant", "content": reply.content, "refusal": None, "annotations": []},
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
             }
         ],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},

@@ -7,6 +7,7 @@ reply and the user's message stays, unanswered, for a retry."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any
 from starlette.requests import Request
 
 from memchat.api import Memory
-from memchat.errors import ProviderError, ReplyCutOff, ThreadBusy
+from memchat.errors import MemchatError, ProviderError, ReplyCutOff, ThreadBusy
 from memchat.server import metrics
 from memchat.server.access import memory_of
 from memchat.storage.models import MessagePublic
@@ -65,6 +66,9 @@ class TurnRequest:
     recall: int | None = None
     summary_model: str | None = None
     """This turn's overrides of the thread's settings (memchat's own API, as `memchat say`'s options)."""
+    made_for_turn: bool = False
+    """The thread was made for this turn (a response without a conversation): a turn refused
+    before it stored the user's message takes the thread away again, so a refusal stores nothing."""
 
 
 def take(
@@ -79,10 +83,9 @@ def take(
     """The turn, timed and counted."""
     started = time.perf_counter()
     try:
-        speak = memory.say if request.edit_at is None else partial(memory.edit, position=request.edit_at)
-        reply = speak(
-            request.thread_id,
-            text=request.text,
+        reply = _spoken(
+            memory,
+            request,
             model=request.model,
             system=request.system,
             max_tokens=request.max_tokens,
@@ -118,6 +121,19 @@ def take(
     if reply.message.latency_ms is not None:
         metrics.OVERHEAD_SECONDS.observe(max(elapsed - reply.message.latency_ms / 1000, 0.0))
     return reply
+
+
+def _spoken(memory: Memory, request: TurnRequest, **options) -> Reply:
+    """The turn; a thread made for it is taken away again when the turn is refused before the
+    user's message is stored (a failure after it keeps the thread: it holds that message)."""
+    speak = memory.say if request.edit_at is None else partial(memory.edit, position=request.edit_at)
+    try:
+        return speak(request.thread_id, text=request.text, **options)
+    except BaseException as failure:
+        if request.made_for_turn and getattr(failure, "unanswered_in", None) is None:
+            with contextlib.suppress(MemchatError):
+                memory.delete(request.thread_id)
+        raise
 
 
 async def answer(request: Request, ask: Callable[[Memory], TurnRequest]) -> Reply:

@@ -6,14 +6,17 @@ only by the Alembic revisions in `migrations/`; tests check that the two agree.
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import AfterValidator, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import Field as Bounds
 from sqlalchemy import JSON, Index, LargeBinary, Text, UniqueConstraint, func, literal, text
 from sqlmodel import Field, SQLModel
 
+from memchat.config import MAX_REPLY_TOKENS, MAX_TEMPERATURE
 from memchat.times import as_utc, utcnow  # noqa: F401  (re-exported: the store uses them from here)
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -53,6 +56,16 @@ def check_text(value: str) -> str:
     return value
 
 
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""What `check_text` refuses: NUL, and surrogates (in a str, any surrogate is a lone one)."""
+
+
+def storable(value: str) -> tuple[str, int]:
+    """`value` with what `check_text` refuses replaced by U+FFFD, and how many characters were:
+    for text memchat did not write and must not lose, a model's reply (it has been paid for)."""
+    return UNSTORABLE.subn("\ufffd", value)
+
+
 def check_moment(value: datetime) -> datetime:
     if as_utc(value) > utcnow() + FUTURE_TOLERANCE:
         raise ValueError(f"{value.isoformat()} is in the future")
@@ -61,6 +74,25 @@ def check_moment(value: datetime) -> datetime:
 
 SafeText = Annotated[str, AfterValidator(check_text)]
 PastMoment = Annotated[datetime, AfterValidator(check_moment)]
+
+MAX_MODEL_NAME = 200
+ModelName = Annotated[str, Bounds(min_length=1, max_length=MAX_MODEL_NAME), AfterValidator(check_text)]
+Temperature = Annotated[float, Bounds(ge=0, le=MAX_TEMPERATURE, allow_inf_nan=False)]
+ReplyTokens = Annotated[int, Bounds(gt=0, le=MAX_REPLY_TOKENS, strict=True)]
+
+
+class TurnSettings(BaseModel):
+    """What a turn sends and stores besides its messages, checked before the thread is touched or
+    the model called (a model name the reply's row cannot hold was found out only after a paid
+    call): every face's turn goes through `TurnOptions`, which checks these."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName | None = None
+    summary_model: ModelName | None = None
+    system: SafeText | None = None
+    max_tokens: ReplyTokens | None = None
+    temperature: Temperature | None = None
 
 
 def new_thread_id() -> str:
