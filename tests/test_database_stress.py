@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
+from helpers import sqlite_only
 from serving import Served
 
 
@@ -90,5 +91,42 @@ def test_requests_past_the_pending_limit_are_refused_at_once_with_retry_after(se
         assert {status for status, _, _ in answers} == {503}
         assert served.client().conversations.items.list(conversation).data == []
         assert httpx.get(f"{served.url}/metrics", timeout=5).status_code == 200
+    finally:
+        served.stop()
+
+
+@sqlite_only
+@pytest.mark.fault
+def test_sqlite_writers_queue_behind_each_other_while_hundreds_of_reads_run(server):
+    """One worker, 500 list requests and 60 turns at once: every turn is stored. SQLite's busy
+    handler let a writer lose the lock to newcomers until its time-out ran out ("database is
+    locked"); the writers of a process now queue in order. A short --db-timeout makes that race
+    show on any machine."""
+    server.echo = True
+    served = Served("--workers", "1", "--db-timeout", "1")
+    try:
+        client = served.client()
+        conversations = [client.conversations.create().id for _ in range(10)]
+
+        def turn(number: int) -> tuple[int, str]:
+            answer = httpx.post(
+                f"{served.base_url}/responses",
+                json={"model": "openai/gpt-4o-mini", "conversation": conversations[number % 10], "input": f"turn {number}"},
+                timeout=120,
+            )
+            return answer.status_code, answer.text[:200]
+
+        def listing(_: int) -> int:
+            return httpx.get(f"{served.url}/memchat/v1/threads", timeout=120).status_code
+
+        with ThreadPoolExecutor(max_workers=300) as pool:
+            lists = [pool.submit(listing, number) for number in range(500)]
+            turns = [pool.submit(turn, number) for number in range(60)]
+            failed = [answer for answer in (future.result() for future in turns) if answer[0] != 200]
+            list_statuses = {future.result() for future in lists}
+        assert failed == []
+        assert list_statuses == {200}
+        stored = [item for conversation in conversations for item in client.conversations.items.list(conversation, limit=100).data]
+        assert sorted(item.role for item in stored) == ["assistant"] * 60 + ["user"] * 60
     finally:
         served.stop()

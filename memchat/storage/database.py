@@ -7,6 +7,8 @@ scripts an operator runs with `memchat db upgrade`; there is no `create_all`.
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,6 +133,64 @@ def _sqlite_engine(url, *, immediate: bool) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+class WriterQueue:
+    """The writers of one SQLite database in this process, served first come, first served.
+
+    SQLite lets one writer in at a time, and its busy handler makes the others poll: each sleeps
+    and tries again, and a writer that arrives between two tries gets in first. Under load (a
+    server answering hundreds of reads beside its turns) a writer could lose that race until its
+    busy time-out ran out and its turn failed with "database is locked", although every write
+    takes milliseconds. Queued here instead, a writer waits only for the writers ahead of it;
+    SQLite's busy handler is left with the writers of other processes."""
+
+    def __init__(self) -> None:
+        self._turns = threading.Condition()
+        self._waiting: deque[object] = deque()
+        self._holder: int | None = None
+        self._depth = 0
+
+    @contextmanager
+    def turn(self, timeout: float) -> Iterator[None]:
+        """Hold the database's write turn while the block runs; a StorageError after `timeout`
+        seconds in the queue. A thread that holds it already goes on (a write inside a write)."""
+        me = threading.get_ident()
+        with self._turns:
+            if self._holder != me:
+                ticket = object()
+                self._waiting.append(ticket)
+                if not self._turns.wait_for(lambda: self._holder is None and self._waiting[0] is ticket, timeout):
+                    self._waiting.remove(ticket)
+                    self._turns.notify_all()
+                    raise StorageError(
+                        f"database is locked: other writers held it for more than {timeout:g} s (MEMCHAT_DB_TIMEOUT)"
+                    )
+                self._waiting.popleft()
+                self._holder = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._turns:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._holder = None
+                    self._turns.notify_all()
+
+
+_WRITER_QUEUES: dict[str, WriterQueue] = {}
+_WRITER_QUEUES_LOCK = threading.Lock()
+
+
+def writer_queue(engine: Engine) -> WriterQueue | None:
+    """The queue of this process's writers to `engine`'s SQLite file (one per file, shared by
+    every store that opens it); None for PostgreSQL, whose row locks let writers work side by side."""
+    if engine.dialect.name != "sqlite":
+        return None
+    key = engine.url.render_as_string(hide_password=False)
+    with _WRITER_QUEUES_LOCK:
+        return _WRITER_QUEUES.setdefault(key, WriterQueue())
 
 
 def _create_private(path: Path) -> None:

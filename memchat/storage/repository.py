@@ -435,6 +435,7 @@ class Store:
             database.make_engine(url, immediate=True) if self.engine.dialect.name == "sqlite" else self.engine
         )
         self._read_engine = database.snapshot_reads(self.engine)
+        self._writers = database.writer_queue(self.engine)
         self._migrate = migrate
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -1876,20 +1877,31 @@ def _lease_taking(dialect: str):
 
 class _Transaction:
     """A session that commits on success, rolls back on any error, and reports database
-    failures as StorageError instead of SQLAlchemy tracebacks."""
+    failures as StorageError instead of SQLAlchemy tracebacks. A write on SQLite first waits its
+    turn among this process's writers (database.WriterQueue)."""
 
     def __init__(self, store: Store, *, commit: bool):
         self._store = store
         self._commit = commit
 
     def __enter__(self) -> Session:
+        writers = self._store._writers if self._commit else None
+        self._queued = writers.turn(database.db_timeout()) if writers is not None else nullcontext()
+        self._queued.__enter__()
         try:
             self._session = self._store._session(write=self._commit)
         except SQLAlchemyError as exc:
+            self._queued.__exit__(None, None, None)
             raise StorageError(f"cannot open database: {database._reason(exc)}") from None
         return self._session
 
     def __exit__(self, exc_type, exc, tb):
+        try:
+            return self._finish(exc_type, exc)
+        finally:
+            self._queued.__exit__(None, None, None)
+
+    def _finish(self, exc_type, exc):
         session = self._session
         try:
             if exc_type is None and self._commit:
