@@ -117,6 +117,25 @@ def test_a_refused_response_without_a_conversation_leaves_none_behind(served, se
 
 
 @pytest.mark.bad_input
+def test_a_refused_response_after_an_older_one_leaves_no_fork_behind(served, server):
+    """A response after an older reply starts a fork there; refused before its message is
+    stored, the fork goes again."""
+    server.reply("first", "second")
+    first = _post(served, "/v1/responses", {"model": "openai/gpt-4o-mini", "input": "one"}).json()
+    conversation = first["conversation"]["id"]
+    _post(served, "/v1/responses", {"model": "openai/gpt-4o-mini", "conversation": conversation, "input": "two"})
+    for payload in (
+        {"model": "nosuchprovider/model", "input": "hi"},
+        {"model": "openai/gpt-4o-mini", "input": "w " * 200_000},
+        {"model": "openai/gpt-4o-mini", "input": "hi", "instructions": "be\u0000brief"},
+    ):
+        for stream in (False, True):
+            answer = _post(served, "/v1/responses", {**payload, "previous_response_id": first["id"], "stream": stream})
+            assert answer.status_code == 400, answer.text
+    assert [thread.id for thread in Memory().threads()] == [conversation] and len(server.requests) == 2
+
+
+@pytest.mark.bad_input
 @pytest.mark.parametrize("unstorable", ["\ud800", "\u0000"])
 def test_characters_memchat_never_stores_are_refused_naming_the_field(served, server, unstorable):
     thread = Memory().new_thread(model="openai/gpt-4o-mini")

@@ -55,10 +55,11 @@ def _turn_of(body: ResponseCreate, memory: Memory) -> TurnRequest:
     thread_id = _conversation_id(body.conversation)
     if thread_id is not None and body.previous_response_id is not None:
         raise bad("give `conversation` or `previous_response_id`, not both", "previous_response_id")
+    forked = False
     if body.previous_response_id is not None:
-        thread_id = _continued_from(body.previous_response_id, memory)
-    made = thread_id is None
-    thread_id = memory.new_thread(model=body.model).id if made else memory.thread(thread_id).id
+        thread_id, forked = _continued_from(body.previous_response_id, memory)
+    made = thread_id is None or forked
+    thread_id = memory.new_thread(model=body.model).id if thread_id is None else memory.thread(thread_id).id
     try:
         if len(items) > 1:
             # The turn's own checks first (text, budget), so a request refused stores nothing.
@@ -94,15 +95,15 @@ def _stored_reply(response_id: str, memory: Memory):
     return reply
 
 
-def _continued_from(response_id: str, memory: Memory) -> str:
+def _continued_from(response_id: str, memory: Memory) -> tuple[str, bool]:
     """The conversation a response belongs to when it is that conversation's newest reply;
     for an older reply, a fork of the conversation through it (as OpenAI branches there), whose
-    id the response carries."""
+    id the response carries. With it, whether that fork was made for this request."""
     reply = _stored_reply(response_id, memory)
     newest = memory.messages(reply.thread_id, last=1)
     if newest and newest[0].id == reply.id:
-        return reply.thread_id
-    return memory.fork(reply.thread_id, at=reply.position, wait=busy_wait()).id
+        return reply.thread_id, False
+    return memory.fork(reply.thread_id, at=reply.position, wait=busy_wait()).id, True
 
 
 def _request_echo(body: ResponseCreate) -> dict[str, Any]:

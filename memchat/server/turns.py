@@ -67,8 +67,9 @@ class TurnRequest:
     summary_model: str | None = None
     """This turn's overrides of the thread's settings (memchat's own API, as `memchat say`'s options)."""
     made_for_turn: bool = False
-    """The thread was made for this turn (a response without a conversation): a turn refused
-    before it stored the user's message takes the thread away again, so a refusal stores nothing."""
+    """The thread was made for this turn (a response without a conversation, or the fork a
+    response after an older one starts): a turn refused before it stored the user's message takes
+    the thread away again, so a refusal stores nothing."""
 
 
 def take(
