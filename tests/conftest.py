@@ -105,6 +105,16 @@ def isolated_caches(tmp_path_factory):
 
 
 @pytest.fixture
+def served(server):
+    """`memchat serve` as a real process on the test's database and local provider."""
+    from serving import Served
+
+    running = Served()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
 def memory(isolated_env):
     from memchat import Memory
 

@@ -20,13 +20,6 @@ from serving import Served
 SCRIPT = str(Path(sys.executable).parent / "memchat")
 
 
-@pytest.fixture
-def served(server):
-    running = Served()
-    yield running
-    running.stop()
-
-
 def local(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **env})
 

@@ -4,23 +4,13 @@ off by its token limit is reported as OpenAI reports it."""
 
 import json
 
-import httpx
 import pytest
-from fake_openai import Raw
 from helpers import sqlite_only
-from serving import Served
 from test_cli import ok
 
 from memchat import Memory
 
 UNSTORABLE_REPLIES = [("caf\ud800 au lait", "caf\ufffd au lait"), ("nul\x00 here", "nul\ufffd here")]
-
-
-@pytest.fixture
-def served(server):
-    running = Served()
-    yield running
-    running.stop()
 
 
 @pytest.mark.fault

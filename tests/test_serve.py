@@ -18,13 +18,6 @@ from serving import Served
 from memchat import Memory
 
 
-@pytest.fixture
-def served(server):
-    running = Served()
-    yield running
-    running.stop()
-
-
 def _items(client, conversation_id, **query):
     return [(item.role, item.content[0].text) for item in client.conversations.items.list(conversation_id, order="asc", **query)]
 

@@ -20,13 +20,6 @@ from memchat import Memory
 HUGE = 2**70
 
 
-@pytest.fixture
-def served(server):
-    running = Served()
-    yield running
-    running.stop()
-
-
 def _cli(*args: str) -> subprocess.CompletedProcess:
     script = Path(sys.executable).parent / "memchat"
     return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120)

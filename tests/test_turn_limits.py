@@ -8,7 +8,6 @@ import math
 import httpx
 import pytest
 from helpers import sqlite_only
-from serving import Served
 from test_cli import fails
 
 from memchat import Memory
@@ -28,13 +27,6 @@ BAD_TURN_SETTINGS = [
     ({"max_tokens": 10**12}, "max_tokens"),
     ({"max_tokens": 2**64}, "max_tokens"),
 ]
-
-
-@pytest.fixture
-def served(server):
-    running = Served()
-    yield running
-    running.stop()
 
 
 @pytest.mark.bad_input
