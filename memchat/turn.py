@@ -52,7 +52,8 @@ class Reply:
     summary: SummaryPublic | None = None
     """The summary this turn made, if it made one."""
     finish_reason: str | None = None
-    """`length`: the reply stopped at the turn's max_tokens (stored as complete all the same)."""
+    """`length`: the reply stopped at the turn's max_tokens (stored as complete all the same,
+    with its `finish_reason`)."""
 
 
 def take_turn(
@@ -287,6 +288,7 @@ def _converse(
                 cost=completion.cost,
                 latency_ms=completion.latency_ms,
                 context_limit=context_limit,
+                finish_reason="length" if completion.finish_reason == "length" else None,
             ),
             tokens=(plan.tokenizer.name, reply_count),
             lease_holder=lease.holder,

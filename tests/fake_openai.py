@@ -48,6 +48,8 @@ class FakeOpenAI:
         self.piece_delay = 0.0
         self.reply_delay = 0.0
         self.echo = False
+        self.finish_reason = "stop"
+        """How every reply ends: `length` plays a provider whose reply reached max_tokens."""
         self.in_flight = 0
         self.max_in_flight = 0
         self.connections = 0
@@ -207,7 +209,7 @@ class FakeOpenAI:
                     with server._lock:
                         server.pieces_sent += 1
                     time.sleep(server.piece_delay)
-                event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": server.finish_reason}]})
                 if (body.get("stream_options") or {}).get("include_usage"):
                     event({**base, "choices": [], "usage": server._usage()})
                 self.wfile.write(b"data: [DONE]\n\n")
@@ -272,6 +274,7 @@ class FakeOpenAI:
             self.piece_delay = 0.0
             self.reply_delay = 0.0
             self.echo = False
+            self.finish_reason = "stop"
             self.max_in_flight = 0
             self.connections = 0
             self.arrivals.clear()
@@ -300,7 +303,7 @@ class FakeOpenAI:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": self.finish_reason}],
             "usage": self._usage(),
         }
 

@@ -3,6 +3,7 @@ replaced (and said so), an unreadable embedding falls back to recall by words, a
 off by its token limit is reported as OpenAI reports it."""
 
 import json
+import re
 
 import pytest
 from helpers import sqlite_only
@@ -82,3 +83,67 @@ def test_the_openai_faces_report_a_reply_stopped_by_max_tokens_as_openai_does(se
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
     assert chat.create(**{**asked, "max_tokens": 500}).choices[0].finish_reason == "stop"
     assert {m.status for m in Memory().messages(conversation.id)} == {"complete"}
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_reply_stopped_by_max_tokens_reads_back_as_stopped(served, server, stream):
+    client = served.client()
+    conversation = client.conversations.create(extra_body={"memchat": {"model": "openai/gpt-4o-mini"}})
+    asked = {"model": "openai/gpt-4o-mini", "conversation": conversation.id, "max_output_tokens": 16}
+    server.finish_reason = "length"
+    server.reply("cut off right")
+    if stream:
+        made = list(client.responses.create(**asked, input="tell me all", stream=True))[-1].response
+    else:
+        made = client.responses.create(**asked, input="tell me all")
+    server.finish_reason = "stop"
+    server.reply("whole")
+    whole = client.responses.create(**asked, input="short")
+    read = client.responses.retrieve(made.id)
+    assert (read.status, read.incomplete_details.reason, read.output[0].status) == ("incomplete", "max_output_tokens", "incomplete")
+    assert read.output_text == "cut off right"
+    assert (client.responses.retrieve(whole.id).status, client.responses.retrieve(whole.id).incomplete_details) == ("completed", None)
+    items = client.conversations.items.list(conversation.id, order="asc").data
+    assert [item.status for item in items] == ["completed", "incomplete", "completed", "completed"]
+    own = httpx.get(f"{served.url}/memchat/v1/threads/{conversation.id}/messages").json()
+    assert [message["finish_reason"] for message in own] == [None, "length", None, None]
+    assert [m.status for m in Memory().messages(conversation.id)] == ["complete"] * 4
+
+
+@pytest.mark.fault
+def test_a_reply_stopped_by_max_tokens_is_exported_and_imported_as_stopped(memory, server):
+    import io
+
+    from memchat.transfer import markdown
+
+    thread = memory.new_thread(model="openai/gpt-4o-mini")
+    server.finish_reason = "length"
+    server.reply("cut off right")
+    memory.say(thread.id, "tell me all", max_tokens=16)
+    server.finish_reason = "stop"
+    server.reply("whole")
+    memory.say(thread.id, "short")
+    exported = memory.export(thread.id)
+    assert [m.get("finish_reason") for m in exported["messages"]] == [None, "length", None, None]
+    (copy,) = memory.import_(json.dumps(exported)).threads
+    assert {**memory.export(copy), "id": None} == {**exported, "id": None}
+    assert [m.finish_reason for m in memory.messages(copy)] == [None, "length", None, None]
+    written = io.StringIO()
+    memory.write_export(written, thread.id, format="markdown")
+    assert "stopped at its max tokens" in written.getvalue()
+    (from_markdown,) = memory.import_(markdown.parse(written.getvalue())).threads
+    assert [m.finish_reason for m in memory.messages(from_markdown)] == [None, "length", None, None]
+    shown = json.loads(ok("show", thread.id, "--json").stdout)
+    assert [m.get("finish_reason") for m in shown["messages"]] == [None, "length", None, None]
+    assert "(stopped at its max tokens)" in ok("show", thread.id, "--no-pager").stdout
+
+
+@pytest.mark.bad_input
+def test_an_import_refuses_a_finish_reason_memchat_does_not_keep(memory):
+    from memchat import InvalidInput
+
+    reply = {"role": "assistant", "content": "yo", "finish_reason": "tool_calls"}
+    with pytest.raises(InvalidInput, match=re.escape("messages[1].finish_reason")):
+        memory.import_(json.dumps({"title": "bad", "messages": [{"role": "user", "content": "hi"}, reply]}))
+    assert memory.threads() == []

@@ -244,6 +244,8 @@ def _show_thread(memory, info, last: Optional[int]) -> None:
     for message in shown:
         shown_status = "interrupted" if message.status == "pending" and not in_progress else message.status
         status = "" if message.status == "complete" else f" ({shown_status})"
+        if message.finish_reason == "length":
+            status += " (stopped at its max tokens)"
         if message.context_limit is not None:
             status += f" (later turns send its first {message.context_limit} tokens)"
         colour = {"user": "cyan", "assistant": "green"}.get(message.role, "magenta")

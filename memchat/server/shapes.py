@@ -65,6 +65,14 @@ def conversation(thread: ThreadPublic) -> dict[str, Any]:
 ITEM_STATUS = {"complete": "completed", "pending": "in_progress"}
 
 
+def item_status(message: MessagePublic) -> str:
+    """OpenAI's status of a stored message: a reply that stopped at its max_tokens is
+    `incomplete`, though memchat keeps it as complete."""
+    if message.status == "complete" and message.finish_reason == "length":
+        return "incomplete"
+    return ITEM_STATUS.get(message.status, "incomplete")
+
+
 def item(message: MessagePublic) -> dict[str, Any]:
     part = "output_text" if message.role == "assistant" else "input_text"
     content: dict[str, Any] = {"type": part, "text": message.content}
@@ -73,7 +81,7 @@ def item(message: MessagePublic) -> dict[str, Any]:
     return {
         "type": "message",
         "id": item_id(message.thread_id, message.position),
-        "status": ITEM_STATUS.get(message.status, "incomplete"),
+        "status": item_status(message),
         "role": message.role,
         "content": [content],
         "created_at": seconds(message.created_at),
@@ -165,8 +173,13 @@ def outcome(reply: Reply) -> tuple[str, str | None]:
 
 
 def stored_response(reply: MessagePublic) -> dict[str, Any]:
-    """A reply read back (`GET /v1/responses/{id}`)."""
-    status = "completed" if reply.status == "complete" else "incomplete"
+    """A reply read back (`GET /v1/responses/{id}`): incomplete when it stopped at its
+    max_tokens (as when it was made) or its turn was interrupted."""
+    status = item_status(reply)
+    if status == "completed":
+        reason = None
+    else:
+        reason = "max_output_tokens" if reply.finish_reason == "length" else "interrupted"
     return response(
         id=response_id(reply.thread_id, reply.position),
         thread_id=reply.thread_id,
@@ -176,7 +189,7 @@ def stored_response(reply: MessagePublic) -> dict[str, Any]:
         output=[output_message(item_id(reply.thread_id, reply.position), reply.content, status)],
         usage_=usage(reply),
         request={},
-        incomplete_reason=None if status == "completed" else "interrupted",
+        incomplete_reason=reason,
     )
 
 

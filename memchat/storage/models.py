@@ -30,6 +30,9 @@ MAX_RECALL = 50
 MAX_BUDGET = 2**31 - 1
 """The largest budget a thread keeps: what an integer column holds on every backend."""
 
+FinishReason = Literal["length"]
+"""The provider's reasons for ending a reply that a message keeps (see `MessageBase.finish_reason`)."""
+
 Status = Literal["complete", "pending", "failed", "partial", "undone"]
 """`undone`: taken out of the thread's memory (`memchat undo`, an item deleted over HTTP), never deleted:
 shown, exported, but in no later context, recall or summary."""
@@ -298,6 +301,12 @@ class MessageBase(SQLModel):
     context_limit: int | None = None
     """Tokens of the content later contexts send at most (the rest is cut, with a note): set on a
     reply far longer than its turn asked for; None: sent whole."""
+    finish_reason: str | None = Field(default=None, max_length=16)
+    """`length`: the reply stopped at its turn's max_tokens (it is complete all the same, and sent
+    in later contexts). None: it ended on its own, or no one knows (older rows). Only `length` is
+    kept: it is the one reason that changes how a reply reads back (OpenAI's `incomplete`,
+    max_output_tokens); `stop` is the ordinary end, memchat sends no tools, and a reason some
+    provider made up would be a string no face could explain."""
 
 
 class Message(MessageBase, table=True):
@@ -410,6 +419,7 @@ class KeyCheck(NamedTuple):
 class MessageCreate(MessageBase):
     role: Role
     status: Status = "complete"
+    finish_reason: FinishReason | None = None
     created_at: datetime | None = None
 
 

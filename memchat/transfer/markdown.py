@@ -108,6 +108,8 @@ def _message_heading(record: dict[str, Any]) -> str:
     status = record.get("status", "complete")
     if status != "complete":
         parts.append({"undone": "undone (left out of the memory)", "partial": "partial (cut off)"}.get(status, status))
+    if record.get("finish_reason") == "length":
+        parts.append("stopped at its max tokens")
     return " · ".join(parts)
 
 

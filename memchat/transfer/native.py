@@ -32,6 +32,7 @@ from memchat.errors import InvalidInput, describe_validation_error
 from memchat.storage.models import (
     MAX_INTEGER,
     MAX_RECALL,
+    FinishReason,
     MessagePublic,
     PastMoment,
     Policy,
@@ -80,6 +81,7 @@ class ExportedMessage(BaseModel):
     cost: Cost | None = None
     latency_ms: CallCount | None = None
     context_limit: Annotated[int, Field(gt=0, le=MAX_CALL_COUNT, strict=True)] | None = None
+    finish_reason: FinishReason | None = None
 
     @field_validator("role", mode="before")
     @classmethod
@@ -168,6 +170,8 @@ def message_json(message: MessagePublic, tokens: dict[str, int]) -> dict[str, An
         item["latency_ms"] = message.latency_ms
     if message.context_limit is not None:
         item["context_limit"] = message.context_limit
+    if message.finish_reason is not None:
+        item["finish_reason"] = message.finish_reason
     return item
 
 
@@ -370,6 +374,7 @@ def _record(exported: ExportedThread) -> ThreadRecord:
                 "cost": message.cost,
                 "latency_ms": message.latency_ms,
                 "context_limit": message.context_limit,
+                "finish_reason": message.finish_reason,
             }
             for message in messages
         ],
