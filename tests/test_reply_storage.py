@@ -5,6 +5,7 @@ off by its token limit is reported as OpenAI reports it."""
 import json
 import re
 
+import httpx
 import pytest
 from helpers import sqlite_only
 from test_cli import ok
