@@ -251,6 +251,18 @@ def test_a_fork_of_a_fork_whose_middle_is_gone_is_still_searched(memory, server)
     assert 0 in recalled and 2 not in recalled  # #2 was undone in this fork: never recalled here
 
 
+def test_search_in_a_fork_of_a_fork_whose_middle_was_deleted_finds_what_it_inherits(memory):
+    """The middle fork's delete copies what the lower fork reads into it, pointing at the
+    origin's indexed message; a fork of that lower fork searches through the same entries."""
+    (origin,) = memory.import_({"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "about zebra 0"}]}).threads
+    middle = memory.fork(origin, at=0).id
+    lower = memory.fork(middle, at=0).id
+    memory.delete(middle)
+    lowest = memory.fork(lower, at=0).id
+    for thread in (origin, lower, lowest):
+        assert _search(memory, "zebra", thread) == [(thread, 0)], thread
+
+
 WORDS = ("zebra", "quartz", "lemon", "violin", "tundra")
 """Words every tokenizer memchat searches with keeps as they are (no stemming, no stop word)."""
 

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Integer, String, bindparam, case, exists, func, insert, literal_column, text, update
 from sqlalchemy import select as select_columns
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, delete, select
 
@@ -59,6 +59,10 @@ IMPORT_CHUNK = 2000
 IMPORT_PAUSE_SECONDS = 0.005
 """Between an import's transactions, so a writer waiting on SQLite's busy handler gets the lock."""
 ABANDONED_IMPORT_SECONDS = 24 * 3600
+COUNTS_LOCK_WAIT_MS = 100
+"""How long saving token counts (a cache) waits for a lock on PostgreSQL: under its deadlock check."""
+LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's SQLSTATE for a lock wait past `lock_timeout`."""
 LAST_POSSIBLE_POSITION = 2**31 - 1
 UNFORKED_KEPT = 10_000
 """Threads a process remembers inherit nothing (a thread that inherits nothing never will)."""
@@ -298,7 +302,7 @@ _copies, _originals = _messages.alias("copies"), _messages.alias("originals")
 _ORIGINAL_THREADS = (
     select_columns(_originals.c.thread_id)
     .select_from(_copies.join(_originals, _originals.c.id == _copies.c.copied_from))
-    .where(_copies.c.thread_id == bindparam("thread_key"), _copies.c.copied_from.isnot(None))
+    .where(_copies.c.thread_id.in_(bindparam("thread_keys", expanding=True)), _copies.c.copied_from.isnot(None))
     .distinct()
 )
 _MESSAGE_COPIED = [c.name for c in _messages.c if c.name not in ("id", "thread_id", "copied_from")]
@@ -1026,13 +1030,15 @@ class Store:
     def _indexed_under(session: Session | Connection, thread_id: str) -> list[str]:
         """The threads whose full-text entries stand for this thread's messages: its own and its
         fork ancestors' (a fork's copies point at their originals' entries). Where an ancestor
-        is gone, its copies were indexed again, but older copies may point further up: those are
-        asked for directly."""
+        is gone, what it gave was copied into the threads below it: copies of its own messages
+        were indexed again (under those threads), copies of what it inherited point at their
+        originals further up, whose threads are asked for directly (for every thread below it,
+        not only the one searched: a fork of a fork reads the copies its origin holds)."""
         found = [thread_id]
         while True:
             parent = session.execute(_LINEAGE_STEP, {"thread_key": found[-1]}).first()
             if parent is None:
-                originals = session.execute(_ORIGINAL_THREADS, {"thread_key": thread_id}).scalars()
+                originals = session.execute(_ORIGINAL_THREADS, {"thread_keys": found[:-1]}).scalars()
                 return list(dict.fromkeys([*found[:-1], *originals]))
             if parent.forked_from is None or parent.forked_from in found:
                 return found
@@ -1180,20 +1186,29 @@ class Store:
     def save_token_counts(self, tokenizer: str, counts: dict[int, int], *, thread_id: str | None = None) -> None:
         """Keep counts made for a turn; a count another process saved first is left as it is
         (tokenizers are deterministic: it is the same), and so is a count of a message deleted
-        since it was read (a read sees one snapshot: a fork's origin may be gone by now)."""
+        since it was read (a read sees one snapshot: a fork's origin may be gone by now). The
+        counts are a cache: on PostgreSQL they are not kept rather than wait for a lock on their
+        messages (a thread being deleted holds those, and waiting could deadlock the delete)."""
         if not counts:
             return
         rows = [{"message_id": i, "tokenizer": tokenizer, "tokens": n} for i, n in counts.items()]
         with self._writing() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text(f"SET LOCAL lock_timeout = '{COUNTS_LOCK_WAIT_MS}ms'"))
             insert_counts = _insert_ignoring_duplicates(session, MessageTokens)
             try:
-                with session.begin_nested():
-                    session.execute(insert_counts, rows)
-            except IntegrityError:
-                existing = select_columns(_messages.c.id).where(_messages.c.id.in_(list(counts)))
-                kept = set(session.execute(existing).scalars())
-                if kept:
-                    session.execute(insert_counts, [row for row in rows if row["message_id"] in kept])
+                try:
+                    with session.begin_nested():
+                        session.execute(insert_counts, rows)
+                except IntegrityError:
+                    existing = select_columns(_messages.c.id).where(_messages.c.id.in_(list(counts)))
+                    kept = set(session.execute(existing).scalars())
+                    if kept:
+                        with session.begin_nested():
+                            session.execute(insert_counts, [row for row in rows if row["message_id"] in kept])
+            except OperationalError as exc:
+                if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                    raise
         if thread_id is not None:
             self._recent.counted(thread_id, tokenizer, counts)
 
