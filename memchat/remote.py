@@ -26,15 +26,13 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from memchat.context import Context, ContextEntry
 from memchat.errors import (
-    AccessDenied,
-    BudgetExceeded,
     InvalidInput,
     MemchatError,
     NotFound,
-    ProviderError,
     ReplyCutOff,
     StorageError,
-    ThreadBusy,
+    Unanswered,
+    error_from_body,
 )
 from memchat.transfer import ImportResult, markdown
 
@@ -291,14 +289,16 @@ class RemoteMemory:
         body = {**body, **{name: value for name, value in options.items() if value is not None}, "stream": True}
         received: list[str] = []
         started: str | None = None
+        user_message: Record | None = None
         try:
             with self._request("POST", f"/threads/{_part(thread_id)}/{kind}", body) as response:
                 for event, data in self._events(response):
                     if event == "start":
                         with self._reading():
                             started = data["thread_id"]
+                        user_message = Record(data, self.url)
                         if on_start:
-                            on_start(Record(data, self.url))
+                            on_start(user_message)
                     elif event == "note" and on_note:
                         with self._reading():
                             note = str(data["text"])
@@ -314,28 +314,31 @@ class RemoteMemory:
                             return _reply(data, self.url)
                     elif event == "error":
                         with self._reading():
-                            failure = _failure(
-                                data["status"], data, unanswered_in=data.get("unanswered_in"), partial=data.get("partial")
-                            )
-                        raise failure
+                            failure = _failure(data["status"], data)
+                            unanswered_in = data.get("unanswered_in")
+                        raise failure if unanswered_in is None else Unanswered(unanswered_in, user_message, failure)
         except KeyboardInterrupt as interrupt:
             # Leaving closes the stream: the server stops the turn there and keeps what it sent
             # as a partial reply, as a local turn does on Ctrl-C.
+            cause: BaseException = interrupt
             if received:
-                cut = ReplyCutOff(
+                cause = ReplyCutOff(
                     "interrupted; the partial reply is kept", "".join(received),
                     interrupted=True, signal_number=getattr(interrupt, "signal_number", None),
                 )
-                cut.unanswered_in = started
-                raise cut from None
-            interrupt.unanswered_in = started
-            raise
+            if started is not None:
+                raise Unanswered(started, user_message, cause) from None
+            if cause is interrupt:
+                raise
+            raise cause from None
         except UnreadableAnswer as failure:
-            failure.unanswered_in = started
+            if started is not None:
+                raise Unanswered(started, user_message, failure) from None
             raise
         except (http.client.HTTPException, ConnectionResetError, TimeoutError) as exc:
             failure = StorageError(f"the memchat server at {self.url} broke off the turn ({exc or type(exc).__name__})")
-            failure.unanswered_in = started
+            if started is not None:
+                raise Unanswered(started, user_message, failure) from None
             raise failure from None
         raise StorageError(f"the server at {self.url} ended the turn's stream without its reply")
 
@@ -416,7 +419,7 @@ class RemoteMemory:
                 data = {}
             finally:
                 connection.close()
-            raise _failure(response.status, data if isinstance(data, dict) else {})
+            raise _failure(response.status, data, response.getheader("Retry-After"))
         return response
 
 
@@ -454,30 +457,11 @@ def _context(data: dict[str, Any]) -> Context:
     )
 
 
-def _failure(status: int, data: dict[str, Any], *, unanswered_in: str | None = None, partial: str | None = None) -> MemchatError:
+def _failure(status: int, data: dict[str, Any], retry_after: str | None = None) -> MemchatError:
     """The server's error as the memchat error it stands for (its message kept as the server
     wrote it): the CLI then prints the same line and exits with the same code as locally."""
-    error = data.get("error") if isinstance(data.get("error"), dict) else {}
-    message = error.get("message") or f"the memchat server answered HTTP {status}"
-    code = error.get("code")
-    if partial is not None:
-        failure: MemchatError = ReplyCutOff(message, partial)
-    elif status in (401, 403):
-        failure = AccessDenied(message)
-    elif status == 404:
-        failure = NotFound(message)
-    elif status == 409:
-        failure = ThreadBusy(message)
-    elif status == 400 and code == "context_length_exceeded":
-        failure = MemchatError(message)
-        failure.exit_code = BudgetExceeded.exit_code
-    elif status == 400 and code == "model_not_available":
-        failure = ProviderError(message, kind="setup")
-    elif status in (400, 413, 422):
-        failure = InvalidInput(message)
-    elif status == 429 or status in (502, 504):
-        failure = ProviderError(message, kind=(code or "error").removeprefix("provider_"))
-    else:
-        failure = StorageError(f"the memchat server failed (HTTP {status}): {message}")
-    failure.unanswered_in = unanswered_in
-    return failure
+    try:
+        wait = float(retry_after) if retry_after is not None else None
+    except ValueError:
+        wait = None
+    return error_from_body(status, data, retry_after=wait)

@@ -19,6 +19,7 @@ from memchat.errors import (
     InvalidInput,
     ProviderError,
     ReplyCutOff,
+    Unanswered,
 )
 from memchat.lease import Lease, holder_is_gone, turn_in_progress, turn_lease
 from memchat.prompt import TurnOptions, build_context, validate_text
@@ -260,12 +261,10 @@ def _converse(
             user_status="failed",
             lease_holder=lease.holder,
         )
-        cut.unanswered_in = thread.id
-        raise
+        raise Unanswered(thread.id, user_message, cut) from cut
     except BaseException as failure:
         store.set_status(thread.id, user_message.id, "failed")
-        failure.unanswered_in = thread.id
-        raise
+        raise Unanswered(thread.id, user_message, failure) from failure
     reply_count = plan.tokens(completion.text)
     context_limit = None
     if reply_count > RUNAWAY_FACTOR * reply_tokens + RUNAWAY_SLACK:
@@ -297,8 +296,7 @@ def _converse(
         lease.released = True
     except BaseException as failure:
         store.set_status(thread.id, user_message.id, "failed")
-        failure.unanswered_in = thread.id
-        raise
+        raise Unanswered(thread.id, user_message, failure) from failure
     if completion.finish_reason == "length" and on_note:
         on_note(f"the reply stopped at the limit of {reply_tokens} reply tokens (--max-tokens)")
     if completion.replaced and on_note:

@@ -15,7 +15,7 @@ import pytest
 from fake_openai import Raw
 from helpers import quiet, sqlite_only
 
-from memchat import InvalidInput, Memory, ProviderError, ReplyCutOff
+from memchat import InvalidInput, Memory, ProviderError, ReplyCutOff, Unanswered
 from memchat import lease as leases
 from memchat.storage import database
 
@@ -294,9 +294,9 @@ MISBEHAVIOURS = {
 def test_an_empty_or_unreadable_reply_is_a_provider_failure(memory, server, answer, stream):
     thread = memory.new_thread()
     server.answer_raw(*[answer] * 10)
-    with pytest.raises(ProviderError) as caught:
+    with pytest.raises(Unanswered) as caught:
         memory.say(thread.id, "hello", stream=stream, timeout=2)
-    assert "\n" not in str(caught.value) and type(caught.value) is ProviderError
+    assert "\n" not in str(caught.value) and type(caught.value.cause) is ProviderError
     assert stored(memory, thread.id) == [("user", "hello", "failed")]
     server.reset()
     server.reply("a real answer")
@@ -322,8 +322,9 @@ def test_the_timeout_bounds_a_whole_streamed_reply(memory, server):
     thread = memory.new_thread()
     server.reply(" ".join(f"w{i}" for i in range(60)))
     server.piece_delay = 0.1
-    with pytest.raises(ReplyCutOff):
+    with pytest.raises(Unanswered) as caught:
         memory.say(thread.id, "take your time", stream=True, timeout=1.5)
+    assert isinstance(caught.value.cause, ReplyCutOff)
     assert time.monotonic() - server.arrivals[0] < 2.5
     (user, partial) = memory.messages(thread.id)
     assert (user.status, partial.status) == ("failed", "partial") and partial.content.startswith("w0 w1")
@@ -356,8 +357,9 @@ def test_context_too_long_is_retried_once_only(memory, server):
     server.reset()
     for _ in range(3):
         server.fail(400, "This model's maximum context length is 10 tokens", code="context_length_exceeded")
-    with pytest.raises(ProviderError, match="too long"):
+    with pytest.raises(Unanswered, match="too long") as caught:
         memory.say(thread.id, "hi", timeout=10)
+    assert isinstance(caught.value.cause, ProviderError)
     assert len(server.requests) == 2
     assert len(server.requests[1]["messages"]) < len(server.requests[0]["messages"])
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from memchat import InvalidInput, ProviderError, ReplyCutOff
+from memchat import InvalidInput, ProviderError, ReplyCutOff, Unanswered
 
 SCRIPT = str(Path(sys.executable).parent / "memchat")
 PRICED, UNPRICED = "openai/gpt-4o-mini", "openai/memchat-unpriced-model"
@@ -32,15 +32,17 @@ def history(memory, server):
     for question in ("a", "b", "c"):
         memory.say(trip.id, question)
     server.fail(400, "bad request")
-    with pytest.raises(ProviderError):
+    with pytest.raises(Unanswered) as caught:
         memory.say(trip.id, "d")
+    assert isinstance(caught.value.cause, ProviderError)
     other = memory.new_thread(title="Other", model=UNPRICED)
     server.reply("Unpriced.")
     memory.say(other.id, "e")
     server.reply("a long reply cut off")
     server.drop_after(2)
-    with pytest.raises(ReplyCutOff):
+    with pytest.raises(Unanswered) as caught:
         memory.say(other.id, "f", stream=True)
+    assert isinstance(caught.value.cause, ReplyCutOff)
     [summarized] = memory.import_({
         "title": "Summarized", "model": PRICED,
         "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],

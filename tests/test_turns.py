@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memchat import BudgetExceeded, InvalidInput, Memory, NotFound, ProviderError
+from memchat import BudgetExceeded, InvalidInput, Memory, NotFound, ProviderError, Unanswered
 from memchat import llm
 from memchat.tokens import tokenizer_for
 
@@ -137,8 +137,10 @@ def test_a_failed_turn_keeps_the_message_marked_failed_and_out_of_later_contexts
     thread = memory.new_thread()
     memory.say(thread.id, "first")
     server.fail(400, "bad request from the provider")
-    with pytest.raises(ProviderError, match="rejected the request"):
+    with pytest.raises(Unanswered, match="rejected the request") as caught:
         memory.say(thread.id, "lost?")
+    assert isinstance(caught.value.cause, ProviderError) and caught.value.thread_id == thread.id
+    assert caught.value.message.content == "lost?"
     stored = memory.messages(thread.id)
     assert (stored[-1].content, stored[-1].status) == ("lost?", "failed")
     memory.say(thread.id, "second")
@@ -154,8 +156,9 @@ def test_a_failed_turn_keeps_the_message_marked_failed_and_out_of_later_contexts
 def test_permanent_failures_are_not_retried(memory, server, status, pattern):
     thread = memory.new_thread()
     server.fail(status, "scripted")
-    with pytest.raises(ProviderError, match=pattern) as caught:
+    with pytest.raises(Unanswered, match=pattern) as caught:
         memory.say(thread.id, "hi")
+    assert isinstance(caught.value.cause, ProviderError)
     assert "\n" not in str(caught.value)
     assert len(server.requests) == 1
 
@@ -177,8 +180,9 @@ def test_retries_stop_within_the_timeout_with_one_line(memory, server):
     thread = memory.new_thread()
     for _ in range(20):
         server.fail(503, "overloaded")
-    with pytest.raises(ProviderError, match="provider error 503") as caught:
+    with pytest.raises(Unanswered, match="provider error 503") as caught:
         memory.say(thread.id, "hi", timeout=2)
+    assert isinstance(caught.value.cause, ProviderError)
     assert time.monotonic() - server.arrivals[0] < 2.5, "retries end within the timeout of the first call"
     assert 1 < len(server.requests) < 20
     assert "\n" not in str(caught.value)
@@ -190,8 +194,9 @@ def test_a_provider_that_does_not_answer_in_time(memory, server):
 
     thread = memory.new_thread()
     server.reply_delay = 5
-    with pytest.raises(ProviderError, match="did not answer in time|cannot reach") as caught:
+    with pytest.raises(Unanswered, match="did not answer in time|cannot reach") as caught:
         memory.say(thread.id, "hello?", timeout=1.5)
+    assert isinstance(caught.value.cause, ProviderError)
     assert time.monotonic() - server.arrivals[0] < 2.5, "the call gives up at its timeout"
     assert "\n" not in str(caught.value)
     assert memory.messages(thread.id)[-1].status == "failed"
@@ -219,12 +224,13 @@ def test_a_stream_cut_off_keeps_the_partial_reply_out_of_later_contexts(memory, 
     server.reply("this answer will be cut off here")
     server.drop_after(3)
     pieces = []
-    with pytest.raises(ReplyCutOff) as caught:
+    with pytest.raises(Unanswered) as caught:
         memory.say(thread.id, "second", stream=True, on_text=pieces.append)
-    assert caught.value.text == "".join(pieces) and pieces
+    assert isinstance(caught.value.cause, ReplyCutOff)
+    assert caught.value.partial == caught.value.cause.text == "".join(pieces) and pieces
     stored = memory.messages(thread.id)
     assert [(m.role, m.status) for m in stored[-2:]] == [("user", "failed"), ("assistant", "partial")]
-    assert stored[-1].content == caught.value.text
+    assert stored[-1].content == caught.value.partial
     server.reply("the whole answer")
     retried = memory.retry(thread.id)
     assert retried.text == "the whole answer"
@@ -239,8 +245,9 @@ def test_a_stream_cut_off_keeps_the_partial_reply_out_of_later_contexts(memory, 
 def test_retry_resends_the_last_failed_message_and_refuses_when_there_is_none(memory, server):
     thread = memory.new_thread()
     server.fail(401, "bad key")
-    with pytest.raises(ProviderError):
+    with pytest.raises(Unanswered) as caught:
         memory.say(thread.id, "are you there?")
+    assert isinstance(caught.value.cause, ProviderError)
     reply = memory.retry(thread.id)
     assert server.last_messages == [{"role": "user", "content": "are you there?"}]
     assert [(m.content, m.status) for m in memory.messages(thread.id)] == [
@@ -272,8 +279,9 @@ def test_api_base_overrides_for_one_call(memory, server, monkeypatch):
     thread = memory.new_thread()
     memory.say(thread.id, "via override", api_base=server.url)
     assert server.last_messages[-1]["content"] == "via override"
-    with pytest.raises(ProviderError, match="cannot reach"):
+    with pytest.raises(Unanswered, match="cannot reach") as caught:
         memory.say(thread.id, "via env", timeout=2)
+    assert isinstance(caught.value.cause, ProviderError)
 
 
 def test_temperature_and_max_tokens_are_passed(memory, server):

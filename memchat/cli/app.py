@@ -21,8 +21,8 @@ from memchat.errors import (
     Interrupted,
     InvalidInput,
     MemchatError,
-    ReplyCutOff,
     StorageError,
+    Unanswered,
     exit_code_for_signal,
 )
 from memchat.redact import redact
@@ -58,25 +58,36 @@ class _Commands(Group):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):
             raise
-        except MemchatError as exc:
-            if debug_enabled():
-                raise
-            _fail(str(exc) + _next_step(exc), exc.exit_code)
-        except KeyboardInterrupt as interrupt:
-            _fail("interrupted" + _next_step(interrupt), exit_code_for_signal(getattr(interrupt, "signal_number", None)))
-        except BrokenPipeError:
-            # The reader went away (`memchat export --all | head`): nothing more to say to it.
-            _silence_stdout()
-            raise typer.Exit(1)
-        except OSError as exc:
-            if debug_enabled():
-                raise
-            _silence_stdout()
-            _fail(f"cannot write the output: {exc.strerror or exc}", EXIT_STORAGE)
-        except Exception as exc:
-            if debug_enabled():
-                raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} (MEMCHAT_DEBUG=1 shows the traceback)", 1)
+        except Unanswered as unanswered:
+            _report(unanswered.cause, _next_step(unanswered), raising=unanswered)
+        except BaseException as failure:
+            _report(failure, "", raising=failure)
+
+
+def _report(failure: BaseException, next_step: str, *, raising: BaseException) -> None:
+    """One line on stderr and the failure's exit code (the table in memchat/errors.py); with
+    MEMCHAT_DEBUG set, `raising` goes on with its traceback instead. `next_step` says how to send
+    the user's message again when the turn had stored it."""
+    if isinstance(failure, MemchatError):
+        if debug_enabled():
+            raise raising
+        _fail(str(failure) + next_step, failure.exit_code)
+    elif isinstance(failure, KeyboardInterrupt):
+        _fail("interrupted" + next_step, exit_code_for_signal(getattr(failure, "signal_number", None)))
+    elif isinstance(failure, BrokenPipeError):
+        # The reader went away (`memchat export --all | head`): nothing more to say to it.
+        _silence_stdout()
+        raise typer.Exit(1)
+    elif isinstance(failure, OSError):
+        if debug_enabled():
+            raise raising
+        _silence_stdout()
+        _fail(f"cannot write the output: {failure.strerror or failure}", EXIT_STORAGE)
+    elif isinstance(failure, Exception):
+        if debug_enabled():
+            raise raising
+        _fail(f"internal error: {type(failure).__name__}: {failure} (MEMCHAT_DEBUG=1 shows the traceback)", 1)
+    raise failure
 
 
 def _usage_hint(exc: TyperException) -> str:
@@ -92,12 +103,10 @@ def _usage_hint(exc: TyperException) -> str:
     return f" (see `{context.command_path} --help`)"
 
 
-def _next_step(failure: BaseException) -> str:
+def _next_step(unanswered: Unanswered) -> str:
     """How to go on after a turn that failed once the user's message was stored."""
-    thread = getattr(failure, "unanswered_in", None)
-    if thread is None:
-        return ""
-    if isinstance(failure, ReplyCutOff) and failure.text:
+    thread = unanswered.thread_id
+    if unanswered.partial:
         return f" (the partial reply is kept: `memchat accept {thread}` keeps it, `memchat retry {thread}` asks again)"
     return f" (your message is saved: `memchat retry {thread}` sends it again)"
 

@@ -38,7 +38,7 @@ from memchat.cli.render import note
 from memchat.cli.threads import start_thread
 from memchat.cli.transfer import write_output
 from memchat.cli.turns import render_context
-from memchat.errors import InvalidInput, MemchatError, ReplyCutOff
+from memchat.errors import InvalidInput, MemchatError, ReplyCutOff, Unanswered, cause_of
 from memchat.terminal import terminal_safe
 
 if TYPE_CHECKING:
@@ -155,18 +155,18 @@ class ChatSession:
             if reply.thread_id != self.thread_id:
                 self.thread_id = reply.thread_id
                 note(f"now on thread {reply.thread_id}")
-        except ReplyCutOff as cut:
-            self._left_unanswered(cut, wrote)
-            note(f"{cut}: /retry asks again" if cut.interrupted else f"{cut} (/retry asks again)")
-            return
-        except KeyboardInterrupt as interrupt:
-            self._left_unanswered(interrupt, wrote)
-            note("interrupted before the reply began; your message is saved: /retry sends it again")
-            return
-        except MemchatError as failure:
-            self._left_unanswered(failure, wrote)
-            saved = " (your message is saved: /retry sends it again)" if getattr(failure, "unanswered_in", None) else ""
-            note(terminal_safe(str(failure).splitlines()[0]) + saved)
+        except BaseException as raised:
+            failure = cause_of(raised)
+            if not isinstance(failure, (MemchatError, KeyboardInterrupt)):
+                raise
+            self._left_unanswered(raised, wrote)
+            if isinstance(failure, ReplyCutOff):
+                note(f"{failure}: /retry asks again" if failure.interrupted else f"{failure} (/retry asks again)")
+            elif isinstance(failure, KeyboardInterrupt):
+                note("interrupted before the reply began; your message is saved: /retry sends it again")
+            else:
+                saved = " (your message is saved: /retry sends it again)" if isinstance(raised, Unanswered) else ""
+                note(terminal_safe(str(failure).splitlines()[0]) + saved)
             return
         finally:
             install_signal_handlers()
@@ -179,7 +179,7 @@ class ChatSession:
         the thread it was taken on (an /edit's fork), so that /retry resends it there."""
         if wrote:
             sys.stdout.write("\n")
-        where = getattr(failure, "unanswered_in", None)
+        where = failure.thread_id if isinstance(failure, Unanswered) else None
         if where is not None and where != self.thread_id:
             self.thread_id = where
             note(f"now on thread {where}")

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memchat.api import Memory
 from memchat.config import DEFAULT_MAX_BODY, DEFAULT_MAX_PENDING
-from memchat.errors import MemchatError
+from memchat.errors import MemchatError, cause_of
 from memchat.redact import redact
 from memchat.server import chat, conversations, metrics, own, responses
 from memchat.server.backlog import Backlog
@@ -146,6 +146,8 @@ def create_app(
 
     @app.exception_handler(MemchatError)
     async def memchat_error(request: Request, exc: MemchatError):
+        if not isinstance(cause_of(exc), MemchatError):
+            raise cause_of(exc)  # memchat's own failure, after the turn stored its message: logged as a 500
         return error_response(exc)
 
     @app.exception_handler(HTTPProblem)

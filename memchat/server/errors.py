@@ -1,5 +1,7 @@
-"""memchat's errors as HTTP statuses with OpenAI's error body, in one place (the server's
-counterpart of the CLI's exit codes): `{"error": {"message", "type", "param", "code"}}`."""
+"""memchat's errors as HTTP answers with OpenAI's error body: `{"error": {"message", "type",
+"param", "code"}}`. The status and code of each error are the error class's own (the table in
+memchat/errors.py); this module adds the failures of the HTTP layer (`HTTPProblem`) and OpenAI's
+error type of each status."""
 
 from __future__ import annotations
 
@@ -8,15 +10,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from memchat.errors import (
-    BudgetExceeded,
-    InvalidInput,
-    MemchatError,
-    NotFound,
-    ProviderError,
-    StorageError,
-    ThreadBusy,
-)
+from memchat.errors import MemchatError, cause_of
 from memchat.redact import redact
 
 
@@ -51,32 +45,22 @@ def body(status: int, message: str, *, param: str | None = None, code: str | Non
 
 
 def status_of(exc: BaseException) -> tuple[int, str | None, dict[str, str]]:
-    """(HTTP status, OpenAI-style code, headers) for a failure."""
+    """(HTTP status, OpenAI-style code, headers) for a failure: an Unanswered turn's are its
+    cause's; a status that asks the client to wait says for how long (Retry-After)."""
     if isinstance(exc, HTTPProblem):
         return exc.status, exc.code, exc.headers
-    if isinstance(exc, BudgetExceeded):
-        return 400, "context_length_exceeded", {}
-    if isinstance(exc, InvalidInput):
-        return 400, None, {}
-    if isinstance(exc, NotFound):
-        return 404, "not_found", {}
-    if isinstance(exc, ThreadBusy):
-        return 409, "conversation_busy", {}
-    if isinstance(exc, ProviderError):
-        if exc.kind == "rate_limited":
-            wait = exc.retry_after or 1
-            return 429, "rate_limited", {"Retry-After": str(max(1, math.ceil(wait)))}
-        if exc.kind == "timeout":
-            return 504, "provider_timeout", {}
-        if exc.kind == "setup":
-            return 400, "model_not_available", {}
-        return 502, f"provider_{exc.kind}", {}
-    if isinstance(exc, StorageError):
-        return 503, "storage_unavailable", {}
-    return 500, "internal_error", {}
+    exc = cause_of(exc)
+    if not isinstance(exc, MemchatError):
+        return MemchatError.status, MemchatError.code, {}
+    headers = {}
+    if exc.status == 429:
+        wait = getattr(exc, "retry_after", None) or 1
+        headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return exc.status, exc.code, headers
 
 
 def message_of(exc: BaseException) -> str:
+    exc = cause_of(exc)
     if isinstance(exc, (MemchatError, HTTPProblem)):
         text = str(exc)
     else:

@@ -29,7 +29,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from memchat.api import Memory
-from memchat.errors import ReplyCutOff
+from memchat.errors import Unanswered
 from memchat.server.access import memory_of
 from memchat.server.errors import body as error_body
 from memchat.server.errors import message_of, status_of
@@ -203,8 +203,8 @@ def _failure_json(failure: BaseException) -> dict[str, Any]:
     return {
         **error_body(status, message_of(failure), code=code),
         "status": status,
-        "unanswered_in": getattr(failure, "unanswered_in", None),
-        "partial": failure.text if isinstance(failure, ReplyCutOff) else None,
+        "unanswered_in": failure.thread_id if isinstance(failure, Unanswered) else None,
+        "partial": failure.partial if isinstance(failure, Unanswered) else None,
     }
 
 

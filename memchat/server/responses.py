@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from memchat.api import Memory
-from memchat.errors import NotFound, ReplyCutOff
+from memchat.errors import NotFound, ReplyCutOff, cause_of
 from memchat.server import shapes
 from memchat.server.access import memory_of
 from memchat.server.errors import body as error_body
@@ -187,7 +187,7 @@ async def _streamed(http: Request, body: ResponseCreate):
         if event[0] == "error":
             failure = event[1]
             status, code, _ = status_of(failure)
-            if isinstance(failure, ReplyCutOff):
+            if isinstance(cause_of(failure), ReplyCutOff):
                 output = [shapes.output_message(item_id, whole, "incomplete")]
                 yield _event("response.incomplete", next(sequence), response=snapshot("incomplete", output, reason="interrupted"))
                 return

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.requests import Request
 
 from memchat.api import Memory
-from memchat.errors import MemchatError, ProviderError, ReplyCutOff, ThreadBusy
+from memchat.errors import MemchatError, ProviderError, ReplyCutOff, ThreadBusy, Unanswered, cause_of
 from memchat.server import metrics
 from memchat.server.access import memory_of
 from memchat.storage.models import MessagePublic
@@ -103,18 +103,17 @@ def take(
             wait=busy_wait(),
             earlier=request.earlier,
         )
-    except ReplyCutOff:
-        metrics.TURNS.labels("partial").inc()
-        raise
-    except ThreadBusy:
-        metrics.TURNS.labels("busy").inc()
-        raise
-    except ProviderError as failure:
-        metrics.TURNS.labels("failed").inc()
-        metrics.PROVIDER_ERRORS.labels(failure.kind).inc()
-        raise
-    except BaseException as failure:
-        metrics.TURNS.labels("refused" if getattr(failure, "unanswered_in", None) is None else "failed").inc()
+    except BaseException as raised:
+        failure = cause_of(raised)
+        if isinstance(failure, ReplyCutOff):
+            metrics.TURNS.labels("partial").inc()
+        elif isinstance(failure, ThreadBusy):
+            metrics.TURNS.labels("busy").inc()
+        elif isinstance(failure, ProviderError):
+            metrics.TURNS.labels("failed").inc()
+            metrics.PROVIDER_ERRORS.labels(failure.kind).inc()
+        else:
+            metrics.TURNS.labels("failed" if isinstance(raised, Unanswered) else "refused").inc()
         raise
     elapsed = time.perf_counter() - started
     metrics.TURNS.labels("completed").inc()
@@ -131,7 +130,7 @@ def _spoken(memory: Memory, request: TurnRequest, **options) -> Reply:
     try:
         return speak(request.thread_id, text=request.text, **options)
     except BaseException as failure:
-        if request.made_for_turn and getattr(failure, "unanswered_in", None) is None:
+        if request.made_for_turn and not isinstance(failure, Unanswered):
             with contextlib.suppress(MemchatError):
                 memory.delete(request.thread_id)
         raise
