@@ -1,24 +1,21 @@
 """memchat: persistent conversation memory for LLM applications.
 
 `Memory` (and `Reply`) load the database layer on first use, so that `import memchat` and the
-commands that never open a database stay light."""
+commands that never open a database stay light. Importing memchat changes nothing in the
+process: what memchat needs of its environment it sets where it loads what needs it."""
 
-import os
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-from memchat.context import Context  # noqa: E402
-from memchat.errors import (  # noqa: E402
+from memchat.context import Context
+from memchat.errors import (
     BudgetExceeded,
     InvalidInput,
     LeaseLost,
     MemchatError,
     NotFound,
     ProviderError,
-    Unanswered,
     ReplyCutOff,
     StorageError,
     ThreadBusy,
+    Unanswered,
 )
 
 _LOADED_ON_USE = {"Memory": "memchat.api", "Reply": "memchat.turn"}
@@ -44,8 +41,8 @@ __all__ = [
     "NotFound",
     "ProviderError",
     "ReplyCutOff",
-    "Unanswered",
     "Reply",
     "StorageError",
     "ThreadBusy",
+    "Unanswered",
 ]

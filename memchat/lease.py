@@ -22,21 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from memchat.config import lease_seconds
 from memchat.errors import LeaseLost, ThreadBusy
 from memchat.storage.repository import Store
 
-DEFAULT_LEASE_SECONDS = 30.0
-"""How long a lease lasts without a heartbeat; MEMCHAT_LEASE_SECONDS changes it."""
 HEARTBEATS_PER_LEASE = 3
-
-
-def lease_seconds() -> float:
-    value = os.environ.get("MEMCHAT_LEASE_SECONDS", "")
-    try:
-        seconds = float(value)
-    except ValueError:
-        return DEFAULT_LEASE_SECONDS
-    return seconds if 0.5 <= seconds <= 3600 else DEFAULT_LEASE_SECONDS
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,6 @@ imported on first use, so commands that call no model do not pay for it.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 import time
@@ -16,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from memchat.config import debug_enabled
+from memchat.config import debug_enabled, provider_endpoint_from_environment, use_bundled_model_costs
 from memchat.context import Counter, MessageCost
 from memchat.echo import echo_reply
 from memchat.errors import ContextTooLong, ProviderError, ReplyCutOff
@@ -56,7 +55,7 @@ def load() -> None:
 
 @lru_cache(maxsize=1)
 def _litellm():
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    use_bundled_model_costs()
     import litellm
 
     litellm.suppress_debug_info = True
@@ -527,7 +526,7 @@ def provider_of(model: str) -> str:
 def endpoint_from_environment(model: str) -> str | None:
     """The endpoint the provider's own variable names for `model` (OPENAI_BASE_URL, ...), if any."""
     names = PROVIDER_BASE_VARIABLES.get(provider_of(model), ())
-    return next((os.environ[name] for name in names if os.environ.get(name)), None)
+    return provider_endpoint_from_environment(names)
 
 
 def _endpoint(model: str, api_base: str | None) -> str:

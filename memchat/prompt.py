@@ -17,7 +17,7 @@ from typing import get_args
 from pydantic import ValidationError
 
 from memchat import llm, recollection, settings, summary
-from memchat.config import DEFAULT_MAX_TOKENS, FALLBACK_BUDGET, default_model
+from memchat.config import DEFAULT_MAX_TOKENS, FALLBACK_BUDGET
 from memchat.context import (
     RECALL_SHARE,
     Candidate,
@@ -138,7 +138,7 @@ class Plan:
 
 
 def resolve_model(thread: ThreadPublic, options: TurnOptions) -> str:
-    return options.model or thread.model or default_model()
+    return options.model or thread.model or settings.default_model()
 
 
 def endpoint_for(thread: ThreadPublic, options: TurnOptions) -> str | None:

@@ -3,8 +3,9 @@ sent to, and those lines end up on terminals, in logs and in bug reports."""
 
 from __future__ import annotations
 
-import os
 import re
+
+from memchat.config import secret_values
 
 SECRET_SUFFIXES = ("_API_KEY", "_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
 SHORTEST_SECRET = 8
@@ -21,11 +22,7 @@ def redact(text: str, *secrets: str | None) -> str:
     """`text` with URL passwords masked and every secret blanked: the values given, and those of
     environment variables named like keys, tokens and passwords."""
     values = {value for value in secrets if value and len(value) >= SHORTEST_SECRET}
-    values |= {
-        value
-        for name, value in os.environ.items()
-        if name.upper().endswith(SECRET_SUFFIXES) and len(value) >= SHORTEST_SECRET
-    }
+    values |= secret_values(SECRET_SUFFIXES, SHORTEST_SECRET)
     for value in sorted(values, key=len, reverse=True):
         text = text.replace(value, "***")
     return mask_url_passwords(text)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from datetime import datetime
 from typing import Any, TextIO
 from urllib.parse import quote, urlencode, urlsplit
 
+from memchat.config import api_key_from_environment, server_from_environment
 from memchat.context import Context, ContextEntry
 from memchat.errors import (
     InvalidInput,
@@ -55,7 +55,7 @@ class UnreadableAnswer(StorageError, AttributeError):
 
 def server_from(option: str | None) -> str | None:
     """The server a CLI invocation talks to: `--server`, else $MEMCHAT_SERVER (empty: none)."""
-    return option or os.environ.get("MEMCHAT_SERVER") or None
+    return option or server_from_environment()
 
 
 class Record:
@@ -125,7 +125,7 @@ class RemoteMemory:
         self.url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         self._scheme, self._host, self._port = parts.scheme, parts.hostname, port
         self._prefix = parts.path.rstrip("/")
-        self._key = key if key is not None else os.environ.get("MEMCHAT_API_KEY") or None
+        self._key = key if key is not None else api_key_from_environment()
         self._timeout = SILENCE_LIMIT if timeout is None else timeout
 
     # ---- the calls the CLI makes -------------------------------------------------------

@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from memchat.config import DEFAULT_MODEL, check_endpoint, model_from_environment, settings_file_from_environment
 from memchat.errors import InvalidInput, StorageError
 
 
@@ -33,8 +34,6 @@ def _model(value: str) -> str:
 
 
 def _endpoint(value: str) -> str:
-    from memchat.storage.models import check_endpoint
-
     try:
         checked = check_endpoint(value)
     except ValueError as exc:
@@ -63,9 +62,9 @@ SETTINGS = {
 
 
 def path() -> Path:
-    override = os.environ.get("MEMCHAT_CONFIG")
+    override = settings_file_from_environment()
     if override:
-        return Path(override).expanduser()
+        return override
     from platformdirs import user_config_dir
 
     return Path(user_config_dir("memchat", appauthor=False)) / "config.json"
@@ -98,6 +97,11 @@ def _read(file: Path, version: tuple[int, int, int]) -> dict[str, Any]:
 
 def get(key: str) -> Any:
     return load().get(key)
+
+
+def default_model() -> str:
+    """MEMCHAT_MODEL, else the user's `memchat config set model`, else openai/gpt-4o."""
+    return model_from_environment() or get("model") or DEFAULT_MODEL
 
 
 def set_value(key: str, value: str) -> Any:

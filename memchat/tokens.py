@@ -14,11 +14,12 @@ which a message's count is kept. The tokenizer files never come from the network
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from memchat.config import huggingface_hub_cache, tiktoken_files_given, use_tiktoken_files
 
 FALLBACK_ENCODING = "cl100k_base"
 FALLBACK_MARGIN = 0.2
@@ -80,10 +81,7 @@ def tokenizer_for(model: str) -> Tokenizer:
 
 def cached_huggingface_file(repo: str, filename: str) -> Path | None:
     """A file of a Hugging Face repository if it is in the local hub cache; never downloads."""
-    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME") or os.path.join(Path.home(), ".cache", "huggingface"), "hub"
-    )
-    folder = Path(hub) / ("models--" + repo.replace("/", "--"))
+    folder = huggingface_hub_cache() / ("models--" + repo.replace("/", "--"))
     try:
         revision = (folder / "refs" / "main").read_text().strip()
     except OSError:
@@ -103,10 +101,10 @@ def tiktoken_cache_dir() -> str | None:
 
 @lru_cache(maxsize=None)
 def _tiktoken(name: str):
-    if not os.environ.get("TIKTOKEN_CACHE_DIR"):
+    if not tiktoken_files_given():
         folder = tiktoken_cache_dir()
         if folder:
-            os.environ["TIKTOKEN_CACHE_DIR"] = folder
+            use_tiktoken_files(folder)
     import tiktoken
 
     return tiktoken.get_encoding(name)

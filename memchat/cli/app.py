@@ -16,7 +16,7 @@ import typer
 from typer.exceptions import TyperException
 
 from memchat.cli.helptext import App, Group
-from memchat.config import database_url, debug_enabled
+from memchat.config import colour_refused, database_url, debug_enabled
 from memchat.errors import (
     Interrupted,
     InvalidInput,
@@ -203,7 +203,7 @@ def _global(
     ] = False,
 ):
     ctx.obj = {"db": db, "server": server}
-    if os.environ.get("NO_COLOR"):
+    if colour_refused():
         ctx.color = False  # no-color.org; colour is only ever written to a terminal anyway
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 
 import typer
 
+from memchat.config import pager_environment, pager_from_environment
 from memchat.times import as_utc
 from memchat.terminal import terminal_safe
 
@@ -35,10 +35,9 @@ def note(text: str) -> None:
 def pager_command() -> str | None:
     """The pager, as git picks one: $MEMCHAT_PAGER, else $PAGER, else `less` if installed; an
     empty value or `cat` means none."""
-    for variable in ("MEMCHAT_PAGER", "PAGER"):
-        if variable in os.environ:
-            command = os.environ[variable].strip()
-            return None if command in ("", "cat") else command
+    command = pager_from_environment()
+    if command is not None:
+        return command or None
     return "less" if shutil.which("less") else None
 
 
@@ -52,8 +51,7 @@ def paged(ctx: typer.Context, enabled: bool = True) -> Iterator[None]:
     if command is None or not sys.stdout.isatty():
         yield
         return
-    environment = {**os.environ, "LESS": os.environ.get("LESS", "FRX"), "LV": os.environ.get("LV", "-c")}
-    pager = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, env=environment)
+    pager = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, env=pager_environment())
     encoding = sys.stdout.encoding or "utf-8"
     into_pager = io.TextIOWrapper(pager.stdin, encoding=encoding, errors="replace", line_buffering=False)
     if ctx.color is None:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-import tempfile
 from typing import Annotated
 
 import typer
 
 from memchat.cli.app import app, memory_of
 from memchat.cli.render import note
-from memchat.config import DEFAULT_DB_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_PENDING, DEFAULT_READ_TIMEOUT, database_url
+from memchat.config import (
+    DEFAULT_DB_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_READ_TIMEOUT,
+    database_url,
+    hand_to_workers,
+    set_db_timeout,
+)
 from memchat.errors import InvalidInput
 
 
@@ -81,7 +87,7 @@ def serve(
 ):
     """Serve the memory over HTTP: OpenAI's Conversations, Responses and Chat Completions APIs at
     /v1 (any OpenAI client, base URL http://HOST:PORT/v1), docs at /docs, /healthz, /metrics."""
-    os.environ["MEMCHAT_DB_TIMEOUT"] = str(db_timeout)
+    set_db_timeout(db_timeout)
     if log_level not in ("critical", "error", "warning", "info", "debug"):
         raise InvalidInput(f"--log-level: {log_level!r} is not one of critical, error, warning, info, debug")
     memory = memory_of(ctx, database=True).prepare()  # a bad --db fails here, in one line, before anything listens
@@ -100,16 +106,17 @@ def serve(
         )
     if keys and not live and not without_keys:
         note("no API key is live: requests are refused (401) until `memchat key create NAME`, or serve with --without-keys")
-    os.environ["MEMCHAT_REQUIRE_KEYS"] = "1" if beyond_loopback else "0"
-    os.environ["MEMCHAT_SERVE_WITHOUT_KEYS"] = "1" if without_keys else "0"
-    os.environ["MEMCHAT_DB"] = database_url(ctx.find_root().obj["db"])
-    os.environ["MEMCHAT_MAX_BODY"] = str(max_body)
-    os.environ["MEMCHAT_SERVE_TIMEOUT"] = str(timeout)
-    os.environ["MEMCHAT_SERVE_BUSY_WAIT"] = str(busy_wait)
-    os.environ["MEMCHAT_SERVE_READ_TIMEOUT"] = str(read_timeout)
-    os.environ["MEMCHAT_MAX_PENDING"] = str(max_pending)
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="memchat-metrics-")
+    hand_to_workers(
+        database=database_url(ctx.find_root().obj["db"]),
+        max_body=max_body,
+        keys_required=beyond_loopback,
+        without_keys=without_keys,
+        turn_timeout=timeout,
+        busy_wait=busy_wait,
+        read_timeout=read_timeout,
+        max_pending=max_pending,
+        separate_metrics=workers > 1,
+    )
     import uvicorn
 
     note(f"serving {location} at http://{host}:{port}/v1 (API docs: http://{host}:{port}/docs)")

@@ -23,8 +23,8 @@ from memchat.cli.options import (
     ThreadArg,
 )
 from memchat.cli.render import local_time, note, paged, print_json
-from memchat.config import default_model
 from memchat.errors import InvalidInput
+from memchat.settings import default_model
 from memchat.terminal import terminal_safe
 from memchat.views import thread_json
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -17,7 +16,16 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memchat.api import Memory
-from memchat.config import DEFAULT_MAX_BODY, DEFAULT_MAX_PENDING
+from memchat.config import (
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_PENDING,
+    database_from_environment,
+    debug_enabled,
+    serve_keys_required,
+    serve_max_body,
+    serve_max_pending,
+    serve_without_keys,
+)
 from memchat.errors import MemchatError, cause_of
 from memchat.redact import redact
 from memchat.server import chat, conversations, metrics, own, responses
@@ -59,7 +67,7 @@ class InternalErrors:
         except Exception as exc:
             log.error(
                 "internal error on %s %s: %s", scope["method"], scope["path"], redact(repr(exc)),
-                exc_info=os.environ.get("MEMCHAT_DEBUG") == "1",
+                exc_info=debug_enabled(),
             )
             if started:
                 raise
@@ -213,10 +221,10 @@ def create_app(
 def app_from_environment() -> FastAPI:
     """The app as `memchat serve` configures it for each worker process (uvicorn's factory)."""
     return create_app(
-        os.environ.get("MEMCHAT_DB") or None,
-        max_body=int(os.environ.get("MEMCHAT_MAX_BODY", DEFAULT_MAX_BODY)),
-        keys_required=os.environ.get("MEMCHAT_REQUIRE_KEYS") == "1",
-        without_keys=os.environ.get("MEMCHAT_SERVE_WITHOUT_KEYS") == "1",
-        max_pending=int(os.environ.get("MEMCHAT_MAX_PENDING", DEFAULT_MAX_PENDING)),
+        database_from_environment(),
+        max_body=serve_max_body(),
+        keys_required=serve_keys_required(),
+        without_keys=serve_without_keys(),
+        max_pending=serve_max_pending(),
         health_timeout=min(HEALTH_TIMEOUT, database.db_timeout()),
     )

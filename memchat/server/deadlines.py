@@ -8,18 +8,11 @@ the body, which the application reads, as a 408."""
 from __future__ import annotations
 
 import asyncio
-import os
 
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from memchat.config import DEFAULT_READ_TIMEOUT
-
-
-def read_timeout() -> float:
-    """Seconds a client may take to send a request's head, and may pause while sending its body."""
-    value = os.environ.get("MEMCHAT_SERVE_READ_TIMEOUT")
-    return float(value) if value else DEFAULT_READ_TIMEOUT
+from memchat.config import serve_read_timeout as read_timeout
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):

@@ -5,8 +5,6 @@ workers, each writes its figures to PROMETHEUS_MULTIPROC_DIR (`memchat serve` se
 
 from __future__ import annotations
 
-import os
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -15,7 +13,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"
+from memchat.config import metrics_directory
 
 TURNS = Counter("memchat_turns", "Turns taken, by outcome (completed, partial, failed, busy, refused).", ["outcome"])
 TURN_SECONDS = Histogram(
@@ -33,7 +31,7 @@ PROVIDER_ERRORS = Counter("memchat_provider_errors", "Provider failures, by kind
 
 def exposition() -> tuple[bytes, str]:
     """The metrics text and its content type."""
-    if os.environ.get(MULTIPROCESS):
+    if metrics_directory():
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,23 +19,13 @@ from typing import Any
 from starlette.requests import Request
 
 from memchat.api import Memory
+from memchat.config import serve_busy_wait as busy_wait
+from memchat.config import serve_turn_timeout as timeout
 from memchat.errors import MemchatError, ProviderError, ReplyCutOff, ThreadBusy, Unanswered, cause_of
 from memchat.server import metrics
 from memchat.server.access import memory_of
 from memchat.storage.models import MessagePublic
 from memchat.turn import Reply
-
-
-def timeout() -> float | None:
-    """Seconds a turn's model call may take (`memchat serve --timeout`)."""
-    value = os.environ.get("MEMCHAT_SERVE_TIMEOUT")
-    return float(value) if value else None
-
-
-def busy_wait() -> float | None:
-    """Seconds a turn waits for another turn on its conversation before a 409 (`--busy-wait`)."""
-    value = os.environ.get("MEMCHAT_SERVE_BUSY_WAIT")
-    return float(value) if value else None
 
 
 TURN_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="memchat-turn")

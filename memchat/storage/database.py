@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from memchat.config import DEFAULT_DB_TIMEOUT, memchat_version
+from memchat.config import db_timeout, memchat_version
 from memchat.errors import InvalidInput, StorageError
 from memchat.redact import mask_url_passwords
 
@@ -29,17 +29,6 @@ SEARCH_OBJECTS = ("messages_fts", "ix_messages_fulltext")
 made by revision 0004 with each database's own DDL; not in SQLModel's metadata."""
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 """URLs as users write them; memchat talks to PostgreSQL through psycopg 3 (the `postgres` extra)."""
-
-
-def db_timeout() -> float:
-    """MEMCHAT_DB_TIMEOUT seconds, else the default: a stalled database fails a request in
-    seconds instead of holding its worker thread for as long as the stall lasts."""
-    value = os.environ.get("MEMCHAT_DB_TIMEOUT", "")
-    try:
-        seconds = float(value)
-    except ValueError:
-        return DEFAULT_DB_TIMEOUT
-    return seconds if seconds > 0 else DEFAULT_DB_TIMEOUT
 
 
 def _postgres_timeouts(seconds: float) -> dict:

@@ -16,7 +16,7 @@ from pydantic import Field as Bounds
 from sqlalchemy import JSON, Index, LargeBinary, Text, UniqueConstraint, func, literal, text
 from sqlmodel import Field, SQLModel
 
-from memchat.config import MAX_REPLY_TOKENS, MAX_TEMPERATURE
+from memchat.config import MAX_REPLY_TOKENS, MAX_TEMPERATURE, check_endpoint
 from memchat.times import as_utc, utcnow  # noqa: F401  (re-exported: the store uses them from here)
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -177,23 +177,6 @@ TEXT_SETTINGS = ("title", "model", "system", "summary_model", "summary_prompt", 
 
 def _checked_setting(value: str | None) -> str | None:
     return None if value is None else check_text(value)
-
-
-def check_endpoint(value: str | None) -> str | None:
-    """A provider URL to store: no password in it (it would sit in the database in clear)."""
-    if not value or not value.strip():
-        return None
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not a URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL")
-    if parts.password is not None:
-        raise ValueError("holds a password: memchat stores no secrets; put the key in the provider's variable")
-    return value.strip()
 
 
 MAX_LABELS = 16

@@ -11,7 +11,6 @@ opened read-only: llm's own files are never changed.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 from collections import Counter
@@ -20,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from memchat.config import llm_user_path
 from memchat.errors import InvalidInput
 from memchat.transfer import SourceHistory
 
@@ -42,9 +42,9 @@ _GEMINI_NAMES = re.compile(r"^gemini-")
 
 def default_path() -> Path:
     """Where llm keeps its logs: `LLM_USER_PATH`, else its user directory (as llm finds it)."""
-    folder = os.environ.get("LLM_USER_PATH")
+    folder = llm_user_path()
     if folder:
-        return Path(folder) / "logs.db"
+        return folder / "logs.db"
     import click  # Typer's own dependency; llm asks it the same question
 
     return Path(click.get_app_dir("io.datasette.llm")) / "logs.db"

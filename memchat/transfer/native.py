@@ -27,8 +27,8 @@ from pydantic import (
 )
 
 from memchat import lease
-from memchat.config import default_model
 from memchat.errors import InvalidInput, describe_validation_error
+from memchat.settings import default_model
 from memchat.storage.models import (
     MAX_INTEGER,
     MAX_RECALL,
