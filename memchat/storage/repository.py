@@ -10,6 +10,7 @@ all built on `core.StoreCore` (engines, snapshots, transactions, the tenant view
 `threads`, `messages` (and summaries), `history` (a turn's read of it), `turns` (a turn's writes
 and undo), `leases`, `search` (search, recall, vectors), `usage`, `keys` and `bulk` (import and
 export). Statements several of them share are in `statements`; the process caches in `caches`.
+Callers import `Store` and the types its methods take and give from here.
 """
 
 from __future__ import annotations

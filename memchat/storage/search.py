@@ -238,6 +238,7 @@ class Search(Lineage):
         ]
 
     def _messages_by_id(self, message_ids: Sequence[int]) -> dict[int, MessagePublic]:
+        """The messages a search's hits stand for, by id."""
         with self._reading() as session:
             rows = session.exec(select(Message).where(col(Message.id).in_(list(message_ids)))).all()
             return {m.id: MessagePublic.model_validate(m) for m in rows}
