@@ -208,10 +208,10 @@ def plan_for(thread: ThreadPublic, options: TurnOptions) -> Plan:
     return Plan(model, tokenizer, budget, room, count, llm.message_cost(count), llm.text_counter(model, tokenizer))
 
 
-def first_page(room: int, thread_id: str | None = None) -> int:
-    """The first page's size: what the thread's last context read in this process, else what
-    the budget suggests for messages of a typical size (one read, most turns)."""
-    read_before = _PAGES_READ.get(thread_id) if thread_id else None
+def first_page(room: int, read_before: int | None = None) -> int:
+    """The first page's size: what the thread's last context read in this process
+    (`read_before`, `StoreCaches.pages_read`), else what the budget suggests for messages of a
+    typical size (one read, most turns)."""
     if read_before is not None:
         return max(SMALLEST_PAGE, min(LARGEST_PAGE, read_before + PAGE_SLACK))
     return max(SMALLEST_PAGE, min(LARGEST_PAGE, room // TYPICAL_MESSAGE_TOKENS))
@@ -219,17 +219,6 @@ def first_page(room: int, thread_id: str | None = None) -> int:
 
 PAGE_SLACK = 8
 """Messages read beyond the last context's, for the turns added since."""
-PAGES_REMEMBERED = 10_000
-
-_PAGES_READ: dict[str, int] = {}
-"""Per thread, how many history messages its last context read in this process."""
-
-
-def _remember_read(thread_id: str, count: int) -> None:
-    _PAGES_READ.pop(thread_id, None)
-    _PAGES_READ[thread_id] = count
-    if len(_PAGES_READ) > PAGES_REMEMBERED:
-        del _PAGES_READ[next(iter(_PAGES_READ))]
 
 
 def history_newest_first(
@@ -322,7 +311,8 @@ def build(
     system_tokens = plan.tokens(thread.system) if thread.system else 0
     new_tokens = plan.tokens(text) if text is not None else 0
     room = history_room(system=thread.system, new_message=text, budget=plan.budget, room=plan.room, count=plan.count)
-    history = _Replay(history_pages(store, thread.id, plan, first=first_page(room, thread.id), version=version))
+    first = first_page(room, store.caches.pages_read.get(thread.id))
+    history = _Replay(history_pages(store, thread.id, plan, first=first, version=version))
     cap = summary_cap(room, memory.share)
     summarized = -1
     condensed = None
@@ -359,7 +349,7 @@ def build(
         new_tokens=new_tokens,
         extras=[extra for extra in (condensed, recalled) if extra is not None],
     )
-    _remember_read(thread.id, history.read)
+    store.caches.pages_read.remember(thread.id, history.read)
     if include_dropped:
         entries = _with_dropped(store, thread, plan, entries)
     context = Context(

@@ -126,7 +126,7 @@ def _material(
     taken: list[MessagePublic] = []
     cursor = after
     while True:
-        page = store.messages_after(thread_id, cursor, request.through, limit=READ_PAGE)
+        page = store.completed_messages(thread_id, after=cursor, through=request.through, limit=READ_PAGE)
         costs = count([_line(message) for message in page]) if page else []
         for message, tokens in zip(page, costs):
             if used + tokens > room and taken:

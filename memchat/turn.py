@@ -206,11 +206,11 @@ def _folded_then_begun(
             context, new_tokens, _ = prompt.build(store, turn.thread, turn.text, turn.plan, memory, include_dropped=False)
         turn = replace(turn, memory=memory, context=context, new_tokens=new_tokens)
     if turn.unanswered is None:
-        user_message = store.append(
+        user_message = store.append_messages(
             turn.thread.id,
-            MessageCreate(role="user", content=turn.text, status="pending"),
-            tokens=(turn.plan.tokenizer.name, turn.new_tokens),
-        )
+            [MessageCreate(role="user", content=turn.text, status="pending")],
+            tokens=(turn.plan.tokenizer.name, [turn.new_tokens]),
+        )[0]
     else:
         user_message = store.set_status(turn.thread.id, turn.unanswered.id, "pending")
     return turn, user_message

@@ -54,7 +54,7 @@ def test_the_first_page_follows_the_window_not_the_history(memory, server):
         reply = memory.say(thread, f"and then? {n}", budget=300)
     window = len(reply.context.entries) - 1
     assert 0 < window < 40
-    assert first_page(300, thread) <= window + 2 + PAGE_SLACK  # the one that did not fit, a trimmed reply
+    assert first_page(300, memory.store.caches.pages_read.get(thread)) <= window + 2 + PAGE_SLACK  # the one that did not fit, a trimmed reply
 
 
 def test_the_sent_prompt_is_exact_even_when_stored_counts_under_count(memory, server):
@@ -198,7 +198,7 @@ def test_the_reads_of_a_turn_do_not_grow_with_the_thread(memory):
             lambda: memory.context(thread, "7 zebra", with_dropped=False, recall=3, budget=2000),
             lambda: memory.store.message_page(thread, after=middle(thread), limit=10, newest_first=False),
             lambda: memory.store.message_page(thread, after=middle(thread), limit=10, newest_first=True),
-            lambda: memory.store.messages_after(thread, middle(thread), middle(thread) + 30, limit=20),
+            lambda: memory.store.completed_messages(thread, after=middle(thread), through=middle(thread) + 30, limit=20),
             lambda: memory.store.message_at(thread, middle(thread)),
             lambda: memory.messages(thread, last=4),
             lambda: memory.store.unanswered(thread),

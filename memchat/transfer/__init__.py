@@ -6,25 +6,11 @@ server loads neither SQLAlchemy nor litellm."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from memchat.config import import_limit_bytes
 from memchat.errors import InvalidInput
-
-
-@dataclass(frozen=True)
-class ImportResult:
-    """What an import did."""
-
-    threads: list[str]
-    """The threads made, in the order of the import."""
-    existing: list[tuple[str, str]]
-    """(source, thread id) for each conversation an earlier import already brought in: that
-    thread is left as it is, and nothing is made for it."""
-    unlinked: list[tuple[str, str]] = field(default_factory=list)
-    """(thread made, the thread id its `forked_from` named) for each fork whose origin is no
-    thread the importer may see (another tenant's, or none here): imported as a thread of its
-    own, without the link."""
+from memchat.storage.results import ImportResult as ImportResult
 
 
 @dataclass(frozen=True)
