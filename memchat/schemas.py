@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, model_validator
 from pydantic import Field as Bounds
 from sqlalchemy import JSON, Text
 from sqlmodel import Field, SQLModel
@@ -85,18 +85,47 @@ Temperature = Annotated[float, Bounds(ge=0, le=MAX_TEMPERATURE, allow_inf_nan=Fa
 ReplyTokens = Annotated[int, Bounds(gt=0, le=MAX_REPLY_TOKENS, strict=True)]
 
 
-class TurnSettings(BaseModel):
-    """What a turn sends and stores besides its messages, checked before the thread is touched or
-    the model called (a model name the reply's row cannot hold was found out only after a paid
-    call): every face's turn goes through `TurnOptions`, which checks these."""
+DEFAULT_TIMEOUT = 120.0
+"""Seconds a reply may take in all, retries included (`--timeout`)."""
+MAX_TIMEOUT = 86_400.0
+"""A day: longer is no bound at all (and `inf` would overflow the clock arithmetic)."""
 
-    model_config = ConfigDict(extra="forbid")
+Budget = Annotated[int, Bounds(gt=0, le=MAX_BUDGET)]
+Recall = Annotated[int, Bounds(ge=0, le=MAX_RECALL)]
+Seconds = Annotated[float, Bounds(gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)]
+Wait = Annotated[float, Bounds(ge=0, le=MAX_TIMEOUT, allow_inf_nan=False)]
+
+
+class TurnOptions(BaseModel):
+    """A turn's options: what it sends and stores besides its messages, and this turn's overrides
+    of the thread's settings. Every face builds one (the CLI's options, the server's request
+    bodies, `Memory.say`'s keywords) and it is checked here, once, before the thread is touched
+    or the model called (a model name the reply's row cannot hold would otherwise be found out
+    only after a paid call). None: the thread's setting, else memchat's default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: ModelName | None = None
-    summary_model: ModelName | None = None
-    system: SafeText | None = None
+    budget: Budget | None = None
+    """The most prompt tokens sent."""
     max_tokens: ReplyTokens | None = None
     temperature: Temperature | None = None
+    api_base: SafeText | None = None
+    """The provider endpoint of this turn's model calls."""
+    timeout: Seconds | None = None
+    """Seconds each model call may take, retries included (None: DEFAULT_TIMEOUT)."""
+    policy: Policy | None = None
+    recall: Recall | None = None
+    summary_model: ModelName | None = None
+    system: SafeText | None = None
+    """This turn's system prompt, in place of the thread's (the `instructions` of a response)."""
+    wait: Wait | None = None
+    """How long to wait for another turn on the thread to end (None: as long as a turn may take)."""
+
+    @property
+    def call_timeout(self) -> float:
+        """The seconds each model call of the turn may take."""
+        return DEFAULT_TIMEOUT if self.timeout is None else self.timeout
 
 
 class ThreadBase(SQLModel):
@@ -171,8 +200,21 @@ def check_labels(value: dict[str, str] | None) -> dict[str, str] | None:
     return value
 
 
-class ThreadCreate(ThreadBase):
+class ThreadSettings(ThreadBase):
+    """A thread's settings, to make a thread with or to change one: a change sets only the
+    fields given (`model_fields_set`), and None (JSON's null) returns a setting to its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
     policy: Policy = "window"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_is_the_default(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        fields = cls.model_fields
+        return {key: fields[key].default if value is None and key in fields else value for key, value in values.items()}
 
     @field_validator("labels")
     @classmethod
@@ -186,45 +228,24 @@ class ThreadCreate(ThreadBase):
 
     @field_validator("system", "summary_prompt")
     @classmethod
-    def _blank_system_is_none(cls, value: str | None) -> str | None:
+    def _blank_prompt_is_none(cls, value: str | None) -> str | None:
         return value if value and value.strip() else None
 
+    @field_validator("model", "summary_model", "recall_embeddings")
+    @classmethod
+    def _empty_model_is_the_default(cls, value: str | None) -> str | None:
+        return value or None
+
     @field_validator("api_base")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         return check_endpoint(value)
 
 
-class ThreadUpdate(SQLModel):
-    """A change of settings: only the fields given are changed."""
-
-    title: str | None = Field(default=None, max_length=500)
-    model: str | None = Field(default=None, max_length=200)
-    system: str | None = None
-    budget: int | None = Field(default=None, gt=0, le=MAX_BUDGET)
-    policy: Policy | None = None
-    recall: int | None = Field(default=None, ge=0, le=MAX_RECALL)
-    recall_embeddings: str | None = Field(default=None, max_length=200)
-    summary_model: str | None = Field(default=None, max_length=200)
-    summary_share: float | None = Field(default=None, gt=0, le=0.9)
-    summary_prompt: str | None = None
-    api_base: str | None = Field(default=None, max_length=500)
-    labels: dict[str, str] | None = None
-
-    @field_validator(*TEXT_SETTINGS)
-    @classmethod
-    def _storable(cls, value: str | None) -> str | None:
-        return _checked_setting(value)
-
-    @field_validator("api_base")
-    @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        return check_endpoint(value)
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return check_labels(value)
+ThreadCreate = ThreadSettings
+"""The settings a thread is made with (the name the store and the importers use)."""
+ThreadUpdate = ThreadSettings
+"""A change of settings: the fields set are the ones changed."""
 
 
 class ThreadPublic(ThreadBase):
