@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -23,7 +23,7 @@ from memchat.api import Memory
 from memchat.errors import MemchatError, ProviderError, ReplyCutOff, ThreadBusy
 from memchat.server import metrics
 from memchat.server.access import memory_of
-from memchat.storage.models import MessagePublic
+from memchat.schemas import MessagePublic, TurnOptions
 from memchat.turn import Reply
 
 
@@ -53,19 +53,13 @@ class TurnRequest:
     thread_id: str
     text: str | None
     """None: send the thread's last unanswered message again (a retry)."""
-    model: str | None = None
-    system: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
+    options: TurnOptions = field(default_factory=TurnOptions)
+    """The turn's options as the request gave them (the server's own time-out and busy wait are
+    set over them when the turn is taken)."""
     earlier: tuple[tuple[str, str], ...] = ()
     """(role, text) input items stored before `text`, within the turn."""
     edit_at: int | None = None
     """Set: ask user message #edit_at again with `text`, in a fork just before it (`memchat edit`)."""
-    budget: int | None = None
-    policy: str | None = None
-    recall: int | None = None
-    summary_model: str | None = None
-    """This turn's overrides of the thread's settings (memchat's own API, as `memchat say`'s options)."""
     made_for_turn: bool = False
     """The thread was made for this turn (a response without a conversation, or the fork a
     response after an older one starts): a turn refused before it stored the user's message takes
@@ -87,20 +81,11 @@ def take(
         reply = _spoken(
             memory,
             request,
-            model=request.model,
-            system=request.system,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            budget=request.budget,
-            policy=request.policy,
-            recall=request.recall,
-            summary_model=request.summary_model,
+            request.options.model_copy(update={"timeout": timeout(), "wait": busy_wait()}),
             stream=stream,
             on_text=on_text,
             on_start=on_start,
             on_note=on_note,
-            timeout=timeout(),
-            wait=busy_wait(),
             earlier=request.earlier,
         )
     except ReplyCutOff:
@@ -124,12 +109,12 @@ def take(
     return reply
 
 
-def _spoken(memory: Memory, request: TurnRequest, **options) -> Reply:
+def _spoken(memory: Memory, request: TurnRequest, options: TurnOptions, **delivery: Any) -> Reply:
     """The turn; a thread made for it is taken away again when the turn is refused before the
     user's message is stored (a failure after it keeps the thread: it holds that message)."""
     speak = memory.say if request.edit_at is None else partial(memory.edit, position=request.edit_at)
     try:
-        return speak(request.thread_id, text=request.text, **options)
+        return speak(request.thread_id, text=request.text, options=options, **delivery)
     except BaseException as failure:
         if request.made_for_turn and getattr(failure, "unanswered_in", None) is None:
             with contextlib.suppress(MemchatError):
