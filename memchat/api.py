@@ -18,18 +18,8 @@ from memchat.errors import InvalidInput, describe_validation_error
 from memchat.prompt import embeddings_for
 from memchat.recollection import embed_thread
 from memchat.storage import database
-from memchat.schemas import (
-    DEFAULT_TIMEOUT,
-    ApiKeyPublic,
-    KeyCheck,
-    MessageCreate,
-    MessagePublic,
-    SummaryPublic,
-    ThreadPublic,
-    ThreadSettings,
-    TurnOptions,
-    check_text,
-)
+from memchat.records import ApiKeyPublic, MessageCreate, MessagePublic, SummaryPublic, ThreadPublic
+from memchat.schemas import DEFAULT_TIMEOUT, KeyCheck, ThreadSettings, TurnOptions, check_text
 from memchat.storage.repository import SearchHit, Store
 from memchat.times import as_utc
 from memchat.transfer import ImportResult, native

@@ -35,13 +35,8 @@ from memchat.context import (
 from memchat.errors import InvalidInput, ProviderError
 from memchat.recollection import Embeddings
 from memchat.storage.fulltext import SHORT_MESSAGE_WORDS, recall_words
-from memchat.schemas import (
-    DEFAULT_SUMMARY_SHARE,
-    SummaryPublic,
-    ThreadPublic,
-    TurnOptions,
-    check_text,
-)
+from memchat.records import SummaryPublic, ThreadPublic
+from memchat.schemas import DEFAULT_SUMMARY_SHARE, TurnOptions, check_text
 from memchat.times import as_utc
 from memchat.storage.repository import Store
 from memchat.tokens import Tokenizer, tokenizer_for

@@ -1,9 +1,9 @@
-"""The public schemas: what memchat takes in and gives back, with every limit on a value.
+"""What memchat takes in, with every limit on a value: the options of a turn, the settings of a
+thread, the types and checks of the text and numbers they hold.
 
-Pydantic (and SQLModel's non-table models) only: no table, no session, no storage. The faces
-(CLI, server, client mode, the Python API) read and check their data with these; the table
-classes in `memchat.storage.models` inherit the `*Base` classes here, so a column and the limit
-on what it holds are declared once.
+Pydantic only (no SQLAlchemy, no storage): every face checks its input with these, the CLI
+in client mode too, which must start without the database layer. The records memchat gives
+back (threads, messages, summaries) are `memchat.records`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, model_validator
-from pydantic import Field as Bounds
-from sqlalchemy import JSON, Text
-from sqlmodel import Field, SQLModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from memchat.config import MAX_REPLY_TOKENS, MAX_TEMPERATURE
 from memchat.times import as_utc, utcnow
@@ -80,9 +77,12 @@ SafeText = Annotated[str, AfterValidator(check_text)]
 PastMoment = Annotated[datetime, AfterValidator(check_moment)]
 
 MAX_MODEL_NAME = 200
-ModelName = Annotated[str, Bounds(min_length=1, max_length=MAX_MODEL_NAME), AfterValidator(check_text)]
-Temperature = Annotated[float, Bounds(ge=0, le=MAX_TEMPERATURE, allow_inf_nan=False)]
-ReplyTokens = Annotated[int, Bounds(gt=0, le=MAX_REPLY_TOKENS, strict=True)]
+MAX_TITLE = 500
+MAX_ENDPOINT = 500
+MAX_SUMMARY_SHARE = 0.9
+ModelName = Annotated[str, Field(min_length=1, max_length=MAX_MODEL_NAME), AfterValidator(check_text)]
+Temperature = Annotated[float, Field(ge=0, le=MAX_TEMPERATURE, allow_inf_nan=False)]
+ReplyTokens = Annotated[int, Field(gt=0, le=MAX_REPLY_TOKENS, strict=True)]
 
 
 DEFAULT_TIMEOUT = 120.0
@@ -90,10 +90,11 @@ DEFAULT_TIMEOUT = 120.0
 MAX_TIMEOUT = 86_400.0
 """A day: longer is no bound at all (and `inf` would overflow the clock arithmetic)."""
 
-Budget = Annotated[int, Bounds(gt=0, le=MAX_BUDGET)]
-Recall = Annotated[int, Bounds(ge=0, le=MAX_RECALL)]
-Seconds = Annotated[float, Bounds(gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)]
-Wait = Annotated[float, Bounds(ge=0, le=MAX_TIMEOUT, allow_inf_nan=False)]
+Budget = Annotated[int, Field(gt=0, le=MAX_BUDGET)]
+Recall = Annotated[int, Field(ge=0, le=MAX_RECALL)]
+Seconds = Annotated[float, Field(gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)]
+Wait = Annotated[float, Field(ge=0, le=MAX_TIMEOUT, allow_inf_nan=False)]
+SummaryShare = Annotated[float, Field(gt=0, le=MAX_SUMMARY_SHARE, allow_inf_nan=False)]
 
 
 class TurnOptions(BaseModel):
@@ -126,31 +127,6 @@ class TurnOptions(BaseModel):
     def call_timeout(self) -> float:
         """The seconds each model call of the turn may take."""
         return DEFAULT_TIMEOUT if self.timeout is None else self.timeout
-
-
-class ThreadBase(SQLModel):
-    title: str = Field(default="", max_length=500)
-    model: str | None = Field(default=None, max_length=200)
-    system: str | None = Field(default=None, sa_type=Text)
-    budget: int | None = Field(default=None, gt=0, le=MAX_BUDGET)
-    policy: str = Field(default="window", max_length=16)
-    recall: int = Field(default=0, ge=0, le=MAX_RECALL)
-    """How many older messages matching the new one are added as excerpts (0: none)."""
-    recall_embeddings: str | None = Field(default=None, max_length=200)
-    """The embedding model (provider/model, through litellm) whose vectors re-rank what recall's
-    words found; None: words alone. Vectors are made when recall first needs them."""
-    summary_model: str | None = Field(default=None, max_length=200)
-    """The model that writes summaries; None: the turn's model."""
-    summary_share: float | None = Field(default=None, gt=0, le=0.9)
-    """The most of the history's room a summary may take; None: DEFAULT_SUMMARY_SHARE."""
-    summary_prompt: str | None = Field(default=None, sa_type=Text)
-    """Instructions for the summary call; None: the prompt memchat ships."""
-    api_base: str | None = Field(default=None, max_length=500)
-    """The provider endpoint the thread's turns go to (a local server, say); None: the provider's
-    own. Never holds a password: keys belong in the provider's variables, not the database."""
-    labels: dict[str, str] | None = Field(default=None, sa_type=JSON)
-    """Up to 16 key/value strings the caller keeps with the thread (the `metadata` of an OpenAI
-    conversation); memchat does not read them."""
 
 
 TEXT_SETTINGS = ("title", "model", "system", "summary_model", "summary_prompt", "api_base", "recall_embeddings")
@@ -200,13 +176,34 @@ def check_labels(value: dict[str, str] | None) -> dict[str, str] | None:
     return value
 
 
-class ThreadSettings(ThreadBase):
+class ThreadSettings(BaseModel):
     """A thread's settings, to make a thread with or to change one: a change sets only the
     fields given (`model_fields_set`), and None (JSON's null) returns a setting to its default."""
 
     model_config = ConfigDict(extra="forbid")
 
+    title: str = Field(default="", max_length=MAX_TITLE)
+    model: str | None = Field(default=None, max_length=MAX_MODEL_NAME)
+    system: str | None = None
+    budget: Budget | None = None
     policy: Policy = "window"
+    recall: Recall = 0
+    """How many older messages matching the new one are added as excerpts (0: none)."""
+    recall_embeddings: str | None = Field(default=None, max_length=MAX_MODEL_NAME)
+    """The embedding model (provider/model, through litellm) whose vectors re-rank what recall's
+    words found; None: words alone. Vectors are made when recall first needs them."""
+    summary_model: str | None = Field(default=None, max_length=MAX_MODEL_NAME)
+    """The model that writes summaries; None: the turn's model."""
+    summary_share: SummaryShare | None = None
+    """The most of the history's room a summary may take; None: DEFAULT_SUMMARY_SHARE."""
+    summary_prompt: str | None = None
+    """Instructions for the summary call; None: the prompt memchat ships."""
+    api_base: str | None = Field(default=None, max_length=MAX_ENDPOINT)
+    """The provider endpoint the thread's turns go to (a local server, say); None: the provider's
+    own. Never holds a password: keys belong in the provider's variables, not the database."""
+    labels: dict[str, str] | None = None
+    """Up to 16 key/value strings the caller keeps with the thread (the `metadata` of an OpenAI
+    conversation); memchat does not read them."""
 
     @model_validator(mode="before")
     @classmethod
@@ -242,53 +239,6 @@ class ThreadSettings(ThreadBase):
         return check_endpoint(value)
 
 
-ThreadCreate = ThreadSettings
-"""The settings a thread is made with (the name the store and the importers use)."""
-ThreadUpdate = ThreadSettings
-"""A change of settings: the fields set are the ones changed."""
-
-
-class ThreadPublic(ThreadBase):
-    id: str
-    created_at: datetime
-    updated_at: datetime
-    tenant: str | None = None
-    forked_from: str | None = None
-    forked_at: int | None = None
-    source: str | None = None
-    message_count: int = 0
-    unfinished_count: int = 0
-    """Of `message_count`, the messages of turns that got no complete reply (failed, cut off,
-    interrupted, or in progress): kept and shown, but not part of the conversation sent."""
-
-
-class MessageBase(SQLModel):
-    role: str = Field(max_length=16)
-    content: str = Field(sa_type=Text)
-    status: str = Field(default="complete", max_length=16)
-    model: str | None = Field(default=None, max_length=200)
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cost: float | None = None
-    latency_ms: int | None = None
-    context_limit: int | None = None
-    """Tokens of the content later contexts send at most (the rest is cut, with a note): set on a
-    reply far longer than its turn asked for; None: sent whole."""
-    finish_reason: str | None = Field(default=None, max_length=16)
-    """`length`: the reply stopped at its turn's max_tokens (it is complete all the same, and sent
-    in later contexts). None: it ended on its own, or no one knows (older rows). Only `length` is
-    kept: it is the one reason that changes how a reply reads back (OpenAI's `incomplete`,
-    max_output_tokens); `stop` is the ordinary end, memchat sends no tools, and a reason some
-    provider made up would be a string no face could explain."""
-
-
-class ApiKeyPublic(SQLModel):
-    name: str
-    shown: str
-    created_at: datetime
-    revoked_at: datetime | None = None
-
-
 class KeyCheck(NamedTuple):
     """What a server learns of a request's key, in one query."""
 
@@ -298,42 +248,3 @@ class KeyCheck(NamedTuple):
     ever_made: bool
     """Whether this database has had a key, revoked ones included: once it has, a request without
     a key is refused unless the operator opened the server (`memchat serve --without-keys`)."""
-
-
-class MessageCreate(MessageBase):
-    role: Role
-    status: Status = "complete"
-    finish_reason: FinishReason | None = None
-    created_at: datetime | None = None
-
-
-class MessagePublic(MessageBase):
-    id: int
-    thread_id: str
-    position: int
-    created_at: datetime
-
-
-class SummaryBase(SQLModel):
-    first_position: int
-    last_position: int
-    """The span of messages (positions, both ends included) the summary stands for; the
-    complete messages in it were condensed, the messages themselves are left unchanged."""
-    content: str = Field(sa_type=Text)
-    model: str = Field(max_length=200)
-    prompt: str = Field(sa_type=Text)
-    """The instructions the summary was made with."""
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cost: float | None = None
-    latency_ms: int | None = None
-
-
-class SummaryCreate(SummaryBase):
-    created_at: datetime | None = None
-
-
-class SummaryPublic(SummaryBase):
-    id: int
-    thread_id: str
-    created_at: datetime

@@ -23,7 +23,8 @@ from memchat.api import Memory
 from memchat.errors import MemchatError, ProviderError, ReplyCutOff, ThreadBusy
 from memchat.server import metrics
 from memchat.server.access import memory_of
-from memchat.schemas import MessagePublic, TurnOptions
+from memchat.records import MessagePublic
+from memchat.schemas import TurnOptions
 from memchat.turn import Reply
 
 

@@ -1,10 +1,10 @@
-"""The table classes: the only persistent state. Each inherits its columns, and the limits on
-what they hold, from the public schema it stores (`memchat.schemas`), in SQLModel's Base /
-table / Create / Public pattern. The schema they describe is created and changed only by the
-Alembic revisions in `migrations/`; tests check that the two agree.
+"""The table classes: the only persistent state. Each inherits its columns from the record it
+stores (`memchat.records`), in SQLModel's Base / table / Create / Public pattern. The schema
+they describe is created and changed only by the Alembic revisions in `migrations/`; tests
+check that the two agree.
 
-The public schemas are importable from here too, for the modules that have not moved to
-`memchat.schemas` yet.
+The records and schemas are importable from here too, for the modules that have not moved to
+`memchat.records` and `memchat.schemas` yet.
 """
 
 from __future__ import annotations
@@ -15,6 +15,19 @@ from datetime import datetime
 from sqlalchemy import Index, LargeBinary, UniqueConstraint, func, literal, text
 from sqlmodel import Field, SQLModel
 
+from memchat.records import (  # noqa: F401  (re-exported until every importer reads memchat.records)
+    ApiKeyPublic,
+    MessageBase,
+    MessageCreate,
+    MessagePublic,
+    SummaryBase,
+    SummaryCreate,
+    SummaryPublic,
+    ThreadBase,
+    ThreadCreate,
+    ThreadPublic,
+    ThreadUpdate,
+)
 from memchat.schemas import (  # noqa: F401  (re-exported until every importer reads memchat.schemas)
     DEFAULT_SUMMARY_SHARE,
     FUTURE_TOLERANCE,
@@ -27,12 +40,8 @@ from memchat.schemas import (  # noqa: F401  (re-exported until every importer r
     MAX_RECALL,
     TEXT_SETTINGS,
     UNSTORABLE,
-    ApiKeyPublic,
     FinishReason,
     KeyCheck,
-    MessageBase,
-    MessageCreate,
-    MessagePublic,
     ModelName,
     PastMoment,
     Policy,
@@ -40,14 +49,7 @@ from memchat.schemas import (  # noqa: F401  (re-exported until every importer r
     Role,
     SafeText,
     Status,
-    SummaryBase,
-    SummaryCreate,
-    SummaryPublic,
     Temperature,
-    ThreadBase,
-    ThreadCreate,
-    ThreadPublic,
-    ThreadUpdate,
     ThreadSettings,
     TurnOptions,
     check_endpoint,
