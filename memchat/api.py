@@ -19,7 +19,7 @@ from memchat.prompt import embeddings_for
 from memchat.recollection import embed_thread
 from memchat.storage import database
 from memchat.records import ApiKeyPublic, MessageCreate, MessagePublic, SummaryPublic, ThreadPublic
-from memchat.schemas import DEFAULT_TIMEOUT, KeyCheck, ThreadSettings, TurnOptions, check_text
+from memchat.schemas import DEFAULT_TIMEOUT, KeyCheck, ThreadSettings, TurnOptions, check_text, options_with, settings_with
 from memchat.storage.repository import SearchHit, Store
 from memchat.times import as_utc
 from memchat.transfer import ImportResult, native
@@ -112,7 +112,7 @@ class Memory:
         older messages matching each new one as excerpts, re-ranked by meaning with
         `recall_embeddings` (an embedding model, `memchat.recollection`). `messages` are (role,
         text) pairs, user or assistant, the thread starts with (made in one transaction with it)."""
-        return self.store.create_thread(_thread_settings(settings, given), _said(messages))
+        return self.store.create_thread(settings_with(settings, given), _said(messages))
 
     def add_messages(self, thread_id: str, messages: Sequence[tuple[str, str]], *, wait: float | None = None) -> list[MessagePublic]:
         """Append (role, text) pairs, user or assistant, as said without a model call (the items a
@@ -188,7 +188,7 @@ class Memory:
     def configure(self, thread_id: str, settings: ThreadSettings | None = None, **changes: Any) -> ThreadPublic:
         """Change a thread's settings: those set in `settings`, or given as keywords (any of
         new_thread's); a None value returns a setting to its default."""
-        return self.store.update_thread(thread_id, _thread_settings(settings, changes))
+        return self.store.update_thread(thread_id, settings_with(settings, changes))
 
     def embed(self, thread_id: str) -> int:
         """Make now the vectors that the thread's recall by meaning (`recall_embeddings`) would
@@ -287,7 +287,7 @@ class Memory:
         (another turn cannot land between them), and stay if the model call then fails, as the
         user's message does.
         """
-        options = _options(options, settings)
+        options = options_with(options, settings)
         said_before = _said(earlier)
         return take_turn(
             self.store, thread_id, text, options,
@@ -320,7 +320,7 @@ class Memory:
         fields as keywords) are the next turn's, as `say` takes them."""
         if text is not None:
             validate_text(text)
-        options = _options(options, settings)
+        options = options_with(options, settings)
         return build_context(self.store, thread_id, text, options, with_dropped=with_dropped)
 
     def summary(self, thread_id: str) -> SummaryPublic | None:
@@ -343,7 +343,7 @@ class Memory:
         on_note: Callable[[str], None] | None = None,
     ) -> SummaryPublic:
         """Summarize the thread again from its first message; earlier summaries are kept."""
-        options = _options(
+        options = options_with(
             None, {"model": model, "budget": budget, "summary_model": summary_model, "timeout": timeout, "api_base": api_base}
         )
         return rebuild_summary(self.store, thread_id, options, on_note=on_note)
@@ -419,31 +419,12 @@ def _validated(schema, **values):
         raise InvalidInput(describe_validation_error(exc)) from None
 
 
-def _options(options: TurnOptions | None, settings: dict[str, Any]) -> TurnOptions:
-    """The turn's options: `options`, with the fields given as keywords set over it, checked."""
-    if not settings:
-        return options or TurnOptions()
-    given = options.model_dump(exclude_unset=True) if options else {}
-    return _validated(TurnOptions, **{**given, **settings})
-
-
 def _turn_options(options: TurnOptions | None, turn: dict[str, Any]) -> tuple[TurnOptions, dict[str, Any]]:
     """A turn's keywords parted into its options, checked, and the rest (`say`'s callbacks), for
     a method that checks its options before it changes anything and then calls `say`."""
     callbacks = {name: value for name, value in turn.items() if name in SAY_CALLBACKS}
     settings = {name: value for name, value in turn.items() if name not in SAY_CALLBACKS}
-    return _options(options, settings), callbacks
-
-
-def _thread_settings(settings: ThreadSettings | None, given: dict[str, Any]) -> ThreadSettings:
-    """A thread's settings: `settings`, with the fields given as keywords set over it, checked
-    (only the fields given count as set, so a change changes those alone)."""
-    unknown = set(given) - set(ThreadSettings.model_fields)
-    if unknown:
-        raise InvalidInput(f"unknown thread setting: {', '.join(sorted(unknown))}")
-    if settings is not None and not given:
-        return settings
-    return _validated(ThreadSettings, **{**(settings.model_dump(exclude_unset=True) if settings else {}), **given})
+    return options_with(options, settings), callbacks
 
 
 def _checked(what: str, text: str) -> str:

@@ -12,9 +12,10 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from memchat.config import MAX_REPLY_TOKENS, MAX_TEMPERATURE
+from memchat.errors import InvalidInput, describe_validation_error
 from memchat.times import as_utc, utcnow
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -248,3 +249,28 @@ class KeyCheck(NamedTuple):
     ever_made: bool
     """Whether this database has had a key, revoked ones included: once it has, a request without
     a key is refused unless the operator opened the server (`memchat serve --without-keys`)."""
+
+
+def options_with(options: TurnOptions | None, given: dict[str, Any]) -> TurnOptions:
+    """A turn's options: `options`, with the fields given as keywords set over it, checked."""
+    if not given:
+        return options or TurnOptions()
+    return _checked(TurnOptions, {**(options.model_dump(exclude_unset=True) if options else {}), **given})
+
+
+def settings_with(settings: ThreadSettings | None, given: dict[str, Any]) -> ThreadSettings:
+    """A thread's settings: `settings`, with the fields given as keywords set over it, checked
+    (only the fields given count as set, so a change changes those alone)."""
+    unknown = set(given) - set(ThreadSettings.model_fields)
+    if unknown:
+        raise InvalidInput(f"unknown thread setting: {', '.join(sorted(unknown))}")
+    if settings is not None and not given:
+        return settings
+    return _checked(ThreadSettings, {**(settings.model_dump(exclude_unset=True) if settings else {}), **given})
+
+
+def _checked(schema: type[BaseModel], values: dict[str, Any]) -> Any:
+    try:
+        return schema.model_validate(values)
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation_error(exc)) from None
