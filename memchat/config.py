@@ -10,7 +10,7 @@ DEFAULT_MAX_TOKENS = 1024
 MAX_REPLY_TOKENS = 1_000_000
 MAX_TEMPERATURE = 2.0
 """OpenAI's bounds on a turn's sampling settings (no model writes a million tokens in one reply);
-the CLI's options and every request body share them (`storage.models.TurnSettings`)."""
+the CLI's options and every request body share them (`schemas.TurnOptions`)."""
 FALLBACK_BUDGET = 8192
 
 
