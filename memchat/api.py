@@ -11,30 +11,20 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from memchat import lease, llm
+from memchat import lease
 from memchat.config import database_url
 from memchat.context import Context
 from memchat.errors import InvalidInput, describe_validation_error
 from memchat.prompt import embeddings_for
 from memchat.recollection import embed_thread
 from memchat.storage import database
-from memchat.storage.models import (
-    ApiKeyPublic,
-    KeyCheck,
-    MessageCreate,
-    MessagePublic,
-    SummaryPublic,
-    ThreadCreate,
-    ThreadPublic,
-    ThreadUpdate,
-    check_text,
-)
+from memchat.records import ApiKeyPublic, MessageCreate, MessagePublic, SummaryPublic, ThreadPublic
+from memchat.schemas import DEFAULT_TIMEOUT, KeyCheck, ThreadSettings, TurnOptions, check_text, options_with, settings_with
 from memchat.storage.repository import SearchHit, Store
 from memchat.times import as_utc
 from memchat.transfer import ImportResult, native
 from memchat.turn import (
     Reply,
-    TurnOptions,
     build_context,
     rebuild_summary,
     take_turn,
@@ -42,6 +32,9 @@ from memchat.turn import (
 )
 
 KEY_PREFIX = "mc-"
+SAY_CALLBACKS = ("stream", "on_text", "on_start", "earlier")
+"""What `say` takes besides its options and `on_note`: how the reply is delivered, and what is
+stored before the message."""
 STATS_GROUPS = (None, "model", "day", "thread")
 KEY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -110,44 +103,16 @@ class Memory:
         self.close()
 
     def new_thread(
-        self,
-        *,
-        title: str = "",
-        system: str | None = None,
-        model: str | None = None,
-        budget: int | None = None,
-        policy: str = "window",
-        recall: int = 0,
-        summary_model: str | None = None,
-        summary_share: float | None = None,
-        summary_prompt: str | None = None,
-        api_base: str | None = None,
-        labels: dict[str, str] | None = None,
-        messages: Sequence[tuple[str, str]] = (),
-        recall_embeddings: str | None = None,
+        self, settings: ThreadSettings | None = None, *, messages: Sequence[tuple[str, str]] = (), **given: Any
     ) -> ThreadPublic:
-        """`labels` are up to 16 key/value strings kept with the thread for the caller;
-        `messages` are (role, text) pairs, user or assistant, the thread starts with (made in one
-        transaction with it); `api_base` sends the thread's turns to that endpoint (a local OpenAI-compatible server);
-        `policy` "summary" condenses history that leaves the window into a stored summary;
-        `recall` adds that many older messages matching each new one as excerpts, re-ranked by
-        meaning with `recall_embeddings` (an embedding model, `memchat.recollection`)."""
-        data = _validated(
-            ThreadCreate,
-            title=title,
-            system=system,
-            model=model or None,
-            budget=budget,
-            policy=policy,
-            recall=recall,
-            summary_model=summary_model or None,
-            summary_share=summary_share,
-            summary_prompt=summary_prompt,
-            api_base=api_base,
-            labels=labels,
-            recall_embeddings=recall_embeddings or None,
-        )
-        return self.store.create_thread(data, _said(messages))
+        """A new thread with `settings` (a ThreadSettings) or its fields as keywords: `labels` are
+        up to 16 key/value strings kept with the thread for the caller; `api_base` sends the
+        thread's turns to that endpoint (a local OpenAI-compatible server); `policy` "summary"
+        condenses history that leaves the window into a stored summary; `recall` adds that many
+        older messages matching each new one as excerpts, re-ranked by meaning with
+        `recall_embeddings` (an embedding model, `memchat.recollection`). `messages` are (role,
+        text) pairs, user or assistant, the thread starts with (made in one transaction with it)."""
+        return self.store.create_thread(settings_with(settings, given), _said(messages))
 
     def add_messages(self, thread_id: str, messages: Sequence[tuple[str, str]], *, wait: float | None = None) -> list[MessagePublic]:
         """Append (role, text) pairs, user or assistant, as said without a model call (the items a
@@ -162,7 +127,7 @@ class Memory:
         """`change(thread id, lease holder)` while this process holds the thread's turn lease,
         waiting up to `wait` seconds (default: as long as a turn may take) for a turn in progress."""
         thread = self.store.thread(thread_id)
-        with lease.turn_lease(self.store, thread.id, llm.DEFAULT_TIMEOUT if wait is None else wait) as held:
+        with lease.turn_lease(self.store, thread.id, DEFAULT_TIMEOUT if wait is None else wait) as held:
             return change(thread.id, held.holder)
 
     def fork(self, thread_id: str, *, at: int | None = None, wait: float | None = None) -> ThreadPublic:
@@ -171,21 +136,31 @@ class Memory:
         original is left as it is. Waits for a turn in progress to end, up to `wait` seconds."""
         return self._under_lease(thread_id, wait, lambda thread, holder: self.store.fork_thread(thread, at, lease_holder=holder))
 
-    def edit(self, thread_id: str, position: int, text: str, **options) -> Reply:
+    def edit(
+        self,
+        thread_id: str,
+        position: int,
+        text: str,
+        options: TurnOptions | None = None,
+        *,
+        on_note: Callable[[str], None] | None = None,
+        **turn: Any,
+    ) -> Reply:
         """Ask user message #`position` again, differently: a fork just before it, where `text`
-        is said (with `say`'s options; `on_note` hears the new thread's id before the reply).
-        The reply's `thread_id` is the fork's; the original thread is untouched."""
+        is said (with `say`'s options and callbacks; `on_note` hears the new thread's id before
+        the reply). The reply's `thread_id` is the fork's; the original thread is untouched."""
+        options, callbacks = _turn_options(options, turn)
         asked = self.message(thread_id, position)
         if asked.role != "user":
             raise InvalidInput(f"message #{position} of thread {asked.thread_id} is the {asked.role}'s: edit a user message")
         validate_text(text)
         fork = self.fork(asked.thread_id, at=position - 1)
-        if options.get("on_note"):
-            options["on_note"](
+        if on_note:
+            on_note(
                 f"asking again in a new thread {fork.id} (thread {asked.thread_id} up to #{position - 1}); "
                 "the original is unchanged"
             )
-        return self.say(fork.id, text, **options)
+        return self.say(fork.id, text, options, on_note=on_note, **callbacks)
 
     def undo(self, thread_id: str) -> list[MessagePublic]:
         """Take the thread's last turn (its user message and what followed) out of its memory,
@@ -210,15 +185,10 @@ class Memory:
         """The thread's message at `position` (#N in `memchat show`)."""
         return self.store.message_at(self.store.thread(thread_id).id, position)
 
-    def configure(self, thread_id: str, **changes: Any) -> ThreadPublic:
-        """Change a thread's settings (any of new_thread's keywords); a None value returns a
-        setting to its default."""
-        unknown = set(changes) - set(ThreadUpdate.model_fields)
-        if unknown:
-            raise InvalidInput(f"unknown thread setting: {', '.join(sorted(unknown))}")
-        defaults = ThreadCreate.model_fields
-        changes = {key: defaults[key].default if value is None else value for key, value in changes.items()}
-        return self.store.update_thread(thread_id, _validated(ThreadUpdate, **changes))
+    def configure(self, thread_id: str, settings: ThreadSettings | None = None, **changes: Any) -> ThreadPublic:
+        """Change a thread's settings: those set in `settings`, or given as keywords (any of
+        new_thread's); a None value returns a setting to its default."""
+        return self.store.update_thread(thread_id, settings_with(settings, changes))
 
     def embed(self, thread_id: str) -> int:
         """Make now the vectors that the thread's recall by meaning (`recall_embeddings`) would
@@ -286,7 +256,7 @@ class Memory:
     def rename(self, thread_id: str, title: str) -> ThreadPublic:
         if not title.strip():
             raise InvalidInput("the title is empty: give the new title (a thread may also have none: `memchat set`)")
-        _validated(ThreadCreate, title=title)
+        _validated(ThreadSettings, title=title)
         return self.store.rename(thread_id, title)
 
     def delete(self, thread_id: str) -> str:
@@ -296,62 +266,38 @@ class Memory:
         self,
         thread_id: str,
         text: str | None,
+        options: TurnOptions | None = None,
         *,
-        model: str | None = None,
-        budget: int | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        api_base: str | None = None,
-        timeout: float | None = None,
         stream: bool = False,
         on_text: Callable[[str], None] | None = None,
         on_note: Callable[[str], None] | None = None,
-        policy: str | None = None,
-        recall: int | None = None,
-        summary_model: str | None = None,
-        system: str | None = None,
         on_start: Callable[[MessagePublic], None] | None = None,
-        wait: float | None = None,
         earlier: Sequence[tuple[str, str]] = (),
+        **settings: Any,
     ) -> Reply:
         """Send `text` with the thread's memory and store the reply.
 
-        With `stream=True`, `on_text` receives the reply piece by piece as it arrives. `timeout`
-        bounds each model call, retries of transient provider failures included. `on_note` hears
-        of what memchat did on the user's behalf (a summary made or skipped, a retry with a
-        tighter budget). `policy`, `recall`, `summary_model` and `system` (the system prompt)
-        override the thread's for this turn. `on_start` receives the user's message once it is
-        stored, before the model is called. `wait` bounds how long the turn waits for another
-        turn on the thread to end (ThreadBusy after it; default: as long as a turn may take).
-        `earlier` (role, text) pairs, user or assistant, are stored just before `text`, in the
-        turn (another turn cannot land between them), and stay if the model call then fails,
-        as the user's message does.
+        `options` (a TurnOptions), or its fields as keywords, override the thread's settings for
+        this turn and bound it (`timeout` each model call, retries included; `wait` the wait for
+        another turn on the thread to end, ThreadBusy after it). With `stream=True`, `on_text`
+        receives the reply piece by piece as it arrives. `on_note` hears of what memchat did on
+        the user's behalf (a summary made or skipped, a retry with a tighter budget). `on_start`
+        receives the user's message once it is stored, before the model is called. `earlier`
+        (role, text) pairs, user or assistant, are stored just before `text`, in the turn
+        (another turn cannot land between them), and stay if the model call then fails, as the
+        user's message does.
         """
+        options = options_with(options, settings)
         said_before = _said(earlier)
-        if system is not None:
-            _checked("the system prompt", system)
-        options = TurnOptions(
-            model,
-            budget,
-            max_tokens,
-            temperature,
-            api_base,
-            llm.DEFAULT_TIMEOUT if timeout is None else timeout,
-            policy=policy,
-            recall=recall,
-            summary_model=summary_model,
-            system=system,
-            wait=wait,
-        )
         return take_turn(
             self.store, thread_id, text, options,
             stream=stream, on_text=on_text, on_note=on_note, on_start=on_start, earlier=said_before,
         )
 
-    def retry(self, thread_id: str, **options) -> Reply:
+    def retry(self, thread_id: str, options: TurnOptions | None = None, **turn: Any) -> Reply:
         """Send the thread's last unanswered message again (after a failure or a cut-off reply);
-        takes the same options as `say`."""
-        return self.say(thread_id, None, **options)
+        takes the same options and callbacks as `say`."""
+        return self.say(thread_id, None, options, **turn)
 
     def accept(self, thread_id: str) -> MessagePublic:
         """Keep the thread's cut-off last reply as if complete (it is then sent as history)."""
@@ -361,22 +307,20 @@ class Memory:
         self,
         thread_id: str,
         text: str | None = None,
+        options: TurnOptions | None = None,
         *,
-        model: str | None = None,
-        budget: int | None = None,
-        max_tokens: int | None = None,
         with_dropped: bool = True,
-        policy: str | None = None,
-        recall: int | None = None,
+        **settings: Any,
     ) -> Context:
         """What the next turn would send, without calling the model (so without making a
         summary that is due: `Context.summary_due` says which messages it would fold).
 
         With `with_dropped`, `entries` also lists the history the budget leaves out, which means
-        reading all of it; without, only what is sent is read, as a turn does."""
+        reading all of it; without, only what is sent is read, as a turn does. `options` (or its
+        fields as keywords) are the next turn's, as `say` takes them."""
         if text is not None:
             validate_text(text)
-        options = TurnOptions(model, budget, max_tokens, policy=policy, recall=recall)
+        options = options_with(options, settings)
         return build_context(self.store, thread_id, text, options, with_dropped=with_dropped)
 
     def summary(self, thread_id: str) -> SummaryPublic | None:
@@ -399,8 +343,8 @@ class Memory:
         on_note: Callable[[str], None] | None = None,
     ) -> SummaryPublic:
         """Summarize the thread again from its first message; earlier summaries are kept."""
-        options = TurnOptions(
-            model, budget, None, None, api_base, llm.DEFAULT_TIMEOUT if timeout is None else timeout, summary_model=summary_model
+        options = options_with(
+            None, {"model": model, "budget": budget, "summary_model": summary_model, "timeout": timeout, "api_base": api_base}
         )
         return rebuild_summary(self.store, thread_id, options, on_note=on_note)
 
@@ -473,6 +417,14 @@ def _validated(schema, **values):
         return schema.model_validate(values)
     except ValidationError as exc:
         raise InvalidInput(describe_validation_error(exc)) from None
+
+
+def _turn_options(options: TurnOptions | None, turn: dict[str, Any]) -> tuple[TurnOptions, dict[str, Any]]:
+    """A turn's keywords parted into its options, checked, and the rest (`say`'s callbacks), for
+    a method that checks its options before it changes anything and then calls `say`."""
+    callbacks = {name: value for name, value in turn.items() if name in SAY_CALLBACKS}
+    settings = {name: value for name, value in turn.items() if name not in SAY_CALLBACKS}
+    return options_with(options, settings), callbacks
 
 
 def _checked(what: str, text: str) -> str:

@@ -16,7 +16,7 @@ DEFAULT_MAX_TOKENS = 1024
 MAX_REPLY_TOKENS = 1_000_000
 MAX_TEMPERATURE = 2.0
 """OpenAI's bounds on a turn's sampling settings (no model writes a million tokens in one reply);
-the CLI's options and every request body share them (`storage.models.TurnSettings`)."""
+the CLI's options and every request body share them (`schemas.TurnOptions`)."""
 FALLBACK_BUDGET = 8192
 
 DEFAULT_IMPORT_LIMIT_MIB = 1024
@@ -296,20 +296,3 @@ def private_directory(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     if directory.stat().st_mode & 0o077:
         os.chmod(directory, 0o700)
-
-
-def check_endpoint(value: str | None) -> str | None:
-    """A provider URL to store: no password in it (it would sit in the database in clear)."""
-    if not value or not value.strip():
-        return None
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not a URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL")
-    if parts.password is not None:
-        raise ValueError("holds a password: memchat stores no secrets; put the key in the provider's variable")
-    return value.strip()

@@ -20,13 +20,10 @@ from memchat.context import Counter, MessageCost
 from memchat.echo import echo_reply
 from memchat.errors import ContextTooLong, ProviderError, ReplyCutOff
 from memchat.redact import mask_url_passwords, redact
+from memchat.schemas import DEFAULT_TIMEOUT, MAX_TIMEOUT  # noqa: F401  (the limits of --timeout, read from here too)
 from memchat.storage.models import storable
 from memchat.tokens import Tokenizer
 
-DEFAULT_TIMEOUT = 120.0
-"""Seconds a reply may take in all, retries included (`--timeout`)."""
-MAX_TIMEOUT = 86_400.0
-"""A day: longer is no bound at all (and `inf` would overflow the clock arithmetic)."""
 MAX_ATTEMPTS = 6
 RETRY_BASE_SECONDS = 0.5
 

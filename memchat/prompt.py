@@ -12,9 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import get_args
-
-from pydantic import ValidationError
 
 from memchat import llm, recollection, settings, summary
 from memchat.config import DEFAULT_MAX_TOKENS, FALLBACK_BUDGET
@@ -35,19 +32,12 @@ from memchat.context import (
     summary_cap,
     summary_text,
 )
-from memchat.errors import InvalidInput, ProviderError, describe_validation_error
+from memchat.errors import InvalidInput, ProviderError
 from memchat.recollection import Embeddings
 from memchat.storage.fulltext import SHORT_MESSAGE_WORDS, recall_words
-from memchat.storage.models import (
-    DEFAULT_SUMMARY_SHARE,
-    MAX_RECALL,
-    Policy,
-    SummaryPublic,
-    ThreadPublic,
-    TurnSettings,
-    as_utc,
-    check_text,
-)
+from memchat.records import SummaryPublic, ThreadPublic
+from memchat.schemas import DEFAULT_SUMMARY_SHARE, TurnOptions, check_text
+from memchat.times import as_utc
 from memchat.storage.repository import Store
 from memchat.tokens import Tokenizer, tokenizer_for
 
@@ -65,37 +55,6 @@ RECALL_CANDIDATES = 3
 """Matches read per excerpt wanted, so that one too long to fit is passed over for the next."""
 RECALL_CONTEXT_MESSAGES = 2
 """The newest messages whose words a short new message is read with (`fulltext.SHORT_MESSAGE_WORDS`)."""
-POLICIES = get_args(Policy)
-
-
-@dataclass(frozen=True)
-class TurnOptions:
-    model: str | None = None
-    budget: int | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    api_base: str | None = None
-    timeout: float = llm.DEFAULT_TIMEOUT
-    policy: str | None = None
-    recall: int | None = None
-    summary_model: str | None = None
-    system: str | None = None
-    """This turn's system prompt, in place of the thread's (the `instructions` of a response)."""
-    wait: float | None = None
-    """How long to wait for another turn on the thread to end (None: as long as a turn may take)."""
-
-    def __post_init__(self):
-        settings_sent = {name: getattr(self, name) for name in TurnSettings.model_fields}
-        try:
-            TurnSettings.model_validate(settings_sent)
-        except ValidationError as exc:
-            raise InvalidInput(describe_validation_error(exc)) from None
-        if self.policy is not None and self.policy not in POLICIES:
-            raise InvalidInput(f"unknown memory policy {self.policy!r}: use window or summary")
-        if self.recall is not None and not 0 <= self.recall <= MAX_RECALL:
-            raise InvalidInput(f"recall must be between 0 and {MAX_RECALL} messages, not {self.recall}")
-        if not 0 < self.timeout <= llm.MAX_TIMEOUT:
-            raise InvalidInput(f"the timeout must be more than 0 and at most {llm.MAX_TIMEOUT:g} seconds, not {self.timeout}")
 
 
 @dataclass(frozen=True)
@@ -158,7 +117,7 @@ def embeddings_for(thread: ThreadPublic, options: TurnOptions) -> Embeddings | N
     if not thread.recall_embeddings:
         return None
     return Embeddings.beside(
-        thread.recall_embeddings, resolve_model(thread, options), endpoint_for(thread, options), options.timeout
+        thread.recall_embeddings, resolve_model(thread, options), endpoint_for(thread, options), options.call_timeout
     )
 
 

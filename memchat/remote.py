@@ -3,8 +3,9 @@
 `RemoteMemory` answers the calls the CLI makes of `Memory` through memchat's own HTTP API
 (`/memchat/v1`), so every command parses, calls and renders exactly as it does on a database:
 same output, same exit codes, the server's errors turned back into memchat's (a 404 is
-NotFound, exit 3; a 409 ThreadBusy, exit 7; ...). It is built on the standard library alone
-and imports neither SQLAlchemy nor litellm: a whole `memchat --server URL say` costs a
+NotFound, exit 3; a 409 ThreadBusy, exit 7; ...). It is built on the standard library and
+the pydantic-only `memchat.schemas` (the options a request sends are checked with the
+server's own types) and imports neither SQLAlchemy nor litellm: a whole `memchat --server URL say` costs a
 Python start and one request, not the ~3 s of loading a model stack.
 
 Records come back as the server wrote them (the JSON of memchat's *Public models) and are
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,7 @@ from memchat.errors import (
     Unanswered,
     error_from_body,
 )
+from memchat.schemas import ThreadSettings, TurnOptions, options_with, settings_with
 from memchat.transfer import ImportResult, markdown
 
 API = "/memchat/v1"
@@ -147,14 +149,19 @@ class RemoteMemory:
         with self._reading():
             return {record.id: dict(record.usage) for record in records if any(record.usage.values())}
 
-    def new_thread(self, *, api_base: str | None = None, **settings: Any) -> Record:
-        _local_only("api_base", api_base, "a thread's endpoint is the server's to choose")
-        given = {name: value for name, value in settings.items() if value is not None}
-        return self._record("POST", "/threads", given)
+    def new_thread(
+        self, settings: ThreadSettings | None = None, *, messages: Sequence[tuple[str, str]] = (), **given: Any
+    ) -> Record:
+        settings = settings_with(settings, given)
+        _local_only("api_base", settings.api_base, "a thread's endpoint is the server's to choose")
+        if messages:
+            raise InvalidInput("a thread is started with messages on the database itself, not through a server")
+        return self._record("POST", "/threads", settings.model_dump(mode="json", exclude_none=True))
 
-    def configure(self, thread_id: str, **changes: Any) -> Record:
-        _local_only("api_base", changes.pop("api_base", None), "a thread's endpoint is the server's to choose")
-        return self._record("PATCH", f"/threads/{_part(thread_id)}", changes)
+    def configure(self, thread_id: str, settings: ThreadSettings | None = None, **changes: Any) -> Record:
+        settings = settings_with(settings, changes)
+        _local_only("api_base", settings.api_base, "a thread's endpoint is the server's to choose")
+        return self._record("PATCH", f"/threads/{_part(thread_id)}", settings.model_dump(mode="json", exclude_unset=True))
 
     def rename(self, thread_id: str, title: str) -> Record:
         return self._record("PATCH", f"/threads/{_part(thread_id)}", {"title": title})
@@ -171,14 +178,15 @@ class RemoteMemory:
         with self._reading():
             return self._json("GET", f"/threads/{_part(thread_id)}/turn")["in_progress"]
 
-    def say(self, thread_id: str, text: str | None, **options: Any) -> RemoteReply:
-        return self._turn("retry" if text is None else "say", thread_id, {"message": text} if text is not None else {}, options)
+    def say(self, thread_id: str, text: str | None, options: TurnOptions | None = None, **turn: Any) -> RemoteReply:
+        body = {"message": text} if text is not None else {}
+        return self._turn("retry" if text is None else "say", thread_id, body, options, turn)
 
-    def retry(self, thread_id: str, **options: Any) -> RemoteReply:
-        return self.say(thread_id, None, **options)
+    def retry(self, thread_id: str, options: TurnOptions | None = None, **turn: Any) -> RemoteReply:
+        return self.say(thread_id, None, options, **turn)
 
-    def edit(self, thread_id: str, position: int, text: str, **options: Any) -> RemoteReply:
-        return self._turn("edit", thread_id, {"position": position, "message": text}, options)
+    def edit(self, thread_id: str, position: int, text: str, options: TurnOptions | None = None, **turn: Any) -> RemoteReply:
+        return self._turn("edit", thread_id, {"position": position, "message": text}, options, turn)
 
     def accept(self, thread_id: str) -> Record:
         return self._record("POST", f"/threads/{_part(thread_id)}/accept", {})
@@ -187,10 +195,11 @@ class RemoteMemory:
         return self._records("POST", f"/threads/{_part(thread_id)}/undo", {})
 
     def fork(self, thread_id: str, *, at: int | None = None, wait: float | None = None) -> Record:
+        _local_only("wait", wait, SERVERS_WAIT)
         return self._record("POST", f"/threads/{_part(thread_id)}/fork", {"at": at})
 
-    def context(self, thread_id: str, text: str | None = None, **options: Any) -> Context:
-        body = {"message": text, **{name: value for name, value in options.items() if value is not None}}
+    def context(self, thread_id: str, text: str | None = None, options: TurnOptions | None = None, **settings: Any) -> Context:
+        body = {"message": text, **options_with(options, settings).model_dump(mode="json", exclude_none=True)}
         with self._reading():
             return _context(self._json("POST", f"/threads/{_part(thread_id)}/context", body))
 
@@ -277,16 +286,21 @@ class RemoteMemory:
 
     # ---- HTTP -----------------------------------------------------------------------------
 
-    def _turn(self, kind: str, thread_id: str, body: dict[str, Any], options: dict[str, Any]) -> RemoteReply:
+    def _turn(
+        self, kind: str, thread_id: str, body: dict[str, Any], options: TurnOptions | None, turn: dict[str, Any]
+    ) -> RemoteReply:
         """A turn over memchat's own event stream: pieces to `on_text` as they arrive, notes to
-        `on_note`; a failure after the user's message was stored raised as it would be locally."""
-        on_text, on_note = options.pop("on_text", None), options.pop("on_note", None)
-        on_start = options.pop("on_start", None)
-        options.pop("stream", None)
-        options.pop("wait", None)
+        `on_note`; a failure after the user's message was stored raised as it would be locally.
+        The reply always streams from the server (`stream` only says whether `on_text` hears it)."""
+        on_text, on_note = turn.pop("on_text", None), turn.pop("on_note", None)
+        on_start = turn.pop("on_start", None)
+        turn.pop("stream", None)
+        _local_only("earlier", turn.pop("earlier", None) or None, "memchat's own API stores one message a turn")
+        options = options_with(options, turn)
         for name in ("api_base", "timeout"):
-            _local_only(name, options.pop(name, None), "the server's own settings apply to its model calls")
-        body = {**body, **{name: value for name, value in options.items() if value is not None}, "stream": True}
+            _local_only(name, getattr(options, name), "the server's own settings apply to its model calls")
+        _local_only("wait", options.wait, SERVERS_WAIT)
+        body = {**body, **options.model_dump(mode="json", exclude_none=True), "stream": True}
         received: list[str] = []
         started: str | None = None
         user_message: Record | None = None
@@ -425,6 +439,9 @@ class RemoteMemory:
 
 def _part(value: str) -> str:
     return quote(value, safe="")
+
+
+SERVERS_WAIT = "the server waits for a busy thread as long as its --busy-wait says"
 
 
 def _local_only(name: str, value: Any, why: str) -> None:

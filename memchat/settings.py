@@ -13,7 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from memchat.config import DEFAULT_MODEL, check_endpoint, model_from_environment, settings_file_from_environment
+from memchat.config import DEFAULT_MODEL, model_from_environment, settings_file_from_environment
+from memchat.schemas import check_endpoint
 from memchat.errors import InvalidInput, StorageError
 
 

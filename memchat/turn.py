@@ -85,10 +85,10 @@ def take_turn(
     if text is not None:
         prompt.validate_text(text)
     thread = store.thread(thread_ref)
-    options = replace(options, api_base=prompt.endpoint_for(thread, options))
+    options = options.model_copy(update={"api_base": prompt.endpoint_for(thread, options)})
     llm.check_model(prompt.plan_for(thread, options).model, api_base=options.api_base)
     calls = 2 if (options.policy or thread.policy) == "summary" else 1
-    wait = options.timeout * calls if options.wait is None else options.wait
+    wait = options.call_timeout * calls if options.wait is None else options.wait
     begun: dict = {}
 
     def take(holder: str, seconds: float) -> bool:
@@ -240,7 +240,7 @@ def _converse(
             api_base=options.api_base,
             stream=stream,
             on_text=on_text,
-            timeout=options.timeout,
+            timeout=options.call_timeout,
         )
 
     try:
@@ -339,7 +339,7 @@ def _fold(
         prompt.fold_request(plan, through, cap),
         model=summary.model_for(thread, plan.model, options.summary_model),
         previous=previous,
-        timeout=options.timeout,
+        timeout=options.call_timeout,
         api_base=options.api_base,
         lease_holder=lease.holder,
     )
@@ -373,7 +373,7 @@ def rebuild_summary(
     """Make the thread's summary again from its first message, in as many calls as its span
     needs: over the span of the current summary, or what the next turn would leave out."""
     thread = store.thread(thread_ref)
-    options = replace(options, api_base=prompt.endpoint_for(thread, options))
+    options = options.model_copy(update={"api_base": prompt.endpoint_for(thread, options)})
     with store.snapshot():
         plan = prompt.plan_for(thread, options)
         current = store.current_summary(thread.id)
@@ -387,7 +387,7 @@ def rebuild_summary(
         fresh.share,
     )
     made = None
-    with turn_lease(store, thread.id, options.timeout) as lease:
+    with turn_lease(store, thread.id, options.call_timeout) as lease:
         while made is None or made.last_position < through:
             made = _fold(store, thread, plan, options, previous=made, through=through, cap=cap, lease=lease)
             if on_note and made.last_position < through:

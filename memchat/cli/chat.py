@@ -33,9 +33,11 @@ from memchat.cli.options import (
     SummaryShareOpt,
     TemperatureOpt,
     TimeoutOpt,
+    thread_settings,
+    turn_options,
 )
 from memchat.cli.render import note
-from memchat.cli.threads import start_thread
+from memchat.cli.threads import prompt_file, start_thread
 from memchat.cli.transfer import write_output
 from memchat.cli.turns import render_context
 from memchat.errors import InvalidInput, MemchatError, ReplyCutOff, Unanswered, cause_of
@@ -79,20 +81,26 @@ def chat(
 ):
     """Talk with the model in a session on a thread (a new one unless THREAD is given); /help lists the commands."""
     memory = memory_of(ctx)
+    bounds = {"max_tokens": max_tokens, "temperature": temperature, "timeout": timeout}
     if thread is None:
-        current = start_thread(ctx, locals())  # `new`'s options, --api-base kept with the thread as `new` keeps it
-        turn = {}
+        turn = turn_options(**bounds)  # checked before the thread is made
+        settings = thread_settings(  # `new`'s options, --api-base kept with the thread as `new` keeps it
+            title=title, system=system, model=model, budget=budget, policy=policy, recall=recall,
+            summary_model=summary_model, summary_share=summary_share, summary_prompt=prompt_file(summary_prompt),
+            api_base=api_base,
+        )
+        current = start_thread(ctx, settings)
     else:
         if title or system is not None or summary_share is not None or summary_prompt is not None:
             raise InvalidInput(
                 "--title, --system and --summary-share/--summary-prompt are for a new thread; "
                 "in a session on THREAD use /title and /system, or `memchat set`"
             )
+        turn = turn_options(
+            model=model, budget=budget, policy=policy, recall=recall, summary_model=summary_model, api_base=api_base, **bounds
+        )
         current = memory.thread(thread)
-        turn = {"model": model, "budget": budget, "policy": policy.value if policy else None, "recall": recall,
-                "summary_model": summary_model, "api_base": api_base}
-    turn.update(max_tokens=max_tokens, temperature=temperature, timeout=timeout)
-    session = ChatSession(memory, current.id, {key: value for key, value in turn.items() if value is not None})
+    session = ChatSession(memory, current.id, turn.model_dump(exclude_unset=True))
     session.run(_lines())
 
 

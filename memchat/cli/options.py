@@ -1,21 +1,29 @@
-"""Options and arguments shared by several commands (Typer needs each declared per command)."""
+"""Options and arguments shared by several commands. The limits on their values are not here:
+they are the fields' of `memchat.schemas` (TurnOptions, ThreadSettings), which every face
+checks with; a bad value is refused as bad input (exit 2) naming the option."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from enum import Enum
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from memchat.config import MAX_REPLY_TOKENS, MAX_TEMPERATURE
+from memchat.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from memchat.schemas import ThreadSettings, TurnOptions
 
 ThreadArg = Annotated[str, typer.Argument(help="Thread id (or a unique prefix of it).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="provider/model, e.g. openai/gpt-4o, memchat/echo.")]
-BudgetOpt = Annotated[Optional[int], typer.Option("--budget", "-b", min=1, help="Maximum prompt tokens sent.")]
-MaxTokensOpt = Annotated[
-    Optional[int], typer.Option("--max-tokens", min=1, max=MAX_REPLY_TOKENS, help="Maximum reply tokens.", show_default="1024")
-]
+BudgetOpt = Annotated[Optional[int], typer.Option("--budget", "-b", help="Maximum prompt tokens sent.")]
+MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Maximum reply tokens.", show_default="1024")]
 
 
 class PolicyName(str, Enum):
@@ -34,7 +42,7 @@ PolicyOpt = Annotated[
 ]
 RecallOpt = Annotated[
     Optional[int],
-    typer.Option("--recall", min=0, max=50, help="Add the K older messages that best match the new one as excerpts."),
+    typer.Option("--recall", help="Add the K older messages that best match the new one as excerpts."),
 ]
 RecallEmbeddingsOpt = Annotated[
     Optional[str],
@@ -49,7 +57,7 @@ SummaryModelOpt = Annotated[
 ]
 SummaryShareOpt = Annotated[
     Optional[float],
-    typer.Option("--summary-share", min=0.01, max=0.9, help="Most of the history's room a summary may take.", show_default="0.25"),
+    typer.Option("--summary-share", help="Most of the history's room a summary may take.", show_default="0.25"),
 ]
 SummaryPromptOpt = Annotated[
     Optional[str],
@@ -62,7 +70,7 @@ SummaryPromptOpt = Annotated[
 
 
 TemperatureOpt = Annotated[
-    Optional[float], typer.Option("--temperature", min=0.0, max=MAX_TEMPERATURE, help="Sampling temperature.")
+    Optional[float], typer.Option("--temperature", help="Sampling temperature.")
 ]
 ApiBaseOpt = Annotated[
     Optional[str],
@@ -78,9 +86,83 @@ ThreadApiBaseOpt = Annotated[
 ]
 TimeoutOpt = Annotated[
     Optional[float],
-    typer.Option("--timeout", min=1.0, max=86_400.0, help="Seconds each model call may take, retries included.", show_default="120"),
+    typer.Option("--timeout", help="Seconds each model call may take, retries included.", show_default="120"),
 ]
 StreamOpt = Annotated[
     Optional[bool],
     typer.Option("--stream/--no-stream", help="Print the reply as it arrives.", show_default="when stdout is a terminal"),
 ]
+
+
+TURN_OPTIONS: dict[str, Any] = {
+    "model": ModelOpt,
+    "budget": BudgetOpt,
+    "max_tokens": MaxTokensOpt,
+    "temperature": TemperatureOpt,
+    "api_base": ApiBaseOpt,
+    "timeout": TimeoutOpt,
+    "policy": PolicyOpt,
+    "recall": RecallOpt,
+    "summary_model": SummaryModelOpt,
+}
+"""A turn's options, as `say`, `retry` and `edit` take them (TurnOptions' fields, by name)."""
+
+
+def with_turn_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The command takes a turn's options (all of TURN_OPTIONS, or those named) where its
+    `options` parameter stands, and receives them there as one TurnOptions, checked before the
+    command runs. The options are declared once, here, for every command that takes a turn."""
+    chosen = names or tuple(TURN_OPTIONS)
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        # TurnOptions is imported when a turn runs, not when the CLI starts (`memchat --help`
+        # loads no pydantic); the `options` parameter's annotation is replaced, never read.
+        signature = inspect.signature(command, eval_str=True, locals={"TurnOptions": object})
+        parameters: list[inspect.Parameter] = []
+        for parameter in signature.parameters.values():
+            if parameter.name != "options":
+                parameters.append(parameter)
+                continue
+            parameters += [
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=TURN_OPTIONS[name])
+                for name in chosen
+            ]
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name in chosen}
+            return command(*args, options=turn_options(**given), **kwargs)
+
+        run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        run.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+        return run
+
+    return decorate
+
+
+def turn_options(**given: Any) -> TurnOptions:
+    """The options given on the command line (None: not given) as one checked TurnOptions."""
+    from memchat.schemas import TurnOptions
+
+    return checked(TurnOptions, given)
+
+
+def thread_settings(**given: Any) -> ThreadSettings:
+    """The thread settings given on the command line (None: not given) as one checked
+    ThreadSettings, in which only those given are set."""
+    from memchat.schemas import ThreadSettings
+
+    return checked(ThreadSettings, given)
+
+
+def checked(schema: type[BaseModel], given: dict[str, Any]) -> Any:
+    """`schema` from the options given, or bad input naming the option that holds a bad value."""
+    from pydantic import ValidationError
+
+    values = {name: value.value if isinstance(value, Enum) else value for name, value in given.items() if value is not None}
+    try:
+        return schema.model_validate(values)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        option = "--" + str(problem["loc"][0]).replace("_", "-") if problem["loc"] else "an option"
+        raise InvalidInput(f"{option}: {problem['msg'].removeprefix('Value error, ')}") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -21,6 +21,7 @@ from memchat.cli.options import (
     SummaryShareOpt,
     ThreadApiBaseOpt,
     ThreadArg,
+    thread_settings,
 )
 from memchat.cli.render import local_time, note, paged, print_json
 from memchat.errors import InvalidInput
@@ -29,7 +30,8 @@ from memchat.terminal import terminal_safe
 from memchat.views import thread_json
 
 if TYPE_CHECKING:
-    from memchat.storage.models import ThreadPublic
+    from memchat.records import ThreadPublic
+    from memchat.schemas import ThreadSettings
 
 
 @app.command()
@@ -48,25 +50,25 @@ def new(
     api_base: ThreadApiBaseOpt = None,
 ):
     """Start a thread and print its id."""
-    typer.echo(start_thread(ctx, locals()).id)
-
-
-def start_thread(ctx: typer.Context, options: dict[str, Any]) -> ThreadPublic:
-    """A new thread from `new`'s options (`memchat new`, `memchat chat` without a thread)."""
-    policy = options["policy"]
-    thread = memory_of(ctx).new_thread(
-        title=options["title"],
-        system=options["system"],
-        model=options["model"],
-        budget=options["budget"],
-        policy=policy.value if policy else "window",
-        recall=options["recall"] or 0,
-        recall_embeddings=options.get("recall_embeddings"),
-        summary_model=options["summary_model"],
-        summary_share=options["summary_share"],
-        summary_prompt=_prompt_file(options["summary_prompt"]),
-        api_base=options["api_base"],
+    settings = thread_settings(
+        title=title,
+        system=system,
+        model=model,
+        budget=budget,
+        policy=policy,
+        recall=recall,
+        recall_embeddings=recall_embeddings,
+        summary_model=summary_model,
+        summary_share=summary_share,
+        summary_prompt=prompt_file(summary_prompt),
+        api_base=api_base,
     )
+    typer.echo(start_thread(ctx, settings).id)
+
+
+def start_thread(ctx: typer.Context, settings: ThreadSettings) -> ThreadPublic:
+    """A new thread with the settings given (`memchat new`, `memchat chat` without a thread)."""
+    thread = memory_of(ctx).new_thread(settings)
     created = new_database_file(ctx)
     if created:
         note(f"created the database {created} (`memchat db path` shows where it is)")
@@ -79,7 +81,7 @@ def set_(
     thread: ThreadArg,
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt (empty: none).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="provider/model (empty: the default).")] = None,
-    budget: Annotated[Optional[int], typer.Option("--budget", "-b", min=0, help="Maximum prompt tokens (0: the model's).")] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", "-b", help="Maximum prompt tokens (0: the model's).")] = None,
     policy: PolicyOpt = None,
     recall: RecallOpt = None,
     recall_embeddings: RecallEmbeddingsOpt = None,
@@ -90,34 +92,33 @@ def set_(
     summary_prompt: SummaryPromptOpt = None,
     api_base: ThreadApiBaseOpt = None,
 ):
-    """Change a thread's settings; the others stay as they are."""
-    given = {
-        "system": system,
-        "model": model,
-        "budget": budget,
-        "policy": policy.value if policy else None,
-        "recall": recall,
-        "recall_embeddings": recall_embeddings,
-        "summary_model": summary_model,
-        "summary_share": summary_share,
-        "api_base": api_base,
-    }
-    changes: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
-    for key in ("system", "model", "summary_model", "api_base", "recall_embeddings"):
-        if changes.get(key) == "":
-            changes[key] = None
-    if changes.get("budget") == 0:
-        changes["budget"] = None
-    if summary_prompt is not None:
-        changes["summary_prompt"] = _prompt_file(summary_prompt)
+    """Change a thread's settings; the others stay as they are (an empty value, or a budget of 0,
+    returns one to its default)."""
+    settings = thread_settings(
+        system=system,
+        model=model,
+        budget=budget or None,
+        policy=policy,
+        recall=recall,
+        recall_embeddings=recall_embeddings,
+        summary_model=summary_model,
+        summary_share=summary_share,
+        summary_prompt=prompt_file(summary_prompt) if summary_prompt is not None else None,
+        api_base=api_base,
+    )
+    back_to_default = {"budget": None} if budget == 0 else {}
+    if summary_prompt is not None and settings.summary_prompt is None:
+        back_to_default["summary_prompt"] = None
+    changes = settings.model_fields_set | set(back_to_default)
     if not changes:
         raise InvalidInput("nothing to change: give at least one setting (see `memchat set --help`)")
-    changed = memory_of(ctx).configure(thread, **changes)
+    changed = memory_of(ctx).configure(thread, settings, **back_to_default)
     note(f"changed {', '.join(sorted(changes))} of thread {changed.id}")
     _render_settings(changed)
 
 
-def _prompt_file(path: str | None) -> str | None:
+def prompt_file(path: str | None) -> str | None:
+    """The summary prompt in the file `path` (None, or `default`: memchat's own)."""
     if path is None or path == "default":
         return None
     try:

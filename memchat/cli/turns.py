@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from memchat.cli.app import app, memory_of
-from memchat.cli.options import (
-    ApiBaseOpt,
-    BudgetOpt,
-    JsonOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    PolicyOpt,
-    RecallOpt,
-    StreamOpt,
-    SummaryModelOpt,
-    TemperatureOpt,
-    ThreadArg,
-    TimeoutOpt,
-)
+from memchat.cli.options import JsonOpt, StreamOpt, ThreadArg, with_turn_options
 from memchat.cli.render import note, print_json
 from memchat.context import Context, ContextEntry
 from memchat.errors import InvalidInput
 from memchat.terminal import terminal_safe
 from memchat.views import context_json, thread_json
 
+if TYPE_CHECKING:
+    from memchat.schemas import TurnOptions
+    from memchat.turn import Reply
+
 
 @app.command()
+@with_turn_options()
 def say(
     ctx: typer.Context,
     thread: Annotated[
@@ -49,16 +42,9 @@ def say(
             show_default=False,
         ),
     ] = None,
-    model: ModelOpt = None,
-    budget: BudgetOpt = None,
-    max_tokens: MaxTokensOpt = None,
-    temperature: TemperatureOpt = None,
-    api_base: ApiBaseOpt = None,
-    timeout: TimeoutOpt = None,
+    *,
+    options: TurnOptions,
     stream: StreamOpt = None,
-    policy: PolicyOpt = None,
-    recall: RecallOpt = None,
-    summary_model: SummaryModelOpt = None,
     continue_: Annotated[
         bool, typer.Option("--continue", "-c", help="Continue the thread with the most recent activity (as `llm -c`).")
     ] = False,
@@ -71,26 +57,14 @@ def say(
         thread, message = memory_of(ctx).latest_thread().id, thread
     elif thread is None:
         raise InvalidInput("no thread: give its id, or --continue for the most recent one")
-    _turn(ctx, thread, _message_text(message), locals())
+    _turn(ctx, thread, _message_text(message), options, stream, usage=usage)
 
 
 @app.command()
-def retry(
-    ctx: typer.Context,
-    thread: ThreadArg,
-    model: ModelOpt = None,
-    budget: BudgetOpt = None,
-    max_tokens: MaxTokensOpt = None,
-    temperature: TemperatureOpt = None,
-    api_base: ApiBaseOpt = None,
-    timeout: TimeoutOpt = None,
-    stream: StreamOpt = None,
-    policy: PolicyOpt = None,
-    recall: RecallOpt = None,
-    summary_model: SummaryModelOpt = None,
-):
+@with_turn_options()
+def retry(ctx: typer.Context, thread: ThreadArg, *, options: TurnOptions, stream: StreamOpt = None):
     """Send the thread's last unanswered message again (after a failed or cut-off reply)."""
-    _turn(ctx, thread, None, locals())
+    _turn(ctx, thread, None, options, stream)
 
 
 @app.command()
@@ -117,25 +91,19 @@ def fork(
 
 
 @app.command()
+@with_turn_options()
 def edit(
     ctx: typer.Context,
     thread: ThreadArg,
     position: Annotated[int, typer.Argument(metavar="N", help="The user message to ask again (#N of show).")],
     message: Annotated[str, typer.Argument(help="The new text.")],
-    model: ModelOpt = None,
-    budget: BudgetOpt = None,
-    max_tokens: MaxTokensOpt = None,
-    temperature: TemperatureOpt = None,
-    api_base: ApiBaseOpt = None,
-    timeout: TimeoutOpt = None,
+    *,
+    options: TurnOptions,
     stream: StreamOpt = None,
-    policy: PolicyOpt = None,
-    recall: RecallOpt = None,
-    summary_model: SummaryModelOpt = None,
 ):
     """Ask user message N again, differently: a fork just before it where MESSAGE is said (prints the reply)."""
     memory = memory_of(ctx)
-    _turn(ctx, thread, message, locals(), speak=lambda thread, text, **kw: memory.edit(thread, position, text, **kw))
+    _turn(ctx, thread, message, options, stream, speak=lambda thread, text, *rest, **kw: memory.edit(thread, position, text, *rest, **kw))
 
 
 @app.command()
@@ -149,9 +117,18 @@ def undo(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
     note(f"undid the last turn of thread {taken[0].thread_id} ({positions}): kept, and left out of later turns")
 
 
-def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict, speak=None) -> None:
+def _turn(
+    ctx: typer.Context,
+    thread: str,
+    text: str | None,
+    options: TurnOptions,
+    stream: bool | None,
+    speak: Callable[..., Reply] | None = None,
+    *,
+    usage: bool = False,
+) -> None:
     """A turn rendered: `speak` is `Memory.say` or a method taking the same arguments (`edit`)."""
-    streaming = sys.stdout.isatty() if options["stream"] is None else options["stream"]
+    streaming = sys.stdout.isatty() if stream is None else stream
     shown = terminal_safe if sys.stdout.isatty() else str
     wrote = []
 
@@ -162,27 +139,14 @@ def _turn(ctx: typer.Context, thread: str, text: str | None, options: dict, spea
 
     try:
         reply = (speak or memory_of(ctx).say)(
-            thread,
-            text,
-            model=options["model"],
-            budget=options["budget"],
-            max_tokens=options["max_tokens"],
-            temperature=options["temperature"],
-            api_base=options["api_base"],
-            timeout=options["timeout"],
-            stream=streaming,
-            on_text=write if streaming else None,
-            on_note=note,
-            policy=options["policy"].value if options["policy"] else None,
-            recall=options["recall"],
-            summary_model=options["summary_model"],
+            thread, text, options, stream=streaming, on_text=write if streaming else None, on_note=note
         )
     finally:
         if wrote:
             write("\n")
     if not streaming:
         typer.echo(shown(reply.text))
-    if options.get("usage"):
+    if usage:
         note(_usage_line(reply.message))
 
 
@@ -220,27 +184,17 @@ def _stdin_text() -> str:
 
 
 @app.command()
+@with_turn_options("model", "budget", "max_tokens", "policy", "recall")
 def context(
     ctx: typer.Context,
     thread: ThreadArg,
     message: Annotated[Optional[str], typer.Argument(help="The next message, to see exactly what would be sent.", show_default=False)] = None,
-    model: ModelOpt = None,
-    budget: BudgetOpt = None,
-    max_tokens: MaxTokensOpt = None,
-    policy: PolicyOpt = None,
-    recall: RecallOpt = None,
+    *,
+    options: TurnOptions,
     as_json: JsonOpt = False,
 ):
     """Show what the next turn would send, without calling the model."""
-    result = memory_of(ctx).context(
-        thread,
-        message,
-        model=model,
-        budget=budget,
-        max_tokens=max_tokens,
-        policy=policy.value if policy else None,
-        recall=recall,
-    )
+    result = memory_of(ctx).context(thread, message, options)
     if as_json:
         print_json(context_json(result))
     else:

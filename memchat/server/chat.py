@@ -15,6 +15,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from memchat.api import Memory
+from memchat.schemas import TurnOptions
 from memchat.server import shapes
 from memchat.server.errors import HTTPProblem, message_of, status_of
 from memchat.server.errors import body as error_body
@@ -50,10 +51,7 @@ def _turn_of(body: ChatCompletionCreate, thread: str | None, memory: Memory) -> 
     return TurnRequest(
         thread_id=memory.thread(thread).id,
         text=items[-1][1],
-        model=body.model,
-        system=system,
-        max_tokens=reply_tokens,
-        temperature=body.temperature,
+        options=TurnOptions(model=body.model, system=system, max_tokens=reply_tokens, temperature=body.temperature),
     )
 
 

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from memchat.api import Memory
 from memchat.errors import Unanswered
@@ -35,7 +35,7 @@ from memchat.server.errors import body as error_body
 from memchat.server.errors import message_of, status_of
 from memchat.server.requests import bad
 from memchat.server.turns import StreamedTurn, TurnRequest, answer, busy_wait
-from memchat.storage.models import ModelName, ReplyTokens, SafeText, Temperature
+from memchat.schemas import Budget, ModelName, Policy, Recall, ReplyTokens, ThreadSettings, TurnOptions
 from memchat.views import context_json, search_json, thread_json
 
 router = APIRouter(prefix="/memchat/v1", tags=["memchat"])
@@ -46,39 +46,39 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ThreadSettings(Strict):
-    title: str | None = None
-    system: str | None = None
-    model: str | None = None
-    budget: int | None = Field(default=None, gt=0)
-    policy: str | None = None
-    recall: int | None = Field(default=None, ge=0)
-    recall_embeddings: str | None = None
-    summary_model: str | None = None
-    summary_share: float | None = None
-    summary_prompt: str | None = None
-    labels: dict[str, str] | None = None
+SERVER_OWN = "is the server's own setting (`memchat serve` and the thread's settings choose it), not a request's"
 
 
-class TurnBody(Strict):
-    """A turn's overrides, as `memchat say`'s options; `stream`: memchat's own events (below)."""
+class ThreadBody(ThreadSettings):
+    """A thread's settings, as `memchat new` / `memchat set` take them; the provider endpoint a
+    thread's turns go to is the server's to choose."""
+
+    @field_validator("api_base")
+    @classmethod
+    def _servers_own(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(SERVER_OWN)
+        return value
+
+
+class TurnBody(TurnOptions):
+    """A turn's options, as `memchat say` takes them, with its message; `stream`: memchat's own
+    events (below). The provider endpoint, the time-out of the model calls and the wait for a
+    busy thread are the server's own (`memchat serve --timeout/--busy-wait`)."""
 
     message: str | None = None
-    model: ModelName | None = None
-    system: SafeText | None = None
-    max_tokens: ReplyTokens | None = None
-    temperature: Temperature | None = None
-    budget: int | None = Field(default=None, gt=0)
-    policy: Literal["window", "summary"] | None = None
-    recall: int | None = Field(default=None, ge=0)
-    summary_model: ModelName | None = None
     stream: StrictBool = False
 
+    @field_validator("api_base", "timeout", "wait")
+    @classmethod
+    def _servers_own(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(SERVER_OWN)
+        return value
+
     def turn(self, thread_id: str, text: str | None, edit_at: int | None = None) -> TurnRequest:
-        return TurnRequest(
-            thread_id, text, self.model, self.system, self.max_tokens, self.temperature, edit_at=edit_at,
-            budget=self.budget, policy=self.policy, recall=self.recall, summary_model=self.summary_model,
-        )
+        options = TurnOptions.model_validate(self.model_dump(include=set(TurnOptions.model_fields), exclude_unset=True))
+        return TurnRequest(thread_id, text, options, edit_at=edit_at)
 
 
 class EditBody(TurnBody):
@@ -93,10 +93,10 @@ class ForkBody(Strict):
 class ContextBody(Strict):
     message: str | None = None
     model: ModelName | None = None
-    budget: int | None = Field(default=None, gt=0)
+    budget: Budget | None = None
     max_tokens: ReplyTokens | None = None
-    policy: str | None = None
-    recall: int | None = Field(default=None, ge=0)
+    policy: Policy | None = None
+    recall: Recall | None = None
 
 
 def _thread(memory: Memory, thread_id: str) -> dict[str, Any]:
@@ -112,10 +112,9 @@ def list_threads(memory: Scoped):
 
 
 @router.post("/threads")
-def new_thread(body: ThreadSettings, memory: Scoped):
+def new_thread(body: ThreadBody, memory: Scoped):
     """`memchat new`."""
-    settings = {name: value for name, value in body.model_dump(exclude_unset=True).items() if value is not None}
-    return thread_json(memory.new_thread(**settings), None)
+    return thread_json(memory.new_thread(body), None)
 
 
 @router.get("/threads/{thread_id}")
@@ -124,7 +123,7 @@ def get_thread(thread_id: str, memory: Scoped):
 
 
 @router.patch("/threads/{thread_id}")
-def set_thread(thread_id: str, body: ThreadSettings, memory: Scoped):
+def set_thread(thread_id: str, body: ThreadBody, memory: Scoped):
     """`memchat set` / `memchat rename`: the settings given change; null returns one to its default."""
     changes = body.model_dump(exclude_unset=True)
     thread = memory.thread(thread_id)

@@ -138,7 +138,7 @@ class ItemsCreate(Loose):
 
 
 class ResponseCreate(Loose):
-    """The fields a turn stores or sends are checked here, with OpenAI's bounds (`TurnSettings`
+    """The fields a turn stores or sends are checked here, with OpenAI's bounds (`TurnOptions`
     holds the same ones for every face), so a refused request reaches neither store nor model."""
 
     model: ModelName | None = None

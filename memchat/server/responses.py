@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from memchat.api import Memory
 from memchat.errors import NotFound, ReplyCutOff, cause_of
+from memchat.schemas import TurnOptions
 from memchat.server import shapes
 from memchat.server.access import memory_of
 from memchat.server.errors import body as error_body
@@ -67,10 +68,12 @@ def _turn_of(body: ResponseCreate, memory: Memory) -> TurnRequest:
         return TurnRequest(
             thread_id=thread_id,
             text=items[-1][1],
-            model=body.model,
-            system=body.instructions if body.instructions is not None else system,
-            max_tokens=body.max_output_tokens,
-            temperature=body.temperature,
+            options=TurnOptions(
+                model=body.model,
+                system=body.instructions if body.instructions is not None else system,
+                max_tokens=body.max_output_tokens,
+                temperature=body.temperature,
+            ),
             earlier=tuple(items[:-1]),
             made_for_turn=made,
         )

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -24,7 +24,8 @@ from memchat.config import serve_turn_timeout as timeout
 from memchat.errors import MemchatError, ProviderError, ReplyCutOff, ThreadBusy, Unanswered, cause_of
 from memchat.server import metrics
 from memchat.server.access import memory_of
-from memchat.storage.models import MessagePublic
+from memchat.records import MessagePublic
+from memchat.schemas import TurnOptions
 from memchat.turn import Reply
 
 
@@ -42,19 +43,13 @@ class TurnRequest:
     thread_id: str
     text: str | None
     """None: send the thread's last unanswered message again (a retry)."""
-    model: str | None = None
-    system: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
+    options: TurnOptions = field(default_factory=TurnOptions)
+    """The turn's options as the request gave them (the server's own time-out and busy wait are
+    set over them when the turn is taken)."""
     earlier: tuple[tuple[str, str], ...] = ()
     """(role, text) input items stored before `text`, within the turn."""
     edit_at: int | None = None
     """Set: ask user message #edit_at again with `text`, in a fork just before it (`memchat edit`)."""
-    budget: int | None = None
-    policy: str | None = None
-    recall: int | None = None
-    summary_model: str | None = None
-    """This turn's overrides of the thread's settings (memchat's own API, as `memchat say`'s options)."""
     made_for_turn: bool = False
     """The thread was made for this turn (a response without a conversation, or the fork a
     response after an older one starts): a turn refused before it stored the user's message takes
@@ -76,20 +71,11 @@ def take(
         reply = _spoken(
             memory,
             request,
-            model=request.model,
-            system=request.system,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            budget=request.budget,
-            policy=request.policy,
-            recall=request.recall,
-            summary_model=request.summary_model,
+            request.options.model_copy(update={"timeout": timeout(), "wait": busy_wait()}),
             stream=stream,
             on_text=on_text,
             on_start=on_start,
             on_note=on_note,
-            timeout=timeout(),
-            wait=busy_wait(),
             earlier=request.earlier,
         )
     except BaseException as raised:
@@ -112,12 +98,12 @@ def take(
     return reply
 
 
-def _spoken(memory: Memory, request: TurnRequest, **options) -> Reply:
+def _spoken(memory: Memory, request: TurnRequest, options: TurnOptions, **delivery: Any) -> Reply:
     """The turn; a thread made for it is taken away again when the turn is refused before the
     user's message is stored (a failure after it keeps the thread: it holds that message)."""
     speak = memory.say if request.edit_at is None else partial(memory.edit, position=request.edit_at)
     try:
-        return speak(request.thread_id, text=request.text, **options)
+        return speak(request.thread_id, text=request.text, options=options, **delivery)
     except BaseException as failure:
         if request.made_for_turn and not isinstance(failure, Unanswered):
             with contextlib.suppress(MemchatError):

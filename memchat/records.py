@@ -1,0 +1,117 @@
+"""The records memchat gives back and stores (threads, messages, summaries, keys), in SQLModel's
+Base / Create / Public pattern: the table classes in `memchat.storage.models` inherit the
+`*Base` classes here, so a column is declared once. No table and no storage here; the limits
+on what a caller may set are `memchat.schemas`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Text
+from sqlmodel import Field, SQLModel
+
+from memchat.schemas import MAX_ENDPOINT, MAX_MODEL_NAME, MAX_TITLE, FinishReason, Role, Status, ThreadSettings
+
+ThreadCreate = ThreadSettings
+"""The settings a thread is made with (the name the store and the importers use)."""
+ThreadUpdate = ThreadSettings
+"""A change of a thread's settings: the fields set are the ones changed."""
+
+
+class ThreadBase(SQLModel):
+    """A thread's settings as stored: the columns of `ThreadSettings`, whose limits a setting
+    passes before it is written (see there for what each means)."""
+
+    title: str = Field(default="", max_length=MAX_TITLE)
+    model: str | None = Field(default=None, max_length=MAX_MODEL_NAME)
+    system: str | None = Field(default=None, sa_type=Text)
+    budget: int | None = None
+    policy: str = Field(default="window", max_length=16)
+    recall: int = 0
+    recall_embeddings: str | None = Field(default=None, max_length=MAX_MODEL_NAME)
+    summary_model: str | None = Field(default=None, max_length=MAX_MODEL_NAME)
+    summary_share: float | None = None
+    summary_prompt: str | None = Field(default=None, sa_type=Text)
+    api_base: str | None = Field(default=None, max_length=MAX_ENDPOINT)
+    labels: dict[str, str] | None = Field(default=None, sa_type=JSON)
+
+
+class ThreadPublic(ThreadBase):
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    tenant: str | None = None
+    forked_from: str | None = None
+    forked_at: int | None = None
+    source: str | None = None
+    message_count: int = 0
+    unfinished_count: int = 0
+    """Of `message_count`, the messages of turns that got no complete reply (failed, cut off,
+    interrupted, or in progress): kept and shown, but not part of the conversation sent."""
+
+
+class MessageBase(SQLModel):
+    role: str = Field(max_length=16)
+    content: str = Field(sa_type=Text)
+    status: str = Field(default="complete", max_length=16)
+    model: str | None = Field(default=None, max_length=MAX_MODEL_NAME)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+    latency_ms: int | None = None
+    context_limit: int | None = None
+    """Tokens of the content later contexts send at most (the rest is cut, with a note): set on a
+    reply far longer than its turn asked for; None: sent whole."""
+    finish_reason: str | None = Field(default=None, max_length=16)
+    """`length`: the reply stopped at its turn's max_tokens (it is complete all the same, and sent
+    in later contexts). None: it ended on its own, or no one knows (older rows). Only `length` is
+    kept: it is the one reason that changes how a reply reads back (OpenAI's `incomplete`,
+    max_output_tokens); `stop` is the ordinary end, memchat sends no tools, and a reason some
+    provider made up would be a string no face could explain."""
+
+
+class ApiKeyPublic(SQLModel):
+    name: str
+    shown: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class MessageCreate(MessageBase):
+    role: Role
+    status: Status = "complete"
+    finish_reason: FinishReason | None = None
+    created_at: datetime | None = None
+
+
+class MessagePublic(MessageBase):
+    id: int
+    thread_id: str
+    position: int
+    created_at: datetime
+
+
+class SummaryBase(SQLModel):
+    first_position: int
+    last_position: int
+    """The span of messages (positions, both ends included) the summary stands for; the
+    complete messages in it were condensed, the messages themselves are left unchanged."""
+    content: str = Field(sa_type=Text)
+    model: str = Field(max_length=MAX_MODEL_NAME)
+    prompt: str = Field(sa_type=Text)
+    """The instructions the summary was made with."""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+    latency_ms: int | None = None
+
+
+class SummaryCreate(SummaryBase):
+    created_at: datetime | None = None
+
+
+class SummaryPublic(SummaryBase):
+    id: int
+    thread_id: str
+    created_at: datetime
