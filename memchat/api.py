@@ -29,7 +29,8 @@ from memchat.storage.models import (
     ThreadUpdate,
     check_text,
 )
-from memchat.storage.repository import SearchHit, Store
+from memchat.results import SearchHit
+from memchat.storage.repository import Store
 from memchat.times import as_utc
 from memchat.transfer import ImportResult, native
 from memchat.turn import (

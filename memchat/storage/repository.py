@@ -48,6 +48,7 @@ from memchat.storage.models import (
     check_text,
     utcnow,
 )
+from memchat.results import SearchHit
 from memchat.storage.recent import HistoryRow, RecentHistories, RecentHistory
 from memchat.transfer import ImportResult
 
@@ -400,16 +401,6 @@ def _word_matches_statement(
         params["sources"] = sources
     union = " UNION ALL ".join(selects)
     return f"WITH {', '.join(tables)} SELECT word, count(*), {listed} FROM ({union}) found GROUP BY word", params
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    message: MessagePublic
-    thread_title: str
-    snippet: str
-    """Text around the match, matched words between fulltext.HIGHLIGHT_START and _END."""
-    score: float
-    """Relevance by the backend's ranking (FTS5 bm25, PostgreSQL ts_rank_cd): higher is better."""
 
 
 @dataclass(frozen=True)
