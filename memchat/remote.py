@@ -1,15 +1,15 @@
 """`memchat --server URL`: the CLI as a client of a running `memchat serve`.
 
-`RemoteMemory` answers the calls the CLI makes of `Memory` through memchat's own HTTP API
+`RemoteMemory` is `memchat.interface.ConversationMemory` through memchat's own HTTP API
 (`/memchat/v1`), so every command parses, calls and renders exactly as it does on a database:
 same output, same exit codes, the server's errors turned back into memchat's (a 404 is
-NotFound, exit 3; a 409 ThreadBusy, exit 7; ...). It is built on the standard library alone
-and imports neither SQLAlchemy nor litellm: a whole `memchat --server URL say` costs a
-Python start and one request, not the ~3 s of loading a model stack.
-
-Records come back as the server wrote them (the JSON of memchat's *Public models) and are
-read by attribute as the models are (`Record`); contexts and replies are rebuilt as the
-dataclasses the CLI renders.
+NotFound, exit 3; a 409 ThreadBusy, exit 7; ...). Its answers are the types `Memory` returns,
+validated from the server's JSON (`ThreadPublic`, `MessagePublic`, `SummaryPublic`, `Reply`,
+`Context`, `SearchHit`, `ImportResult`); an argument the server cannot honour (a thread's own
+endpoint, a time-out for the server's model calls) is refused with InvalidInput, never dropped.
+It needs HTTP from the standard library and pydantic for the records, and imports neither
+SQLAlchemy nor litellm: a whole `memchat --server URL say` costs a Python start and one
+request, not the ~3 s of loading a model stack.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
+
+from pydantic import ValidationError
 
 from memchat.context import Context, ContextEntry
 from memchat.errors import (
@@ -36,7 +37,11 @@ from memchat.errors import (
     StorageError,
     ThreadBusy,
 )
+from memchat.results import Reply, SearchHit
+from memchat.storage.models import MessagePublic, SummaryPublic, ThreadPublic
 from memchat.transfer import ImportResult, markdown
+
+Schema = TypeVar("Schema", ThreadPublic, MessagePublic, SummaryPublic)
 
 API = "/memchat/v1"
 READ_CHUNK = 64 * 1024
@@ -45,11 +50,10 @@ SILENCE_LIMIT = 600.0
 provider time-out and its wait for a busy thread, so only a hung server reaches it."""
 
 
-class UnreadableAnswer(StorageError, AttributeError):
+class UnreadableAnswer(StorageError):
     """The server answered, but not with what memchat's API sends (the wrong JSON, a field
     missing, a broken event): not a memchat server, or a broken one; a storage failure (exit 6)
-    as an unreachable server is. An AttributeError too, so a record read for an optional field
-    (`getattr(record, name, None)`) still finds it absent."""
+    as an unreachable server is."""
 
     def __init__(self, url: str, what: str):
         super().__init__(f"the memchat server at {url} sent an answer memchat cannot read ({what})")
@@ -60,61 +64,8 @@ def server_from(option: str | None) -> str | None:
     return option or os.environ.get("MEMCHAT_SERVER") or None
 
 
-class Record:
-    """A record as the server sent it, read as the model it came from: by attribute, times
-    (the `*_at` fields) as datetimes; `model_dump(mode="json")` gives back the very JSON."""
-
-    def __init__(self, data: dict[str, Any], url: str):
-        if not isinstance(data, dict):
-            raise UnreadableAnswer(url, f"a record that is a {type(data).__name__}, not an object")
-        self._data = data
-        self._url = url
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            value = self._data[name]
-        except KeyError:
-            raise UnreadableAnswer(self._url, f"a record without its `{name}`") from None
-        if name.endswith("_at") and isinstance(value, str):
-            try:
-                return datetime.fromisoformat(value)
-            except ValueError:
-                raise UnreadableAnswer(self._url, f"a record whose `{name}` is not a time") from None
-        return value
-
-    def model_dump(self, mode: str = "json", **_: Any) -> dict[str, Any]:
-        return dict(self._data)
-
-    def model_copy(self, *, update: dict[str, Any] | None = None) -> Record:
-        return Record({**self._data, **(update or {})}, self._url)
-
-
-@dataclass(frozen=True)
-class RemoteReply:
-    """`Reply` as the CLI reads it, from the server's reply JSON."""
-
-    text: str
-    thread_id: str
-    message: Record
-    user_message: Record
-    context: Record
-    summary: Record | None
-
-
-@dataclass(frozen=True)
-class RemoteHit:
-    """`SearchHit` as the CLI reads it: the snippet with its highlight marks put back."""
-
-    message: Record
-    thread_title: str
-    snippet: str
-    score: float
-
-
 class RemoteMemory:
-    """The `Memory` calls of the CLI, over HTTP to `memchat serve` (see the module's docstring)."""
+    """`memchat.interface.ConversationMemory` over HTTP to `memchat serve` (see the module's docstring)."""
 
     def __init__(self, url: str, key: str | None = None, *, timeout: float | None = None):
         try:
@@ -130,99 +81,164 @@ class RemoteMemory:
         self._key = key if key is not None else os.environ.get("MEMCHAT_API_KEY") or None
         self._timeout = SILENCE_LIMIT if timeout is None else timeout
 
-    # ---- the calls the CLI makes -------------------------------------------------------
+    # ---- threads ---------------------------------------------------------------------------
 
-    def threads(self) -> list[Record]:
-        return self._records("GET", "/threads")
+    def new_thread(
+        self,
+        *,
+        title: str = "",
+        system: str | None = None,
+        model: str | None = None,
+        budget: int | None = None,
+        policy: str = "window",
+        recall: int = 0,
+        summary_model: str | None = None,
+        summary_share: float | None = None,
+        summary_prompt: str | None = None,
+        api_base: str | None = None,
+        labels: dict[str, str] | None = None,
+        messages: Sequence[tuple[str, str]] = (),
+        recall_embeddings: str | None = None,
+    ) -> ThreadPublic:
+        _local_only("api_base", api_base, "a thread's endpoint is the server's to choose")
+        if messages:
+            raise InvalidInput("a thread is started with messages on the database itself, not through a server")
+        settings = {
+            "title": title, "system": system, "model": model, "budget": budget, "policy": policy, "recall": recall,
+            "summary_model": summary_model, "summary_share": summary_share, "summary_prompt": summary_prompt,
+            "labels": labels, "recall_embeddings": recall_embeddings,
+        }
+        given = {name: value for name, value in settings.items() if value is not None}
+        return self._thread("POST", "/threads", given)
 
-    def thread(self, thread_id: str) -> Record:
-        return self._record("GET", f"/threads/{_part(thread_id)}")
+    def threads(self) -> list[ThreadPublic]:
+        return [self._parsed(ThreadPublic, _without_usage(data)) for data in self._json("GET", "/threads", shape=list)]
 
-    def latest_thread(self) -> Record:
+    def thread(self, thread_id: str) -> ThreadPublic:
+        return self._thread("GET", f"/threads/{_part(thread_id)}")
+
+    def latest_thread(self) -> ThreadPublic:
         threads = self.threads()
         if not threads:
             raise NotFound("no threads yet: `memchat new` starts one")
         return threads[0]
 
-    def usage_totals(self, thread_id: str | None = None) -> dict[str, dict[str, Any]]:
-        records = [self.thread(thread_id)] if thread_id is not None else self.threads()
-        with self._reading():
-            return {record.id: dict(record.usage) for record in records if any(record.usage.values())}
-
-    def new_thread(self, *, api_base: str | None = None, **settings: Any) -> Record:
-        _local_only("api_base", api_base, "a thread's endpoint is the server's to choose")
-        given = {name: value for name, value in settings.items() if value is not None}
-        return self._record("POST", "/threads", given)
-
-    def configure(self, thread_id: str, **changes: Any) -> Record:
+    def configure(self, thread_id: str, **changes: Any) -> ThreadPublic:
         _local_only("api_base", changes.pop("api_base", None), "a thread's endpoint is the server's to choose")
-        return self._record("PATCH", f"/threads/{_part(thread_id)}", changes)
+        return self._thread("PATCH", f"/threads/{_part(thread_id)}", changes)
 
-    def rename(self, thread_id: str, title: str) -> Record:
-        return self._record("PATCH", f"/threads/{_part(thread_id)}", {"title": title})
+    def rename(self, thread_id: str, title: str) -> ThreadPublic:
+        return self._thread("PATCH", f"/threads/{_part(thread_id)}", {"title": title})
 
     def delete(self, thread_id: str) -> str:
         with self._reading():
-            return self._json("DELETE", f"/threads/{_part(thread_id)}")["id"]
+            return str(self._json("DELETE", f"/threads/{_part(thread_id)}")["id"])
 
-    def messages(self, thread_id: str, *, last: int | None = None) -> list[Record]:
+    def fork(self, thread_id: str, *, at: int | None = None, wait: float | None = None) -> ThreadPublic:
+        _local_only("wait", wait, "the server waits for a busy thread as long as its own settings say")
+        return self._thread("POST", f"/threads/{_part(thread_id)}/fork", {"at": at})
+
+    # ---- messages and turns ----------------------------------------------------------------
+
+    def messages(self, thread_id: str, *, last: int | None = None) -> list[MessagePublic]:
         query = f"?{urlencode({'last': last})}" if last is not None else ""
-        return self._records("GET", f"/threads/{_part(thread_id)}/messages{query}")
+        return self._list(MessagePublic, "GET", f"/threads/{_part(thread_id)}/messages{query}")
 
     def turn_in_progress(self, thread_id: str) -> bool:
         with self._reading():
-            return self._json("GET", f"/threads/{_part(thread_id)}/turn")["in_progress"]
+            return bool(self._json("GET", f"/threads/{_part(thread_id)}/turn")["in_progress"])
 
-    def say(self, thread_id: str, text: str | None, **options: Any) -> RemoteReply:
-        return self._turn("retry" if text is None else "say", thread_id, {"message": text} if text is not None else {}, options)
+    def say(
+        self,
+        thread_id: str,
+        text: str | None,
+        *,
+        model: str | None = None,
+        budget: int | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        api_base: str | None = None,
+        timeout: float | None = None,
+        stream: bool = False,
+        on_text: Callable[[str], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+        policy: str | None = None,
+        recall: int | None = None,
+        summary_model: str | None = None,
+        system: str | None = None,
+        on_start: Callable[[MessagePublic], None] | None = None,
+        wait: float | None = None,
+        earlier: Sequence[tuple[str, str]] = (),
+    ) -> Reply:
+        kind, body = ("retry", {}) if text is None else ("say", {"message": text})
+        return self._asked(
+            kind, thread_id, body, model=model, budget=budget, max_tokens=max_tokens, temperature=temperature,
+            api_base=api_base, timeout=timeout, stream=stream, on_text=on_text, on_note=on_note, policy=policy,
+            recall=recall, summary_model=summary_model, system=system, on_start=on_start, wait=wait, earlier=earlier,
+        )
 
-    def retry(self, thread_id: str, **options: Any) -> RemoteReply:
+    def retry(self, thread_id: str, **options: Any) -> Reply:
         return self.say(thread_id, None, **options)
 
-    def edit(self, thread_id: str, position: int, text: str, **options: Any) -> RemoteReply:
-        return self._turn("edit", thread_id, {"position": position, "message": text}, options)
+    def edit(self, thread_id: str, position: int, text: str, **options: Any) -> Reply:
+        return self._asked("edit", thread_id, {"position": position, "message": text}, **options)
 
-    def accept(self, thread_id: str) -> Record:
-        return self._record("POST", f"/threads/{_part(thread_id)}/accept", {})
+    def accept(self, thread_id: str) -> MessagePublic:
+        return self._one(MessagePublic, "POST", f"/threads/{_part(thread_id)}/accept", {})
 
-    def undo(self, thread_id: str) -> list[Record]:
-        return self._records("POST", f"/threads/{_part(thread_id)}/undo", {})
+    def undo(self, thread_id: str) -> list[MessagePublic]:
+        return self._list(MessagePublic, "POST", f"/threads/{_part(thread_id)}/undo", {})
 
-    def fork(self, thread_id: str, *, at: int | None = None, wait: float | None = None) -> Record:
-        return self._record("POST", f"/threads/{_part(thread_id)}/fork", {"at": at})
-
-    def context(self, thread_id: str, text: str | None = None, **options: Any) -> Context:
-        body = {"message": text, **{name: value for name, value in options.items() if value is not None}}
+    def context(
+        self,
+        thread_id: str,
+        text: str | None = None,
+        *,
+        model: str | None = None,
+        budget: int | None = None,
+        max_tokens: int | None = None,
+        with_dropped: bool = True,
+        policy: str | None = None,
+        recall: int | None = None,
+    ) -> Context:
+        options = {"model": model, "budget": budget, "max_tokens": max_tokens, "policy": policy, "recall": recall}
+        body = {
+            "message": text, "with_dropped": with_dropped,
+            **{name: value for name, value in options.items() if value is not None},
+        }
         with self._reading():
-            return _context(self._json("POST", f"/threads/{_part(thread_id)}/context", body))
+            return _context(self._json("POST", f"/threads/{_part(thread_id)}/context", body, shape=dict))
 
-    def summaries(self, thread_id: str) -> list[Record]:
-        return self._records("GET", f"/threads/{_part(thread_id)}/summaries")
+    # ---- long-term memory ------------------------------------------------------------------
 
-    def summary(self, thread_id: str) -> Record | None:
+    def summary(self, thread_id: str) -> SummaryPublic | None:
         made = self.summaries(thread_id)
         return made[-1] if made else None
 
-    def rebuild_summary(self, thread_id: str, *, on_note: Callable[[str], None] | None = None, **options: Any) -> Record:
+    def summaries(self, thread_id: str) -> list[SummaryPublic]:
+        return self._list(SummaryPublic, "GET", f"/threads/{_part(thread_id)}/summaries")
+
+    def rebuild_summary(
+        self,
+        thread_id: str,
+        *,
+        model: str | None = None,
+        budget: int | None = None,
+        summary_model: str | None = None,
+        timeout: float | None = None,
+        api_base: str | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> SummaryPublic:
+        options = {"model": model, "budget": budget, "summary_model": summary_model, "timeout": timeout, "api_base": api_base}
         for name, value in options.items():
             _local_only(name, value, "the server summarizes with the thread's own settings")
-        return self._record("POST", f"/threads/{_part(thread_id)}/summaries/rebuild", {})
+        return self._one(SummaryPublic, "POST", f"/threads/{_part(thread_id)}/summaries/rebuild", {})
 
     def embed(self, thread_id: str) -> int:
         with self._reading():
-            return self._json("POST", f"/threads/{_part(thread_id)}/embed")["embedded"]
+            return int(self._json("POST", f"/threads/{_part(thread_id)}/embed")["embedded"])
 
-    def stats(
-        self, thread_id: str | None = None, *, by: str | None = None, since: datetime | None = None
-    ) -> dict[str, list[dict]]:
-        values = {
-            name: value
-            for name, value in (("thread", thread_id), ("by", by), ("since", since.isoformat() if since else None))
-            if value is not None
-        }
-        return self._json("GET", "/stats" + (f"?{urlencode(values)}" if values else ""), shape=dict)
-
-    def search(self, query: str, *, thread_id: str | None = None, limit: int = 20) -> list[RemoteHit]:
+    def search(self, query: str, *, thread_id: str | None = None, limit: int = 20) -> list[SearchHit]:
         from memchat.storage.fulltext import HIGHLIGHT_END, HIGHLIGHT_START
 
         values = {"q": query, "limit": limit, **({"thread": thread_id} if thread_id else {})}
@@ -234,12 +250,37 @@ class RemoteMemory:
                     snippet += [row["snippet"][at:start], HIGHLIGHT_START, row["snippet"][start:end], HIGHLIGHT_END]
                     at = end
                 snippet.append(row["snippet"][at:])
-                message = {
-                    "thread_id": row["thread"], "position": row["position"], "role": row["role"],
-                    "status": row["status"], "created_at": row["created_at"],
-                }
-                hits.append(RemoteHit(Record(message, self.url), row["title"], "".join(snippet), row["score"]))
+                message = self._parsed(MessagePublic, row["message"])
+                hits.append(SearchHit(message, str(row["title"]), "".join(snippet), float(row["score"])))
         return hits
+
+    # ---- usage -----------------------------------------------------------------------------
+
+    def usage_totals(self, thread_id: str | None = None) -> dict[str, dict[str, Any]]:
+        if thread_id is not None:
+            answers = [self._json("GET", f"/threads/{_part(thread_id)}", shape=dict)]
+        else:
+            answers = self._json("GET", "/threads", shape=list)
+        with self._reading():
+            return {data["id"]: dict(data["usage"]) for data in answers if any(data["usage"].values())}
+
+    def stats(
+        self, thread_id: str | None = None, *, by: str | None = None, since: datetime | None = None
+    ) -> dict[str, list[dict]]:
+        values = {
+            name: value
+            for name, value in (("thread", thread_id), ("by", by), ("since", since.isoformat() if since else None))
+            if value is not None
+        }
+        return self._json("GET", "/stats" + (f"?{urlencode(values)}" if values else ""), shape=dict)
+
+    # ---- transfer --------------------------------------------------------------------------
+
+    def export(self, thread_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/threads/{_part(thread_id)}/export", shape=dict)
+
+    def export_all(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/export", shape=list)
 
     def write_export(self, out: TextIO, thread_id: str | None = None, *, format: str = "json") -> None:
         path = "/export" if thread_id is None else f"/threads/{_part(thread_id)}/export"
@@ -269,26 +310,52 @@ class RemoteMemory:
     def close(self) -> None:
         pass
 
-    def __getattr__(self, name: str) -> Any:
-        """The operator's calls (keys, the schema, another tenant's view) work on the database itself."""
-        if name.startswith("_"):
-            raise AttributeError(name)
-        raise InvalidInput(
-            f"this command works on the database itself, not through a server (--server / MEMCHAT_SERVER: {self.url})"
-        )
-
     # ---- HTTP -----------------------------------------------------------------------------
 
-    def _turn(self, kind: str, thread_id: str, body: dict[str, Any], options: dict[str, Any]) -> RemoteReply:
+    def _asked(
+        self,
+        kind: str,
+        thread_id: str,
+        body: dict[str, Any],
+        *,
+        stream: bool = False,
+        on_text: Callable[[str], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+        on_start: Callable[[MessagePublic], None] | None = None,
+        earlier: Sequence[tuple[str, str]] = (),
+        api_base: str | None = None,
+        timeout: float | None = None,
+        wait: float | None = None,
+        **options: Any,
+    ) -> Reply:
+        """A turn of `kind` (say, retry, edit) with `say`'s options: the ones the server takes
+        sent, the others refused, none dropped. The reply comes over memchat's own event stream
+        (so notes and the stored user message arrive as they happen); `on_text` hears it piece by
+        piece with `stream`, else whole at the end, as a local turn's does."""
+        if earlier:
+            raise InvalidInput("earlier messages are stored with a turn on the database itself, not through a server")
+        for name, value in (("api_base", api_base), ("timeout", timeout)):
+            _local_only(name, value, "the server's own settings apply to its model calls")
+        _local_only("wait", wait, "the server waits for a busy thread as long as its own settings say")
+        body = {**body, **{name: value for name, value in options.items() if value is not None}}
+        reply = self._turn(kind, thread_id, body, on_text=on_text if stream else None, on_note=on_note, on_start=on_start)
+        if on_text and not stream:
+            on_text(reply.text)
+        return reply
+
+    def _turn(
+        self,
+        kind: str,
+        thread_id: str,
+        body: dict[str, Any],
+        *,
+        on_text: Callable[[str], None] | None,
+        on_note: Callable[[str], None] | None,
+        on_start: Callable[[MessagePublic], None] | None,
+    ) -> Reply:
         """A turn over memchat's own event stream: pieces to `on_text` as they arrive, notes to
         `on_note`; a failure after the user's message was stored raised as it would be locally."""
-        on_text, on_note = options.pop("on_text", None), options.pop("on_note", None)
-        on_start = options.pop("on_start", None)
-        options.pop("stream", None)
-        options.pop("wait", None)
-        for name in ("api_base", "timeout"):
-            _local_only(name, options.pop(name, None), "the server's own settings apply to its model calls")
-        body = {**body, **{name: value for name, value in options.items() if value is not None}, "stream": True}
+        body = {**body, "stream": True}
         received: list[str] = []
         started: str | None = None
         try:
@@ -296,9 +363,10 @@ class RemoteMemory:
                 for event, data in self._events(response):
                     if event == "start":
                         with self._reading():
-                            started = data["thread_id"]
+                            stored = self._parsed(MessagePublic, data)
+                        started = stored.thread_id
                         if on_start:
-                            on_start(Record(data, self.url))
+                            on_start(stored)
                     elif event == "note" and on_note:
                         with self._reading():
                             note = str(data["text"])
@@ -311,7 +379,7 @@ class RemoteMemory:
                             on_text(delta)
                     elif event == "reply":
                         with self._reading():
-                            return _reply(data, self.url)
+                            return self._reply(data)
                     elif event == "error":
                         with self._reading():
                             failure = _failure(
@@ -339,6 +407,14 @@ class RemoteMemory:
             raise failure from None
         raise StorageError(f"the server at {self.url} ended the turn's stream without its reply")
 
+    def _reply(self, data: dict[str, Any]) -> Reply:
+        summary = self._parsed(SummaryPublic, data["summary"]) if data["summary"] is not None else None
+        return Reply(
+            text=str(data["text"]), thread_id=str(data["thread"]), message=self._parsed(MessagePublic, data["message"]),
+            user_message=self._parsed(MessagePublic, data["user_message"]), context=_context(data["context"]),
+            summary=summary, finish_reason=data["finish_reason"],
+        )
+
     def _json(self, method: str, path: str, body: Any = None, *, shape: type | None = None) -> Any:
         with self._request(method, path, body) as response:
             try:
@@ -350,11 +426,23 @@ class RemoteMemory:
             raise UnreadableAnswer(self.url, f"{'an array' if shape is list else 'an object'} expected, not JSON's {type(answer).__name__}")
         return answer
 
-    def _record(self, method: str, path: str, body: Any = None) -> Record:
-        return Record(self._json(method, path, body, shape=dict), self.url)
+    def _parsed(self, schema: type[Schema], data: Any) -> Schema:
+        """`data` read as the public record `schema` (a thread's JSON less its `usage`)."""
+        try:
+            return schema.model_validate(data)
+        except ValidationError as invalid:
+            first = invalid.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the record"
+            raise UnreadableAnswer(self.url, f"a {schema.__name__} whose {where}: {first['msg']}") from None
 
-    def _records(self, method: str, path: str, body: Any = None) -> list[Record]:
-        return [Record(data, self.url) for data in self._json(method, path, body, shape=list)]
+    def _one(self, schema: type[Schema], method: str, path: str, body: Any = None) -> Schema:
+        return self._parsed(schema, self._json(method, path, body, shape=dict))
+
+    def _list(self, schema: type[Schema], method: str, path: str, body: Any = None) -> list[Schema]:
+        return [self._parsed(schema, data) for data in self._json(method, path, body, shape=list)]
+
+    def _thread(self, method: str, path: str, body: Any = None) -> ThreadPublic:
+        return self._parsed(ThreadPublic, _without_usage(self._json(method, path, body, shape=dict)))
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -430,12 +518,9 @@ def _local_only(name: str, value: Any, why: str) -> None:
         raise InvalidInput(f"{option} is not taken through a server: {why}")
 
 
-def _reply(data: dict[str, Any], url: str) -> RemoteReply:
-    summary = Record(data["summary"], url) if data.get("summary") else None
-    return RemoteReply(
-        text=data["text"], thread_id=data["thread"], message=Record(data["message"], url),
-        user_message=Record(data["user_message"], url), context=Record(data["context"], url), summary=summary,
-    )
+def _without_usage(data: Any) -> Any:
+    """A thread's JSON as `ThreadPublic` reads it: its `usage` is `usage_totals`' answer."""
+    return {name: value for name, value in data.items() if name != "usage"} if isinstance(data, dict) else data
 
 
 def _context(data: dict[str, Any]) -> Context:
