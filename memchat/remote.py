@@ -326,7 +326,14 @@ class RemoteMemory:
         api_base: str | None = None,
         timeout: float | None = None,
         wait: float | None = None,
-        **options: Any,
+        model: str | None = None,
+        budget: int | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        policy: str | None = None,
+        recall: int | None = None,
+        summary_model: str | None = None,
+        system: str | None = None,
     ) -> Reply:
         """A turn of `kind` (say, retry, edit) with `say`'s options: the ones the server takes
         sent, the others refused, none dropped. The reply comes over memchat's own event stream
@@ -337,6 +344,10 @@ class RemoteMemory:
         for name, value in (("api_base", api_base), ("timeout", timeout)):
             _local_only(name, value, "the server's own settings apply to its model calls")
         _local_only("wait", wait, "the server waits for a busy thread as long as its own settings say")
+        options = {
+            "model": model, "budget": budget, "max_tokens": max_tokens, "temperature": temperature, "policy": policy,
+            "recall": recall, "summary_model": summary_model, "system": system,
+        }
         body = {**body, **{name: value for name, value in options.items() if value is not None}}
         reply = self._turn(kind, thread_id, body, on_text=on_text if stream else None, on_note=on_note, on_start=on_start)
         if on_text and not stream:
