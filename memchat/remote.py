@@ -124,7 +124,8 @@ class RemoteMemory:
         return threads[0]
 
     def configure(self, thread_id: str, **changes: Any) -> ThreadPublic:
-        _local_only("api_base", changes.pop("api_base", None), "a thread's endpoint is the server's to choose")
+        if "api_base" in changes:  # None too: returning it to the default is a change of it
+            raise InvalidInput("--api-base is not taken through a server: a thread's endpoint is the server's to choose")
         return self._thread("PATCH", f"/threads/{_part(thread_id)}", changes)
 
     def rename(self, thread_id: str, title: str) -> ThreadPublic:

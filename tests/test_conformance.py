@@ -440,6 +440,7 @@ def test_the_client_refuses_what_only_the_database_can_honour(pair):
         lambda m: m.new_thread(api_base="http://127.0.0.1:9/v1"),
         lambda m: m.new_thread(messages=[("user", "hi")]),
         lambda m: m.configure(thread.id, api_base="http://127.0.0.1:9/v1"),
+        lambda m: m.configure(thread.id, api_base=None),
         lambda m: m.say(thread.id, "hi", api_base="http://127.0.0.1:9/v1"),
         lambda m: m.say(thread.id, "hi", timeout=5),
         lambda m: m.say(thread.id, "hi", wait=1),
