@@ -1,16 +1,16 @@
 """`memchat --server URL`: the CLI as a client of a running `memchat serve`.
 
-`RemoteMemory` answers the calls the CLI makes of `Memory` through memchat's own HTTP API
+`RemoteMemory` is `memchat.interface.ConversationMemory` through memchat's own HTTP API
 (`/memchat/v1`), so every command parses, calls and renders exactly as it does on a database:
 same output, same exit codes, the server's errors turned back into memchat's (a 404 is
-NotFound, exit 3; a 409 ThreadBusy, exit 7; ...). It is built on the standard library and
-the pydantic-only `memchat.schemas` (the options a request sends are checked with the
-server's own types) and imports neither SQLAlchemy nor litellm: a whole `memchat --server URL say` costs a
-Python start and one request, not the ~3 s of loading a model stack.
-
-Records come back as the server wrote them (the JSON of memchat's *Public models) and are
-read by attribute as the models are (`Record`); contexts and replies are rebuilt as the
-dataclasses the CLI renders.
+NotFound, exit 3; a 409 ThreadBusy, exit 7; ...). Its answers are the types `Memory` returns,
+validated from the server's JSON (`ThreadPublic`, `MessagePublic`, `SummaryPublic`, `Reply`,
+`Context`, `SearchHit`, `ImportResult`); an argument the server cannot honour (a thread's own
+endpoint, a time-out for the server's model calls) is refused with InvalidInput, never dropped.
+It needs HTTP from the standard library and pydantic for the records (the options a request
+sends are checked with the server's own types, `memchat.schemas`), and imports neither
+SQLAlchemy nor litellm: a whole `memchat --server URL say` costs a Python start and one
+request, not the ~3 s of loading a model stack.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import http.client
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
+
+from pydantic import ValidationError
 
 from memchat.config import api_key_from_environment, server_from_environment
 from memchat.context import Context, ContextEntry
@@ -35,8 +36,12 @@ from memchat.errors import (
     Unanswered,
     error_from_body,
 )
+from memchat.results import Reply, SearchHit
+from memchat.records import MessagePublic, SummaryPublic, ThreadPublic
 from memchat.schemas import ThreadSettings, TurnOptions, options_with, settings_with
 from memchat.transfer import ImportResult, markdown
+
+Schema = TypeVar("Schema", ThreadPublic, MessagePublic, SummaryPublic)
 
 API = "/memchat/v1"
 READ_CHUNK = 64 * 1024
@@ -45,11 +50,10 @@ SILENCE_LIMIT = 600.0
 provider time-out and its wait for a busy thread, so only a hung server reaches it."""
 
 
-class UnreadableAnswer(StorageError, AttributeError):
+class UnreadableAnswer(StorageError):
     """The server answered, but not with what memchat's API sends (the wrong JSON, a field
     missing, a broken event): not a memchat server, or a broken one; a storage failure (exit 6)
-    as an unreachable server is. An AttributeError too, so a record read for an optional field
-    (`getattr(record, name, None)`) still finds it absent."""
+    as an unreachable server is."""
 
     def __init__(self, url: str, what: str):
         super().__init__(f"the memchat server at {url} sent an answer memchat cannot read ({what})")
@@ -60,61 +64,8 @@ def server_from(option: str | None) -> str | None:
     return option or server_from_environment()
 
 
-class Record:
-    """A record as the server sent it, read as the model it came from: by attribute, times
-    (the `*_at` fields) as datetimes; `model_dump(mode="json")` gives back the very JSON."""
-
-    def __init__(self, data: dict[str, Any], url: str):
-        if not isinstance(data, dict):
-            raise UnreadableAnswer(url, f"a record that is a {type(data).__name__}, not an object")
-        self._data = data
-        self._url = url
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            value = self._data[name]
-        except KeyError:
-            raise UnreadableAnswer(self._url, f"a record without its `{name}`") from None
-        if name.endswith("_at") and isinstance(value, str):
-            try:
-                return datetime.fromisoformat(value)
-            except ValueError:
-                raise UnreadableAnswer(self._url, f"a record whose `{name}` is not a time") from None
-        return value
-
-    def model_dump(self, mode: str = "json", **_: Any) -> dict[str, Any]:
-        return dict(self._data)
-
-    def model_copy(self, *, update: dict[str, Any] | None = None) -> Record:
-        return Record({**self._data, **(update or {})}, self._url)
-
-
-@dataclass(frozen=True)
-class RemoteReply:
-    """`Reply` as the CLI reads it, from the server's reply JSON."""
-
-    text: str
-    thread_id: str
-    message: Record
-    user_message: Record
-    context: Record
-    summary: Record | None
-
-
-@dataclass(frozen=True)
-class RemoteHit:
-    """`SearchHit` as the CLI reads it: the snippet with its highlight marks put back."""
-
-    message: Record
-    thread_title: str
-    snippet: str
-    score: float
-
-
 class RemoteMemory:
-    """The `Memory` calls of the CLI, over HTTP to `memchat serve` (see the module's docstring)."""
+    """`memchat.interface.ConversationMemory` over HTTP to `memchat serve` (see the module's docstring)."""
 
     def __init__(self, url: str, key: str | None = None, *, timeout: float | None = None):
         try:
@@ -130,106 +81,144 @@ class RemoteMemory:
         self._key = key if key is not None else api_key_from_environment()
         self._timeout = SILENCE_LIMIT if timeout is None else timeout
 
-    # ---- the calls the CLI makes -------------------------------------------------------
+    # ---- threads ---------------------------------------------------------------------------
 
-    def threads(self) -> list[Record]:
-        return self._records("GET", "/threads")
+    def new_thread(
+        self, settings: ThreadSettings | None = None, *, messages: Sequence[tuple[str, str]] = (), **given: Any
+    ) -> ThreadPublic:
+        settings = settings_with(settings, given)
+        _local_only("api_base", settings.api_base, "a thread's endpoint is the server's to choose")
+        if messages:
+            raise InvalidInput("a thread is started with messages on the database itself, not through a server")
+        return self._thread("POST", "/threads", settings.model_dump(mode="json", exclude_none=True))
 
-    def thread(self, thread_id: str) -> Record:
-        return self._record("GET", f"/threads/{_part(thread_id)}")
+    def threads(self) -> list[ThreadPublic]:
+        return [self._parsed(ThreadPublic, _without_usage(data)) for data in self._json("GET", "/threads", shape=list)]
 
-    def latest_thread(self) -> Record:
+    def thread(self, thread_id: str) -> ThreadPublic:
+        return self._thread("GET", f"/threads/{_part(thread_id)}")
+
+    def latest_thread(self) -> ThreadPublic:
         threads = self.threads()
         if not threads:
             raise NotFound("no threads yet: `memchat new` starts one")
         return threads[0]
 
-    def usage_totals(self, thread_id: str | None = None) -> dict[str, dict[str, Any]]:
-        records = [self.thread(thread_id)] if thread_id is not None else self.threads()
-        with self._reading():
-            return {record.id: dict(record.usage) for record in records if any(record.usage.values())}
-
-    def new_thread(
-        self, settings: ThreadSettings | None = None, *, messages: Sequence[tuple[str, str]] = (), **given: Any
-    ) -> Record:
-        settings = settings_with(settings, given)
-        _local_only("api_base", settings.api_base, "a thread's endpoint is the server's to choose")
-        if messages:
-            raise InvalidInput("a thread is started with messages on the database itself, not through a server")
-        return self._record("POST", "/threads", settings.model_dump(mode="json", exclude_none=True))
-
-    def configure(self, thread_id: str, settings: ThreadSettings | None = None, **changes: Any) -> Record:
+    def configure(self, thread_id: str, settings: ThreadSettings | None = None, **changes: Any) -> ThreadPublic:
         settings = settings_with(settings, changes)
-        _local_only("api_base", settings.api_base, "a thread's endpoint is the server's to choose")
-        return self._record("PATCH", f"/threads/{_part(thread_id)}", settings.model_dump(mode="json", exclude_unset=True))
+        if "api_base" in settings.model_fields_set:  # None too: returning it to the default is a change of it
+            raise InvalidInput("--api-base is not taken through a server: a thread's endpoint is the server's to choose")
+        return self._thread("PATCH", f"/threads/{_part(thread_id)}", settings.model_dump(mode="json", exclude_unset=True))
 
-    def rename(self, thread_id: str, title: str) -> Record:
-        return self._record("PATCH", f"/threads/{_part(thread_id)}", {"title": title})
+    def rename(self, thread_id: str, title: str) -> ThreadPublic:
+        return self._thread("PATCH", f"/threads/{_part(thread_id)}", {"title": title})
 
     def delete(self, thread_id: str) -> str:
         with self._reading():
-            return self._json("DELETE", f"/threads/{_part(thread_id)}")["id"]
+            return str(self._json("DELETE", f"/threads/{_part(thread_id)}")["id"])
 
-    def messages(self, thread_id: str, *, last: int | None = None) -> list[Record]:
+    def fork(self, thread_id: str, *, at: int | None = None, wait: float | None = None) -> ThreadPublic:
+        _local_only("wait", wait, "the server waits for a busy thread as long as its own settings say")
+        return self._thread("POST", f"/threads/{_part(thread_id)}/fork", {"at": at})
+
+    # ---- messages and turns ----------------------------------------------------------------
+
+    def messages(self, thread_id: str, *, last: int | None = None) -> list[MessagePublic]:
         query = f"?{urlencode({'last': last})}" if last is not None else ""
-        return self._records("GET", f"/threads/{_part(thread_id)}/messages{query}")
+        return self._list(MessagePublic, "GET", f"/threads/{_part(thread_id)}/messages{query}")
 
     def turn_in_progress(self, thread_id: str) -> bool:
         with self._reading():
-            return self._json("GET", f"/threads/{_part(thread_id)}/turn")["in_progress"]
+            return bool(self._json("GET", f"/threads/{_part(thread_id)}/turn")["in_progress"])
 
-    def say(self, thread_id: str, text: str | None, options: TurnOptions | None = None, **turn: Any) -> RemoteReply:
-        body = {"message": text} if text is not None else {}
-        return self._turn("retry" if text is None else "say", thread_id, body, options, turn)
+    def say(
+        self,
+        thread_id: str,
+        text: str | None,
+        options: TurnOptions | None = None,
+        *,
+        stream: bool = False,
+        on_text: Callable[[str], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+        on_start: Callable[[MessagePublic], None] | None = None,
+        earlier: Sequence[tuple[str, str]] = (),
+        **settings: Any,
+    ) -> Reply:
+        kind, body = ("retry", {}) if text is None else ("say", {"message": text})
+        return self._asked(
+            kind, thread_id, body, options_with(options, settings),
+            stream=stream, on_text=on_text, on_note=on_note, on_start=on_start, earlier=earlier,
+        )
 
-    def retry(self, thread_id: str, options: TurnOptions | None = None, **turn: Any) -> RemoteReply:
+    def retry(self, thread_id: str, options: TurnOptions | None = None, **turn: Any) -> Reply:
         return self.say(thread_id, None, options, **turn)
 
-    def edit(self, thread_id: str, position: int, text: str, options: TurnOptions | None = None, **turn: Any) -> RemoteReply:
-        return self._turn("edit", thread_id, {"position": position, "message": text}, options, turn)
+    def edit(
+        self,
+        thread_id: str,
+        position: int,
+        text: str,
+        options: TurnOptions | None = None,
+        *,
+        on_note: Callable[[str], None] | None = None,
+        **turn: Any,
+    ) -> Reply:
+        callbacks = {name: turn.pop(name) for name in ("stream", "on_text", "on_start", "earlier") if name in turn}
+        body = {"position": position, "message": text}
+        return self._asked("edit", thread_id, body, options_with(options, turn), on_note=on_note, **callbacks)
 
-    def accept(self, thread_id: str) -> Record:
-        return self._record("POST", f"/threads/{_part(thread_id)}/accept", {})
+    def accept(self, thread_id: str) -> MessagePublic:
+        return self._one(MessagePublic, "POST", f"/threads/{_part(thread_id)}/accept", {})
 
-    def undo(self, thread_id: str) -> list[Record]:
-        return self._records("POST", f"/threads/{_part(thread_id)}/undo", {})
+    def undo(self, thread_id: str) -> list[MessagePublic]:
+        return self._list(MessagePublic, "POST", f"/threads/{_part(thread_id)}/undo", {})
 
-    def fork(self, thread_id: str, *, at: int | None = None, wait: float | None = None) -> Record:
-        _local_only("wait", wait, SERVERS_WAIT)
-        return self._record("POST", f"/threads/{_part(thread_id)}/fork", {"at": at})
-
-    def context(self, thread_id: str, text: str | None = None, options: TurnOptions | None = None, **settings: Any) -> Context:
-        body = {"message": text, **options_with(options, settings).model_dump(mode="json", exclude_none=True)}
+    def context(
+        self,
+        thread_id: str,
+        text: str | None = None,
+        options: TurnOptions | None = None,
+        *,
+        with_dropped: bool = True,
+        **settings: Any,
+    ) -> Context:
+        body = {
+            "message": text, "with_dropped": with_dropped,
+            **options_with(options, settings).model_dump(mode="json", exclude_none=True),
+        }
         with self._reading():
-            return _context(self._json("POST", f"/threads/{_part(thread_id)}/context", body))
+            return _context(self._json("POST", f"/threads/{_part(thread_id)}/context", body, shape=dict))
 
-    def summaries(self, thread_id: str) -> list[Record]:
-        return self._records("GET", f"/threads/{_part(thread_id)}/summaries")
+    # ---- long-term memory ------------------------------------------------------------------
 
-    def summary(self, thread_id: str) -> Record | None:
+    def summary(self, thread_id: str) -> SummaryPublic | None:
         made = self.summaries(thread_id)
         return made[-1] if made else None
 
-    def rebuild_summary(self, thread_id: str, *, on_note: Callable[[str], None] | None = None, **options: Any) -> Record:
+    def summaries(self, thread_id: str) -> list[SummaryPublic]:
+        return self._list(SummaryPublic, "GET", f"/threads/{_part(thread_id)}/summaries")
+
+    def rebuild_summary(
+        self,
+        thread_id: str,
+        *,
+        model: str | None = None,
+        budget: int | None = None,
+        summary_model: str | None = None,
+        timeout: float | None = None,
+        api_base: str | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> SummaryPublic:
+        options = {"model": model, "budget": budget, "summary_model": summary_model, "timeout": timeout, "api_base": api_base}
         for name, value in options.items():
             _local_only(name, value, "the server summarizes with the thread's own settings")
-        return self._record("POST", f"/threads/{_part(thread_id)}/summaries/rebuild", {})
+        return self._one(SummaryPublic, "POST", f"/threads/{_part(thread_id)}/summaries/rebuild", {})
 
     def embed(self, thread_id: str) -> int:
         with self._reading():
-            return self._json("POST", f"/threads/{_part(thread_id)}/embed")["embedded"]
+            return int(self._json("POST", f"/threads/{_part(thread_id)}/embed")["embedded"])
 
-    def stats(
-        self, thread_id: str | None = None, *, by: str | None = None, since: datetime | None = None
-    ) -> dict[str, list[dict]]:
-        values = {
-            name: value
-            for name, value in (("thread", thread_id), ("by", by), ("since", since.isoformat() if since else None))
-            if value is not None
-        }
-        return self._json("GET", "/stats" + (f"?{urlencode(values)}" if values else ""), shape=dict)
-
-    def search(self, query: str, *, thread_id: str | None = None, limit: int = 20) -> list[RemoteHit]:
+    def search(self, query: str, *, thread_id: str | None = None, limit: int = 20) -> list[SearchHit]:
         from memchat.storage.fulltext import HIGHLIGHT_END, HIGHLIGHT_START
 
         values = {"q": query, "limit": limit, **({"thread": thread_id} if thread_id else {})}
@@ -241,12 +230,37 @@ class RemoteMemory:
                     snippet += [row["snippet"][at:start], HIGHLIGHT_START, row["snippet"][start:end], HIGHLIGHT_END]
                     at = end
                 snippet.append(row["snippet"][at:])
-                message = {
-                    "thread_id": row["thread"], "position": row["position"], "role": row["role"],
-                    "status": row["status"], "created_at": row["created_at"],
-                }
-                hits.append(RemoteHit(Record(message, self.url), row["title"], "".join(snippet), row["score"]))
+                message = self._parsed(MessagePublic, row["message"])
+                hits.append(SearchHit(message, str(row["title"]), "".join(snippet), float(row["score"])))
         return hits
+
+    # ---- usage -----------------------------------------------------------------------------
+
+    def usage_totals(self, thread_id: str | None = None) -> dict[str, dict[str, Any]]:
+        if thread_id is not None:
+            answers = [self._json("GET", f"/threads/{_part(thread_id)}", shape=dict)]
+        else:
+            answers = self._json("GET", "/threads", shape=list)
+        with self._reading():
+            return {data["id"]: dict(data["usage"]) for data in answers if any(data["usage"].values())}
+
+    def stats(
+        self, thread_id: str | None = None, *, by: str | None = None, since: datetime | None = None
+    ) -> dict[str, list[dict]]:
+        values = {
+            name: value
+            for name, value in (("thread", thread_id), ("by", by), ("since", since.isoformat() if since else None))
+            if value is not None
+        }
+        return self._json("GET", "/stats" + (f"?{urlencode(values)}" if values else ""), shape=dict)
+
+    # ---- transfer --------------------------------------------------------------------------
+
+    def export(self, thread_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/threads/{_part(thread_id)}/export", shape=dict)
+
+    def export_all(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/export", shape=list)
 
     def write_export(self, out: TextIO, thread_id: str | None = None, *, format: str = "json") -> None:
         path = "/export" if thread_id is None else f"/threads/{_part(thread_id)}/export"
@@ -276,43 +290,61 @@ class RemoteMemory:
     def close(self) -> None:
         pass
 
-    def __getattr__(self, name: str) -> Any:
-        """The operator's calls (keys, the schema, another tenant's view) work on the database itself."""
-        if name.startswith("_"):
-            raise AttributeError(name)
-        raise InvalidInput(
-            f"this command works on the database itself, not through a server (--server / MEMCHAT_SERVER: {self.url})"
-        )
-
     # ---- HTTP -----------------------------------------------------------------------------
 
-    def _turn(
-        self, kind: str, thread_id: str, body: dict[str, Any], options: TurnOptions | None, turn: dict[str, Any]
-    ) -> RemoteReply:
-        """A turn over memchat's own event stream: pieces to `on_text` as they arrive, notes to
-        `on_note`; a failure after the user's message was stored raised as it would be locally.
-        The reply always streams from the server (`stream` only says whether `on_text` hears it)."""
-        on_text, on_note = turn.pop("on_text", None), turn.pop("on_note", None)
-        on_start = turn.pop("on_start", None)
-        turn.pop("stream", None)
-        _local_only("earlier", turn.pop("earlier", None) or None, "memchat's own API stores one message a turn")
-        options = options_with(options, turn)
+    def _asked(
+        self,
+        kind: str,
+        thread_id: str,
+        body: dict[str, Any],
+        options: TurnOptions,
+        *,
+        stream: bool = False,
+        on_text: Callable[[str], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+        on_start: Callable[[MessagePublic], None] | None = None,
+        earlier: Sequence[tuple[str, str]] = (),
+    ) -> Reply:
+        """A turn of `kind` (say, retry, edit) with `say`'s options: the ones the server takes
+        sent, the others refused, none dropped. The reply comes over memchat's own event stream
+        (so notes and the stored user message arrive as they happen); `on_text` hears it piece by
+        piece with `stream`, else whole at the end, as a local turn's does."""
+        if earlier:
+            raise InvalidInput("earlier messages are stored with a turn on the database itself, not through a server")
         for name in ("api_base", "timeout"):
             _local_only(name, getattr(options, name), "the server's own settings apply to its model calls")
-        _local_only("wait", options.wait, SERVERS_WAIT)
-        body = {**body, **options.model_dump(mode="json", exclude_none=True), "stream": True}
+        _local_only("wait", options.wait, "the server waits for a busy thread as long as its own settings say")
+        body = {**body, **options.model_dump(mode="json", exclude_none=True)}
+        reply = self._turn(kind, thread_id, body, on_text=on_text if stream else None, on_note=on_note, on_start=on_start)
+        if on_text and not stream:
+            on_text(reply.text)
+        return reply
+
+    def _turn(
+        self,
+        kind: str,
+        thread_id: str,
+        body: dict[str, Any],
+        *,
+        on_text: Callable[[str], None] | None,
+        on_note: Callable[[str], None] | None,
+        on_start: Callable[[MessagePublic], None] | None,
+    ) -> Reply:
+        """A turn over memchat's own event stream: pieces to `on_text` as they arrive, notes to
+        `on_note`; a failure after the user's message was stored raised as it would be locally."""
+        body = {**body, "stream": True}
         received: list[str] = []
         started: str | None = None
-        user_message: Record | None = None
+        stored: MessagePublic | None = None
         try:
             with self._request("POST", f"/threads/{_part(thread_id)}/{kind}", body) as response:
                 for event, data in self._events(response):
                     if event == "start":
                         with self._reading():
-                            started = data["thread_id"]
-                        user_message = Record(data, self.url)
+                            stored = self._parsed(MessagePublic, data)
+                        started = stored.thread_id
                         if on_start:
-                            on_start(user_message)
+                            on_start(stored)
                     elif event == "note" and on_note:
                         with self._reading():
                             note = str(data["text"])
@@ -325,12 +357,12 @@ class RemoteMemory:
                             on_text(delta)
                     elif event == "reply":
                         with self._reading():
-                            return _reply(data, self.url)
+                            return self._reply(data)
                     elif event == "error":
                         with self._reading():
                             failure = _failure(data["status"], data)
                             unanswered_in = data.get("unanswered_in")
-                        raise failure if unanswered_in is None else Unanswered(unanswered_in, user_message, failure)
+                        raise failure if unanswered_in is None else Unanswered(unanswered_in, stored, failure)
         except KeyboardInterrupt as interrupt:
             # Leaving closes the stream: the server stops the turn there and keeps what it sent
             # as a partial reply, as a local turn does on Ctrl-C.
@@ -341,20 +373,28 @@ class RemoteMemory:
                     interrupted=True, signal_number=getattr(interrupt, "signal_number", None),
                 )
             if started is not None:
-                raise Unanswered(started, user_message, cause) from None
+                raise Unanswered(started, stored, cause) from None
             if cause is interrupt:
                 raise
             raise cause from None
         except UnreadableAnswer as failure:
             if started is not None:
-                raise Unanswered(started, user_message, failure) from None
+                raise Unanswered(started, stored, failure) from None
             raise
         except (http.client.HTTPException, ConnectionResetError, TimeoutError) as exc:
             failure = StorageError(f"the memchat server at {self.url} broke off the turn ({exc or type(exc).__name__})")
             if started is not None:
-                raise Unanswered(started, user_message, failure) from None
+                raise Unanswered(started, stored, failure) from None
             raise failure from None
         raise StorageError(f"the server at {self.url} ended the turn's stream without its reply")
+
+    def _reply(self, data: dict[str, Any]) -> Reply:
+        summary = self._parsed(SummaryPublic, data["summary"]) if data["summary"] is not None else None
+        return Reply(
+            text=str(data["text"]), thread_id=str(data["thread"]), message=self._parsed(MessagePublic, data["message"]),
+            user_message=self._parsed(MessagePublic, data["user_message"]), context=_context(data["context"]),
+            summary=summary, finish_reason=data["finish_reason"],
+        )
 
     def _json(self, method: str, path: str, body: Any = None, *, shape: type | None = None) -> Any:
         with self._request(method, path, body) as response:
@@ -367,11 +407,23 @@ class RemoteMemory:
             raise UnreadableAnswer(self.url, f"{'an array' if shape is list else 'an object'} expected, not JSON's {type(answer).__name__}")
         return answer
 
-    def _record(self, method: str, path: str, body: Any = None) -> Record:
-        return Record(self._json(method, path, body, shape=dict), self.url)
+    def _parsed(self, schema: type[Schema], data: Any) -> Schema:
+        """`data` read as the public record `schema` (a thread's JSON less its `usage`)."""
+        try:
+            return schema.model_validate(data)
+        except ValidationError as invalid:
+            first = invalid.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the record"
+            raise UnreadableAnswer(self.url, f"a {schema.__name__} whose {where}: {first['msg']}") from None
 
-    def _records(self, method: str, path: str, body: Any = None) -> list[Record]:
-        return [Record(data, self.url) for data in self._json(method, path, body, shape=list)]
+    def _one(self, schema: type[Schema], method: str, path: str, body: Any = None) -> Schema:
+        return self._parsed(schema, self._json(method, path, body, shape=dict))
+
+    def _list(self, schema: type[Schema], method: str, path: str, body: Any = None) -> list[Schema]:
+        return [self._parsed(schema, data) for data in self._json(method, path, body, shape=list)]
+
+    def _thread(self, method: str, path: str, body: Any = None) -> ThreadPublic:
+        return self._parsed(ThreadPublic, _without_usage(self._json(method, path, body, shape=dict)))
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -441,21 +493,15 @@ def _part(value: str) -> str:
     return quote(value, safe="")
 
 
-SERVERS_WAIT = "the server waits for a busy thread as long as its --busy-wait says"
-
-
 def _local_only(name: str, value: Any, why: str) -> None:
     if value is not None:
         option = "--" + name.replace("_", "-")
         raise InvalidInput(f"{option} is not taken through a server: {why}")
 
 
-def _reply(data: dict[str, Any], url: str) -> RemoteReply:
-    summary = Record(data["summary"], url) if data.get("summary") else None
-    return RemoteReply(
-        text=data["text"], thread_id=data["thread"], message=Record(data["message"], url),
-        user_message=Record(data["user_message"], url), context=Record(data["context"], url), summary=summary,
-    )
+def _without_usage(data: Any) -> Any:
+    """A thread's JSON as `ThreadPublic` reads it: its `usage` is `usage_totals`' answer."""
+    return {name: value for name, value in data.items() if name != "usage"} if isinstance(data, dict) else data
 
 
 def _context(data: dict[str, Any]) -> Context:

@@ -23,6 +23,7 @@ from memchat.errors import (
 )
 from memchat.lease import Lease, holder_is_gone, turn_in_progress, turn_lease
 from memchat.prompt import TurnOptions, build_context, validate_text
+from memchat.results import Reply
 from memchat.storage.models import (
     DEFAULT_SUMMARY_SHARE,
     MessageCreate,
@@ -41,20 +42,6 @@ RUNAWAY_SLACK = 64
 """A reply counting over RUNAWAY_FACTOR x the reply tokens asked for, plus RUNAWAY_SLACK, came
 from a provider that ignored max_tokens (tokenizers differ, but never by that much): it is
 stored whole, and later contexts send only the reply tokens its turn asked for."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    text: str
-    thread_id: str
-    message: MessagePublic
-    user_message: MessagePublic
-    context: Context
-    summary: SummaryPublic | None = None
-    """The summary this turn made, if it made one."""
-    finish_reason: str | None = None
-    """`length`: the reply stopped at the turn's max_tokens (stored as complete all the same,
-    with its `finish_reason`)."""
 
 
 def take_turn(

@@ -11,7 +11,7 @@ from memchat.times import as_utc
 
 if TYPE_CHECKING:
     from memchat.storage.models import ThreadPublic
-    from memchat.storage.repository import SearchHit
+    from memchat.results import SearchHit
 
 NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
 

@@ -29,7 +29,7 @@ from memchat.redact import redact
 from memchat.terminal import terminal_safe
 
 if TYPE_CHECKING:
-    from memchat.api import Memory
+    from memchat.interface import ConversationMemory, OperatorMemory
 
 EXIT_STORAGE = StorageError.exit_code
 
@@ -207,30 +207,51 @@ def _global(
         ctx.color = False  # no-color.org; colour is only ever written to a terminal anyway
 
 
-def memory_of(ctx: typer.Context, *, database: bool = False) -> Memory:
-    """The Memory for this invocation, opened on first use and closed when the command ends;
-    with --server (or $MEMCHAT_SERVER) a client of that server answering the same calls. The
-    operator's commands (`database`: serve, key, db) always open the database itself: a
-    $MEMCHAT_SERVER set for the client commands does not turn them away."""
+def memory_of(ctx: typer.Context) -> ConversationMemory:
+    """The memory this invocation works on, opened on first use and closed when the command ends:
+    the database, or with --server (or $MEMCHAT_SERVER) a client of that server answering the
+    same calls with the same types (`memchat.interface.ConversationMemory`)."""
     root = ctx.find_root()
-    if database and root.obj["server"]:
-        raise InvalidInput(f"`{ctx.command_path}` works on the database itself: leave out --server")
     if "memory" not in root.obj:
         from memchat.remote import RemoteMemory, server_from
 
-        server = None if database else server_from(root.obj["server"])
-        if server is not None:
-            if root.obj["db"]:
-                raise InvalidInput("give either --db or --server (a server works on its own database)")
-            root.obj["memory"] = RemoteMemory(server)
-            return root.obj["memory"]
-        from memchat.api import Memory  # the database layer, loaded by the commands that use it
+        server = server_from(root.obj["server"])
+        if server is None:
+            return _database(root)
+        if root.obj["db"]:
+            raise InvalidInput("give either --db or --server (a server works on its own database)")
+        root.obj["memory"] = RemoteMemory(server)
+    return root.obj["memory"]
 
-        url = database_url(root.obj["db"])
-        file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
-        root.obj["new_database"] = file if file and not os.path.exists(file) else None
-        root.obj["memory"] = Memory(root.obj["db"])
-        root.call_on_close(root.obj["memory"].close)
+
+def operator_memory_of(ctx: typer.Context, *, option: str | None = None) -> OperatorMemory:
+    """The database itself, for the operator's commands (serve, key, db), which have no form
+    through a server: refused up front with --server; a $MEMCHAT_SERVER set for the client
+    commands does not turn them away. An operator's `option` of a client command (`list
+    --tenant`) is refused in client mode either way, before anything is opened."""
+    root = ctx.find_root()
+    if option is not None:
+        from memchat.remote import server_from
+
+        server = server_from(root.obj["server"])
+        if server is not None:
+            raise InvalidInput(
+                f"`{ctx.command_path} {option}` works on the database itself, not through a server "
+                f"(--server / MEMCHAT_SERVER: {server})"
+            )
+    elif root.obj["server"]:
+        raise InvalidInput(f"`{ctx.command_path}` works on the database itself: leave out --server")
+    return root.obj.get("memory") or _database(root)
+
+
+def _database(root: typer.Context) -> OperatorMemory:
+    from memchat.api import Memory  # the database layer, loaded by the commands that use it
+
+    url = database_url(root.obj["db"])
+    file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    root.obj["new_database"] = file if file and not os.path.exists(file) else None
+    root.obj["memory"] = Memory(root.obj["db"])
+    root.call_on_close(root.obj["memory"].close)
     return root.obj["memory"]
 
 

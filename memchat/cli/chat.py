@@ -44,7 +44,7 @@ from memchat.errors import InvalidInput, MemchatError, ReplyCutOff, Unanswered, 
 from memchat.terminal import terminal_safe
 
 if TYPE_CHECKING:
-    from memchat.api import Memory
+    from memchat.interface import ConversationMemory
 
 BLOCK = '"""'
 """A line holding only this starts a message of several lines; the next such line ends it."""
@@ -106,7 +106,7 @@ def chat(
 
 @dataclass
 class ChatSession:
-    memory: Memory
+    memory: ConversationMemory
     thread_id: str
     options: dict[str, Any] = field(default_factory=dict)
     """This session's turn options (`say`'s keywords): those given on the command line for a

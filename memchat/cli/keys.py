@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from memchat.cli.app import app, memory_of
+from memchat.cli.app import app, operator_memory_of
 from memchat.cli.helptext import App
 from memchat.cli.options import JsonOpt
 from memchat.cli.render import local_time, note, print_json
@@ -24,7 +24,7 @@ NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The key's name (it
 @key_app.command()
 def create(ctx: typer.Context, name: NameArg):
     """Make a key and print it, once: the database keeps only its hash."""
-    key = memory_of(ctx, database=True).create_key(name)
+    key = operator_memory_of(ctx).create_key(name)
     typer.echo(key)
     note(f"made key {name!r}; it is shown only now: give it to the client as its API key (Authorization: Bearer)")
 
@@ -32,7 +32,7 @@ def create(ctx: typer.Context, name: NameArg):
 @key_app.command("list")
 def list_keys(ctx: typer.Context, as_json: JsonOpt = False):
     """Every key: name, first characters, when made, whether revoked."""
-    keys = memory_of(ctx, database=True).keys()
+    keys = operator_memory_of(ctx).keys()
     if as_json:
         print_json([key.model_dump(mode="json") for key in keys])
         return
@@ -47,7 +47,7 @@ def list_keys(ctx: typer.Context, as_json: JsonOpt = False):
 @key_app.command()
 def revoke(ctx: typer.Context, name: NameArg):
     """Refuse the key from the next request on (running servers included)."""
-    memory = memory_of(ctx, database=True)
+    memory = operator_memory_of(ctx)
     memory.revoke_key(name)
     note(f"revoked key {name!r}; its conversations stay in the database")
     if not any(key.revoked_at is None for key in memory.keys()):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from memchat.cli.app import app, memory_of
+from memchat.cli.app import app, operator_memory_of
 from memchat.cli.render import note
 from memchat.config import (
     DEFAULT_DB_TIMEOUT,
@@ -90,7 +90,7 @@ def serve(
     set_db_timeout(db_timeout)
     if log_level not in ("critical", "error", "warning", "info", "debug"):
         raise InvalidInput(f"--log-level: {log_level!r} is not one of critical, error, warning, info, debug")
-    memory = memory_of(ctx, database=True).prepare()  # a bad --db fails here, in one line, before anything listens
+    memory = operator_memory_of(ctx).prepare()  # a bad --db fails here, in one line, before anything listens
     location = memory.database_location()
     beyond_loopback = not is_loopback(host)
     keys = memory.keys()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from memchat.cli.app import app, memory_of, new_database_file
+from memchat.cli.app import app, memory_of, new_database_file, operator_memory_of
 from memchat.cli.options import (
     BudgetOpt,
     JsonOpt,
@@ -30,6 +30,7 @@ from memchat.terminal import terminal_safe
 from memchat.views import thread_json
 
 if TYPE_CHECKING:
+    from memchat.interface import ConversationMemory
     from memchat.records import ThreadPublic
     from memchat.schemas import ThreadSettings
 
@@ -163,9 +164,10 @@ def list_threads(
     ] = None,
 ):
     """Threads, most recent activity first."""
-    memory = memory_of(ctx)
     if tenant is not None:
-        memory = memory.as_tenant(tenant)
+        memory: ConversationMemory = operator_memory_of(ctx, option="--tenant").as_tenant(tenant)
+    else:
+        memory = memory_of(ctx)
     threads = memory.threads()
     if as_json:
         totals = memory.usage_totals()
@@ -214,7 +216,7 @@ def show(
         _show_thread(memory, info, last)
 
 
-def _show_thread(memory, info, last: Optional[int]) -> None:
+def _show_thread(memory: ConversationMemory, info: ThreadPublic, last: Optional[int]) -> None:
     details = [info.model or f"{default_model()} (default)"]
     if info.budget:
         details.append(f"budget {info.budget}")

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from memchat.api import Memory
+from memchat.interface import ConversationMemory
 from memchat.schemas import TurnOptions
 from memchat.server import shapes
 from memchat.server.errors import HTTPProblem, message_of, status_of
@@ -32,7 +32,7 @@ router = APIRouter(prefix="/v1/chat", tags=["Chat Completions"])
 THREAD_HEADER = "X-Memchat-Thread"
 
 
-def _turn_of(body: ChatCompletionCreate, thread: str | None, memory: Memory) -> TurnRequest:
+def _turn_of(body: ChatCompletionCreate, thread: str | None, memory: ConversationMemory) -> TurnRequest:
     if not thread:
         raise HTTPProblem(
             400,
@@ -68,7 +68,7 @@ async def create_chat_completion(
     return JSONResponse(shapes.chat_completion(reply.message, body.model, shapes.finish_reason(reply)))
 
 
-async def _streamed(request: Request, ask: Callable[[Memory], TurnRequest], body: ChatCompletionCreate):
+async def _streamed(request: Request, ask: Callable[[ConversationMemory], TurnRequest], body: ChatCompletionCreate):
     """Chunks as OpenAI sends them: the role, the text piece by piece, the finish reason, the
     usage when `stream_options.include_usage`, then `data: [DONE]`. A failure after the first
     piece is an `error` chunk (what arrived is kept as a partial reply)."""

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from memchat.api import Memory
 from memchat.errors import NotFound
+from memchat.interface import ItemMemory
 from memchat.server import shapes
 from memchat.server.access import memory_of
 from memchat.server.requests import (
@@ -24,7 +24,7 @@ from memchat.server.requests import (
 from memchat.server.turns import busy_wait
 
 router = APIRouter(prefix="/v1/conversations", tags=["Conversations"])
-Scoped = Annotated[Memory, Depends(memory_of)]
+Scoped = Annotated[ItemMemory, Depends(memory_of)]
 
 
 @router.post("")
@@ -107,7 +107,7 @@ def get_item(conversation_id: str, item_id: str, memory: Scoped):
     return shapes.item(message)
 
 
-def _position_in(conversation_id: str, item_id: str, memory: Memory) -> int:
+def _position_in(conversation_id: str, item_id: str, memory: ItemMemory) -> int:
     """The position an item id names, which must be in this conversation."""
     thread, position = shapes.message_named(item_id, shapes.ITEM_PREFIX, "item")
     if thread != memory.thread(conversation_id).id:

@@ -12,6 +12,10 @@ CLI command has an HTTP equivalent (same names, same JSON as the CLI's `--json`)
 
 A key sees and changes only its own threads here too; search and export never cross tenants.
 Operator-only commands (`memchat key`, `memchat db`, `memchat config`) have no HTTP form.
+
+These endpoints are `memchat.interface.ConversationMemory` over HTTP: `memchat.remote.RemoteMemory`
+calls them and rebuilds from their JSON what `Memory` returns, so every answer carries all of
+the record it stands for (a turn's whole context, a search hit's whole message).
 """
 
 from __future__ import annotations
@@ -28,18 +32,19 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from memchat.api import Memory
 from memchat.errors import Unanswered
+from memchat.interface import ConversationMemory
 from memchat.server.access import memory_of
 from memchat.server.errors import body as error_body
 from memchat.server.errors import message_of, status_of
 from memchat.server.requests import bad
 from memchat.server.turns import StreamedTurn, TurnRequest, answer, busy_wait
+from memchat.results import Reply
 from memchat.schemas import Budget, ModelName, Policy, Recall, ReplyTokens, ThreadSettings, TurnOptions
 from memchat.views import context_json, search_json, thread_json
 
 router = APIRouter(prefix="/memchat/v1", tags=["memchat"])
-Scoped = Annotated[Memory, Depends(memory_of)]
+Scoped = Annotated[ConversationMemory, Depends(memory_of)]
 
 
 class Strict(BaseModel):
@@ -97,9 +102,10 @@ class ContextBody(Strict):
     max_tokens: ReplyTokens | None = None
     policy: Policy | None = None
     recall: Recall | None = None
+    with_dropped: StrictBool = True
 
 
-def _thread(memory: Memory, thread_id: str) -> dict[str, Any]:
+def _thread(memory: ConversationMemory, thread_id: str) -> dict[str, Any]:
     thread = memory.thread(thread_id)
     return thread_json(thread, memory.usage_totals(thread.id).get(thread.id))
 
@@ -146,19 +152,19 @@ def messages(thread_id: str, memory: Scoped, last: Annotated[int | None, Query(g
     return [message.model_dump(mode="json") for message in memory.messages(thread_id, last=last)]
 
 
-def _reply_json(reply) -> dict[str, Any]:
+def _reply_json(reply: Reply) -> dict[str, Any]:
     return {
         "thread": reply.thread_id,
         "text": reply.text,
         "message": reply.message.model_dump(mode="json"),
         "user_message": reply.user_message.model_dump(mode="json"),
-        "context": {"prompt_tokens": reply.context.prompt_tokens, "budget": reply.context.budget, "dropped": len(reply.context.dropped)},
+        "context": context_json(reply.context),
         "summary": reply.summary.model_dump(mode="json") if reply.summary else None,
         "finish_reason": reply.finish_reason,
     }
 
 
-async def _answered(request: Request, ask: Callable[[Memory], TurnRequest], stream: bool):
+async def _answered(request: Request, ask: Callable[[ConversationMemory], TurnRequest], stream: bool):
     if not stream:
         return _reply_json(await answer(request, ask))
     streamed = StreamedTurn(request, ask, notes=True)
@@ -214,7 +220,7 @@ async def say(thread_id: str, body: TurnBody, request: Request):
     `text` ({"delta"}), then `reply` (this endpoint's JSON) or `error` (an OpenAI error body with
     `status`, `unanswered_in` and a cut-off reply's `partial` text). The Responses API streams too."""
 
-    def ask(memory: Memory) -> TurnRequest:
+    def ask(memory: ConversationMemory) -> TurnRequest:
         if body.message is None:
             raise bad("`message` is required (POST .../retry resends the last unanswered one)", "message")
         return body.turn(memory.thread(thread_id).id, body.message)
@@ -226,7 +232,7 @@ async def say(thread_id: str, body: TurnBody, request: Request):
 async def retry(thread_id: str, body: TurnBody, request: Request):
     """`memchat retry`: the last unanswered message, sent again (`stream` as for say)."""
 
-    def ask(memory: Memory) -> TurnRequest:
+    def ask(memory: ConversationMemory) -> TurnRequest:
         if body.message is not None:
             raise bad("retry resends the stored message: give no `message`", "message")
         return body.turn(memory.thread(thread_id).id, None)
@@ -238,7 +244,7 @@ async def retry(thread_id: str, body: TurnBody, request: Request):
 async def edit(thread_id: str, body: EditBody, request: Request):
     """`memchat edit`: user message `position` asked again with `message`, in a fork (the reply's `thread`)."""
 
-    def ask(memory: Memory) -> TurnRequest:
+    def ask(memory: ConversationMemory) -> TurnRequest:
         return body.turn(memory.thread(thread_id).id, body.message, edit_at=body.position)
 
     return await _answered(request, ask, body.stream)
@@ -302,8 +308,11 @@ def search(
     thread: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ):
-    """`memchat search --json`: the caller's messages only."""
-    return [search_json(hit) for hit in memory.search(q, thread_id=thread, limit=limit)]
+    """`memchat search --json`, each hit with its whole `message`: the caller's messages only."""
+    return [
+        {**search_json(hit), "message": hit.message.model_dump(mode="json")}
+        for hit in memory.search(q, thread_id=thread, limit=limit)
+    ]
 
 
 @router.get("/stats")
@@ -317,7 +326,7 @@ def stats(
     return memory.stats(thread, by=by, since=since)
 
 
-def _streamed_export(memory: Memory, thread_id: str | None) -> StreamingResponse:
+def _streamed_export(memory: ConversationMemory, thread_id: str | None) -> StreamingResponse:
     """The export written page by page as the client reads it: flat memory for any size."""
     pieces: queue.Queue = queue.Queue(maxsize=64)
     stop = threading.Event()

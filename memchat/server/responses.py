@@ -13,8 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from memchat.api import Memory
 from memchat.errors import NotFound, ReplyCutOff, cause_of
+from memchat.interface import ItemMemory
 from memchat.schemas import TurnOptions
 from memchat.server import shapes
 from memchat.server.access import memory_of
@@ -30,7 +30,7 @@ from memchat.server.requests import (
 from memchat.server.turns import StreamedTurn, TurnRequest, answer, busy_wait
 
 router = APIRouter(prefix="/v1/responses", tags=["Responses"])
-Scoped = Annotated[Memory, Depends(memory_of)]
+Scoped = Annotated[ItemMemory, Depends(memory_of)]
 
 
 def _conversation_id(value: Any) -> str | None:
@@ -43,7 +43,7 @@ def _conversation_id(value: Any) -> str | None:
     raise bad("must be a conversation id or {\"id\": ...}", "conversation")
 
 
-def _turn_of(body: ResponseCreate, memory: Memory) -> TurnRequest:
+def _turn_of(body: ResponseCreate, memory: ItemMemory) -> TurnRequest:
     """The turn a request asks for; earlier input messages are stored within it, before the last."""
     body.refuse_unknown(RESPONSE_DEFAULTS)
     if body.input is None:
@@ -83,7 +83,7 @@ def _turn_of(body: ResponseCreate, memory: Memory) -> TurnRequest:
         raise
 
 
-def _stored_reply(response_id: str, memory: Memory):
+def _stored_reply(response_id: str, memory: ItemMemory):
     """The reply a response id names, in a conversation this caller may see (else 404)."""
     thread_id, position = shapes.message_named(response_id, shapes.RESPONSE_PREFIX, "response")
     try:
@@ -98,7 +98,7 @@ def _stored_reply(response_id: str, memory: Memory):
     return reply
 
 
-def _continued_from(response_id: str, memory: Memory) -> tuple[str, bool]:
+def _continued_from(response_id: str, memory: ItemMemory) -> tuple[str, bool]:
     """The conversation a response belongs to when it is that conversation's newest reply;
     for an older reply, a fork of the conversation through it (as OpenAI branches there), whose
     id the response carries. With it, whether that fork was made for this request."""

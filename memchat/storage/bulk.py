@@ -23,7 +23,7 @@ from memchat.storage.models import (
     ThreadCreate,
     utcnow,
 )
-from memchat.storage.results import ImportResult
+from memchat.results import ImportResult
 from memchat.storage.statements import message_of, messages_table, position_param, thread_messages
 from memchat.storage.threads import Threads
 

@@ -5,7 +5,6 @@ turn's context (`recall`, dates named included) and the vectors recall by meanin
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -14,6 +13,7 @@ from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
 from memchat.storage import fulltext
+from memchat.results import SearchHit
 from memchat.storage.lineage import Lineage
 from memchat.storage.models import Message, MessagePublic, MessageVector, as_utc
 from memchat.storage.statements import (
@@ -171,16 +171,6 @@ def _word_matches_statement(
         params["sources"] = sources
     union = " UNION ALL ".join(selects)
     return f"WITH {', '.join(tables)} SELECT word, count(*), {listed} FROM ({union}) found GROUP BY word", params
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    message: MessagePublic
-    thread_title: str
-    snippet: str
-    """Text around the match, matched words between fulltext.HIGHLIGHT_START and _END."""
-    score: float
-    """Relevance by the backend's ranking (FTS5 bm25, PostgreSQL ts_rank_cd): higher is better."""
 
 
 class Search(Lineage):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from memchat.config import import_limit_bytes
 from memchat.errors import InvalidInput
-from memchat.storage.results import ImportResult as ImportResult
+from memchat.results import ImportResult as ImportResult
 
 
 @dataclass(frozen=True)
