@@ -1,15 +1,16 @@
 """The records memchat gives back and stores (threads, messages, summaries, keys), in SQLModel's
 Base / Create / Public pattern: the table classes in `memchat.storage.models` inherit the
-`*Base` classes here, so a column is declared once. No table and no storage here; the limits
-on what a caller may set are `memchat.schemas`.
+`*Base` classes here, so a field is declared once (a column's storage type, TEXT or JSON, is the
+table's to say). The classes are plain pydantic, so a face that only holds records (the client
+of `memchat serve`) loads neither SQLModel nor SQLAlchemy; the limits on what a caller may set
+are `memchat.schemas`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Text
-from sqlmodel import Field, SQLModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from memchat.schemas import MAX_ENDPOINT, MAX_MODEL_NAME, MAX_TITLE, FinishReason, Role, Status, ThreadSettings
 
@@ -19,22 +20,28 @@ ThreadUpdate = ThreadSettings
 """A change of a thread's settings: the fields set are the ones changed."""
 
 
-class ThreadBase(SQLModel):
+class Record(BaseModel):
+    """A record read from a table row (by attribute) or from JSON."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ThreadBase(Record):
     """A thread's settings as stored: the columns of `ThreadSettings`, whose limits a setting
     passes before it is written (see there for what each means)."""
 
     title: str = Field(default="", max_length=MAX_TITLE)
     model: str | None = Field(default=None, max_length=MAX_MODEL_NAME)
-    system: str | None = Field(default=None, sa_type=Text)
+    system: str | None = None
     budget: int | None = None
     policy: str = Field(default="window", max_length=16)
     recall: int = 0
     recall_embeddings: str | None = Field(default=None, max_length=MAX_MODEL_NAME)
     summary_model: str | None = Field(default=None, max_length=MAX_MODEL_NAME)
     summary_share: float | None = None
-    summary_prompt: str | None = Field(default=None, sa_type=Text)
+    summary_prompt: str | None = None
     api_base: str | None = Field(default=None, max_length=MAX_ENDPOINT)
-    labels: dict[str, str] | None = Field(default=None, sa_type=JSON)
+    labels: dict[str, str] | None = None
 
 
 class ThreadPublic(ThreadBase):
@@ -51,9 +58,9 @@ class ThreadPublic(ThreadBase):
     interrupted, or in progress): kept and shown, but not part of the conversation sent."""
 
 
-class MessageBase(SQLModel):
+class MessageBase(Record):
     role: str = Field(max_length=16)
-    content: str = Field(sa_type=Text)
+    content: str
     status: str = Field(default="complete", max_length=16)
     model: str | None = Field(default=None, max_length=MAX_MODEL_NAME)
     prompt_tokens: int | None = None
@@ -71,7 +78,7 @@ class MessageBase(SQLModel):
     provider made up would be a string no face could explain."""
 
 
-class ApiKeyPublic(SQLModel):
+class ApiKeyPublic(Record):
     name: str
     shown: str
     created_at: datetime
@@ -92,14 +99,14 @@ class MessagePublic(MessageBase):
     created_at: datetime
 
 
-class SummaryBase(SQLModel):
+class SummaryBase(Record):
     first_position: int
     last_position: int
     """The span of messages (positions, both ends included) the summary stands for; the
     complete messages in it were condensed, the messages themselves are left unchanged."""
-    content: str = Field(sa_type=Text)
+    content: str
     model: str = Field(max_length=MAX_MODEL_NAME)
-    prompt: str = Field(sa_type=Text)
+    prompt: str
     """The instructions the summary was made with."""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None

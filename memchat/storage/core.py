@@ -134,7 +134,7 @@ class StoreCore:
 
     def _public(self, session: Session, thread: Thread) -> ThreadPublic:
         last = session.execute(LAST_POSITION, {"thread_key": thread.id}).scalar()
-        return ThreadPublic.model_validate(thread, update={"message_count": count_from_last(last)})
+        return ThreadPublic.model_validate(thread).model_copy(update={"message_count": count_from_last(last)})
 
     def _titles(self, thread_ids: set[str]) -> dict[str, str]:
         if not thread_ids:

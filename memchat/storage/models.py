@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from sqlalchemy import Index, LargeBinary, UniqueConstraint, func, literal, text
+from sqlalchemy import JSON, Index, Text, LargeBinary, UniqueConstraint, func, literal, text
 from sqlmodel import Field, SQLModel
 
 from memchat.records import (  # noqa: F401  (re-exported until every importer reads memchat.records)
@@ -65,7 +65,7 @@ def new_thread_id() -> str:
     return secrets.token_hex(6)
 
 
-class Thread(ThreadBase, table=True):
+class Thread(SQLModel, ThreadBase, table=True):
     __tablename__ = "threads"
     __table_args__ = (
         Index("ix_threads_updated_at", "updated_at"),
@@ -86,6 +86,9 @@ class Thread(ThreadBase, table=True):
     )
 
     id: str = Field(default_factory=new_thread_id, primary_key=True, max_length=32)
+    system: str | None = Field(default=None, sa_type=Text)
+    summary_prompt: str | None = Field(default=None, sa_type=Text)
+    labels: dict[str, str] | None = Field(default=None, sa_type=JSON)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     import_holder: str | None = Field(default=None, max_length=200)
@@ -110,7 +113,7 @@ class Thread(ThreadBase, table=True):
     thread's messages: a copy of the history made at one version is exact while it stays."""
 
 
-class Message(MessageBase, table=True):
+class Message(SQLModel, MessageBase, table=True):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("thread_id", "position", name="uq_messages_thread_position"),
@@ -137,6 +140,7 @@ class Message(MessageBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE", max_length=32)
     position: int
+    content: str = Field(sa_type=Text)
     created_at: datetime = Field(default_factory=utcnow)
     copied_from: int | None = None
     """A fork's copy: the message whose full-text index entry stands for this one (always an
@@ -199,7 +203,7 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
-class Summary(SummaryBase, table=True):
+class Summary(SQLModel, SummaryBase, table=True):
     """A summary of a span of a thread, kept beside the messages it condenses: each new summary
     folds the previous one and the messages after it, and the newest one is the thread's current."""
 
@@ -207,5 +211,7 @@ class Summary(SummaryBase, table=True):
     __table_args__ = (Index("ix_summaries_thread_id", "thread_id", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
+    content: str = Field(sa_type=Text)
+    prompt: str = Field(sa_type=Text)
     thread_id: str = Field(foreign_key="threads.id", ondelete="CASCADE", max_length=32)
     created_at: datetime = Field(default_factory=utcnow)

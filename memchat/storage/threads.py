@@ -69,7 +69,7 @@ class Threads(Messages):
             session.flush()
             for message in messages:
                 self._append(session, thread, message, None)
-        return ThreadPublic.model_validate(thread, update={"message_count": len(messages)})
+        return ThreadPublic.model_validate(thread).model_copy(update={"message_count": len(messages)})
 
     def fork_thread(self, thread_id: str, through: int | None, *, lease_holder: str) -> ThreadPublic:
         """A new thread with the settings of `thread_id` and its history up to position
@@ -100,7 +100,7 @@ class Threads(Messages):
             session.add(fork)
             session.flush()
             session.execute(_COPY_SUMMARIES, {"old_thread": origin.id, "new_thread": fork.id, "through": through})
-            return ThreadPublic.model_validate(fork, update={"message_count": through + 1})
+            return ThreadPublic.model_validate(fork).model_copy(update={"message_count": through + 1})
 
     def thread(self, ref: str) -> ThreadPublic:
         """The thread an id (or an unambiguous prefix of one) names: a whole id, what every turn
@@ -143,8 +143,7 @@ class Threads(Messages):
                         if origin in own
                     )
             return [
-                ThreadPublic.model_validate(
-                    thread,
+                ThreadPublic.model_validate(thread).model_copy(
                     update={"message_count": count_from_last(position), "unfinished_count": counts.get(thread.id, 0)},
                 )
                 for thread, position in listed
