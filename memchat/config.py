@@ -68,6 +68,21 @@ def default_model() -> str:
     return os.environ.get("MEMCHAT_MODEL") or settings.get("model") or DEFAULT_MODEL
 
 
+DEFAULT_RETRY_BACKOFF = 0.5
+
+
+def retry_backoff_seconds() -> float:
+    """The first pause before a model call is retried (MEMCHAT_RETRY_BACKOFF, seconds, default
+    0.5); each later retry waits about twice the one before. 0 retries at once, which the tests
+    use so a provider's transient failures cost them no waiting."""
+    value = os.environ.get("MEMCHAT_RETRY_BACKOFF", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return DEFAULT_RETRY_BACKOFF
+    return seconds if 0 <= seconds < float("inf") else DEFAULT_RETRY_BACKOFF
+
+
 def debug_enabled() -> bool:
     return os.environ.get("MEMCHAT_DEBUG", "") not in ("", "0")
 

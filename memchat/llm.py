@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from memchat.config import debug_enabled
+from memchat.config import debug_enabled, retry_backoff_seconds
 from memchat.context import Counter, MessageCost
 from memchat.echo import echo_reply
 from memchat.errors import ContextTooLong, ProviderError, ReplyCutOff
@@ -29,7 +29,6 @@ DEFAULT_TIMEOUT = 120.0
 MAX_TIMEOUT = 86_400.0
 """A day: longer is no bound at all (and `inf` would overflow the clock arithmetic)."""
 MAX_ATTEMPTS = 6
-RETRY_BASE_SECONDS = 0.5
 
 OFFLINE_HINT = "try `--model memchat/echo`, which works offline with no key"
 
@@ -380,7 +379,7 @@ def _pause_before_retry(litellm, exc: Exception, model: str, api_base: str | Non
     """How long to wait before the next attempt after `exc` (backoff, or the provider's
     Retry-After); its translation is raised instead when it is not transient, or when no time or
     attempt is left."""
-    pause = max(RETRY_BASE_SECONDS * 2**attempt * (0.5 + random.random()), _retry_after(exc))
+    pause = max(retry_backoff_seconds() * 2**attempt * (0.5 + random.random()), _retry_after(exc))
     if not _transient(litellm, exc) or time.monotonic() + pause >= deadline or attempt + 1 == MAX_ATTEMPTS:
         raise _translate(litellm, exc, model, api_base) from None
     return pause
