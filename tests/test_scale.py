@@ -136,7 +136,8 @@ def test_openai_models_get_their_own_encoding_exactly(model, name):
     assert cost("user", chosen.count(messages[0]["content"])) + llm.counter(model)([]) == llm.counter(model)(messages)
 
 
-def test_commands_that_call_no_model_never_import_litellm_or_the_server(tmp_path):
+@pytest.mark.slow
+def test_commands_that_call_no_model_never_import_litellm_or_the_server(db_url, tmp_path):
     export = tmp_path / "export.json"
     probe = f"""
 import sys
