@@ -69,9 +69,17 @@ seconds): a test that uses one is marked `slow`, so `pytest -m "not slow"` is th
 
 
 def pytest_collection_modifyitems(items):
+    misplaced = []
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("sqlite_only") and "db_url" not in fixtures:
+            misplaced.append(item.nodeid)
+    if misplaced:
+        raise pytest.UsageError(
+            "marked sqlite_only but asking for no database (ask for db_url, or drop the mark): " + ", ".join(misplaced)
+        )
 
 
 @pytest.fixture
@@ -121,7 +129,7 @@ def isolated_env(request, monkeypatch, openai_server, tmp_path):
     if "db_url" not in request.fixturenames and default_db.exists():
         pytest.fail(
             "this test opened the database (MEMCHAT_DB) without asking for it: add the `db_url` fixture "
-            "(or `memory`, `memchat`, ...) so it runs on both backends, or mark it `sqlite_only`",
+            "(or `memory`, `memchat`, ...), so it runs on both backends (on SQLite alone if also marked `sqlite_only`)",
             pytrace=False,
         )
 

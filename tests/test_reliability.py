@@ -497,7 +497,6 @@ def test_the_default_data_directory_and_database_are_private(memchat, tmp_path, 
 
 
 @pytest.mark.fault
-@sqlite_only
 def test_wal_and_shared_memory_files_are_private(tmp_path, server):
     old = os.umask(0o022)
     try:

@@ -108,7 +108,6 @@ def test_a_cached_hugging_face_tokenizer_is_used_without_margin(cached_llama3_to
     assert exported[0]["tokens"] == {"hf:Xenova/llama-3-tokenizer": 2}
 
 
-@sqlite_only
 def test_without_the_cache_the_same_model_falls_back(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     chosen = tokenizer_for("ollama/llama3")
@@ -127,7 +126,6 @@ def test_without_the_cache_the_same_model_falls_back(tmp_path, monkeypatch):
         ("memchat/echo", "cl100k_base"),
     ],
 )
-@sqlite_only
 def test_openai_models_get_their_own_encoding_exactly(model, name):
     chosen = tokenizer_for(model)
     assert (chosen.name, chosen.margin) == (name, 0)
