@@ -17,10 +17,18 @@ from memchat.context import Context
 from memchat.errors import InvalidInput, describe_validation_error
 from memchat.prompt import embeddings_for
 from memchat.recollection import embed_thread
-from memchat.storage import database
 from memchat.records import ApiKeyPublic, MessageCreate, MessagePublic, SummaryPublic, ThreadPublic
 from memchat.results import SearchHit
-from memchat.schemas import DEFAULT_TIMEOUT, KeyCheck, ThreadSettings, TurnOptions, check_text, options_with, settings_with
+from memchat.schemas import (
+    DEFAULT_TIMEOUT,
+    KeyCheck,
+    ThreadSettings,
+    TurnOptions,
+    check_text,
+    options_with,
+    settings_with,
+)
+from memchat.storage import database
 from memchat.storage.repository import Store
 from memchat.times import as_utc
 from memchat.transfer import ImportResult, native

@@ -21,6 +21,7 @@ FALLBACK_BUDGET = 8192
 
 DEFAULT_IMPORT_LIMIT_MIB = 1024
 
+DEFAULT_RETRY_BACKOFF = 0.5
 DEFAULT_LEASE_SECONDS = 30.0
 """How long a turn's lease lasts without a heartbeat unless MEMCHAT_LEASE_SECONDS says otherwise."""
 
@@ -107,6 +108,13 @@ def import_limit_bytes() -> int:
     value = os.environ.get("MEMCHAT_IMPORT_MAX_MIB", "")
     mib = int(value) if value.isdigit() and int(value) > 0 else DEFAULT_IMPORT_LIMIT_MIB
     return mib * 2**20
+
+
+def retry_backoff_seconds() -> float:
+    """The first pause before a model call is retried (MEMCHAT_RETRY_BACKOFF, seconds, default
+    0.5); each later retry waits about twice the one before. 0 retries at once, which the tests
+    use so a provider's transient failures cost them no waiting."""
+    return _seconds("MEMCHAT_RETRY_BACKOFF", DEFAULT_RETRY_BACKOFF, 0, 3600)
 
 
 def lease_seconds() -> float:

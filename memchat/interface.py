@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 if TYPE_CHECKING:
     from memchat.context import Context
-    from memchat.results import ImportResult, Reply, SearchHit
     from memchat.records import ApiKeyPublic, MessagePublic, SummaryPublic, ThreadPublic
+    from memchat.results import ImportResult, Reply, SearchHit
     from memchat.schemas import KeyCheck, ThreadSettings, TurnOptions
 
 

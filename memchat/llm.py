@@ -15,7 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from memchat.config import debug_enabled, provider_endpoint_from_environment, use_bundled_model_costs
+from memchat.config import (
+    debug_enabled,
+    provider_endpoint_from_environment,
+    retry_backoff_seconds,
+    use_bundled_model_costs,
+)
 from memchat.context import Counter, MessageCost
 from memchat.echo import echo_reply
 from memchat.errors import ContextTooLong, ProviderError, ReplyCutOff
@@ -25,7 +30,6 @@ from memchat.storage.models import storable
 from memchat.tokens import Tokenizer
 
 MAX_ATTEMPTS = 6
-RETRY_BASE_SECONDS = 0.5
 
 OFFLINE_HINT = "try `--model memchat/echo`, which works offline with no key"
 
@@ -376,7 +380,7 @@ def _pause_before_retry(litellm, exc: Exception, model: str, api_base: str | Non
     """How long to wait before the next attempt after `exc` (backoff, or the provider's
     Retry-After); its translation is raised instead when it is not transient, or when no time or
     attempt is left."""
-    pause = max(RETRY_BASE_SECONDS * 2**attempt * (0.5 + random.random()), _retry_after(exc))
+    pause = max(retry_backoff_seconds() * 2**attempt * (0.5 + random.random()), _retry_after(exc))
     if not _transient(litellm, exc) or time.monotonic() + pause >= deadline or attempt + 1 == MAX_ATTEMPTS:
         raise _translate(litellm, exc, model, api_base) from None
     return pause

@@ -34,11 +34,11 @@ from memchat.context import (
 )
 from memchat.errors import InvalidInput, ProviderError
 from memchat.recollection import Embeddings
-from memchat.storage.fulltext import SHORT_MESSAGE_WORDS, recall_words
 from memchat.records import SummaryPublic, ThreadPublic
 from memchat.schemas import DEFAULT_SUMMARY_SHARE, TurnOptions, check_text
-from memchat.times import as_utc
+from memchat.storage.fulltext import SHORT_MESSAGE_WORDS, recall_words
 from memchat.storage.repository import Store
+from memchat.times import as_utc
 from memchat.tokens import Tokenizer, tokenizer_for
 
 SMALLEST_PAGE = 16

@@ -36,8 +36,8 @@ from memchat.errors import (
     Unanswered,
     error_from_body,
 )
-from memchat.results import Reply, SearchHit
 from memchat.records import MessagePublic, SummaryPublic, ThreadPublic
+from memchat.results import Reply, SearchHit
 from memchat.schemas import ThreadSettings, TurnOptions, options_with, settings_with
 from memchat.transfer import ImportResult, markdown
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from memchat.config import DEFAULT_MODEL, model_from_environment, settings_file_from_environment
-from memchat.schemas import check_endpoint
 from memchat.errors import InvalidInput, StorageError
+from memchat.schemas import check_endpoint
 
 
 def _positive(value: str) -> int:

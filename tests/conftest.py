@@ -1,11 +1,12 @@
 import os
 import secrets
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from fake_openai import FakeOpenAI
+from helpers import installed_script
 
 NETGUARD = Path(__file__).parent / "netguard"
 sys.path.insert(0, str(NETGUARD))
@@ -47,11 +48,48 @@ def postgres_skip_reason():
     return _postgres_unavailable()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path, postgres_skip_reason):
-    """A fresh, empty database per test, on each backend memchat supports."""
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc):
+    """A test runs once on each backend when it asks for `db_url`, itself or through a fixture
+    that opens the database (`memory`, `served`, `memchat`, `memchat_script`); any other test runs
+    once, and fails if it opens the database after all (see `isolated_env`)."""
+    if "db_url" not in metafunc.fixturenames:
+        return
+    if any("db_url" in mark.args[0] for mark in metafunc.definition.iter_markers("parametrize")):
+        return
+    backends = ("sqlite",) if metafunc.definition.get_closest_marker("sqlite_only") else BACKENDS
+    metafunc.parametrize("db_url", backends, indirect=True)
+
+
+SLOW_FIXTURES = {"memchat", "memchat_script", "served"}
+"""Fixtures that start memchat processes (each one imports the package, and litellm for a turn:
+seconds): a test that uses one is marked `slow`, so `pytest -m "not slow"` is the quick loop."""
+
+
+def pytest_collection_modifyitems(items):
+    misplaced = []
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("sqlite_only") and "db_url" not in fixtures:
+            misplaced.append(item.nodeid)
+    if misplaced:
+        raise pytest.UsageError(
+            "marked sqlite_only but asking for no database (ask for db_url, or drop the mark): " + ", ".join(misplaced)
+        )
+
+
+@pytest.fixture
+def db_url(request, isolated_env, tmp_path, postgres_skip_reason, monkeypatch):
+    """A fresh, empty database on one backend (the test runs once per backend), named by
+    MEMCHAT_DB for the test and every memchat process it starts."""
     if request.param == "sqlite":
-        yield str(tmp_path / "memchat.db")
+        url = str(isolated_env)
+        monkeypatch.setenv("MEMCHAT_DB", url)
+        yield url
         return
     if postgres_skip_reason:
         pytest.skip(postgres_skip_reason)
@@ -61,18 +99,23 @@ def db_url(request, tmp_path, postgres_skip_reason):
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
+    url = f"{base}/{name}"
+    monkeypatch.setenv("MEMCHAT_DB", url)
+    yield url
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(db_url, monkeypatch, openai_server, tmp_path):
-    """A fresh database and no user settings per test, and the OpenAI provider pointed at the
-    local fake server."""
-    db = db_url
-    monkeypatch.setenv("MEMCHAT_DB", db)
+def isolated_env(request, monkeypatch, openai_server, tmp_path):
+    """No user settings per test, the OpenAI provider pointed at the local fake server, model
+    calls retried without waiting, and MEMCHAT_DB naming a file of the test's own. A test that
+    does not ask for `db_url` must leave that file unmade: one that opens the database asks for
+    it, and so runs on both backends."""
+    default_db = tmp_path / "memchat.db"
+    monkeypatch.setenv("MEMCHAT_DB", str(default_db))
     monkeypatch.setenv("MEMCHAT_CONFIG", str(tmp_path / "settings" / "config.json"))
+    monkeypatch.setenv("MEMCHAT_RETRY_BACKOFF", "0")
     monkeypatch.delenv("MEMCHAT_MODEL", raising=False)
     monkeypatch.delenv("MEMCHAT_DEBUG", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
@@ -82,7 +125,13 @@ def isolated_env(db_url, monkeypatch, openai_server, tmp_path):
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
     for name in ("ANTHROPIC_API_KEY", "MEMCHAT_LEASE_SECONDS", "MEMCHAT_IMPORT_MAX_MIB"):
         monkeypatch.delenv(name, raising=False)
-    return db
+    yield default_db
+    if "db_url" not in request.fixturenames and default_db.exists():
+        pytest.fail(
+            "this test opened the database (MEMCHAT_DB) without asking for it: add the `db_url` fixture "
+            "(or `memory`, `memchat`, ...), so it runs on both backends (on SQLite alone if also marked `sqlite_only`)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -105,7 +154,7 @@ def isolated_caches(tmp_path_factory):
 
 
 @pytest.fixture
-def served(server):
+def served(db_url, server):
     """`memchat serve` as a real process on the test's database and local provider."""
     from serving import Served
 
@@ -115,18 +164,66 @@ def served(server):
 
 
 @pytest.fixture
-def memory(isolated_env):
+def memory(db_url):
     from memchat import Memory
 
     with Memory() as memory:
         yield memory
 
 
-@pytest.fixture(scope="session")
-def memchat_script() -> str:
-    """The `memchat` console script installed beside this Python."""
-    candidate = Path(sys.executable).parent / "memchat"
-    if not candidate.exists():
-        pytest.fail(f"the memchat script is not installed beside {sys.executable}: pip install '.[test]' first")
-    return str(candidate)
+@pytest.fixture
+def memchat_script(db_url) -> str:
+    """The installed `memchat` script's path, for a test that drives it through a terminal or
+    signals (pexpect, a pty, Popen); `memchat` runs a command and waits for it."""
+    return installed_script()
+
+
+class MemchatCommand:
+    """Runs the installed `memchat` script as a user would, with the test's environment (its
+    database, settings and local provider) plus `env`."""
+
+    def __init__(self, script: str):
+        self.script = script
+
+    def __call__(self, *args, input=None, env=None, timeout=120, **options) -> subprocess.CompletedProcess:
+        """The finished command: `returncode`, `stdout` and `stderr` as text."""
+        return subprocess.run(
+            [self.script, *map(str, args)],
+            input=input,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=timeout,
+            **options,
+        )
+
+    def shell(self, script: str, *, input=None, env=None, timeout=120, **options) -> subprocess.CompletedProcess:
+        """`script` run by bash, as a user types it in a terminal, with the installed memchat
+        first on PATH."""
+        path = f"{Path(self.script).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return subprocess.run(
+            ["bash", "-c", script],
+            input=input,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PATH": path, **(env or {})},
+            timeout=timeout,
+            **options,
+        )
+
+    def start(self, *args, env=None, **options) -> subprocess.Popen:
+        """The command running in the background, its output piped as text unless `options` say
+        otherwise."""
+        options.setdefault("stdout", subprocess.PIPE)
+        options.setdefault("stderr", subprocess.PIPE)
+        options.setdefault("text", True)
+        return subprocess.Popen([self.script, *map(str, args)], env={**os.environ, **(env or {})}, **options)
+
+
+@pytest.fixture
+def memchat(db_url) -> MemchatCommand:
+    """`memchat(*args, input=..., env=..., timeout=...)` runs one memchat command on the test's
+    database; the test runs on both backends (mark it `sqlite_only` when no backend changes what
+    it checks)."""
+    return MemchatCommand(installed_script())
 

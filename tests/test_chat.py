@@ -19,7 +19,7 @@ def ready(child: pexpect.spawn) -> None:
 
 
 @pytest.fixture
-def session(memchat_script, tmp_path, server, isolated_env):
+def session(memchat, tmp_path, server, isolated_env):
     """Start `memchat chat ARGS…` in a pseudo-terminal; every session is closed at the end."""
     started: list[pexpect.spawn] = []
     # A terminal that does not answer cursor-position requests, as pexpect's is not.
@@ -28,7 +28,7 @@ def session(memchat_script, tmp_path, server, isolated_env):
 
     def start(*args: str, **extra_env: str) -> tuple[pexpect.spawn, str]:
         child = pexpect.spawn(
-            memchat_script, ["chat", *args], env={**env, **extra_env}, encoding="utf-8", timeout=60, dimensions=(40, 200)
+            memchat.script, ["chat", *args], env={**env, **extra_env}, encoding="utf-8", timeout=60, dimensions=(40, 200)
         )
         started.append(child)
         child.expect(r"chat on thread (\w+)")
@@ -206,15 +206,10 @@ def test_slash_commands_do_what_the_cli_commands_of_their_names_do(session, serv
         assert [m.status for m in memory.messages(thread)] == ["complete", "complete", "undone", "undone", "complete", "complete"]
 
 
-def test_a_scripted_session_reads_stdin_lines_and_blocks(memchat_script, server, tmp_path):
-    import subprocess
-
+def test_a_scripted_session_reads_stdin_lines_and_blocks(memchat, server, tmp_path):
     server.echo = True
     typed = 'hello\n"""\nfirst line\nsecond line\n"""\n/title scripted\n'
-    done = subprocess.run(
-        [memchat_script, "chat", "--model", "openai/gpt-4o"], input=typed, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")},
-    )
+    done = memchat("chat", "--model", "openai/gpt-4o", input=typed, env={"XDG_DATA_HOME": str(tmp_path / "data")})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["re: hello", "re: first line", "second line"]
     thread = re.search(r"chat on thread (\w+)", done.stderr).group(1)
@@ -239,16 +234,13 @@ def test_an_edit_whose_turn_fails_leaves_the_session_on_the_fork_for_retry(sessi
         assert [m.status for m in memory.messages(fork)] == ["complete", "complete"]
 
 
-def test_new_threads_take_new_s_options_and_a_thread_refuses_them(memchat_script, server, tmp_path):
-    import subprocess
-
-    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+def test_new_threads_take_new_s_options_and_a_thread_refuses_them(memchat, server, tmp_path):
+    env = {"XDG_DATA_HOME": str(tmp_path / "data")}
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("Summarize tersely.")
-    made = subprocess.run(
-        [memchat_script, "chat", "--model", "openai/gpt-4o", "--policy", "summary", "--summary-share", "0.5",
-         "--summary-prompt", str(prompt), "--api-base", server.url, "--title", "set up"],
-        input="hello\n", capture_output=True, text=True, timeout=120, env=env,
+    made = memchat(
+        "chat", "--model", "openai/gpt-4o", "--policy", "summary", "--summary-share", "0.5",
+        "--summary-prompt", prompt, "--api-base", server.url, "--title", "set up", input="hello\n", env=env,
     )
     assert made.returncode == 0, made.stderr
     thread = re.search(r"chat on thread (\w+)", made.stderr).group(1)
@@ -257,10 +249,7 @@ def test_new_threads_take_new_s_options_and_a_thread_refuses_them(memchat_script
         assert (kept.title, kept.policy, kept.summary_share, kept.summary_prompt, kept.api_base) == (
             "set up", "summary", 0.5, "Summarize tersely.", server.url
         )
-    refused = subprocess.run(
-        [memchat_script, "chat", thread, "--summary-share", "0.3"], input="hello\n", capture_output=True, text=True,
-        timeout=120, env=env,
-    )
+    refused = memchat("chat", thread, "--summary-share", "0.3", input="hello\n", env=env)
     assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1 and "for a new thread" in refused.stderr
     with Memory() as memory:

@@ -5,16 +5,19 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from helpers import quiet, sqlite_only
+from helpers import installed_script, quiet, sqlite_only
 from typer.testing import CliRunner
 
 from memchat.cli import app
 
 runner = CliRunner()
 """For tests whose subject is not the storage backend (each run of the script costs seconds)."""
+
+pytestmark = pytest.mark.usefixtures("db_url")
+"""The commands run in this process (`run`, `ok`, `fails`) open the test's database through
+MEMCHAT_DB: every test here asks for it, and runs on both backends unless marked `sqlite_only`."""
 
 
 def run(*args, input=None):
@@ -105,9 +108,9 @@ def test_no_color_is_honoured(server, monkeypatch):
 
 
 @sqlite_only
-def test_no_arguments_show_help_without_an_empty_error_line(memchat_script):
+def test_no_arguments_show_help_without_an_empty_error_line(memchat):
     for args in ([], ["db"]):
-        shown = subprocess.run([memchat_script, *args], capture_output=True, text=True, timeout=60)
+        shown = memchat(*args, timeout=60)
         assert "Usage" in shown.stdout + shown.stderr
         assert "memchat:  (" not in shown.stderr and not shown.stderr.startswith("memchat: ")
 
@@ -311,68 +314,58 @@ def test_not_a_database(tmp_path):
 # Real processes: the installed console script, as users and CI run it.
 
 
-def script(memchat_script, *args, input=None, env=None):
-    return subprocess.run(
-        [memchat_script, *map(str, args)],
-        input=input,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
-
-
-def test_installed_script_quickstart_with_the_echo_model(memchat_script):
-    made = script(memchat_script, "new", "--model", "memchat/echo", "--title", "demo")
+def test_installed_script_quickstart_with_the_echo_model(memchat):
+    made = memchat("new", "--model", "memchat/echo", "--title", "demo")
     assert made.returncode == 0, made.stderr
     thread = made.stdout.strip()
-    first = script(memchat_script, "say", thread, "My name is Ada.")
-    second = script(memchat_script, "say", thread, "What is my name?")
+    first = memchat("say", thread, "My name is Ada.")
+    second = memchat("say", thread, "What is my name?")
     assert first.returncode == second.returncode == 0, (first.stderr, second.stderr)
     assert "received 3 messages" in second.stdout and "My name is Ada." in second.stdout
     assert quiet(second.stderr), second.stderr
 
 
-def test_installed_script_against_the_local_server_streaming_from_a_pipe(memchat_script, server):
-    thread = script(memchat_script, "new").stdout.strip()
+def test_installed_script_against_the_local_server_streaming_from_a_pipe(memchat, server):
+    thread = memchat("new").stdout.strip()
     server.reply("a streamed answer")
-    said = script(memchat_script, "say", thread, "--stream", input="piped question")
+    said = memchat("say", thread, "--stream", input="piped question")
     assert said.returncode == 0, said.stderr
     assert said.stdout == "a streamed answer\n" and quiet(said.stderr)
     assert server.last_messages == [{"role": "user", "content": "piped question"}]
 
 
 @sqlite_only
-def test_installed_script_errors_are_one_line(memchat_script):
-    result = script(memchat_script, "say", "nothing-here", "hi")
+def test_installed_script_errors_are_one_line(memchat):
+    result = memchat("say", "nothing-here", "hi")
     assert result.returncode == 3
     assert result.stderr.startswith("memchat: no thread") and result.stderr.count("\n") == 1
 
 
 @sqlite_only
+@pytest.mark.slow
 def test_python_dash_m(tmp_path):
     result = subprocess.run([sys.executable, "-m", "memchat", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "say" in result.stdout
 
 
 @sqlite_only
-def test_installed_script_uses_the_user_data_directory_by_default(memchat_script, tmp_path, monkeypatch):
+def test_installed_script_uses_the_user_data_directory_by_default(memchat, tmp_path, monkeypatch):
     monkeypatch.delenv("MEMCHAT_DB")
     data_home = tmp_path / "xdg-data"
-    made = script(memchat_script, "new", "--model", "memchat/echo", env={"XDG_DATA_HOME": str(data_home)})
+    made = memchat("new", "--model", "memchat/echo", env={"XDG_DATA_HOME": str(data_home)})
     assert made.returncode == 0, made.stderr
     assert (data_home / "memchat" / "memchat.db").is_file()
 
 
 @sqlite_only
-def test_installed_script_streams_when_stdout_is_a_terminal(memchat_script, server):
+def test_installed_script_streams_when_stdout_is_a_terminal(memchat, server):
     import pty
 
-    thread = script(memchat_script, "new").stdout.strip()
+    thread = memchat("new").stdout.strip()
     server.reply("typed out live")
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
-        [memchat_script, "say", thread, "hello"], stdout=terminal, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        [memchat.script, "say", thread, "hello"], stdout=terminal, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
     os.close(terminal)
     output = b""
@@ -412,7 +405,7 @@ def _on_a_terminal(command, env):
 
 
 @sqlite_only
-def test_show_pages_on_a_terminal_like_git_and_never_when_piped(memchat_script, server):
+def test_show_pages_on_a_terminal_like_git_and_never_when_piped(memchat, server):
     from memchat import Memory
 
     said = [(role, f"line {n // 2}") for n, role in enumerate(["user", "assistant"] * 3)]
@@ -421,38 +414,36 @@ def test_show_pages_on_a_terminal_like_git_and_never_when_piped(memchat_script, 
     environment = {**os.environ, "PAGER": 'echo "LESS=$LESS"; sed "s/^/PAGED:/"'}
     environment.pop("LESS", None)
     environment.pop("NO_COLOR", None)
-    shown, code, errors = _on_a_terminal([memchat_script, "show", thread], environment)
+    shown, code, errors = _on_a_terminal([memchat.script, "show", thread], environment)
     assert code == 0 and errors == ""
     lines = shown.splitlines()
     assert lines[0] == "LESS=FRX"
     assert all(line.startswith("PAGED:") for line in lines[1:]) and "line 2" in shown
     assert "\x1b[" in shown  # colours go through to the pager, which shows them (less -R)
-    assert "\x1b[" not in _on_a_terminal([memchat_script, "show", thread], {**environment, "NO_COLOR": "1"})[0]
-    unpaged, code, _ = _on_a_terminal([memchat_script, "show", thread, "--no-pager"], environment)
+    assert "\x1b[" not in _on_a_terminal([memchat.script, "show", thread], {**environment, "NO_COLOR": "1"})[0]
+    unpaged, code, _ = _on_a_terminal([memchat.script, "show", thread, "--no-pager"], environment)
     assert code == 0 and "PAGED:" not in unpaged and "line 2" in unpaged
-    assert "PAGED:" not in _on_a_terminal([memchat_script, "show", thread], {**environment, "MEMCHAT_PAGER": ""})[0]
-    piped = subprocess.run([memchat_script, "show", thread], capture_output=True, text=True, env=environment, timeout=60)
+    assert "PAGED:" not in _on_a_terminal([memchat.script, "show", thread], {**environment, "MEMCHAT_PAGER": ""})[0]
+    piped = subprocess.run([memchat.script, "show", thread], capture_output=True, text=True, env=environment, timeout=60)
     assert piped.returncode == 0 and "PAGED:" not in piped.stdout and "line 2" in piped.stdout
 
 
 @sqlite_only
-def test_quitting_the_pager_early_is_not_an_error(memchat_script, server):
+def test_quitting_the_pager_early_is_not_an_error(memchat, server):
     from memchat import Memory
 
     said = [(("user", "assistant")[n % 2], f"message {n} " * 50) for n in range(2000)]
     with Memory() as memory:
         long_thread = memory.new_thread(title="long", messages=said).id
-    shown, code, errors = _on_a_terminal([memchat_script, "show", long_thread], {**os.environ, "PAGER": "head -n 1"})
+    shown, code, errors = _on_a_terminal([memchat.script, "show", long_thread], {**os.environ, "PAGER": "head -n 1"})
     assert code == 0 and errors == "" and len(shown.splitlines()) == 1
 
 
 @sqlite_only
-def test_llama_model_names_do_not_wait_on_a_tokenizer_download(memchat_script, server):
-    thread = script(memchat_script, "new", "--model", "openai/llama-3-8b-instruct").stdout.strip()
-    said = subprocess.run(
-        # A download attempt would hang far longer; a loaded CI machine needs more than 20 s to start.
-        [memchat_script, "say", thread, "hi", "--no-stream"], capture_output=True, text=True, timeout=45
-    )
+def test_llama_model_names_do_not_wait_on_a_tokenizer_download(memchat, server):
+    thread = memchat("new", "--model", "openai/llama-3-8b-instruct").stdout.strip()
+    # A download attempt would hang far longer; a loaded CI machine needs more than 20 s to start.
+    said = memchat("say", thread, "hi", "--no-stream", timeout=45)
     assert said.returncode == 0, said.stderr
     assert quiet(said.stderr), said.stderr
     assert server.requests[-1]["model"] == "llama-3-8b-instruct"
@@ -489,35 +480,35 @@ def test_accepting_a_cut_off_reply_sends_it_as_history(server):
     assert "nothing to accept" in fails(2, "accept", thread).stderr
 
 
-
 @sqlite_only
-def test_ctrl_c_during_a_streamed_reply_keeps_the_partial_reply(memchat_script, server, tmp_path):
+def test_ctrl_c_during_a_streamed_reply_keeps_the_partial_reply(memchat, server, tmp_path):
     import signal
-    import time
 
-    thread = script(memchat_script, "new").stdout.strip()
+    thread = memchat("new").stdout.strip()
     server.reply(" ".join(f"word{i}" for i in range(200)))
     server.piece_delay = 0.05
     process = subprocess.Popen(
-        [memchat_script, "say", thread, "long answer please", "--stream"],
+        [memchat.script, "say", thread, "long answer please", "--stream"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Straight from the pipe: a read through the text wrapper could buffer more than it returns,
-    # and communicate() below reads the pipe itself, so what was buffered would be lost.
+    # and communicate() below reads the pipe itself, so what was buffered would be lost. The
+    # signal comes once the first two words are out, so the partial reply has something to keep.
     raw = b""
-    while len(raw) < 6:
-        raw += os.read(process.stdout.fileno(), 6 - len(raw))
+    while b"word0 word1" not in raw:
+        piece = os.read(process.stdout.fileno(), 64)
+        assert piece, "the reply ended before its first words were printed"
+        raw += piece
     first = raw.decode()
     assert first.startswith("word0")
-    time.sleep(0.3)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert err.startswith("memchat: ") and err.count("\n") == 1 and "Traceback" not in err
-    shown = json.loads(script(memchat_script, "show", thread, "--json").stdout)["messages"]
+    shown = json.loads(memchat("show", thread, "--json").stdout)["messages"]
     assert [(m["role"], m["status"]) for m in shown] == [("user", "failed"), ("assistant", "partial")]
     assert shown[1]["content"].startswith("word0 word1") and len(shown[1]["content"]) < 1200
     assert (first + out).strip().startswith(shown[1]["content"].strip())
@@ -647,6 +638,7 @@ def test_cannot_reach_names_the_url_it_tried(server, monkeypatch):
 
 
 @sqlite_only
+@pytest.mark.slow
 def test_version_short_help_completion_and_db_path(tmp_path):
     from importlib.metadata import version
 
@@ -654,8 +646,7 @@ def test_version_short_help_completion_and_db_path(tmp_path):
     assert "Usage" in ok("-h").stdout and "Usage" in ok("say", "-h").stdout
     # Typer finds the shell among the parent processes: run the script from bash (`; true` keeps
     # bash from replacing itself with it), whatever started the tests.
-    script = Path(sys.executable).parent / "memchat"
-    shown = subprocess.run(["bash", "-c", f"'{script}' --show-completion; true"], capture_output=True, text=True, timeout=60)
+    shown = subprocess.run(["bash", "-c", f"'{installed_script()}' --show-completion; true"], capture_output=True, text=True, timeout=60)
     assert "_memchat_completion" in shown.stdout, shown.stderr
     database = tmp_path / "where.db"
     assert ok("--db", str(database), "db", "path").stdout == f"{database}\n"
@@ -668,16 +659,13 @@ def test_the_same_mistake_gets_the_same_words(server):
     assert wordings == {"memchat: Invalid value for '--policy': 'bogus' is not one of 'window', 'summary'."}
 
 
-def test_the_global_db_option_after_the_command(memchat_script, tmp_path):
+def test_the_global_db_option_after_the_command(memchat, tmp_path):
     elsewhere = tmp_path / "elsewhere.db"
-    made = subprocess.run([memchat_script, "new", "--title", "there", "--db", str(elsewhere)], capture_output=True, text=True, timeout=60)
+    made = memchat("new", "--title", "there", "--db", str(elsewhere), timeout=60)
     assert made.returncode == 0, made.stderr
-    listed = subprocess.run([memchat_script, "list", "--json", f"--db={elsewhere}"], capture_output=True, text=True, timeout=60)
+    listed = memchat("list", "--json", f"--db={elsewhere}", timeout=60)
     assert [t["title"] for t in json.loads(listed.stdout)] == ["there"]
-    said = subprocess.run(
-        [memchat_script, "say", made.stdout.strip(), "--model", "memchat/echo", "--db", str(elsewhere), "--", "--db is a flag"],
-        capture_output=True, text=True, timeout=60,
-    )
+    said = memchat("say", made.stdout.strip(), "--model", "memchat/echo", "--db", str(elsewhere), "--", "--db is a flag", timeout=60)
     assert said.returncode == 0 and said.stdout.startswith("You said: --db is a flag")
 
 
@@ -697,22 +685,20 @@ def test_a_thread_remembers_its_endpoint_and_needs_no_key_there(server, monkeypa
 
 
 @sqlite_only
-def test_continue_the_latest_thread_with_usage_and_the_first_use_is_announced(memchat_script, tmp_path, monkeypatch, server):
+def test_continue_the_latest_thread_with_usage_and_the_first_use_is_announced(memchat, tmp_path, monkeypatch, server):
     monkeypatch.delenv("MEMCHAT_DB")
-    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
-    made = subprocess.run([memchat_script, "new"], capture_output=True, text=True, env=env, timeout=60)
+    env = {"XDG_DATA_HOME": str(tmp_path / "data")}
+    made = memchat("new", env=env, timeout=60)
     assert made.returncode == 0 and "created the database" in made.stderr and "memchat db path" in made.stderr
-    again = subprocess.run([memchat_script, "new", "--title", "latest"], capture_output=True, text=True, env=env, timeout=60)
+    again = memchat("new", "--title", "latest", env=env, timeout=60)
     assert "created the database" not in again.stderr
     server.reply("continued")
-    said = subprocess.run(
-        [memchat_script, "say", "-c", "go on", "-u", "--no-stream"], capture_output=True, text=True, env=env, timeout=60
-    )
+    said = memchat("say", "-c", "go on", "-u", "--no-stream", env=env, timeout=60)
     assert said.returncode == 0 and said.stdout == "continued\n", said.stderr
     assert f"{server.PROMPT_TOKENS} prompt + {server.COMPLETION_TOKENS} completion tokens" in said.stderr
-    shown = subprocess.run([memchat_script, "show", again.stdout.strip()], capture_output=True, text=True, env=env, timeout=60)
+    shown = memchat("show", again.stdout.strip(), env=env, timeout=60)
     assert "go on" in shown.stdout and f"usage of the thread: {server.PROMPT_TOKENS} prompt + {server.COMPLETION_TOKENS} completion" in shown.stdout
-    both = subprocess.run([memchat_script, "say", "-c", "x", "y"], capture_output=True, text=True, env=env, timeout=60)
+    both = memchat("say", "-c", "x", "y", env=env, timeout=60)
     assert both.returncode == 2 and "give the message alone" in both.stderr
 
 
@@ -841,6 +827,7 @@ def test_fork_and_edit_make_new_threads_and_leave_the_original(server):
     fails(3, "fork", "nosuchthread")
 
 
+@pytest.mark.slow
 def test_commands_that_open_no_database_load_neither_the_database_layer_nor_litellm():
     for args in (["--version"], ["--help"], ["config", "path"], ["chat", "--help"], ["serve", "--help"]):
         shown = subprocess.run(

@@ -11,39 +11,32 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from helpers import sqlite_only
 from serving import Served
 
-SCRIPT = str(Path(sys.executable).parent / "memchat")
 
-
-def local(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **env})
-
-
-def remote(served: Served, *args: str, key: str | None = None, **env: str) -> subprocess.CompletedProcess:
+def remote(memchat, served: Served, *args: str, key: str | None = None, **env: str) -> subprocess.CompletedProcess:
     """The command through the server: `--server` given after the command, as users type it,
     and no database named anywhere the client could open."""
     extra = {"MEMCHAT_DB": "/nonexistent/never-opened.db", **env}
     if key is not None:
         extra["MEMCHAT_API_KEY"] = key
-    return local(*args, "--server", served.url, **extra)
+    return memchat(*args, "--server", served.url, env=extra)
 
 
 def same(here: subprocess.CompletedProcess, there: subprocess.CompletedProcess) -> tuple:
     return (there.stdout, there.stderr, there.returncode), (here.stdout, here.stderr, here.returncode)
 
 
-def test_commands_print_what_they_print_on_the_database(served, server):
+def test_commands_print_what_they_print_on_the_database(memchat, served, server):
     server.reply("Lisbon, in May.", "The 12th.")
-    thread = remote(served, "new", "--title", "trip", "--model", "openai/gpt-4o", "--budget", "2000").stdout.strip()
+    thread = remote(memchat, served, "new", "--title", "trip", "--model", "openai/gpt-4o", "--budget", "2000").stdout.strip()
     assert len(thread) == 12
-    first = remote(served, "say", thread, "where do we go?")
+    first = remote(memchat, served, "say", thread, "where do we go?")
     assert (first.stdout, first.returncode) == ("Lisbon, in May.\n", 0)
-    second = remote(served, "say", thread, "and when exactly?", "--usage")
+    second = remote(memchat, served, "say", thread, "and when exactly?", "--usage")
     assert second.stdout == "The 12th.\n" and "prompt +" in second.stderr
     assert server.last_messages == [
         {"role": "user", "content": "where do we go?"},
@@ -66,72 +59,72 @@ def test_commands_print_what_they_print_on_the_database(served, server):
         ["export", thread],
         ["export", "--all"],
     ):
-        there, here = same(local(*args), remote(served, *args))
+        there, here = same(memchat(*args), remote(memchat, served, *args))
         assert there == here, args
 
 
-def test_branching_and_repair_through_the_server(served, server):
+def test_branching_and_repair_through_the_server(memchat, served, server):
     server.reply("one", "the second answer, cut short", "two", "two, again")
-    thread = remote(served, "new", "--model", "openai/gpt-4o").stdout.strip()
-    remote(served, "say", thread, "first")
+    thread = remote(memchat, served, "new", "--model", "openai/gpt-4o").stdout.strip()
+    remote(memchat, served, "say", thread, "first")
     server.drop_after(1)
-    cut = remote(served, "say", thread, "second", "--stream")
+    cut = remote(memchat, served, "say", thread, "second", "--stream")
     assert cut.returncode == 5
     assert f"(the partial reply is kept: `memchat accept {thread}` keeps it, `memchat retry {thread}` asks again)" in cut.stderr
-    retried = remote(served, "retry", thread, "--stream")
+    retried = remote(memchat, served, "retry", thread, "--stream")
     assert (retried.stdout, retried.returncode) == ("two\n", 0)
-    fork = remote(served, "fork", thread, "--at", "1")
+    fork = remote(memchat, served, "fork", thread, "--at", "1")
     assert fork.returncode == 0 and f"forked thread {thread} at #1 into {fork.stdout.strip()}" in fork.stderr
-    edited = remote(served, "edit", thread, "2", "second, said better")
+    edited = remote(memchat, served, "edit", thread, "2", "second, said better")
     assert edited.stdout == "two, again\n" and "asking again in a new thread" in edited.stderr
     assert server.last_messages[-1] == {"role": "user", "content": "second, said better"}
-    undone = remote(served, "undo", thread)
+    undone = remote(memchat, served, "undo", thread)
     assert undone.returncode == 0 and "undid the last turn" in undone.stderr
-    stored = json.loads(local("show", thread, "--json").stdout)["messages"]
+    stored = json.loads(memchat("show", thread, "--json").stdout)["messages"]
     assert [m["status"] for m in stored][-2:] == ["undone", "undone"]
-    assert local("context", thread, "--json").stdout.count('"second"') == 0
+    assert memchat("context", thread, "--json").stdout.count('"second"') == 0
 
 
-def test_failures_come_back_as_the_same_line_and_exit_code(served, server):
-    thread = remote(served, "new", "--model", "openai/gpt-4o").stdout.strip()
+def test_failures_come_back_as_the_same_line_and_exit_code(memchat, served, server):
+    thread = remote(memchat, served, "new", "--model", "openai/gpt-4o").stdout.strip()
     too_long = ["say", thread, "--budget", "3", "a long message " * 20]
     for args in (["show", "nosuchthread"], ["say", "nosuchthread", "hi"], too_long):
-        there, here = same(local(*args), remote(served, *args))
+        there, here = same(memchat(*args), remote(memchat, served, *args))
         assert there[1:] == here[1:], args
     server.fail(401, "the provider refused the key")
-    failed = remote(served, "say", thread, "hello")
+    failed = remote(memchat, served, "say", thread, "hello")
     assert failed.returncode == 5
     assert failed.stderr.endswith(f"(your message is saved: `memchat retry {thread}` sends it again)\n")
     assert failed.stderr.count("\n") == 1
 
-    operator = remote(served, "key", "list")
+    operator = remote(memchat, served, "key", "list")
     assert operator.returncode == 2 and "works on the database itself" in operator.stderr
-    assert local("key", "list", MEMCHAT_SERVER=served.url).returncode == 0  # the operator's: the database
-    tenant = remote(served, "list", "--tenant", "alice")
+    assert memchat("key", "list", env={"MEMCHAT_SERVER": served.url}).returncode == 0  # the operator's: the database
+    tenant = remote(memchat, served, "list", "--tenant", "alice")
     assert tenant.returncode == 2 and "works on the database itself" in tenant.stderr
-    both = local("--db", "x.db", "--server", served.url, "list")
+    both = memchat("--db", "x.db", "--server", served.url, "list")
     assert both.returncode == 2 and "either --db or --server" in both.stderr
-    gone = local("--server", "http://127.0.0.1:9", "list")
+    gone = memchat("--server", "http://127.0.0.1:9", "list")
     assert gone.returncode == 6 and "cannot reach the memchat server at http://127.0.0.1:9" in gone.stderr
-    assert remote(served, "say", thread, "hi", "--api-base", "http://elsewhere/v1").returncode == 2
+    assert remote(memchat, served, "say", thread, "hi", "--api-base", "http://elsewhere/v1").returncode == 2
 
 
-def test_a_key_is_sent_and_a_refused_one_is_exit_8(served, server):
-    key = local("key", "create", "alice").stdout.strip()
-    without = remote(served, "list")
+def test_a_key_is_sent_and_a_refused_one_is_exit_8(memchat, served, server):
+    key = memchat("key", "create", "alice").stdout.strip()
+    without = remote(memchat, served, "list")
     assert without.returncode == 8 and without.stderr.startswith("memchat: this server needs an API key")
-    wrong = remote(served, "list", key="mc-not-a-key")
+    wrong = remote(memchat, served, "list", key="mc-not-a-key")
     assert wrong.returncode == 8 and key not in wrong.stderr
-    made = remote(served, "new", "--title", "alice's", key=key)
+    made = remote(memchat, served, "new", "--title", "alice's", key=key)
     assert made.returncode == 0
-    listed = remote(served, "list", "--json", key=key)
+    listed = remote(memchat, served, "list", "--json", key=key)
     assert [t["title"] for t in json.loads(listed.stdout)] == ["alice's"]
-    assert remote(served, "list", key=key, MEMCHAT_SERVER=served.url).returncode == 0
+    assert remote(memchat, served, "list", key=key, MEMCHAT_SERVER=served.url).returncode == 0
 
 
-def test_a_client_process_loads_neither_sqlalchemy_nor_litellm(served, server):
+def test_a_client_process_loads_neither_sqlalchemy_nor_litellm(memchat, served, server):
     server.reply("hello back")
-    thread = remote(served, "new", "--model", "openai/gpt-4o").stdout.strip()
+    thread = remote(memchat, served, "new", "--model", "openai/gpt-4o").stdout.strip()
     program = (
         "import sys\n"
         "from memchat.cli import main\n"
@@ -148,17 +141,17 @@ def test_a_client_process_loads_neither_sqlalchemy_nor_litellm(served, server):
     assert run.stderr.strip() == "[] 0"
 
 
-def test_recall_by_meaning_is_set_and_embedded_through_the_server(served, server):
+def test_recall_by_meaning_is_set_and_embedded_through_the_server(memchat, served, server):
     model = "openai/text-embedding-3-small"
-    thread = remote(served, "new", "--model", "openai/gpt-4o", "--recall-embeddings", model).stdout.strip()
-    assert json.loads(remote(served, "show", thread, "--json").stdout)["recall_embeddings"] == model
-    remote(served, "say", thread, "we keep bees on the roof")
-    made = remote(served, "embed", thread)
+    thread = remote(memchat, served, "new", "--model", "openai/gpt-4o", "--recall-embeddings", model).stdout.strip()
+    assert json.loads(remote(memchat, served, "show", thread, "--json").stdout)["recall_embeddings"] == model
+    remote(memchat, served, "say", thread, "we keep bees on the roof")
+    made = remote(memchat, served, "embed", thread)
     assert (made.stdout, made.returncode) == ("embedded 2 messages\n", 0)
     assert [len(r["input"]) for r in server.embedding_requests] == [2]
-    assert json.loads(remote(served, "embed", thread, "--json").stdout) == {"thread": thread, "embedded": 0}
-    remote(served, "set", thread, "--recall-embeddings", "")
-    refused = remote(served, "embed", thread)
+    assert json.loads(remote(memchat, served, "embed", thread, "--json").stdout) == {"thread": thread, "embedded": 0}
+    remote(memchat, served, "set", thread, "--recall-embeddings", "")
+    refused = remote(memchat, served, "embed", thread)
     assert refused.returncode == 2 and "--recall-embeddings" in refused.stderr
 
 
@@ -207,10 +200,10 @@ def garbage_server():
         (["say", "t1", "hi"], "/threads/t1/say", "text/event-stream", b'event: reply\ndata: {"text": "hi"}\n\n'),
     ],
 )
-def test_a_server_answering_what_memchat_cannot_read_is_exit_6(garbage_server, args, path, content_type, body):
+def test_a_server_answering_what_memchat_cannot_read_is_exit_6(memchat, garbage_server, args, path, content_type, body):
     garbage_server.answers[path] = (content_type, body)
     url = f"http://127.0.0.1:{garbage_server.server_address[1]}"
-    done = local(*args, "--server", url, MEMCHAT_DB="/nonexistent/never-opened.db")
+    done = memchat(*args, "--server", url, env={"MEMCHAT_DB": "/nonexistent/never-opened.db"})
     assert done.returncode == 6, done.stderr
     assert done.stderr.startswith(f"memchat: the memchat server at {url} sent an answer memchat cannot read (")
     assert len(done.stderr.splitlines()) == 1
@@ -219,7 +212,7 @@ def test_a_server_answering_what_memchat_cannot_read_is_exit_6(garbage_server, a
 @pytest.mark.bad_input
 @sqlite_only
 @pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999", "ftp://127.0.0.1"])
-def test_a_server_url_that_does_not_read_is_exit_2(url):
-    done = local("list", "--server", url, MEMCHAT_DB="/nonexistent/never-opened.db")
+def test_a_server_url_that_does_not_read_is_exit_2(memchat, url):
+    done = memchat("list", "--server", url, env={"MEMCHAT_DB": "/nonexistent/never-opened.db"})
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("memchat: --server needs an http(s) URL") and len(done.stderr.splitlines()) == 1

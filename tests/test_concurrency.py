@@ -15,27 +15,27 @@ TURNS = int(os.environ.get("MEMCHAT_TEST_TURNS", "2"))
 """bench/adversary.py raises these to measure more writers for longer."""
 
 
-def _lanes(memchat_script, jobs):
+def _lanes(memchat, jobs):
     """Start each job (a list of `memchat` argument lists run in order) as its own shell lane."""
     lanes = []
     for commands in jobs:
-        script = " && ".join(" ".join([memchat_script, *map(str, args), "--no-stream"]) for args in commands)
+        script = " && ".join(" ".join([memchat.script, *map(str, args), "--no-stream"]) for args in commands)
         lanes.append(subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return [(lane.wait(timeout=300), *lane.communicate()) for lane in lanes]
 
 
 @pytest.mark.writers
-def test_writers_on_one_thread_are_serialised_and_lose_nothing(memchat_script, server):
-    thread = subprocess.run([memchat_script, "new"], capture_output=True, text=True, check=True).stdout.strip()
+def test_writers_on_one_thread_are_serialised_and_lose_nothing(memchat, server):
+    thread = memchat("new", check=True).stdout.strip()
     server.echo = True
     server.reply_delay = 0.2
     results = _lanes(
-        memchat_script, [[("say", thread, f"w{w}t{t}") for t in range(TURNS)] for w in range(WRITERS)]
+        memchat, [[("say", thread, f"w{w}t{t}") for t in range(TURNS)] for w in range(WRITERS)]
     )
     for code, out, err in results:
         assert code == 0, err
         assert quiet(err), err
-    exported = subprocess.run([memchat_script, "export", thread], capture_output=True, text=True, check=True)
+    exported = memchat("export", thread, check=True)
     messages = json.loads(exported.stdout)["messages"]
     assert len(messages) == 2 * WRITERS * TURNS
     assert all(m["status"] == "complete" for m in messages)
@@ -47,43 +47,38 @@ def test_writers_on_one_thread_are_serialised_and_lose_nothing(memchat_script, s
     assert sorted(len(request["messages"]) for request in server.requests) == list(range(1, 2 * WRITERS * TURNS, 2))
 
 
-def test_turns_on_different_threads_run_at_the_same_time(memchat_script, server):
-    threads = [
-        subprocess.run([memchat_script, "new"], capture_output=True, text=True, check=True).stdout.strip()
-        for _ in range(2)
-    ]
+def test_turns_on_different_threads_run_at_the_same_time(memchat, server):
+    threads = [memchat("new", check=True).stdout.strip() for _ in range(2)]
     # Each call is held until the other arrives too (or 60 s pass): however slowly the two
     # processes start, both calls are in flight at once unless one turn waits for the other.
     server.gate = threading.Barrier(2, timeout=60)
-    results = _lanes(memchat_script, [[("say", thread, "hello")] for thread in threads])
+    results = _lanes(memchat, [[("say", thread, "hello")] for thread in threads])
     assert all(code == 0 for code, _, _ in results), results
     assert server.max_in_flight == 2
 
 
 @pytest.mark.fault
-def test_a_lease_left_by_a_dead_process_does_not_wedge_the_thread(memchat_script, server, memory):
+def test_a_lease_left_by_a_dead_process_does_not_wedge_the_thread(memchat, server, memory):
     thread = memory.new_thread()
     dead = subprocess.Popen(["true"])
     dead.wait()
     holder = f"{lease._machine()}:{dead.pid}:deadbeef"
     assert memory.store.acquire_lease(thread.id, holder, 3600, lambda _: False)
-    said = subprocess.run(
-        [memchat_script, "say", thread.id, "still usable?", "--no-stream"], capture_output=True, text=True, timeout=120
-    )
+    said = memchat("say", thread.id, "still usable?", "--no-stream", timeout=120)
     assert said.returncode == 0, said.stderr
 
 
 @pytest.mark.fault
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_kill_9_mid_turn_leaves_a_sound_database_and_a_usable_thread(memchat_script, server, db_url):
+@pytest.mark.sqlite_only
+def test_kill_9_mid_turn_leaves_a_sound_database_and_a_usable_thread(memchat, server, db_url):
     """SQLite's integrity_check is the measure here; PostgreSQL's own recovery is not memchat's."""
     import signal
     import sqlite3
     import time
 
-    thread = subprocess.run([memchat_script, "new"], capture_output=True, text=True, check=True).stdout.strip()
+    thread = memchat("new", check=True).stdout.strip()
     server.reply_delay = 30
-    victim = subprocess.Popen([memchat_script, "say", thread, "lost in flight?", "--no-stream"])
+    victim = subprocess.Popen([memchat.script, "say", thread, "lost in flight?", "--no-stream"])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and server.in_flight == 0:
         time.sleep(0.05)
@@ -95,12 +90,12 @@ def test_kill_9_mid_turn_leaves_a_sound_database_and_a_usable_thread(memchat_scr
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert connection.execute("SELECT content, status FROM messages").fetchall() == [("lost in flight?", "pending")]
     server.reply("carried on")
-    said = subprocess.run([memchat_script, "say", thread, "next", "--no-stream"], capture_output=True, text=True, timeout=120)
+    said = memchat("say", thread, "next", "--no-stream", timeout=120)
     assert said.returncode == 0, said.stderr
     assert said.stdout == "carried on\n"
     assert server.last_messages == [{"role": "user", "content": "next"}]
     # The killed turn's message stays stored, marked pending, and out of every later context.
-    exported = json.loads(subprocess.run([memchat_script, "export", thread], capture_output=True, text=True).stdout)
+    exported = json.loads(memchat("export", thread).stdout)
     assert [(m["content"], m["status"]) for m in exported["messages"]] == [
         ("lost in flight?", "pending"),
         ("next", "complete"),
@@ -119,19 +114,19 @@ KILL_POINTS = {
 
 
 @pytest.mark.fault
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("point", KILL_POINTS)
-def test_kill_9_at_any_point_of_a_turn(memchat_script, server, db_url, point):
+def test_kill_9_at_any_point_of_a_turn(memchat, server, db_url, point):
     import signal
     import sqlite3
     import time
 
-    thread = subprocess.run([memchat_script, "new"], capture_output=True, text=True, check=True).stdout.strip()
+    thread = memchat("new", check=True).stdout.strip()
     server.reply_delay = 1.0
     server.piece_delay = 0.2
     server.reply("one two three four five six seven eight")
     stream = "--stream" if point == "reply streaming" else "--no-stream"
-    victim = subprocess.Popen([memchat_script, "say", thread, "first try", stream], stdout=subprocess.DEVNULL)
+    victim = subprocess.Popen([memchat.script, "say", thread, "first try", stream], stdout=subprocess.DEVNULL)
     observed = {
         "model call in flight": lambda: len(server.arrivals) == 1,
         "reply streaming": lambda: server.pieces_sent >= 2,
@@ -160,15 +155,13 @@ def test_kill_9_at_any_point_of_a_turn(memchat_script, server, db_url, point):
     if point in ("model call in flight", "reply streaming"):
         assert rows == [("user", "pending")]
     server.reset()
-    said = subprocess.run([memchat_script, "say", thread, "again", "--no-stream"], capture_output=True, text=True, timeout=60)
+    said = memchat("say", thread, "again", "--no-stream", timeout=60)
     assert said.returncode == 0, said.stderr
     assert [m["role"] for m in server.last_messages].count("user") == 1 + (rows == [("user", "complete"), ("assistant", "complete")])
 
 
-def test_writers_on_a_summarized_thread_fold_each_span_once(memchat_script, server):
-    thread = subprocess.run(
-        [memchat_script, "new", "--policy", "summary", "--budget", "250"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+def test_writers_on_a_summarized_thread_fold_each_span_once(memchat, server):
+    thread = memchat("new", "--policy", "summary", "--budget", "250", check=True).stdout.strip()
     server.echo = True
     server.reply_delay = 0.1
     folds = []
@@ -181,10 +174,10 @@ def test_writers_on_a_summarized_thread_fold_each_span_once(memchat_script, serv
     server.on(lambda body: body["messages"][-1]["content"].startswith("Summary so far:"), summarize)
     words = "with enough words to fill the window " * 3
     results = _lanes(
-        memchat_script, [[("say", thread, f"'w{w}t{t} {words}'") for t in range(TURNS)] for w in range(WRITERS)]
+        memchat, [[("say", thread, f"'w{w}t{t} {words}'") for t in range(TURNS)] for w in range(WRITERS)]
     )
     assert all(code == 0 for code, _, _ in results), results
-    exported = json.loads(subprocess.run([memchat_script, "export", thread], capture_output=True, text=True, check=True).stdout)
+    exported = json.loads(memchat("export", thread, check=True).stdout)
     assert len(exported["messages"]) == 2 * WRITERS * TURNS
     spans = [(s["first_position"], s["last_position"]) for s in exported["summaries"]]
     assert folds and len(spans) == len(folds)

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from memchat import llm
 from memchat.context import (
-    Candidate,
     TURN_CONTINUATIONS,
+    Candidate,
     assemble,
     drop_oldest_turn,
     history_room,
@@ -16,10 +16,6 @@ from memchat.context import (
 )
 from memchat.errors import BudgetExceeded, InvalidInput
 from memchat.tokens import tokenizer_for
-
-from helpers import sqlite_only
-
-pytestmark = sqlite_only
 
 MODEL = "openai/gpt-4o"
 TOKENIZER = tokenizer_for(MODEL)
@@ -169,9 +165,3 @@ def test_preview_without_a_new_message():
 def test_budget_must_be_positive():
     with pytest.raises(InvalidInput):
         room_for(0, 0.0)
-
-
-@pytest.fixture
-def db_url(tmp_path):
-    """These tests touch no database: one run, not one per backend."""
-    return str(tmp_path / "unused.db")

@@ -53,6 +53,7 @@ def _timed_get(url: str) -> tuple[int, float]:
 
 
 @pytest.mark.fault
+@pytest.mark.slow
 def test_a_stalled_database_fails_requests_in_seconds_and_health_and_metrics_still_answer(server, db_url):
     served = Served("--db-timeout", "2")
     try:
@@ -76,6 +77,7 @@ def test_a_stalled_database_fails_requests_in_seconds_and_health_and_metrics_sti
 
 
 @pytest.mark.fault
+@pytest.mark.slow
 def test_requests_past_the_pending_limit_are_refused_at_once_with_retry_after(server, db_url):
     served = Served("--db-timeout", "3", "--max-pending", "4")
     try:
@@ -97,7 +99,8 @@ def test_requests_past_the_pending_limit_are_refused_at_once_with_retry_after(se
 
 @sqlite_only
 @pytest.mark.fault
-def test_sqlite_writers_queue_behind_each_other_while_hundreds_of_reads_run(server):
+@pytest.mark.slow
+def test_sqlite_writers_queue_behind_each_other_while_hundreds_of_reads_run(db_url, server):
     """One worker, 500 list requests and 60 turns at once: every turn is stored. SQLite's busy
     handler let a writer lose the lock to newcomers until its time-out ran out ("database is
     locked"); the writers of a process now queue in order. A short --db-timeout makes that race

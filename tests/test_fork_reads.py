@@ -73,6 +73,7 @@ def test_a_fork_read_through_memory_while_its_origin_is_deleted_is_read_whole(me
 
 
 @pytest.mark.fault
+@pytest.mark.slow
 def test_a_fork_read_over_http_while_its_origin_is_deleted_is_read_whole(memory):
     served = Served()
     local = threading.local()

@@ -2,15 +2,10 @@
 
 import json
 
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from memchat import InvalidInput, Memory
-
-from helpers import sqlite_only
-
-pytestmark = sqlite_only
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -80,9 +75,3 @@ def assert_stored_as_given(memory, thread_id, exported):
     assert thread.title == exported.get("title", "")
     stored = [(m.role, m.content, m.status) for m in memory.messages(thread_id)]
     assert stored == [(m["role"], m["content"], m.get("status", "complete")) for m in given]
-
-
-@pytest.fixture
-def db_url(tmp_path):
-    """Each example opens its own database: one run, not one per backend."""
-    return str(tmp_path / "unused.db")

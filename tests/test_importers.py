@@ -19,12 +19,7 @@ from helpers import sqlite_only
 from memchat import InvalidInput
 from memchat.transfer import chatgpt, llm_logs, openai_jsonl
 
-SCRIPT = str(Path(sys.executable).parent / "memchat")
 LLM = str(Path(sys.executable).parent / "llm")
-
-
-def memchat(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
@@ -60,7 +55,7 @@ def by_title(memory) -> dict:
     return {thread.title: thread for thread in memory.threads()}
 
 
-def test_llm_conversations_become_threads_with_their_model_times_and_tokens(memory, llm_logs_db, server):
+def test_llm_conversations_become_threads_with_their_model_times_and_tokens(memchat, memory, llm_logs_db, server):
     result = memchat("import", "--from", "llm", str(llm_logs_db))
     assert result.returncode == 0, result.stderr
     made = result.stdout.split()
@@ -88,7 +83,7 @@ def test_llm_conversations_become_threads_with_their_model_times_and_tokens(memo
     ]
 
 
-def test_importing_the_same_llm_history_again_copies_nothing(memory, llm_home, llm_logs_db, server):
+def test_importing_the_same_llm_history_again_copies_nothing(memchat, memory, llm_home, llm_logs_db, server):
     first = memchat("import", "--from", "llm", str(llm_logs_db))
     server.reply("Berlin.")
     run_llm(llm_home, "-m", "4o-mini", "Capital of Germany?")
@@ -108,7 +103,7 @@ def test_importing_the_same_llm_history_again_copies_nothing(memory, llm_home, l
     assert result.threads == [] and result.existing == [(exported["source"], new)]
 
 
-def test_an_llm_fork_becomes_a_memchat_fork_and_tool_calls_are_reported(memory, llm_logs_db):
+def test_an_llm_fork_becomes_a_memchat_fork_and_tool_calls_are_reported(memchat, memory, llm_logs_db):
     pytest.importorskip("llm.logs", reason="llm's message store (llm 0.36 and later) makes forks")
     import sqlite_utils
     from llm.logs import LogStore
@@ -136,7 +131,7 @@ def test_an_llm_fork_becomes_a_memchat_fork_and_tool_calls_are_reported(memory, 
     assert f"llm thread {fork}: 1 assistant messages with no text (tool calls or attachments only) left out" in result.stderr
 
 
-def test_a_missing_or_foreign_database_is_refused_with_nothing_stored(memory, tmp_path):
+def test_a_missing_or_foreign_database_is_refused_with_nothing_stored(memchat, memory, tmp_path):
     missing = memchat("import", "--from", "llm", str(tmp_path / "nowhere.db"))
     assert (missing.returncode, missing.stdout) == (2, "")
     assert "no llm logs database at" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
@@ -174,7 +169,7 @@ def jsonl(tmp_path: Path, *lines: object) -> Path:
     return path
 
 
-def test_openai_jsonl_lines_become_threads_and_again_copy_nothing(memory, tmp_path):
+def test_openai_jsonl_lines_become_threads_and_again_copy_nothing(memchat, memory, tmp_path):
     path = jsonl(
         tmp_path,
         {"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi there"},
@@ -203,7 +198,7 @@ def test_openai_jsonl_lines_become_threads_and_again_copy_nothing(memory, tmp_pa
     assert again.stderr.count("was imported before") == 2 and len(memory.threads()) == 2
 
 
-def test_a_bad_jsonl_line_refuses_the_whole_file(memory, tmp_path):
+def test_a_bad_jsonl_line_refuses_the_whole_file(memchat, memory, tmp_path):
     path = jsonl(tmp_path, {"messages": [{"role": "user", "content": "fine"}]}, "{not json")
     refused = memchat("import", "--from", "openai-jsonl", str(path))
     assert refused.returncode == 2 and refused.stdout == ""
@@ -214,7 +209,7 @@ def test_a_bad_jsonl_line_refuses_the_whole_file(memory, tmp_path):
 
 
 @pytest.mark.isolation
-def test_imports_through_a_server_are_the_callers_own(memory, tmp_path):
+def test_imports_through_a_server_are_the_callers_own(memchat, memory, tmp_path):
     from serving import Served
 
     from memchat import Memory
@@ -225,9 +220,8 @@ def test_imports_through_a_server_are_the_callers_own(memory, tmp_path):
     served = Served()
     try:
         def through(key: str) -> subprocess.CompletedProcess:
-            env = {**os.environ, "MEMCHAT_DB": "/nonexistent/never-opened.db", "MEMCHAT_API_KEY": key}
-            return subprocess.run([SCRIPT, "--server", served.url, "import", "--from", "openai-jsonl", str(path)],
-                                  capture_output=True, text=True, timeout=120, env=env)
+            env = {"MEMCHAT_DB": "/nonexistent/never-opened.db", "MEMCHAT_API_KEY": key}
+            return memchat("--server", served.url, "import", "--from", "openai-jsonl", str(path), env=env)
 
         [ann] = through(keys[0]).stdout.split()
         [bob] = through(keys[1]).stdout.split()  # another tenant's copy: its own thread
@@ -305,7 +299,7 @@ def chatgpt_export(tmp_path: Path, form: str) -> Path:
 
 
 @pytest.mark.parametrize("form", ["zip", "folder"])
-def test_a_chatgpt_export_keeps_every_branch_as_a_fork(memory, tmp_path, form):
+def test_a_chatgpt_export_keeps_every_branch_as_a_fork(memchat, memory, tmp_path, form):
     export = chatgpt_export(tmp_path, form)
     result = memchat("import", "--from", "chatgpt", str(export))
     assert result.returncode == 0, result.stderr
@@ -340,7 +334,7 @@ def test_a_chatgpt_export_keeps_every_branch_as_a_fork(memory, tmp_path, form):
     assert len(memory.threads()) == 4
 
 
-def test_a_file_that_is_no_chatgpt_export_is_refused_whole(memory, tmp_path):
+def test_a_file_that_is_no_chatgpt_export_is_refused_whole(memchat, memory, tmp_path):
     path = tmp_path / "conversations.json"
     path.write_text(json.dumps([TRIP, {"title": "broken"}]))
     refused = memchat("import", "--from", "chatgpt", str(path))
@@ -351,7 +345,7 @@ def test_a_file_that_is_no_chatgpt_export_is_refused_whole(memory, tmp_path):
     assert memory.threads() == []
 
 
-def test_a_broken_message_tree_skips_that_conversation_only(memory, tmp_path):
+def test_a_broken_message_tree_skips_that_conversation_only(memchat, memory, tmp_path):
     looped = {"title": "Loop", "id": "c-loop", "current_node": "x",
               "mapping": dict([node("x", "y", [], "user", "hi"), node("y", "x", ["x"], "assistant", "ho")])}
     path = tmp_path / "conversations.json"
@@ -397,7 +391,7 @@ def test_llms_older_layout_is_read_and_a_conversation_in_both_is_read_once(memor
     assert by_title(memory)["Old chat"].id in made and len(made) == 3
 
 
-def test_the_import_size_limit_holds_for_other_tools_histories_too(memory, tmp_path, monkeypatch):
+def test_the_import_size_limit_holds_for_other_tools_histories_too(memchat, memory, tmp_path, monkeypatch):
     monkeypatch.setenv("MEMCHAT_IMPORT_MAX_MIB", "1")
     big = "x" * (2 * 2**20)
     path = jsonl(tmp_path, {"messages": [{"role": "user", "content": big}]})
@@ -416,7 +410,7 @@ def test_the_import_size_limit_holds_for_other_tools_histories_too(memory, tmp_p
 @pytest.mark.bad_input
 @sqlite_only
 @pytest.mark.parametrize("origin", ["chatgpt", "openai-jsonl"])
-def test_json_nested_too_deeply_is_refused_in_one_line(memory, tmp_path, origin):
+def test_json_nested_too_deeply_is_refused_in_one_line(memchat, memory, tmp_path, origin):
     path = tmp_path / ("conversations.json" if origin == "chatgpt" else "deep.jsonl")
     path.write_text("[" * 200_000 + "]" * 200_000 + "\n")
     done = memchat("import", "--from", origin, str(path))
@@ -441,7 +435,7 @@ def _zip_with_lying_header(path: Path, inflated: int, declared: int) -> Path:
 
 @pytest.mark.bad_input
 @sqlite_only
-def test_a_zip_inflating_past_what_its_headers_say_is_refused_in_flat_memory(memory, tmp_path, monkeypatch):
+def test_a_zip_inflating_past_what_its_headers_say_is_refused_in_flat_memory(memchat, memory, tmp_path, monkeypatch):
     monkeypatch.setenv("MEMCHAT_IMPORT_MAX_MIB", "1")
     bomb = _zip_with_lying_header(tmp_path / "export.zip", inflated=48 * 2**20, declared=1000)
     tracemalloc.start()
@@ -494,7 +488,7 @@ def _damage_llm_logs(database: Path, damage: str) -> None:
         ("corrupt page", "malformed"),
     ],
 )
-def test_a_damaged_llm_database_is_refused_saying_what_is_wrong(memory, llm_logs_db, damage, said):
+def test_a_damaged_llm_database_is_refused_saying_what_is_wrong(memchat, memory, llm_logs_db, damage, said):
     pytest.importorskip("llm.logs", reason="llm's message store (llm 0.36 and later)")
     _damage_llm_logs(llm_logs_db, damage)
     refused = memchat("import", "--from", "llm", str(llm_logs_db))

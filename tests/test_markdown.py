@@ -7,8 +7,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -18,12 +16,6 @@ from hypothesis import strategies as st
 
 from memchat import InvalidInput
 from memchat.transfer import markdown
-
-SCRIPT = str(Path(sys.executable).parent / "memchat")
-
-
-def memchat(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **env})
 
 
 def as_markdown(memory, thread_id: str | None) -> str:
@@ -76,11 +68,9 @@ def threads(draw):
     }
 
 
-@pytest.fixture(params=["sqlite"])
-def db_url(request, tmp_path):
-    """One backend is enough: what is under test is the format, and import and export are
-    tested on both elsewhere."""
-    return str(tmp_path / "memchat.db")
+pytestmark = pytest.mark.sqlite_only
+"""One backend is enough: what is under test is the format, and import and export are tested on
+both elsewhere."""
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -117,7 +107,7 @@ def test_a_transcript_reads_as_one(memory, server):
     assert "Lisbon is lovely." in visible and "Take the tram." in visible
 
 
-def test_the_cli_writes_and_reads_markdown_and_refuses_an_edited_file(memory, server, tmp_path):
+def test_the_cli_writes_and_reads_markdown_and_refuses_an_edited_file(memchat, memory, server, tmp_path):
     server.reply("Lisbon is lovely.")
     thread = memory.new_thread(title="Trip", model="openai/gpt-4o-mini")
     memory.say(thread.id, "Where to go in May?")
@@ -141,7 +131,7 @@ def test_the_cli_writes_and_reads_markdown_and_refuses_an_edited_file(memory, se
     assert len(memory.threads()) == 2
 
 
-def test_markdown_through_a_server_is_the_same_file(memory, server, tmp_path):
+def test_markdown_through_a_server_is_the_same_file(memchat, memory, server, tmp_path):
     from serving import Served
 
     server.reply("Lisbon is lovely.")
@@ -151,19 +141,19 @@ def test_markdown_through_a_server_is_the_same_file(memory, server, tmp_path):
     served = Served()
     try:
         there = memchat("--server", served.url, "export", thread.id, "--format", "markdown",
-                        MEMCHAT_DB="/nonexistent/never-opened.db")
+                        env={"MEMCHAT_DB": "/nonexistent/never-opened.db"})
         assert there.stdout == local, there.stderr
         path = tmp_path / "trip.md"
         path.write_text(local)
         back = memchat("--server", served.url, "import", "--format", "markdown", str(path),
-                       MEMCHAT_DB="/nonexistent/never-opened.db")
+                       env={"MEMCHAT_DB": "/nonexistent/never-opened.db"})
         assert back.returncode == 0, back.stderr
     finally:
         served.stop()
     assert json.loads(memchat("list", "--json").stdout)[0]["title"] == "Trip" and len(memory.threads()) == 2
 
 
-def _exported_trip(memory, server, tmp_path) -> Path:
+def _exported_trip(memchat, memory, server, tmp_path) -> Path:
     server.reply("Lisbon is lovely.", "Take the tram.")
     thread = memory.new_thread(title="Trip", system="You plan trips.\nBriefly.", model="openai/gpt-4o-mini")
     memory.say(thread.id, "Where to go in May?")
@@ -230,8 +220,8 @@ def _paragraph_added(text):
     [_same_length_text, _role_flipped_in_its_record, _role_flipped_in_its_heading, _length_adjusted, _turn_deleted,
      _system_prompt_edited, _title_edited, _paragraph_added],
 )
-def test_an_edited_transcript_is_refused_naming_the_line(memory, server, tmp_path, edit):
-    path = _exported_trip(memory, server, tmp_path)
+def test_an_edited_transcript_is_refused_naming_the_line(memchat, memory, server, tmp_path, edit):
+    path = _exported_trip(memchat, memory, server, tmp_path)
     edited, named = edit(path.read_text())
     path.write_text(edited)
     refused = memchat("import", "--format", "markdown", str(path))
@@ -243,8 +233,8 @@ def test_an_edited_transcript_is_refused_naming_the_line(memory, server, tmp_pat
 
 
 @pytest.mark.bad_input
-def test_a_transcript_without_digests_is_refused_asking_for_a_new_export(memory, server, tmp_path):
-    path = _exported_trip(memory, server, tmp_path)
+def test_a_transcript_without_digests_is_refused_asking_for_a_new_export(memchat, memory, server, tmp_path):
+    path = _exported_trip(memchat, memory, server, tmp_path)
     current = path.read_text()
     older = "".join(
         re.sub(r', "sha256": "[0-9a-f]{64}"', "", line)

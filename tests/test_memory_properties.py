@@ -16,11 +16,9 @@ SETTINGS = settings(
 )
 
 
-@pytest.fixture(params=["sqlite"])
-def db_url(request, tmp_path):
-    """One backend is enough here: the invariants are the assembly's, and both backends are
-    covered by the other memory tests."""
-    return str(tmp_path / "memchat.db")
+pytestmark = pytest.mark.sqlite_only
+"""One backend is enough here: the invariants are the assembly's, and both backends are covered
+by the other memory tests."""
 
 
 vocabulary = ["tram", "passport", "lisbon", "alpha", "beta", "🙂", "naïve", "x" * 9, "42", "\n"]

@@ -9,8 +9,8 @@ from sqlmodel import SQLModel
 import memchat.storage.models  # noqa: F401
 from memchat import Memory, StorageError
 from memchat.config import database_url
-from memchat.tokens import tokenizer_for
 from memchat.storage import database
+from memchat.tokens import tokenizer_for
 
 
 @pytest.fixture
@@ -78,6 +78,7 @@ def test_the_fast_schema_check_knows_the_newest_revision():
     assert database.HEAD_REVISION == database.head_revision()
 
 
+@pytest.mark.slow
 def test_a_current_database_is_recognised_without_alembic(db_url):
     import subprocess
     import sys

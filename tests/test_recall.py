@@ -113,9 +113,7 @@ def test_recall_only_takes_messages_outside_the_window(memory, server, trip):
     assert len([e for e in context.entries if e.kind == "history"]) == len(CONVERSATION)
 
 
-def test_recall_on_one_turn_and_shown_by_context(memory, server, trip, memchat_script):
-    import subprocess
-
+def test_recall_on_one_turn_and_shown_by_context(memory, server, trip, memchat):
     for i in range(6):
         memory.say(trip, f"small talk {i} " + "about nothing much " * 12)
     context = memory.context(trip, "passport?", budget=250, recall=1)
@@ -124,10 +122,7 @@ def test_recall_on_one_turn_and_shown_by_context(memory, server, trip, memchat_s
     assert context.prompt_tokens <= 250
     memory.say(trip, "passport?", budget=250)
     assert not any(m["content"].startswith("Excerpts") for m in server.last_messages), "recall is off for the thread"
-    shown = subprocess.run(
-        [memchat_script, "context", trip, "passport?", "--budget", "250", "--recall", "1"],
-        capture_output=True, text=True, check=True,
-    ).stdout
+    shown = memchat("context", trip, "passport?", "--budget", "250", "--recall", "1", check=True).stdout
     assert "recall  system" in shown and "(recalled)" in shown
 
 
@@ -144,10 +139,8 @@ def test_recall_with_a_summary_comes_after_it(memory, server):
     assert COUNT(sent) <= 400
 
 
-def test_search_cli_text_and_json(memory, trip, memchat_script):
-    import subprocess
-
-    run = lambda *args: subprocess.run([memchat_script, *args], capture_output=True, text=True)  # noqa: E731
+def test_search_cli_text_and_json(memory, trip, memchat):
+    run = memchat
     shown = run("search", "passport")
     assert shown.returncode == 0 and f"{trip} #2 user" in shown.stdout and "X1234567" in shown.stdout
     data = json.loads(run("search", "tram", "--json", "--thread", trip, "-n", "1").stdout)

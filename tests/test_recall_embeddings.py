@@ -3,7 +3,6 @@ the tests' local server speaking /v1/embeddings, re-rank what recall's words fou
 
 import json
 import logging
-import subprocess
 
 import pytest
 from fake_openai import Fault
@@ -83,18 +82,18 @@ def test_an_embedding_that_is_not_numbers_leaves_recall_to_words(memory, server,
     assert "embedding" in str(refused.value)
 
 
-def test_memchat_embed_makes_every_vector_once_in_batches(memory, server, memchat_script):
+def test_memchat_embed_makes_every_vector_once_in_batches(memory, server, memchat):
     many = [{"role": ("user", "assistant")[i % 2], "content": f"message {i} about topic {i % 7}"} for i in range(300)]
     [thread] = memory.import_({"model": "openai/gpt-4o", "messages": many}).threads
-    refused = subprocess.run([memchat_script, "embed", thread], capture_output=True, text=True)
+    refused = memchat("embed", thread)
     assert refused.returncode == 2 and "--recall-embeddings" in refused.stderr and len(refused.stderr.splitlines()) == 1
     assert server.embedding_requests == []
     memory.configure(thread, recall_embeddings=EMBEDDINGS)
-    made = subprocess.run([memchat_script, "embed", thread], capture_output=True, text=True, check=True)
+    made = memchat("embed", thread, check=True)
     assert made.stdout.strip() == "embedded 300 messages"
     sizes = [len(r["input"]) for r in server.embedding_requests]
     assert sum(sizes) == 300 and max(sizes) <= 128
-    again = subprocess.run([memchat_script, "embed", thread, "--json"], capture_output=True, text=True, check=True)
+    again = memchat("embed", thread, "--json", check=True)
     assert json.loads(again.stdout) == {"thread": thread, "embedded": 0}
     fork = memory.fork(thread)
     memory.add_messages(fork.id, [("user", "one more in the fork")])
@@ -105,16 +104,15 @@ def test_memchat_embed_makes_every_vector_once_in_batches(memory, server, memcha
     assert memory.embed(fork.id) == 0, "what a fork copied when a message it inherited changed keeps its vectors"
 
 
-def test_the_setting_is_shown_exported_and_changed_back(memory, server, memchat_script, tmp_path):
+def test_the_setting_is_shown_exported_and_changed_back(memory, server, memchat, tmp_path):
     thread = memory.new_thread(title="t", recall=3, recall_embeddings=EMBEDDINGS)
-    shown = subprocess.run([memchat_script, "show", thread.id], capture_output=True, text=True, check=True).stdout
+    shown = memchat("show", thread.id, check=True).stdout
     assert f"embeddings {EMBEDDINGS}" in shown
-    exported = json.loads(subprocess.run([memchat_script, "export", thread.id], capture_output=True, text=True,
-                                         check=True).stdout)
+    exported = json.loads(memchat("export", thread.id, check=True).stdout)
     assert exported["recall_embeddings"] == EMBEDDINGS
     [copy] = memory.import_(exported).threads
     assert memory.thread(copy).recall_embeddings == EMBEDDINGS
-    subprocess.run([memchat_script, "set", thread.id, "--recall-embeddings", ""], capture_output=True, check=True)
+    memchat("set", thread.id, "--recall-embeddings", "", check=True)
     assert memory.thread(thread.id).recall_embeddings is None
     with pytest.raises(InvalidInput):
         memory.embed(thread.id)
@@ -160,7 +158,7 @@ def test_a_long_message_is_embedded_by_its_start_and_a_blank_one_not_at_all(memo
     assert similarity(unpacked(blank), unpacked(made)) == 0.0 and len(unpacked(made)) == server.EMBEDDING_DIMENSIONS
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.sqlite_only
 def test_similarity_only_reorders_what_the_words_found(db_url):
     """Whatever the similarities: positions older than `before`, each once, as many as the words
     alone bring (at most `keep`); similarities all equal change nothing."""

@@ -13,35 +13,11 @@ from pathlib import Path
 
 import pytest
 from fake_openai import Raw
-from helpers import quiet, sqlite_only
+from helpers import sqlite_only
 
 from memchat import InvalidInput, Memory, ProviderError, ReplyCutOff, Unanswered
 from memchat import lease as leases
 from memchat.storage import database
-
-
-
-def memchat(script, *args, env=None, input=None, timeout=120, **options):
-    return subprocess.run(
-        [script, *map(str, args)],
-        input=input,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-        **options,
-    )
-
-
-def start(script, *args, env=None, **options):
-    return subprocess.Popen(
-        [script, *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-        **options,
-    )
 
 
 def wait_for(condition, seconds=60.0):
@@ -111,16 +87,16 @@ def one_line(stderr: str) -> bool:
 
 
 @pytest.mark.fault
-def test_a_turn_longer_than_its_lease_keeps_it_by_heartbeat(memchat_script, server, memory, monkeypatch):
+def test_a_turn_longer_than_its_lease_keeps_it_by_heartbeat(memchat, server, memory, monkeypatch):
     monkeypatch.setenv("MEMCHAT_LEASE_SECONDS", "1")
     thread = memory.new_thread()
     server.echo = True
     long_reply = " ".join(f"slow{i}" for i in range(16))
     server.on(lambda body: body["messages"][-1]["content"] == "first", long_reply)
     server.piece_delay = 0.25
-    first = start(memchat_script, "say", thread.id, "first", "--stream")
+    first = memchat.start("say", thread.id, "first", "--stream")
     wait_for(lambda: server.pieces_sent >= 1)
-    second = memchat(memchat_script, "say", thread.id, "second", "--no-stream")
+    second = memchat("say", thread.id, "second", "--no-stream")
     out, err = first.communicate(timeout=60)
     assert first.returncode == 0 and second.returncode == 0, (err, second.stderr)
     assert stored(memory, thread.id) == [
@@ -137,17 +113,17 @@ def test_a_turn_longer_than_its_lease_keeps_it_by_heartbeat(memchat_script, serv
 
 
 @pytest.mark.fault
-def test_a_turn_that_lost_its_lease_while_stalled_stores_nothing(memchat_script, server, memory, monkeypatch):
+def test_a_turn_that_lost_its_lease_while_stalled_stores_nothing(memchat, server, memory, monkeypatch):
     monkeypatch.setenv("MEMCHAT_LEASE_SECONDS", "1")
     thread = memory.new_thread()
     server.echo = True
     server.on(lambda body: body["messages"][-1]["content"] == "first", " ".join(f"w{i}" for i in range(10)))
     server.piece_delay = 0.1
-    stalled = start(memchat_script, "say", thread.id, "first", "--stream")
+    stalled = memchat.start("say", thread.id, "first", "--stream")
     wait_for(lambda: server.pieces_sent >= 1)
     _stop_between_writes(stalled, memory)
     try:
-        second = memchat(memchat_script, "say", thread.id, "second", "--no-stream")
+        second = memchat("say", thread.id, "second", "--no-stream")
     finally:
         os.kill(stalled.pid, signal.SIGCONT)
     _, err = stalled.communicate(timeout=60)
@@ -163,7 +139,7 @@ def test_a_turn_that_lost_its_lease_while_stalled_stores_nothing(memchat_script,
 
 @pytest.mark.fault
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) is not installed")
-def test_turns_in_separate_pid_namespaces_on_one_host_do_not_interleave(memchat_script, server, memory):
+def test_turns_in_separate_pid_namespaces_on_one_host_do_not_interleave(memchat, server, memory):
     probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip("this machine does not allow new PID namespaces here")
@@ -174,13 +150,13 @@ def test_turns_in_separate_pid_namespaces_on_one_host_do_not_interleave(memchat_
     # in the second one although the first turn is alive.
     first = subprocess.Popen(
         ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
-         f"true & wait; {memchat_script} say {thread.id} first --no-stream; exit $?"],
+         f"true & wait; {memchat.script} say {thread.id} first --no-stream; exit $?"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     wait_for(lambda: len(server.arrivals) == 1)
     second = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
-         f"{memchat_script} say {thread.id} second --no-stream; exit $?"],
+         f"{memchat.script} say {thread.id} second --no-stream; exit $?"],
         capture_output=True, text=True, timeout=120,
     )
     first.communicate(timeout=60)
@@ -194,12 +170,12 @@ def test_turns_in_separate_pid_namespaces_on_one_host_do_not_interleave(memchat_
 
 
 @pytest.mark.fault
-def test_a_waiting_turn_is_ready_before_it_takes_the_lease(memchat_script, server, memory):
+def test_a_waiting_turn_is_ready_before_it_takes_the_lease(memchat, server, memory):
     """The waiting process loads litellm (seconds) while the other turn runs, not after it."""
     thread = memory.new_thread()
     server.echo = True
     server.reply_delay = 25.0  # longer than the second process takes to load litellm, even on a loaded machine
-    first = start(memchat_script, "say", thread.id, "first", "--no-stream")
+    first = memchat.start("say", thread.id, "first", "--no-stream")
     wait_for(lambda: len(server.arrivals) == 1)
     server.reply_delay = 0
     stored = []
@@ -213,7 +189,7 @@ def test_a_waiting_turn_is_ready_before_it_takes_the_lease(memchat_script, serve
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    second = memchat(memchat_script, "say", thread.id, "second", "--no-stream")
+    second = memchat("say", thread.id, "second", "--no-stream")
     first.communicate(timeout=60)
     watcher.join(60)
     assert first.returncode == 0 and second.returncode == 0, second.stderr
@@ -221,13 +197,13 @@ def test_a_waiting_turn_is_ready_before_it_takes_the_lease(memchat_script, serve
 
 
 @pytest.mark.fault
-def test_a_thread_busy_for_longer_than_a_turn_waits_exits_7(memchat_script, server, memory, monkeypatch):
+def test_a_thread_busy_for_longer_than_a_turn_waits_exits_7(memchat, server, memory, monkeypatch):
     monkeypatch.setenv("MEMCHAT_LEASE_SECONDS", "1")
     thread = memory.new_thread()
     elsewhere = f"another-host/boot/ns:{os.getpid()}:feedface"
     assert memory.store.acquire_lease(thread.id, elsewhere, 3600, lambda _: False)
     started = time.monotonic()
-    busy = memchat(memchat_script, "say", thread.id, "hello?", "--timeout", "1", "--no-stream")
+    busy = memchat("say", thread.id, "hello?", "--timeout", "1", "--no-stream")
     assert busy.returncode == 7 and one_line(busy.stderr) and "busy" in busy.stderr
     assert time.monotonic() - started < 30
     assert server.requests == [] and memory.messages(thread.id) == []
@@ -306,14 +282,14 @@ def test_an_empty_or_unreadable_reply_is_a_provider_failure(memory, server, answ
 
 
 @pytest.mark.fault
-def test_an_empty_reply_exits_5_and_retry_works(memchat_script, server, memory):
+def test_an_empty_reply_exits_5_and_retry_works(memchat, server, memory):
     thread = memory.new_thread()
     server.answer_raw(MISBEHAVIOURS["null content"])
-    empty = memchat(memchat_script, "say", thread.id, "hello", "--no-stream")
+    empty = memchat("say", thread.id, "hello", "--no-stream")
     assert empty.returncode == 5 and one_line(empty.stderr) and "empty reply" in empty.stderr
     assert empty.stdout == ""
     server.reply("there you are")
-    again = memchat(memchat_script, "retry", thread.id, "--no-stream")
+    again = memchat("retry", thread.id, "--no-stream")
     assert again.returncode == 0 and again.stdout == "there you are\n"
 
 
@@ -337,6 +313,20 @@ def test_retry_after_is_honoured(memory, server):
     server.reply("thanks for waiting")
     assert memory.say(thread.id, "hi", timeout=10).text == "thanks for waiting"
     assert server.arrivals[1] - server.arrivals[0] >= 1.0
+
+
+@pytest.mark.fault
+def test_retries_back_off_from_memchat_retry_backoff_doubling_each_time(memory, server, monkeypatch):
+    """The one test that waits for real back-off (the others retry at once, MEMCHAT_RETRY_BACKOFF=0):
+    each pause is the base times 2**attempt times a jitter in [0.5, 1.5)."""
+    monkeypatch.setenv("MEMCHAT_RETRY_BACKOFF", "0.2")
+    thread = memory.new_thread()
+    server.fail(503, "overloaded")
+    server.fail(503, "overloaded")
+    server.reply("after two pauses")
+    assert memory.say(thread.id, "hi", timeout=20).text == "after two pauses"
+    first_pause, second_pause = (later - earlier for earlier, later in zip(server.arrivals, server.arrivals[1:]))
+    assert 0.1 <= first_pause < 3 and 0.2 <= second_pause < 3
 
 
 @pytest.mark.fault
@@ -391,14 +381,14 @@ def test_a_reply_far_longer_than_asked_is_kept_whole_but_cut_in_later_contexts(m
 @pytest.mark.parametrize(
     "number, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)], ids=["TERM", "HUP", "INT"]
 )
-def test_a_signal_during_a_streamed_reply_keeps_the_partial_reply(memchat_script, server, memory, number, code):
+def test_a_signal_during_a_streamed_reply_keeps_the_partial_reply(memchat, server, memory, number, code):
     """SIGINT is ignored in the child as it starts (as a shell does for background jobs):
     memchat installs its own handlers."""
     thread = memory.new_thread()
     server.reply(" ".join(f"word{i}" for i in range(200)))
     server.piece_delay = 0.05
-    process = start(
-        memchat_script, "say", thread.id, "long answer please", "--stream",
+    process = memchat.start(
+        "say", thread.id, "long answer please", "--stream",
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     assert process.stdout.read(5) == "word0"
@@ -409,21 +399,21 @@ def test_a_signal_during_a_streamed_reply_keeps_the_partial_reply(memchat_script
     assert (user.status, partial.status) == ("failed", "partial") and partial.content.startswith("word0")
     assert not memory.turn_in_progress(thread.id), "the lease was released"
     server.reply("fine")
-    assert memchat(memchat_script, "say", thread.id, "next", "--no-stream", timeout=30).returncode == 0
+    assert memchat("say", thread.id, "next", "--no-stream", timeout=30).returncode == 0
 
 
 @pytest.mark.fault
-def test_a_turn_killed_mid_call_shows_as_interrupted_and_retry_resends_it(memchat_script, server, memory):
+def test_a_turn_killed_mid_call_shows_as_interrupted_and_retry_resends_it(memchat, server, memory):
     thread = memory.new_thread()
     server.reply_delay = 30
-    victim = start(memchat_script, "say", thread.id, "lost in flight?", "--no-stream")
+    victim = memchat.start("say", thread.id, "lost in flight?", "--no-stream")
     wait_for(lambda: len(server.arrivals) == 1)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     server.reply_delay = 0
-    assert "user (interrupted)" in memchat(memchat_script, "show", thread.id).stdout
+    assert "user (interrupted)" in memchat("show", thread.id).stdout
     server.reply("answered at last")
-    again = memchat(memchat_script, "retry", thread.id, "--no-stream", timeout=30)
+    again = memchat("retry", thread.id, "--no-stream", timeout=30)
     assert again.returncode == 0 and again.stdout == "answered at last\n"
     assert server.last_messages == [{"role": "user", "content": "lost in flight?"}]
 
@@ -433,14 +423,14 @@ def test_a_turn_killed_mid_call_shows_as_interrupted_and_retry_resends_it(memcha
 
 @pytest.mark.fault
 @sqlite_only
-def test_export_writes_through_fifos_and_devices_and_follows_symlinks(memchat_script, server, memory, tmp_path):
+def test_export_writes_through_fifos_and_devices_and_follows_symlinks(memchat, server, memory, tmp_path):
     thread = memory.new_thread(title="kept")
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     received = []
     reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
     reader.start()
-    assert memchat(memchat_script, "export", thread.id, "-o", fifo).returncode == 0
+    assert memchat("export", thread.id, "-o", fifo).returncode == 0
     reader.join(30)
     assert json.loads(received[0])["title"] == "kept" and stat.S_ISFIFO(fifo.stat().st_mode)
 
@@ -450,7 +440,7 @@ def test_export_writes_through_fifos_and_devices_and_follows_symlinks(memchat_sc
     except PermissionError:
         device = None
     if device is not None:
-        assert memchat(memchat_script, "export", thread.id, "-o", device).returncode == 0
+        assert memchat("export", thread.id, "-o", device).returncode == 0
         assert stat.S_ISCHR(device.stat().st_mode)
 
     target = tmp_path / "target.json"
@@ -458,36 +448,36 @@ def test_export_writes_through_fifos_and_devices_and_follows_symlinks(memchat_sc
     target.chmod(0o640)
     link = tmp_path / "link.json"
     link.symlink_to(target)
-    assert memchat(memchat_script, "export", thread.id, "-o", link).returncode == 0
+    assert memchat("export", thread.id, "-o", link).returncode == 0
     assert link.is_symlink() and json.loads(target.read_text())["title"] == "kept"
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
 
     fresh = tmp_path / "fresh.json"
-    assert memchat(memchat_script, "export", thread.id, "-o", fresh).returncode == 0
+    assert memchat("export", thread.id, "-o", fresh).returncode == 0
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
 
 
 @pytest.mark.fault
 @sqlite_only
 @pytest.mark.parametrize("where", ["directory", "empty"])
-def test_export_to_a_directory_or_no_name_is_bad_input(memchat_script, server, memory, tmp_path, where):
+def test_export_to_a_directory_or_no_name_is_bad_input(memchat, server, memory, tmp_path, where):
     thread = memory.new_thread()
-    refused = memchat(memchat_script, "export", thread.id, "-o", tmp_path if where == "directory" else "")
+    refused = memchat("export", thread.id, "-o", tmp_path if where == "directory" else "")
     assert refused.returncode == 2 and one_line(refused.stderr)
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("memchat.db")] == []
 
 
 @pytest.mark.fault
 @sqlite_only
-def test_a_full_disk_is_one_line(memchat_script, server, memory):
+def test_a_full_disk_is_one_line(memchat, server, memory):
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full")
     thread = memory.new_thread(title="x" * 100)
-    to_file = memchat(memchat_script, "export", thread.id, "-o", "/dev/full")
+    to_file = memchat("export", thread.id, "-o", "/dev/full")
     assert to_file.returncode == 6 and one_line(to_file.stderr) and "No space left" in to_file.stderr
     with open("/dev/full", "w") as full:
         to_stdout = subprocess.run(
-            [memchat_script, "export", thread.id], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60
+            [memchat.script, "export", thread.id], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60
         )
     assert to_stdout.returncode == 6 and one_line(to_stdout.stderr) and "No space left" in to_stdout.stderr
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
@@ -497,10 +487,10 @@ def test_a_full_disk_is_one_line(memchat_script, server, memory):
 
 
 @pytest.mark.fault
-def test_the_default_data_directory_and_database_are_private(memchat_script, tmp_path, monkeypatch):
+def test_the_default_data_directory_and_database_are_private(memchat, tmp_path, monkeypatch):
     monkeypatch.delenv("MEMCHAT_DB")
     made = memchat(
-        memchat_script, "new", env={"XDG_DATA_HOME": str(tmp_path / "data")}, preexec_fn=lambda: os.umask(0o022)
+        "new", env={"XDG_DATA_HOME": str(tmp_path / "data")}, preexec_fn=lambda: os.umask(0o022)
     )
     assert made.returncode == 0, made.stderr
     directory = tmp_path / "data" / "memchat"
@@ -509,7 +499,6 @@ def test_the_default_data_directory_and_database_are_private(memchat_script, tmp
 
 
 @pytest.mark.fault
-@sqlite_only
 def test_wal_and_shared_memory_files_are_private(tmp_path, server):
     old = os.umask(0o022)
     try:
@@ -523,31 +512,31 @@ def test_wal_and_shared_memory_files_are_private(tmp_path, server):
 
 
 @pytest.mark.fault
-def test_passwords_and_keys_never_reach_stderr(memchat_script, server, memory):
+def test_passwords_and_keys_never_reach_stderr(memchat, server, memory):
     thread = memory.new_thread()
     masked = memchat(
-        memchat_script, "say", thread.id, "hi", "--api-base", "http://alice:hunter2secret@127.0.0.1:9/v1", "--timeout", "1"
+        "say", thread.id, "hi", "--api-base", "http://alice:hunter2secret@127.0.0.1:9/v1", "--timeout", "1"
     )
     assert masked.returncode == 5 and one_line(masked.stderr)
     assert "hunter2secret" not in masked.stderr and "alice:***@" in masked.stderr
     key = "sk-test-0123456789abcdefSECRET"
     server.fail(401, f"Incorrect API key provided: {key}. Find your key at the dashboard.")
-    echoed = memchat(memchat_script, "say", thread.id, "hi", env={"OPENAI_API_KEY": key})
+    echoed = memchat("say", thread.id, "hi", env={"OPENAI_API_KEY": key})
     assert echoed.returncode == 5 and one_line(echoed.stderr)
     assert key not in echoed.stderr and "***" in echoed.stderr
 
 
 @pytest.mark.fault
-def test_control_characters_never_reach_the_terminal_but_stay_in_json(memchat_script, server, memory):
+def test_control_characters_never_reach_the_terminal_but_stay_in_json(memchat, server, memory):
     evil_title = "trip\x1b]0;owned\x07\u202e"
     evil = "\x1b[2J\x1b[31m wiped\r"
     (thread,) = memory.import_(json.dumps({"title": evil_title, "messages": [{"role": "user", "content": evil}]})).threads
     for args in (["list"], ["show", thread], ["search", "wiped"], ["context", thread]):
-        shown = memchat(memchat_script, *args)
+        shown = memchat(*args)
         assert shown.returncode == 0, shown.stderr
         assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout and "\r" not in shown.stdout
         assert "\\x1b" in shown.stdout
-    exported = json.loads(memchat(memchat_script, "show", thread, "--json").stdout)
+    exported = json.loads(memchat("show", thread, "--json").stdout)
     assert exported["title"] == evil_title and exported["messages"][0]["content"] == evil
 
 
@@ -598,6 +587,7 @@ def test_other_writers_keep_going_while_an_import_runs(memory, server):
 
 
 @pytest.mark.fault
+@pytest.mark.slow
 def test_a_failed_import_leaves_nothing_and_an_abandoned_one_is_cleaned_up(memory, server, tmp_path):
     from memchat.transfer.native import parse
 
@@ -641,8 +631,8 @@ BAD_IMPORTS = {
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("raw", BAD_IMPORTS.values(), ids=BAD_IMPORTS.keys())
-def test_bad_imports_are_one_line_and_store_nothing(memchat_script, memory, raw):
-    refused = memchat(memchat_script, "import", "-", input=raw)
+def test_bad_imports_are_one_line_and_store_nothing(memchat, memory, raw):
+    refused = memchat("import", "-", input=raw)
     assert refused.returncode == 2 and one_line(refused.stderr), refused.stderr
     assert memory.threads() == []
 
@@ -659,9 +649,9 @@ def test_a_nul_byte_is_named_in_the_field_on_both_backends(memory):
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("value", ["inf", "1e308", "nan", "0"])
-def test_an_unbounded_timeout_is_bad_input(memchat_script, memory, server, value):
+def test_an_unbounded_timeout_is_bad_input(memchat, memory, server, value):
     thread = memory.new_thread()
-    refused = memchat(memchat_script, "say", thread.id, "hi", "--timeout", value)
+    refused = memchat("say", thread.id, "hi", "--timeout", value)
     assert refused.returncode == 2 and one_line(refused.stderr)
     assert server.requests == [] and memory.messages(thread.id) == []
 
@@ -673,9 +663,9 @@ def test_an_unbounded_timeout_is_bad_input(memchat_script, memory, server, value
      [b"new", b"--title", b"\xff"], [b"set", b"THREAD", b"--system", b"\xff"]],
     ids=["say", "show", "search", "rename", "new", "set"],
 )
-def test_an_argument_that_is_not_utf8_is_bad_input(memchat_script, memory, server, args):
+def test_an_argument_that_is_not_utf8_is_bad_input(memchat, memory, server, args):
     thread = memory.new_thread(title="unchanged")
-    argv = [memchat_script.encode(), *(thread.id.encode() if arg == b"THREAD" else arg for arg in args)]
+    argv = [memchat.script.encode(), *(thread.id.encode() if arg == b"THREAD" else arg for arg in args)]
     refused = subprocess.run(argv, capture_output=True, timeout=60)
     assert refused.returncode == 2 and refused.stderr.decode().count("\n") == 1, refused.stderr
     assert server.requests == [] and memory.messages(thread.id) == []
@@ -683,7 +673,7 @@ def test_an_argument_that_is_not_utf8_is_bad_input(memchat_script, memory, serve
 
 
 @pytest.mark.bad_input
-def test_a_database_from_a_newer_memchat_names_the_version_to_install(memchat_script, memory, db_url):
+def test_a_database_from_a_newer_memchat_names_the_version_to_install(memchat, memory, db_url):
     memory.new_thread()
     engine = memory.store.engine
     from sqlalchemy import text
@@ -691,20 +681,20 @@ def test_a_database_from_a_newer_memchat_names_the_version_to_install(memchat_sc
     with engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = 'f00dfuture'"))
         connection.execute(text("UPDATE schema_info SET value = '9.9.0' WHERE key = 'memchat_version'"))
-    current = memchat(memchat_script, "db", "current")
+    current = memchat("db", "current")
     assert current.returncode == 0 and "newer memchat" in current.stdout and "install memchat 9.9.0" in current.stdout
     assert "memchat db upgrade" not in current.stdout
-    refused = memchat(memchat_script, "db", "upgrade")
+    refused = memchat("db", "upgrade")
     assert refused.returncode == 6 and one_line(refused.stderr) and "install memchat 9.9.0" in refused.stderr
     assert database.current_revision(engine) == "f00dfuture"
 
 
 @pytest.mark.bad_input
 @sqlite_only
-def test_memchat_debug_turns_the_one_line_into_a_traceback(memchat_script, tmp_path):
+def test_memchat_debug_turns_the_one_line_into_a_traceback(memchat, tmp_path):
     broken = tmp_path / "broken.db"
     broken.write_bytes(b"this is not a database, just a file with text" * 100)
-    plain = memchat(memchat_script, "--db", broken, "list")
+    plain = memchat("--db", broken, "list")
     assert plain.returncode == 6 and one_line(plain.stderr) and "not a database" in plain.stderr
-    debug = memchat(memchat_script, "--db", broken, "list", env={"MEMCHAT_DEBUG": "1"})
+    debug = memchat("--db", broken, "list", env={"MEMCHAT_DEBUG": "1"})
     assert debug.returncode == 1 and "Traceback" in debug.stderr

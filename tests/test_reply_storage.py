@@ -33,7 +33,7 @@ def test_a_reply_no_database_stores_is_kept_with_the_characters_replaced(memory,
 
 @pytest.mark.fault
 @sqlite_only
-def test_say_keeps_such_a_reply_too(server):
+def test_say_keeps_such_a_reply_too(db_url, server):
     thread = Memory().new_thread(model="openai/gpt-4o-mini")
     server.reply("caf\ud800 au lait")
     said = ok("say", thread.id, "hi")

@@ -108,7 +108,6 @@ def test_a_cached_hugging_face_tokenizer_is_used_without_margin(cached_llama3_to
     assert exported[0]["tokens"] == {"hf:Xenova/llama-3-tokenizer": 2}
 
 
-@sqlite_only
 def test_without_the_cache_the_same_model_falls_back(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     chosen = tokenizer_for("ollama/llama3")
@@ -127,7 +126,6 @@ def test_without_the_cache_the_same_model_falls_back(tmp_path, monkeypatch):
         ("memchat/echo", "cl100k_base"),
     ],
 )
-@sqlite_only
 def test_openai_models_get_their_own_encoding_exactly(model, name):
     chosen = tokenizer_for(model)
     assert (chosen.name, chosen.margin) == (name, 0)
@@ -136,7 +134,8 @@ def test_openai_models_get_their_own_encoding_exactly(model, name):
     assert cost("user", chosen.count(messages[0]["content"])) + llm.counter(model)([]) == llm.counter(model)(messages)
 
 
-def test_commands_that_call_no_model_never_import_litellm_or_the_server(tmp_path):
+@pytest.mark.slow
+def test_commands_that_call_no_model_never_import_litellm_or_the_server(db_url, tmp_path):
     export = tmp_path / "export.json"
     probe = f"""
 import sys

@@ -4,8 +4,6 @@ HTTP for bodies the SDK would never send), the tests' local provider behind it, 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from helpers import sqlite_only
 from serving import Served
 
 from memchat import Memory
@@ -87,7 +86,7 @@ def test_conversations_items_and_pagination(served):
         client.conversations.retrieve(made.id)
 
 
-def test_two_response_turns_send_the_exact_history(served, server):
+def test_two_response_turns_send_the_exact_history(memchat, served, server):
     client = served.client()
     conversation = client.conversations.create(
         items=[{"type": "message", "role": "system", "content": "Be brief."}],
@@ -136,9 +135,8 @@ def test_two_response_turns_send_the_exact_history(served, server):
     assert server.last_messages == [{"role": "user", "content": "A fresh start"}]
 
     # The CLI works on the same conversation, and the server sees what the CLI said.
-    script = Path(sys.executable).parent / "memchat"
     server.reply("From the CLI.")
-    said = subprocess.run([str(script), "say", conversation.id, "hello from a terminal"], capture_output=True, text=True, timeout=120)
+    said = memchat("say", conversation.id, "hello from a terminal")
     assert said.returncode == 0 and said.stdout == "From the CLI.\n", said.stderr
     assert _items(client, conversation.id)[-2:] == [("user", "hello from a terminal"), ("assistant", "From the CLI.")]
 
@@ -318,14 +316,15 @@ def test_health_metrics_docs_and_a_log_line_per_request(served, server):
     assert unhealthy.status_code == 503 and "0006" in unhealthy.json()["cause"]
 
 
-def test_serve_refuses_to_listen_beyond_loopback_without_keys():
-    script = Path(sys.executable).parent / "memchat"
-    refused = subprocess.run([str(script), "serve", "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
+@sqlite_only
+def test_serve_refuses_to_listen_beyond_loopback_without_keys(memchat):
+    refused = memchat("serve", "--host", "0.0.0.0", timeout=60)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "0.0.0.0" in refused.stderr
 
 
-def test_a_server_killed_mid_turn_comes_back_and_the_conversation_goes_on(server):
+@pytest.mark.slow
+def test_a_server_killed_mid_turn_comes_back_and_the_conversation_goes_on(db_url, server):
     first = Served()
     client = first.client()
     conversation = client.conversations.create(extra_body={"memchat": {"model": "openai/gpt-4o-mini"}})
@@ -359,18 +358,13 @@ def _ignore_errors(call, **arguments):
         pass
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).parent / "memchat"
-    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.isolation
-def test_keys_are_tenants_that_never_see_each_other(server, db_url):
-    alice_key, bob_key = (_cli("key", "create", name).stdout.strip() for name in ("alice", "bob"))
+def test_keys_are_tenants_that_never_see_each_other(memchat, server, db_url):
+    alice_key, bob_key = (memchat("key", "create", name).stdout.strip() for name in ("alice", "bob"))
     assert alice_key.startswith("mc-") and len(alice_key) > 40 and alice_key != bob_key
-    listed = _cli("key", "list").stdout
+    listed = memchat("key", "list").stdout
     assert "alice" in listed and alice_key not in listed and alice_key[:9] in listed
-    assert _cli("key", "create", "alice").returncode == 2
+    assert memchat("key", "create", "alice").returncode == 2
     served = Served()
     try:
         for key, error in ((None, "needs an API key"), ("mc-wrong", "not valid")):
@@ -407,11 +401,11 @@ def test_keys_are_tenants_that_never_see_each_other(server, db_url):
             "alice's secret", "remember it", "noted",
         ]
         assert len(server.requests) == 1
-        operator = json.loads(_cli("list", "--json").stdout)
+        operator = json.loads(memchat("list", "--json").stdout)
         assert {(t["id"], t["tenant"]) for t in operator} == {(conversation.id, "alice"), (mine.id, "bob")}
-        assert [t["id"] for t in json.loads(_cli("list", "--json", "--tenant", "bob").stdout)] == [mine.id]
+        assert [t["id"] for t in json.loads(memchat("list", "--json", "--tenant", "bob").stdout)] == [mine.id]
 
-        assert _cli("key", "revoke", "alice").returncode == 0
+        assert memchat("key", "revoke", "alice").returncode == 0
         with pytest.raises(openai.AuthenticationError):
             alice.conversations.retrieve(conversation.id)
         assert bob.conversations.retrieve(mine.id).id == mine.id
@@ -422,13 +416,13 @@ def test_keys_are_tenants_that_never_see_each_other(server, db_url):
         assert alice_key.encode() not in stored and bob_key.encode() not in stored
 
 
-def test_beyond_loopback_the_server_never_falls_open(server):
-    key = _cli("key", "create", "only").stdout.strip()
+def test_beyond_loopback_the_server_never_falls_open(memchat, server):
+    key = memchat("key", "create", "only").stdout.strip()
     served = Served("--host", "0.0.0.0")
     try:
         client = served.client(key)
         assert client.conversations.create().id
-        assert _cli("key", "revoke", "only").returncode == 0
+        assert memchat("key", "revoke", "only").returncode == 0
         answer = httpx.post(f"{served.base_url}/conversations", json={})
         assert answer.status_code == 401
     finally:
@@ -436,32 +430,32 @@ def test_beyond_loopback_the_server_never_falls_open(server):
 
 
 @pytest.mark.isolation
-def test_a_database_that_has_had_keys_answers_without_one_only_when_the_operator_opens_it(server):
-    key = _cli("key", "create", "t1").stdout.strip()
+def test_a_database_that_has_had_keys_answers_without_one_only_when_the_operator_opens_it(memchat, server):
+    key = memchat("key", "create", "t1").stdout.strip()
     served = Served()
     try:
         made = httpx.post(f"{served.url}/memchat/v1/threads", json={"title": "t1's"}, headers={"Authorization": f"Bearer {key}"})
         assert made.status_code == 200
-        revoked = _cli("key", "revoke", "t1")
+        revoked = memchat("key", "revoke", "t1")
         assert revoked.returncode == 0 and "no key is live" in revoked.stderr
         for path in ("/memchat/v1/export", "/memchat/v1/threads", f"/v1/conversations/{made.json()['id']}"):
             answer = httpx.get(f"{served.url}{path}")
             assert answer.status_code == 401 and "needs an API key" in answer.json()["error"]["message"], path
-        client = _cli("--server", served.url, "list")
+        client = memchat("--server", served.url, "list")
         assert client.returncode == 8 and "t1's" not in client.stdout
     finally:
         served.stop()
-    assert _cli("serve", "--host", "0.0.0.0", "--without-keys").returncode == 2
+    assert memchat("serve", "--host", "0.0.0.0", "--without-keys").returncode == 2
     opened = Served("--without-keys")
     try:
         assert [t["title"] for t in httpx.get(f"{opened.url}/memchat/v1/export").json()] == ["t1's"]
-        assert _cli("key", "create", "t2").returncode == 0
+        assert memchat("key", "create", "t2").returncode == 0
         assert httpx.get(f"{opened.url}/memchat/v1/export").status_code == 401
     finally:
         opened.stop()
 
 
-def test_memchats_own_api_mirrors_the_cli(served, server):
+def test_memchats_own_api_mirrors_the_cli(memchat, served, server):
     api = httpx.Client(base_url=f"{served.url}/memchat/v1", timeout=60)
     made = api.post("/threads", json={"title": "own", "model": "openai/gpt-4o-mini", "recall": 2}).json()
     thread = made["id"]
@@ -471,7 +465,7 @@ def test_memchats_own_api_mirrors_the_cli(served, server):
     assert said["text"] == "The capital of Portugal is Lisbon." and said["message"]["position"] == 1
     api.post(f"/threads/{thread}/say", json={"message": "And the second city?"})
     preview = api.post(f"/threads/{thread}/context", json={"message": "Tell me about Lisbon"}).json()
-    cli_preview = json.loads(_cli("context", thread, "Tell me about Lisbon", "--json").stdout)
+    cli_preview = json.loads(memchat("context", thread, "Tell me about Lisbon", "--json").stdout)
     assert preview == cli_preview and preview["messages"][-1] == {"role": "user", "content": "Tell me about Lisbon"}
     hits = api.get("/search", params={"q": "Lisbon"}).json()
     assert [(h["thread"], h["position"]) for h in hits] == [(thread, 1)]
@@ -487,7 +481,7 @@ def test_memchats_own_api_mirrors_the_cli(served, server):
     assert api.get(f"/threads/{thread}/summaries").json() == []
 
     exported = api.get(f"/threads/{thread}/export").json()
-    assert exported == json.loads(_cli("export", thread).stdout)
+    assert exported == json.loads(memchat("export", thread).stdout)
     copied = api.post("/import", content=json.dumps(exported)).json()["threads"]
     assert len(copied) == 1 and copied[0] != thread
     everything = api.get("/export").json()
@@ -499,8 +493,8 @@ def test_memchats_own_api_mirrors_the_cli(served, server):
 
 
 @pytest.mark.isolation
-def test_search_export_and_import_never_cross_tenants(server):
-    keys = {name: _cli("key", "create", name).stdout.strip() for name in ("alice", "bob")}
+def test_search_export_and_import_never_cross_tenants(memchat, server):
+    keys = {name: memchat("key", "create", name).stdout.strip() for name in ("alice", "bob")}
     served = Served()
     try:
         apis = {
@@ -531,6 +525,7 @@ def test_search_export_and_import_never_cross_tenants(server):
 
 
 @pytest.mark.writers
+@pytest.mark.slow
 def test_four_clients_five_turns_each_on_one_conversation_stay_in_order(server, db_url):
     """SQLite: one server with two worker processes; PostgreSQL: two replicas on one database."""
     postgres = db_url.startswith("postgresql")
@@ -575,7 +570,8 @@ def test_four_clients_five_turns_each_on_one_conversation_stay_in_order(server, 
             replica.stop()
 
 
-def test_a_busy_conversation_is_409_and_a_slow_provider_504(server):
+@pytest.mark.slow
+def test_a_busy_conversation_is_409_and_a_slow_provider_504(db_url, server):
     served = Served("--timeout", "5", "--busy-wait", "0", env={"MEMCHAT_LEASE_SECONDS": "2"})
     try:
         client = served.client()

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,11 +17,6 @@ from memchat import Memory
 HUGE = 2**70
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    script = Path(sys.executable).parent / "memchat"
-    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120)
-
-
 def _openai_error(answer: httpx.Response, status: int) -> dict:
     assert answer.status_code == status, answer.text
     error = answer.json()["error"]
@@ -33,7 +25,7 @@ def _openai_error(answer: httpx.Response, status: int) -> dict:
 
 
 @pytest.mark.bad_input
-def test_a_budget_too_large_for_the_database_is_400_and_stores_nothing(served):
+def test_a_budget_too_large_for_the_database_is_400_and_stores_nothing(memchat, served):
     thread = Memory().new_thread(title="kept", budget=1000)
     with httpx.Client(base_url=served.url, timeout=60) as http:
         for method, path, payload in [
@@ -44,7 +36,7 @@ def test_a_budget_too_large_for_the_database_is_400_and_stores_nothing(served):
         ]:
             error = _openai_error(http.request(method, path, json=payload), 400)
             assert "budget" in error["message"] or error["param"].endswith("budget"), error
-    refused = _cli("new", "--budget", str(HUGE))
+    refused = memchat("new", "--budget", str(HUGE))
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert [(t.id, t.budget) for t in Memory().threads()] == [(thread.id, 1000)]
 
@@ -115,7 +107,8 @@ def _one_response(connection: socket.socket) -> bytes:
 
 @sqlite_only
 @pytest.mark.fault
-def test_clients_too_slow_to_send_a_request_are_cut_off_and_others_are_served(server):
+@pytest.mark.slow
+def test_clients_too_slow_to_send_a_request_are_cut_off_and_others_are_served(db_url, server):
     served = Served("--read-timeout", "1")
     try:
         silent = _connect(served)
@@ -149,8 +142,8 @@ def test_clients_too_slow_to_send_a_request_are_cut_off_and_others_are_served(se
 
 @sqlite_only
 @pytest.mark.isolation
-def test_with_keys_only_the_service_endpoints_answer_without_one_and_they_hold_no_conversation(server):
-    key = _cli("key", "create", "tenant-with-a-name").stdout.strip()
+def test_with_keys_only_the_service_endpoints_answer_without_one_and_they_hold_no_conversation(memchat, server):
+    key = memchat("key", "create", "tenant-with-a-name").stdout.strip()
     served = Served()
     try:
         made = httpx.post(f"{served.url}/memchat/v1/threads", json={"title": "private title"}, headers={"Authorization": f"Bearer {key}"})

@@ -5,22 +5,14 @@ tenant sees its own."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from memchat import InvalidInput, ProviderError, ReplyCutOff, Unanswered
 
-SCRIPT = str(Path(sys.executable).parent / "memchat")
 PRICED, UNPRICED = "openai/gpt-4o-mini", "openai/memchat-unpriced-model"
-
-
-def memchat(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **env})
 
 
 @pytest.fixture
@@ -97,7 +89,7 @@ def test_a_forks_copies_are_not_counted_again(memory, history, server):
     assert memory.stats()["turns"][0]["calls"] == before["turns"][0]["calls"] + 1
 
 
-def test_the_cli_table_and_json(memory, history):
+def test_the_cli_table_and_json(memchat, memory, history):
     table = memchat("stats", "--by", "model")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
@@ -113,14 +105,14 @@ def test_the_cli_table_and_json(memory, history):
 
 
 @pytest.mark.isolation
-def test_through_a_server_each_tenant_sees_its_own(memory, server):
+def test_through_a_server_each_tenant_sees_its_own(memchat, memory, server):
     from serving import Served
 
     keys = [memory.create_key(name) for name in ("ann", "bob")]
     served = Served()
     try:
         def client(key: str, *args: str) -> subprocess.CompletedProcess:
-            return memchat("--server", served.url, *args, MEMCHAT_DB="/nonexistent/never-opened.db", MEMCHAT_API_KEY=key)
+            return memchat("--server", served.url, *args, env={"MEMCHAT_DB": "/nonexistent/never-opened.db", "MEMCHAT_API_KEY": key})
 
         thread = client(keys[0], "new", "--model", PRICED).stdout.strip()
         server.reply("Hi Ann.")

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from fake_openai import Fault
+
 from memchat import ProviderError, llm
 from memchat.summary import DEFAULT_PROMPT
 

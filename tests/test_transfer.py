@@ -2,7 +2,6 @@
 
 import json
 import re
-import subprocess
 
 import litellm
 import pytest
@@ -221,7 +220,7 @@ def test_imported_counts_too_large_to_sum_are_refused(memory, reply, field):
 
 
 @pytest.mark.isolation
-def test_an_imported_fork_keeps_its_link_only_to_a_thread_the_importer_may_see(memory, memchat_script, tmp_path):
+def test_an_imported_fork_keeps_its_link_only_to_a_thread_the_importer_may_see(memory, memchat, tmp_path):
     ann, bob = memory.as_tenant("ann"), memory.as_tenant("bob")
     hers, his = ann.new_thread(title="hers"), bob.new_thread(title="his")
 
@@ -235,7 +234,7 @@ def test_an_imported_fork_keeps_its_link_only_to_a_thread_the_importer_may_see(m
     assert made.unlinked == list(zip(made.threads[1:], named[1:]))
     path = tmp_path / "fork.json"
     path.write_text(json.dumps(fork_of("0" * 32)))
-    done = subprocess.run([memchat_script, "import", str(path)], capture_output=True, text=True, timeout=120)
+    done = memchat("import", str(path), timeout=120)
     assert done.returncode == 0, done.stderr
     (thread,) = done.stdout.split()
     assert done.stderr == (

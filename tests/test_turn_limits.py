@@ -45,7 +45,7 @@ def test_a_turn_refuses_bad_settings_before_calling_the_provider(memory, server,
     ("option", "value"),
     [("--model", "openai/" + "x" * 200), ("--temperature", "nan"), ("--temperature", "3"), ("--max-tokens", str(2**64))],
 )
-def test_say_refuses_bad_options_before_calling_the_provider(server, option, value):
+def test_say_refuses_bad_options_before_calling_the_provider(db_url, server, option, value):
     thread = Memory().new_thread(model="openai/gpt-4o-mini")
     fails(2, "say", thread.id, "hi", option, value)
     assert server.requests == [] and Memory().messages(thread.id) == []

@@ -6,8 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memchat import BudgetExceeded, InvalidInput, Memory, NotFound, ProviderError, Unanswered
-from memchat import llm
+from memchat import BudgetExceeded, InvalidInput, Memory, NotFound, ProviderError, Unanswered, llm
 from memchat.tokens import tokenizer_for
 
 
@@ -346,6 +345,8 @@ def test_costs_are_stored_without_float_noise(memory, server):
 def test_earlier_messages_are_stored_within_the_turn_never_beside_another(memory, server):
     import threading
 
+    from sqlalchemy import event
+
     thread = memory.new_thread(model="openai/gpt-4o")
     server.reply("first reply", "second reply")
     server.gate = threading.Barrier(2, timeout=60)
@@ -356,8 +357,21 @@ def test_earlier_messages_are_stored_within_the_turn_never_beside_another(memory
     second = threading.Thread(
         target=memory.say, args=(thread.id, "and now?"), kwargs={"earlier": [("user", "a note"), ("assistant", "noted")]}
     )
+    lease_reads = []
+
+    def count_lease_reads(_connection, _cursor, statement, *_):
+        if threading.current_thread() is second and "thread_leases" in statement:
+            lease_reads.append(statement)
+
+    event.listen(memory.store.engine, "before_cursor_execute", count_lease_reads)
     second.start()
-    time.sleep(0.5)  # the second turn waits for the lease: nothing of it is stored meanwhile
+    # The second turn asks for the lease again and again while the first holds it: it is waiting,
+    # and nothing of it is stored meanwhile.
+    deadline = time.monotonic() + 60
+    while len(lease_reads) < 5:
+        assert time.monotonic() < deadline and second.is_alive(), "the second turn never waited for the lease"
+        time.sleep(0.01)
+    event.remove(memory.store.engine, "before_cursor_execute", count_lease_reads)
     assert [m.content for m in memory.messages(thread.id)] == ["first"]
     server.gate.wait()
     server.gate = None

@@ -1,7 +1,6 @@
 """An undo asked while a turn's reply streams is refused as busy (exit 7, 409): it never waits and
 then takes back the turn that was still arriving when it was asked."""
 
-import subprocess
 import threading
 import time
 
@@ -46,14 +45,14 @@ def _finish(server, turn, memory, thread_id):
 
 
 @pytest.mark.fault
-def test_undo_while_a_reply_streams_is_refused_as_busy_by_memory_and_the_cli(memory, server, memchat_script):
+def test_undo_while_a_reply_streams_is_refused_as_busy_by_memory_and_the_cli(memory, server, memchat):
     thread_id, turn = _streaming_second_turn(memory, server)
     try:
         started = time.monotonic()
         with pytest.raises(ThreadBusy, match="turn in progress"):
             memory.undo(thread_id)
         assert time.monotonic() - started < 2
-        refused = subprocess.run([memchat_script, "undo", thread_id], capture_output=True, text=True, timeout=60)
+        refused = memchat("undo", thread_id, timeout=60)
         assert refused.returncode == 7
         assert len(refused.stderr.strip().splitlines()) == 1 and "turn in progress" in refused.stderr
         assert turn.is_alive()
@@ -62,6 +61,7 @@ def test_undo_while_a_reply_streams_is_refused_as_busy_by_memory_and_the_cli(mem
 
 
 @pytest.mark.fault
+@pytest.mark.slow
 def test_undo_while_a_reply_streams_is_a_409_from_the_server(memory, server):
     served = Served()
     try:

@@ -15,8 +15,8 @@ from typing import Any
 import typer
 
 from memchat.config import pager_environment, pager_from_environment
-from memchat.times import as_utc
 from memchat.terminal import terminal_safe
+from memchat.times import as_utc
 
 
 def print_json(data: Any) -> None:

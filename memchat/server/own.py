@@ -34,13 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from memchat.errors import Unanswered
 from memchat.interface import ConversationMemory
+from memchat.results import Reply
+from memchat.schemas import Budget, ModelName, Policy, Recall, ReplyTokens, ThreadSettings, TurnOptions
 from memchat.server.access import memory_of
 from memchat.server.errors import body as error_body
 from memchat.server.errors import message_of, status_of
 from memchat.server.requests import bad
 from memchat.server.turns import StreamedTurn, TurnRequest, answer, busy_wait
-from memchat.results import Reply
-from memchat.schemas import Budget, ModelName, Policy, Recall, ReplyTokens, ThreadSettings, TurnOptions
 from memchat.views import context_json, search_json, thread_json
 
 router = APIRouter(prefix="/memchat/v1", tags=["memchat"])

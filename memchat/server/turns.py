@@ -22,12 +22,11 @@ from memchat.api import Memory
 from memchat.config import serve_busy_wait as busy_wait
 from memchat.config import serve_turn_timeout as timeout
 from memchat.errors import MemchatError, ProviderError, ReplyCutOff, ThreadBusy, Unanswered, cause_of
-from memchat.server import metrics
-from memchat.server.access import memory_of
 from memchat.records import MessagePublic
 from memchat.schemas import TurnOptions
+from memchat.server import metrics
+from memchat.server.access import memory_of
 from memchat.turn import Reply
-
 
 TURN_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="memchat-turn")
 """Turns in flight at once in one worker process (each mostly waits on its provider)."""

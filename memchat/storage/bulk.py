@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session, col, select
 
 from memchat.errors import InvalidInput
+from memchat.results import ImportResult
 from memchat.storage.models import (
     Message,
     MessagePublic,
@@ -23,7 +24,6 @@ from memchat.storage.models import (
     ThreadCreate,
     utcnow,
 )
-from memchat.results import ImportResult
 from memchat.storage.statements import message_of, messages_table, position_param, thread_messages
 from memchat.storage.threads import Threads
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from sqlalchemy import JSON, Index, Text, LargeBinary, UniqueConstraint, func, literal, text
+from sqlalchemy import JSON, Index, LargeBinary, Text, UniqueConstraint, func, literal, text
 from sqlmodel import Field, SQLModel
 
 from memchat.records import (  # noqa: F401  (re-exported until every importer reads memchat.records)

@@ -12,8 +12,8 @@ from sqlalchemy import Connection, bindparam, exists, literal_column, text
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
-from memchat.storage import fulltext
 from memchat.results import SearchHit
+from memchat.storage import fulltext
 from memchat.storage.lineage import Lineage
 from memchat.storage.models import Message, MessagePublic, MessageVector, as_utc
 from memchat.storage.statements import (
