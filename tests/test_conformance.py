@@ -31,7 +31,7 @@ from memchat.context import Context
 from memchat.interface import ConversationMemory, ItemMemory, OperatorMemory
 from memchat.remote import RemoteMemory
 from memchat.results import Reply, SearchHit
-from memchat.storage.models import MessagePublic, SummaryPublic, ThreadPublic
+from memchat.records import MessagePublic, SummaryPublic, ThreadPublic
 from memchat.transfer import ImportResult
 
 EMBEDDINGS = "openai/text-embedding-3-small"

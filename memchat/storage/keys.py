@@ -9,7 +9,10 @@ from sqlmodel import col, select
 
 from memchat.errors import InvalidInput, NotFound
 from memchat.storage.core import StoreCore
-from memchat.storage.models import ApiKey, ApiKeyPublic, KeyCheck, utcnow
+from memchat.records import ApiKeyPublic
+from memchat.schemas import KeyCheck
+from memchat.times import utcnow
+from memchat.storage.models import ApiKey
 
 _keys = ApiKey.__table__
 _EVERY_KEY = select_columns(_keys.c.name, _keys.c.key_hash, _keys.c.revoked_at)

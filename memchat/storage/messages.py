@@ -12,17 +12,9 @@ from sqlmodel import Session, col, select
 from memchat.errors import NotFound
 from memchat.storage.leases import check_lease
 from memchat.storage.lineage import Lineage
-from memchat.storage.models import (
-    Message,
-    MessageCreate,
-    MessagePublic,
-    MessageTokens,
-    Summary,
-    SummaryCreate,
-    SummaryPublic,
-    Thread,
-    utcnow,
-)
+from memchat.records import MessageCreate, MessagePublic, SummaryCreate, SummaryPublic
+from memchat.times import utcnow
+from memchat.storage.models import Message, MessageTokens, Summary, Thread
 from memchat.storage.statements import (
     LAST_POSITION,
     NOT_UNDONE,

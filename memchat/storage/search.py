@@ -15,7 +15,9 @@ from sqlmodel import Session, col, select
 from memchat.storage import fulltext
 from memchat.results import SearchHit
 from memchat.storage.lineage import Lineage
-from memchat.storage.models import Message, MessagePublic, MessageVector, as_utc
+from memchat.records import MessagePublic
+from memchat.times import as_utc
+from memchat.storage.models import Message, MessageVector
 from memchat.storage.statements import (
     HELD_UNDER,
     LINEAGE_STEP,

@@ -13,20 +13,9 @@ from memchat.errors import InvalidInput, NotFound
 from memchat.storage.core import checked_ref
 from memchat.storage.leases import check_lease
 from memchat.storage.messages import Messages
-from memchat.storage.models import (
-    Message,
-    MessageCreate,
-    MessageTokens,
-    MessageVector,
-    Summary,
-    Thread,
-    ThreadBase,
-    ThreadCreate,
-    ThreadLease,
-    ThreadPublic,
-    ThreadUpdate,
-    utcnow,
-)
+from memchat.records import MessageCreate, ThreadBase, ThreadCreate, ThreadPublic, ThreadUpdate
+from memchat.times import utcnow
+from memchat.storage.models import Message, MessageTokens, MessageVector, Summary, Thread, ThreadLease
 from memchat.storage.statements import (
     IN_SEGMENT,
     LAST_POSITION,
