@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from memchat import llm, vectors
 from memchat.errors import ProviderError
-from memchat.storage.models import MessagePublic
+from memchat.records import MessagePublic
 from memchat.storage.repository import LAST_POSSIBLE_POSITION, Recallable, Store
 
 EMBED_BATCH = 128

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from memchat.context import Context
-    from memchat.storage.models import MessagePublic, SummaryPublic
+    from memchat.records import MessagePublic, SummaryPublic
 
 
 @dataclass(frozen=True)

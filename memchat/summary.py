@@ -13,12 +13,7 @@ from dataclasses import dataclass
 from memchat import llm
 from memchat.config import FALLBACK_BUDGET
 from memchat.errors import ProviderError
-from memchat.storage.models import (
-    MessagePublic,
-    SummaryCreate,
-    SummaryPublic,
-    ThreadPublic,
-)
+from memchat.records import MessagePublic, SummaryCreate, SummaryPublic, ThreadPublic
 from memchat.storage.repository import Store
 from memchat.tokens import tokenizer_for
 

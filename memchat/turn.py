@@ -23,14 +23,9 @@ from memchat.errors import (
 )
 from memchat.lease import Lease, holder_is_gone, turn_in_progress, turn_lease
 from memchat.prompt import TurnOptions, build_context, validate_text
+from memchat.records import MessageCreate, MessagePublic, SummaryPublic, ThreadPublic
 from memchat.results import Reply
-from memchat.storage.models import (
-    DEFAULT_SUMMARY_SHARE,
-    MessageCreate,
-    MessagePublic,
-    SummaryPublic,
-    ThreadPublic,
-)
+from memchat.schemas import DEFAULT_SUMMARY_SHARE
 from memchat.storage.repository import Store
 
 __all__ = ["Reply", "TurnOptions", "build_context", "rebuild_summary", "take_turn", "validate_text"]

@@ -10,8 +10,8 @@ from memchat.storage.fulltext import highlights
 from memchat.times import as_utc
 
 if TYPE_CHECKING:
+    from memchat.records import ThreadPublic
     from memchat.results import SearchHit
-    from memchat.storage.models import ThreadPublic
 
 NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
 

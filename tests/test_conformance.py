@@ -29,9 +29,9 @@ from memchat import BudgetExceeded, InvalidInput, MemchatError, NotFound, ReplyC
 from memchat.api import Memory
 from memchat.context import Context
 from memchat.interface import ConversationMemory, ItemMemory, OperatorMemory
+from memchat.records import MessagePublic, SummaryPublic, ThreadPublic
 from memchat.remote import RemoteMemory
 from memchat.results import Reply, SearchHit
-from memchat.storage.models import MessagePublic, SummaryPublic, ThreadPublic
 from memchat.transfer import ImportResult
 
 EMBEDDINGS = "openai/text-embedding-3-small"

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from memchat import BudgetExceeded, llm
 from memchat.context import RECALL_SHARE
-from memchat.storage.models import DEFAULT_SUMMARY_SHARE
+from memchat.schemas import DEFAULT_SUMMARY_SHARE
 
 COUNT = llm.counter("openai/gpt-4o")
 SETTINGS = settings(

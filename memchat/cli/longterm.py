@@ -22,7 +22,7 @@ from memchat.terminal import terminal_safe
 from memchat.views import search_json
 
 if TYPE_CHECKING:
-    from memchat.storage.models import SummaryPublic
+    from memchat.records import SummaryPublic
 
 
 @app.command()

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, StrictBool
 
+from memchat.schemas import ModelName, ReplyTokens, SafeText, Temperature, check_text
 from memchat.server.errors import HTTPProblem
 from memchat.server.shapes import SETTINGS
-from memchat.storage.models import ModelName, ReplyTokens, SafeText, Temperature, check_text
 
 TEXT_PARTS = {"input_text", "output_text", "text"}
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from memchat.errors import NotFound
-from memchat.storage.models import MessagePublic, ThreadPublic, as_utc
+from memchat.records import MessagePublic, ThreadPublic
+from memchat.times import as_utc
 from memchat.turn import Reply
 
 ITEM_PREFIX = "msg_"

@@ -13,19 +13,12 @@ from sqlalchemy import bindparam, insert, update
 from sqlmodel import Session, col, select
 
 from memchat.errors import InvalidInput
+from memchat.records import MessagePublic, SummaryCreate, ThreadCreate
 from memchat.results import ImportResult
-from memchat.storage.models import (
-    Message,
-    MessagePublic,
-    MessageTokens,
-    Summary,
-    SummaryCreate,
-    Thread,
-    ThreadCreate,
-    utcnow,
-)
+from memchat.storage.models import Message, MessageTokens, Summary, Thread
 from memchat.storage.statements import message_of, messages_table, position_param, thread_messages
 from memchat.storage.threads import Threads
+from memchat.times import utcnow
 
 EXPORT_PAGE = 2000
 IMPORT_CHUNK = 2000

@@ -18,9 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from memchat.errors import InvalidInput, NotFound, StorageError
+from memchat.records import ThreadPublic
+from memchat.schemas import check_text
 from memchat.storage import database
 from memchat.storage.caches import StoreCaches
-from memchat.storage.models import Thread, ThreadPublic, check_text
+from memchat.storage.models import Thread
 from memchat.storage.statements import LAST_POSITION, count_from_last
 
 AMBIGUOUS_SHOWN = 5

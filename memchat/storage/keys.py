@@ -8,8 +8,11 @@ from sqlalchemy import select as select_columns
 from sqlmodel import col, select
 
 from memchat.errors import InvalidInput, NotFound
+from memchat.records import ApiKeyPublic
+from memchat.schemas import KeyCheck
 from memchat.storage.core import StoreCore
-from memchat.storage.models import ApiKey, ApiKeyPublic, KeyCheck, utcnow
+from memchat.storage.models import ApiKey
+from memchat.times import utcnow
 
 _keys = ApiKey.__table__
 _EVERY_KEY = select_columns(_keys.c.name, _keys.c.key_hash, _keys.c.revoked_at)

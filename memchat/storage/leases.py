@@ -14,8 +14,8 @@ from sqlmodel import Session, delete
 
 from memchat.errors import LeaseLost
 from memchat.storage.core import StoreCore
-from memchat.storage.models import as_utc, utcnow
 from memchat.storage.statements import insert_statement_for, leases_table
+from memchat.times import as_utc, utcnow
 
 _LEASE_HOLDER = select_columns(leases_table.c.holder, leases_table.c.expires_at).where(
     leases_table.c.thread_id == bindparam("thread_key")

@@ -10,19 +10,10 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from memchat.errors import NotFound
+from memchat.records import MessageCreate, MessagePublic, SummaryCreate, SummaryPublic
 from memchat.storage.leases import check_lease
 from memchat.storage.lineage import Lineage
-from memchat.storage.models import (
-    Message,
-    MessageCreate,
-    MessagePublic,
-    MessageTokens,
-    Summary,
-    SummaryCreate,
-    SummaryPublic,
-    Thread,
-    utcnow,
-)
+from memchat.storage.models import Message, MessageTokens, Summary, Thread
 from memchat.storage.statements import (
     LAST_POSITION,
     NOT_UNDONE,
@@ -34,6 +25,7 @@ from memchat.storage.statements import (
     thread_messages,
     threads_table,
 )
+from memchat.times import utcnow
 
 _INSERT_MESSAGE = insert(messages_table).returning(messages_table.c.id)
 _INSERT_TOKENS = insert(MessageTokens.__table__)

@@ -2,9 +2,6 @@
 stores (`memchat.records`), in SQLModel's Base / table / Create / Public pattern. The schema
 they describe is created and changed only by the Alembic revisions in `migrations/`; tests
 check that the two agree.
-
-The records and schemas are importable from here too, for the modules that have not moved to
-`memchat.records` and `memchat.schemas` yet.
 """
 
 from __future__ import annotations
@@ -15,50 +12,8 @@ from datetime import datetime
 from sqlalchemy import JSON, Index, LargeBinary, Text, UniqueConstraint, func, literal, text
 from sqlmodel import Field, SQLModel
 
-from memchat.records import (  # noqa: F401  (re-exported until every importer reads memchat.records)
-    ApiKeyPublic,
-    MessageBase,
-    MessageCreate,
-    MessagePublic,
-    SummaryBase,
-    SummaryCreate,
-    SummaryPublic,
-    ThreadBase,
-    ThreadCreate,
-    ThreadPublic,
-    ThreadUpdate,
-)
-from memchat.schemas import (  # noqa: F401  (re-exported until every importer reads memchat.schemas)
-    DEFAULT_SUMMARY_SHARE,
-    FUTURE_TOLERANCE,
-    MAX_BUDGET,
-    MAX_INTEGER,
-    MAX_LABEL_KEY,
-    MAX_LABEL_VALUE,
-    MAX_LABELS,
-    MAX_MODEL_NAME,
-    MAX_RECALL,
-    TEXT_SETTINGS,
-    UNSTORABLE,
-    FinishReason,
-    KeyCheck,
-    ModelName,
-    PastMoment,
-    Policy,
-    ReplyTokens,
-    Role,
-    SafeText,
-    Status,
-    Temperature,
-    ThreadSettings,
-    TurnOptions,
-    check_endpoint,
-    check_labels,
-    check_moment,
-    check_text,
-    storable,
-)
-from memchat.times import as_utc, utcnow  # noqa: F401  (re-exported: the store uses them from here)
+from memchat.records import MessageBase, SummaryBase, ThreadBase
+from memchat.times import utcnow
 
 
 def new_thread_id() -> str:

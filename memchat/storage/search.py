@@ -12,10 +12,11 @@ from sqlalchemy import Connection, bindparam, exists, literal_column, text
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
+from memchat.records import MessagePublic
 from memchat.results import SearchHit
 from memchat.storage import fulltext
 from memchat.storage.lineage import Lineage
-from memchat.storage.models import Message, MessagePublic, MessageVector, as_utc
+from memchat.storage.models import Message, MessageVector
 from memchat.storage.statements import (
     HELD_UNDER,
     LINEAGE_STEP,
@@ -26,6 +27,7 @@ from memchat.storage.statements import (
     messages_table,
     position_param,
 )
+from memchat.times import as_utc
 
 _BM25 = "bm25(messages_fts, 1.0, 0.0)"
 """Relevance from message contents only (the index's second column is the thread id)."""

@@ -15,7 +15,8 @@ from sqlalchemy import select as select_columns
 from sqlmodel import Session
 
 from memchat.errors import StorageError
-from memchat.storage.models import Message, MessagePublic, Summary, Thread, ThreadLease
+from memchat.records import MessagePublic
+from memchat.storage.models import Message, Summary, Thread, ThreadLease
 
 LAST_POSSIBLE_POSITION = 2**31 - 1
 Segment = tuple[str, int, int]

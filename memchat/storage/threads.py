@@ -10,23 +10,11 @@ from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, delete, select
 
 from memchat.errors import InvalidInput, NotFound
+from memchat.records import MessageCreate, ThreadBase, ThreadCreate, ThreadPublic, ThreadUpdate
 from memchat.storage.core import checked_ref
 from memchat.storage.leases import check_lease
 from memchat.storage.messages import Messages
-from memchat.storage.models import (
-    Message,
-    MessageCreate,
-    MessageTokens,
-    MessageVector,
-    Summary,
-    Thread,
-    ThreadBase,
-    ThreadCreate,
-    ThreadLease,
-    ThreadPublic,
-    ThreadUpdate,
-    utcnow,
-)
+from memchat.storage.models import Message, MessageTokens, MessageVector, Summary, Thread, ThreadLease
 from memchat.storage.statements import (
     IN_SEGMENT,
     LAST_POSITION,
@@ -37,6 +25,7 @@ from memchat.storage.statements import (
     summaries_table,
     threads_table,
 )
+from memchat.times import utcnow
 
 _THREAD_WITH_LAST_POSITION = select_columns(
     threads_table, last_position_of(threads_table.c.id, threads_table.c.inherits_through).label("last_position")

@@ -11,9 +11,10 @@ from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
 from memchat.errors import HistoryMoved, InvalidInput, LeaseLost, NotFound
+from memchat.records import MessageCreate, MessagePublic
 from memchat.storage.leases import RELEASE_LEASE, check_lease, take_lease
 from memchat.storage.messages import Messages
-from memchat.storage.models import Message, MessageCreate, MessagePublic
+from memchat.storage.models import Message
 from memchat.storage.statements import (
     IN_SEGMENT,
     NOT_UNDONE,

@@ -28,23 +28,11 @@ from pydantic import (
 
 from memchat import lease
 from memchat.errors import InvalidInput, describe_validation_error
+from memchat.records import MessagePublic, SummaryCreate, SummaryPublic, ThreadCreate, ThreadPublic
+from memchat.schemas import MAX_INTEGER, MAX_RECALL, FinishReason, PastMoment, Policy, SafeText, Status
 from memchat.settings import default_model
-from memchat.storage.models import (
-    MAX_INTEGER,
-    MAX_RECALL,
-    FinishReason,
-    MessagePublic,
-    PastMoment,
-    Policy,
-    SafeText,
-    Status,
-    SummaryCreate,
-    SummaryPublic,
-    ThreadCreate,
-    ThreadPublic,
-    as_utc,
-)
 from memchat.storage.repository import Store, ThreadRecord
+from memchat.times import as_utc
 from memchat.tokens import tokenizer_for
 from memchat.transfer import ImportResult, check_size, decoded, markdown
 
