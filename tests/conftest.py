@@ -63,9 +63,10 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("db_url", backends, indirect=True)
 
 
-SLOW_FIXTURES = {"memchat", "memchat_script", "served"}
+SLOW_FIXTURES = {"memchat", "memchat_script", "served", "module_server"}
 """Fixtures that start memchat processes (each one imports the package, and litellm for a turn:
-seconds): a test that uses one is marked `slow`, so `pytest -m "not slow"` is the quick loop."""
+seconds; `module_server` is test_conformance's server for a whole module): a test that uses
+one is marked `slow`, so `pytest -m "not slow"` is the quick loop."""
 
 
 def pytest_collection_modifyitems(items):

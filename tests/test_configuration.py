@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import sqlite_only
 
 import memchat
 from memchat import config
@@ -17,7 +16,6 @@ from memchat import config
 PACKAGE = Path(memchat.__file__).parent
 
 
-@sqlite_only
 def test_importing_memchat_leaves_the_environment_unchanged():
     script = (
         "import os\n"
@@ -33,7 +31,6 @@ def test_importing_memchat_leaves_the_environment_unchanged():
     assert result.stdout.strip() == "[]"
 
 
-@sqlite_only
 def test_memchat_loads_litellm_with_its_bundled_cost_map_unless_the_user_chose_otherwise():
     script = "import os\nfrom memchat import llm\nllm.load()\nprint(os.environ.get('LITELLM_LOCAL_MODEL_COST_MAP'))\n"
     environment = {name: value for name, value in os.environ.items() if name != "LITELLM_LOCAL_MODEL_COST_MAP"}
@@ -48,7 +45,6 @@ def test_memchat_loads_litellm_with_its_bundled_cost_map_unless_the_user_chose_o
     assert chosen.stdout.strip() == "False", chosen.stderr
 
 
-@sqlite_only
 def test_only_config_reads_the_environment():
     readers = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -61,7 +57,6 @@ def test_only_config_reads_the_environment():
     assert readers == []
 
 
-@sqlite_only
 def test_config_imports_nothing_of_memchat():
     tree = ast.parse((PACKAGE / "config.py").read_text(encoding="utf-8"))
     imported = [
@@ -73,7 +68,6 @@ def test_config_imports_nothing_of_memchat():
     assert not [name for name in imported if name and name.split(".")[0] == "memchat"]
 
 
-@sqlite_only
 @pytest.mark.parametrize(
     ("value", "on"), [(None, False), ("", False), ("0", False), ("1", True), ("yes", True), ("true", True)]
 )
@@ -94,7 +88,6 @@ HAND_OFF = (
 )
 
 
-@sqlite_only
 def test_serve_hands_its_options_to_the_workers_and_they_read_them_back(monkeypatch, tmp_path):
     for name in HAND_OFF:
         monkeypatch.delenv(name, raising=False)
@@ -115,7 +108,6 @@ def test_serve_hands_its_options_to_the_workers_and_they_read_them_back(monkeypa
     os.rmdir(made)
 
 
-@sqlite_only
 @pytest.mark.parametrize(("value", "seconds"), [(None, 30.0), ("", 30.0), ("5", 5.0), ("0.1", 30.0), ("x", 30.0)])
 def test_a_lease_lasts_what_the_environment_says_within_its_bounds(monkeypatch, value, seconds):
     if value is None:
@@ -125,7 +117,6 @@ def test_a_lease_lasts_what_the_environment_says_within_its_bounds(monkeypatch, 
     assert config.lease_seconds() == seconds
 
 
-@sqlite_only
 def test_the_help_formatting_overrides_hooks_typer_still_has():
     """cli/helptext.py replaces some of Typer's own help methods (not all of them public API); a
     Typer release that renames one would silently bring back Typer's own help: this says which."""

@@ -83,10 +83,10 @@ def test_the_database_alone_answers_the_operator_and_item_calls_as_named(name):
 # ---- one server and one database per backend -------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module")
 def db_url(request, tmp_path_factory, postgres_skip_reason):
-    """The module's database, on each backend (it overrides conftest's one-per-test database, so
-    that one server serves every test of a backend)."""
+    """The module's database, on each backend conftest parametrizes (it overrides conftest's
+    one-per-test database, so that one server serves every test of a backend)."""
     if request.param == "sqlite":
         yield str(tmp_path_factory.mktemp("conformance") / "memchat.db")
         return

@@ -5,7 +5,6 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import sqlite_only
 
 from memchat.errors import (
     PROVIDER_KINDS,
@@ -48,7 +47,6 @@ def _sent_and_read_back(failure: BaseException) -> MemchatError:
     return error_from_body(status, body(status, message_of(failure), code=code), retry_after=wait)
 
 
-@sqlite_only
 @pytest.mark.parametrize("failure", FAILURES, ids=lambda failure: f"{type(failure).__name__}-{getattr(failure, 'kind', '')}")
 def test_a_client_of_the_server_rebuilds_each_failure_with_its_exit_code_and_message(failure):
     rebuilt = _sent_and_read_back(failure)
@@ -68,14 +66,12 @@ def test_a_client_of_the_server_rebuilds_each_failure_with_its_exit_code_and_mes
         assert type(rebuilt) is type(failure)
 
 
-@sqlite_only
 def test_a_rebuilt_budget_failure_carries_its_numbers():
     for failure in (BudgetExceeded(100, 50), BudgetExceeded(1234, 1000, 800)):
         rebuilt = _sent_and_read_back(failure)
         assert (rebuilt.needed, rebuilt.budget, rebuilt.room) == (failure.needed, failure.budget, failure.room)
 
 
-@sqlite_only
 def test_a_rate_limit_says_when_to_try_again_and_the_client_reads_it():
     failure = ProviderError("m: rate limited", kind="rate_limited", retry_after=2.2)
     assert status_of(failure) == (429, "rate_limited", {"Retry-After": "3"})
@@ -83,7 +79,6 @@ def test_a_rate_limit_says_when_to_try_again_and_the_client_reads_it():
     assert _sent_and_read_back(failure).retry_after == 3.0
 
 
-@sqlite_only
 def test_statuses_only_the_http_layer_answers_are_read_as_their_failures():
     assert type(error_from_body(401, body(401, "the API key is not valid", code="invalid_api_key"))) is AccessDenied
     assert type(error_from_body(401, body(401, "this server needs an API key", code="missing_api_key"))) is AccessDenied
@@ -97,7 +92,6 @@ def test_statuses_only_the_http_layer_answers_are_read_as_their_failures():
     assert str(error_from_body(502, "<html>")) == "the memchat server answered HTTP 502"
 
 
-@sqlite_only
 def test_an_unanswered_turn_shows_as_its_cause_with_the_message_kept():
     cut = ReplyCutOff("m: the connection dropped", "Once upon")
     unanswered = Unanswered("thread-1", None, cut)
@@ -127,7 +121,6 @@ def _documented() -> dict[tuple[str, str], tuple[str, str, str]]:
     return rows
 
 
-@sqlite_only
 def test_the_readme_documents_the_table():
     expected = {}
     for cls in (InvalidInput, NotFound, BudgetExceeded, StorageError, ThreadBusy, AccessDenied):
