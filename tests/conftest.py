@@ -2,6 +2,8 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -94,17 +96,24 @@ def db_url(request, isolated_env, tmp_path, postgres_skip_reason, monkeypatch):
         return
     if postgres_skip_reason:
         pytest.skip(postgres_skip_reason)
+    with postgres_database("memchat_test_") as url:
+        monkeypatch.setenv("MEMCHAT_DB", url)
+        yield url
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database's URL, the database dropped afterwards."""
     import psycopg
 
-    name = "memchat_test_" + secrets.token_hex(6)
+    name = prefix + secrets.token_hex(6)
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    url = f"{base}/{name}"
-    monkeypatch.setenv("MEMCHAT_DB", url)
-    yield url
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(autouse=True)

@@ -90,7 +90,8 @@ HAND_OFF = (
 
 def test_serve_hands_its_options_to_the_workers_and_they_read_them_back(monkeypatch, tmp_path):
     for name in HAND_OFF:
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded, so what hand_to_workers sets is undone afterwards
+        monkeypatch.delenv(name)
     assert (config.serve_turn_timeout(), config.serve_busy_wait()) == (None, None)
     assert config.serve_read_timeout() == config.DEFAULT_READ_TIMEOUT
     assert (config.serve_max_body(), config.serve_max_pending()) == (config.DEFAULT_MAX_BODY, config.DEFAULT_MAX_PENDING)

@@ -18,11 +18,10 @@ import inspect
 import io
 import itertools
 import json
-import secrets
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import POSTGRES_ADMIN_URL
+from conftest import postgres_database
 from serving import Served
 
 from memchat import BudgetExceeded, InvalidInput, MemchatError, NotFound, ReplyCutOff, Unanswered
@@ -92,14 +91,8 @@ def db_url(request, tmp_path_factory, postgres_skip_reason):
         return
     if postgres_skip_reason:
         pytest.skip(postgres_skip_reason)
-    import psycopg
-
-    name = "memchat_conformance_" + secrets.token_hex(6)
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database("memchat_conformance_") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
