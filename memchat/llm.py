@@ -25,7 +25,7 @@ from memchat.context import Counter, MessageCost
 from memchat.echo import echo_reply
 from memchat.errors import ContextTooLong, ProviderError, ReplyCutOff
 from memchat.redact import mask_url_passwords, redact
-from memchat.schemas import DEFAULT_TIMEOUT, MAX_TIMEOUT, storable  # noqa: F401  (the limits of --timeout, read from here too)
+from memchat.schemas import DEFAULT_TIMEOUT, storable
 from memchat.tokens import Tokenizer
 
 MAX_ATTEMPTS = 6

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from memchat import llm, vectors
 from memchat.errors import ProviderError
 from memchat.records import MessagePublic
+from memchat.schemas import DEFAULT_TIMEOUT
 from memchat.storage.repository import LAST_POSSIBLE_POSITION, Recallable, Store
 
 EMBED_BATCH = 128
@@ -35,10 +36,10 @@ class Embeddings:
 
     model: str
     api_base: str | None = None
-    timeout: float = llm.DEFAULT_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT
 
     @classmethod
-    def beside(cls, model: str, turn_model: str, api_base: str | None, timeout: float = llm.DEFAULT_TIMEOUT) -> Embeddings:
+    def beside(cls, model: str, turn_model: str, api_base: str | None, timeout: float = DEFAULT_TIMEOUT) -> Embeddings:
         """`model`'s requests go to the turn's endpoint (`--api-base`, the thread's) when it is
         the turn model's provider, else to its provider's own (or its variables')."""
         same_provider = llm.provider_of(model) == llm.provider_of(turn_model)

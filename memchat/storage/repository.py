@@ -10,7 +10,8 @@ all built on `core.StoreCore` (engines, snapshots, transactions, the tenant view
 `threads`, `messages` (and summaries), `history` (a turn's read of it), `turns` (a turn's writes
 and undo), `leases`, `search` (search, recall, vectors), `usage`, `keys` and `bulk` (import and
 export). Statements several of them share are in `statements`; the process caches in `caches`.
-Callers import `Store` and the types its methods take and give from here.
+Callers import `Store` and the store's own types (`ThreadRecord`, `Recallable`) from here; the records
+and results its methods give are `memchat.records` and `memchat.results`.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from memchat.storage.bulk import Bulk, ThreadRecord
 from memchat.storage.history import History
 from memchat.storage.keys import Keys
 from memchat.storage.leases import Leases
-from memchat.storage.search import Recallable, Search, SearchHit
+from memchat.storage.search import Recallable, Search
 from memchat.storage.statements import LAST_POSSIBLE_POSITION
 from memchat.storage.turns import TurnWrites
 from memchat.storage.usage import Usage
 
-__all__ = ["LAST_POSSIBLE_POSITION", "Recallable", "SearchHit", "Store", "ThreadRecord"]
+__all__ = ["LAST_POSSIBLE_POSITION", "Recallable", "Store", "ThreadRecord"]
 
 
 class Store(Bulk, TurnWrites, History, Search, Usage, Keys, Leases):
