@@ -13,6 +13,7 @@ from helpers import installed_script
 NETGUARD = Path(__file__).parent / "netguard"
 sys.path.insert(0, str(NETGUARD))
 import netguard  # noqa: E402
+import preloaded  # noqa: E402
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -196,7 +197,17 @@ class MemchatCommand:
         self.script = script
 
     def __call__(self, *args, input=None, env=None, timeout=120, **options) -> subprocess.CompletedProcess:
-        """The finished command: `returncode`, `stdout` and `stderr` as text."""
+        """The finished command: `returncode`, `stdout` and `stderr` as text. It runs in a process
+        forked from the preloaded interpreter (tests/preloaded.py: no second of litellm's import
+        per command) unless its environment or options need the installed script itself."""
+        environment = {**os.environ, **(env or {})}
+        if set(options) <= {"cwd", "check"} and preloaded.server().serves(environment):
+            check, cwd = options.get("check", False), options.get("cwd")
+            return preloaded.run(preloaded.server(), self.script, args, environment, cwd, input, timeout, check)
+        return self.installed(*args, input=input, env=env, timeout=timeout, **options)
+
+    def installed(self, *args, input=None, env=None, timeout=120, **options) -> subprocess.CompletedProcess:
+        """As `__call__`, always by the installed script in a new interpreter, as users run it."""
         return subprocess.run(
             [self.script, *map(str, args)],
             input=input,

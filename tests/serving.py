@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import preloaded
 
 
 def free_port() -> int:
@@ -21,19 +22,31 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _more_than_one_worker(args) -> bool:
+    """uvicorn starts more than one worker as new interpreters: the installed script then, as
+    the preloaded interpreter would save nothing."""
+    return "--workers" in args and args[list(args).index("--workers") + 1] != "1"
+
+
 class Served:
+    """`memchat serve` as a real process, forked from the preloaded interpreter (preloaded.py)
+    when it can be, else the installed script."""
+
     def __init__(self, *args: str, env: dict | None = None, port: int | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         script = str(Path(sys.executable).parent / "memchat")
         self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [script, "serve", "--port", str(self.port), *args],
-            env={**os.environ, **(env or {})},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        command = ["serve", "--port", str(self.port), *args]
+        environment = {**os.environ, **(env or {})}
+        if preloaded.server().serves(environment) and not _more_than_one_worker(args):
+            with open(os.devnull) as nothing:
+                streams = (nothing.fileno(), self.log.fileno(), self.log.fileno())
+                self.process = preloaded.server().start(script, command, environment, None, streams, new_session=True)
+        else:
+            self.process = subprocess.Popen(
+                [script, *command], env=environment, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self._wait_until_up()
 
     def _wait_until_up(self, seconds: float = 60) -> None:

@@ -311,24 +311,26 @@ def test_not_a_database(tmp_path):
     assert junk.read_bytes() == b"this is not sqlite" * 100
 
 
-# Real processes: the installed console script, as users and CI run it.
+# Real processes: the installed console script, as users and CI run it. The other tests' commands
+# run forked from a preloaded interpreter (tests/preloaded.py); the last test here checks that
+# such a command prints, reads and exits as the installed script does.
 
 
 def test_installed_script_quickstart_with_the_echo_model(memchat):
-    made = memchat("new", "--model", "memchat/echo", "--title", "demo")
+    made = memchat.installed("new", "--model", "memchat/echo", "--title", "demo")
     assert made.returncode == 0, made.stderr
     thread = made.stdout.strip()
-    first = memchat("say", thread, "My name is Ada.")
-    second = memchat("say", thread, "What is my name?")
+    first = memchat.installed("say", thread, "My name is Ada.")
+    second = memchat.installed("say", thread, "What is my name?")
     assert first.returncode == second.returncode == 0, (first.stderr, second.stderr)
     assert "received 3 messages" in second.stdout and "My name is Ada." in second.stdout
     assert quiet(second.stderr), second.stderr
 
 
 def test_installed_script_against_the_local_server_streaming_from_a_pipe(memchat, server):
-    thread = memchat("new").stdout.strip()
+    thread = memchat.installed("new").stdout.strip()
     server.reply("a streamed answer")
-    said = memchat("say", thread, "--stream", input="piped question")
+    said = memchat.installed("say", thread, "--stream", input="piped question")
     assert said.returncode == 0, said.stderr
     assert said.stdout == "a streamed answer\n" and quiet(said.stderr)
     assert server.last_messages == [{"role": "user", "content": "piped question"}]
@@ -336,9 +338,37 @@ def test_installed_script_against_the_local_server_streaming_from_a_pipe(memchat
 
 @sqlite_only
 def test_installed_script_errors_are_one_line(memchat):
-    result = memchat("say", "nothing-here", "hi")
+    result = memchat.installed("say", "nothing-here", "hi")
     assert result.returncode == 3
     assert result.stderr.startswith("memchat: no thread") and result.stderr.count("\n") == 1
+
+
+@sqlite_only
+def test_a_preloaded_command_prints_reads_and_exits_as_the_installed_script(memchat, server, tmp_path):
+    import preloaded
+
+    thread = memchat.installed("new", "--model", "memchat/echo", "--title", "same").stdout.strip()
+    memchat.installed("say", thread, "My name is Ada.")
+    (tmp_path / "bad.json").write_text("not json")
+    for args, given in (
+        (["list"], None),
+        (["show", thread, "--no-pager"], None),
+        (["context", thread, "What is my name?"], None),
+        (["say", "nothing-here", "hi"], None),
+        (["import", "bad.json"], None),
+        (["import", "-"], "piped, not JSON"),
+        (["new", "--budget", "nonsense"], None),
+        (["--help"], None),
+    ):
+        forked = memchat(*args, input=given, cwd=tmp_path)
+        installed = memchat.installed(*args, input=given, cwd=tmp_path)
+        assert (forked.stdout, forked.stderr, forked.returncode) == (
+            installed.stdout,
+            installed.stderr,
+            installed.returncode,
+        ), args
+    assert not preloaded.server().serves({**os.environ, "LITELLM_LOG": "DEBUG"})  # read when litellm is imported
+    assert preloaded.server().serves({**os.environ, "MEMCHAT_DB": "elsewhere.db"})  # read when a command runs
 
 
 @sqlite_only

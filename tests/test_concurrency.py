@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from helpers import quiet
@@ -16,12 +17,21 @@ TURNS = int(os.environ.get("MEMCHAT_TEST_TURNS", "2"))
 
 
 def _lanes(memchat, jobs):
-    """Start each job (a list of `memchat` argument lists run in order) as its own shell lane."""
-    lanes = []
-    for commands in jobs:
-        script = " && ".join(" ".join([memchat.script, *map(str, args), "--no-stream"]) for args in commands)
-        lanes.append(subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    return [(lane.wait(timeout=300), *lane.communicate()) for lane in lanes]
+    """Run the jobs at once, each (a list of `memchat` argument lists) in its own lane, one
+    command after another, stopping at the first that fails: each lane's exit code (its last
+    command's), stdout and stderr."""
+
+    def lane(commands):
+        outputs = []
+        for args in commands:
+            done = memchat(*args, "--no-stream", timeout=300)
+            outputs.append(done)
+            if done.returncode:
+                break
+        return done.returncode, "".join(o.stdout for o in outputs), "".join(o.stderr for o in outputs)
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(lane, jobs))
 
 
 @pytest.mark.writers

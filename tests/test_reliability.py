@@ -189,7 +189,7 @@ def test_a_waiting_turn_is_ready_before_it_takes_the_lease(memchat, server, memo
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    second = memchat("say", thread.id, "second", "--no-stream")
+    second = memchat.installed("say", thread.id, "second", "--no-stream")  # a new interpreter: it loads litellm
     first.communicate(timeout=60)
     watcher.join(60)
     assert first.returncode == 0 and second.returncode == 0, second.stderr
