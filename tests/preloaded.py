@@ -53,9 +53,13 @@ def _serve(path: str) -> dict:
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     while True:
+        ready, _, _ = select.select([listener, sys.stdin], [], [])
+        if sys.stdin in ready:  # the pytest worker closed its end: it is gone, and so is this
+            os._exit(0)
         connection, _ = listener.accept()
         if os.fork() == 0:
             listener.close()
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             return _watch(connection)
         connection.close()
@@ -105,7 +109,7 @@ class Preloaded:
         self.environment = dict(os.environ)
         self.process = subprocess.Popen(
             [sys.executable, __file__, self.path],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # held open while this process lives: at its end the server leaves
             stdout=subprocess.PIPE,
             text=True,
             start_new_session=True,
