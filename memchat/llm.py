@@ -280,7 +280,8 @@ def complete(
 ) -> Completion:
     """One reply, within `timeout` seconds in all (a streamed reply included). Transient failures
     (429, 5xx, connection errors, time-outs) are retried with backoff, or after the provider's
-    Retry-After, while the time lasts; others fail at once. A stream that breaks after text has
+    Retry-After, while the time lasts; others fail at once, and so does a refused connection
+    (nothing listens at the endpoint: waiting would not change that). A stream that breaks after text has
     arrived is never retried (the text has been shown): it ends in ReplyCutOff. An empty or
     unreadable reply is a provider failure, never an empty success. Characters no database
     stores are replaced (`Completion.replaced`), so a reply that was paid for is never lost."""
@@ -380,7 +381,8 @@ def _pause_before_retry(litellm, exc: Exception, model: str, api_base: str | Non
     Retry-After); its translation is raised instead when it is not transient, or when no time or
     attempt is left."""
     pause = max(retry_backoff_seconds() * 2**attempt * (0.5 + random.random()), _retry_after(exc))
-    if not _transient(litellm, exc) or time.monotonic() + pause >= deadline or attempt + 1 == MAX_ATTEMPTS:
+    last = time.monotonic() + pause >= deadline or attempt + 1 == MAX_ATTEMPTS
+    if not _transient(litellm, exc) or _refused(exc) or last:
         raise _translate(litellm, exc, model, api_base) from None
     return pause
 
@@ -484,13 +486,27 @@ def _cost(litellm, response, model: str) -> float | None:
     return float(f"{cost:.{COST_DIGITS}g}")
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether the connection was refused: nothing listens at the endpoint (a wrong port, a local
+    server not started), which no retry within a turn's time-out would change, unlike a dropped
+    connection or a time-out."""
+    return any(isinstance(cause, ConnectionRefusedError) for cause in _causes(exc))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from or while handling, outermost first."""
+    seen: BaseException | None = exc
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
 def _is_connection_failure(exc: BaseException) -> bool:
     """litellm reports some refused connections as a 500 whose cause is the client's ConnectError."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if "ConnectError" in type(seen).__name__ or "APIConnectionError" in type(seen).__name__:
-            return True
-        seen = seen.__cause__ or seen.__context__
+    if any("ConnectError" in type(seen).__name__ or "APIConnectionError" in type(seen).__name__ for seen in _causes(exc)):
+        return True
     return "Connection error" in str(exc)
 
 
@@ -557,6 +573,8 @@ def _explain(litellm, exc: Exception, model: str, api_base: str | None) -> Provi
         return ProviderError(f"{model}: the provider did not answer in time; try again later or raise --timeout", kind="timeout")
     if isinstance(exc, errors.APIConnectionError) or _is_connection_failure(exc):
         where = mask_url_passwords(_endpoint(model, api_base))
+        if _refused(exc):
+            detail = "connection refused: nothing listens there"
         return ProviderError(f"{model}: cannot reach {where} ({detail}); check the network or --api-base", kind="unreachable")
     if isinstance(exc, errors.BadRequestError):
         return ProviderError(f"{model}: the provider rejected the request ({detail})", kind="rejected")

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import installed_script, quiet, sqlite_only
+from helpers import connection_attempts, installed_script, quiet, sqlite_only
+from serving import free_port
 from typer.testing import CliRunner
 
 from memchat.cli import app
@@ -665,6 +666,16 @@ def test_cannot_reach_names_the_url_it_tried(server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
     failed = fails(5, "say", thread, "hello", "--timeout", "1")
     assert "cannot reach http://127.0.0.1:9/v1" in failed.stderr
+
+
+def test_a_wrong_api_base_port_fails_at_once_with_one_line(server):
+    thread = new_thread()
+    port = free_port()
+    with connection_attempts(port) as attempts:
+        failed = fails(5, "say", thread, "hello", "--api-base", f"http://127.0.0.1:{port}/v1")
+    assert attempts.count == 1
+    assert f"cannot reach http://127.0.0.1:{port}/v1 (connection refused: nothing listens there)" in failed.stderr
+    assert f"(your message is saved: `memchat retry {thread}` sends it again)" in failed.stderr
 
 
 @sqlite_only

@@ -1,10 +1,14 @@
 """Turns through the public API, with litellm talking to the local OpenAI-protocol server."""
 
+import socket
+import threading
 import time
 
 import pytest
+from helpers import connection_attempts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serving import free_port
 
 from memchat import BudgetExceeded, InvalidInput, Memory, NotFound, ProviderError, Unanswered, llm
 from memchat.tokens import tokenizer_for
@@ -281,6 +285,38 @@ def test_api_base_overrides_for_one_call(memory, server, monkeypatch):
     with pytest.raises(Unanswered, match="cannot reach") as caught:
         memory.say(thread.id, "via env", timeout=2)
     assert isinstance(caught.value.cause, ProviderError)
+
+
+def test_a_refused_connection_fails_at_once_and_leaves_the_message_unanswered(memory, server):
+    thread = memory.new_thread()
+    port = free_port()
+    with connection_attempts(port) as attempts, pytest.raises(Unanswered, match="cannot reach") as caught:
+        memory.say(thread.id, "anyone there?", api_base=f"http://127.0.0.1:{port}/v1", timeout=60)
+    assert attempts.count == 1
+    assert isinstance(caught.value.cause, ProviderError) and caught.value.cause.kind == "unreachable"
+    assert f"http://127.0.0.1:{port}/v1" in str(caught.value) and "connection refused" in str(caught.value)
+    assert [(m.content, m.status) for m in memory.messages(thread.id)] == [("anyone there?", "failed")]
+    assert server.requests == []
+
+
+def test_a_connection_dropped_without_an_answer_is_still_retried(memory):
+    thread = memory.new_thread()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        threading.Thread(target=_hang_up_on_everyone, args=(listener,), daemon=True).start()
+        with connection_attempts(port) as attempts, pytest.raises(Unanswered, match="cannot reach"):
+            memory.say(thread.id, "hello?", api_base=f"http://127.0.0.1:{port}/v1", timeout=30)
+    assert attempts.count == llm.MAX_ATTEMPTS
+
+
+def _hang_up_on_everyone(listener: socket.socket) -> None:
+    """Accepts each connection and closes it before any answer, until the listener is closed."""
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            return
+        connection.close()
 
 
 def test_temperature_and_max_tokens_are_passed(memory, server):
