@@ -238,20 +238,29 @@ def max_input_tokens(model: str) -> int | None:
     return info.get("max_input_tokens") or info.get("max_tokens")
 
 
-def check_model(model: str, *, api_base: str | None = None) -> None:
-    """Fail before anything is stored when the call cannot work: unknown provider, missing key."""
+def check_model(model: str, *, api_base: str | None = None, embedding: bool = False) -> None:
+    """Fail before anything is stored, and before any request, when the call cannot work:
+    unknown provider, missing key (without a key the provider client fails each attempt as if
+    the provider had, and every retry would be spent on it). An embedding model gets the same
+    check, with its own examples and no offer of the offline chat model."""
     litellm = _litellm()
+    if embedding:
+        examples, use, offline = "openai/text-embedding-3-small or ollama/nomic-embed-text", f"{model} for recall by meaning", ""
+    else:
+        examples, use, offline = "openai/gpt-4o or anthropic/claude-sonnet-4-5", model, OFFLINE_HINT
     try:
         litellm.get_llm_provider(model, api_base=api_base)
     except Exception:
         raise ProviderError(
-            f"unknown model {model!r}: name it as provider/model, e.g. openai/gpt-4o or "
-            f"anthropic/claude-sonnet-4-5; {OFFLINE_HINT}",
+            f"unknown model {model!r}: name it as provider/model, e.g. {examples}" + (f"; {offline}" if offline else ""),
             kind="setup",
         ) from None
     missing = _missing_keys(litellm, model)
     if missing and not api_base:
-        raise ProviderError(f"{missing[0]} is not set: export {missing[0]}=... to use {model}, or {OFFLINE_HINT}", kind="setup")
+        raise ProviderError(
+            f"{missing[0]} is not set: export {missing[0]}=... to use {use}" + (f", or {offline}" if offline else ""),
+            kind="setup",
+        )
 
 
 def _missing_keys(litellm, model: str) -> list[str]:
@@ -341,8 +350,10 @@ def complete(
 
 def embed(*, model: str, texts: list[str], api_base: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[list[float]]:
     """One vector for each of `texts`, in order, from the embedding model (one request; a
-    transient failure is retried like a reply, while `timeout` lasts)."""
+    transient failure is retried like a reply, while `timeout` lasts); a missing key fails at
+    once, as a turn's does."""
     litellm = _litellm()
+    check_model(model, api_base=api_base, embedding=True)
     params: dict = {"model": model, "input": texts, "num_retries": 0, "max_retries": 0}
     params.update(_endpoint_params(litellm, model, api_base))
     deadline = time.monotonic() + timeout
