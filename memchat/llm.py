@@ -7,6 +7,8 @@ imported on first use, so commands that call no model do not pay for it.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import random
 import re
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from memchat.config import (
     debug_enabled,
@@ -23,7 +26,7 @@ from memchat.config import (
 )
 from memchat.context import Counter, MessageCost
 from memchat.echo import echo_reply
-from memchat.errors import ContextTooLong, ProviderError, ReplyCutOff
+from memchat.errors import ContextTooLong, InvalidInput, ProviderError, ReplyCutOff
 from memchat.redact import mask_url_passwords, redact
 from memchat.schemas import DEFAULT_TIMEOUT, storable
 from memchat.tokens import Tokenizer
@@ -31,6 +34,8 @@ from memchat.tokens import Tokenizer
 MAX_ATTEMPTS = 6
 
 OFFLINE_HINT = "try `--model memchat/echo`, which works offline with no key"
+ECHO_PROVIDER = "memchat"
+"""The provider part of `memchat/echo`, registered with litellm as a custom provider."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,8 @@ def _litellm():
         for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     litellm.custom_provider_map = [
-        item for item in litellm.custom_provider_map if item.get("provider") != "memchat"
-    ] + [{"provider": "memchat", "custom_handler": _echo_handler(litellm)}]
+        item for item in litellm.custom_provider_map if item.get("provider") != ECHO_PROVIDER
+    ] + [{"provider": ECHO_PROVIDER, "custom_handler": _echo_handler(litellm)}]
     litellm.utils.custom_llm_setup()
     return litellm
 
@@ -238,16 +243,21 @@ def max_input_tokens(model: str) -> int | None:
     return info.get("max_input_tokens") or info.get("max_tokens")
 
 
+MODEL_EXAMPLES = {
+    False: "openai/gpt-4o or anthropic/claude-sonnet-4-5",
+    True: "openai/text-embedding-3-small or ollama/nomic-embed-text",
+}
+"""How a chat model (False) and an embedding model (True) are named, for the errors that say how."""
+
+
 def check_model(model: str, *, api_base: str | None = None, embedding: bool = False) -> None:
     """Fail before anything is stored, and before any request, when the call cannot work:
     unknown provider, missing key (without a key the provider client fails each attempt as if
     the provider had, and every retry would be spent on it). An embedding model gets the same
     check, with its own examples and no offer of the offline chat model."""
     litellm = _litellm()
-    if embedding:
-        examples, use, offline = "openai/text-embedding-3-small or ollama/nomic-embed-text", f"{model} for recall by meaning", ""
-    else:
-        examples, use, offline = "openai/gpt-4o or anthropic/claude-sonnet-4-5", model, OFFLINE_HINT
+    examples = MODEL_EXAMPLES[embedding]
+    use, offline = (f"{model} for recall by meaning", "") if embedding else (model, OFFLINE_HINT)
     try:
         litellm.get_llm_provider(model, api_base=api_base)
     except Exception:
@@ -261,6 +271,59 @@ def check_model(model: str, *, api_base: str | None = None, embedding: bool = Fa
             f"{missing[0]} is not set: export {missing[0]}=... to use {use}" + (f", or {offline}" if offline else ""),
             kind="setup",
         )
+
+
+PROVIDERS_PAGE = "https://docs.litellm.ai/docs/providers"
+
+
+def check_provider(model: str, *, api_base: str | None = None, what: str = "model", embedding: bool = False) -> None:
+    """Refuse as bad input, before a thread or the settings keep it, a model named under a
+    provider litellm does not know (`nonsense/xyz`): otherwise the mistake shows only at the
+    first turn. A bare name (`gpt-4o`) and an unknown model under a known provider pass, as they
+    always have: providers add models before litellm's map has them, and a turn checks again.
+
+    Naming a model must not load litellm (seconds), so the provider is first looked up in the
+    names litellm's installed files declare (`_provider_names`: a few milliseconds); only a
+    prefix not among them is put to litellm's own `get_llm_provider` (the check a turn makes,
+    which also knows endpoints and custom providers), so a refusal is always litellm's."""
+    provider, slash, _ = model.partition("/")
+    if not slash or provider in _provider_names():
+        return
+    try:
+        _litellm().get_llm_provider(model, api_base=api_base)
+    except Exception:
+        offline = "" if embedding else ", or memchat/echo, which works offline with no key"
+        raise InvalidInput(
+            f"{what} {model!r}: litellm knows no provider {provider!r}; name it as provider/model, "
+            f"e.g. {MODEL_EXAMPLES[embedding]} (every provider: {PROVIDERS_PAGE}){offline}"
+        ) from None
+
+
+@lru_cache(maxsize=1)
+def _provider_names() -> frozenset[str]:
+    """The providers litellm's installed files declare (its `LlmProviders` enum and the
+    OpenAI-compatible providers of `providers.json`), and memchat's own: read as text, since
+    importing any module of litellm imports all of it. Fewer names (none, should a litellm
+    release keep them elsewhere) only send more names to litellm itself."""
+    names = {ECHO_PROVIDER}
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset(names)
+    root = Path(next(iter(spec.submodule_search_locations)))
+    try:
+        source = (root / "types" / "utils.py").read_text(encoding="utf-8")
+    except OSError:
+        source = ""
+    members = re.search(r"^class LlmProviders\(str, Enum\):\n((?:[ \t]+.*\n|[ \t]*\n)*)", source, re.MULTILINE)
+    if members:
+        names.update(re.findall(r'^[ \t]+[A-Z0-9_]+[ \t]*=[ \t]*"([^"]+)"', members.group(1), re.MULTILINE))
+    try:
+        declared = json.loads((root / "llms" / "openai_like" / "providers.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        declared = {}
+    if isinstance(declared, dict):
+        names.update(declared)
+    return frozenset(names)
 
 
 def _missing_keys(litellm, model: str) -> list[str]:

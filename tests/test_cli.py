@@ -678,6 +678,20 @@ def test_a_wrong_api_base_port_fails_at_once_with_one_line(server):
     assert f"(your message is saved: `memchat retry {thread}` sends it again)" in failed.stderr
 
 
+def test_new_set_and_config_refuse_a_provider_litellm_does_not_know(server):
+    refused = fails(2, "new", "--model", "nonsense/xyz")
+    assert "litellm knows no provider 'nonsense'" in refused.stderr and "openai/gpt-4o" in refused.stderr
+    assert ok("list", "--json").stdout.strip() == "[]"
+    thread = new_thread("--model", "openai/gpt-5-something-new")
+    assert "litellm knows no provider 'nonsense'" in fails(2, "set", thread, "--model", "nonsense/xyz").stderr
+    assert "embedding model 'x/y'" in fails(2, "set", thread, "--recall-embeddings", "x/y").stderr
+    [kept] = json.loads(ok("list", "--json").stdout)
+    assert (kept["model"], kept["recall_embeddings"]) == ("openai/gpt-5-something-new", None)
+    assert "litellm knows no provider 'nonsense'" in fails(2, "config", "set", "model", "nonsense/xyz").stderr
+    assert "(not set)" in ok("config", "list").stdout.splitlines()[1]
+    ok("config", "set", "model", "ollama/llama3")
+
+
 @sqlite_only
 @pytest.mark.slow
 def test_version_short_help_completion_and_db_path(tmp_path):

@@ -276,6 +276,31 @@ def test_unknown_model_is_explained(memory):
         memory.say(thread.id, "hi")
 
 
+def test_a_model_under_a_provider_litellm_does_not_know_is_refused_before_it_is_kept(memory):
+    with pytest.raises(InvalidInput, match="model 'nonsense/xyz': litellm knows no provider 'nonsense'") as refused:
+        memory.new_thread(model="nonsense/xyz")
+    assert "openai/gpt-4o" in str(refused.value) and "memchat/echo" in str(refused.value)
+    assert memory.threads() == []
+    thread = memory.new_thread(model="openai/a-model-litellm-has-not-heard-of-yet")
+    for setting, what in (("model", "model"), ("summary_model", "summary model"), ("recall_embeddings", "embedding model")):
+        with pytest.raises(InvalidInput, match=f"^{what} 'bogus/m': litellm knows no provider 'bogus'"):
+            memory.configure(thread.id, **{setting: "bogus/m"})
+        with pytest.raises(InvalidInput, match=f"^{what} 'bogus/m'"):
+            memory.new_thread(**{setting: "bogus/m"})
+    assert memory.thread(thread.id) == thread and [t.id for t in memory.threads()] == [thread.id]
+    memory.configure(thread.id, model="anthropic/claude-sonnet-4-5", recall_embeddings="ollama/nomic-embed-text")
+    assert memory.new_thread(model="memchat/echo").model == "memchat/echo"
+
+
+def test_the_provider_names_read_without_litellm_are_litellms_own():
+    from litellm.llms.openai_like.json_loader import JSONProviderRegistry
+
+    litellm = llm._litellm()
+    JSONProviderRegistry.load()
+    own = {getattr(provider, "value", provider) for provider in litellm.provider_list} | set(JSONProviderRegistry.list_providers())
+    assert llm._provider_names() == own
+
+
 def test_api_base_overrides_for_one_call(memory, server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
