@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from memchat import lease
+from memchat import lease, llm
 from memchat.config import database_url
 from memchat.context import Context
 from memchat.errors import InvalidInput, describe_validation_error
@@ -120,8 +120,11 @@ class Memory:
         condenses history that leaves the window into a stored summary; `recall` adds that many
         older messages matching each new one as excerpts, re-ranked by meaning with
         `recall_embeddings` (an embedding model, `memchat.recollection`). `messages` are (role,
-        text) pairs, user or assistant, the thread starts with (made in one transaction with it)."""
-        return self.store.create_thread(settings_with(settings, given), _said(messages))
+        text) pairs, user or assistant, the thread starts with (made in one transaction with it).
+        A model named under a provider litellm does not know is refused (`llm.check_provider`)."""
+        checked = settings_with(settings, given)
+        _check_providers(checked, checked.api_base)
+        return self.store.create_thread(checked, _said(messages))
 
     def add_messages(self, thread_id: str, messages: Sequence[tuple[str, str]], *, wait: float | None = None) -> list[MessagePublic]:
         """Append (role, text) pairs, user or assistant, as said without a model call (the items a
@@ -197,7 +200,11 @@ class Memory:
     def configure(self, thread_id: str, settings: ThreadSettings | None = None, **changes: Any) -> ThreadPublic:
         """Change a thread's settings: those set in `settings`, or given as keywords (any of
         new_thread's); a None value returns a setting to its default."""
-        return self.store.update_thread(thread_id, settings_with(settings, changes))
+        checked = settings_with(settings, changes)
+        if any(getattr(checked, field) for field in MODEL_SETTINGS):
+            api_base = checked.api_base if "api_base" in checked.model_fields_set else self.store.thread(thread_id).api_base
+            _check_providers(checked, api_base)
+        return self.store.update_thread(thread_id, checked)
 
     def embed(self, thread_id: str) -> int:
         """Make now the vectors that the thread's recall by meaning (`recall_embeddings`) would
@@ -441,6 +448,19 @@ def _checked(what: str, text: str) -> str:
         return check_text(text)
     except ValueError as exc:
         raise InvalidInput(f"{what} {exc}") from None
+
+
+MODEL_SETTINGS = {"model": "model", "summary_model": "summary model", "recall_embeddings": "embedding model"}
+"""A thread's settings that name a model, and how an error names each (the last an embedding model)."""
+
+
+def _check_providers(settings: ThreadSettings, api_base: str | None) -> None:
+    """Each model the settings name must be under a provider litellm knows (see
+    `llm.check_provider`); `api_base` is where the thread's turns go, which litellm may know."""
+    for field, what in MODEL_SETTINGS.items():
+        model = getattr(settings, field)
+        if model:
+            llm.check_provider(model, api_base=api_base, what=what, embedding=field == "recall_embeddings")
 
 
 def _said(messages: Sequence[tuple[str, str]]) -> list[MessageCreate]:

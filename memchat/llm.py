@@ -7,6 +7,8 @@ imported on first use, so commands that call no model do not pay for it.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import random
 import re
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from memchat.config import (
     debug_enabled,
@@ -23,7 +26,7 @@ from memchat.config import (
 )
 from memchat.context import Counter, MessageCost
 from memchat.echo import echo_reply
-from memchat.errors import ContextTooLong, ProviderError, ReplyCutOff
+from memchat.errors import ContextTooLong, InvalidInput, ProviderError, ReplyCutOff
 from memchat.redact import mask_url_passwords, redact
 from memchat.schemas import DEFAULT_TIMEOUT, storable
 from memchat.tokens import Tokenizer
@@ -31,6 +34,8 @@ from memchat.tokens import Tokenizer
 MAX_ATTEMPTS = 6
 
 OFFLINE_HINT = "try `--model memchat/echo`, which works offline with no key"
+ECHO_PROVIDER = "memchat"
+"""The provider part of `memchat/echo`, registered with litellm as a custom provider."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,8 @@ def _litellm():
         for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     litellm.custom_provider_map = [
-        item for item in litellm.custom_provider_map if item.get("provider") != "memchat"
-    ] + [{"provider": "memchat", "custom_handler": _echo_handler(litellm)}]
+        item for item in litellm.custom_provider_map if item.get("provider") != ECHO_PROVIDER
+    ] + [{"provider": ECHO_PROVIDER, "custom_handler": _echo_handler(litellm)}]
     litellm.utils.custom_llm_setup()
     return litellm
 
@@ -238,20 +243,87 @@ def max_input_tokens(model: str) -> int | None:
     return info.get("max_input_tokens") or info.get("max_tokens")
 
 
-def check_model(model: str, *, api_base: str | None = None) -> None:
-    """Fail before anything is stored when the call cannot work: unknown provider, missing key."""
+MODEL_EXAMPLES = {
+    False: "openai/gpt-4o or anthropic/claude-sonnet-4-5",
+    True: "openai/text-embedding-3-small or ollama/nomic-embed-text",
+}
+"""How a chat model (False) and an embedding model (True) are named, for the errors that say how."""
+
+
+def check_model(model: str, *, api_base: str | None = None, embedding: bool = False) -> None:
+    """Fail before anything is stored, and before any request, when the call cannot work:
+    unknown provider, missing key (without a key the provider client fails each attempt as if
+    the provider had, and every retry would be spent on it). An embedding model gets the same
+    check, with its own examples and no offer of the offline chat model."""
     litellm = _litellm()
+    examples = MODEL_EXAMPLES[embedding]
+    use, offline = (f"{model} for recall by meaning", "") if embedding else (model, OFFLINE_HINT)
     try:
         litellm.get_llm_provider(model, api_base=api_base)
     except Exception:
         raise ProviderError(
-            f"unknown model {model!r}: name it as provider/model, e.g. openai/gpt-4o or "
-            f"anthropic/claude-sonnet-4-5; {OFFLINE_HINT}",
+            f"unknown model {model!r}: name it as provider/model, e.g. {examples}" + (f"; {offline}" if offline else ""),
             kind="setup",
         ) from None
     missing = _missing_keys(litellm, model)
     if missing and not api_base:
-        raise ProviderError(f"{missing[0]} is not set: export {missing[0]}=... to use {model}, or {OFFLINE_HINT}", kind="setup")
+        raise ProviderError(
+            f"{missing[0]} is not set: export {missing[0]}=... to use {use}" + (f", or {offline}" if offline else ""),
+            kind="setup",
+        )
+
+
+PROVIDERS_PAGE = "https://docs.litellm.ai/docs/providers"
+
+
+def check_provider(model: str, *, api_base: str | None = None, what: str = "model", embedding: bool = False) -> None:
+    """Refuse as bad input, before a thread or the settings keep it, a model named under a
+    provider litellm does not know (`nonsense/xyz`): otherwise the mistake shows only at the
+    first turn. A bare name (`gpt-4o`) and an unknown model under a known provider pass, as they
+    always have: providers add models before litellm's map has them, and a turn checks again.
+
+    Naming a model must not load litellm (seconds), so the provider is first looked up in the
+    names litellm's installed files declare (`_provider_names`: a few milliseconds); only a
+    prefix not among them is put to litellm's own `get_llm_provider` (the check a turn makes,
+    which also knows endpoints and custom providers), so a refusal is always litellm's."""
+    provider, slash, _ = model.partition("/")
+    if not slash or provider in _provider_names():
+        return
+    try:
+        _litellm().get_llm_provider(model, api_base=api_base)
+    except Exception:
+        offline = "" if embedding else ", or memchat/echo, which works offline with no key"
+        raise InvalidInput(
+            f"{what} {model!r}: litellm knows no provider {provider!r}; name it as provider/model, "
+            f"e.g. {MODEL_EXAMPLES[embedding]} (every provider: {PROVIDERS_PAGE}){offline}"
+        ) from None
+
+
+@lru_cache(maxsize=1)
+def _provider_names() -> frozenset[str]:
+    """The providers litellm's installed files declare (its `LlmProviders` enum and the
+    OpenAI-compatible providers of `providers.json`), and memchat's own: read as text, since
+    importing any module of litellm imports all of it. Fewer names (none, should a litellm
+    release keep them elsewhere) only send more names to litellm itself."""
+    names = {ECHO_PROVIDER}
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset(names)
+    root = Path(next(iter(spec.submodule_search_locations)))
+    try:
+        source = (root / "types" / "utils.py").read_text(encoding="utf-8")
+    except OSError:
+        source = ""
+    members = re.search(r"^class LlmProviders\(str, Enum\):\n((?:[ \t]+.*\n|[ \t]*\n)*)", source, re.MULTILINE)
+    if members:
+        names.update(re.findall(r'^[ \t]+[A-Z0-9_]+[ \t]*=[ \t]*"([^"]+)"', members.group(1), re.MULTILINE))
+    try:
+        declared = json.loads((root / "llms" / "openai_like" / "providers.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        declared = {}
+    if isinstance(declared, dict):
+        names.update(declared)
+    return frozenset(names)
 
 
 def _missing_keys(litellm, model: str) -> list[str]:
@@ -280,7 +352,8 @@ def complete(
 ) -> Completion:
     """One reply, within `timeout` seconds in all (a streamed reply included). Transient failures
     (429, 5xx, connection errors, time-outs) are retried with backoff, or after the provider's
-    Retry-After, while the time lasts; others fail at once. A stream that breaks after text has
+    Retry-After, while the time lasts; others fail at once, and so does a refused connection
+    (nothing listens at the endpoint: waiting would not change that). A stream that breaks after text has
     arrived is never retried (the text has been shown): it ends in ReplyCutOff. An empty or
     unreadable reply is a provider failure, never an empty success. Characters no database
     stores are replaced (`Completion.replaced`), so a reply that was paid for is never lost."""
@@ -340,8 +413,10 @@ def complete(
 
 def embed(*, model: str, texts: list[str], api_base: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[list[float]]:
     """One vector for each of `texts`, in order, from the embedding model (one request; a
-    transient failure is retried like a reply, while `timeout` lasts)."""
+    transient failure is retried like a reply, while `timeout` lasts); a missing key fails at
+    once, as a turn's does."""
     litellm = _litellm()
+    check_model(model, api_base=api_base, embedding=True)
     params: dict = {"model": model, "input": texts, "num_retries": 0, "max_retries": 0}
     params.update(_endpoint_params(litellm, model, api_base))
     deadline = time.monotonic() + timeout
@@ -380,7 +455,8 @@ def _pause_before_retry(litellm, exc: Exception, model: str, api_base: str | Non
     Retry-After); its translation is raised instead when it is not transient, or when no time or
     attempt is left."""
     pause = max(retry_backoff_seconds() * 2**attempt * (0.5 + random.random()), _retry_after(exc))
-    if not _transient(litellm, exc) or time.monotonic() + pause >= deadline or attempt + 1 == MAX_ATTEMPTS:
+    last = time.monotonic() + pause >= deadline or attempt + 1 == MAX_ATTEMPTS
+    if not _transient(litellm, exc) or _refused(exc) or last:
         raise _translate(litellm, exc, model, api_base) from None
     return pause
 
@@ -484,13 +560,27 @@ def _cost(litellm, response, model: str) -> float | None:
     return float(f"{cost:.{COST_DIGITS}g}")
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether the connection was refused: nothing listens at the endpoint (a wrong port, a local
+    server not started), which no retry within a turn's time-out would change, unlike a dropped
+    connection or a time-out."""
+    return any(isinstance(cause, ConnectionRefusedError) for cause in _causes(exc))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from or while handling, outermost first."""
+    seen: BaseException | None = exc
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
 def _is_connection_failure(exc: BaseException) -> bool:
     """litellm reports some refused connections as a 500 whose cause is the client's ConnectError."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if "ConnectError" in type(seen).__name__ or "APIConnectionError" in type(seen).__name__:
-            return True
-        seen = seen.__cause__ or seen.__context__
+    if any("ConnectError" in type(seen).__name__ or "APIConnectionError" in type(seen).__name__ for seen in _causes(exc)):
+        return True
     return "Connection error" in str(exc)
 
 
@@ -557,6 +647,8 @@ def _explain(litellm, exc: Exception, model: str, api_base: str | None) -> Provi
         return ProviderError(f"{model}: the provider did not answer in time; try again later or raise --timeout", kind="timeout")
     if isinstance(exc, errors.APIConnectionError) or _is_connection_failure(exc):
         where = mask_url_passwords(_endpoint(model, api_base))
+        if _refused(exc):
+            detail = "connection refused: nothing listens there"
         return ProviderError(f"{model}: cannot reach {where} ({detail}); check the network or --api-base", kind="unreachable")
     if isinstance(exc, errors.BadRequestError):
         return ProviderError(f"{model}: the provider rejected the request ({detail})", kind="rejected")

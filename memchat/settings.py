@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from memchat import llm
 from memchat.config import DEFAULT_MODEL, model_from_environment, settings_file_from_environment
 from memchat.errors import InvalidInput, StorageError
 from memchat.schemas import check_endpoint
@@ -29,8 +30,11 @@ def _positive(value: str) -> int:
 
 
 def _model(value: str) -> str:
+    """A provider/model name whose provider litellm knows (checked without loading litellm
+    where its installed files settle it: `llm.check_provider`)."""
     if "/" not in value.strip():
         raise InvalidInput(f"name the model as provider/model, e.g. openai/gpt-4o, not {value!r}")
+    llm.check_provider(value.strip())
     return value.strip()
 
 

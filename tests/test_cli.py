@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import installed_script, quiet, sqlite_only
+from helpers import connection_attempts, installed_script, quiet, sqlite_only
+from serving import free_port
 from typer.testing import CliRunner
 
 from memchat.cli import app
@@ -665,6 +666,30 @@ def test_cannot_reach_names_the_url_it_tried(server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
     failed = fails(5, "say", thread, "hello", "--timeout", "1")
     assert "cannot reach http://127.0.0.1:9/v1" in failed.stderr
+
+
+def test_a_wrong_api_base_port_fails_at_once_with_one_line(server):
+    thread = new_thread()
+    port = free_port()
+    with connection_attempts(port) as attempts:
+        failed = fails(5, "say", thread, "hello", "--api-base", f"http://127.0.0.1:{port}/v1")
+    assert attempts.count == 1
+    assert f"cannot reach http://127.0.0.1:{port}/v1 (connection refused: nothing listens there)" in failed.stderr
+    assert f"(your message is saved: `memchat retry {thread}` sends it again)" in failed.stderr
+
+
+def test_new_set_and_config_refuse_a_provider_litellm_does_not_know(server):
+    refused = fails(2, "new", "--model", "nonsense/xyz")
+    assert "litellm knows no provider 'nonsense'" in refused.stderr and "openai/gpt-4o" in refused.stderr
+    assert ok("list", "--json").stdout.strip() == "[]"
+    thread = new_thread("--model", "openai/gpt-5-something-new")
+    assert "litellm knows no provider 'nonsense'" in fails(2, "set", thread, "--model", "nonsense/xyz").stderr
+    assert "embedding model 'x/y'" in fails(2, "set", thread, "--recall-embeddings", "x/y").stderr
+    [kept] = json.loads(ok("list", "--json").stdout)
+    assert (kept["model"], kept["recall_embeddings"]) == ("openai/gpt-5-something-new", None)
+    assert "litellm knows no provider 'nonsense'" in fails(2, "config", "set", "model", "nonsense/xyz").stderr
+    assert "(not set)" in ok("config", "list").stdout.splitlines()[1]
+    ok("config", "set", "model", "ollama/llama3")
 
 
 @sqlite_only

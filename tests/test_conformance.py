@@ -183,6 +183,8 @@ def test_thread_errors_are_the_same_on_both_sides(pair):
     assert same_failure(pair, lambda m: m.new_thread(budget=-5)) is InvalidInput
     assert same_failure(pair, lambda m: m.configure(thread.id, recall=-1)) is InvalidInput
     assert same_failure(pair, lambda m: m.configure(thread.id, colour="blue")) is InvalidInput
+    assert same_failure(pair, lambda m: m.new_thread(model="nonsense/xyz")) is InvalidInput
+    assert same_failure(pair, lambda m: m.configure(thread.id, summary_model="nonsense/xyz")) is InvalidInput
 
 
 def test_the_latest_thread_of_a_memory_without_threads_is_not_found(pair):

@@ -104,6 +104,20 @@ def test_memchat_embed_makes_every_vector_once_in_batches(memory, server, memcha
     assert memory.embed(fork.id) == 0, "what a fork copied when a message it inherited changed keeps its vectors"
 
 
+def test_embedding_without_the_provider_key_says_so_at_once(memory, server, memchat, car_thread, monkeypatch):
+    memory.configure(car_thread, recall_embeddings=EMBEDDINGS)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(ProviderError, match="OPENAI_API_KEY is not set: export OPENAI_API_KEY=... to use ") as refused:
+        memory.embed(car_thread)
+    assert refused.value.kind == "setup" and "memchat/echo" not in str(refused.value)
+    failed = memchat("embed", car_thread)
+    assert failed.returncode == 5 and failed.stdout == ""
+    assert failed.stderr == (
+        f"memchat: OPENAI_API_KEY is not set: export OPENAI_API_KEY=... to use {EMBEDDINGS} for recall by meaning\n"
+    )
+    assert server.embedding_requests == []
+
+
 def test_the_setting_is_shown_exported_and_changed_back(memory, server, memchat, tmp_path):
     thread = memory.new_thread(title="t", recall=3, recall_embeddings=EMBEDDINGS)
     shown = memchat("show", thread.id, check=True).stdout

@@ -147,6 +147,8 @@ def run(*args, input=None, codes=(0,)):
     assert result.exit_code in codes, (args, result.stdout, result.stderr)
     return result.stdout
 thread = run("new", "--title", "t").strip()
+run("new", "--model", "anthropic/claude-sonnet-4-5", "--recall-embeddings", "ollama/nomic-embed-text")
+run("set", thread, "--model", "openai/a-model-not-yet-in-litellms-map"); run("config", "set", "model", "groq/llama3-8b")
 run("list"); run("list", "--json"); run("show", thread); run("show", thread, "--json")
 run("export", thread, "-o", {str(export)!r}); run("export", "--all")
 run("import", {str(export)!r}); run("import", "-", input=open({str(export)!r}).read())

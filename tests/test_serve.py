@@ -4,6 +4,7 @@ HTTP for bodies the SDK would never send), the tests' local provider behind it, 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -314,6 +315,34 @@ def test_health_metrics_docs_and_a_log_line_per_request(served, server):
     engine.dispose()
     unhealthy = httpx.get(f"{served.url}/healthz")
     assert unhealthy.status_code == 503 and "0006" in unhealthy.json()["cause"]
+
+
+@sqlite_only
+@pytest.mark.slow
+def test_each_worker_has_loaded_litellm_before_it_reports_ready(db_url, server):
+    """A worker that answers /healthz has already paid litellm's import (seconds), so its first
+    turn does not: each worker process (new interpreters, as with --workers 2) has litellm's own
+    native library mapped before any turn is sent."""
+    import litellm
+
+    package = str(Path(litellm.__file__).resolve().parent)
+    served = Served("--workers", "2")
+    try:
+        give_up = time.monotonic() + 120
+        while served.output().count("Application startup complete") < 2 and time.monotonic() < give_up:
+            time.sleep(0.1)
+        assert served.output().count("Application startup complete") == 2, served.output()
+        workers = [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", served.output())]
+        assert len(workers) == 2, served.output()
+        for pid in workers:
+            mapped = Path(f"/proc/{pid}/maps").read_text()
+            assert package in mapped, f"worker {pid} has not loaded litellm"
+        assert server.requests == []
+        client = served.client()
+        conversation = client.conversations.create(extra_body={"memchat": {"model": "openai/gpt-4o-mini"}})
+        assert client.responses.create(model="openai/gpt-4o-mini", input="hi", conversation=conversation.id).output_text
+    finally:
+        served.stop()
 
 
 @sqlite_only

@@ -1,10 +1,14 @@
 """Turns through the public API, with litellm talking to the local OpenAI-protocol server."""
 
+import socket
+import threading
 import time
 
 import pytest
+from helpers import connection_attempts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serving import free_port
 
 from memchat import BudgetExceeded, InvalidInput, Memory, NotFound, ProviderError, Unanswered, llm
 from memchat.tokens import tokenizer_for
@@ -272,6 +276,31 @@ def test_unknown_model_is_explained(memory):
         memory.say(thread.id, "hi")
 
 
+def test_a_model_under_a_provider_litellm_does_not_know_is_refused_before_it_is_kept(memory):
+    with pytest.raises(InvalidInput, match="model 'nonsense/xyz': litellm knows no provider 'nonsense'") as refused:
+        memory.new_thread(model="nonsense/xyz")
+    assert "openai/gpt-4o" in str(refused.value) and "memchat/echo" in str(refused.value)
+    assert memory.threads() == []
+    thread = memory.new_thread(model="openai/a-model-litellm-has-not-heard-of-yet")
+    for setting, what in (("model", "model"), ("summary_model", "summary model"), ("recall_embeddings", "embedding model")):
+        with pytest.raises(InvalidInput, match=f"^{what} 'bogus/m': litellm knows no provider 'bogus'"):
+            memory.configure(thread.id, **{setting: "bogus/m"})
+        with pytest.raises(InvalidInput, match=f"^{what} 'bogus/m'"):
+            memory.new_thread(**{setting: "bogus/m"})
+    assert memory.thread(thread.id) == thread and [t.id for t in memory.threads()] == [thread.id]
+    memory.configure(thread.id, model="anthropic/claude-sonnet-4-5", recall_embeddings="ollama/nomic-embed-text")
+    assert memory.new_thread(model="memchat/echo").model == "memchat/echo"
+
+
+def test_the_provider_names_read_without_litellm_are_litellms_own():
+    from litellm.llms.openai_like.json_loader import JSONProviderRegistry
+
+    litellm = llm._litellm()
+    JSONProviderRegistry.load()
+    own = {getattr(provider, "value", provider) for provider in litellm.provider_list} | set(JSONProviderRegistry.list_providers())
+    assert llm._provider_names() == own
+
+
 def test_api_base_overrides_for_one_call(memory, server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
@@ -281,6 +310,38 @@ def test_api_base_overrides_for_one_call(memory, server, monkeypatch):
     with pytest.raises(Unanswered, match="cannot reach") as caught:
         memory.say(thread.id, "via env", timeout=2)
     assert isinstance(caught.value.cause, ProviderError)
+
+
+def test_a_refused_connection_fails_at_once_and_leaves_the_message_unanswered(memory, server):
+    thread = memory.new_thread()
+    port = free_port()
+    with connection_attempts(port) as attempts, pytest.raises(Unanswered, match="cannot reach") as caught:
+        memory.say(thread.id, "anyone there?", api_base=f"http://127.0.0.1:{port}/v1", timeout=60)
+    assert attempts.count == 1
+    assert isinstance(caught.value.cause, ProviderError) and caught.value.cause.kind == "unreachable"
+    assert f"http://127.0.0.1:{port}/v1" in str(caught.value) and "connection refused" in str(caught.value)
+    assert [(m.content, m.status) for m in memory.messages(thread.id)] == [("anyone there?", "failed")]
+    assert server.requests == []
+
+
+def test_a_connection_dropped_without_an_answer_is_still_retried(memory):
+    thread = memory.new_thread()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        threading.Thread(target=_hang_up_on_everyone, args=(listener,), daemon=True).start()
+        with connection_attempts(port) as attempts, pytest.raises(Unanswered, match="cannot reach"):
+            memory.say(thread.id, "hello?", api_base=f"http://127.0.0.1:{port}/v1", timeout=30)
+    assert attempts.count == llm.MAX_ATTEMPTS
+
+
+def _hang_up_on_everyone(listener: socket.socket) -> None:
+    """Accepts each connection and closes it before any answer, until the listener is closed."""
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            return
+        connection.close()
 
 
 def test_temperature_and_max_tokens_are_passed(memory, server):

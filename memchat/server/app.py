@@ -1,6 +1,7 @@
 """The ASGI application of `memchat serve`: the OpenAI face (/v1), health and metrics, every
 failure as an OpenAI-shaped error body. One `Memory` per worker process, opened (and migrated)
-at start-up; requests that touch the database or the provider run on worker threads."""
+at start-up, and litellm loaded then too; requests that touch the database or the provider run
+on worker threads."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from memchat import llm
 from memchat.api import Memory
 from memchat.config import (
     DEFAULT_MAX_BODY,
@@ -140,6 +142,9 @@ def create_app(
         app.state.keys_required = keys_required
         app.state.without_keys = without_keys
         app.state.memory = Memory(db).prepare()
+        # Seconds of imports: paid here, before the worker accepts a connection (and /healthz
+        # answers), rather than by the first turn it is sent.
+        llm.load()
         try:
             yield
         finally:
