@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from memchat.cli.app import app, install_signal_handlers, memory_of
+from memchat.cli.app import app, chosen_thread, install_signal_handlers, memory_of
 from memchat.cli.options import (
     BudgetOpt,
     MaxTokensOpt,
@@ -61,6 +61,10 @@ def chat(
         Optional[str],
         typer.Argument(metavar="THREAD", help="The thread to continue (default: a new one).", show_default=False),
     ] = None,
+    latest: Annotated[
+        bool,
+        typer.Option("--continue", "-c", help="Continue the thread with the most recent activity (as `llm chat -c`), named on stderr."),
+    ] = False,
     title: Annotated[str, typer.Option("--title", "-t", help="A new thread's title.")] = "",
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="A new thread's system prompt.")] = None,
     model: ModelOpt = None,
@@ -79,10 +83,10 @@ def chat(
                      "for this session's turns on THREAD."),
     ] = None,
 ):
-    """Talk with the model in a session on a thread (a new one unless THREAD is given); /help lists the commands."""
-    memory = memory_of(ctx)
+    """Talk with the model in a session on a thread (a new one unless THREAD or -c is given); /help lists the
+    commands."""
     bounds = {"max_tokens": max_tokens, "temperature": temperature, "timeout": timeout}
-    if thread is None:
+    if thread is None and not latest:
         turn = turn_options(**bounds)  # checked before the thread is made
         settings = thread_settings(  # `new`'s options, --api-base kept with the thread as `new` keeps it
             title=title, system=system, model=model, budget=budget, policy=policy, recall=recall,
@@ -99,8 +103,9 @@ def chat(
         turn = turn_options(
             model=model, budget=budget, policy=policy, recall=recall, summary_model=summary_model, api_base=api_base, **bounds
         )
-        current = memory.thread(thread)
-    session = ChatSession(memory, current.id, turn.model_dump(exclude_unset=True))
+        thread = chosen_thread(ctx, thread, latest, doing="continuing")  # before the database is opened
+        current = memory_of(ctx).thread(thread)
+    session = ChatSession(memory_of(ctx), current.id, turn.model_dump(exclude_unset=True))
     session.run(_lines())
 
 
