@@ -49,6 +49,10 @@ class NotFound(MemchatError):
     code = "not_found"
 
 
+NO_THREADS_YET = "no threads yet: `memchat new` starts one"
+"""NotFound's message when there is no thread at all to take (`-c` on an empty memory)."""
+
+
 class BudgetExceeded(MemchatError):
     """The parts that may never be dropped (system prompt, new message) do not fit the budget."""
 

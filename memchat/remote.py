@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from memchat.config import api_key_from_environment, server_from_environment
 from memchat.context import Context, ContextEntry
 from memchat.errors import (
+    NO_THREADS_YET,
     InvalidInput,
     MemchatError,
     NotFound,
@@ -101,7 +102,7 @@ class RemoteMemory:
     def latest_thread(self) -> ThreadPublic:
         threads = self.threads()
         if not threads:
-            raise NotFound("no threads yet: `memchat new` starts one")
+            raise NotFound(NO_THREADS_YET)
         return threads[0]
 
     def configure(self, thread_id: str, settings: ThreadSettings | None = None, **changes: Any) -> ThreadPublic:

@@ -255,3 +255,52 @@ def test_new_threads_take_new_s_options_and_a_thread_refuses_them(memchat, serve
     with Memory() as memory:
         assert memory.thread(thread).summary_share == 0.5
         assert len(memory.messages(thread)) == 2
+
+
+def test_leaving_at_once_keeps_no_thread_and_c_continues_the_last_one_named(session, memchat, server):
+    earlier = memchat("new", "--title", "earlier").stdout.strip()
+    assert memchat("say", earlier, "first question").returncode == 0
+    child, thread = session("--model", "openai/gpt-4o", "--title", "never used")
+    child.sendeof()
+    child.expect_exact(f"thread {thread} holds no message: not kept")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    with Memory() as memory:
+        assert [t.id for t in memory.threads()] == [earlier]
+    said = memchat("say", "-c", "second question")
+    assert said.returncode == 0 and said.stderr == f"memchat: continuing thread {earlier} (earlier), the most recent\n"
+    again, same = session("-c")
+    assert same == earlier
+    assert f"continuing thread {earlier} (earlier), the most recent" in again.before
+    ask(again, "third question", "reply 3")
+    again.sendeof()
+    again.expect_exact(f"thread {earlier} (continue it: memchat chat {earlier}")
+    with Memory() as memory:
+        assert [m.content for m in memory.messages(earlier) if m.role == "user"] == [
+            "first question", "second question", "third question"
+        ]
+
+
+def test_a_scripted_session_without_a_key_exits_with_its_code_and_keeps_no_thread(memchat, server, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY")
+    done = memchat("chat", input="hi\nand again\n", env={"XDG_DATA_HOME": str(tmp_path / "data")})
+    assert done.returncode == 5, done.stderr
+    thread = re.search(r"chat on thread (\w+)", done.stderr).group(1)
+    assert done.stderr.count("OPENAI_API_KEY is not set") == 1, "the session stopped at the first failure"
+    assert f"thread {thread} holds no message: not kept" in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("memchat: OPENAI_API_KEY is not set")
+    assert server.requests == []
+    with Memory() as memory:
+        assert memory.threads() == []
+
+
+def test_a_scripted_session_stops_at_a_failed_turn_with_its_code_and_how_to_resend(memchat, server, tmp_path):
+    server.fail(401, "bad key")
+    done = memchat("chat", "--model", "openai/gpt-4o", input="first\nsecond\n", env={"XDG_DATA_HOME": str(tmp_path / "data")})
+    assert done.returncode == 5, done.stderr
+    thread = re.search(r"chat on thread (\w+)", done.stderr).group(1)
+    assert done.stderr.splitlines()[-1].endswith(f"(your message is saved: `memchat retry {thread}` sends it again)")
+    assert [r["messages"][-1]["content"] for r in server.requests] == ["first"], "nothing sent after the failure"
+    with Memory() as memory:
+        assert [(m.content, m.status) for m in memory.messages(thread)] == [("first", "failed")]

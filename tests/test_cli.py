@@ -140,7 +140,7 @@ def test_budget_error_reports_both_numbers(server):
         (("show", "missing-thread"), 3),
         (("rename", "missing-thread", "x"), 3),
         (("rm", "missing-thread", "--yes"), 3),
-        (("export",), 2),
+        (("export", "missing-thread", "--all"), 2),
         (("new", "--budget", "0"), 2),
         (("say", "x", "hi", "--max-tokens", "-1"), 2),
     ],
@@ -154,7 +154,8 @@ def test_bad_input_is_one_line_and_non_zero(args, code):
     [
         (("new", "--bogus"), "No such option: --bogus"),
         (("say",), "no thread: give its id, or --continue"),
-        (("show",), "Missing argument"),
+        (("show",), "no thread: give its id, or -c for the most recent one"),
+        (("undo",), "no thread: give its id, or -c for the most recent one"),
         (("frob",), "No such command 'frob'"),
         (("new", "--budget", "zero"), "--budget"),
     ],
@@ -189,7 +190,7 @@ def test_help_writes_parameters_as_the_readme_does():
     assert "say [OPTIONS] [THREAD] [MESSAGE]" in said
     assert "[default: 1024]" in said and "[window|summary]" in said and "INTEGER" in said
     assert re.search(r"--usage\s+-u\s+Print", said)
-    assert re.search(r"show \[OPTIONS\] THREAD +\n", ok("show", "--help").stdout)
+    assert re.search(r"show \[OPTIONS\] \[THREAD\] +\n", ok("show", "--help").stdout)
 
 
 def test_empty_message_is_refused(server):
@@ -755,6 +756,65 @@ def test_continue_the_latest_thread_with_usage_and_the_first_use_is_announced(me
     assert "go on" in shown.stdout and f"usage of the thread: {server.PROMPT_TOKENS} prompt + {server.COMPLETION_TOKENS} completion" in shown.stdout
     both = memchat("say", "-c", "x", "y", env=env, timeout=60)
     assert both.returncode == 2 and "give the message alone" in both.stderr
+
+
+def test_a_message_without_a_thread_says_no_thread_is_named_and_stores_nothing(memchat, db_url, server):
+    alone = memchat("say", "hello there")
+    assert alone.returncode == 3 and alone.stderr.count("\n") == 1, alone.stderr
+    assert alone.stderr.startswith("memchat: no thread named: 'hello there' is no thread id")
+    for advice in ("`memchat new`", "`memchat chat`", "memchat say -c 'hello there'"):
+        assert advice in alone.stderr
+    if not db_url.startswith("postgresql"):
+        assert not os.path.exists(db_url), "looking for the thread made no database"
+    thread = memchat("new").stdout.strip()
+    again = memchat("say", "hello there")
+    assert again.returncode == 3 and "no thread named" in again.stderr
+    without_message = memchat("say", thread)
+    assert without_message.returncode == 2 and "no message" in without_message.stderr
+    piped = memchat("say", "nothing-here", input="a message on stdin")
+    assert piped.returncode == 3 and piped.stderr.startswith("memchat: no thread 'nothing-here'")
+    assert [t["message_count"] for t in json.loads(memchat("list", "--json").stdout)] == [0]
+    assert server.requests == []
+
+
+def test_c_takes_the_most_recent_thread_and_names_it_in_show_export_and_undo(memchat, server):
+    older = memchat("new", "--title", "older").stdout.strip()
+    newer = memchat("new", "--title", "newer").stdout.strip()
+    assert memchat("say", older, "about the older one").returncode == 0
+    chosen = "the most recent\n"
+    said = memchat("say", "-c", "more on it")
+    assert said.returncode == 0 and said.stderr == f"memchat: continuing thread {older} (older), {chosen}"
+    assert memchat("say", newer, "about the newer one").returncode == 0
+    shown = memchat("show", "-c", "--no-pager")
+    assert shown.returncode == 0 and "about the newer one" in shown.stdout and "about the older" not in shown.stdout
+    assert shown.stderr == f"memchat: showing thread {newer} (newer), {chosen}"
+    for args in (["export"], ["export", "-c"]):
+        exported = memchat(*args)
+        assert exported.returncode == 0 and json.loads(exported.stdout)["id"] == newer, args
+        assert exported.stderr == f"memchat: exporting thread {newer} (newer), {chosen}", args
+    for args in (["export", newer, "-c"], ["export", "-c", "--all"], ["show", older, "-c"], ["undo", older, "-c"]):
+        refused = memchat(*args)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, (args, refused.stderr)
+    implicit = memchat("undo")
+    assert implicit.returncode == 2 and "-c for the most recent one" in implicit.stderr
+    assert "undone" not in memchat("show", newer, "--no-pager").stdout, "undo without -c changed nothing"
+    undone = memchat("undo", "-c")
+    assert undone.returncode == 0
+    assert undone.stderr.splitlines() == [
+        f"memchat: undoing the last turn of thread {newer} (newer), the most recent",
+        f"memchat: undid the last turn of thread {newer} (#0, #1): kept, and left out of later turns",
+    ]
+    assert "undone" in memchat("show", newer, "--no-pager").stdout
+    assert "undone" not in memchat("show", older, "--no-pager").stdout
+    assert "continuing thread" not in memchat("say", older, "named").stderr
+
+
+@sqlite_only
+def test_c_on_a_memory_without_threads_is_not_found_and_makes_no_database(memchat, db_url):
+    for args in (["say", "-c", "hi"], ["show", "-c"], ["export"], ["undo", "-c"], ["chat", "-c"]):
+        result = memchat(*args)
+        assert (result.returncode, result.stderr) == (3, "memchat: no threads yet: `memchat new` starts one\n"), args
+    assert not os.path.exists(db_url)
 
 
 def test_show_last_n_messages(server):

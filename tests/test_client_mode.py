@@ -85,6 +85,22 @@ def test_branching_and_repair_through_the_server(memchat, served, server):
     assert memchat("context", thread, "--json").stdout.count('"second"') == 0
 
 
+def test_c_and_a_session_left_at_once_do_through_the_server_what_they_do_on_the_database(memchat, served, server):
+    older = remote(memchat, served, "new", "--title", "older").stdout.strip()
+    newer = remote(memchat, served, "new", "--title", "newer").stdout.strip()
+    said = remote(memchat, served, "say", "-c", "to the newest")
+    assert said.returncode == 0 and said.stderr == f"memchat: continuing thread {newer} (newer), the most recent\n"
+    for args in (["show", "-c", "--no-pager"], ["export"], ["export", "-c", "--format", "markdown"], ["undo"]):
+        there, here = same(memchat(*args), remote(memchat, served, *args))
+        assert there == here, args
+    left = memchat("chat", "--server", served.url, input="", env={"MEMCHAT_DB": "/nonexistent/never-opened.db"})
+    assert left.returncode == 0 and "holds no message: not kept" in left.stderr, left.stderr
+    assert [t["id"] for t in json.loads(memchat("list", "--json").stdout)] == [newer, older]
+    undone = remote(memchat, served, "undo", "-c")
+    assert undone.returncode == 0 and undone.stderr.startswith(f"memchat: undoing the last turn of thread {newer} (newer)")
+    assert "undone" in memchat("show", newer, "--no-pager").stdout
+
+
 def test_failures_come_back_as_the_same_line_and_exit_code(memchat, served, server):
     thread = remote(memchat, served, "new", "--model", "openai/gpt-4o").stdout.strip()
     too_long = ["say", thread, "--budget", "3", "a long message " * 20]

@@ -16,11 +16,14 @@ import typer
 from typer.exceptions import TyperException
 
 from memchat.cli.helptext import App, Group
+from memchat.cli.render import note
 from memchat.config import colour_refused, database_url, debug_enabled
 from memchat.errors import (
+    NO_THREADS_YET,
     Interrupted,
     InvalidInput,
     MemchatError,
+    NotFound,
     StorageError,
     Unanswered,
     exit_code_for_signal,
@@ -224,6 +227,24 @@ def memory_of(ctx: typer.Context) -> ConversationMemory:
     return root.obj["memory"]
 
 
+def chosen_thread(ctx: typer.Context, thread: str | None, latest: bool, *, doing: str) -> str:
+    """The thread a command works on: the one named, or with -c (`latest`) the one with the most
+    recent activity, named in one line on stderr (`doing` it), since the user did not say which
+    one it would be."""
+    if latest and thread is not None:
+        raise InvalidInput(f"give either a THREAD or -c, not both (see `{ctx.command_path} --help`)")
+    if not latest:
+        if thread is None:
+            raise InvalidInput(f"no thread: give its id, or -c for the most recent one (see `{ctx.command_path} --help`)")
+        return thread
+    if holds_no_threads_yet(ctx):
+        raise NotFound(NO_THREADS_YET)
+    chosen = memory_of(ctx).latest_thread()
+    titled = f" ({chosen.title})" if chosen.title else ""
+    note(f"{doing} thread {chosen.id}{titled}, the most recent")
+    return chosen.id
+
+
 def operator_memory_of(ctx: typer.Context, *, option: str | None = None) -> OperatorMemory:
     """The database itself, for the operator's commands (serve, key, db), which have no form
     through a server: refused up front with --server; a $MEMCHAT_SERVER set for the client
@@ -247,12 +268,28 @@ def operator_memory_of(ctx: typer.Context, *, option: str | None = None) -> Oper
 def _database(root: typer.Context) -> OperatorMemory:
     from memchat.api import Memory  # the database layer, loaded by the commands that use it
 
-    url = database_url(root.obj["db"])
-    file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
-    root.obj["new_database"] = file if file and not os.path.exists(file) else None
+    root.obj["new_database"] = _missing_database_file(root)
     root.obj["memory"] = Memory(root.obj["db"])
     root.call_on_close(root.obj["memory"].close)
     return root.obj["memory"]
+
+
+def _missing_database_file(root: typer.Context) -> str | None:
+    """The SQLite file this invocation works on, if it does not exist yet."""
+    url = database_url(root.obj["db"])
+    file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    return file if file and not os.path.exists(file) else None
+
+
+def holds_no_threads_yet(ctx: typer.Context) -> bool:
+    """True when this invocation's database is a SQLite file not made yet: a command that only
+    looks a thread up answers that there is none without making the file."""
+    root = ctx.find_root()
+    if "memory" in root.obj:
+        return False
+    from memchat.remote import server_from
+
+    return server_from(root.obj["server"]) is None and _missing_database_file(root) is not None
 
 
 def new_database_file(ctx: typer.Context) -> str | None:

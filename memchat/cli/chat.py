@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from memchat.cli.app import app, install_signal_handlers, memory_of
+from memchat.cli.app import app, chosen_thread, install_signal_handlers, memory_of
 from memchat.cli.options import (
     BudgetOpt,
     MaxTokensOpt,
@@ -61,6 +61,10 @@ def chat(
         Optional[str],
         typer.Argument(metavar="THREAD", help="The thread to continue (default: a new one).", show_default=False),
     ] = None,
+    latest: Annotated[
+        bool,
+        typer.Option("--continue", "-c", help="Continue the thread with the most recent activity (as `llm chat -c`), named on stderr."),
+    ] = False,
     title: Annotated[str, typer.Option("--title", "-t", help="A new thread's title.")] = "",
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="A new thread's system prompt.")] = None,
     model: ModelOpt = None,
@@ -79,17 +83,17 @@ def chat(
                      "for this session's turns on THREAD."),
     ] = None,
 ):
-    """Talk with the model in a session on a thread (a new one unless THREAD is given); /help lists the commands."""
-    memory = memory_of(ctx)
+    """Talk with the model in a session on a thread (a new one unless THREAD or -c is given); /help lists the
+    commands. A new thread that is left without a message is not kept."""
     bounds = {"max_tokens": max_tokens, "temperature": temperature, "timeout": timeout}
-    if thread is None:
+    if thread is None and not latest:
         turn = turn_options(**bounds)  # checked before the thread is made
         settings = thread_settings(  # `new`'s options, --api-base kept with the thread as `new` keeps it
             title=title, system=system, model=model, budget=budget, policy=policy, recall=recall,
             summary_model=summary_model, summary_share=summary_share, summary_prompt=prompt_file(summary_prompt),
             api_base=api_base,
         )
-        current = start_thread(ctx, settings)
+        current = made = start_thread(ctx, settings)
     else:
         if title or system is not None or summary_share is not None or summary_prompt is not None:
             raise InvalidInput(
@@ -99,8 +103,12 @@ def chat(
         turn = turn_options(
             model=model, budget=budget, policy=policy, recall=recall, summary_model=summary_model, api_base=api_base, **bounds
         )
-        current = memory.thread(thread)
-    session = ChatSession(memory, current.id, turn.model_dump(exclude_unset=True))
+        thread = chosen_thread(ctx, thread, latest, doing="continuing")  # before the database is opened
+        current, made = memory_of(ctx).thread(thread), None
+    session = ChatSession(
+        memory_of(ctx), current.id, turn.model_dump(exclude_unset=True),
+        made=made.id if made else None, scripted=not sys.stdin.isatty(),
+    )
     session.run(_lines())
 
 
@@ -111,6 +119,13 @@ class ChatSession:
     options: dict[str, Any] = field(default_factory=dict)
     """This session's turn options (`say`'s keywords): those given on the command line for a
     thread that already existed."""
+    made: str | None = None
+    """The thread this session made to talk on: not kept if it is left without a message, so
+    that quitting at once leaves nothing behind for `say -c` to continue."""
+    scripted: bool = False
+    """The lines come from a file or a pipe, not from someone at a terminal: the first failure
+    ends the session with its exit code, since no one is there to react to it and the lines
+    after it were written expecting its answer."""
 
     def run(self, lines: Iterator[str]) -> None:
         thread = self.memory.thread(self.thread_id)
@@ -129,8 +144,24 @@ class ChatSession:
                 else:
                     self.turn(lambda **kw: self.memory.say(self.thread_id, line.removeprefix("/"), **kw))
         finally:
-            note(f"thread {self.thread_id} (continue it: memchat chat {self.thread_id}, or memchat say {self.thread_id} …)")
+            if self._discarded():
+                note(f"thread {self.thread_id} holds no message: not kept")
+            else:
+                note(f"thread {self.thread_id} (continue it: memchat chat {self.thread_id}, or memchat say {self.thread_id} …)")
             loading.join(timeout=LOAD_WAIT_SECONDS)
+
+    def _discarded(self) -> bool:
+        """Delete the thread this session made if it is still empty: True if it was, and the
+        session was still on it."""
+        if self.made is None:
+            return False
+        try:
+            if self.memory.thread(self.made).message_count:
+                return False
+            self.memory.delete(self.made)
+        except MemchatError:
+            return False  # gone already, or the database is failing: the failure that matters is reported
+        return self.made == self.thread_id
 
     def warm_up(self) -> None:
         """Load litellm and the thread's tokenizer, and read its history, as a turn will (a
@@ -168,6 +199,8 @@ class ChatSession:
             if not isinstance(failure, (MemchatError, KeyboardInterrupt)):
                 raise
             self._left_unanswered(raised, wrote)
+            if self.scripted:
+                raise
             if isinstance(failure, ReplyCutOff):
                 note(f"{failure}: /retry asks again" if failure.interrupted else f"{failure} (/retry asks again)")
             elif isinstance(failure, KeyboardInterrupt):
@@ -201,10 +234,10 @@ class ChatSession:
             return True
         try:
             return known.run(self, rest.strip()) is not False
-        except MemchatError as failure:
-            note(terminal_safe(str(failure).splitlines()[0]))
-        except KeyboardInterrupt:
-            note("interrupted")
+        except (MemchatError, KeyboardInterrupt) as failure:
+            if self.scripted:
+                raise
+            note(terminal_safe(str(failure).splitlines()[0]) if isinstance(failure, MemchatError) else "interrupted")
         return True
 
 

@@ -20,6 +20,14 @@ if TYPE_CHECKING:
     from memchat.schemas import ThreadSettings, TurnOptions
 
 ThreadArg = Annotated[str, typer.Argument(help="Thread id (or a unique prefix of it).", show_default=False)]
+OptionalThreadArg = Annotated[
+    Optional[str],
+    typer.Argument(metavar="THREAD", help="Thread id (or a unique prefix of it); with -c, leave it out.", show_default=False),
+]
+ContinueOpt = Annotated[
+    bool,
+    typer.Option("--continue", "-c", help="The thread with the most recent activity (as `llm -c`), named on stderr."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="provider/model, e.g. openai/gpt-4o, memchat/echo.")]
 BudgetOpt = Annotated[Optional[int], typer.Option("--budget", "-b", help="Maximum prompt tokens sent.")]

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from memchat.cli.app import app, memory_of, new_database_file, operator_memory_of
+from memchat.cli.app import app, chosen_thread, memory_of, new_database_file, operator_memory_of
 from memchat.cli.options import (
     BudgetOpt,
+    ContinueOpt,
     JsonOpt,
     ModelOpt,
+    OptionalThreadArg,
     PolicyOpt,
     RecallEmbeddingsOpt,
     RecallOpt,
@@ -195,7 +197,8 @@ def list_threads(
 @app.command()
 def show(
     ctx: typer.Context,
-    thread: ThreadArg,
+    thread: OptionalThreadArg = None,
+    latest: ContinueOpt = False,
     last: Annotated[Optional[int], typer.Option("--last", "-n", min=1, metavar="N", help="Only the newest N messages.")] = None,
     as_json: JsonOpt = False,
     pager: Annotated[
@@ -206,7 +209,8 @@ def show(
         ),
     ] = True,
 ):
-    """The conversation, readable in a terminal."""
+    """The conversation, readable in a terminal (-c: the most recent thread's)."""
+    thread = chosen_thread(ctx, thread, latest, doing="showing")
     memory = memory_of(ctx)
     if as_json:
         memory.write_export(sys.stdout, thread)

@@ -13,7 +13,8 @@ from typing import Annotated, Optional, TextIO
 
 import typer
 
-from memchat.cli.app import app, memory_of
+from memchat.cli.app import app, chosen_thread, memory_of
+from memchat.cli.options import ContinueOpt
 from memchat.config import import_limit_bytes
 from memchat.errors import InvalidInput, StorageError
 from memchat.transfer import ImportResult
@@ -27,16 +28,23 @@ class Format(str, Enum):
 @app.command()
 def export(
     ctx: typer.Context,
-    thread: Annotated[Optional[str], typer.Argument(help="Thread id.", show_default=False)] = None,
+    thread: Annotated[
+        Optional[str],
+        typer.Argument(metavar="THREAD", help="Thread id (default: the most recent thread, named on stderr).", show_default=False),
+    ] = None,
+    latest: ContinueOpt = False,
     all_threads: Annotated[bool, typer.Option("--all", help="Every thread, as a JSON array.")] = False,
     output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")] = None,
     form: Annotated[
         Format, typer.Option("--format", help="json (messages as a ChatML list), or markdown (a transcript that imports back).")
     ] = Format.json,
 ):
-    """Write a thread (or --all) as JSON, messages as a ChatML list, or as a Markdown transcript."""
-    if (thread is None) == (not all_threads):
-        raise InvalidInput("give either a THREAD or --all")
+    """Write a thread (without one: the most recent; or --all) as JSON, messages as a ChatML list, or as a
+    Markdown transcript."""
+    if all_threads and (thread is not None or latest):
+        raise InvalidInput("give either a THREAD (or -c) or --all")
+    if not all_threads:
+        thread = chosen_thread(ctx, thread, latest or thread is None, doing="exporting")
     memory = memory_of(ctx)
     if output is None:
         memory.write_export(sys.stdout, thread, format=form.value)

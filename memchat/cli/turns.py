@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 
-from memchat.cli.app import app, memory_of
-from memchat.cli.options import JsonOpt, StreamOpt, ThreadArg, with_turn_options
+from memchat.cli.app import app, chosen_thread, holds_no_threads_yet, memory_of
+from memchat.cli.options import JsonOpt, OptionalThreadArg, StreamOpt, ThreadArg, with_turn_options
 from memchat.cli.render import note, print_json
 from memchat.context import Context, ContextEntry
-from memchat.errors import InvalidInput
+from memchat.errors import InvalidInput, NotFound
 from memchat.terminal import terminal_safe
 from memchat.views import context_json, thread_json
 
@@ -46,7 +47,8 @@ def say(
     options: TurnOptions,
     stream: StreamOpt = None,
     continue_: Annotated[
-        bool, typer.Option("--continue", "-c", help="Continue the thread with the most recent activity (as `llm -c`).")
+        bool,
+        typer.Option("--continue", "-c", help="Continue the thread with the most recent activity (as `llm -c`), named on stderr."),
     ] = False,
     usage: Annotated[bool, typer.Option("--usage", "-u", help="Print the turn's tokens and cost on stderr.")] = False,
 ):
@@ -54,10 +56,34 @@ def say(
     if continue_:
         if message is not None:
             raise InvalidInput("with --continue give the message alone: memchat say -c MESSAGE")
-        thread, message = memory_of(ctx).latest_thread().id, thread
+        thread, message = None, thread
     elif thread is None:
-        raise InvalidInput("no thread: give its id, or --continue for the most recent one")
-    _turn(ctx, thread, _message_text(message), options, stream, usage=usage)
+        raise InvalidInput("no thread: give its id, or --continue for the most recent one (`memchat new` starts one)")
+    text = _message_text(message)
+    if text is None:
+        _refuse_without_message(ctx, thread)
+    thread = chosen_thread(ctx, thread, continue_, doing="continuing")
+    _turn(ctx, thread, text, options, stream, usage=usage)
+
+
+def _refuse_without_message(ctx: typer.Context, thread: str | None) -> NoReturn:
+    """No message anywhere. When the one argument given names no thread, it was meant as the
+    message (`memchat say "hello there"`): say that no thread is named, and how to get one."""
+    if thread is not None:
+        if holds_no_threads_yet(ctx):
+            raise NotFound(_no_thread_named(thread))
+        try:
+            memory_of(ctx).thread(thread)
+        except NotFound:
+            raise NotFound(_no_thread_named(thread)) from None
+    raise InvalidInput("no message: give it as an argument, or pipe it on stdin")
+
+
+def _no_thread_named(text: str) -> str:
+    return (
+        f"no thread named: {text!r} is no thread id. Start a thread with `memchat new` or `memchat chat`, "
+        f"or continue the most recent one: memchat say -c {shlex.quote(text)}"
+    )
 
 
 @app.command()
@@ -107,8 +133,21 @@ def edit(
 
 
 @app.command()
-def undo(ctx: typer.Context, thread: ThreadArg, as_json: JsonOpt = False):
-    """Take the last turn out of the thread's memory (kept, marked undone; again: the one before)."""
+def undo(
+    ctx: typer.Context,
+    thread: OptionalThreadArg = None,
+    latest: Annotated[
+        bool,
+        typer.Option(
+            "--continue", "-c",
+            help="Undo in the thread with the most recent activity, named on stderr (a THREAD or -c is required).",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+):
+    """Take the last turn out of the thread's memory (kept, marked undone; again: the one before).
+    It changes the thread, so it never picks one by itself: name it, or give -c for the most recent."""
+    thread = chosen_thread(ctx, thread, latest, doing="undoing the last turn of")  # before the database is opened
     taken = memory_of(ctx).undo(thread)
     if as_json:
         print_json([message.model_dump(mode="json") for message in taken])
@@ -158,20 +197,16 @@ def _usage_line(message) -> str:
 
 
 
-def _message_text(message: str | None) -> str:
+def _message_text(message: str | None) -> str | None:
     """The message as `llm` takes one: text piped on stdin, then the argument after a blank line
     (`cat notes.txt | memchat say T "summarise this"`); `-` reads stdin alone. One trailing
-    newline of piped text is not part of the message."""
+    newline of piped text is not part of the message. None: no message was given at all."""
     piped = _stdin_text() if message == "-" or not sys.stdin.isatty() else ""
     if message == "-":
         return piped
     if piped and message is not None:
         return f"{piped}\n\n{message}"
-    if piped:
-        return piped
-    if message is None:
-        raise InvalidInput("no message: give it as an argument, or pipe it on stdin")
-    return message
+    return piped or message
 
 
 def _stdin_text() -> str:

@@ -9,7 +9,7 @@ from sqlalchemy import String, bindparam, func, insert, literal_column
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, delete, select
 
-from memchat.errors import InvalidInput, NotFound
+from memchat.errors import NO_THREADS_YET, InvalidInput, NotFound
 from memchat.records import MessageCreate, ThreadBase, ThreadCreate, ThreadPublic, ThreadUpdate
 from memchat.storage.core import checked_ref
 from memchat.storage.leases import check_lease
@@ -148,7 +148,7 @@ class Threads(Messages):
         with self._reading() as session:
             thread = session.exec(query).first()
             if thread is None:
-                raise NotFound("no threads yet: `memchat new` starts one")
+                raise NotFound(NO_THREADS_YET)
             return self._public(session, thread)
 
     def rename(self, ref: str, title: str) -> ThreadPublic:
