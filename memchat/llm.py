@@ -22,7 +22,7 @@ from memchat.config import (
     use_bundled_model_costs,
 )
 from memchat.context import Counter, MessageCost
-from memchat.echo import echo_reply
+from memchat.echo import ECHO_MODEL, echo_reply
 from memchat.errors import ContextTooLong, ProviderError, ReplyCutOff
 from memchat.redact import mask_url_passwords, redact
 from memchat.schemas import DEFAULT_TIMEOUT, storable
@@ -79,7 +79,7 @@ def _echo_handler(litellm):
     from litellm.types.utils import GenericStreamingChunk
 
     def respond(messages: list[dict], optional_params: dict | None) -> tuple[str, dict, str]:
-        prompt_tokens = litellm.token_counter(model="memchat/echo", messages=messages)
+        prompt_tokens = litellm.token_counter(model=ECHO_MODEL, messages=messages)
         text = echo_reply(messages, prompt_tokens)
         limit = (optional_params or {}).get("max_tokens") or (optional_params or {}).get("max_completion_tokens")
         finish = "stop"
@@ -100,7 +100,7 @@ def _echo_handler(litellm):
         def completion(self, model, messages, *args, optional_params=None, **kwargs):
             text, usage, finish = respond(messages, optional_params)
             return litellm.ModelResponse(
-                model="memchat/echo",
+                model=ECHO_MODEL,
                 choices=[{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": text}}],
                 usage=usage,
             )
@@ -117,7 +117,7 @@ def _echo_handler(litellm):
 
 
 def _echo_tokens(litellm, text: str) -> int:
-    return litellm.token_counter(model="memchat/echo", text=text, count_response_tokens=True)
+    return litellm.token_counter(model=ECHO_MODEL, text=text, count_response_tokens=True)
 
 
 def _cut_to(litellm, text: str, limit: int) -> str:
@@ -475,7 +475,10 @@ carry noise (1.2899999999999998e-05) that no provider bills."""
 
 def _cost(litellm, response, model: str) -> float | None:
     """litellm's price for the reply: what it worked out while answering when it did (the same
-    computation), else computed here (a streamed reply rebuilt from its chunks)."""
+    computation), else computed here (a streamed reply rebuilt from its chunks). memchat's own
+    offline model is known to cost nothing (litellm has no price for it)."""
+    if model == ECHO_MODEL:
+        return 0.0
     known = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
     try:
         cost = float(known if known is not None else litellm.completion_cost(completion_response=response, model=model))

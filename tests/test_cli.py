@@ -818,7 +818,7 @@ def test_list_json_carries_token_and_cost_totals(server):
     assert listed[used]["prompt_tokens"] == 2 * server.PROMPT_TOKENS
     assert listed[used]["completion_tokens"] == 2 * server.COMPLETION_TOKENS
     assert listed[used]["cost"] > 0
-    assert listed[idle] == {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
+    assert listed[idle] == {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "unknown_cost": 0}
 
 
 def test_undo_takes_turns_back_and_show_still_shows_them(server):

@@ -23,7 +23,7 @@ from memchat.cli.options import (
     ThreadArg,
     thread_settings,
 )
-from memchat.cli.render import local_time, note, paged, print_json
+from memchat.cli.render import cost_text, local_time, note, paged, print_json
 from memchat.errors import InvalidInput
 from memchat.settings import default_model
 from memchat.terminal import terminal_safe
@@ -260,7 +260,7 @@ def _show_thread(memory: ConversationMemory, info: ThreadPublic, last: Optional[
         typer.echo()
         typer.secho(
             f"usage of the thread: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion "
-            f"tokens, ${usage['cost']:.6f} (replies and summaries)",
+            f"tokens, cost {cost_text(usage['cost'], usage['unknown_cost'])} (replies and summaries)",
             dim=True,
         )
 
