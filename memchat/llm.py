@@ -310,7 +310,7 @@ def complete(
         except KeyboardInterrupt as interrupt:
             if received:
                 raise ReplyCutOff(
-                    f"{model}: interrupted; the partial reply is kept",
+                    f"{model}: interrupted",
                     "".join(received),
                     interrupted=True,
                     signal_number=getattr(interrupt, "signal_number", None),
@@ -321,7 +321,7 @@ def complete(
         except Exception as exc:
             if received:
                 raise ReplyCutOff(
-                    f"{model}: the connection dropped part-way through the reply; what arrived is kept", "".join(received)
+                    f"{model}: the connection dropped part-way through the reply", "".join(received)
                 ) from None
             time.sleep(_pause_before_retry(litellm, exc, model, api_base, attempt, deadline))
     latency_ms = round((time.perf_counter() - started) * 1000)
@@ -388,11 +388,11 @@ def _pause_before_retry(litellm, exc: Exception, model: str, api_base: str | Non
 def _reply_text(response, model: str) -> str:
     choices = getattr(response, "choices", None)
     if not choices:
-        raise ProviderError(f"{model}: the provider's answer held no reply (no choices); try again", kind="empty")
+        raise ProviderError(f"{model}: the provider's answer held no reply (no choices)", kind="empty")
     message = getattr(choices[0], "message", None)
     text = getattr(message, "content", None)
     if not isinstance(text, str) or not text:
-        raise ProviderError(f"{model}: the provider sent an empty reply; try again (`memchat retry` resends the message)", kind="empty")
+        raise ProviderError(f"{model}: the provider sent an empty reply", kind="empty")
     return text
 
 
@@ -454,14 +454,14 @@ def _read_stream(litellm, stream, params: dict, on_text: Callable[[str], None] |
         if time.monotonic() > deadline:
             if received:
                 raise ReplyCutOff(
-                    f"{params['model']}: the reply did not finish within --timeout; what arrived is kept", "".join(received)
+                    f"{params['model']}: the reply did not finish within --timeout", "".join(received)
                 )
             raise litellm.exceptions.Timeout(
                 message="the reply did not finish within --timeout", model=params["model"], llm_provider=""
             )
     if received and not finished:
         raise ReplyCutOff(
-            f"{params['model']}: the stream ended before the reply finished; what arrived is kept", "".join(received)
+            f"{params['model']}: the stream ended before the reply finished", "".join(received)
         )
     if not chunks:
         raise ProviderError(f"{params['model']}: the provider sent an empty stream; try again", kind="empty")

@@ -369,7 +369,7 @@ class RemoteMemory:
             cause: BaseException = interrupt
             if received:
                 cause = ReplyCutOff(
-                    "interrupted; the partial reply is kept", "".join(received),
+                    "interrupted", "".join(received),
                     interrupted=True, signal_number=getattr(interrupt, "signal_number", None),
                 )
             if started is not None:

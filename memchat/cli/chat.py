@@ -169,7 +169,7 @@ class ChatSession:
                 raise
             self._left_unanswered(raised, wrote)
             if isinstance(failure, ReplyCutOff):
-                note(f"{failure}: /retry asks again" if failure.interrupted else f"{failure} (/retry asks again)")
+                note(f"{failure}; the partial reply is kept: /retry asks again")
             elif isinstance(failure, KeyboardInterrupt):
                 note("interrupted before the reply began; your message is saved: /retry sends it again")
             else:
