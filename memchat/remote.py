@@ -92,8 +92,9 @@ class RemoteMemory:
             raise InvalidInput("a thread is started with messages on the database itself, not through a server")
         return self._thread("POST", "/threads", settings.model_dump(mode="json", exclude_none=True))
 
-    def threads(self) -> list[ThreadPublic]:
-        return [self._parsed(ThreadPublic, _without_usage(data)) for data in self._json("GET", "/threads", shape=list)]
+    def threads(self, *, last: int | None = None) -> list[ThreadPublic]:
+        query = f"?{urlencode({'last': last})}" if last is not None else ""
+        return [self._parsed(ThreadPublic, _without_usage(data)) for data in self._json("GET", f"/threads{query}", shape=list)]
 
     def thread(self, thread_id: str) -> ThreadPublic:
         return self._thread("GET", f"/threads/{_part(thread_id)}")

@@ -162,13 +162,18 @@ def list_threads(
     tenant: Annotated[
         Optional[str], typer.Option("--tenant", metavar="NAME", help="Only the threads of this API key (`memchat key`).")
     ] = None,
+    last: Annotated[
+        Optional[int], typer.Option("--last", "-n", min=1, metavar="N", help="Only the N with the most recent activity.")
+    ] = None,
 ):
-    """Threads, most recent activity first."""
+    """Threads, most recent activity first: each one's messages, as `show` lists them, and how
+    many of those belong to turns that got no complete reply (`message_count` and
+    `unfinished_count` in JSON)."""
     if tenant is not None:
         memory: ConversationMemory = operator_memory_of(ctx, option="--tenant").as_tenant(tenant)
     else:
         memory = memory_of(ctx)
-    threads = memory.threads()
+    threads = memory.threads(last=last)
     if as_json:
         totals = memory.usage_totals()
         print_json([thread_json(thread, totals.get(thread.id)) for thread in threads])
@@ -182,7 +187,7 @@ def list_threads(
             t.id,
             t.title or "-",
             t.model or f"{default_model()} (default)",
-            str(t.message_count - t.unfinished_count) + (f" +{t.unfinished_count} unanswered" if t.unfinished_count else ""),
+            str(t.message_count) + (f" ({t.unfinished_count} unanswered)" if t.unfinished_count else ""),
             local_time(t.updated_at),
         )
         for t in threads
