@@ -35,6 +35,7 @@ from memchat.transfer import ImportResult, native
 from memchat.turn import (
     Reply,
     build_context,
+    first_title,
     rebuild_summary,
     take_turn,
     validate_text,
@@ -121,18 +122,24 @@ class Memory:
         older messages matching each new one as excerpts, re-ranked by meaning with
         `recall_embeddings` (an embedding model, `memchat.recollection`). `messages` are (role,
         text) pairs, user or assistant, the thread starts with (made in one transaction with it).
-        A model named under a provider litellm does not know is refused (`llm.check_provider`)."""
-        checked = settings_with(settings, given)
+        A model named under a provider litellm does not know is refused (`llm.check_provider`). A
+        thread given no title takes one from its first user message (`title_from_message`), here or
+        at the turn or `add_messages` that stores it."""
+        checked, said = settings_with(settings, given), _said(messages)
         _check_providers(checked, checked.api_base)
-        return self.store.create_thread(checked, _said(messages))
+        titled = None if checked.title else first_title(said)
+        return self.store.create_thread(checked.model_copy(update={"title": titled}) if titled else checked, said)
 
     def add_messages(self, thread_id: str, messages: Sequence[tuple[str, str]], *, wait: float | None = None) -> list[MessagePublic]:
         """Append (role, text) pairs, user or assistant, as said without a model call (the items a
         client adds to an OpenAI conversation); they wait for a turn in progress to end, up to
         `wait` seconds, so they never land inside it."""
         created = _said(messages)
+        title = first_title(created)
         return self._under_lease(
-            thread_id, wait, lambda thread, holder: self.store.append_messages(thread, created, lease_holder=holder)
+            thread_id,
+            wait,
+            lambda thread, holder: self.store.append_messages(thread, created, lease_holder=holder, first_title=title),
         )
 
     def _under_lease(self, thread_id: str, wait: float | None, change: Callable[[str, str], Any]) -> Any:
@@ -218,9 +225,11 @@ class Memory:
             )
         return embed_thread(self.store, thread.id, embeddings)
 
-    def threads(self) -> list[ThreadPublic]:
-        """Most recent activity first."""
-        return self.store.threads()
+    def threads(self, *, last: int | None = None) -> list[ThreadPublic]:
+        """Most recent activity first; with `last`, only the `last` most recent."""
+        if last is not None and last < 1:
+            raise InvalidInput(f"threads: `last` is how many threads to list, at least 1, not {last}")
+        return self.store.threads(last=last)
 
     def thread(self, thread_id: str) -> ThreadPublic:
         return self.store.thread(thread_id)

@@ -6,6 +6,7 @@ with no key and no network can watch memory and the token budget at work.
 
 from __future__ import annotations
 
+ECHO_MODEL = "memchat/echo"
 PREVIEW_CHARS = 60
 
 

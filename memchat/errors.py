@@ -189,7 +189,7 @@ class LeaseLost(ThreadBusy):
     def __init__(self, thread_id: str):
         super().__init__(
             f"thread {thread_id}: this turn lost its lease while it was stalled and another turn took over; "
-            "its reply was not stored (`memchat retry` sends the message again)"
+            "its reply was not stored"
         )
 
 

@@ -25,7 +25,7 @@ from memchat.config import (
     use_bundled_model_costs,
 )
 from memchat.context import Counter, MessageCost
-from memchat.echo import echo_reply
+from memchat.echo import ECHO_MODEL, echo_reply
 from memchat.errors import ContextTooLong, InvalidInput, ProviderError, ReplyCutOff
 from memchat.redact import mask_url_passwords, redact
 from memchat.schemas import DEFAULT_TIMEOUT, storable
@@ -84,7 +84,7 @@ def _echo_handler(litellm):
     from litellm.types.utils import GenericStreamingChunk
 
     def respond(messages: list[dict], optional_params: dict | None) -> tuple[str, dict, str]:
-        prompt_tokens = litellm.token_counter(model="memchat/echo", messages=messages)
+        prompt_tokens = litellm.token_counter(model=ECHO_MODEL, messages=messages)
         text = echo_reply(messages, prompt_tokens)
         limit = (optional_params or {}).get("max_tokens") or (optional_params or {}).get("max_completion_tokens")
         finish = "stop"
@@ -105,7 +105,7 @@ def _echo_handler(litellm):
         def completion(self, model, messages, *args, optional_params=None, **kwargs):
             text, usage, finish = respond(messages, optional_params)
             return litellm.ModelResponse(
-                model="memchat/echo",
+                model=ECHO_MODEL,
                 choices=[{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": text}}],
                 usage=usage,
             )
@@ -122,7 +122,7 @@ def _echo_handler(litellm):
 
 
 def _echo_tokens(litellm, text: str) -> int:
-    return litellm.token_counter(model="memchat/echo", text=text, count_response_tokens=True)
+    return litellm.token_counter(model=ECHO_MODEL, text=text, count_response_tokens=True)
 
 
 def _cut_to(litellm, text: str, limit: int) -> str:
@@ -383,7 +383,7 @@ def complete(
         except KeyboardInterrupt as interrupt:
             if received:
                 raise ReplyCutOff(
-                    f"{model}: interrupted; the partial reply is kept",
+                    f"{model}: interrupted",
                     "".join(received),
                     interrupted=True,
                     signal_number=getattr(interrupt, "signal_number", None),
@@ -394,7 +394,7 @@ def complete(
         except Exception as exc:
             if received:
                 raise ReplyCutOff(
-                    f"{model}: the connection dropped part-way through the reply; what arrived is kept", "".join(received)
+                    f"{model}: the connection dropped part-way through the reply", "".join(received)
                 ) from None
             time.sleep(_pause_before_retry(litellm, exc, model, api_base, attempt, deadline))
     latency_ms = round((time.perf_counter() - started) * 1000)
@@ -464,11 +464,11 @@ def _pause_before_retry(litellm, exc: Exception, model: str, api_base: str | Non
 def _reply_text(response, model: str) -> str:
     choices = getattr(response, "choices", None)
     if not choices:
-        raise ProviderError(f"{model}: the provider's answer held no reply (no choices); try again", kind="empty")
+        raise ProviderError(f"{model}: the provider's answer held no reply (no choices)", kind="empty")
     message = getattr(choices[0], "message", None)
     text = getattr(message, "content", None)
     if not isinstance(text, str) or not text:
-        raise ProviderError(f"{model}: the provider sent an empty reply; try again (`memchat retry` resends the message)", kind="empty")
+        raise ProviderError(f"{model}: the provider sent an empty reply", kind="empty")
     return text
 
 
@@ -530,14 +530,14 @@ def _read_stream(litellm, stream, params: dict, on_text: Callable[[str], None] |
         if time.monotonic() > deadline:
             if received:
                 raise ReplyCutOff(
-                    f"{params['model']}: the reply did not finish within --timeout; what arrived is kept", "".join(received)
+                    f"{params['model']}: the reply did not finish within --timeout", "".join(received)
                 )
             raise litellm.exceptions.Timeout(
                 message="the reply did not finish within --timeout", model=params["model"], llm_provider=""
             )
     if received and not finished:
         raise ReplyCutOff(
-            f"{params['model']}: the stream ended before the reply finished; what arrived is kept", "".join(received)
+            f"{params['model']}: the stream ended before the reply finished", "".join(received)
         )
     if not chunks:
         raise ProviderError(f"{params['model']}: the provider sent an empty stream; try again", kind="empty")
@@ -551,7 +551,10 @@ carry noise (1.2899999999999998e-05) that no provider bills."""
 
 def _cost(litellm, response, model: str) -> float | None:
     """litellm's price for the reply: what it worked out while answering when it did (the same
-    computation), else computed here (a streamed reply rebuilt from its chunks)."""
+    computation), else computed here (a streamed reply rebuilt from its chunks). memchat's own
+    offline model is known to cost nothing (litellm has no price for it)."""
+    if model == ECHO_MODEL:
+        return 0.0
     known = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
     try:
         cost = float(known if known is not None else litellm.completion_cost(completion_response=response, model=model))

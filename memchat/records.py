@@ -53,9 +53,12 @@ class ThreadPublic(ThreadBase):
     forked_at: int | None = None
     source: str | None = None
     message_count: int = 0
+    """Every message of the thread, as `memchat show` lists them (undone ones, and those a fork
+    inherits, included): the number `memchat list` shows."""
     unfinished_count: int = 0
     """Of `message_count`, the messages of turns that got no complete reply (failed, cut off,
-    interrupted, or in progress): kept and shown, but not part of the conversation sent."""
+    interrupted, or in progress): kept and shown, but not part of the conversation sent;
+    `memchat list` shows them as `(N unanswered)`."""
 
 
 class MessageBase(Record):

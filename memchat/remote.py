@@ -93,8 +93,9 @@ class RemoteMemory:
             raise InvalidInput("a thread is started with messages on the database itself, not through a server")
         return self._thread("POST", "/threads", settings.model_dump(mode="json", exclude_none=True))
 
-    def threads(self) -> list[ThreadPublic]:
-        return [self._parsed(ThreadPublic, _without_usage(data)) for data in self._json("GET", "/threads", shape=list)]
+    def threads(self, *, last: int | None = None) -> list[ThreadPublic]:
+        query = f"?{urlencode({'last': last})}" if last is not None else ""
+        return [self._parsed(ThreadPublic, _without_usage(data)) for data in self._json("GET", f"/threads{query}", shape=list)]
 
     def thread(self, thread_id: str) -> ThreadPublic:
         return self._thread("GET", f"/threads/{_part(thread_id)}")
@@ -370,7 +371,7 @@ class RemoteMemory:
             cause: BaseException = interrupt
             if received:
                 cause = ReplyCutOff(
-                    "interrupted; the partial reply is kept", "".join(received),
+                    "interrupted", "".join(received),
                     interrupted=True, signal_number=getattr(interrupt, "signal_number", None),
                 )
             if started is not None:

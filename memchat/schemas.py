@@ -79,6 +79,9 @@ PastMoment = Annotated[datetime, AfterValidator(check_moment)]
 
 MAX_MODEL_NAME = 200
 MAX_TITLE = 500
+TITLE_FROM_MESSAGE = 32
+"""The most characters of its first user message a thread given no title takes as its title
+(as `llm` names a conversation)."""
 MAX_ENDPOINT = 500
 MAX_SUMMARY_SHARE = 0.9
 ModelName = Annotated[str, Field(min_length=1, max_length=MAX_MODEL_NAME), AfterValidator(check_text)]
@@ -128,6 +131,24 @@ class TurnOptions(BaseModel):
     def call_timeout(self) -> float:
         """The seconds each model call of the turn may take."""
         return DEFAULT_TIMEOUT if self.timeout is None else self.timeout
+
+
+def title_from_message(text: str) -> str:
+    """A title for a thread nobody named, from its first user message, as `llm` names a
+    conversation: one line (each run of whitespace one space), trimmed, at most
+    TITLE_FROM_MESSAGE characters (a longer message cut, ending in "…"), so `memchat list` tells
+    threads apart at a glance. Only the opening words are read, whatever the message's length."""
+    words: list[str] = []
+    length = -1
+    for word in re.finditer(r"\S+", text):
+        words.append(word.group())
+        length += 1 + len(words[-1])
+        if length > TITLE_FROM_MESSAGE:
+            break
+    line = " ".join(words)
+    if len(line) <= TITLE_FROM_MESSAGE:
+        return line
+    return line[: TITLE_FROM_MESSAGE - 1].rstrip() + "…"
 
 
 TEXT_SETTINGS = ("title", "model", "system", "summary_model", "summary_prompt", "api_base", "recall_embeddings")

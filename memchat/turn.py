@@ -25,10 +25,10 @@ from memchat.lease import Lease, holder_is_gone, turn_in_progress, turn_lease
 from memchat.prompt import TurnOptions, build_context, validate_text
 from memchat.records import MessageCreate, MessagePublic, SummaryPublic, ThreadPublic
 from memchat.results import Reply
-from memchat.schemas import DEFAULT_SUMMARY_SHARE
+from memchat.schemas import DEFAULT_SUMMARY_SHARE, title_from_message
 from memchat.storage.repository import Store
 
-__all__ = ["Reply", "TurnOptions", "build_context", "rebuild_summary", "take_turn", "validate_text"]
+__all__ = ["Reply", "TurnOptions", "build_context", "first_title", "rebuild_summary", "take_turn", "validate_text"]
 
 TIGHTER = 0.8
 """After the provider refuses a prompt as too long, the retry's budget, as a share of what was sent."""
@@ -99,7 +99,7 @@ def take_turn(
             turn, user_message = begun["turn"], begun["user_message"]
         else:
             if earlier:
-                store.append_messages(thread.id, earlier, lease_holder=lease.holder)
+                store.append_messages(thread.id, earlier, lease_holder=lease.holder, first_title=_title_for(thread, earlier))
             turn, user_message = _folded_then_begun(store, thread.id, text, options, lease, on_note)
         return _converse(store, turn, user_message, options, reply_tokens, stream, on_text, on_note, on_start, lease)
 
@@ -124,6 +124,19 @@ class _Turn:
     """The summary this turn made before its call, if it made one."""
 
 
+def first_title(said: Sequence[MessageCreate]) -> str | None:
+    """The title a thread nobody named takes from the first user message among `said` (None:
+    `said` holds no user message). The store gives it only where that message is the thread's
+    first user message and the thread has no title, so a title the user gave always wins."""
+    first = next((message.content for message in said if message.role == "user"), None)
+    return (title_from_message(first) or None) if first is not None else None
+
+
+def _title_for(thread: ThreadPublic, said: Sequence[MessageCreate]) -> str | None:
+    """`first_title`, unless the thread (as the turn read it) has a title already."""
+    return None if thread.title else first_title(said)
+
+
 def _prepare(store: Store, thread_id: str, text: str | None, options: TurnOptions) -> _Turn:
     with store.snapshot():
         thread = prompt.with_turn_system(store.thread(thread_id), options)
@@ -146,16 +159,23 @@ def _prepare(store: Store, thread_id: str, text: str | None, options: TurnOption
 
 def _begin(store: Store, turn: _Turn, holder: str, seconds: float) -> MessagePublic | None:
     """Take the lease and store the user's message in one commit (None: the lease is busy)."""
+    said = None if turn.unanswered else _said(turn)
     return store.begin_turn(
         turn.thread.id,
         holder,
         seconds,
         holder_is_gone,
         seen=turn.version,
-        message=None if turn.unanswered else MessageCreate(role="user", content=turn.text, status="pending"),
+        message=said,
         resend=turn.unanswered.id if turn.unanswered else None,
         tokens=(turn.plan.tokenizer.name, turn.new_tokens),
+        first_title=_title_for(turn.thread, [said]) if said else None,
     )
+
+
+def _said(turn: _Turn) -> MessageCreate:
+    """The user's new message, stored pending until its reply comes."""
+    return MessageCreate(role="user", content=turn.text, status="pending")
 
 
 def _folded_then_begun(
@@ -188,10 +208,12 @@ def _folded_then_begun(
             context, new_tokens, _ = prompt.build(store, turn.thread, turn.text, turn.plan, memory, include_dropped=False)
         turn = replace(turn, memory=memory, context=context, new_tokens=new_tokens)
     if turn.unanswered is None:
+        said = [_said(turn)]
         user_message = store.append_messages(
             turn.thread.id,
-            [MessageCreate(role="user", content=turn.text, status="pending")],
+            said,
             tokens=(turn.plan.tokenizer.name, [turn.new_tokens]),
+            first_title=_title_for(turn.thread, said),
         )[0]
     else:
         user_message = store.set_status(turn.thread.id, turn.unanswered.id, "pending")

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from memchat.records import ThreadPublic
     from memchat.results import SearchHit
 
-NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
+NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "unknown_cost": 0}
+"""A thread no model was called for has spent nothing, and knows it."""
 
 
 def thread_json(thread: ThreadPublic, usage: dict[str, Any] | None) -> dict[str, Any]:

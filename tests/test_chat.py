@@ -8,6 +8,7 @@ import stat
 
 import pexpect
 import pytest
+from fake_openai import Raw
 from serving import Served
 
 from memchat import Memory
@@ -215,6 +216,28 @@ def test_a_scripted_session_reads_stdin_lines_and_blocks(memchat, server, tmp_pa
     thread = re.search(r"chat on thread (\w+)", done.stderr).group(1)
     with Memory() as memory:
         assert memory.thread(thread).title == "scripted"
+
+
+def test_a_failed_or_cut_off_turn_says_once_how_to_go_on(memchat, server, tmp_path):
+    empty = Raw(
+        b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":'
+        b'[{"index":0,"delta":{"role":"assistant","content":null},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n',
+        content_type="text/event-stream",
+    )
+    server.answer_raw(*[empty] * 10)
+    done = memchat("chat", "--model", "openai/gpt-4o", input="hello\n", env={"XDG_DATA_HOME": str(tmp_path / "data")})
+    assert done.returncode == 0, done.stderr
+    [failed] = [line for line in done.stderr.splitlines() if "empty reply" in line]
+    assert failed == "memchat: openai/gpt-4o: the provider sent an empty reply (your message is saved: /retry sends it again)"
+    server.reset()
+    server.reply("one two three four")
+    server.drop_after(2)
+    thread = re.search(r"chat on thread (\w+)", done.stderr).group(1)
+    cut = memchat("chat", thread, input="again\n", env={"XDG_DATA_HOME": str(tmp_path / "data")})
+    [dropped] = [line for line in cut.stderr.splitlines() if "dropped" in line]
+    assert dropped == (
+        "memchat: openai/gpt-4o: the connection dropped part-way through the reply; the partial reply is kept: /retry asks again"
+    )
 
 
 def test_an_edit_whose_turn_fails_leaves_the_session_on_the_fork_for_retry(session, server):

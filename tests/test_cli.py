@@ -845,11 +845,25 @@ def test_unanswered_messages_are_counted_apart_and_noted_once(server):
     server.fail(401, "no")
     fails(5, "say", thread, "lost")
     listed = ok("list").stdout
-    assert "2 +1 unanswered" in listed
-    assert json.loads(ok("list", "--json").stdout)[0]["unfinished_count"] == 1
+    assert "3 (1 unanswered)" in listed
+    counted = json.loads(ok("list", "--json").stdout)[0]
+    assert (counted["message_count"], counted["unfinished_count"]) == (3, 1), "the numbers the table shows"
     first = ok("say", thread, "next")
     assert "earlier message #2 got no reply" in first.stderr
     assert "got no reply" not in ok("say", thread, "and next").stderr
+
+
+def test_list_titles_threads_from_their_first_message_and_shows_the_n_most_recent(memchat, server):
+    older = memchat("new").stdout.strip()
+    newer = memchat("new", "--title", "mine").stdout.strip()
+    said = memchat("say", older, "What should I pack\nfor Lisbon in May?", "--no-stream")
+    assert said.returncode == 0, said.stderr
+    table = memchat("list", "-n", "1").stdout.splitlines()
+    assert len(table) == 2 and table[1].startswith(older) and " What should I pack for Lisbon i… " in table[1]
+    listed = json.loads(memchat("list", "--json", "--last", "2").stdout)
+    assert [(t["id"], t["title"]) for t in listed] == [(older, "What should I pack for Lisbon i…"), (newer, "mine")]
+    refused = memchat("list", "-n", "0")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and refused.stdout == ""
 
 
 def test_defaults_set_once_apply_after_options_threads_and_environment(server, monkeypatch, tmp_path):
@@ -903,7 +917,7 @@ def test_list_json_carries_token_and_cost_totals(server):
     assert listed[used]["prompt_tokens"] == 2 * server.PROMPT_TOKENS
     assert listed[used]["completion_tokens"] == 2 * server.COMPLETION_TOKENS
     assert listed[used]["cost"] > 0
-    assert listed[idle] == {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
+    assert listed[idle] == {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0, "unknown_cost": 0}
 
 
 def test_undo_takes_turns_back_and_show_still_shows_them(server):

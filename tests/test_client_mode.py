@@ -71,6 +71,7 @@ def test_branching_and_repair_through_the_server(memchat, served, server):
     cut = remote(memchat, served, "say", thread, "second", "--stream")
     assert cut.returncode == 5
     assert f"(the partial reply is kept: `memchat accept {thread}` keeps it, `memchat retry {thread}` asks again)" in cut.stderr
+    assert cut.stderr.count("kept") == 1, "that the partial reply is kept is said once"
     retried = remote(memchat, served, "retry", thread, "--stream")
     assert (retried.stdout, retried.returncode) == ("two\n", 0)
     fork = remote(memchat, served, "fork", thread, "--at", "1")

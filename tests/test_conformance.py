@@ -174,6 +174,20 @@ def test_threads_are_made_read_changed_and_deleted(sides):
     assert [t.id for t in twin.threads()] == [made.id]
 
 
+def test_a_thread_nobody_named_takes_its_first_user_message_as_title(sides, server):
+    subject, twin = sides
+    untitled = subject.new_thread(model="openai/gpt-4o")
+    named = subject.new_thread(title="mine", model="openai/gpt-4o")
+    server.reply("one", "two", "three")
+    subject.say(untitled.id, "  Where shall we\n go in May, with the children?  ")
+    subject.say(named.id, "hello")
+    subject.say(untitled.id, "and in June?")
+    assert twin.thread(untitled.id).title == "Where shall we go in May, with…"
+    assert twin.thread(named.id).title == "mine"
+    assert subject.threads(last=1) == twin.threads(last=1) == [twin.threads()[0]]
+    assert [t.id for t in subject.threads(last=2)] == [untitled.id, named.id]
+
+
 def test_thread_errors_are_the_same_on_both_sides(pair):
     thread = pair[0].new_thread()
     assert same_failure(pair, lambda m: m.thread("nosuchthread")) is NotFound

@@ -129,6 +129,7 @@ def test_a_turn_that_lost_its_lease_while_stalled_stores_nothing(memchat, server
     _, err = stalled.communicate(timeout=60)
     assert second.returncode == 0, second.stderr
     assert stalled.returncode == 7 and one_line(err) and "lost its lease" in err
+    assert err.count("retry") == 1, "how to send it again is said once"
     assert stored(memory, thread.id) == [
         ("user", "first", "failed"),
         ("user", "second", "complete"),
@@ -287,6 +288,8 @@ def test_an_empty_reply_exits_5_and_retry_works(memchat, server, memory):
     server.answer_raw(MISBEHAVIOURS["null content"])
     empty = memchat("say", thread.id, "hello", "--no-stream")
     assert empty.returncode == 5 and one_line(empty.stderr) and "empty reply" in empty.stderr
+    assert empty.stderr.endswith(f"empty reply (your message is saved: `memchat retry {thread.id}` sends it again)\n")
+    assert empty.stderr.count("retry") == 1, "how to send it again is said once"
     assert empty.stdout == ""
     server.reply("there you are")
     again = memchat("retry", thread.id, "--no-stream")
@@ -395,6 +398,8 @@ def test_a_signal_during_a_streamed_reply_keeps_the_partial_reply(memchat, serve
     process.send_signal(number)
     _, err = process.communicate(timeout=60)
     assert process.returncode == code and one_line(err)
+    assert f": interrupted (the partial reply is kept: `memchat accept {thread.id}` keeps it" in err
+    assert err.count("kept") == 1, "that the partial reply is kept is said once"
     (user, partial) = memory.messages(thread.id)
     assert (user.status, partial.status) == ("failed", "partial") and partial.content.startswith("word0")
     assert not memory.turn_in_progress(thread.id), "the lease was released"

@@ -22,6 +22,18 @@ def _items(client, conversation_id, **query):
     return [(item.role, item.content[0].text) for item in client.conversations.items.list(conversation_id, order="asc", **query)]
 
 
+def test_a_turn_titles_a_conversation_and_leaves_its_metadata_as_given(served, server):
+    client = served.client()
+    made = client.conversations.create(metadata={"project": "demo"})
+    assert made.model_extra["memchat"]["title"] == ""
+    server.reply("Lisbon.", "In May.")
+    client.responses.create(model="openai/gpt-4o-mini", input="Where should I travel\nthis spring?", conversation=made.id)
+    client.responses.create(model="openai/gpt-4o-mini", input="When?", conversation=made.id)
+    again = client.conversations.retrieve(made.id)
+    assert again.metadata == {"project": "demo"}
+    assert again.model_extra["memchat"]["title"] == "Where should I travel this spring?"[:31] + "…"
+
+
 def test_conversations_items_and_pagination(served):
     client = served.client()
     made = client.conversations.create(
@@ -38,6 +50,7 @@ def test_conversations_items_and_pagination(served):
     assert (settings["system"], settings["model"], settings["budget"], settings["message_count"]) == (
         "You are terse.", "openai/gpt-4o-mini", 2000, 2,
     )
+    assert settings["title"] == "My name is Ada.", "titled from its first user item"
     assert client.conversations.retrieve(made.id).metadata == made.metadata
 
     added = client.conversations.items.create(

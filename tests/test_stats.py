@@ -5,6 +5,7 @@ tenant sees its own."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from datetime import datetime, timedelta, timezone
 
@@ -102,6 +103,37 @@ def test_the_cli_table_and_json(memchat, memory, history):
     assert json.loads(memchat("stats", "--json").stdout) == memory.stats()
     bad = memchat("stats", "--since", "last tuesday")
     assert bad.returncode == 2 and "--since: 'last tuesday' is not a date" in bad.stderr
+
+
+def test_show_list_and_the_usage_line_say_unknown_where_stats_does(memchat, memory, history, server):
+    trip, other, summarized = history
+    totals = memory.usage_totals()
+    assert (totals[other]["cost"], totals[other]["unknown_cost"]) == (None, 2), "a reply and a cut-off one, unpriced"
+    assert totals[trip]["cost"] == memory.stats(trip)["turns"][0]["cost"] and totals[trip]["unknown_cost"] == 0
+    assert (totals[summarized]["cost"], totals[summarized]["unknown_cost"]) == (0.25, 0)
+    shown = memchat("show", other, "--no-pager")
+    assert shown.returncode == 0, shown.stderr
+    assert "tokens, cost unknown (replies and summaries)" in shown.stdout and "$0" not in shown.stdout
+    listed = {thread["id"]: thread["usage"] for thread in json.loads(memchat("list", "--json").stdout)}
+    assert (listed[other]["cost"], listed[other]["unknown_cost"]) == (None, 2)
+    assert listed[trip] == totals[trip]
+    server.reply("Again.")
+    said = memchat("say", other, "g", "-u", "--no-stream")
+    assert said.returncode == 0 and ", cost unknown, " in said.stderr, said.stderr
+    priced = memchat("say", trip, "h", "-u", "--no-stream")
+    assert priced.returncode == 0 and re.search(r", cost \$0\.0\d+, ", priced.stderr), priced.stderr
+
+
+def test_the_offline_echo_model_costs_a_known_nothing(memchat, memory):
+    thread = memory.new_thread(model="memchat/echo")
+    memory.say(thread.id, "hi")
+    assert memory.messages(thread.id)[-1].cost == 0.0
+    assert memory.usage_totals(thread.id)[thread.id]["cost"] == 0.0
+    said = memchat("say", thread.id, "again", "-u")
+    assert said.returncode == 0 and ", cost $0, " in said.stderr, said.stderr
+    assert "tokens, cost $0 (replies and summaries)" in memchat("show", thread.id, "--no-pager").stdout
+    [row] = [line for line in memchat("stats").stdout.splitlines() if line.startswith("all ")]
+    assert " $0 " in row and "unknown" not in row
 
 
 @pytest.mark.isolation

@@ -385,6 +385,40 @@ def test_echo_model_reports_its_context_through_litellm(memory, server):
     assert memory.messages(thread.id)[-1].completion_tokens > 0
 
 
+def test_a_thread_is_titled_from_its_first_user_message_and_a_users_title_always_wins(memory, server):
+    spoken = memory.new_thread()
+    server.fail(401, "no")
+    with pytest.raises(Unanswered):
+        memory.say(spoken.id, "Plan a week in Lisbon\n\twith two children, in May")
+    assert memory.thread(spoken.id).title == "Plan a week in Lisbon with two…", "the message is kept, so is its title"
+    server.reset()
+    memory.retry(spoken.id)
+    memory.say(spoken.id, "something else")
+    assert memory.thread(spoken.id).title == "Plan a week in Lisbon with two…"
+    memory.rename(spoken.id, "Lisbon")
+    memory.say(spoken.id, "and in June?")
+    assert memory.thread(spoken.id).title == "Lisbon", "a title the user gives later wins"
+    memory.configure(spoken.id, title="")
+    memory.say(spoken.id, "and in July?")
+    assert memory.thread(spoken.id).title == "", "a title the user took away does not come back"
+
+    named = memory.new_thread(title="trip")
+    memory.say(named.id, "hello")
+    assert memory.thread(named.id).title == "trip"
+    started = memory.new_thread(messages=[("assistant", "How can I help?"), ("user", "Short one")])
+    assert started.title == memory.thread(started.id).title == "Short one"
+    added = memory.new_thread(messages=[("assistant", "Hi.")])
+    assert added.title == ""
+    memory.add_messages(added.id, [("user", "an item added as said"), ("user", "a second")])
+    assert memory.thread(added.id).title == "an item added as said"
+    before = memory.new_thread()
+    memory.say(before.id, "the turn's own", earlier=[("user", "said earlier"), ("assistant", "ok")])
+    assert memory.thread(before.id).title == "said earlier"
+    fork = memory.fork(spoken.id, at=-1)
+    memory.say(fork.id, "a fork that starts afresh")
+    assert memory.thread(fork.id).title == "a fork that starts afresh"
+
+
 def test_context_preview_matches_what_the_turn_sends(memory, server):
     thread = memory.new_thread(system="sys")
     for i in range(5):

@@ -202,7 +202,7 @@ class ChatSession:
             if self.scripted:
                 raise
             if isinstance(failure, ReplyCutOff):
-                note(f"{failure}: /retry asks again" if failure.interrupted else f"{failure} (/retry asks again)")
+                note(f"{failure}; the partial reply is kept: /retry asks again")
             elif isinstance(failure, KeyboardInterrupt):
                 note("interrupted before the reply began; your message is saved: /retry sends it again")
             else:

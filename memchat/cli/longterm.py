@@ -16,7 +16,7 @@ from memchat.cli.options import (
     ThreadArg,
     TimeoutOpt,
 )
-from memchat.cli.render import local_time, note, print_json
+from memchat.cli.render import call_cost_text, local_time, note, print_json
 from memchat.storage.fulltext import highlights
 from memchat.terminal import terminal_safe
 from memchat.views import search_json
@@ -96,7 +96,7 @@ def _render_summary(made: SummaryPublic) -> None:
     usage = ""
     if made.prompt_tokens is not None or made.completion_tokens is not None:
         usage = f" · {made.prompt_tokens or 0}+{made.completion_tokens or 0} tokens"
-    cost = f" · ${made.cost:.6f}" if made.cost else ""
+    cost = f" · cost {call_cost_text(made.cost)}"
     typer.secho(
         f"messages #{made.first_position}–#{made.last_position} · {made.model} · {local_time(made.created_at)}{usage}{cost}",
         bold=True,

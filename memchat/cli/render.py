@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import typer
@@ -25,6 +26,27 @@ def print_json(data: Any) -> None:
 
 def local_time(moment: datetime) -> str:
     return as_utc(moment).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def cost_text(cost: float | None, unknown: int = 0) -> str:
+    """A cost as every command prints it, by the rule the store sums it by (`priced`): the
+    known prices summed, and the calls litellm had no price for said so, never counted as free
+    (`$0.0170`, `$0.0170 +3 unknown`, `unknown`). Only a cost known to be nothing is `$0`. Under
+    a hundredth of a cent, two significant digits (`$0.000015`)."""
+    if cost is None:
+        return "unknown" if unknown else "$0"
+    if cost == 0:
+        shown = "$0"
+    elif cost >= 0.0001:
+        shown = f"${cost:.4f}"
+    else:
+        shown = "$" + format(Decimal(f"{cost:.2g}"), "f")
+    return shown + (f" +{unknown} unknown" if unknown else "")
+
+
+def call_cost_text(cost: float | None) -> str:
+    """The cost of one model call, by the same rule: `unknown` when litellm had no price."""
+    return cost_text(cost, int(cost is None))
 
 
 def note(text: str) -> None:

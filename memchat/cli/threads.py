@@ -25,7 +25,7 @@ from memchat.cli.options import (
     ThreadArg,
     thread_settings,
 )
-from memchat.cli.render import local_time, note, paged, print_json
+from memchat.cli.render import cost_text, local_time, note, paged, print_json
 from memchat.errors import InvalidInput
 from memchat.settings import default_model
 from memchat.terminal import terminal_safe
@@ -164,13 +164,18 @@ def list_threads(
     tenant: Annotated[
         Optional[str], typer.Option("--tenant", metavar="NAME", help="Only the threads of this API key (`memchat key`).")
     ] = None,
+    last: Annotated[
+        Optional[int], typer.Option("--last", "-n", min=1, metavar="N", help="Only the N with the most recent activity.")
+    ] = None,
 ):
-    """Threads, most recent activity first."""
+    """Threads, most recent activity first: each one's messages, as `show` lists them, and how
+    many of those belong to turns that got no complete reply (`message_count` and
+    `unfinished_count` in JSON)."""
     if tenant is not None:
         memory: ConversationMemory = operator_memory_of(ctx, option="--tenant").as_tenant(tenant)
     else:
         memory = memory_of(ctx)
-    threads = memory.threads()
+    threads = memory.threads(last=last)
     if as_json:
         totals = memory.usage_totals()
         print_json([thread_json(thread, totals.get(thread.id)) for thread in threads])
@@ -184,7 +189,7 @@ def list_threads(
             t.id,
             t.title or "-",
             t.model or f"{default_model()} (default)",
-            str(t.message_count - t.unfinished_count) + (f" +{t.unfinished_count} unanswered" if t.unfinished_count else ""),
+            str(t.message_count) + (f" ({t.unfinished_count} unanswered)" if t.unfinished_count else ""),
             local_time(t.updated_at),
         )
         for t in threads
@@ -264,7 +269,7 @@ def _show_thread(memory: ConversationMemory, info: ThreadPublic, last: Optional[
         typer.echo()
         typer.secho(
             f"usage of the thread: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion "
-            f"tokens, ${usage['cost']:.6f} (replies and summaries)",
+            f"tokens, cost {cost_text(usage['cost'], usage['unknown_cost'])} (replies and summaries)",
             dim=True,
         )
 

@@ -11,7 +11,7 @@ import typer
 
 from memchat.cli.app import app, chosen_thread, holds_no_threads_yet, memory_of
 from memchat.cli.options import JsonOpt, OptionalThreadArg, StreamOpt, ThreadArg, with_turn_options
-from memchat.cli.render import note, print_json
+from memchat.cli.render import call_cost_text, note, print_json
 from memchat.context import Context, ContextEntry
 from memchat.errors import InvalidInput, NotFound
 from memchat.terminal import terminal_safe
@@ -191,8 +191,7 @@ def _turn(
 
 def _usage_line(message) -> str:
     tokens = f"{message.prompt_tokens or 0} prompt + {message.completion_tokens or 0} completion tokens"
-    cost = f", ${message.cost:.6f}" if message.cost is not None else ", cost unknown"
-    return f"{tokens}{cost}, {message.latency_ms} ms ({message.model})"
+    return f"{tokens}, cost {call_cost_text(message.cost)}, {message.latency_ms} ms ({message.model})"
 
 
 

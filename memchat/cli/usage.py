@@ -10,7 +10,7 @@ import typer
 
 from memchat.cli.app import app, memory_of
 from memchat.cli.options import JsonOpt
-from memchat.cli.render import print_json
+from memchat.cli.render import cost_text, print_json
 from memchat.errors import InvalidInput
 from memchat.terminal import terminal_safe
 
@@ -68,21 +68,13 @@ def _table(rows: list[dict], column: str | None, *, turns: bool) -> None:
         cells = [terminal_safe(label), f"{row['calls']:,}"]
         if turns:
             cells += [f"{row['failed']:,}", f"{row['partial']:,}"]
-        cells += [f"{row['prompt_tokens']:,}", f"{row['completion_tokens']:,}", _cost(row)]
+        cells += [f"{row['prompt_tokens']:,}", f"{row['completion_tokens']:,}", cost_text(row["cost"], row["unknown_cost"])]
         cells += [_number(row["latency_p50_ms"]), _number(row["latency_p95_ms"])]
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     for line in lines:
         aligned = (cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths)))
         typer.echo("  ".join(aligned).rstrip())
-
-
-def _cost(row: dict) -> str:
-    """Known prices summed; calls without one said so, never counted as free."""
-    if row["cost"] is None:
-        return "unknown" if row["unknown_cost"] else "$0"
-    shown = f"${row['cost']:.4f}" if row["cost"] >= 0.0001 or row["cost"] == 0 else f"${row['cost']:.2g}"
-    return shown + (f" +{row['unknown_cost']} unknown" if row["unknown_cost"] else "")
 
 
 def _number(value: int | None) -> str:

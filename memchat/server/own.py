@@ -111,10 +111,10 @@ def _thread(memory: ConversationMemory, thread_id: str) -> dict[str, Any]:
 
 
 @router.get("/threads")
-def list_threads(memory: Scoped):
-    """`memchat list --json`."""
+def list_threads(memory: Scoped, last: Annotated[int | None, Query(ge=1)] = None):
+    """`memchat list --json` (`last`: only the most recent that many)."""
     totals = memory.usage_totals()
-    return [thread_json(thread, totals.get(thread.id)) for thread in memory.threads()]
+    return [thread_json(thread, totals.get(thread.id)) for thread in memory.threads(last=last)]
 
 
 @router.post("/threads")

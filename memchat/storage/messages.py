@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import bindparam, insert, literal_column, update
+from sqlalchemy import select as select_columns
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
@@ -15,6 +16,7 @@ from memchat.storage.leases import check_lease
 from memchat.storage.lineage import Lineage
 from memchat.storage.models import Message, MessageTokens, Summary, Thread
 from memchat.storage.statements import (
+    IN_SEGMENT,
     LAST_POSITION,
     NOT_UNDONE,
     THREAD_MESSAGES,
@@ -35,6 +37,21 @@ _TOUCH_THREAD = (
     .values(updated_at=bindparam("now"), history_version=threads_table.c.history_version + 1)
     .returning(threads_table.c.history_version)
 )
+_USER_MESSAGE_BEFORE = (
+    select_columns(messages_table.c.position)
+    .where(
+        messages_table.c.thread_id == bindparam("thread_key"),
+        IN_SEGMENT,
+        messages_table.c.role == literal_column("'user'"),
+        messages_table.c.position < bindparam("before"),
+    )
+    .limit(1)
+)
+_TITLE_UNTITLED = (
+    update(threads_table)
+    .where(threads_table.c.id == bindparam("thread_key"), threads_table.c.title == literal_column("''"))
+    .values(title=bindparam("title"))
+)
 
 
 class Messages(Lineage):
@@ -47,15 +64,28 @@ class Messages(Lineage):
         *,
         tokens: tuple[str, Sequence[int]] | None = None,
         lease_holder: str | None = None,
+        first_title: str | None = None,
     ) -> list[MessagePublic]:
         """Messages stored after the thread's last, in one transaction. `tokens`: a tokenizer and
         each message's token count by it, kept with the messages; with `lease_holder`, only while
-        it holds the turn lease."""
+        it holds the turn lease; `first_title`: see `_title_if_first`."""
         counts = [None] * len(messages) if tokens is None else [(tokens[0], count) for count in tokens[1]]
         with self._writing() as session:
             thread = self._resolve(session, thread_id)
             check_lease(session, thread.id, lease_holder)
-            return [self._append(session, thread, message, count) for message, count in zip(messages, counts, strict=True)]
+            stored = [self._append(session, thread, message, count) for message, count in zip(messages, counts, strict=True)]
+            first_user = next((message for message in stored if message.role == "user"), None)
+            if first_title is not None and first_user is not None:
+                self._title_if_first(session, thread.id, first_title, first_user.position)
+            return stored
+
+    def _title_if_first(self, session: Session, thread_id: str, title: str, position: int) -> None:
+        """The thread takes `title` (made from its user message at `position`, just stored) if
+        that message is its first user message and the thread has no title: in the commit that
+        stores the message, so a title the user gave, before or meanwhile, is never replaced, and
+        one the user took away later does not come back."""
+        if not self._across(session, thread_id, _USER_MESSAGE_BEFORE, {"before": position}, limit=1):
+            session.execute(_TITLE_UNTITLED, {"thread_key": thread_id, "title": title})
 
     def _append(
         self, session: Session, thread: Thread | str, message: MessageCreate, tokens: tuple[str, int] | None

@@ -103,13 +103,15 @@ class Threads(Messages):
         with self._reading() as session:
             return self._public(session, self._resolve(session, ref))
 
-    def threads(self) -> list[ThreadPublic]:
-        """Message counts from each thread's last position: one index probe a thread."""
-        last = last_position_of(threads_table.c.id, threads_table.c.inherits_through)
+    def threads(self, *, last: int | None = None) -> list[ThreadPublic]:
+        """Most recent activity first (with `last`, only that many); message counts from each
+        thread's last position: one index probe a thread."""
+        last_position = last_position_of(threads_table.c.id, threads_table.c.inherits_through)
         query = self._visible(
-            select(Thread, last)
+            select(Thread, last_position)
             .where(col(Thread.import_holder).is_(None))
             .order_by(col(Thread.updated_at).desc(), col(Thread.id))
+            .limit(last)
         )
         unfinished = (
             select(Message.thread_id, func.count())

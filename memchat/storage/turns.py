@@ -55,11 +55,13 @@ class TurnWrites(Messages):
         message: MessageCreate | None = None,
         resend: int | None = None,
         tokens: tuple[str, int] | None = None,
+        first_title: str | None = None,
     ) -> MessagePublic | None:
         """A turn's first commit: take the lease and store the user's message (`message`, or
         message `resend` marked pending again) together, if the thread is still as the turn's
         context saw it (`seen`, its `history_version`). None: another turn holds the lease.
-        HistoryMoved: the history changed since; build the context again."""
+        HistoryMoved: the history changed since; build the context again. `first_title`: the
+        thread's title if `message` is its first user message and it has none (`_title_if_first`)."""
         with self._writing() as session:
             if not take_lease(session, thread_id, holder, seconds, is_gone):
                 return None
@@ -75,6 +77,8 @@ class TurnWrites(Messages):
             else:
                 stored = self._append(session, thread_id, message, tokens)
                 now = session.info["history_version"]
+                if first_title is not None and stored.role == "user":
+                    self._title_if_first(session, thread_id, first_title, stored.position)
         self.caches.recent.advance(thread_id, seen=seen, now=now, changed_from=stored.position)
         return stored
 

@@ -7,37 +7,64 @@ from typing import Any
 
 from sqlalchemy import case, func, literal_column
 from sqlalchemy import select as select_columns
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from memchat.storage.core import StoreCore
-from memchat.storage.models import Message, Summary, Thread
 from memchat.storage.statements import messages_table, summaries_table, threads_table
+
+
+def model_calls(table) -> list:
+    """The rows that stand for a model call: every summary, and of the messages the replies a
+    model wrote (a user's message, or an imported reply no model is named for, is no call)."""
+    if table is summaries_table:
+        return []
+    return [table.c.role == literal_column("'assistant'"), table.c.model.isnot(None)]
+
+
+def priced(table) -> list:
+    """The cost of a group of model calls, as every face shows it: a call litellm had no price
+    for is unknown, never free. `cost` sums the known prices (NULL when no call had one) and
+    `unknown_cost` counts the calls without one."""
+    return [
+        func.sum(table.c.cost).label("cost"),
+        func.sum(case((table.c.cost.is_(None), literal_column("1")), else_=0)).label("unknown_cost"),
+    ]
 
 
 class Usage(StoreCore):
     """Where tokens and money went, per thread or grouped by model, day or thread."""
 
     def usage_totals(self, thread_id: str | None = None) -> dict[str, dict[str, Any]]:
-        """Sums over the messages and summaries of every thread, or of one (one grouped query
-        of each table)."""
+        """Sums over the model calls (replies and summaries) of every thread, or of one (one
+        grouped query of each table); the cost as `usage_stats` counts it (`priced`)."""
         totals: dict[str, dict[str, Any]] = {}
         with self._reading() as session:
-            for table in (Message, Summary):
-                query = select(
-                    table.thread_id,
-                    func.coalesce(func.sum(table.prompt_tokens), 0),
-                    func.coalesce(func.sum(table.completion_tokens), 0),
-                    func.coalesce(func.sum(table.cost), 0.0),
-                ).group_by(table.thread_id)
+            for table in (messages_table, summaries_table):
+                query = (
+                    select_columns(
+                        table.c.thread_id,
+                        func.coalesce(func.sum(table.c.prompt_tokens), 0),
+                        func.coalesce(func.sum(table.c.completion_tokens), 0),
+                        *priced(table),
+                    )
+                    .where(*model_calls(table))
+                    .group_by(table.c.thread_id)
+                )
                 if thread_id is not None:
-                    query = query.where(table.thread_id == thread_id)
+                    query = query.where(table.c.thread_id == thread_id)
                 elif self.tenant is not None:
-                    query = query.join(Thread, Thread.id == table.thread_id).where(Thread.tenant == self.tenant)
-                for owner, prompt, completion, cost in session.exec(query).all():
-                    entry = totals.setdefault(owner, {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0})
+                    query = query.join(threads_table, threads_table.c.id == table.c.thread_id).where(
+                        threads_table.c.tenant == self.tenant
+                    )
+                for owner, prompt, completion, cost, unknown in session.execute(query).all():
+                    entry = totals.setdefault(
+                        owner, {"prompt_tokens": 0, "completion_tokens": 0, "cost": None, "unknown_cost": 0}
+                    )
                     entry["prompt_tokens"] += int(prompt)
                     entry["completion_tokens"] += int(completion)
-                    entry["cost"] = float(f"{entry['cost'] + float(cost):.10g}")
+                    if cost is not None:
+                        entry["cost"] = float(f"{(entry['cost'] or 0.0) + float(cost):.10g}")
+                    entry["unknown_cost"] += int(unknown or 0)
         return totals
 
     def usage_stats(self, *, thread_id: str | None, by: str | None, since: datetime | None) -> dict[str, list[dict]]:
@@ -77,15 +104,14 @@ class Usage(StoreCore):
         if self.tenant is not None:
             scope.append(threads_table.c.tenant == self.tenant)
         joined = table.join(threads_table, threads_table.c.id == table.c.thread_id)
-        calls = [table.c.role == literal_column("'assistant'"), table.c.model.isnot(None)] if replies else []
+        calls = model_calls(table)
         one = literal_column("1")
         counted = [
             group.label("key"),
             func.count().label("calls"),
             func.sum(table.c.prompt_tokens).label("prompt_tokens"),
             func.sum(table.c.completion_tokens).label("completion_tokens"),
-            func.sum(table.c.cost).label("cost"),
-            func.sum(case((table.c.cost.is_(None), one), else_=0)).label("unknown_cost"),
+            *priced(table),
         ]
         if replies:
             counted.append(func.sum(case((table.c.status == literal_column("'partial'"), one), else_=0)).label("partial"))
