@@ -304,3 +304,26 @@ def test_a_scripted_session_stops_at_a_failed_turn_with_its_code_and_how_to_rese
     assert [r["messages"][-1]["content"] for r in server.requests] == ["first"], "nothing sent after the failure"
     with Memory() as memory:
         assert [(m.content, m.status) for m in memory.messages(thread)] == [("first", "failed")]
+
+
+def test_search_in_a_session_highlights_matches_as_memchat_search_does(session, server, memchat, tmp_path):
+    server.echo = True
+    child, thread = session("--model", "openai/gpt-4o", NO_COLOR="")
+    ask(child, "I flew to Lisbon in May.", "re: I flew to Lisbon in May.")
+    child.sendline("/search lisbon")
+    child.expect(r"#0 user: ([^\r\n]*)\r\n")
+    in_session = child.match.group(1)
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    highlighted = "\x1b[33m\x1b[1mLisbon\x1b[0m"
+    assert in_session == f"I flew to {highlighted} in May."
+    environment = {key: value for key, value in os.environ.items() if key != "NO_COLOR"}
+    searched = pexpect.spawn(
+        memchat.script, ["search", "lisbon", "--thread", thread], env={**environment, "TERM": "xterm", "MEMCHAT_PAGER": ""},
+        encoding="utf-8", timeout=60,
+    )
+    searched.expect(pexpect.EOF)
+    assert f"  {in_session}\r\n" in searched.before
+    piped = memchat("chat", thread, input="/search lisbon\n", env={"XDG_DATA_HOME": str(tmp_path / "data")})
+    assert piped.returncode == 0, piped.stderr
+    assert "#0 user: I flew to Lisbon in May." in piped.stdout.splitlines()

@@ -36,7 +36,7 @@ from memchat.cli.options import (
     thread_settings,
     turn_options,
 )
-from memchat.cli.render import note
+from memchat.cli.render import note, search_snippet
 from memchat.cli.threads import prompt_file, start_thread
 from memchat.cli.transfer import write_output
 from memchat.cli.turns import render_context
@@ -334,8 +334,7 @@ def _search(session: ChatSession, rest: str) -> None:
     if not hits:
         note(f"nothing in this thread matches {rest!r}")
     for hit in hits:
-        snippet = " ".join(hit.snippet.split())
-        typer.echo(terminal_safe(f"#{hit.message.position} {hit.message.role}: {snippet}"))
+        typer.echo(f"#{hit.message.position} {hit.message.role}: {search_snippet(hit.snippet)}")
 
 
 def _title(session: ChatSession, rest: str) -> None:
