@@ -5,6 +5,8 @@ import json
 import os
 import re
 import stat
+import termios
+import time
 
 import pexpect
 import pytest
@@ -15,8 +17,13 @@ from memchat import Memory
 
 
 def ready(child: pexpect.spawn) -> None:
-    """The line editor waits for input: it has put the terminal in raw mode (no echo)."""
-    child.waitnoecho(timeout=60)
+    """The line editor waits for input: it has put the terminal in raw mode, echo and signals off
+    (a turn turns echo off too, but leaves Ctrl-C a signal)."""
+    deadline = time.monotonic() + 60
+    while termios.tcgetattr(child.child_fd)[3] & (termios.ECHO | termios.ISIG):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the line editor did not take the terminal within 60 s")
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -327,3 +334,73 @@ def test_a_scripted_session_stops_at_a_failed_turn_with_its_code_and_how_to_rese
     assert [r["messages"][-1]["content"] for r in server.requests] == ["first"], "nothing sent after the failure"
     with Memory() as memory:
         assert [(m.content, m.status) for m in memory.messages(thread)] == [("first", "failed")]
+
+
+def test_search_in_a_session_highlights_matches_as_memchat_search_does(session, server, memchat, tmp_path):
+    server.echo = True
+    child, thread = session("--model", "openai/gpt-4o", NO_COLOR="")
+    ask(child, "I flew to Lisbon in May.", "re: I flew to Lisbon in May.")
+    child.sendline("/search lisbon")
+    child.expect(r"#0 user: ([^\r\n]*)\r\n")
+    in_session = child.match.group(1)
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    highlighted = "\x1b[33m\x1b[1mLisbon\x1b[0m"
+    assert in_session == f"I flew to {highlighted} in May."
+    environment = {key: value for key, value in os.environ.items() if key != "NO_COLOR"}
+    searched = pexpect.spawn(
+        memchat.script, ["search", "lisbon", "--thread", thread], env={**environment, "TERM": "xterm", "MEMCHAT_PAGER": ""},
+        encoding="utf-8", timeout=60,
+    )
+    searched.expect(pexpect.EOF)
+    assert f"  {in_session}\r\n" in searched.before
+    piped = memchat("chat", thread, input="/search lisbon\n", env={"XDG_DATA_HOME": str(tmp_path / "data")})
+    assert piped.returncode == 0, piped.stderr
+    assert "#0 user: I flew to Lisbon in May." in piped.stdout.splitlines()
+
+
+
+def test_a_block_is_one_entry_of_the_input_history(session, server, tmp_path):
+    from prompt_toolkit.history import FileHistory
+
+    child, thread = session("--model", "openai/gpt-4o")
+    child.sendline('"""')
+    for line in ("first line", "second line", '"""'):
+        child.expect_exact("…")
+        child.sendline(line)
+    child.expect_exact("reply 1")
+    ready(child)
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    history = FileHistory(str(tmp_path / "data" / "memchat" / "chat-history"))
+    assert list(history.load_history_strings()) == ["/exit", "first line\nsecond line"]
+    again, _ = session(thread)
+    again.send("\x1b[A")
+    again.expect_exact("/exit")
+    again.send("\x1b[A")
+    again.expect_exact("second line")
+    again.send("\r")
+    again.expect_exact("reply 2")
+    assert server.last_messages[-1] == {"role": "user", "content": "first line\nsecond line"}
+
+
+def test_keys_typed_while_a_reply_streams_stay_out_of_it_and_wait_for_the_prompt(session, server):
+    server.reply("one two three four five six seven eight")
+    server.piece_delay = 0.3
+    child, _ = session("--model", "openai/gpt-4o")
+    child.sendline("count slowly")
+    child.expect_exact("two")
+    child.send("typed ahead")
+    child.expect_exact("eight")
+    assert "typed" not in child.before
+    server.piece_delay = 0.0
+    child.send(" and sent\r")
+    child.expect_exact("reply 2")
+    assert server.last_messages[-1] == {"role": "user", "content": "typed ahead and sent"}
+
+
+def test_the_terminal_echoes_again_after_a_reply_stopped_by_ctrl_c(session, server):
+    child, _ = interrupted_mid_reply(session, server)
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    assert child.getecho()

@@ -246,3 +246,29 @@ def test_a_transcript_without_digests_is_refused_asking_for_a_new_export(memchat
     assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
     assert "line 1 of the Markdown" in refused.stderr and "export it again" in refused.stderr
     assert len(memory.threads()) == 1
+
+
+def test_import_tells_markdown_by_its_content_or_name_and_names_the_formats_for_anything_else(
+    memchat, memory, server, tmp_path
+):
+    path = _exported_trip(memchat, memory, server, tmp_path)
+    by_name = memchat("import", str(path))
+    assert by_name.returncode == 0, by_name.stderr
+    by_content = memchat("import", "-", input=path.read_text())
+    assert by_content.returncode == 0, by_content.stderr
+    assert [t.title for t in memory.threads()] == ["Trip"] * 3
+    edited, named = _title_edited(path.read_text())
+    path.write_text(edited)
+    refused = memchat("import", str(path))
+    assert refused.returncode == 2 and f"line {_line_of(edited, named)} of the Markdown" in refused.stderr
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Lisbon in May: trams, pastries.\n")
+    unknown = memchat("import", str(notes))
+    assert (unknown.returncode, unknown.stdout) == (2, "")
+    assert unknown.stderr.splitlines() == [
+        f"memchat: import: {notes} is neither of memchat's exports (JSON, Markdown); the formats: --format json|markdown "
+        "(memchat's own), --from llm|chatgpt|openai-jsonl (another tool's history); nothing was imported"
+    ]
+    empty = memchat("import", "-", input="\n")
+    assert (empty.returncode, empty.stderr) == (2, "memchat: import: the input is empty; nothing was imported\n")
+    assert len(memory.threads()) == 3

@@ -14,6 +14,7 @@ import shlex
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -36,7 +37,7 @@ from memchat.cli.options import (
     thread_settings,
     turn_options,
 )
-from memchat.cli.render import note
+from memchat.cli.render import note, search_snippet
 from memchat.cli.threads import prompt_file, start_thread
 from memchat.cli.transfer import write_output
 from memchat.cli.turns import render_context
@@ -190,7 +191,8 @@ class ChatSession:
             sys.stdout.flush()
 
         try:
-            reply = speak(stream=True, on_text=write, on_note=note, **self.options)
+            with _typing_unechoed():
+                reply = speak(stream=True, on_text=write, on_note=note, **self.options)
             if reply.thread_id != self.thread_id:
                 self.thread_id = reply.thread_id
                 note(f"now on thread {reply.thread_id}")
@@ -334,8 +336,7 @@ def _search(session: ChatSession, rest: str) -> None:
     if not hits:
         note(f"nothing in this thread matches {rest!r}")
     for hit in hits:
-        snippet = " ".join(hit.snippet.split())
-        typer.echo(terminal_safe(f"#{hit.message.position} {hit.message.role}: {snippet}"))
+        typer.echo(f"#{hit.message.position} {hit.message.role}: {search_snippet(hit.snippet)}")
 
 
 def _title(session: ChatSession, rest: str) -> None:
@@ -401,10 +402,43 @@ def _lines() -> Iterator[str]:
             yield line
 
 
+@contextmanager
+def _typing_unechoed() -> Iterator[None]:
+    """While a turn runs, the terminal does not echo what is typed, so keys pressed while a reply
+    streams do not land in the middle of it; the settings come back when the turn ends, however it
+    ends (Ctrl-C too). The keys themselves wait for the next prompt, which shows them, as a shell's
+    type-ahead does: the terminal passes them on unedited, as the line editor reads keys (line
+    editing would take Ctrl-D, Ctrl-U or Ctrl-W for itself), and Ctrl-C still stops the reply."""
+    import termios
+
+    try:
+        descriptor = sys.stdin.fileno()
+        settings = termios.tcgetattr(descriptor)
+    except (OSError, ValueError, termios.error):
+        yield  # not a terminal
+        return
+    quiet = list(settings)
+    quiet[0] &= ~(termios.ICRNL | termios.INLCR | termios.IGNCR)
+    quiet[3] &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.IEXTEN)
+    termios.tcsetattr(descriptor, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(descriptor, termios.TCSANOW, settings)
+
+
 def _edited_lines() -> Iterator[str]:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory
     from prompt_toolkit.key_binding import KeyBindings
+
+    class InputHistory(FileHistory):
+        """The input history, without the lines that open a block: the block is kept whole,
+        as one entry that Up brings back."""
+
+        def append_string(self, string: str) -> None:
+            if string.strip() != BLOCK:
+                super().append_string(string)
 
     bindings = KeyBindings()
 
@@ -412,7 +446,9 @@ def _edited_lines() -> Iterator[str]:
     def _newline(event) -> None:
         event.current_buffer.insert_text("\n")
 
-    prompt = PromptSession(history=FileHistory(str(_history_file())), key_bindings=bindings)
+    history = InputHistory(str(_history_file()))
+    prompt = PromptSession(history=history, key_bindings=bindings)
+    block_prompt = PromptSession(key_bindings=bindings)  # a block's lines are kept as one entry, once it ends
     while True:
         try:
             line = prompt.prompt("> ")
@@ -424,7 +460,7 @@ def _edited_lines() -> Iterator[str]:
             block: list[str] = []
             while True:
                 try:
-                    more = prompt.prompt("… ")
+                    more = block_prompt.prompt("… ")
                 except KeyboardInterrupt:
                     block = []
                     break
@@ -434,7 +470,9 @@ def _edited_lines() -> Iterator[str]:
                     break
                 block.append(more)
             if block:
-                yield "\n".join(block)
+                message = "\n".join(block)
+                history.append_string(message)
+                yield message
             continue
         yield line
 

@@ -16,8 +16,7 @@ from memchat.cli.options import (
     ThreadArg,
     TimeoutOpt,
 )
-from memchat.cli.render import call_cost_text, local_time, note, print_json
-from memchat.storage.fulltext import highlights
+from memchat.cli.render import call_cost_text, local_time, note, print_json, search_snippet
 from memchat.terminal import terminal_safe
 from memchat.views import search_json
 
@@ -130,15 +129,4 @@ def search(
             terminal_safe(f"{message.thread_id} #{message.position} {message.role} · {local_time(message.created_at)}{title}"),
             bold=True,
         )
-        snippet, spans = highlights(hit.snippet)
-        typer.echo("  " + _highlighted(snippet.replace("\n", " "), spans))
-
-
-def _highlighted(text: str, spans: list[tuple[int, int]]) -> str:
-    pieces, at = [], 0
-    for start, end in spans:
-        pieces.append(terminal_safe(text[at:start]))
-        pieces.append(typer.style(terminal_safe(text[start:end]), bold=True, fg="yellow"))
-        at = end
-    pieces.append(terminal_safe(text[at:]))
-    return "".join(pieces)
+        typer.echo("  " + search_snippet(hit.snippet))

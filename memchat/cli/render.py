@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from memchat.config import pager_environment, pager_from_environment
+from memchat.storage.fulltext import highlights
 from memchat.terminal import terminal_safe
 from memchat.times import as_utc
 
@@ -52,6 +53,21 @@ def call_cost_text(cost: float | None) -> str:
 def note(text: str) -> None:
     """What memchat did on the user's behalf, as one line on stderr."""
     typer.echo(f"memchat: {terminal_safe(text)}", err=True)
+
+
+def search_snippet(marked: str) -> str:
+    """A search hit's snippet as one line to print, its matched words highlighted: the one
+    rendering of `memchat search` and chat's /search. The store marks matches with control
+    characters, which `terminal_safe` would show as escapes if they were printed; `typer.echo`
+    drops the colour where none is wanted (output not a terminal, NO_COLOR)."""
+    text, spans = highlights(marked.replace("\n", " "))
+    pieces, at = [], 0
+    for start, end in spans:
+        pieces.append(terminal_safe(text[at:start]))
+        pieces.append(typer.style(terminal_safe(text[start:end]), bold=True, fg="yellow"))
+        at = end
+    pieces.append(terminal_safe(text[at:]))
+    return "".join(pieces)
 
 
 def pager_command() -> str | None:

@@ -122,9 +122,14 @@ def import_(
         ),
     ] = Origin.json,
     form: Annotated[
-        Format,
-        typer.Option("--format", help="memchat's own format FILE is in: json, or markdown (from export --format markdown)."),
-    ] = Format.json,
+        Optional[Format],
+        typer.Option(
+            "--format",
+            help="memchat's own format FILE is in: json, or markdown (from export --format markdown). "
+            "Default: told from FILE (Markdown by its first line or a .md name).",
+            show_default=False,
+        ),
+    ] = None,
 ):
     """Create new threads from an export or another tool's history, all or none: prints the ids
     made; says on stderr what was imported before (not copied again) and what was left out."""
@@ -148,14 +153,16 @@ def import_(
         history = openai_jsonl.read(source)
     else:
         history = None
-    memory = memory_of(ctx)
-    if form is Format.markdown:
-        from memchat.transfer import markdown
+    if history is None:
+        raw = _read_export(source)
+        if (form or _own_format(raw, source)) is Format.markdown:
+            from memchat.transfer import markdown
 
-        result = memory.import_(markdown.parse(_read_export(source)))
-    elif history is None:
-        result = memory.import_(_read_export(source))
+            result = memory_of(ctx).import_(markdown.parse(raw))
+        else:
+            result = memory_of(ctx).import_(raw)
     else:
+        memory = memory_of(ctx)
         for note in history.notes:
             typer.echo(f"import: {note}", err=True)
         result = memory.import_(history.threads) if history.threads else ImportResult([], [])
@@ -169,6 +176,27 @@ def import_(
             "imported as a thread of its own",
             err=True,
         )
+
+
+def _own_format(raw: bytes, source: str) -> Format:
+    """Which of memchat's own exports `raw` is, when --format does not say; for anything else,
+    InvalidInput naming the formats there are."""
+    from memchat.transfer.markdown import is_markdown_export
+
+    if is_markdown_export(raw, None if source == "-" else source):
+        return Format.markdown
+    begins = raw.removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
+    if begins in (b"{", b"["):
+        return Format.json  # what is wrong with it, if anything, the JSON reader says
+    shown = "the input" if source == "-" else source
+    if not begins:
+        raise InvalidInput(f"import: {shown} is empty; nothing was imported")
+    raise InvalidInput(
+        f"import: {shown} is neither of memchat's exports (JSON, Markdown); the formats: "
+        f"--format {'|'.join(f.value for f in Format)} (memchat's own), "
+        f"--from {'|'.join(o.value for o in Origin if o is not Origin.json)} (another tool's history); "
+        "nothing was imported"
+    )
 
 
 def _read_export(source: str) -> bytes:

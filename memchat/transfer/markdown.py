@@ -151,6 +151,18 @@ def _settings(header: dict[str, Any]) -> Iterator[str]:
     yield f"- created {_time(header.get('created_at'))}, last activity {_time(header.get('updated_at'))}"
 
 
+SUFFIXES = (".md", ".markdown")
+"""File names an import without `--format` reads as memchat's Markdown, whatever they begin with
+(so that an edited export is refused naming its line, not as JSON)."""
+
+
+def is_markdown_export(raw: bytes, name: str | None = None) -> bool:
+    """Whether an import's bytes are memchat's Markdown: they begin (past blank lines) with a
+    thread's comment, as `write_thread` writes it, or the file is named as Markdown is."""
+    named = name is not None and name.lower().endswith(SUFFIXES)
+    return named or raw.lstrip().startswith(THREAD.encode())
+
+
 def parse(raw: str | bytes) -> list[dict[str, Any]]:
     """The threads of memchat's Markdown (text, or a file's bytes), as memchat's own JSON (what
     `native` imports), or InvalidInput naming the first line that is not as memchat wrote it."""
