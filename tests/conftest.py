@@ -199,11 +199,13 @@ class MemchatCommand:
     def __call__(self, *args, input=None, env=None, timeout=120, **options) -> subprocess.CompletedProcess:
         """The finished command: `returncode`, `stdout` and `stderr` as text. It runs in a process
         forked from the preloaded interpreter (tests/preloaded.py: no second of litellm's import
-        per command) unless its environment or options need the installed script itself."""
+        per command; one started with the command's import-time variables) unless its options
+        need the installed script itself."""
         environment = {**os.environ, **(env or {})}
-        if set(options) <= {"cwd", "check"} and preloaded.server().serves(environment):
+        forks = preloaded.server(environment) if set(options) <= {"cwd", "check"} else None
+        if forks:
             check, cwd = options.get("check", False), options.get("cwd")
-            return preloaded.run(preloaded.server(), self.script, args, environment, cwd, input, timeout, check)
+            return preloaded.run(forks, self.script, args, environment, cwd, input, timeout, check)
         return self.installed(*args, input=input, env=env, timeout=timeout, **options)
 
     def installed(self, *args, input=None, env=None, timeout=120, **options) -> subprocess.CompletedProcess:

@@ -5,10 +5,11 @@ instead of once per command.
 Each command is still a process of its own: its own pid, the test's environment, working
 directory and standard streams (passed as file descriptors), `memchat.cli.main` run with the
 command's arguments exactly as the installed script runs it, its exit status and signals its
-own. The one difference from the installed script is what was imported before `main` ran: a
-call whose environment changes anything read at import time (see `_SAME_AFTER_IMPORT`), or that
-asks for more than this module gives, runs the installed script instead (`MemchatCommand` in
-conftest decides). Run as a script, this module is that server: `python preloaded.py SOCKET`.
+own. The one difference from the installed script is when the imports ran: so a command is
+forked from a server started with the same values of every variable that may be read at import
+time (see `_SAME_AFTER_IMPORT`); a call that asks for more than this module gives runs the
+installed script instead (`MemchatCommand` in conftest decides). Run as a script, this module is
+that server: `python preloaded.py SOCKET`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _SAME_AFTER_IMPORT = re.compile(
 )
 """Variables nothing reads at import time (memchat reads its own in `memchat.config` when a
 command runs; litellm reads provider keys and addresses per call): a command whose environment
-differs from the server's in any other variable runs the installed script."""
+differs in any other variable is forked from another server, started with it."""
 
 
 def _serve(path: str) -> dict:
@@ -101,26 +102,20 @@ def _run(request: dict) -> None:
 
 
 class Preloaded:
-    """The server for this pytest worker, started on first use."""
+    """One server, started with the environment its commands' imports see."""
 
-    def __init__(self):
+    def __init__(self, env: dict):
         self.directory = tempfile.mkdtemp(prefix="memchat-preloaded-")
         self.path = os.path.join(self.directory, "socket")
-        self.environment = dict(os.environ)
         self.process = subprocess.Popen(
             [sys.executable, __file__, self.path],
+            env=env,
             stdin=subprocess.PIPE,  # held open while this process lives: at its end the server leaves
             stdout=subprocess.PIPE,
             text=True,
             start_new_session=True,
         )
-        if self.process.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"the preloaded interpreter did not start (exit {self.process.wait()})")
-
-    def serves(self, env: dict) -> bool:
-        """Whether a command with this whole environment behaves here as the installed script."""
-        changed = {name for name in env.keys() | self.environment.keys() if env.get(name) != self.environment.get(name)}
-        return self.process.poll() is None and all(_SAME_AFTER_IMPORT.fullmatch(name) for name in changed)
+        self.ready = self.process.stdout.readline().strip() == "ready"
 
     def start(self, script: str, args, env: dict, cwd, stdio, new_session: bool = False) -> Forked:
         """Fork a command with these three file descriptors as its standard streams."""
@@ -197,16 +192,32 @@ class Forked:
         self.send_signal(signal.SIGKILL)
 
 
-_server: Preloaded | None = None
+_servers: dict[tuple, Preloaded] = {}
+_servers_lock = threading.Lock()
+KEPT = 2
+"""Servers kept per pytest worker, the most recently used: nearly every test asks for one."""
 
 
-def server() -> Preloaded:
-    """This pytest worker's preloaded interpreter (started when first asked for)."""
-    global _server
-    if _server is None or _server.process.poll() is not None:
-        _server = Preloaded()
-        atexit.register(_server.close)
-    return _server
+def server(env: dict) -> Preloaded | None:
+    """The preloaded interpreter for a command with this whole environment: one started with the
+    same values of every variable that may be read at import time, started when first asked for.
+    None when such a server cannot fork safely (an import started a thread): the installed
+    script then."""
+    key = tuple(sorted((name, value) for name, value in env.items() if not _SAME_AFTER_IMPORT.fullmatch(name)))
+    with _servers_lock:
+        found = _servers.pop(key, None)
+        if found is None or found.process.poll() is not None and found.ready:
+            found = Preloaded(env)
+        _servers[key] = found
+        while len(_servers) > KEPT:
+            _servers.pop(next(iter(_servers))).close()
+    return found if found.ready else None
+
+
+@atexit.register
+def _close_all() -> None:
+    for running in _servers.values():
+        running.close()
 
 
 def run(preloaded: Preloaded, script: str, args, env: dict, cwd, input, timeout: float, check=False):

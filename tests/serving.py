@@ -39,10 +39,11 @@ class Served:
         self.log = tempfile.TemporaryFile()
         command = ["serve", "--port", str(self.port), *args]
         environment = {**os.environ, **(env or {})}
-        if preloaded.server().serves(environment) and not _more_than_one_worker(args):
+        forks = None if _more_than_one_worker(args) else preloaded.server(environment)
+        if forks:
             with open(os.devnull) as nothing:
                 streams = (nothing.fileno(), self.log.fileno(), self.log.fileno())
-                self.process = preloaded.server().start(script, command, environment, None, streams, new_session=True)
+                self.process = forks.start(script, command, environment, None, streams, new_session=True)
         else:
             self.process = subprocess.Popen(
                 [script, *command], env=environment, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True

@@ -233,17 +233,20 @@ def test_a_failed_or_cut_off_turn_says_once_how_to_go_on(memchat, server, tmp_pa
     )
     server.answer_raw(*[empty] * 10)
     done = memchat("chat", "--model", "openai/gpt-4o", input="hello\n", env={"XDG_DATA_HOME": str(tmp_path / "data")})
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 5, done.stderr  # a scripted session ends at its first failure
     [failed] = [line for line in done.stderr.splitlines() if "empty reply" in line]
-    assert failed == "memchat: openai/gpt-4o: the provider sent an empty reply (your message is saved: /retry sends it again)"
+    thread = re.search(r"chat on thread (\w+)", done.stderr).group(1)
+    assert failed == (
+        f"memchat: openai/gpt-4o: the provider sent an empty reply (your message is saved: `memchat retry {thread}` sends it again)"
+    )
     server.reset()
     server.reply("one two three four")
     server.drop_after(2)
-    thread = re.search(r"chat on thread (\w+)", done.stderr).group(1)
     cut = memchat("chat", thread, input="again\n", env={"XDG_DATA_HOME": str(tmp_path / "data")})
     [dropped] = [line for line in cut.stderr.splitlines() if "dropped" in line]
     assert dropped == (
-        "memchat: openai/gpt-4o: the connection dropped part-way through the reply; the partial reply is kept: /retry asks again"
+        "memchat: openai/gpt-4o: the connection dropped part-way through the reply (the partial reply is kept: "
+        f"`memchat accept {thread}` keeps it, `memchat retry {thread}` asks again)"
     )
 
 

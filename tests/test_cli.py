@@ -369,8 +369,9 @@ def test_a_preloaded_command_prints_reads_and_exits_as_the_installed_script(memc
             installed.stderr,
             installed.returncode,
         ), args
-    assert not preloaded.server().serves({**os.environ, "LITELLM_LOG": "DEBUG"})  # read when litellm is imported
-    assert preloaded.server().serves({**os.environ, "MEMCHAT_DB": "elsewhere.db"})  # read when a command runs
+    here = preloaded.server(dict(os.environ))
+    assert preloaded.server({**os.environ, "MEMCHAT_DB": "elsewhere.db"}) is here  # read when a command runs
+    assert preloaded.server({**os.environ, "LITELLM_LOG": "DEBUG"}) is not here  # read when litellm is imported
 
 
 @sqlite_only
