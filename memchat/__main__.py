@@ -1,3 +1,3 @@
-from memchat.cli import main
+from memchat.launcher import main
 
 main()

@@ -102,6 +102,17 @@ def settings_file_from_environment() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def settings_file() -> Path:
+    """The user's settings file (`memchat config`): MEMCHAT_CONFIG, else config.json in the user
+    config directory."""
+    override = settings_file_from_environment()
+    if override:
+        return override
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("memchat", appauthor=False)) / "config.json"
+
+
 def import_limit_bytes() -> int:
     """The largest import accepted (MEMCHAT_IMPORT_MAX_MIB, default 1 GiB): an import is
     validated whole before anything is written, so it is held in memory whole."""

@@ -52,10 +52,10 @@ class Completion:
     """Why the reply ended, as the provider said: `stop`, or `length` when it reached max_tokens."""
 
 
-def load() -> None:
+def load():
     """Load litellm now rather than at the first model call (seconds of imports): an interactive
-    session does it while its user types the first message."""
-    _litellm()
+    session does it while its user types the first message. Returns the module."""
+    return _litellm()
 
 
 @lru_cache(maxsize=1)

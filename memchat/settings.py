@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from memchat import llm
-from memchat.config import DEFAULT_MODEL, model_from_environment, settings_file_from_environment
+from memchat.config import DEFAULT_MODEL, model_from_environment, settings_file
 from memchat.errors import InvalidInput, StorageError
 from memchat.schemas import check_endpoint
 
@@ -48,6 +48,23 @@ def _endpoint(value: str) -> str:
     return checked
 
 
+def _on_or_off(value: str) -> str:
+    choice = value.strip().lower()
+    if choice not in ("on", "off"):
+        raise InvalidInput(f"the daemon setting is on or off, not {value!r}")
+    return choice
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise InvalidInput(f"{value!r} is not a number of seconds") from None
+    if not 0 < seconds <= 7 * 24 * 3600:
+        raise InvalidInput(f"{value} must be a number of seconds above 0 and at most a week")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
@@ -62,17 +79,14 @@ SETTINGS = {
         Setting("budget", _positive, "prompt tokens of threads that set none (else the model's input limit)"),
         Setting("max-tokens", _positive, "reply tokens asked for (else 1024)"),
         Setting("api-base", _endpoint, "provider endpoint when none is given (after the provider's own variable)"),
+        Setting("daemon", _on_or_off, "on (default) or off: commands that call a model go through a background server"),
+        Setting("daemon-idle", _seconds, "seconds a background server waits for a command before it leaves (else 600)"),
     )
 }
 
 
 def path() -> Path:
-    override = settings_file_from_environment()
-    if override:
-        return override
-    from platformdirs import user_config_dir
-
-    return Path(user_config_dir("memchat", appauthor=False)) / "config.json"
+    return settings_file()
 
 
 def load() -> dict[str, Any]:

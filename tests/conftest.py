@@ -120,13 +120,17 @@ def postgres_database(prefix: str) -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def isolated_env(request, monkeypatch, openai_server, tmp_path):
     """No user settings per test, the OpenAI provider pointed at the local fake server, model
-    calls retried without waiting, and MEMCHAT_DB naming a file of the test's own. A test that
+    calls retried without waiting, no background server, and MEMCHAT_DB naming a file of the
+    test's own. A test that
     does not ask for `db_url` must leave that file unmade: one that opens the database asks for
     it, and so runs on both backends."""
     default_db = tmp_path / "memchat.db"
     monkeypatch.setenv("MEMCHAT_DB", str(default_db))
     monkeypatch.setenv("MEMCHAT_CONFIG", str(tmp_path / "settings" / "config.json"))
     monkeypatch.setenv("MEMCHAT_RETRY_BACKOFF", "0")
+    # A background server per test would load litellm beside every test: tests/test_daemon.py
+    # turns it on where it is what the test is about.
+    monkeypatch.setenv("MEMCHAT_DAEMON", "off")
     monkeypatch.delenv("MEMCHAT_MODEL", raising=False)
     monkeypatch.delenv("MEMCHAT_DEBUG", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")

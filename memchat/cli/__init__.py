@@ -15,5 +15,6 @@ from memchat.cli import db  # noqa: F401
 from memchat.cli import config  # noqa: F401
 from memchat.cli import serve  # noqa: F401
 from memchat.cli import keys  # noqa: F401
+from memchat.cli import daemon  # noqa: F401
 
 __all__ = ["app", "db_app", "main"]
