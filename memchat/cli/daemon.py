@@ -35,6 +35,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="One JSON object
         typer.echo(f"no background server is running (the mechanism is {mode})")
         return
     for server in found:
+        if server["loading"]:
+            typer.echo(f"pid {server['pid']}: loading (it serves once the command that started it has ended)")
+            continue
         use = "used by this shell's commands" if server["current"] else "another environment's"
         typer.echo(
             f"pid {server['pid']}: up {_duration(server['uptime'])}, leaves after {_duration(server['idle_seconds'])} "

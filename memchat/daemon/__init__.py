@@ -42,6 +42,9 @@ DEFAULT_IDLE_SECONDS = 600.0
 FOLDER = "daemon"
 LOG_FILE = "daemon.log"
 SECRET_FILE = "secret"
+STATUS_WAIT = 0.5
+"""Seconds `status` waits for a server's answer; one that gives none is loading (it answers
+once it has loaded what commands need)."""
 
 _VOLATILE = frozenset(
     {
@@ -419,9 +422,9 @@ def _held(path: Path) -> bool:
 
 
 def servers() -> list[dict]:
-    """This user's running servers (in this data directory), each as it describes itself, with
-    `current` telling whether this environment's commands would use it. Leftovers of servers
-    that died are removed on the way."""
+    """This user's running servers (in this data directory), each as it describes itself, or as
+    `loading` while it waits for its first command or loads; `current` tells whether this
+    environment's commands would use it. Leftovers of servers that died are removed."""
     folder = directory()
     current = fingerprint(dict(os.environ), folder)[:16]
     found = []
@@ -430,20 +433,25 @@ def servers() -> list[dict]:
         if not _held(lock):
             _remove_leftovers(place)
             continue
-        connection = connect(place, timeout=5)
-        if connection is None:
-            continue  # still loading, before it listens: not yet a server to describe
         try:
-            connection.sendall(json.dumps({"kind": "status"}).encode() + b"\n")
-            answer = _Lines(connection).line()
-        except OSError:
-            answer = None
-        finally:
-            connection.close()
-        if answer:
-            described = json.loads(answer)
-            described["current"] = place.name == current
-            found.append(described)
+            pid = int(lock.read_text().strip())
+        except (OSError, ValueError):
+            continue  # taken an instant ago: its pid is being written
+        described = {"pid": pid, "name": place.name, "loading": True}
+        connection = connect(place, timeout=1)
+        if connection is not None:
+            try:
+                connection.settimeout(STATUS_WAIT)
+                connection.sendall(json.dumps({"kind": "status"}).encode() + b"\n")
+                answer = _Lines(connection).line()
+                if answer:
+                    described = {**json.loads(answer), "loading": False}
+            except (OSError, ValueError):
+                pass  # no answer yet: it is loading
+            finally:
+                connection.close()
+        described["current"] = place.name == current
+        found.append(described)
     return found
 
 

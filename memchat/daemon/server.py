@@ -61,6 +61,8 @@ def main(folder: str, key: str, starter: int) -> None:
     if lock is None:
         return  # another server has this place: it serves these commands
     started = time.time()
+    os.ftruncate(lock, 0)
+    os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # for `memchat daemon status|stop`, before it serves
     _log(f"server {place.name} started (pid {os.getpid()})")
     os.umask(0o077)
     try:
@@ -72,8 +74,7 @@ def main(folder: str, key: str, starter: int) -> None:
         listener.bind(place.socket.name)
         os.chmod(place.socket.name, 0o600)
     listener.listen(64)
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append("stopped"))
+    signal.signal(signal.SIGTERM, lambda *_: _leave_at_once(place))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     code = code_fingerprint()
     idle = idle_seconds(dict(os.environ))
@@ -91,6 +92,8 @@ def main(folder: str, key: str, starter: int) -> None:
         _leave(place, listener, lock)
         return
     _log(f"server {place.name} loaded in {time.monotonic() - loading:.1f} s")
+    stopping: list[str] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append("stopped"))
     _serve(place, listener, lock, code, idle, started, stopping)
 
 
@@ -203,7 +206,7 @@ def _report_imports(folder: Path, known: frozenset[str]) -> None:
 
 
 def _serve(
-    place: Place, listener: socket.socket, lock: int, code: str, idle: float, started: float, stopping: list
+    place: Place, listener: socket.socket, lock: int, code: str, idle: float, started: float, stopping: list[str]
 ) -> None:
     watchers: set[int] = set()
     served = running = 0
@@ -253,6 +256,16 @@ def _serve(
             stopping.append(f"idle for {idle:g} s")
     _log(f"server {place.name} leaves: {stopping[0]} ({served} commands served)")
     _leave(place, listener, lock)
+
+
+def _leave_at_once(place: Place) -> None:
+    """SIGTERM before the server serves (while it waits or loads): nothing runs to finish."""
+    try:
+        place.socket.unlink()
+    except FileNotFoundError:
+        pass
+    _log(f"server {place.name} leaves: stopped before it served")
+    os._exit(0)
 
 
 def _leave(place: Place, listener: socket.socket, lock: int) -> None:
