@@ -4,7 +4,9 @@ shown with their output, the Python API example and the OpenAI SDK example (agai
 a fixed port or an installation (`pip install`, the benchmarks) are not run here; .ci/run runs
 the install and the quickstart from a fresh virtual environment."""
 
+import itertools
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -98,6 +100,76 @@ def test_the_terminal_sessions_print_what_the_readme_shows(transcript, memchat, 
     assert len(printed) == len(commands)
     for command, shown, expected in zip(commands, printed, outputs):
         assert re.fullmatch(expected_output(expected), shown), (command, shown)
+
+
+def memchat_commands():
+    """memchat's commands as click sees them: a group whose `commands` hold the subcommands."""
+    import typer.main
+
+    from memchat.cli import app
+
+    return typer.main.get_command(app)
+
+
+def command_of(words: list[str], group):
+    """The command `words` name (what follows `memchat`), and the words after its name."""
+    command = group
+    while words and words[0] in getattr(command, "commands", {}):
+        command, words = command.commands[words[0]], words[1:]
+    return command, words
+
+
+def option_names(command) -> set[str]:
+    return {name for parameter in command.params for name in (*parameter.opts, *parameter.secondary_opts)}
+
+
+def rows_by_command(group) -> dict:
+    """The rows of the README's table of commands, by command: [(a synopsis, its whole row)].
+    A row may show several commands (`rename`, `rm`) and a command have several rows (`import`);
+    a synopsis that names no command (`[--format json\\|markdown]`) is its row's last command's."""
+    after = README.read_text().split("\n| command | what it does |\n", 1)[1].splitlines()
+    rows: dict = {}
+    for row in list(itertools.takewhile(lambda line: line.startswith("|"), after))[1:]:
+        command = None
+        for synopsis in re.findall(r"`([^`]+)`", row.split(" | ", 1)[0]):
+            words = synopsis.removeprefix("memchat ").split()
+            if words[0] in group.commands:
+                command, _ = command_of(words, group)
+            rows.setdefault(command, []).append((synopsis, row))
+    return rows
+
+
+def invocations(shell_line: str, group):
+    """Each memchat command a shell line runs (in `$(...)`, after `do`...): (command, its words)."""
+    tokens = list(shlex.shlex(shell_line, posix=True, punctuation_chars=True))
+    for start in (index + 1 for index, token in enumerate(tokens) if token == "memchat"):
+        words = list(itertools.takewhile(lambda token: token not in {";", ")", ">", "&&", "|"}, tokens[start:]))
+        yield command_of(words, group)
+
+
+def test_the_commands_table_names_only_options_its_commands_take():
+    """A synopsis naming an option its command no longer has (or never had) is stale."""
+    group = memchat_commands()
+    for command, rows in rows_by_command(group).items():
+        for synopsis, _ in rows:
+            for word in synopsis.split():
+                option = word.strip("[]").removesuffix("…")  # `--summary-…` stands for several
+                if option.startswith("-") and option != "-":
+                    assert any(name.startswith(option) for name in option_names(command)), (synopsis, option)
+
+
+def test_the_commands_table_lists_the_options_the_terminal_sessions_use():
+    """A command's row that lacks an option the README's own sessions use (`context --budget`)
+    has fallen behind the command."""
+    group = memchat_commands()
+    rows = rows_by_command(group)
+    for transcript in transcripts():
+        for line in (line[2:] for line in transcript.splitlines() if line.startswith("$ ")):
+            for command, words in invocations(line, group):
+                row_text = " ".join(row for _, row in rows[command])
+                for option in (word.split("=", 1)[0] for word in words if word.startswith("--")):
+                    assert option in option_names(command), (line, option)
+                    assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", row_text), (line, option)
 
 
 @pytest.mark.parametrize("provider", ["offline", "with a provider's key"])
