@@ -130,7 +130,9 @@ class Memory:
         titled = None if checked.title else first_title(said)
         return self.store.create_thread(checked.model_copy(update={"title": titled}) if titled else checked, said)
 
-    def add_messages(self, thread_id: str, messages: Sequence[tuple[str, str]], *, wait: float | None = None) -> list[MessagePublic]:
+    def add_messages(
+        self, thread_id: str, messages: Sequence[tuple[str, str]], *, wait: float | None = None
+    ) -> list[MessagePublic]:
         """Append (role, text) pairs, user or assistant, as said without a model call (the items a
         client adds to an OpenAI conversation); they wait for a turn in progress to end, up to
         `wait` seconds, so they never land inside it."""
@@ -153,7 +155,9 @@ class Memory:
         """A new thread holding this one's history up to message #`at` (default: all of it; -1:
         none) and its settings; it records where it came from (`forked_from`, `forked_at`). The
         original is left as it is. Waits for a turn in progress to end, up to `wait` seconds."""
-        return self._under_lease(thread_id, wait, lambda thread, holder: self.store.fork_thread(thread, at, lease_holder=holder))
+        return self._under_lease(
+            thread_id, wait, lambda thread, holder: self.store.fork_thread(thread, at, lease_holder=holder)
+        )
 
     def edit(
         self,
@@ -171,7 +175,9 @@ class Memory:
         options, callbacks = _turn_options(options, turn)
         asked = self.message(thread_id, position)
         if asked.role != "user":
-            raise InvalidInput(f"message #{position} of thread {asked.thread_id} is the {asked.role}'s: edit a user message")
+            raise InvalidInput(
+                f"message #{position} of thread {asked.thread_id} is the {asked.role}'s: edit a user message"
+            )
         validate_text(text)
         fork = self.fork(asked.thread_id, at=position - 1)
         if on_note:
@@ -209,7 +215,9 @@ class Memory:
         new_thread's); a None value returns a setting to its default."""
         checked = settings_with(settings, changes)
         if any(getattr(checked, field) for field in MODEL_SETTINGS):
-            api_base = checked.api_base if "api_base" in checked.model_fields_set else self.store.thread(thread_id).api_base
+            api_base = (
+                checked.api_base if "api_base" in checked.model_fields_set else self.store.thread(thread_id).api_base
+            )
             _check_providers(checked, api_base)
         return self.store.update_thread(thread_id, checked)
 
@@ -271,7 +279,9 @@ class Memory:
         whether more follow: the items of an OpenAI conversation, for any length of thread."""
         if not 1 <= limit <= 1000:
             raise InvalidInput(f"the limit must be between 1 and 1000, not {limit}")
-        return self.store.message_page(self.store.thread(thread_id).id, after=after, limit=limit, newest_first=newest_first)
+        return self.store.message_page(
+            self.store.thread(thread_id).id, after=after, limit=limit, newest_first=newest_first
+        )
 
     def turn_in_progress(self, thread_id: str) -> bool:
         """Whether a turn holds the thread now: a `pending` message without one was interrupted
@@ -315,8 +325,15 @@ class Memory:
         options = options_with(options, settings)
         said_before = _said(earlier)
         return take_turn(
-            self.store, thread_id, text, options,
-            stream=stream, on_text=on_text, on_note=on_note, on_start=on_start, earlier=said_before,
+            self.store,
+            thread_id,
+            text,
+            options,
+            stream=stream,
+            on_text=on_text,
+            on_note=on_note,
+            on_start=on_start,
+            earlier=said_before,
         )
 
     def retry(self, thread_id: str, options: TurnOptions | None = None, **turn: Any) -> Reply:
@@ -369,7 +386,14 @@ class Memory:
     ) -> SummaryPublic:
         """Summarize the thread again from its first message; earlier summaries are kept."""
         options = options_with(
-            None, {"model": model, "budget": budget, "summary_model": summary_model, "timeout": timeout, "api_base": api_base}
+            None,
+            {
+                "model": model,
+                "budget": budget,
+                "summary_model": summary_model,
+                "timeout": timeout,
+                "api_base": api_base,
+            },
         )
         return rebuild_summary(self.store, thread_id, options, on_note=on_note)
 

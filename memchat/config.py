@@ -150,6 +150,36 @@ def server_from_environment() -> str | None:
     return _given("MEMCHAT_SERVER")
 
 
+def daemon_from_environment() -> bool | None:
+    """MEMCHAT_DAEMON: `off` (or 0, no, false) keeps model commands from using a background
+    server, anything else lets them; None when unset (the `daemon` setting decides)."""
+    value = os.environ.get("MEMCHAT_DAEMON", "").strip().lower()
+    return None if not value else value not in ("off", "0", "no", "false")
+
+
+def daemon_idle_from_environment() -> float | None:
+    """MEMCHAT_DAEMON_IDLE: seconds a background server waits for a command before it leaves
+    (a positive number; anything else is no value)."""
+    try:
+        seconds = float(os.environ.get("MEMCHAT_DAEMON_IDLE", ""))
+    except ValueError:
+        return None
+    return seconds if 0 < seconds < float("inf") else None
+
+
+def whole_environment() -> dict[str, str]:
+    """Every variable: a command run by the background server gets its client's whole
+    environment, and a server serves only commands whose environment matches its own."""
+    return dict(os.environ)
+
+
+def take_environment(variables: dict[str, str]) -> None:
+    """This process's environment becomes `variables` (the background server's fork of a
+    command, which runs with its client's)."""
+    os.environ.clear()
+    os.environ.update(variables)
+
+
 def api_key_from_environment() -> str | None:
     """MEMCHAT_API_KEY: the key a client of `memchat serve` sends."""
     return _given("MEMCHAT_API_KEY")
@@ -267,9 +297,7 @@ def provider_endpoint_from_environment(names: tuple[str, ...]) -> str | None:
 def secret_values(suffixes: tuple[str, ...], shortest: int) -> set[str]:
     """The values of the variables named like keys, tokens and passwords (`suffixes`), to blank
     them out of anything memchat prints or logs."""
-    return {
-        value for name, value in os.environ.items() if name.upper().endswith(suffixes) and len(value) >= shortest
-    }
+    return {value for name, value in os.environ.items() if name.upper().endswith(suffixes) and len(value) >= shortest}
 
 
 def huggingface_hub_cache() -> Path:

@@ -64,7 +64,9 @@ class BudgetExceeded(MemchatError):
         self.needed = needed
         self.budget = budget
         self.room = budget if room is None else room
-        margin = "" if self.room == budget else f" ({self.room} after the margin held back for an approximate tokenizer)"
+        margin = (
+            "" if self.room == budget else f" ({self.room} after the margin held back for an approximate tokenizer)"
+        )
         super().__init__(
             f"the system prompt and the new message need {needed} tokens but the budget is {budget}{margin}; "
             "shorten the message or raise --budget"
@@ -237,7 +239,9 @@ class Unanswered(MemchatError):
     @property
     def interrupted(self) -> bool:
         """Ctrl-C or a signal ended the turn."""
-        return isinstance(self.cause, KeyboardInterrupt) or (isinstance(self.cause, ReplyCutOff) and self.cause.interrupted)
+        return isinstance(self.cause, KeyboardInterrupt) or (
+            isinstance(self.cause, ReplyCutOff) and self.cause.interrupted
+        )
 
     @property
     def exit_code(self) -> int:
@@ -287,8 +291,10 @@ def error_from_body(status: int, body: Any, *, retry_after: float | None = None)
     provider's, an answer that is no error body) is a storage failure to the client, as an
     unreachable server is: its message says the server failed."""
     error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
-    message = error.get("message") if isinstance(error.get("message"), str) and error.get("message") else (
-        f"the memchat server answered HTTP {status}"
+    message = (
+        error.get("message")
+        if isinstance(error.get("message"), str) and error.get("message")
+        else (f"the memchat server answered HTTP {status}")
     )
     code = error.get("code") if isinstance(error.get("code"), str) else None
     if isinstance(body, dict) and isinstance(body.get("partial"), str):

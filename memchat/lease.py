@@ -106,8 +106,10 @@ def turn_lease(
     seconds = lease_seconds()
     lease = Lease(store, thread_id, identity(), seconds)
     if take is None:
+
         def take(holder: str, seconds: float) -> bool:
             return store.acquire_lease(thread_id, holder, seconds, holder_is_gone)
+
     give_up = time.monotonic() + wait + seconds
     while not take(lease.holder, seconds):
         if refusal is not None:
@@ -130,7 +132,9 @@ def turn_lease(
 def _heartbeat(lease: Lease, done: threading.Event) -> None:
     while not done.wait(lease.seconds / HEARTBEATS_PER_LEASE):
         try:
-            if not lease.store.acquire_lease(lease.thread_id, lease.holder, lease.seconds, holder_is_gone, renewing=True):
+            if not lease.store.acquire_lease(
+                lease.thread_id, lease.holder, lease.seconds, holder_is_gone, renewing=True
+            ):
                 lease.lost.set()
                 return
         except Exception:

@@ -262,7 +262,8 @@ def check_model(model: str, *, api_base: str | None = None, embedding: bool = Fa
         litellm.get_llm_provider(model, api_base=api_base)
     except Exception:
         raise ProviderError(
-            f"unknown model {model!r}: name it as provider/model, e.g. {examples}" + (f"; {offline}" if offline else ""),
+            f"unknown model {model!r}: name it as provider/model, e.g. {examples}"
+            + (f"; {offline}" if offline else ""),
             kind="setup",
         ) from None
     missing = _missing_keys(litellm, model)
@@ -411,7 +412,9 @@ def complete(
     )
 
 
-def embed(*, model: str, texts: list[str], api_base: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[list[float]]:
+def embed(
+    *, model: str, texts: list[str], api_base: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> list[list[float]]:
     """One vector for each of `texts`, in order, from the embedding model (one request; a
     transient failure is retried like a reply, while `timeout` lasts); a missing key fails at
     once, as a turn's does."""
@@ -429,11 +432,16 @@ def embed(*, model: str, texts: list[str], api_base: str | None = None, timeout:
             time.sleep(_pause_before_retry(litellm, exc, model, api_base, attempt, deadline))
     data = getattr(response, "data", None) or []
     vectors = sorted(
-        ((item["index"], item["embedding"]) if isinstance(item, dict) else (item.index, item.embedding) for item in data),
+        (
+            (item["index"], item["embedding"]) if isinstance(item, dict) else (item.index, item.embedding)
+            for item in data
+        ),
         key=lambda pair: pair[0],
     )
     if len(vectors) != len(texts) or not all(_is_vector(vector) for _, vector in vectors):
-        raise ProviderError(f"{model}: the provider's answer did not hold one embedding (a list of numbers) for each text", kind="empty")
+        raise ProviderError(
+            f"{model}: the provider's answer did not hold one embedding (a list of numbers) for each text", kind="empty"
+        )
     return [vector for _, vector in vectors]
 
 
@@ -450,7 +458,9 @@ def _endpoint_params(litellm, model: str, api_base: str | None) -> dict:
     return {"api_base": api_base, **({"api_key": NO_KEY} if _missing_keys(litellm, model) else {})}
 
 
-def _pause_before_retry(litellm, exc: Exception, model: str, api_base: str | None, attempt: int, deadline: float) -> float:
+def _pause_before_retry(
+    litellm, exc: Exception, model: str, api_base: str | None, attempt: int, deadline: float
+) -> float:
     """How long to wait before the next attempt after `exc` (backoff, or the provider's
     Retry-After); its translation is raised instead when it is not transient, or when no time or
     attempt is left."""
@@ -496,8 +506,17 @@ def _retry_after(exc: Exception) -> float:
 
 def _transient(litellm, exc: Exception) -> bool:
     errors = litellm.exceptions
-    if isinstance(exc, (errors.RateLimitError, errors.InternalServerError, errors.ServiceUnavailableError,
-                        errors.BadGatewayError, errors.APIConnectionError, errors.Timeout)):
+    if isinstance(
+        exc,
+        (
+            errors.RateLimitError,
+            errors.InternalServerError,
+            errors.ServiceUnavailableError,
+            errors.BadGatewayError,
+            errors.APIConnectionError,
+            errors.Timeout,
+        ),
+    ):
         return True
     return getattr(exc, "status_code", None) in (408, 409, 429, 500, 502, 503, 504) or _is_connection_failure(exc)
 
@@ -514,7 +533,9 @@ def _streamed(litellm, params: dict, on_text: Callable[[str], None] | None, rece
         stream.close()
 
 
-def _read_stream(litellm, stream, params: dict, on_text: Callable[[str], None] | None, received: list[str], deadline: float):
+def _read_stream(
+    litellm, stream, params: dict, on_text: Callable[[str], None] | None, received: list[str], deadline: float
+):
     chunks = []
     finished = False
     for chunk in stream:
@@ -529,16 +550,12 @@ def _read_stream(litellm, stream, params: dict, on_text: Callable[[str], None] |
         finished = finished or bool(choice is not None and choice.finish_reason)
         if time.monotonic() > deadline:
             if received:
-                raise ReplyCutOff(
-                    f"{params['model']}: the reply did not finish within --timeout", "".join(received)
-                )
+                raise ReplyCutOff(f"{params['model']}: the reply did not finish within --timeout", "".join(received))
             raise litellm.exceptions.Timeout(
                 message="the reply did not finish within --timeout", model=params["model"], llm_provider=""
             )
     if received and not finished:
-        raise ReplyCutOff(
-            f"{params['model']}: the stream ended before the reply finished", "".join(received)
-        )
+        raise ReplyCutOff(f"{params['model']}: the stream ended before the reply finished", "".join(received))
     if not chunks:
         raise ProviderError(f"{params['model']}: the provider sent an empty stream; try again", kind="empty")
     return litellm.stream_chunk_builder(chunks, messages=params["messages"])
@@ -582,7 +599,9 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 def _is_connection_failure(exc: BaseException) -> bool:
     """litellm reports some refused connections as a 500 whose cause is the client's ConnectError."""
-    if any("ConnectError" in type(seen).__name__ or "APIConnectionError" in type(seen).__name__ for seen in _causes(exc)):
+    if any(
+        "ConnectError" in type(seen).__name__ or "APIConnectionError" in type(seen).__name__ for seen in _causes(exc)
+    ):
         return True
     return "Connection error" in str(exc)
 
@@ -592,7 +611,9 @@ _LITELLM_PREFIX = re.compile(r"^(litellm\.\w+: )?(\w+Error: )?(\w+Exception - )?
 
 def _translate(litellm, exc: Exception, model: str, api_base: str | None) -> ProviderError:
     error = _explain(litellm, exc, model, api_base)
-    return type(error)(redact(str(error), _api_key(litellm, model)), kind=error.kind, retry_after=_retry_after(exc) or None)
+    return type(error)(
+        redact(str(error), _api_key(litellm, model)), kind=error.kind, retry_after=_retry_after(exc) or None
+    )
 
 
 def _api_key(litellm, model: str) -> str | None:
@@ -608,7 +629,11 @@ PROVIDER_BASE_VARIABLES = {
     "anthropic": ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE"),
     "ollama": ("OLLAMA_API_BASE",),
 }
-DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com", "ollama": "http://localhost:11434"}
+DEFAULT_ENDPOINTS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "ollama": "http://localhost:11434",
+}
 
 
 def provider_of(model: str) -> str:
@@ -637,22 +662,34 @@ def _explain(litellm, exc: Exception, model: str, api_base: str | None) -> Provi
         detail = detail[:299] + "…"
     status = getattr(exc, "status_code", None)
     if isinstance(exc, errors.AuthenticationError) or status == 401:
-        return ProviderError(f"{model}: authentication failed ({detail}); check the API key, or {OFFLINE_HINT}", kind="auth")
+        return ProviderError(
+            f"{model}: authentication failed ({detail}); check the API key, or {OFFLINE_HINT}", kind="auth"
+        )
     if isinstance(exc, errors.PermissionDeniedError) or status == 403:
         return ProviderError(f"{model}: permission denied ({detail}); check the API key's access", kind="permission")
     if isinstance(exc, errors.ContextWindowExceededError) or "context_length_exceeded" in detail:
-        return ContextTooLong(f"{model}: the provider says the prompt is too long ({detail}); lower --budget", kind="too_long")
+        return ContextTooLong(
+            f"{model}: the provider says the prompt is too long ({detail}); lower --budget", kind="too_long"
+        )
     if isinstance(exc, errors.NotFoundError):
-        return ProviderError(f"{model}: model not found by the provider ({detail}); check the model name", kind="not_found")
+        return ProviderError(
+            f"{model}: model not found by the provider ({detail}); check the model name", kind="not_found"
+        )
     if isinstance(exc, errors.RateLimitError):
-        return ProviderError(f"{model}: rate limited by the provider ({detail}); wait and try again", kind="rate_limited")
+        return ProviderError(
+            f"{model}: rate limited by the provider ({detail}); wait and try again", kind="rate_limited"
+        )
     if isinstance(exc, errors.Timeout):
-        return ProviderError(f"{model}: the provider did not answer in time; try again later or raise --timeout", kind="timeout")
+        return ProviderError(
+            f"{model}: the provider did not answer in time; try again later or raise --timeout", kind="timeout"
+        )
     if isinstance(exc, errors.APIConnectionError) or _is_connection_failure(exc):
         where = mask_url_passwords(_endpoint(model, api_base))
         if _refused(exc):
             detail = "connection refused: nothing listens there"
-        return ProviderError(f"{model}: cannot reach {where} ({detail}); check the network or --api-base", kind="unreachable")
+        return ProviderError(
+            f"{model}: cannot reach {where} ({detail}); check the network or --api-base", kind="unreachable"
+        )
     if isinstance(exc, errors.BadRequestError):
         return ProviderError(f"{model}: the provider rejected the request ({detail})", kind="rejected")
     prefix = f"{model}: provider error" + (f" {status}" if status else "")

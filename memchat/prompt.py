@@ -73,7 +73,9 @@ class MemoryPlan:
         policy = options.policy or thread.policy
         recall = options.recall if options.recall is not None else thread.recall
         current = store.current_summary(thread.id) if policy == "summary" else None
-        return cls(policy, recall, thread.summary_share or DEFAULT_SUMMARY_SHARE, current, embeddings_for(thread, options))
+        return cls(
+            policy, recall, thread.summary_share or DEFAULT_SUMMARY_SHARE, current, embeddings_for(thread, options)
+        )
 
 
 @dataclass(frozen=True)
@@ -393,7 +395,9 @@ def _recall(
     recalled = recollection.recall(
         store, thread.id, text, memory.embeddings, before=before, limit=k * RECALL_CANDIDATES, context=context
     )
-    ranked = [Excerpt(m.position, m.role, m.content, as_utc(m.created_at).strftime("%Y-%m-%d %H:%M UTC")) for m in recalled]
+    ranked = [
+        Excerpt(m.position, m.role, m.content, as_utc(m.created_at).strftime("%Y-%m-%d %H:%M UTC")) for m in recalled
+    ]
     return fit_excerpts(ranked, k, room, plan.tokens, plan.cost)
 
 
@@ -409,7 +413,9 @@ def _with_dropped(store: Store, thread: ThreadPublic, plan: Plan, entries: list[
     return entries[:split] + dropped + entries[split:]
 
 
-def build_context(store: Store, thread_ref: str, text: str | None, options: TurnOptions, *, with_dropped: bool) -> Context:
+def build_context(
+    store: Store, thread_ref: str, text: str | None, options: TurnOptions, *, with_dropped: bool
+) -> Context:
     """What the next turn would send, for a preview."""
     with store.snapshot():
         thread = with_turn_system(store.thread(thread_ref), options)
@@ -433,5 +439,3 @@ def fold_request(plan: Plan, through: int, cap: int) -> summary.FoldRequest:
         return extra_cost(plan, summary_extra(plan, text, first, last)) <= cap
 
     return summary.FoldRequest(through=through, max_tokens=cap - header, fits=fits)
-
-

@@ -95,7 +95,9 @@ def embed_thread(store: Store, thread_id: str, embeddings: Embeddings) -> int:
         missing = store.unembedded(thread_id, embeddings.model, before=before, limit=EMBED_BATCH)
         if not missing:
             return made
-        store.save_vectors(embeddings.model, dict(zip((m.id for m in missing), embeddings.embed([m.content for m in missing]))))
+        store.save_vectors(
+            embeddings.model, dict(zip((m.id for m in missing), embeddings.embed([m.content for m in missing])))
+        )
         made += len(missing)
         before = missing[-1].position
 
@@ -119,4 +121,3 @@ class _Similarity:
         query = vectors.unpacked(made[0])
         held = {**kept, **new}
         return {m.position: vectors.similarity(query, vectors.unpacked(held[m.id])) for m in messages}
-

@@ -95,7 +95,10 @@ class RemoteMemory:
 
     def threads(self, *, last: int | None = None) -> list[ThreadPublic]:
         query = f"?{urlencode({'last': last})}" if last is not None else ""
-        return [self._parsed(ThreadPublic, _without_usage(data)) for data in self._json("GET", f"/threads{query}", shape=list)]
+        return [
+            self._parsed(ThreadPublic, _without_usage(data))
+            for data in self._json("GET", f"/threads{query}", shape=list)
+        ]
 
     def thread(self, thread_id: str) -> ThreadPublic:
         return self._thread("GET", f"/threads/{_part(thread_id)}")
@@ -109,8 +112,12 @@ class RemoteMemory:
     def configure(self, thread_id: str, settings: ThreadSettings | None = None, **changes: Any) -> ThreadPublic:
         settings = settings_with(settings, changes)
         if "api_base" in settings.model_fields_set:  # None too: returning it to the default is a change of it
-            raise InvalidInput("--api-base is not taken through a server: a thread's endpoint is the server's to choose")
-        return self._thread("PATCH", f"/threads/{_part(thread_id)}", settings.model_dump(mode="json", exclude_unset=True))
+            raise InvalidInput(
+                "--api-base is not taken through a server: a thread's endpoint is the server's to choose"
+            )
+        return self._thread(
+            "PATCH", f"/threads/{_part(thread_id)}", settings.model_dump(mode="json", exclude_unset=True)
+        )
 
     def rename(self, thread_id: str, title: str) -> ThreadPublic:
         return self._thread("PATCH", f"/threads/{_part(thread_id)}", {"title": title})
@@ -148,8 +155,15 @@ class RemoteMemory:
     ) -> Reply:
         kind, body = ("retry", {}) if text is None else ("say", {"message": text})
         return self._asked(
-            kind, thread_id, body, options_with(options, settings),
-            stream=stream, on_text=on_text, on_note=on_note, on_start=on_start, earlier=earlier,
+            kind,
+            thread_id,
+            body,
+            options_with(options, settings),
+            stream=stream,
+            on_text=on_text,
+            on_note=on_note,
+            on_start=on_start,
+            earlier=earlier,
         )
 
     def retry(self, thread_id: str, options: TurnOptions | None = None, **turn: Any) -> Reply:
@@ -185,7 +199,8 @@ class RemoteMemory:
         **settings: Any,
     ) -> Context:
         body = {
-            "message": text, "with_dropped": with_dropped,
+            "message": text,
+            "with_dropped": with_dropped,
             **options_with(options, settings).model_dump(mode="json", exclude_none=True),
         }
         with self._reading():
@@ -211,7 +226,13 @@ class RemoteMemory:
         api_base: str | None = None,
         on_note: Callable[[str], None] | None = None,
     ) -> SummaryPublic:
-        options = {"model": model, "budget": budget, "summary_model": summary_model, "timeout": timeout, "api_base": api_base}
+        options = {
+            "model": model,
+            "budget": budget,
+            "summary_model": summary_model,
+            "timeout": timeout,
+            "api_base": api_base,
+        }
         for name, value in options.items():
             _local_only(name, value, "the server summarizes with the thread's own settings")
         return self._one(SummaryPublic, "POST", f"/threads/{_part(thread_id)}/summaries/rebuild", {})
@@ -277,7 +298,9 @@ class RemoteMemory:
                 while chunk := response.read(READ_CHUNK):
                     out.write(chunk.decode("utf-8"))
             except (http.client.HTTPException, OSError) as exc:
-                raise StorageError(f"the export from {self.url} stopped part-way ({exc or type(exc).__name__})") from None
+                raise StorageError(
+                    f"the export from {self.url} stopped part-way ({exc or type(exc).__name__})"
+                ) from None
 
     def import_(self, data: str | bytes | Any) -> ImportResult:
         raw = data if isinstance(data, bytes) else (data if isinstance(data, str) else json.dumps(data)).encode("utf-8")
@@ -317,7 +340,9 @@ class RemoteMemory:
             _local_only(name, getattr(options, name), "the server's own settings apply to its model calls")
         _local_only("wait", options.wait, "the server waits for a busy thread as long as its own settings say")
         body = {**body, **options.model_dump(mode="json", exclude_none=True)}
-        reply = self._turn(kind, thread_id, body, on_text=on_text if stream else None, on_note=on_note, on_start=on_start)
+        reply = self._turn(
+            kind, thread_id, body, on_text=on_text if stream else None, on_note=on_note, on_start=on_start
+        )
         if on_text and not stream:
             on_text(reply.text)
         return reply
@@ -371,8 +396,10 @@ class RemoteMemory:
             cause: BaseException = interrupt
             if received:
                 cause = ReplyCutOff(
-                    "interrupted", "".join(received),
-                    interrupted=True, signal_number=getattr(interrupt, "signal_number", None),
+                    "interrupted",
+                    "".join(received),
+                    interrupted=True,
+                    signal_number=getattr(interrupt, "signal_number", None),
                 )
             if started is not None:
                 raise Unanswered(started, stored, cause) from None
@@ -393,9 +420,13 @@ class RemoteMemory:
     def _reply(self, data: dict[str, Any]) -> Reply:
         summary = self._parsed(SummaryPublic, data["summary"]) if data["summary"] is not None else None
         return Reply(
-            text=str(data["text"]), thread_id=str(data["thread"]), message=self._parsed(MessagePublic, data["message"]),
-            user_message=self._parsed(MessagePublic, data["user_message"]), context=_context(data["context"]),
-            summary=summary, finish_reason=data["finish_reason"],
+            text=str(data["text"]),
+            thread_id=str(data["thread"]),
+            message=self._parsed(MessagePublic, data["message"]),
+            user_message=self._parsed(MessagePublic, data["user_message"]),
+            context=_context(data["context"]),
+            summary=summary,
+            finish_reason=data["finish_reason"],
         )
 
     def _json(self, method: str, path: str, body: Any = None, *, shape: type | None = None) -> Any:
@@ -406,7 +437,9 @@ class RemoteMemory:
                 reason = exc or type(exc).__name__
                 raise StorageError(f"the memchat server at {self.url} sent no readable answer ({reason})") from None
         if shape is not None and not isinstance(answer, shape):
-            raise UnreadableAnswer(self.url, f"{'an array' if shape is list else 'an object'} expected, not JSON's {type(answer).__name__}")
+            raise UnreadableAnswer(
+                self.url, f"{'an array' if shape is list else 'an object'} expected, not JSON's {type(answer).__name__}"
+            )
         return answer
 
     def _parsed(self, schema: type[Schema], data: Any) -> Schema:
@@ -509,15 +542,26 @@ def _without_usage(data: Any) -> Any:
 def _context(data: dict[str, Any]) -> Context:
     entries = [
         ContextEntry(
-            role=entry["role"], content=entry["content"], kind=entry["kind"], tokens=entry["tokens"], kept=entry["kept"],
-            position=entry["position"], span=tuple(entry["span"]) if entry["span"] else None,
+            role=entry["role"],
+            content=entry["content"],
+            kind=entry["kind"],
+            tokens=entry["tokens"],
+            kept=entry["kept"],
+            position=entry["position"],
+            span=tuple(entry["span"]) if entry["span"] else None,
             recalled=tuple(entry["recalled"]),
         )
         for entry in data["entries"]
     ]
     return Context(
-        entries=entries, budget=data["budget"], room=data["room"], prompt_tokens=data["prompt_tokens"],
-        framing_tokens=data["framing_tokens"], model=data["model"], tokenizer=data["tokenizer"], policy=data["policy"],
+        entries=entries,
+        budget=data["budget"],
+        room=data["room"],
+        prompt_tokens=data["prompt_tokens"],
+        framing_tokens=data["framing_tokens"],
+        model=data["model"],
+        tokenizer=data["tokenizer"],
+        policy=data["policy"],
         summary_due=tuple(data["summary_due"]) if data["summary_due"] else None,
     )
 

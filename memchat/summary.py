@@ -79,7 +79,9 @@ def fold(
         {"role": "system", "content": instructions},
         {"role": "user", "content": _material_text(previous, messages)},
     ]
-    completion = llm.complete(model=model, messages=chat, max_tokens=request.max_tokens, timeout=timeout, api_base=api_base)
+    completion = llm.complete(
+        model=model, messages=chat, max_tokens=request.max_tokens, timeout=timeout, api_base=api_base
+    )
     text = completion.text.strip()
     if not text:
         raise ProviderError(f"the summary model {model} returned an empty summary")

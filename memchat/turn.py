@@ -76,7 +76,9 @@ def take_turn(
     def take(holder: str, seconds: float) -> bool:
         """The lease and the user's message in one commit, on a context built just before."""
         if earlier:
-            return not turn_in_progress(store, thread.id) and store.acquire_lease(thread.id, holder, seconds, holder_is_gone)
+            return not turn_in_progress(store, thread.id) and store.acquire_lease(
+                thread.id, holder, seconds, holder_is_gone
+            )
         while True:
             with store.snapshot():  # the check and the context in one read transaction
                 if turn_in_progress(store, thread.id):
@@ -99,7 +101,9 @@ def take_turn(
             turn, user_message = begun["turn"], begun["user_message"]
         else:
             if earlier:
-                store.append_messages(thread.id, earlier, lease_holder=lease.holder, first_title=_title_for(thread, earlier))
+                store.append_messages(
+                    thread.id, earlier, lease_holder=lease.holder, first_title=_title_for(thread, earlier)
+                )
             turn, user_message = _folded_then_begun(store, thread.id, text, options, lease, on_note)
         return _converse(store, turn, user_message, options, reply_tokens, stream, on_text, on_note, on_start, lease)
 
@@ -153,7 +157,9 @@ def _prepare(store: Store, thread_id: str, text: str | None, options: TurnOption
         plan = prompt.plan_for(thread, options)
         llm.check_model(plan.model, api_base=options.api_base)
         memory = prompt.MemoryPlan.of(store, thread, options)
-        context, new_tokens, due = prompt.build(store, thread, text, plan, memory, include_dropped=False, version=version)
+        context, new_tokens, due = prompt.build(
+            store, thread, text, plan, memory, include_dropped=False, version=version
+        )
     return _Turn(thread, text, unanswered, left_unanswered, plan, memory, context, new_tokens, due, version)
 
 
@@ -193,8 +199,14 @@ def _folded_then_begun(
         memory = turn.memory
         try:
             made = _fold(
-                store, turn.thread, turn.plan, options,
-                previous=memory.summary, through=turn.due.through, cap=turn.due.cap, lease=lease,
+                store,
+                turn.thread,
+                turn.plan,
+                options,
+                previous=memory.summary,
+                through=turn.due.through,
+                cap=turn.due.cap,
+                lease=lease,
             )
             memory = replace(memory, summary=made)
             turn = replace(turn, made=made)
@@ -203,9 +215,13 @@ def _folded_then_begun(
         except ProviderError as exc:
             memory = replace(memory, policy="window")
             if on_note:
-                on_note(f"could not update the summary ({exc}); this turn uses the window policy, the next one tries again")
+                on_note(
+                    f"could not update the summary ({exc}); this turn uses the window policy, the next one tries again"
+                )
         with store.snapshot():
-            context, new_tokens, _ = prompt.build(store, turn.thread, turn.text, turn.plan, memory, include_dropped=False)
+            context, new_tokens, _ = prompt.build(
+                store, turn.thread, turn.text, turn.plan, memory, include_dropped=False
+            )
         turn = replace(turn, memory=memory, context=context, new_tokens=new_tokens)
     if turn.unanswered is None:
         said = [_said(turn)]
@@ -386,9 +402,13 @@ def rebuild_summary(
     through = max(current.last_position if current else -1, due.through if due else -1)
     if through < 0:
         raise InvalidInput(f"nothing to summarize: all of thread {thread.id} fits its budget")
-    cap = due.cap if due else summary_cap(
-        history_room(system=thread.system, new_message=None, budget=plan.budget, room=plan.room, count=plan.count),
-        fresh.share,
+    cap = (
+        due.cap
+        if due
+        else summary_cap(
+            history_room(system=thread.system, new_message=None, budget=plan.budget, room=plan.room, count=plan.count),
+            fresh.share,
+        )
     )
     made = None
     with turn_lease(store, thread.id, options.call_timeout) as lease:

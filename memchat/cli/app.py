@@ -235,7 +235,9 @@ def chosen_thread(ctx: typer.Context, thread: str | None, latest: bool, *, doing
         raise InvalidInput(f"give either a THREAD or -c, not both (see `{ctx.command_path} --help`)")
     if not latest:
         if thread is None:
-            raise InvalidInput(f"no thread: give its id, or -c for the most recent one (see `{ctx.command_path} --help`)")
+            raise InvalidInput(
+                f"no thread: give its id, or -c for the most recent one (see `{ctx.command_path} --help`)"
+            )
         return thread
     if holds_no_threads_yet(ctx):
         raise NotFound(NO_THREADS_YET)

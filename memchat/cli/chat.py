@@ -64,7 +64,11 @@ def chat(
     ] = None,
     latest: Annotated[
         bool,
-        typer.Option("--continue", "-c", help="Continue the thread with the most recent activity (as `llm chat -c`), named on stderr."),
+        typer.Option(
+            "--continue",
+            "-c",
+            help="Continue the thread with the most recent activity (as `llm chat -c`), named on stderr.",
+        ),
     ] = False,
     title: Annotated[str, typer.Option("--title", "-t", help="A new thread's title.")] = "",
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="A new thread's system prompt.")] = None,
@@ -80,8 +84,11 @@ def chat(
     timeout: TimeoutOpt = None,
     api_base: Annotated[
         Optional[str],
-        typer.Option("--api-base", metavar="URL", help="Provider base URL: kept with a new thread (as `new` keeps it), "
-                     "for this session's turns on THREAD."),
+        typer.Option(
+            "--api-base",
+            metavar="URL",
+            help="Provider base URL: kept with a new thread (as `new` keeps it), for this session's turns on THREAD.",
+        ),
     ] = None,
 ):
     """Talk with the model in a session on a thread (a new one unless THREAD or -c is given); /help lists the
@@ -90,8 +97,15 @@ def chat(
     if thread is None and not latest:
         turn = turn_options(**bounds)  # checked before the thread is made
         settings = thread_settings(  # `new`'s options, --api-base kept with the thread as `new` keeps it
-            title=title, system=system, model=model, budget=budget, policy=policy, recall=recall,
-            summary_model=summary_model, summary_share=summary_share, summary_prompt=prompt_file(summary_prompt),
+            title=title,
+            system=system,
+            model=model,
+            budget=budget,
+            policy=policy,
+            recall=recall,
+            summary_model=summary_model,
+            summary_share=summary_share,
+            summary_prompt=prompt_file(summary_prompt),
             api_base=api_base,
         )
         current = made = start_thread(ctx, settings)
@@ -102,13 +116,22 @@ def chat(
                 "in a session on THREAD use /title and /system, or `memchat set`"
             )
         turn = turn_options(
-            model=model, budget=budget, policy=policy, recall=recall, summary_model=summary_model, api_base=api_base, **bounds
+            model=model,
+            budget=budget,
+            policy=policy,
+            recall=recall,
+            summary_model=summary_model,
+            api_base=api_base,
+            **bounds,
         )
         thread = chosen_thread(ctx, thread, latest, doing="continuing")  # before the database is opened
         current, made = memory_of(ctx).thread(thread), None
     session = ChatSession(
-        memory_of(ctx), current.id, turn.model_dump(exclude_unset=True),
-        made=made.id if made else None, scripted=not sys.stdin.isatty(),
+        memory_of(ctx),
+        current.id,
+        turn.model_dump(exclude_unset=True),
+        made=made.id if made else None,
+        scripted=not sys.stdin.isatty(),
     )
     session.run(_lines())
 
@@ -130,8 +153,10 @@ class ChatSession:
 
     def run(self, lines: Iterator[str]) -> None:
         thread = self.memory.thread(self.thread_id)
-        note(f"chat on thread {thread.id}{_titled(thread.title)} · {thread.model or 'default model'} · "
-             "/help lists the commands, Ctrl-D leaves")
+        note(
+            f"chat on thread {thread.id}{_titled(thread.title)} · {thread.model or 'default model'} · "
+            "/help lists the commands, Ctrl-D leaves"
+        )
         loading = threading.Thread(target=self.warm_up, name="memchat-warm-up", daemon=True)
         loading.start()  # while the first message is typed, so that its turn does not wait for it
         try:
@@ -148,7 +173,9 @@ class ChatSession:
             if self._discarded():
                 note(f"thread {self.thread_id} holds no message: not kept")
             else:
-                note(f"thread {self.thread_id} (continue it: memchat chat {self.thread_id}, or memchat say {self.thread_id} …)")
+                note(
+                    f"thread {self.thread_id} (continue it: memchat chat {self.thread_id}, or memchat say {self.thread_id} …)"
+                )
             loading.join(timeout=LOAD_WAIT_SECONDS)
 
     def _discarded(self) -> bool:
@@ -253,7 +280,7 @@ class Command:
 def _help(session: ChatSession, _: str) -> None:
     width = max(len(command.usage) for command in COMMANDS.values())
     typer.echo("Type a message and press Enter to send it. Alt-Enter (or Esc then Enter) starts a new line;")
-    typer.echo(f'a line holding only {BLOCK} starts a block of several lines, ended by another {BLOCK} line.')
+    typer.echo(f"a line holding only {BLOCK} starts a block of several lines, ended by another {BLOCK} line.")
     typer.echo("Ctrl-C stops a reply as it streams (kept as a partial reply) or clears the line; Ctrl-D leaves.")
     typer.echo("A message that starts with / is sent by starting it with //.")
     for command in COMMANDS.values():

@@ -18,7 +18,9 @@ config_app = App(
 )
 app.add_typer(config_app, name="config")
 
-KeyArg = Annotated[str, typer.Argument(metavar="KEY", help=f"One of: {', '.join(settings.SETTINGS)}.", show_default=False)]
+KeyArg = Annotated[
+    str, typer.Argument(metavar="KEY", help=f"One of: {', '.join(settings.SETTINGS)}.", show_default=False)
+]
 
 
 @config_app.command("set")

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Annotated
 
 import typer
@@ -31,7 +30,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="One JSON object
         typer.echo(json.dumps(found, indent=2))
         return
     if not found:
-        mode = "on" if daemon.enabled(dict(os.environ)) else "off (MEMCHAT_DAEMON or `memchat config`)"
+        mode = "on" if daemon.enabled() else "off (MEMCHAT_DAEMON or `memchat config`)"
         typer.echo(f"no background server is running (the mechanism is {mode})")
         return
     for server in found:

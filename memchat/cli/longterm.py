@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 def summary(
     ctx: typer.Context,
     thread: ThreadArg,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Summarize again from the first message (model calls).")] = False,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Summarize again from the first message (model calls).")
+    ] = False,
     prompt: Annotated[bool, typer.Option("--prompt", help="Print the summary instructions in effect instead.")] = False,
     history: Annotated[bool, typer.Option("--all", help="Every summary made, oldest first.")] = False,
     model: ModelOpt = None,
@@ -126,7 +128,9 @@ def search(
         message = hit.message
         title = f"  {hit.thread_title}" if hit.thread_title else ""
         typer.secho(
-            terminal_safe(f"{message.thread_id} #{message.position} {message.role} · {local_time(message.created_at)}{title}"),
+            terminal_safe(
+                f"{message.thread_id} #{message.position} {message.role} · {local_time(message.created_at)}{title}"
+            ),
             bold=True,
         )
         typer.echo("  " + search_snippet(hit.snippet))

@@ -22,14 +22,18 @@ if TYPE_CHECKING:
 ThreadArg = Annotated[str, typer.Argument(help="Thread id (or a unique prefix of it).", show_default=False)]
 OptionalThreadArg = Annotated[
     Optional[str],
-    typer.Argument(metavar="THREAD", help="Thread id (or a unique prefix of it); with -c, leave it out.", show_default=False),
+    typer.Argument(
+        metavar="THREAD", help="Thread id (or a unique prefix of it); with -c, leave it out.", show_default=False
+    ),
 ]
 ContinueOpt = Annotated[
     bool,
     typer.Option("--continue", "-c", help="The thread with the most recent activity (as `llm -c`), named on stderr."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="provider/model, e.g. openai/gpt-4o, memchat/echo.")]
+ModelOpt = Annotated[
+    Optional[str], typer.Option("--model", "-m", help="provider/model, e.g. openai/gpt-4o, memchat/echo.")
+]
 BudgetOpt = Annotated[Optional[int], typer.Option("--budget", "-b", help="Maximum prompt tokens sent.")]
 MaxTokensOpt = Annotated[Optional[int], typer.Option("--max-tokens", help="Maximum reply tokens.", show_default="1024")]
 
@@ -77,12 +81,14 @@ SummaryPromptOpt = Annotated[
 ]
 
 
-TemperatureOpt = Annotated[
-    Optional[float], typer.Option("--temperature", help="Sampling temperature.")
-]
+TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature.")]
 ApiBaseOpt = Annotated[
     Optional[str],
-    typer.Option("--api-base", metavar="URL", help="Provider base URL for this call; no key needed with it if the endpoint wants none."),
+    typer.Option(
+        "--api-base",
+        metavar="URL",
+        help="Provider base URL for this call; no key needed with it if the endpoint wants none.",
+    ),
 ]
 ThreadApiBaseOpt = Annotated[
     Optional[str],
@@ -98,7 +104,9 @@ TimeoutOpt = Annotated[
 ]
 StreamOpt = Annotated[
     Optional[bool],
-    typer.Option("--stream/--no-stream", help="Print the reply as it arrives.", show_default="when stdout is a terminal"),
+    typer.Option(
+        "--stream/--no-stream", help="Print the reply as it arrives.", show_default="when stdout is a terminal"
+    ),
 ]
 
 
@@ -167,7 +175,9 @@ def checked(schema: type[BaseModel], given: dict[str, Any]) -> Any:
     """`schema` from the options given, or bad input naming the option that holds a bad value."""
     from pydantic import ValidationError
 
-    values = {name: value.value if isinstance(value, Enum) else value for name, value in given.items() if value is not None}
+    values = {
+        name: value.value if isinstance(value, Enum) else value for name, value in given.items() if value is not None
+    }
     try:
         return schema.model_validate(values)
     except ValidationError as exc:

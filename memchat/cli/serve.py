@@ -42,19 +42,31 @@ def serve(
     ] = DEFAULT_MAX_BODY,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", min=1.0, max=86_400.0, metavar="SECONDS", help="Seconds a turn's model call may take (then 504)."),
+        typer.Option(
+            "--timeout",
+            min=1.0,
+            max=86_400.0,
+            metavar="SECONDS",
+            help="Seconds a turn's model call may take (then 504).",
+        ),
     ] = 120.0,
     busy_wait: Annotated[
         float,
         typer.Option(
-            "--busy-wait", min=0.0, max=86_400.0, metavar="SECONDS",
+            "--busy-wait",
+            min=0.0,
+            max=86_400.0,
+            metavar="SECONDS",
             help="Seconds a turn waits for another turn on its conversation (then 409).",
         ),
     ] = 60.0,
     read_timeout: Annotated[
         float,
         typer.Option(
-            "--read-timeout", min=1.0, max=3600.0, metavar="SECONDS",
+            "--read-timeout",
+            min=1.0,
+            max=3600.0,
+            metavar="SECONDS",
             help="Seconds a client may take to send a request's headers (then the connection is closed) "
             "or pause while sending its body (then 408).",
         ),
@@ -62,14 +74,20 @@ def serve(
     db_timeout: Annotated[
         float,
         typer.Option(
-            "--db-timeout", min=1.0, max=86_400.0, metavar="SECONDS",
+            "--db-timeout",
+            min=1.0,
+            max=86_400.0,
+            metavar="SECONDS",
             help="Seconds a database statement may wait (for a lock, for an answer) before its request fails (then 503).",
         ),
     ] = DEFAULT_DB_TIMEOUT,
     max_pending: Annotated[
         int,
         typer.Option(
-            "--max-pending", min=1, max=100_000, metavar="N",
+            "--max-pending",
+            min=1,
+            max=100_000,
+            metavar="N",
             help="Requests a worker process takes on at once; more get 503 with Retry-After at once.",
         ),
     ] = DEFAULT_MAX_PENDING,
@@ -105,7 +123,9 @@ def serve(
             "conversation; make one with `memchat key create NAME`, or listen on 127.0.0.1"
         )
     if keys and not live and not without_keys:
-        note("no API key is live: requests are refused (401) until `memchat key create NAME`, or serve with --without-keys")
+        note(
+            "no API key is live: requests are refused (401) until `memchat key create NAME`, or serve with --without-keys"
+        )
     hand_to_workers(
         database=database_url(ctx.find_root().obj["db"]),
         max_body=max_body,

@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 def new(
     ctx: typer.Context,
     title: Annotated[str, typer.Option("--title", "-t", help="A title for the thread.")] = "",
-    system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt, sent first on every turn.")] = None,
+    system: Annotated[
+        Optional[str], typer.Option("--system", "-s", help="System prompt, sent first on every turn.")
+    ] = None,
     model: ModelOpt = None,
     budget: BudgetOpt = None,
     policy: PolicyOpt = None,
@@ -84,7 +86,9 @@ def set_(
     thread: ThreadArg,
     system: Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt (empty: none).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="provider/model (empty: the default).")] = None,
-    budget: Annotated[Optional[int], typer.Option("--budget", "-b", help="Maximum prompt tokens (0: the model's).")] = None,
+    budget: Annotated[
+        Optional[int], typer.Option("--budget", "-b", help="Maximum prompt tokens (0: the model's).")
+    ] = None,
     policy: PolicyOpt = None,
     recall: RecallOpt = None,
     recall_embeddings: RecallEmbeddingsOpt = None,
@@ -162,10 +166,12 @@ def list_threads(
     ctx: typer.Context,
     as_json: JsonOpt = False,
     tenant: Annotated[
-        Optional[str], typer.Option("--tenant", metavar="NAME", help="Only the threads of this API key (`memchat key`).")
+        Optional[str],
+        typer.Option("--tenant", metavar="NAME", help="Only the threads of this API key (`memchat key`)."),
     ] = None,
     last: Annotated[
-        Optional[int], typer.Option("--last", "-n", min=1, metavar="N", help="Only the N with the most recent activity.")
+        Optional[int],
+        typer.Option("--last", "-n", min=1, metavar="N", help="Only the N with the most recent activity."),
     ] = None,
 ):
     """Threads, most recent activity first: each one's messages, as `show` lists them, and how
@@ -204,7 +210,9 @@ def show(
     ctx: typer.Context,
     thread: OptionalThreadArg = None,
     latest: ContinueOpt = False,
-    last: Annotated[Optional[int], typer.Option("--last", "-n", min=1, metavar="N", help="Only the newest N messages.")] = None,
+    last: Annotated[
+        Optional[int], typer.Option("--last", "-n", min=1, metavar="N", help="Only the newest N messages.")
+    ] = None,
     as_json: JsonOpt = False,
     pager: Annotated[
         bool,

@@ -30,13 +30,20 @@ def export(
     ctx: typer.Context,
     thread: Annotated[
         Optional[str],
-        typer.Argument(metavar="THREAD", help="Thread id (default: the most recent thread, named on stderr).", show_default=False),
+        typer.Argument(
+            metavar="THREAD", help="Thread id (default: the most recent thread, named on stderr).", show_default=False
+        ),
     ] = None,
     latest: ContinueOpt = False,
     all_threads: Annotated[bool, typer.Option("--all", help="Every thread, as a JSON array.")] = False,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")] = None,
+    output: Annotated[
+        Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout.")
+    ] = None,
     form: Annotated[
-        Format, typer.Option("--format", help="json (messages as a ChatML list), or markdown (a transcript that imports back).")
+        Format,
+        typer.Option(
+            "--format", help="json (messages as a ChatML list), or markdown (a transcript that imports back)."
+        ),
     ] = Format.json,
 ):
     """Write a thread (without one: the most recent; or --all) as JSON, messages as a ChatML list, or as a
@@ -118,7 +125,7 @@ def import_(
         typer.Option(
             "--from",
             help="What FILE holds: memchat's JSON, llm's logs database (default: llm's own), a ChatGPT "
-            "data export (the .zip, its folder or a conversations file), or OpenAI JSONL ({\"messages\": [...]} a line).",
+            'data export (the .zip, its folder or a conversations file), or OpenAI JSONL ({"messages": [...]} a line).',
         ),
     ] = Origin.json,
     form: Annotated[
@@ -209,4 +216,3 @@ def _read_export(source: str) -> bytes:
             return handle.read(limit + 1)
     except OSError as exc:
         raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
-

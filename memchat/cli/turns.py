@@ -48,7 +48,9 @@ def say(
     stream: StreamOpt = None,
     continue_: Annotated[
         bool,
-        typer.Option("--continue", "-c", help="Continue the thread with the most recent activity (as `llm -c`), named on stderr."),
+        typer.Option(
+            "--continue", "-c", help="Continue the thread with the most recent activity (as `llm -c`), named on stderr."
+        ),
     ] = False,
     usage: Annotated[bool, typer.Option("--usage", "-u", help="Print the turn's tokens and cost on stderr.")] = False,
 ):
@@ -104,7 +106,9 @@ def accept(ctx: typer.Context, thread: ThreadArg):
 def fork(
     ctx: typer.Context,
     thread: ThreadArg,
-    at: Annotated[Optional[int], typer.Option("--at", min=-1, help="The last message copied (#N of show); -1: none.")] = None,
+    at: Annotated[
+        Optional[int], typer.Option("--at", min=-1, help="The last message copied (#N of show); -1: none.")
+    ] = None,
     as_json: JsonOpt = False,
 ):
     """A new thread with this one's history up to message N (default: all) and its settings; prints its id."""
@@ -129,7 +133,14 @@ def edit(
 ):
     """Ask user message N again, differently: a fork just before it where MESSAGE is said (prints the reply)."""
     memory = memory_of(ctx)
-    _turn(ctx, thread, message, options, stream, speak=lambda thread, text, *rest, **kw: memory.edit(thread, position, text, *rest, **kw))
+    _turn(
+        ctx,
+        thread,
+        message,
+        options,
+        stream,
+        speak=lambda thread, text, *rest, **kw: memory.edit(thread, position, text, *rest, **kw),
+    )
 
 
 @app.command()
@@ -139,7 +150,8 @@ def undo(
     latest: Annotated[
         bool,
         typer.Option(
-            "--continue", "-c",
+            "--continue",
+            "-c",
             help="Undo in the thread with the most recent activity, named on stderr (a THREAD or -c is required).",
         ),
     ] = False,
@@ -194,8 +206,6 @@ def _usage_line(message) -> str:
     return f"{tokens}, cost {call_cost_text(message.cost)}, {message.latency_ms} ms ({message.model})"
 
 
-
-
 def _message_text(message: str | None) -> str | None:
     """The message as `llm` takes one: text piped on stdin, then the argument after a blank line
     (`cat notes.txt | memchat say T "summarise this"`); `-` reads stdin alone. One trailing
@@ -222,7 +232,9 @@ def _stdin_text() -> str:
 def context(
     ctx: typer.Context,
     thread: ThreadArg,
-    message: Annotated[Optional[str], typer.Argument(help="The next message, to see exactly what would be sent.", show_default=False)] = None,
+    message: Annotated[
+        Optional[str], typer.Argument(help="The next message, to see exactly what would be sent.", show_default=False)
+    ] = None,
     *,
     options: TurnOptions,
     as_json: JsonOpt = False,

@@ -24,11 +24,15 @@ class Grouping(str, Enum):
 @app.command()
 def stats(
     ctx: typer.Context,
-    thread: Annotated[Optional[str], typer.Argument(help="Only this thread (default: every thread).", show_default=False)] = None,
+    thread: Annotated[
+        Optional[str], typer.Argument(help="Only this thread (default: every thread).", show_default=False)
+    ] = None,
     by: Annotated[Optional[Grouping], typer.Option("--by", help="One row a model, a day (UTC) or a thread.")] = None,
     since: Annotated[
         Optional[str],
-        typer.Option("--since", metavar="DATE", help="From this day or moment on (2026-11-01, or ISO 8601; UTC unless given)."),
+        typer.Option(
+            "--since", metavar="DATE", help="From this day or moment on (2026-11-01, or ISO 8601; UTC unless given)."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ):
@@ -68,12 +72,18 @@ def _table(rows: list[dict], column: str | None, *, turns: bool) -> None:
         cells = [terminal_safe(label), f"{row['calls']:,}"]
         if turns:
             cells += [f"{row['failed']:,}", f"{row['partial']:,}"]
-        cells += [f"{row['prompt_tokens']:,}", f"{row['completion_tokens']:,}", cost_text(row["cost"], row["unknown_cost"])]
+        cells += [
+            f"{row['prompt_tokens']:,}",
+            f"{row['completion_tokens']:,}",
+            cost_text(row["cost"], row["unknown_cost"]),
+        ]
         cells += [_number(row["latency_p50_ms"]), _number(row["latency_p95_ms"])]
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     for line in lines:
-        aligned = (cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths)))
+        aligned = (
+            cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths))
+        )
         typer.echo("  ".join(aligned).rstrip())
 
 

@@ -33,6 +33,15 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from memchat.config import (
+    daemon_from_environment,
+    daemon_idle_from_environment,
+    private_directory,
+    server_from_environment,
+    settings_file,
+    whole_environment,
+)
+
 MODEL_COMMANDS = frozenset({"say", "retry", "edit", "chat", "embed", "context"})
 """Commands that load litellm (to call a model or count with its tokenizer); `summary` does
 only with --rebuild. Every other command stays local: it is as quick without a server."""
@@ -92,45 +101,42 @@ def command_of(argv: list[str]) -> str | None:
     return None
 
 
-def wanted(argv: list[str], environ: dict[str, str] | None = None) -> bool:
+def wanted(argv: list[str]) -> bool:
     """Whether this invocation goes through a background server: a command that loads the model
     stack, on a database (not in client mode), with the mechanism not turned off."""
-    environ = os.environ if environ is None else environ
     command = command_of(argv)
     if command not in MODEL_COMMANDS and not (command == "summary" and "--rebuild" in argv):
         return False
     options = argv[: argv.index("--")] if "--" in argv else argv
     if any(word in ("-h", "--help") or word.split("=", 1)[0] == "--server" for word in options):
         return False
-    if environ.get("MEMCHAT_SERVER"):
+    if server_from_environment():
         return False
-    return enabled(environ) and hasattr(socket, "SO_PEERCRED")
+    return enabled() and hasattr(socket, "SO_PEERCRED")
 
 
-def enabled(environ: dict[str, str]) -> bool:
-    """MEMCHAT_DAEMON=off (or 0, no, false) turns the mechanism off, else the `daemon` setting."""
-    given = environ.get("MEMCHAT_DAEMON", "").strip().lower()
-    if given:
-        return given not in ("off", "0", "no", "false")
+def enabled() -> bool:
+    """MEMCHAT_DAEMON (off, 0, no, false: off), else the `daemon` setting, else on."""
+    given = daemon_from_environment()
+    if given is not None:
+        return given
     return str(_setting("daemon") or "on").lower() != "off"
 
 
-def idle_seconds(environ: dict[str, str]) -> float:
+def idle_seconds() -> float:
     """How long a server waits for a command before it leaves: MEMCHAT_DAEMON_IDLE (seconds),
     else the `daemon-idle` setting, else ten minutes."""
-    for value in (environ.get("MEMCHAT_DAEMON_IDLE"), _setting("daemon-idle")):
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            continue
-        if seconds > 0:
-            return seconds
-    return DEFAULT_IDLE_SECONDS
+    given = daemon_idle_from_environment()
+    if given is not None:
+        return given
+    try:
+        seconds = float(_setting("daemon-idle"))
+    except (TypeError, ValueError):
+        return DEFAULT_IDLE_SECONDS
+    return seconds if seconds > 0 else DEFAULT_IDLE_SECONDS
 
 
 def _setting(key: str):
-    from memchat.config import settings_file
-
     try:
         values = json.loads(settings_file().read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -142,24 +148,22 @@ def directory() -> Path:
     """`daemon/` in memchat's data directory (0700, as the directory it is in)."""
     from platformdirs import user_data_dir
 
-    from memchat.config import private_directory
-
     data = Path(user_data_dir("memchat", appauthor=False))
     private_directory(data)
     private_directory(data / FOLDER)
     return data / FOLDER
 
 
-def fingerprint(environ: dict[str, str], folder: Path) -> str:
+def fingerprint(variables: dict[str, str], folder: Path) -> str:
     """What a server must share with a command to run it: the interpreter, the installed code
     (memchat's files, and every site directory, whose entries change with any install or
     upgrade) and the environment but for `_VOLATILE`. Hashed with a key kept in the folder
     (0600), so no value of the environment, a provider key least of all, is written anywhere,
     not even as a plain hash."""
     digest = hashlib.blake2b(key=_secret(folder), digest_size=20)
-    for name in sorted(environ):
+    for name in sorted(variables):
         if name not in _VOLATILE:
-            digest.update(f"{name}={environ[name]}\0".encode("utf-8", "surrogateescape"))
+            digest.update(f"{name}={variables[name]}\0".encode("utf-8", "surrogateescape"))
     digest.update(f"{sys.executable}\0{sys.version}\0".encode())
     digest.update(code_fingerprint().encode())
     return digest.hexdigest()
@@ -233,9 +237,9 @@ class Place:
             os.close(back)
 
 
-def place_for(environ: dict[str, str]) -> Place:
+def place_for(variables: dict[str, str]) -> Place:
     folder = directory()
-    return Place(folder, fingerprint(environ, folder))
+    return Place(folder, fingerprint(variables, folder))
 
 
 def peer_uid(connection: socket.socket) -> int:
@@ -268,7 +272,7 @@ def run_through_server(argv: list[str]) -> int | None:
     (an exit code, or minus the signal that ended it). None when there is no server to run it:
     then the caller runs it here, and a server has been started for the next command."""
     try:
-        place = place_for(dict(os.environ))
+        place = place_for(whole_environment())
     except OSError:
         return None  # no data directory to keep a server in: run here, as without the mechanism
     connection = connect(place)
@@ -286,7 +290,7 @@ def _hand_off(connection: socket.socket, place: Place, argv: list[str]) -> int |
         "kind": "run",
         "key": place.key,
         "argv": [sys.argv[0], *argv],
-        "env": dict(os.environ),
+        "env": whole_environment(),
         "umask": _umask(),
     }
     streams = [_open_or_null(fd) for fd in (0, 1, 2)]
@@ -426,7 +430,7 @@ def servers() -> list[dict]:
     `loading` while it waits for its first command or loads; `current` tells whether this
     environment's commands would use it. Leftovers of servers that died are removed."""
     folder = directory()
-    current = fingerprint(dict(os.environ), folder)[:16]
+    current = fingerprint(whole_environment(), folder)[:16]
     found = []
     for lock in sorted(folder.glob("*.lock")):
         place = Place(folder, lock.stem)

@@ -33,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from memchat.config import use_bundled_model_costs
+from memchat.config import take_environment, use_bundled_model_costs, whole_environment
 from memchat.daemon import LOG_FILE, Place, code_fingerprint, command_of, fingerprint, idle_seconds, peer_uid
 
 PRELOAD = ("memchat.cli", "memchat.api", "memchat.turn", "prompt_toolkit.shortcuts", "prompt_toolkit.history")
@@ -77,8 +77,8 @@ def main(folder: str, key: str, starter: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: _leave_at_once(place))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     code = code_fingerprint()
-    idle = idle_seconds(dict(os.environ))
-    if fingerprint(dict(os.environ), place.folder) != key:
+    idle = idle_seconds()
+    if fingerprint(whole_environment(), place.folder) != key:
         _log(f"server {place.name} leaves: it was not started as its commands run (the code changed?)")
         _leave(place, listener, lock)
         return
@@ -350,8 +350,7 @@ def _become(place: Place, request: dict, fds: list[int]) -> None:
     os.umask(int(request["umask"]))
     for number in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, signal.SIG_DFL)
-    os.environ.clear()
-    os.environ.update(request["env"])
+    take_environment(request["env"])
     use_bundled_model_costs()  # as memchat set it before loading litellm, in the process that did
     atexit.register(_report_imports, place.folder, frozenset(sys.modules))
     _fresh_streams()

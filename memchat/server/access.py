@@ -38,5 +38,10 @@ def memory_of(request: Request) -> Memory:
     if not check.any_live and not state.keys_required and (not check.ever_made or state.without_keys):
         return memory
     if key is None:
-        raise HTTPProblem(401, "this server needs an API key: send Authorization: Bearer KEY", code="missing_api_key", headers=CHALLENGE)
+        raise HTTPProblem(
+            401,
+            "this server needs an API key: send Authorization: Bearer KEY",
+            code="missing_api_key",
+            headers=CHALLENGE,
+        )
     raise HTTPProblem(401, "the API key is not valid (unknown or revoked)", code="invalid_api_key", headers=CHALLENGE)

@@ -68,7 +68,10 @@ class InternalErrors:
             await self.app(scope, receive, sending)
         except Exception as exc:
             log.error(
-                "internal error on %s %s: %s", scope["method"], scope["path"], redact(repr(exc)),
+                "internal error on %s %s: %s",
+                scope["method"],
+                scope["path"],
+                redact(repr(exc)),
                 exc_info=debug_enabled(),
             )
             if started:
@@ -197,7 +200,9 @@ def create_app(
                 status_code=503,
             )
         except Exception as exc:
-            return JSONResponse({"status": "unavailable", "cause": redact(f"the database does not answer: {exc}")}, status_code=503)
+            return JSONResponse(
+                {"status": "unavailable", "cause": redact(f"the database does not answer: {exc}")}, status_code=503
+            )
         if revision != head:
             return JSONResponse(
                 {"status": "unavailable", "cause": f"the database is at schema {revision}, this memchat needs {head}"},

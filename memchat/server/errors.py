@@ -41,7 +41,9 @@ ERROR_TYPES = {
 
 
 def body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": param, "code": code}}
+    return {
+        "error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": param, "code": code}
+    }
 
 
 def status_of(exc: BaseException) -> tuple[int, str | None, dict[str, str]]:

@@ -25,7 +25,9 @@ class Loose(BaseModel):
         for name, value in (self.model_extra or {}).items():
             if value is None or (accepted_defaults and name in accepted_defaults and value == accepted_defaults[name]):
                 continue
-            raise HTTPProblem(400, f"`{name}` is not supported by memchat serve", param=name, code="unsupported_parameter")
+            raise HTTPProblem(
+                400, f"`{name}` is not supported by memchat serve", param=name, code="unsupported_parameter"
+            )
 
 
 def bad(message: str, param: str) -> HTTPProblem:
@@ -54,8 +56,10 @@ def text_of(content: Any, param: str) -> str:
         kind = part.get("type")
         if kind not in TEXT_PARTS:
             raise HTTPProblem(
-                400, f"content parts of type {kind!r} are not supported by memchat serve (text only)",
-                param=f"{where}.type", code="unsupported_content",
+                400,
+                f"content parts of type {kind!r} are not supported by memchat serve (text only)",
+                param=f"{where}.type",
+                code="unsupported_content",
             )
         if not isinstance(part.get("text"), str):
             raise bad("a text part needs `text` (a string)", f"{where}.text")
@@ -77,8 +81,10 @@ def message_items(value: Any, param: str) -> list[tuple[str, str]]:
         kind = entry.get("type", "message")
         if kind != "message":
             raise HTTPProblem(
-                400, f"items of type {kind!r} are not supported by memchat serve (messages only)",
-                param=f"{where}.type", code="unsupported_item",
+                400,
+                f"items of type {kind!r} are not supported by memchat serve (messages only)",
+                param=f"{where}.type",
+                code="unsupported_item",
             )
         role = entry.get("role")
         if role not in ("user", "assistant", "system", "developer"):
@@ -151,7 +157,13 @@ class ResponseCreate(Loose):
     stream: StrictBool | None = None
 
 
-RESPONSE_DEFAULTS = {"store": True, "background": False, "tool_choice": "none", "tools": [], "parallel_tool_calls": False}
+RESPONSE_DEFAULTS = {
+    "store": True,
+    "background": False,
+    "tool_choice": "none",
+    "tools": [],
+    "parallel_tool_calls": False,
+}
 
 
 class ChatCompletionCreate(Loose):

@@ -40,7 +40,7 @@ def _conversation_id(value: Any) -> str | None:
         return value
     if isinstance(value, dict) and isinstance(value.get("id"), str):
         return value["id"]
-    raise bad("must be a conversation id or {\"id\": ...}", "conversation")
+    raise bad('must be a conversation id or {"id": ...}', "conversation")
 
 
 def _turn_of(body: ResponseCreate, memory: ItemMemory) -> TurnRequest:
@@ -64,7 +64,9 @@ def _turn_of(body: ResponseCreate, memory: ItemMemory) -> TurnRequest:
     try:
         if len(items) > 1:
             # The turn's own checks first (text, budget), so a request refused stores nothing.
-            memory.context(thread_id, items[-1][1], model=body.model, max_tokens=body.max_output_tokens, with_dropped=False)
+            memory.context(
+                thread_id, items[-1][1], model=body.model, max_tokens=body.max_output_tokens, with_dropped=False
+            )
         return TurnRequest(
             thread_id=thread_id,
             text=items[-1][1],
@@ -161,8 +163,16 @@ async def _streamed(http: Request, body: ResponseCreate):
 
     def snapshot(status: str, output: list, usage=None, error=None, reason=None) -> dict[str, Any]:
         return shapes.response(
-            id=response_id, thread_id=turn.thread_id, created_at=created, model=model, status=status,
-            output=output, usage_=usage, request=request, error=error, incomplete_reason=reason,
+            id=response_id,
+            thread_id=turn.thread_id,
+            created_at=created,
+            model=model,
+            status=status,
+            output=output,
+            usage_=usage,
+            request=request,
+            error=error,
+            incomplete_reason=reason,
         )
 
     async def events() -> AsyncIterator[str]:
@@ -175,12 +185,24 @@ async def _streamed(http: Request, body: ResponseCreate):
             item = shapes.output_message(item_id, "", "in_progress")
             yield _event("response.output_item.added", next(sequence), output_index=0, item={**item, "content": []})
             part = {"type": "output_text", "text": "", "annotations": []}
-            yield _event("response.content_part.added", next(sequence), item_id=item_id, output_index=0, content_index=0, part=part)
+            yield _event(
+                "response.content_part.added",
+                next(sequence),
+                item_id=item_id,
+                output_index=0,
+                content_index=0,
+                part=part,
+            )
             while event[0] == "text":
                 text.append(event[1])
                 yield _event(
-                    "response.output_text.delta", next(sequence),
-                    item_id=item_id, output_index=0, content_index=0, delta=event[1], logprobs=[],
+                    "response.output_text.delta",
+                    next(sequence),
+                    item_id=item_id,
+                    output_index=0,
+                    content_index=0,
+                    delta=event[1],
+                    logprobs=[],
                 )
                 event = await streamed.next()
         except BaseException:
@@ -192,16 +214,37 @@ async def _streamed(http: Request, body: ResponseCreate):
             status, code, _ = status_of(failure)
             if isinstance(cause_of(failure), ReplyCutOff):
                 output = [shapes.output_message(item_id, whole, "incomplete")]
-                yield _event("response.incomplete", next(sequence), response=snapshot("incomplete", output, reason="interrupted"))
+                yield _event(
+                    "response.incomplete", next(sequence), response=snapshot("incomplete", output, reason="interrupted")
+                )
                 return
             error = error_body(status, message_of(failure), code=code)["error"]
-            yield _event("response.failed", next(sequence), response=snapshot("failed", [], error={"code": code, "message": error["message"]}))
+            yield _event(
+                "response.failed",
+                next(sequence),
+                response=snapshot("failed", [], error={"code": code, "message": error["message"]}),
+            )
             return
         reply = event[1]
         status, reason = shapes.outcome(reply)
         final_item = shapes.output_message(item_id, reply.text, status)
-        yield _event("response.output_text.done", next(sequence), item_id=item_id, output_index=0, content_index=0, text=reply.text, logprobs=[])
-        yield _event("response.content_part.done", next(sequence), item_id=item_id, output_index=0, content_index=0, part=final_item["content"][0])
+        yield _event(
+            "response.output_text.done",
+            next(sequence),
+            item_id=item_id,
+            output_index=0,
+            content_index=0,
+            text=reply.text,
+            logprobs=[],
+        )
+        yield _event(
+            "response.content_part.done",
+            next(sequence),
+            item_id=item_id,
+            output_index=0,
+            content_index=0,
+            part=final_item["content"][0],
+        )
         yield _event("response.output_item.done", next(sequence), output_index=0, item=final_item)
         done = snapshot(status, [final_item], usage=shapes.usage(reply.message), reason=reason)
         yield _event(f"response.{status}", next(sequence), response=done)

@@ -38,7 +38,18 @@ def message_named(identifier: str, prefix: str, what: str, separator: str = "_")
         raise NotFound(f"no {what} {identifier!r}")
     return thread, int(position)
 
-SETTINGS = ("title", "system", "model", "budget", "policy", "recall", "recall_embeddings", "summary_model", "summary_share")
+
+SETTINGS = (
+    "title",
+    "system",
+    "model",
+    "budget",
+    "policy",
+    "recall",
+    "recall_embeddings",
+    "summary_model",
+    "summary_share",
+)
 """The thread settings a client may read and change over HTTP (the `memchat` field). `api_base`
 is not among them: where the server's turns go is the operator's choice, not a client's."""
 
@@ -215,7 +226,9 @@ def chat_completion(reply: MessagePublic, model: str, finish_reason: str = "stop
     }
 
 
-def chat_chunk(chunk_id: str, created: int, model: str, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+def chat_chunk(
+    chunk_id: str, created: int, model: str, delta: dict[str, Any], finish_reason: str | None
+) -> dict[str, Any]:
     return {
         "id": chunk_id,
         "object": "chat.completion.chunk",

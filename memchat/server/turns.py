@@ -157,7 +157,11 @@ class StreamedTurn:
             self.memory = memory_of(request)
             self.turn = ask(self.memory)
             reply = take(
-                self.memory, self.turn, stream=True, on_text=self._on_text, on_start=lambda m: self._put(("start", m)),
+                self.memory,
+                self.turn,
+                stream=True,
+                on_text=self._on_text,
+                on_start=lambda m: self._put(("start", m)),
                 on_note=(lambda text: self._put(("note", text))) if self._notes else None,
             )
             event = ("reply", reply)

@@ -81,7 +81,9 @@ class Bulk(Threads):
             with self._writing() as session:
                 made = self._sourced(session, sources)
                 existing = [(record.source, made[record.source]) for record in records if record.source in made]
-                kept = [(record, count) for record, count in zip(records, counts, strict=True) if record.source not in made]
+                kept = [
+                    (record, count) for record, count in zip(records, counts, strict=True) if record.source not in made
+                ]
                 records, counts = [record for record, _ in kept], [count for _, count in kept]
                 origins = self._seen_here(session, {record.forked_from for record in records if record.forked_from})
                 for record in records:
@@ -129,7 +131,9 @@ class Bulk(Threads):
         wanted, found = sorted(thread_ids), set()
         for start in range(0, len(wanted), 500):
             query = self._visible(
-                select(Thread.id).where(col(Thread.id).in_(wanted[start : start + 500]), col(Thread.import_holder).is_(None))
+                select(Thread.id).where(
+                    col(Thread.id).in_(wanted[start : start + 500]), col(Thread.import_holder).is_(None)
+                )
             )
             found.update(session.exec(query).all())
         return found
@@ -166,20 +170,26 @@ class Bulk(Threads):
             for start in range(0, len(rows), IMPORT_CHUNK):
                 with self._writing() as session:
                     connection = session.connection()
-                    inserted = connection.execute(
-                        select(Message.id)
-                        .where(
-                            Message.thread_id == thread_id,
-                            Message.position >= start,
-                            Message.position < start + IMPORT_CHUNK,
+                    inserted = (
+                        connection.execute(
+                            select(Message.id)
+                            .where(
+                                Message.thread_id == thread_id,
+                                Message.position >= start,
+                                Message.position < start + IMPORT_CHUNK,
+                            )
+                            .order_by(col(Message.position))
                         )
-                        .order_by(col(Message.position))
-                    ).scalars().all()
+                        .scalars()
+                        .all()
+                    )
                     connection.execute(
                         insert(MessageTokens.__table__),
                         [
                             {"message_id": message_id, "tokenizer": tokenizer, "tokens": tokens}
-                            for message_id, tokens in zip(inserted, token_counts[start : start + IMPORT_CHUNK], strict=True)
+                            for message_id, tokens in zip(
+                                inserted, token_counts[start : start + IMPORT_CHUNK], strict=True
+                            )
                         ],
                     )
                 time.sleep(IMPORT_PAUSE_SECONDS)
@@ -203,7 +213,9 @@ class Bulk(Threads):
     def _discard_abandoned_imports(self, is_gone: Callable[[str], bool]) -> None:
         """Threads left hidden by an import whose process is gone, or that began over a day ago."""
         with self._reading() as session:
-            hidden = session.exec(select(Thread.id, Thread.import_holder).where(col(Thread.import_holder).is_not(None))).all()
+            hidden = session.exec(
+                select(Thread.id, Thread.import_holder).where(col(Thread.import_holder).is_not(None))
+            ).all()
         now = time.time()
         abandoned = []
         for thread_id, marker in hidden:
@@ -224,7 +236,13 @@ class Bulk(Threads):
         while True:
             with self._reading() as session:
                 page = self._across(
-                    session, thread_id, query, {"after_position": after}, oldest_first=True, limit=EXPORT_PAGE, limit_key="page"
+                    session,
+                    thread_id,
+                    query,
+                    {"after_position": after},
+                    oldest_first=True,
+                    limit=EXPORT_PAGE,
+                    limit_key="page",
                 )
                 if not page:
                     return
@@ -238,6 +256,8 @@ class Bulk(Threads):
                 for message_id, tokenizer, tokens in token_rows:
                     counts.setdefault(message_id, {})[tokenizer] = tokens
                 # a fork's copy: its original's counts, and its own where it was counted since
-                rows = [(message_of(m, thread_id), {**counts.get(m.copied_from, {}), **counts.get(m.id, {})}) for m in page]
+                rows = [
+                    (message_of(m, thread_id), {**counts.get(m.copied_from, {}), **counts.get(m.id, {})}) for m in page
+                ]
             yield from rows
             after = rows[-1][0].position

@@ -72,18 +72,16 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
     if parsed.get_backend_name() not in POSTGRES_SCHEMES:
         raise InvalidInput(
             f"memchat keeps its memory in SQLite or PostgreSQL, not {parsed.get_backend_name()}: give a file path "
-            "(SQLite) or a postgresql:// URL (pip install \"memchat[postgres]\")"
+            '(SQLite) or a postgresql:// URL (pip install "memchat[postgres]")'
         )
     if parsed.drivername in POSTGRES_SCHEMES:
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
         timeout = db_timeout()
-        return create_engine(
-            parsed, pool_pre_ping=True, pool_timeout=timeout, connect_args=_postgres_timeouts(timeout)
-        )
+        return create_engine(parsed, pool_pre_ping=True, pool_timeout=timeout, connect_args=_postgres_timeouts(timeout))
     except ImportError:
         raise StorageError(
-            f"no driver for {parsed.drivername}: install it, e.g. pip install \"memchat[postgres]\""
+            f'no driver for {parsed.drivername}: install it, e.g. pip install "memchat[postgres]"'
         ) from None
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot use database {parsed.render_as_string(hide_password=True)}: {exc}") from None
@@ -247,7 +245,9 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     except SQLAlchemyError as exc:
-        raise StorageError(f"cannot read database {engine.url.render_as_string(hide_password=True)}: {_reason(exc)}") from None
+        raise StorageError(
+            f"cannot read database {engine.url.render_as_string(hide_password=True)}: {_reason(exc)}"
+        ) from None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -277,7 +277,8 @@ def known_revisions() -> set[str]:
 def _record_version(connection: Connection) -> None:
     connection.execute(text("DELETE FROM schema_info WHERE key = 'memchat_version'"))
     connection.execute(
-        text("INSERT INTO schema_info (key, value) VALUES ('memchat_version', :version)"), {"version": memchat_version()}
+        text("INSERT INTO schema_info (key, value) VALUES ('memchat_version', :version)"),
+        {"version": memchat_version()},
     )
 
 

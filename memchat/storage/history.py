@@ -46,7 +46,11 @@ def _history_page(segment):
     return (
         _with_counts(
             select_columns(
-                messages_table.c.id, messages_table.c.position, messages_table.c.role, _COUNTED, messages_table.c.context_limit
+                messages_table.c.id,
+                messages_table.c.position,
+                messages_table.c.role,
+                _COUNTED,
+                messages_table.c.context_limit,
             )
         )
         .where(
@@ -64,8 +68,13 @@ _HISTORY_PAGE_BEFORE = _history_page(in_segment(last=position_param("before_posi
 _HISTORY_TAIL = (
     _with_counts(
         select_columns(
-            messages_table.c.id, messages_table.c.position, messages_table.c.role, _COUNTED, messages_table.c.context_limit,
-            messages_table.c.status, messages_table.c.content,
+            messages_table.c.id,
+            messages_table.c.position,
+            messages_table.c.role,
+            _COUNTED,
+            messages_table.c.context_limit,
+            messages_table.c.status,
+            messages_table.c.content,
         )
     )
     .where(messages_table.c.thread_id == bindparam("thread_key"), in_segment(first=position_param("after_position", 1)))
@@ -122,7 +131,10 @@ class History(Lineage):
         query = _HISTORY_PAGE if before is None else _HISTORY_PAGE_BEFORE
         values = {"tokenizer_name": tokenizer, "before_position": before}
         with self._core_reading() as connection:
-            return [HistoryRow(*row) for row in self._across(connection, thread_id, query, values, limit=limit, limit_key="page")]
+            return [
+                HistoryRow(*row)
+                for row in self._across(connection, thread_id, query, values, limit=limit, limit_key="page")
+            ]
 
     def _with_tail(self, thread_id: str, tokenizer: str, copy: RecentHistory) -> RecentHistory:
         """The copy with the messages a turn's commits added after it (`RecentHistories.advance`)."""

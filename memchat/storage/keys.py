@@ -34,7 +34,10 @@ class Keys(StoreCore):
 
     def keys(self) -> list[ApiKeyPublic]:
         with self._reading() as session:
-            return [ApiKeyPublic.model_validate(k) for k in session.exec(select(ApiKey).order_by(col(ApiKey.created_at))).all()]
+            return [
+                ApiKeyPublic.model_validate(k)
+                for k in session.exec(select(ApiKey).order_by(col(ApiKey.created_at))).all()
+            ]
 
     def revoke_key(self, name: str) -> ApiKeyPublic:
         with self._writing() as session:

@@ -45,7 +45,13 @@ def _lease_taking(dialect: str):
 
 
 def take_lease(
-    session: Session, thread_id: str, holder: str, seconds: float, is_gone: Callable[[str], bool], *, renewing: bool = False
+    session: Session,
+    thread_id: str,
+    holder: str,
+    seconds: float,
+    is_gone: Callable[[str], bool],
+    *,
+    renewing: bool = False,
 ) -> bool:
     """The thread's lease taken by `holder` for `seconds` inside `session`'s transaction (or,
     `renewing`, extended); False if another live holder has it (or, renewing, has had it since)."""

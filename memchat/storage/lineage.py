@@ -27,7 +27,8 @@ _LOCKED_LINEAGE_STEP = LINEAGE_STEP.with_for_update()
 fork one after the other, the second sees what the first took (PostgreSQL; SQLite writers take
 turns anyway)."""
 _INHERITING = select_columns(threads_table.c.id).where(
-    threads_table.c.forked_from == bindparam("thread_key"), threads_table.c.inherits_through >= bindparam("from_position")
+    threads_table.c.forked_from == bindparam("thread_key"),
+    threads_table.c.inherits_through >= bindparam("from_position"),
 )
 _INHERIT_LESS = (
     update(threads_table)
@@ -145,7 +146,9 @@ class Lineage(StoreCore):
 
     def _own_row_at(self, session: Session, thread_id: str, position: int) -> Message:
         """The thread's own row at `position` (`_before_change` makes an inherited one its own)."""
-        message = session.exec(select(Message).where(Message.thread_id == thread_id, Message.position == position)).first()
+        message = session.exec(
+            select(Message).where(Message.thread_id == thread_id, Message.position == position)
+        ).first()
         if message is None:
             raise NotFound(f"thread {thread_id} has no message #{position}")
         return message

@@ -73,7 +73,9 @@ class Messages(Lineage):
         with self._writing() as session:
             thread = self._resolve(session, thread_id)
             check_lease(session, thread.id, lease_holder)
-            stored = [self._append(session, thread, message, count) for message, count in zip(messages, counts, strict=True)]
+            stored = [
+                self._append(session, thread, message, count) for message, count in zip(messages, counts, strict=True)
+            ]
             first_user = next((message for message in stored if message.role == "user"), None)
             if first_title is not None and first_user is not None:
                 self._title_if_first(session, thread.id, first_title, first_user.position)
@@ -98,7 +100,9 @@ class Messages(Lineage):
         values = message.model_dump(exclude={"created_at"})
         values.update(thread_id=thread_id, position=count_from_last(last), created_at=message.created_at or now)
         message_id = session.execute(_INSERT_MESSAGE, values).scalar_one()
-        session.info["history_version"] = session.execute(_TOUCH_THREAD, {"thread_key": thread_id, "now": now}).scalar_one()
+        session.info["history_version"] = session.execute(
+            _TOUCH_THREAD, {"thread_key": thread_id, "now": now}
+        ).scalar_one()
         if not isinstance(thread, str):
             set_committed_value(thread, "updated_at", now)
         if tokens is not None:
@@ -138,15 +142,22 @@ class Messages(Lineage):
         if after is not None:
             anchor = "after_position"
             query = (
-                thread_messages(last=position_param(anchor, -1)) if newest_first else thread_messages(position_param(anchor, 1))
+                thread_messages(last=position_param(anchor, -1))
+                if newest_first
+                else thread_messages(position_param(anchor, 1))
             )
         query = query.where(NOT_UNDONE)
         order = messages_table.c.position.desc() if newest_first else messages_table.c.position
         query = query.order_by(order).limit(bindparam("page"))
         with self._core_reading() as connection:
             rows = self._across(
-                connection, thread_id, query, {"after_position": after}, oldest_first=not newest_first,
-                limit=limit + 1, limit_key="page",
+                connection,
+                thread_id,
+                query,
+                {"after_position": after},
+                oldest_first=not newest_first,
+                limit=limit + 1,
+                limit_key="page",
             )
         return [message_of(row, thread_id) for row in rows[:limit]], len(rows) > limit
 
@@ -187,7 +198,9 @@ class Messages(Lineage):
             return [SummaryPublic.model_validate(s) for s in session.exec(query).all()]
 
     def add_summary(self, thread_id: str, summary: SummaryCreate, *, lease_holder: str | None = None) -> SummaryPublic:
-        row = Summary.model_validate(summary, update={"thread_id": thread_id, "created_at": summary.created_at or utcnow()})
+        row = Summary.model_validate(
+            summary, update={"thread_id": thread_id, "created_at": summary.created_at or utcnow()}
+        )
         with self._writing() as session:
             check_lease(session, thread_id, lease_holder)
             session.add(row)

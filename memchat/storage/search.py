@@ -31,10 +31,7 @@ from memchat.times import as_utc
 
 _BM25 = "bm25(messages_fts, 1.0, 0.0)"
 """Relevance from message contents only (the index's second column is the thread id)."""
-_HEADLINE = (
-    f"StartSel={fulltext.HIGHLIGHT_START}, StopSel={fulltext.HIGHLIGHT_END}, "
-    "MaxWords=24, MinWords=10"
-)
+_HEADLINE = f"StartSel={fulltext.HIGHLIGHT_START}, StopSel={fulltext.HIGHLIGHT_END}, MaxWords=24, MinWords=10"
 
 
 def _union_of_originals_and_copies(columns: str, scope: list[str], order: str, *, copies: bool = True) -> str:
@@ -151,7 +148,9 @@ def _word_matches_statement(
     said = f"m.position || ' ' || {epoch}"
     position = f"(SELECT {said} FROM messages m WHERE m.id = h.original AND {recallable})"
     if len(sources) > 1:
-        position = f"coalesce({position}, (SELECT {said} FROM messages m WHERE m.copied_from = h.original AND {recallable}))"
+        position = (
+            f"coalesce({position}, (SELECT {said} FROM messages m WHERE m.copied_from = h.original AND {recallable}))"
+        )
     tables, selects = [], []
     listed = "group_concat(said)" if sqlite else "string_agg(said, ',')"
     for index, word in enumerate(words):
@@ -216,7 +215,9 @@ class Search(Lineage):
             ranked = session.execute(text(sql), params).all()
             if sqlite and ranked:
                 # Snippets only for the hits shown, not for every match of a common word.
-                snippets = dict(session.execute(_SNIPPETS, {"match": match, "originals": list({r[1] for r in ranked})}).all())
+                snippets = dict(
+                    session.execute(_SNIPPETS, {"match": match, "originals": list({r[1] for r in ranked})}).all()
+                )
                 ranked = [(i, snippets.get(original, ""), score) for i, original, score in ranked]
         found = self._messages_by_id([row[0] for row in ranked])
         if thread_id:
@@ -272,7 +273,9 @@ class Search(Lineage):
         the best matches, their similarity to `about` by meaning, by position (`memchat.recollection`)."""
         words = fulltext.recall_words(about)
         own = len(words)
-        words += [word for word in fulltext.recall_words(context) if word not in words][: fulltext.MAX_RECALL_TERMS - own]
+        words += [word for word in fulltext.recall_words(context) if word not in words][
+            : fulltext.MAX_RECALL_TERMS - own
+        ]
         if not words or before <= 0:
             return []
         with self._core_reading() as session:
@@ -326,7 +329,9 @@ class Search(Lineage):
             low, high = 0, before
             while low < high:
                 middle = (low + high) // 2
-                found = self._across(session, thread_id, _SAID_FROM, {"from_position": middle}, oldest_first=True, limit=1)
+                found = self._across(
+                    session, thread_id, _SAID_FROM, {"from_position": middle}, oldest_first=True, limit=1
+                )
                 said = found[0] if found else None
                 if said is not None and said.position < before and as_utc(said.created_at) < moment:
                     low = said.position + 1
@@ -371,7 +376,9 @@ class Search(Lineage):
             owners = session.execute(
                 select_columns(messages_table.c.id, HELD_UNDER).where(messages_table.c.id.in_(list(vectors)))
             ).all()
-            present = set(session.execute(select(Message.id).where(col(Message.id).in_([o for _, o in owners]))).scalars())
+            present = set(
+                session.execute(select(Message.id).where(col(Message.id).in_([o for _, o in owners]))).scalars()
+            )
             under = {owner: vectors[i] for i, owner in owners if owner in present}
             rows = [{"message_id": i, "model": model, "vector": v} for i, v in under.items()]
             if rows:

@@ -31,14 +31,20 @@ summaries_table = Summary.__table__
 def last_position_of(thread_id, inherits_through):
     """A thread's last position: its own last message's, else (a fork that has said nothing yet)
     the last one it inherits (a fork's own messages all come after those it inherits)."""
-    own = select_columns(func.max(messages_table.c.position)).where(messages_table.c.thread_id == thread_id).scalar_subquery()
+    own = (
+        select_columns(func.max(messages_table.c.position))
+        .where(messages_table.c.thread_id == thread_id)
+        .scalar_subquery()
+    )
     return func.coalesce(own, inherits_through)
 
 
 LAST_POSITION = select_columns(
     last_position_of(
         bindparam("thread_key"),
-        select_columns(threads_table.c.inherits_through).where(threads_table.c.id == bindparam("thread_key")).scalar_subquery(),
+        select_columns(threads_table.c.inherits_through)
+        .where(threads_table.c.id == bindparam("thread_key"))
+        .scalar_subquery(),
     )
 )
 LINEAGE_STEP = select_columns(threads_table.c.forked_from, threads_table.c.inherits_through).where(
@@ -78,7 +84,9 @@ HELD_UNDER = func.coalesce(messages_table.c.copied_from, messages_table.c.id)
 def thread_messages(first=None, last=None):
     """A thread's messages in one segment of its lineage, within [first, last] if given, narrowed
     and ordered by the caller."""
-    return select_columns(messages_table).where(messages_table.c.thread_id == bindparam("thread_key"), in_segment(first, last))
+    return select_columns(messages_table).where(
+        messages_table.c.thread_id == bindparam("thread_key"), in_segment(first, last)
+    )
 
 
 THREAD_MESSAGES = thread_messages()

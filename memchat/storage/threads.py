@@ -42,7 +42,9 @@ _COPY_SUMMARIES = insert(summaries_table).from_select(
     select_columns(
         bindparam("new_thread", type_=String).label("thread_id"), *(summaries_table.c[name] for name in _SUMMARY_COPIED)
     )
-    .where(summaries_table.c.thread_id == bindparam("old_thread"), summaries_table.c.last_position <= bindparam("through"))
+    .where(
+        summaries_table.c.thread_id == bindparam("old_thread"), summaries_table.c.last_position <= bindparam("through")
+    )
     .order_by(summaries_table.c.id),
 )
 
@@ -76,7 +78,8 @@ class Threads(Messages):
             if not -1 <= through <= last:
                 raise InvalidInput(
                     f"thread {origin.id} has messages #0 to #{last}: fork at one of them, or at -1 for none"
-                    if last >= 0 else f"thread {origin.id} has no messages: fork it at -1 (its settings alone)"
+                    if last >= 0
+                    else f"thread {origin.id} has no messages: fork it at -1 (its settings alone)"
                 )
             settings = origin.model_dump(include=set(ThreadBase.model_fields))
             fork = Thread(
@@ -99,7 +102,9 @@ class Threads(Messages):
             row = connection.execute(_THREAD_WITH_LAST_POSITION, {"thread_key": ref}).first()
         if row is not None and row.import_holder is None and self.tenant in (None, row.tenant):
             fields = row._asdict()
-            return ThreadPublic.model_validate({**fields, "message_count": count_from_last(fields.pop("last_position"))})
+            return ThreadPublic.model_validate(
+                {**fields, "message_count": count_from_last(fields.pop("last_position"))}
+            )
         with self._reading() as session:
             return self._public(session, self._resolve(session, ref))
 

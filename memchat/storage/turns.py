@@ -26,7 +26,9 @@ from memchat.storage.statements import (
 
 _HISTORY_VERSION = select_columns(threads_table.c.history_version).where(threads_table.c.id == bindparam("thread_key"))
 _LOCKED_HISTORY_VERSION = _HISTORY_VERSION.with_for_update()
-_SET_STATUS = update(messages_table).where(messages_table.c.id == bindparam("message_key")).values(status=bindparam("new_status"))
+_SET_STATUS = (
+    update(messages_table).where(messages_table.c.id == bindparam("message_key")).values(status=bindparam("new_status"))
+)
 _FINISH_USER_MESSAGE = _SET_STATUS.returning(messages_table.c.thread_id, messages_table.c.position)
 _LAST_USER_MESSAGE = (
     select_columns(messages_table)
@@ -105,7 +107,9 @@ class TurnWrites(Messages):
             else:
                 check_lease(session, thread_id, lease_holder)
             seen = session.execute(_LOCKED_HISTORY_VERSION, {"thread_key": thread_id}).scalar()
-            user = session.execute(_FINISH_USER_MESSAGE, {"message_key": user_message_id, "new_status": user_status}).first()
+            user = session.execute(
+                _FINISH_USER_MESSAGE, {"message_key": user_message_id, "new_status": user_status}
+            ).first()
             if seen is None or user is None or user.thread_id != thread_id:
                 raise NotFound(f"no message {user_message_id} in thread {thread_id}")
             stored = self._append(session, thread_id, reply, tokens)

@@ -79,7 +79,9 @@ class Usage(StoreCore):
                 "summaries": self._stats_rows(session, summaries_table, thread_id, by, since, sqlite),
             }
 
-    def _stats_rows(self, session: Session, table, thread_id: str | None, by: str | None, since, sqlite: bool) -> list[dict]:
+    def _stats_rows(
+        self, session: Session, table, thread_id: str | None, by: str | None, since, sqlite: bool
+    ) -> list[dict]:
         replies = table is messages_table
         day = (
             func.date(table.c.created_at)
@@ -114,7 +116,9 @@ class Usage(StoreCore):
             *priced(table),
         ]
         if replies:
-            counted.append(func.sum(case((table.c.status == literal_column("'partial'"), one), else_=0)).label("partial"))
+            counted.append(
+                func.sum(case((table.c.status == literal_column("'partial'"), one), else_=0)).label("partial")
+            )
         grouped = (lambda query: query) if by is None else (lambda query: query.group_by(group))
         rows = {
             row.key: dict(row._mapping)
@@ -125,7 +129,13 @@ class Usage(StoreCore):
         failed = self._unanswered_turns(session, group, joined, scope, grouped) if replies else {}
         result = []
         for key in sorted(set(rows) | set(failed), key=str):
-            row = rows.get(key) or {"calls": 0, "prompt_tokens": None, "completion_tokens": None, "cost": None, "unknown_cost": 0}
+            row = rows.get(key) or {
+                "calls": 0,
+                "prompt_tokens": None,
+                "completion_tokens": None,
+                "cost": None,
+                "unknown_cost": 0,
+            }
             p50, p95 = latencies.get(key, (None, None))
             entry = {
                 by or "group": str(key),

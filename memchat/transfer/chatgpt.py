@@ -40,9 +40,13 @@ def read(path: str | Path) -> SourceHistory:
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidInput(f"import: {name} is not JSON ({exc}); nothing was imported") from None
         except RecursionError:
-            raise InvalidInput(f"import: {name} is nested too deeply to be a ChatGPT export; nothing was imported") from None
+            raise InvalidInput(
+                f"import: {name} is nested too deeply to be a ChatGPT export; nothing was imported"
+            ) from None
         if not isinstance(conversations, list):
-            raise InvalidInput(f"import: {name} is not a ChatGPT export (an array of conversations); nothing was imported")
+            raise InvalidInput(
+                f"import: {name} is not a ChatGPT export (an array of conversations); nothing was imported"
+            )
         for index, conversation in enumerate(conversations):
             if not isinstance(conversation, dict) or not isinstance(conversation.get("mapping"), dict):
                 raise InvalidInput(f"import: {name}: conversation {index + 1} has no `mapping`; nothing was imported")

@@ -78,7 +78,9 @@ def read(path: str | Path | None = None) -> SourceHistory:
     try:
         tables = {row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
         if not {"threads", "turns", "messages", "parts"} <= tables and not {"responses", "conversations"} <= tables:
-            raise InvalidInput(f"import: {path} is not an llm logs database (it has neither llm's threads nor its responses)")
+            raise InvalidInput(
+                f"import: {path} is not an llm logs database (it has neither llm's threads nor its responses)"
+            )
         history = SourceHistory([], [])
         seen: set[str] = set()
         if {"threads", "turns", "messages", "parts"} <= tables:
@@ -146,11 +148,18 @@ def _reply(text: str, turn: dict[str, Any] | None) -> dict[str, Any]:
         return message
     started = _moment(turn.get("datetime_utc"))
     duration = turn.get("duration_ms")
-    finished = started + timedelta(milliseconds=duration) if started and isinstance(duration, int) and duration >= 0 else started
+    finished = (
+        started + timedelta(milliseconds=duration)
+        if started and isinstance(duration, int) and duration >= 0
+        else started
+    )
     if finished:
         message["created_at"] = _iso(finished)
     message["model"] = litellm_model(turn.get("resolved_model") or turn.get("model"))
-    message["usage"] = {"prompt_tokens": _count(turn.get("input_tokens")), "completion_tokens": _count(turn.get("output_tokens"))}
+    message["usage"] = {
+        "prompt_tokens": _count(turn.get("input_tokens")),
+        "completion_tokens": _count(turn.get("output_tokens")),
+    }
     if isinstance(duration, int) and duration >= 0:
         message["latency_ms"] = duration
     return message
@@ -188,7 +197,9 @@ class _MessageStore:
             self.parents[row["hash"]] = row["parent_hash"]
             self.roles[row["hash"]] = row["role"]
         self.parts: dict[str, list[sqlite3.Row]] = {}
-        for row in database.execute("SELECT message_hash, type, text, payload FROM parts ORDER BY message_hash, position"):
+        for row in database.execute(
+            "SELECT message_hash, type, text, payload FROM parts ORDER BY message_hash, position"
+        ):
             self.parts.setdefault(row["message_hash"], []).append(row)
         turns = [dict(row) for row in database.execute("SELECT * FROM turns")]
         self.replies = {turn["tip_message_hash"]: turn for turn in turns}
@@ -317,8 +328,23 @@ def _read_responses(database: sqlite3.Connection, tables: set[str], history: Sou
     """llm's older layout: one `responses` row an exchange, grouped by `conversations`; a
     conversation the message store holds too (newer llm keeps its id) is read from there."""
     columns = {row[1] for row in database.execute("PRAGMA table_info(responses)")}
-    wanted = [c for c in ("id", "model", "resolved_model", "prompt", "system", "response", "conversation_id",
-                          "duration_ms", "datetime_utc", "input_tokens", "output_tokens") if c in columns]
+    wanted = [
+        c
+        for c in (
+            "id",
+            "model",
+            "resolved_model",
+            "prompt",
+            "system",
+            "response",
+            "conversation_id",
+            "duration_ms",
+            "datetime_utc",
+            "input_tokens",
+            "output_tokens",
+        )
+        if c in columns
+    ]
     fragments = _legacy_fragments(database, tables)
     names = dict(database.execute("SELECT id, name FROM conversations").fetchall())
     exchanges: dict[str, list[dict]] = {}
@@ -334,7 +360,9 @@ def _read_responses(database: sqlite3.Connection, tables: set[str], history: Sou
         left_out: Counter[str] = Counter()
         for row in rows:
             asked = fragments.get(("prompt", row["id"]), []) + ([row["prompt"]] if row.get("prompt") else [])
-            said_system = "\n".join(fragments.get(("system", row["id"]), []) + ([row["system"]] if row.get("system") else []))
+            said_system = "\n".join(
+                fragments.get(("system", row["id"]), []) + ([row["system"]] if row.get("system") else [])
+            )
             if said_system:
                 if system is None and not messages:
                     system = said_system

@@ -34,8 +34,22 @@ CLOSING = "<!-- memchat-end "
 END = " -->"
 SUMMARIES_HEADING = "## Summaries\n\n"
 _HEADER_FIELDS = (
-    "title", "model", "system", "budget", "policy", "recall", "recall_embeddings", "summary_model", "summary_share",
-    "summary_prompt", "api_base", "labels", "forked_from", "source", "created_at", "updated_at",
+    "title",
+    "model",
+    "system",
+    "budget",
+    "policy",
+    "recall",
+    "recall_embeddings",
+    "summary_model",
+    "summary_share",
+    "summary_prompt",
+    "api_base",
+    "labels",
+    "forked_from",
+    "source",
+    "created_at",
+    "updated_at",
 )
 
 
@@ -169,7 +183,9 @@ def parse(raw: str | bytes) -> list[dict[str, Any]]:
     check_size(len(raw))
     reader = _Reader(decoded(raw) if isinstance(raw, bytes) else raw)
     if THREAD not in reader.text:
-        raise InvalidInput("import: this is not memchat's Markdown (no `<!-- memchat-thread ... -->` line); nothing was imported")
+        raise InvalidInput(
+            "import: this is not memchat's Markdown (no `<!-- memchat-thread ... -->` line); nothing was imported"
+        )
     threads = []
     while reader.skip_blank_lines():
         if not reader.text.startswith(THREAD, reader.at):
@@ -247,8 +263,11 @@ class _Reader:
         heading_line = self.at
         heading_end = self.text.find("\n", heading_line)
         if (
-            not isinstance(length, int) or isinstance(length, bool) or length < 0
-            or heading_end < 0 or not self.text.startswith("\n", heading_end + 1)
+            not isinstance(length, int)
+            or isinstance(length, bool)
+            or length < 0
+            or heading_end < 0
+            or not self.text.startswith("\n", heading_end + 1)
         ):
             raise self.changed("a block without its heading or length")
         start = heading_end + 2

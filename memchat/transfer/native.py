@@ -245,11 +245,11 @@ def _write(store: Store, thread: ThreadPublic, out: TextIO, *, indent: str) -> N
     dump = lambda value: json.dumps(value, ensure_ascii=False)  # noqa: E731
     out.write("{\n")
     for key, value in _header(thread).items():
-        out.write(f'{indent}  {dump(key)}: {dump(value)},\n')
+        out.write(f"{indent}  {dump(key)}: {dump(value)},\n")
     out.write(f'{indent}  "messages": [')
     for index, item in enumerate(_chatml(store, thread)):
         out.write(("," if index else "") + f"\n{indent}    {dump(item)}")
-    out.write(f"\n{indent}  ],\n{indent}  \"summaries\": [")
+    out.write(f'\n{indent}  ],\n{indent}  "summaries": [')
     for index, item in enumerate(_summaries(store, thread)):
         out.write(("," if index else "") + f"\n{indent}    {dump(item)}")
     out.write(f"\n{indent}  ]\n{indent}}}")

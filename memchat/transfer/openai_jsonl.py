@@ -35,9 +35,12 @@ def read(path: str | Path) -> SourceHistory:
         if not raw.strip():
             continue
         messages = _messages(raw, number)
-        source = SOURCE_PREFIX + hashlib.sha256(
-            json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        ).hexdigest()[:32]
+        source = (
+            SOURCE_PREFIX
+            + hashlib.sha256(
+                json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+            ).hexdigest()[:32]
+        )
         if source in first_line_of:
             history.notes.append(f"line {number}: the same conversation as line {first_line_of[source]}")
             continue
@@ -46,7 +49,7 @@ def read(path: str | Path) -> SourceHistory:
         if thread is not None:
             history.threads.append({"source": source, **thread})
     if not history.threads and not history.notes:
-        raise InvalidInput(f"import: {path} holds no conversations (one {{\"messages\": [...]}} object a line)")
+        raise InvalidInput(f'import: {path} holds no conversations (one {{"messages": [...]}} object a line)')
     return history
 
 
@@ -56,7 +59,9 @@ def _messages(raw: bytes, number: int) -> list[Any]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"import: line {number} is not JSON ({exc}); nothing was imported") from None
     except RecursionError:
-        raise InvalidInput(f"import: line {number} is nested too deeply to be a conversation; nothing was imported") from None
+        raise InvalidInput(
+            f"import: line {number} is nested too deeply to be a conversation; nothing was imported"
+        ) from None
     if not isinstance(line, dict) or not isinstance(line.get("messages"), list):
         raise InvalidInput(f'import: line {number} is not a {{"messages": [...]}} object; nothing was imported')
     return line["messages"]
@@ -109,8 +114,10 @@ def _text(content: Any, left_out: Counter[str]) -> str:
     if isinstance(content, list):
         pieces = []
         for part in content:
-            if isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text") and isinstance(
-                part.get("text"), str
+            if (
+                isinstance(part, dict)
+                and part.get("type") in ("text", "input_text", "output_text")
+                and isinstance(part.get("text"), str)
             ):
                 pieces.append(part["text"])
             else:
