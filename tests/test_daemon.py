@@ -265,3 +265,25 @@ def test_chat_through_the_server_in_a_terminal(memchat, memchat_script, server, 
 def ready(child: pexpect.spawn) -> None:
     """The line editor waits for input: the terminal is in raw mode, echo and signals off."""
     wait_for(lambda: not termios.tcgetattr(child.child_fd)[3] & (termios.ECHO | termios.ISIG), 60)
+
+
+def test_a_server_killed_mid_turn_is_a_turn_killed_mid_call(memchat, server, background, memory):
+    thread = memory.new_thread()
+    say(memchat, thread.id, "warm up")
+    background.loaded()
+    server.reply_delay = 30
+    victim = memchat.start("say", thread.id, "lost in flight?", "--no-stream")
+    wait_for(lambda: len(server.arrivals) == 2)
+    killed = background.pids()  # the server, the command's watcher and the command itself
+    assert len(killed) == 3
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    _, err = victim.communicate(timeout=30)
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in killed))  # reaped, by init
+    assert victim.returncode == 137
+    assert err.startswith("memchat: the background server stopped during the command") and err.count("\n") == 1
+    server.reply_delay = 0
+    assert "user (interrupted)" in memchat.installed("show", thread.id).stdout
+    server.reply("answered at last")
+    again = memchat.installed("retry", thread.id, "--no-stream")
+    assert again.returncode == 0 and again.stdout == "answered at last\n"

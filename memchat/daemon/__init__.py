@@ -394,7 +394,10 @@ def start(place: Place) -> None:
     log = os.open(place.folder / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         subprocess.Popen(
-            [sys.executable, "-m", "memchat.daemon.server", str(place.folder), place.key, str(os.getpid())],
+            # -P: not the directory it starts in on its import path (a stray `typer.py` there
+            # must not be what every command imports); it starts in its own folder.
+            [sys.executable, "-P", "-m", "memchat.daemon.server", str(place.folder), place.key, str(os.getpid())],
+            cwd=place.folder,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

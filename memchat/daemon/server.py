@@ -355,6 +355,8 @@ def _become(place: Place, request: dict, fds: list[int]) -> None:
     atexit.register(_report_imports, place.folder, frozenset(sys.modules))
     _fresh_streams()
     sys.argv = list(request["argv"])
+    if os.path.isfile(sys.argv[0]):  # as for a script run by its path: its folder first on the path
+        sys.path.insert(0, os.path.dirname(os.path.realpath(sys.argv[0])))
     from memchat.cli import main
 
     main()  # exits with the command's code, through the interpreter's own shutdown
