@@ -104,7 +104,12 @@ def test_turns_through_the_server_print_store_and_fail_as_local_ones(memchat, se
     assert background.commands_served() == 6
     shown = json.loads(memchat.installed("show", thread, "--json").stdout)["messages"]
     assert [m["content"] for m in shown] == [
-        "one", "first, run here", "two", "second, run by the server", "from stdin", "piped and streamed",
+        "one",
+        "first, run here",
+        "two",
+        "second, run by the server",
+        "from stdin",
+        "piped and streamed",
     ]
     listed = memchat.installed("list")
     assert listed.returncode == 0 and background.commands_served() == 6, "a command without a model stays local"
@@ -287,3 +292,21 @@ def test_a_server_killed_mid_turn_is_a_turn_killed_mid_call(memchat, server, bac
     server.reply("answered at last")
     again = memchat.installed("retry", thread.id, "--no-stream")
     assert again.returncode == 0 and again.stdout == "answered at last\n"
+
+
+def test_ctrl_z_stops_the_command_with_its_client(memchat, server, background, memory):
+    thread = memory.new_thread()
+    say(memchat, thread.id, "warm up")
+    background.loaded()
+    server.reply(" ".join(f"word{i}" for i in range(60)))
+    server.piece_delay = 0.05
+    process = memchat.start("say", thread.id, "long answer please", "--stream")
+    assert process.stdout.read(5) == "word0"
+    process.send_signal(signal.SIGTSTP)
+    wait_for(lambda: Path(f"/proc/{process.pid}/stat").read_text().split(")")[1].split()[0] == "T", 10)
+    states = lambda: [Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] for pid in background.pids()]  # noqa: E731
+    wait_for(lambda: states().count("T") == 1, 10)  # the command, beside its server and watcher
+    process.send_signal(signal.SIGCONT)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, err) == (0, "")
+    assert out.rstrip().endswith("word58 word59"), "the whole reply came, after the pause"

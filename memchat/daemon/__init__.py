@@ -323,10 +323,19 @@ def _wait(reader: _Lines, pid: int) -> int:
         except ProcessLookupError:
             pass
 
+    def suspend(number, _frame):
+        """Ctrl-Z: the command stops with its client, and goes on with it (`fg`)."""
+        forward(signal.SIGSTOP, None)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)
+        signal.signal(signal.SIGTSTP, suspend)
+        forward(signal.SIGCONT, None)
+
     for name in _FORWARDED:
         number = getattr(signal, name, None)
         if number is not None:
             previous[number] = signal.signal(number, forward)
+    previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, suspend)
     try:
         line = reader.line()
     except ConnectionError:
