@@ -91,6 +91,13 @@ def test_turns_through_the_server_print_store_and_fail_as_local_ones(memchat, se
     assert server.last_messages[-1] == {"role": "user", "content": "two"}
     assert [m["content"] for m in server.last_messages] == ["one", "first, run here", "two"]
 
+    server.reply("a long one")
+    long = " ".join(["a long message of many words"] * 4000)  # 116 KB: larger than one socket write
+    assert say(memchat, thread, long).stdout == "a long one\n"
+    assert server.last_messages[-1] == {"role": "user", "content": long}
+    undone = memchat.installed("undo", thread)
+    assert undone.returncode == 0, undone.stderr
+
     server.reply("piped and streamed")
     piped = memchat.installed("say", "-c", "--stream", input="from stdin\n")
     assert piped.returncode == 0 and piped.stdout == "piped and streamed\n"
@@ -101,9 +108,9 @@ def test_turns_through_the_server_print_store_and_fail_as_local_ones(memchat, se
         remote = memchat.installed(*args)
         local = memchat.installed(*args, env={"MEMCHAT_DAEMON": "off"})
         assert (remote.returncode, remote.stdout, remote.stderr) == (local.returncode, local.stdout, local.stderr)
-    assert background.commands_served() == 6
+    assert background.commands_served() == 7
     shown = json.loads(memchat.installed("show", thread, "--json").stdout)["messages"]
-    assert [m["content"] for m in shown] == [
+    assert [m["content"] for m in shown if m["status"] != "undone"] == [
         "one",
         "first, run here",
         "two",
@@ -112,7 +119,7 @@ def test_turns_through_the_server_print_store_and_fail_as_local_ones(memchat, se
         "piped and streamed",
     ]
     listed = memchat.installed("list")
-    assert listed.returncode == 0 and background.commands_served() == 6, "a command without a model stays local"
+    assert listed.returncode == 0 and background.commands_served() == 7, "a command without a model stays local"
 
 
 def test_the_server_is_private_and_keeps_no_key(memchat, server, background):

@@ -79,6 +79,9 @@ _VOLATILE = frozenset(
 left out of the fingerprint so that they do not start a server per directory or per tab. The
 command still runs with them, as it runs with the whole environment it was given."""
 
+_DIRECTORY_HANDLE = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY
+"""A working directory is held by a handle that needs no read permission on it (Linux)."""
+
 _FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGWINCH", "SIGUSR1", "SIGUSR2")
 
 
@@ -228,7 +231,7 @@ class Place:
     def here(self):
         """In the folder, for as long as a bind or connect takes: a Unix socket's path holds at
         most 107 bytes, and a data directory may be deeper than that."""
-        back = os.open(".", os.O_RDONLY)
+        back = os.open(".", _DIRECTORY_HANDLE)
         try:
             os.chdir(self.folder)
             yield
@@ -240,6 +243,37 @@ class Place:
 def place_for(variables: dict[str, str]) -> Place:
     folder = directory()
     return Place(folder, fingerprint(variables, folder))
+
+
+def send_request(connection: socket.socket, request: dict, fds: list[int] = ()) -> None:
+    """A request: its length (8 bytes, carrying the file descriptors), then its JSON, which may
+    be larger than one write of a socket takes (a message of a megabyte is one argument)."""
+    payload = json.dumps(request).encode("utf-8", "surrogateescape")
+    socket.send_fds(connection, [struct.pack("!Q", len(payload))], list(fds))
+    connection.sendall(payload)
+
+
+def receive_request(connection: socket.socket, most: int) -> tuple[dict, list[int]]:
+    """The request `send_request` sent (at most `most` bytes of JSON) and its descriptors."""
+    header, fds, _, _ = socket.recv_fds(connection, 8, 4)
+    header += _exactly(connection, 8 - len(header))
+    (size,) = struct.unpack("!Q", header)
+    if size > most:
+        raise ValueError(f"a request of {size} bytes")
+    request = json.loads(_exactly(connection, size).decode("utf-8", "surrogateescape"))
+    if not isinstance(request, dict):
+        raise ValueError("a request that is not an object")
+    return request, fds
+
+
+def _exactly(connection: socket.socket, size: int) -> bytes:
+    received = b""
+    while len(received) < size:
+        chunk = connection.recv(min(size - len(received), 1 << 20))
+        if not chunk:
+            raise ConnectionError("the client went away mid-request")
+        received += chunk
+    return received
 
 
 def peer_uid(connection: socket.socket) -> int:
@@ -294,9 +328,12 @@ def _hand_off(connection: socket.socket, place: Place, argv: list[str]) -> int |
         "umask": _umask(),
     }
     streams = [_open_or_null(fd) for fd in (0, 1, 2)]
-    here = os.open(".", os.O_RDONLY)
     try:
-        socket.send_fds(connection, [json.dumps(request).encode("utf-8", "surrogateescape")], [*streams, here])
+        here = os.open(".", _DIRECTORY_HANDLE)
+    except OSError:
+        return None  # a working directory that cannot be handed over: run here
+    try:
+        send_request(connection, request, [*streams, here])
     except OSError:
         return None
     finally:
@@ -458,7 +495,7 @@ def servers() -> list[dict]:
         if connection is not None:
             try:
                 connection.settimeout(STATUS_WAIT)
-                connection.sendall(json.dumps({"kind": "status"}).encode() + b"\n")
+                send_request(connection, {"kind": "status"})
                 answer = _Lines(connection).line()
                 if answer:
                     described = {**json.loads(answer), "loading": False}

@@ -34,7 +34,16 @@ import time
 from pathlib import Path
 
 from memchat.config import take_environment, use_bundled_model_costs, whole_environment
-from memchat.daemon import LOG_FILE, Place, code_fingerprint, command_of, fingerprint, idle_seconds, peer_uid
+from memchat.daemon import (
+    LOG_FILE,
+    Place,
+    code_fingerprint,
+    command_of,
+    fingerprint,
+    idle_seconds,
+    peer_uid,
+    receive_request,
+)
 
 PRELOAD = ("memchat.cli", "memchat.api", "memchat.turn", "prompt_toolkit.shortcuts", "prompt_toolkit.history")
 """What the server imports before it forks (and litellm, through `memchat.llm.load`): nothing of
@@ -43,6 +52,9 @@ memchat runs, only imports."""
 WARM_TOKENIZERS = ("gpt-4o", "gpt-4")
 """Models whose tiktoken encodings (o200k_base, cl100k_base: every OpenAI model's, and litellm's
 default for the others) are read once here rather than by every command (0.5 s each)."""
+
+REQUEST_LIMIT = 64 << 20
+"""The largest request taken: arguments and environment (the system allows a few MiB of them)."""
 
 LEARNED_FILE = "modules"
 LEARNED_LIMIT = 5000
@@ -283,8 +295,7 @@ def _watch(connection: socket.socket, place: Place, code: str, told: int, status
     closing takes a local one."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        message, fds, _, _ = socket.recv_fds(connection, 1 << 22, 4)
-        request = json.loads(message.decode("utf-8", "surrogateescape") or "{}")
+        request, fds = receive_request(connection, REQUEST_LIMIT)
     except (OSError, ValueError):
         os._exit(0)
     if request.get("kind") == "status":
