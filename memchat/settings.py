@@ -62,7 +62,7 @@ def _seconds(value: str) -> float:
         raise InvalidInput(f"{value!r} is not a number of seconds") from None
     if not 0 < seconds <= 7 * 24 * 3600:
         raise InvalidInput(f"{value} must be a number of seconds above 0 and at most a week")
-    return seconds
+    return int(seconds) if seconds.is_integer() else seconds
 
 
 @dataclass(frozen=True)
