@@ -127,7 +127,11 @@ class FakeOpenAI:
                     raw = scripted if isinstance(scripted, Raw) else None
                     if ruled is None:
                         failing = fault or raw
-                        text = server._replies.popleft() if server._replies and not failing else f"reply {len(server.requests)}"
+                        text = (
+                            server._replies.popleft()
+                            if server._replies and not failing
+                            else f"reply {len(server.requests)}"
+                        )
                     else:
                         text = ruled if isinstance(ruled, str) else ""
                     if server.echo and ruled is None:
@@ -151,7 +155,9 @@ class FakeOpenAI:
                     server.embedding_requests.append(body)
                     fault = server.embedding_faults.popleft() if server.embedding_faults else None
                 if fault:
-                    self._send_json(fault.status, {"error": {"message": fault.message, "type": "error", "code": fault.code}})
+                    self._send_json(
+                        fault.status, {"error": {"message": fault.message, "type": "error", "code": fault.code}}
+                    )
                     return
                 texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
                 data = [
@@ -193,13 +199,23 @@ class FakeOpenAI:
                 self.send_header("Cache-Control", "no-cache")
                 self.send_header("Connection", "close")
                 self.end_headers()
-                base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": body["model"]}
+                base = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": body["model"],
+                }
 
                 def event(payload: dict):
                     self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
                     self.wfile.flush()
 
-                event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+                event(
+                    {
+                        **base,
+                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                    }
+                )
                 for index, piece in enumerate(_pieces(text)):
                     if index == drop:
                         self.connection.shutdown(socket.SHUT_RDWR)
@@ -303,7 +319,9 @@ class FakeOpenAI:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": self.finish_reason}],
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": self.finish_reason}
+            ],
             "usage": self._usage(),
         }
 
