@@ -16,6 +16,7 @@ import adversary  # noqa: E402
 import chat  # noqa: E402
 import client  # noqa: E402
 import context_assembly  # noqa: E402
+import daemon  # noqa: E402
 import fork  # noqa: E402
 import import_export  # noqa: E402
 import long_term_memory  # noqa: E402
@@ -36,6 +37,7 @@ def main() -> None:
         ("serve", serve),
         ("chat", chat),
         ("client mode", client),
+        ("background server", daemon),
         ("fork", fork),
         ("import and export", import_export),
         ("long-term memory", long_term_memory),
