@@ -211,6 +211,10 @@ class Bench:
         log = self.servers / "daemon.log"
         return log.read_text().count(" ended (") if log.exists() else 0
 
+    def last_command_seconds(self) -> float:
+        """How long the last command took in the server, from its fork to its exit (its log)."""
+        return float(re.findall(r" ended \(-?\d+\) in ([\d.]+) s", (self.servers / "daemon.log").read_text())[-1])
+
     def warm_server(self) -> float:
         """A server started by a say and loaded, then a few commands through it (it imports what
         they imported on their way, `_learn`): its load time in seconds, as its log says."""
@@ -250,7 +254,7 @@ def warm(bench: Bench) -> tuple[dict[str, list[float]], dict[str, int], list[dic
     """Figures 1 and 3, interleaved: each round a warm say, an `llm -c` (their order alternating)
     and a chat session started. The say and `llm -c` of the first round must send the same
     messages: the 10 of the history and the question."""
-    timings: dict[str, list[float]] = {"memchat": [], "llm": [], "chat": []}
+    timings: dict[str, list[float]] = {"memchat": [], "in the server": [], "llm": [], "chat": []}
     sent: dict[str, list] = {}
     memory: list[dict[str, float]] = []
     served = bench.commands_served()
@@ -259,6 +263,8 @@ def warm(bench: Bench) -> tuple[dict[str, list[float]], dict[str, int], list[dic
             requests = len(bench.provider.requests)
             timings[tool].append(bench.say(bench.env) if tool == "memchat" else bench.llm_continue())
             sent.setdefault(tool, _sent(bench.provider, requests))
+            if tool == "memchat":
+                timings["in the server"].append(bench.last_command_seconds())
         ready, used = bench.chat_ready()
         timings["chat"].append(ready)
         memory.append(used)
@@ -322,6 +328,13 @@ def _report(load, warm_timings, sent, memory, cold_timings) -> str:
                 spread("memchat"),
                 sent["memchat"],
                 f"{ratio:.2f}",
+            ],
+            [
+                "of which the command in the server (fork to exit, its log)",
+                f"{median['in the server']:.0f}",
+                spread("in the server"),
+                "-",
+                "-",
             ],
             [f'llm -c "{QUESTION}" (llm 0.36)', f"{median['llm']:.0f}", spread("llm"), sent["llm"], "1.00"],
         ],
