@@ -7,10 +7,7 @@ Each table compares timings measured side by side in this one run, on this machi
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -19,6 +16,7 @@ import adversary  # noqa: E402
 import chat  # noqa: E402
 import client  # noqa: E402
 import context_assembly  # noqa: E402
+import daemon  # noqa: E402
 import fork  # noqa: E402
 import import_export  # noqa: E402
 import long_term_memory  # noqa: E402
@@ -26,30 +24,20 @@ import recall_quality  # noqa: E402
 import say_turn  # noqa: E402
 import serve  # noqa: E402
 import startup  # noqa: E402
-
-
-def machine() -> str:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-        platform.processor() or "unknown CPU",
-    ) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
-    )
+from common import machine  # noqa: E402
 
 
 def main() -> None:
     print("# memchat benchmarks\n")
     print(f"Machine: {machine()}.\n")
-    print("Rerun with `pip install \".[bench]\" && python bench/run.py`.\n", flush=True)
+    print('Rerun with `pip install ".[bench]" && python bench/run.py`.\n', flush=True)
     for name, bench in (
         ("context assembly", context_assembly),
         ("say", say_turn),
         ("serve", serve),
         ("chat", chat),
         ("client mode", client),
+        ("background server", daemon),
         ("fork", fork),
         ("import and export", import_export),
         ("long-term memory", long_term_memory),
