@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# The benchmarks of a local `memchat say` measure that, and start no background server in the
+# user's data directory; bench/daemon.py turns it on in a data directory of its own.
+os.environ.setdefault("MEMCHAT_DAEMON", "off")
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = (
