@@ -1,24 +1,28 @@
 """memchat: persistent conversation memory for LLM applications.
 
-`Memory` (and `Reply`) load the database layer on first use, so that `import memchat` and the
-commands that never open a database stay light. Importing memchat changes nothing in the
-process: what memchat needs of its environment it sets where it loads what needs it."""
+Every name is loaded on first use (`Memory` and `Reply` load the database layer), so that
+`import memchat`, which every `memchat` command does first, costs nothing it does not use.
+Importing memchat changes nothing in the process: what memchat needs of its environment it sets
+where it loads what needs it."""
 
-from memchat.context import Context
-from memchat.errors import (
-    BudgetExceeded,
-    InvalidInput,
-    LeaseLost,
-    MemchatError,
-    NotFound,
-    ProviderError,
-    ReplyCutOff,
-    StorageError,
-    ThreadBusy,
-    Unanswered,
+_ERRORS = (
+    "BudgetExceeded",
+    "InvalidInput",
+    "LeaseLost",
+    "MemchatError",
+    "NotFound",
+    "ProviderError",
+    "ReplyCutOff",
+    "StorageError",
+    "ThreadBusy",
+    "Unanswered",
 )
-
-_LOADED_ON_USE = {"Memory": "memchat.api", "Reply": "memchat.turn"}
+_LOADED_ON_USE = {
+    "Memory": "memchat.api",
+    "Reply": "memchat.turn",
+    "Context": "memchat.context",
+    **{name: "memchat.errors" for name in _ERRORS},
+}
 
 
 def __getattr__(name: str):

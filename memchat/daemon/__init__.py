@@ -24,7 +24,6 @@ import fcntl
 import hashlib
 import json
 import os
-import secrets
 import signal
 import socket
 import struct
@@ -202,7 +201,7 @@ def _secret(folder: Path) -> bytes:
             return key
     except FileNotFoundError:
         pass
-    key = secrets.token_bytes(32)
+    key = os.urandom(32)
     temporary = folder / f".{SECRET_FILE}.{os.getpid()}"
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
