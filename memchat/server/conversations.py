@@ -16,6 +16,7 @@ from memchat.server.requests import (
     ConversationUpdate,
     ItemsCreate,
     bad,
+    check_include,
     leading_system,
     message_items,
     metadata_of,
@@ -68,24 +69,33 @@ def delete_conversation(conversation_id: str, memory: Scoped):
     return {"id": deleted, "object": "conversation.deleted", "deleted": True}
 
 
-@router.get("/{conversation_id}/items")
+def included(
+    include: Annotated[list[str] | None, Query()] = None,
+    include_brackets: Annotated[list[str] | None, Query(alias="include[]")] = None,
+) -> None:
+    """The items endpoints' `include`, as OpenAI's reference writes it (`include=...`) and as the
+    openai client sends it (`include[]=...`): a 400 unless memchat honours every value."""
+    check_include([*(include or ()), *(include_brackets or ())])
+
+
+Included = Depends(included)
+
+
+@router.get("/{conversation_id}/items", dependencies=[Included])
 def list_items(
     conversation_id: str,
     memory: Scoped,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: str | None = None,
     order: Literal["asc", "desc"] = "desc",
-    include: Annotated[list[str] | None, Query()] = None,
 ):
     """OpenAI's pagination: newest first by default; `after` an item id from the last page."""
-    if include:
-        raise bad("`include` is not supported by memchat serve", "include")
     anchor = _position_in(conversation_id, after, memory) if after else None
     messages, more = memory.message_page(conversation_id, after=anchor, limit=limit, newest_first=order == "desc")
     return shapes.item_list(messages, more)
 
 
-@router.post("/{conversation_id}/items")
+@router.post("/{conversation_id}/items", dependencies=[Included])
 def add_items(conversation_id: str, body: ItemsCreate, memory: Scoped):
     """Messages added as said, without a model call (waits for a turn in progress to end)."""
     body.refuse_unknown()
@@ -99,7 +109,7 @@ def add_items(conversation_id: str, body: ItemsCreate, memory: Scoped):
     return shapes.item_list(added, False)
 
 
-@router.get("/{conversation_id}/items/{item_id}")
+@router.get("/{conversation_id}/items/{item_id}", dependencies=[Included])
 def get_item(conversation_id: str, item_id: str, memory: Scoped):
     message = memory.message(conversation_id, _position_in(conversation_id, item_id, memory))
     if message.status == "undone":

@@ -1,9 +1,11 @@
 """Request bodies of the OpenAI face: what memchat reads from them, and the one-line 400 for
-anything it cannot honour (tools, images, files, background runs, ...), never silently ignored."""
+anything it cannot honour (tools, images, files, background runs, ...), never silently ignored.
+What is taken without effect changes no reply: `include` values for items memchat never holds,
+and `prompt_cache_key`, a caching hint."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictBool
 
@@ -143,9 +145,53 @@ class ItemsCreate(Loose):
     items: list[Any]
 
 
+INCLUDE_WITHOUT_EFFECT = ("reasoning.encrypted_content", "message.input_image.image_url")
+"""`include` values that ask for more of what memchat's responses and items never hold (reasoning
+items, input images: they are text messages until issue 26's items), so they are already whole."""
+
+INCLUDE_REFUSED = {
+    "message.output_text.logprobs": "memchat does not ask the provider for log probabilities",
+    "file_search_call.results": "memchat runs no tools",
+    "web_search_call.results": "memchat runs no tools",
+    "web_search_call.action.sources": "memchat runs no tools",
+    "computer_call_output.output.image_url": "memchat runs no tools",
+    "code_interpreter_call.outputs": "memchat runs no tools",
+}
+"""The other values of OpenAI's `include`, each with why memchat cannot give what it asks for."""
+
+
+def check_include(value: Any, param: str = "include") -> None:
+    """A 400 unless every value of `include` is one memchat honours. The Agents SDK sends
+    `include: []` with every request, which asks for nothing extra."""
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise bad("must be a list of strings", param)
+    for entry in value:
+        if not isinstance(entry, str):
+            raise bad("must be a list of strings", param)
+        if entry in INCLUDE_WITHOUT_EFFECT:
+            continue
+        if entry in INCLUDE_REFUSED:
+            raise HTTPProblem(
+                400,
+                f"`include` value {entry!r} is not supported by memchat serve ({INCLUDE_REFUSED[entry]})",
+                param=param,
+                code="unsupported_value",
+            )
+        known = ", ".join((*INCLUDE_WITHOUT_EFFECT, *INCLUDE_REFUSED))
+        raise bad(f"unknown `include` value {entry!r}; OpenAI's are {known}", param)
+
+
+def unsupported_value(message: str, param: str) -> HTTPProblem:
+    return HTTPProblem(400, message, param=param, code="unsupported_value")
+
+
 class ResponseCreate(Loose):
     """The fields a turn stores or sends are checked here, with OpenAI's bounds (`TurnOptions`
-    holds the same ones for every face), so a refused request reaches neither store nor model."""
+    holds the same ones for every face), so a refused request reaches neither store nor model.
+    The fields an agent framework sends on every request (the OpenAI Agents SDK: `include: []`,
+    `tools: []`) are accepted with the values memchat honours; `refuse_unsupported` refuses the rest."""
 
     model: ModelName | None = None
     input: Any = None
@@ -155,14 +201,45 @@ class ResponseCreate(Loose):
     max_output_tokens: ReplyTokens | None = None
     temperature: Temperature | None = None
     stream: StrictBool | None = None
+    include: Any = None
+    store: StrictBool | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    metadata: dict[str, str] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: StrictBool | None = None
+    prompt_cache_key: str | None = None
+    """A hint for OpenAI's prompt cache: it changes no reply, and memchat's calls to the provider
+    do not carry it."""
+
+    def refuse_unsupported(self) -> None:
+        """A 400 naming the first field memchat cannot honour. Tools are refused first, so a
+        request with tools is told about them, not about a setting that only matters with tools."""
+        self.refuse_unknown(RESPONSE_DEFAULTS)
+        check_include(self.include)
+        if self.store is False:
+            raise unsupported_value("`store: false` is not supported by memchat serve: it stores every turn", "store")
+        if self.truncation == "disabled":
+            raise unsupported_value(
+                "`truncation: disabled` is not supported by memchat serve: it always fits the conversation to its "
+                "budget, as `auto` does (the thread's policy drops or summarises the oldest messages)",
+                "truncation",
+            )
+        if self.metadata:
+            raise unsupported_value(
+                "memchat serve keeps no metadata on a response: give it to the conversation "
+                "(`metadata` of POST /v1/conversations or /v1/conversations/{id})",
+                "metadata",
+            )
+        if self.tool_choice not in (None, "none", "auto"):
+            raise unsupported_value(
+                f"`tool_choice` {self.tool_choice!r} is not supported by memchat serve: it calls no tools",
+                "tool_choice",
+            )
 
 
 RESPONSE_DEFAULTS = {
-    "store": True,
     "background": False,
-    "tool_choice": "none",
     "tools": [],
-    "parallel_tool_calls": False,
 }
 
 

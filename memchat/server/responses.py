@@ -21,7 +21,6 @@ from memchat.server.access import memory_of
 from memchat.server.errors import body as error_body
 from memchat.server.errors import message_of, status_of
 from memchat.server.requests import (
-    RESPONSE_DEFAULTS,
     ResponseCreate,
     bad,
     leading_system,
@@ -45,7 +44,7 @@ def _conversation_id(value: Any) -> str | None:
 
 def _turn_of(body: ResponseCreate, memory: ItemMemory) -> TurnRequest:
     """The turn a request asks for; earlier input messages are stored within it, before the last."""
-    body.refuse_unknown(RESPONSE_DEFAULTS)
+    body.refuse_unsupported()
     if body.input is None:
         raise bad("`input` is required", "input")
     system, items = leading_system(message_items(body.input, "input"), "input")
@@ -111,8 +110,20 @@ def _continued_from(response_id: str, memory: ItemMemory) -> tuple[str, bool]:
     return memory.fork(reply.thread_id, at=reply.position, wait=busy_wait()).id, True
 
 
+ECHOED = {
+    "instructions",
+    "max_output_tokens",
+    "temperature",
+    "previous_response_id",
+    "tool_choice",
+    "parallel_tool_calls",
+    "prompt_cache_key",
+}
+"""The request's fields a response repeats, as OpenAI's does."""
+
+
 def _request_echo(body: ResponseCreate) -> dict[str, Any]:
-    return body.model_dump(include={"instructions", "max_output_tokens", "temperature", "previous_response_id"})
+    return body.model_dump(include=ECHOED)
 
 
 @router.post("")

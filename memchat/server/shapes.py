@@ -160,15 +160,16 @@ def response(
         "metadata": {},
         "model": model,
         "output": output,
-        "parallel_tool_calls": False,
+        "parallel_tool_calls": request.get("parallel_tool_calls") or False,
         "previous_response_id": request.get("previous_response_id"),
+        "prompt_cache_key": request.get("prompt_cache_key"),
         "store": True,
         "temperature": request.get("temperature"),
         "text": {"format": {"type": "text"}},
-        "tool_choice": "none",
+        "tool_choice": request.get("tool_choice") or "none",
         "tools": [],
         "top_p": None,
-        "truncation": "disabled",
+        "truncation": "auto",  # memchat always fits the conversation to its budget
         "usage": usage_,
     }
 
