@@ -1,0 +1,213 @@
+"""The OpenAI Agents SDK (`openai-agents`, unmodified) against a real `memchat serve`: an agent
+without tools keeps its conversation there across runs and processes, by `conversation_id` or by
+`previous_response_id`, streamed or not; what the SDK sends with every request is accepted where
+memchat honours it, and a tool is still refused by name (issue 26 brings tools)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import openai
+import pytest
+
+from memchat import Memory
+
+AGENT_RUN = '''
+import asyncio, json, sys
+
+import openai
+from agents import Agent, Runner, function_tool
+
+
+def get_weather(city: str) -> str:
+    """Today's weather in a city."""
+    return "sunny"
+
+
+async def run(request):
+    tools = [function_tool(get_weather)] if request.get("tool") else []
+    agent = Agent(name="planner", instructions="Be brief.", model="gpt-4o-mini", tools=tools)
+    chained = {key: request[key] for key in ("conversation_id", "previous_response_id") if key in request}
+    events = []
+    if request.get("stream"):
+        result = Runner.run_streamed(agent, request["input"], **chained)
+        events = [event.data.type async for event in result.stream_events() if event.type == "raw_response_event"]
+    else:
+        result = await Runner.run(agent, request["input"], **chained)
+    return {"final_output": result.final_output, "last_response_id": result.last_response_id, "events": events}
+
+
+try:
+    print(json.dumps(asyncio.run(run(json.loads(sys.argv[1])))))
+except openai.APIStatusError as refused:
+    print(json.dumps({"status": refused.status_code, "param": refused.param, "message": refused.message}))
+'''
+"""One agent run in a process of its own: the request (input, conversation_id or
+previous_response_id, stream, tool) as JSON in argv; what the run gave back as JSON on stdout."""
+
+
+def agent_environment(served) -> dict[str, str]:
+    """The SDK's own settings, as a user sets them: its OpenAI client at memchat serve, and its
+    tracing off (the exporter would send every run to OpenAI)."""
+    return {
+        **os.environ,
+        "OPENAI_BASE_URL": served.base_url,
+        "OPENAI_API_KEY": "unused",
+        "OPENAI_AGENTS_DISABLE_TRACING": "1",
+    }
+
+
+def run_agent(served, **request) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", AGENT_RUN, json.dumps(request)],
+        capture_output=True,
+        text=True,
+        env=agent_environment(served),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def items_of(client, conversation_id: str) -> list[tuple[str, str]]:
+    listed = client.conversations.items.list(conversation_id, order="asc")
+    return [(item.role, item.content[0].text) for item in listed]
+
+
+def test_an_agent_keeps_its_conversation_across_two_processes_streamed_or_not(served, server):
+    client = served.client()
+    conversation = client.conversations.create()
+    server.reply("Lisbon.", "Then Porto.")
+
+    first = run_agent(served, input="Where should I travel?", conversation_id=conversation.id)
+    assert first["final_output"] == "Lisbon." and first["last_response_id"].startswith("resp_")
+    assert server.requests[-1].get("stream") is not True
+
+    second = run_agent(served, input="And after that?", conversation_id=conversation.id, stream=True)
+    assert second["final_output"] == "Then Porto."
+    assert server.requests[-1]["stream"] is True, "the streamed run streams from the provider"
+    assert second["events"][0] == "response.created" and second["events"][-1] == "response.completed"
+    assert "response.output_text.delta" in second["events"]
+    assert server.last_messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Where should I travel?"},
+        {"role": "assistant", "content": "Lisbon."},
+        {"role": "user", "content": "And after that?"},
+    ]
+    assert items_of(client, conversation.id) == [
+        ("user", "Where should I travel?"),
+        ("assistant", "Lisbon."),
+        ("user", "And after that?"),
+        ("assistant", "Then Porto."),
+    ]
+    assert client.responses.retrieve(second["last_response_id"]).conversation.id == conversation.id
+
+
+def test_runs_chained_by_previous_response_id_continue_one_conversation(served, server):
+    server.reply("Lisbon.", "Then Porto.")
+    first = run_agent(served, input="Where should I travel?")
+    second = run_agent(served, input="And after that?", previous_response_id=first["last_response_id"])
+    assert second["final_output"] == "Then Porto."
+    assert server.last_messages[1:] == [
+        {"role": "user", "content": "Where should I travel?"},
+        {"role": "assistant", "content": "Lisbon."},
+        {"role": "user", "content": "And after that?"},
+    ]
+    client = served.client()
+    conversation = client.responses.retrieve(first["last_response_id"]).conversation.id
+    assert client.responses.retrieve(second["last_response_id"]).conversation.id == conversation
+    assert len(items_of(client, conversation)) == 4
+
+
+@pytest.mark.bad_input
+def test_an_agent_with_a_tool_is_refused_naming_tools_and_nothing_is_stored(served, server):
+    client = served.client()
+    conversation = client.conversations.create()
+    refused = run_agent(served, input="Weather in Paris?", conversation_id=conversation.id, tool=True)
+    assert (refused["status"], refused["param"]) == (400, "tools"), refused
+    assert "`tools` is not supported" in refused["message"]
+    assert items_of(client, conversation.id) == [] and server.requests == []
+
+
+def test_the_fields_an_agent_may_send_are_accepted_where_memchat_honours_them(served, server):
+    client = served.client()
+    conversation = client.conversations.create()
+    server.reply("Lisbon.")
+    made = client.responses.create(
+        model="gpt-4o-mini",
+        input=[{"role": "user", "content": "Where should I travel?"}],
+        conversation=conversation.id,
+        include=["reasoning.encrypted_content", "message.input_image.image_url"],
+        tools=[],
+        tool_choice="auto",
+        parallel_tool_calls=True,
+        store=True,
+        truncation="auto",
+        metadata={},
+        prompt_cache_key="agents:planner",
+    )
+    assert made.output_text == "Lisbon."
+    assert (made.tool_choice, made.parallel_tool_calls, made.truncation, made.prompt_cache_key) == (
+        "auto",
+        True,
+        "auto",
+        "agents:planner",
+    )
+    assert [item.type for item in made.output] == ["message"], "nothing was asked that a text reply lacks"
+    listed = client.conversations.items.list(conversation.id, include=["reasoning.encrypted_content"], order="asc")
+    assert [item.content[0].text for item in listed] == ["Where should I travel?", "Lisbon."]
+    one = client.conversations.items.retrieve(
+        listed.data[0].id, conversation_id=conversation.id, include=["message.input_image.image_url"]
+    )
+    assert one.content[0].text == "Where should I travel?"
+
+
+@pytest.mark.bad_input
+def test_what_memchat_cannot_honour_is_refused_by_name_and_nothing_is_stored(served, server):
+    client = served.client()
+    conversation = client.conversations.create()
+    turn = {"model": "gpt-4o-mini", "input": "hi", "conversation": conversation.id}
+    cases = [
+        ({"include": ["message.output_text.logprobs"]}, "include", "message.output_text.logprobs"),
+        ({"include": ["web_search_call.results"]}, "include", "web_search_call.results"),
+        ({"include": ["everything"]}, "include", "everything"),
+        ({"include": "reasoning.encrypted_content"}, "include", "list"),
+        ({"include": [7]}, "include", "list"),
+        ({"store": False}, "store", "store"),
+        ({"store": "no"}, "store", None),
+        ({"truncation": "disabled"}, "truncation", "disabled"),
+        ({"truncation": "sometimes"}, "truncation", None),
+        ({"metadata": {"run": "1"}}, "metadata", "conversation"),
+        ({"tool_choice": "required"}, "tool_choice", "required"),
+        ({"parallel_tool_calls": "yes"}, "parallel_tool_calls", None),
+        (
+            {"parallel_tool_calls": True, "tool_choice": "required", "tools": [{"type": "function", "name": "f"}]},
+            "tools",
+            "tools",
+        ),
+    ]
+    for fields, param, named in cases:
+        answer = httpx.post(f"{served.base_url}/responses", json={**turn, **fields}, timeout=60)
+        assert answer.status_code == 400, (fields, answer.text)
+        error = answer.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["param"] == param, (fields, error)
+        assert named is None or named in error["message"], (fields, error)
+    for include in (["code_interpreter_call.outputs"], ["message.output_text.logprobs"]):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.conversations.items.list(conversation.id, include=include)  # sent as include[]=...
+        assert refused.value.param == "include" and include[0] in refused.value.message
+    answer = httpx.get(
+        f"{served.base_url}/conversations/{conversation.id}/items", params={"include": "file_search_call.results"}
+    )
+    assert answer.status_code == 400 and "file_search_call.results" in answer.json()["error"]["message"]
+    with pytest.raises(openai.BadRequestError):
+        client.conversations.items.create(
+            conversation.id,
+            items=[{"role": "user", "content": "a note"}],
+            include=["computer_call_output.output.image_url"],
+        )
+    assert Memory().messages(conversation.id) == [] and server.requests == []
