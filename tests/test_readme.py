@@ -7,6 +7,8 @@ the install and the quickstart from a fresh virtual environment."""
 import itertools
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,24 @@ def test_the_openai_sdk_example_talks_to_memchat_serve(served, server, capsys):
     assert capsys.readouterr().out == "Stay in Alfama.\nTake the train."
     assert server.last_messages[0] == {"role": "system", "content": "You are a concise travel planner."}
     assert server.last_messages[-1] == {"role": "user", "content": "And Porto?"}
+
+
+@sqlite_only
+def test_the_agents_sdk_example_continues_the_sdk_examples_conversation(served, server):
+    """In a process of its own, after the OpenAI SDK example whose conversation it takes up: the
+    Agents SDK keeps a default client and its settings for the whole process."""
+    examples = [
+        text for above, kind, text in fenced_blocks() if above == "## Serving the memory over HTTP" and kind == "python"
+    ]
+    script = "\n".join(examples[:2]).replace("http://127.0.0.1:8765/v1", served.base_url)
+    assert "from agents import" in examples[1]
+    server.reply("Stay in Alfama.", "Take the train.", "Belém.", "Then Sintra.")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith("Then Sintra.\n")
+    assert server.last_messages[-3:] == [
+        {"role": "user", "content": "Where first?"},
+        {"role": "assistant", "content": "Belém."},
+        {"role": "user", "content": "And then?"},
+    ]
+    assert server.last_messages[0] == {"role": "system", "content": "Be brief."}
