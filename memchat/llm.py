@@ -274,6 +274,27 @@ def check_model(model: str, *, api_base: str | None = None, embedding: bool = Fa
         )
 
 
+def check_sampling(model: str, **given: object) -> None:
+    """Refuse as bad input, before anything is stored, a sampling option the model does not
+    take (`top_p` for gpt-5, `reasoning_effort` for gpt-4o): litellm would refuse the call
+    itself, after the user's message was stored. Which options a model takes is litellm's
+    list for it; litellm checks no list for a custom provider (memchat/echo takes any), nor do we."""
+    asked = [name for name, value in given.items() if value is not None]
+    if not asked:
+        return
+    litellm = _litellm()
+    try:
+        name, provider, _, _ = litellm.get_llm_provider(model)
+        supported = litellm.get_supported_openai_params(model=name, custom_llm_provider=provider)
+    except Exception:
+        return
+    if supported is None or provider in {entry["provider"] for entry in litellm.custom_provider_map}:
+        return
+    for option in asked:
+        if option not in supported:
+            raise InvalidInput(f"{option}: {model} does not take it (litellm's parameters for that model)")
+
+
 PROVIDERS_PAGE = "https://docs.litellm.ai/docs/providers"
 
 
@@ -346,6 +367,8 @@ def complete(
     messages: list[dict],
     max_tokens: int,
     temperature: float | None = None,
+    top_p: float | None = None,
+    reasoning_effort: str | None = None,
     api_base: str | None = None,
     stream: bool = False,
     on_text: Callable[[str], None] | None = None,
@@ -360,8 +383,8 @@ def complete(
     stores are replaced (`Completion.replaced`), so a reply that was paid for is never lost."""
     litellm = _litellm()
     params: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "num_retries": 0, "max_retries": 0}
-    if temperature is not None:
-        params["temperature"] = temperature
+    sampling = {"temperature": temperature, "top_p": top_p, "reasoning_effort": reasoning_effort}
+    params.update({name: value for name, value in sampling.items() if value is not None})
     params.update(_endpoint_params(litellm, model, api_base))
     started = time.perf_counter()
     deadline = time.monotonic() + timeout

@@ -86,6 +86,13 @@ MAX_ENDPOINT = 500
 MAX_SUMMARY_SHARE = 0.9
 ModelName = Annotated[str, Field(min_length=1, max_length=MAX_MODEL_NAME), AfterValidator(check_text)]
 Temperature = Annotated[float, Field(ge=0, le=MAX_TEMPERATURE, allow_inf_nan=False)]
+TopP = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+"""Nucleus sampling: the share of probability mass the model samples from (OpenAI's bounds)."""
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+"""How hard a reasoning model thinks: the efforts litellm's `completion` takes as
+`reasoning_effort` (its `REASONING_EFFORT`, which a test compares), leaving out its own
+`default`, which asks for what leaving the option out asks for. Which of them a model takes is
+litellm's to say, when the turn is checked."""
 ReplyTokens = Annotated[int, Field(gt=0, le=MAX_REPLY_TOKENS, strict=True)]
 
 
@@ -115,6 +122,8 @@ class TurnOptions(BaseModel):
     """The most prompt tokens sent."""
     max_tokens: ReplyTokens | None = None
     temperature: Temperature | None = None
+    top_p: TopP | None = None
+    reasoning_effort: ReasoningEffort | None = None
     api_base: SafeText | None = None
     """The provider endpoint of this turn's model calls."""
     timeout: Seconds | None = None

@@ -68,7 +68,9 @@ def take_turn(
         prompt.validate_text(text)
     thread = store.thread(thread_ref)
     options = options.model_copy(update={"api_base": prompt.endpoint_for(thread, options)})
-    llm.check_model(prompt.plan_for(thread, options).model, api_base=options.api_base)
+    model = prompt.plan_for(thread, options).model
+    llm.check_model(model, api_base=options.api_base)
+    llm.check_sampling(model, top_p=options.top_p, reasoning_effort=options.reasoning_effort)
     calls = 2 if (options.policy or thread.policy) == "summary" else 1
     wait = options.call_timeout * calls if options.wait is None else options.wait
     begun: dict = {}
@@ -156,6 +158,7 @@ def _prepare(store: Store, thread_id: str, text: str | None, options: TurnOption
         prompt.validate_text(text)
         plan = prompt.plan_for(thread, options)
         llm.check_model(plan.model, api_base=options.api_base)
+        llm.check_sampling(plan.model, top_p=options.top_p, reasoning_effort=options.reasoning_effort)
         memory = prompt.MemoryPlan.of(store, thread, options)
         context, new_tokens, due = prompt.build(
             store, thread, text, plan, memory, include_dropped=False, version=version
@@ -257,6 +260,8 @@ def _converse(
             messages=context.messages,
             max_tokens=reply_tokens,
             temperature=options.temperature,
+            top_p=options.top_p,
+            reasoning_effort=options.reasoning_effort,
             api_base=options.api_base,
             stream=stream,
             on_text=on_text,

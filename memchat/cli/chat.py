@@ -28,12 +28,14 @@ from memchat.cli.options import (
     ModelOpt,
     PolicyName,
     PolicyOpt,
+    ReasoningEffortOpt,
     RecallOpt,
     SummaryModelOpt,
     SummaryPromptOpt,
     SummaryShareOpt,
     TemperatureOpt,
     TimeoutOpt,
+    TopPOpt,
     thread_settings,
     turn_options,
 )
@@ -81,6 +83,8 @@ def chat(
     summary_prompt: SummaryPromptOpt = None,
     max_tokens: MaxTokensOpt = None,
     temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
+    reasoning_effort: ReasoningEffortOpt = None,
     timeout: TimeoutOpt = None,
     api_base: Annotated[
         Optional[str],
@@ -93,7 +97,13 @@ def chat(
 ):
     """Talk with the model in a session on a thread (a new one unless THREAD or -c is given); /help lists the
     commands. A new thread that is left without a message is not kept."""
-    bounds = {"max_tokens": max_tokens, "temperature": temperature, "timeout": timeout}
+    bounds = {
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "reasoning_effort": reasoning_effort,
+        "timeout": timeout,
+    }
     if thread is None and not latest:
         turn = turn_options(**bounds)  # checked before the thread is made
         settings = thread_settings(  # `new`'s options, --api-base kept with the thread as `new` keeps it

@@ -82,6 +82,17 @@ SummaryPromptOpt = Annotated[
 
 
 TemperatureOpt = Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature.")]
+TopPOpt = Annotated[
+    Optional[float], typer.Option("--top-p", help="Nucleus sampling: the probability mass sampled from (0 to 1).")
+]
+ReasoningEffortOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--reasoning-effort",
+        metavar="EFFORT",
+        help="How hard a reasoning model thinks: none, minimal, low, medium, high, xhigh or max.",
+    ),
+]
 ApiBaseOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -115,6 +126,8 @@ TURN_OPTIONS: dict[str, Any] = {
     "budget": BudgetOpt,
     "max_tokens": MaxTokensOpt,
     "temperature": TemperatureOpt,
+    "top_p": TopPOpt,
+    "reasoning_effort": ReasoningEffortOpt,
     "api_base": ApiBaseOpt,
     "timeout": TimeoutOpt,
     "policy": PolicyOpt,

@@ -51,7 +51,14 @@ def _turn_of(body: ChatCompletionCreate, thread: str | None, memory: Conversatio
     return TurnRequest(
         thread_id=memory.thread(thread).id,
         text=items[-1][1],
-        options=TurnOptions(model=body.model, system=system, max_tokens=reply_tokens, temperature=body.temperature),
+        options=TurnOptions(
+            model=body.model,
+            system=system,
+            max_tokens=reply_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            reasoning_effort=body.reasoning_effort,
+        ),
     )
 
 

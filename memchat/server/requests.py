@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictBool
 
-from memchat.schemas import ModelName, ReplyTokens, SafeText, Temperature, check_text
+from memchat.schemas import ModelName, ReasoningEffort, ReplyTokens, SafeText, Temperature, TopP, check_text
 from memchat.server.errors import HTTPProblem
 from memchat.server.shapes import SETTINGS
 
@@ -187,6 +187,36 @@ def unsupported_value(message: str, param: str) -> HTTPProblem:
     return HTTPProblem(400, message, param=param, code="unsupported_value")
 
 
+class ReasoningRequest(BaseModel):
+    """`reasoning` of a response request: the effort is sent to the provider as litellm's
+    `reasoning_effort`; a summary asks for reasoning items in the output, which memchat does not
+    store yet (issue 26), so it is refused by `ResponseCreate.refuse_unsupported`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    effort: ReasoningEffort | None = None
+    summary: Any = None
+    generate_summary: Any = None
+
+
+class TextFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+
+
+class TextRequest(BaseModel):
+    """`text` of a response request: the format of the reply. memchat replies in plain text,
+    so `{"type": "text"}` is what it does anyway; structured output (`json_schema`,
+    `json_object`: memchat neither asks the provider for it nor checks the reply against a schema)
+    and `verbosity` (not passed to the provider) are refused by `ResponseCreate.refuse_unsupported`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: TextFormat | None = None
+    verbosity: Any = None
+
+
 class ResponseCreate(Loose):
     """The fields a turn stores or sends are checked here, with OpenAI's bounds (`TurnOptions`
     holds the same ones for every face), so a refused request reaches neither store nor model.
@@ -200,6 +230,9 @@ class ResponseCreate(Loose):
     instructions: SafeText | None = None
     max_output_tokens: ReplyTokens | None = None
     temperature: Temperature | None = None
+    top_p: TopP | None = None
+    reasoning: ReasoningRequest | None = None
+    text: TextRequest | None = None
     stream: StrictBool | None = None
     include: Any = None
     store: StrictBool | None = None
@@ -230,11 +263,39 @@ class ResponseCreate(Loose):
                 "(`metadata` of POST /v1/conversations or /v1/conversations/{id})",
                 "metadata",
             )
+        self.refuse_unsupported_output()
         if self.tool_choice not in (None, "none", "auto"):
             raise unsupported_value(
                 f"`tool_choice` {self.tool_choice!r} is not supported by memchat serve: it calls no tools",
                 "tool_choice",
             )
+
+    def refuse_unsupported_output(self) -> None:
+        """A 400 for what asks the reply to be other than one stored text message."""
+        for name in ("summary", "generate_summary"):
+            if self.reasoning is not None and getattr(self.reasoning, name) is not None:
+                raise unsupported_value(
+                    f"`reasoning.{name}` is not supported by memchat serve: it asks for reasoning items in the "
+                    "output, which memchat does not store (give `reasoning.effort` alone)",
+                    f"reasoning.{name}",
+                )
+        if self.text is None:
+            return
+        if self.text.format is not None and self.text.format.type != "text":
+            raise unsupported_value(
+                f"`text.format` of type {self.text.format.type!r} is not supported by memchat serve: "
+                "it replies in plain text (`text`)",
+                "text.format.type",
+            )
+        if self.text.verbosity is not None:
+            raise unsupported_value(
+                "`text.verbosity` is not supported by memchat serve: memchat does not pass it to the provider",
+                "text.verbosity",
+            )
+
+    @property
+    def reasoning_effort(self) -> str | None:
+        return self.reasoning.effort if self.reasoning is not None else None
 
 
 RESPONSE_DEFAULTS = {
@@ -249,8 +310,13 @@ class ChatCompletionCreate(Loose):
     max_tokens: ReplyTokens | None = None
     max_completion_tokens: ReplyTokens | None = None
     temperature: Temperature | None = None
+    top_p: TopP | None = None
+    reasoning_effort: ReasoningEffort | None = None
     stream: StrictBool | None = None
     stream_options: dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
+    """Whether the model may call several tools at once: without tools (any sent are refused)
+    it changes nothing, whichever it is."""
 
 
-CHAT_DEFAULTS = {"n": 1, "tools": [], "tool_choice": "none", "store": True, "parallel_tool_calls": False}
+CHAT_DEFAULTS = {"n": 1, "tools": [], "tool_choice": "none", "store": True}

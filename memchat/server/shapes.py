@@ -163,12 +163,13 @@ def response(
         "parallel_tool_calls": request.get("parallel_tool_calls") or False,
         "previous_response_id": request.get("previous_response_id"),
         "prompt_cache_key": request.get("prompt_cache_key"),
+        "reasoning": {"effort": (request.get("reasoning") or {}).get("effort"), "summary": None},
         "store": True,
         "temperature": request.get("temperature"),
         "text": {"format": {"type": "text"}},
         "tool_choice": request.get("tool_choice") or "none",
         "tools": [],
-        "top_p": None,
+        "top_p": request.get("top_p"),
         "truncation": "auto",  # memchat always fits the conversation to its budget
         "usage": usage_,
     }
