@@ -20,7 +20,8 @@ AGENT_RUN = '''
 import asyncio, json, sys
 
 import openai
-from agents import Agent, Runner, function_tool
+from agents import Agent, ModelSettings, MultiProvider, RunConfig, Runner, function_tool
+from openai.types.shared import Reasoning
 
 
 def get_weather(city: str) -> str:
@@ -30,8 +31,18 @@ def get_weather(city: str) -> str:
 
 async def run(request):
     tools = [function_tool(get_weather)] if request.get("tool") else []
-    agent = Agent(name="planner", instructions="Be brief.", model="gpt-4o-mini", tools=tools)
+    reasoning = Reasoning(effort=request["effort"]) if "effort" in request else None
+    settings = ModelSettings(top_p=request.get("top_p"), reasoning=reasoning)
+    agent = Agent(
+        name="planner",
+        instructions="Be brief.",
+        model=request.get("model", "gpt-4o-mini"),
+        tools=tools,
+        model_settings=settings,
+    )
     chained = {key: request[key] for key in ("conversation_id", "previous_response_id") if key in request}
+    # the SDK's setting that sends `openai/...` model ids as they are, for OpenAI-compatible servers
+    chained["run_config"] = RunConfig(model_provider=MultiProvider(openai_prefix_mode="model_id"))
     events = []
     if request.get("stream"):
         result = Runner.run_streamed(agent, request["input"], **chained)
@@ -47,7 +58,7 @@ except openai.APIStatusError as refused:
     print(json.dumps({"status": refused.status_code, "param": refused.param, "message": refused.message}))
 '''
 """One agent run in a process of its own: the request (input, conversation_id or
-previous_response_id, stream, tool) as JSON in argv; what the run gave back as JSON on stdout."""
+previous_response_id, stream, tool, model, top_p, effort) as JSON in argv; what the run gave back as JSON on stdout."""
 
 
 def agent_environment(served) -> dict[str, str]:
@@ -123,6 +134,51 @@ def test_runs_chained_by_previous_response_id_continue_one_conversation(served, 
     assert len(items_of(client, conversation)) == 4
 
 
+def test_an_agents_top_p_and_reasoning_effort_reach_the_provider(served, server):
+    server.reply("Lisbon.", "Then Porto.")
+    model = "openai/local-reasoner"  # a model litellm does not know: it sends both options
+    tuned = run_agent(served, input="Where should I travel?", model=model, top_p=0.5, effort="low")
+    assert tuned["final_output"] == "Lisbon."
+    assert (server.requests[-1]["top_p"], server.requests[-1]["reasoning_effort"]) == (0.5, "low")
+    run_agent(served, input="And after that?", model=model, previous_response_id=tuned["last_response_id"])
+    assert "top_p" not in server.requests[-1] and "reasoning_effort" not in server.requests[-1]
+
+
+def test_a_response_and_a_chat_completion_send_top_p_and_reasoning_effort(served, server):
+    client = served.client()
+    conversation = client.conversations.create()
+    server.reply("Lisbon.", "Then Porto.")
+    model = "openai/local-reasoner"
+    made = client.responses.create(
+        model=model, input="Where to?", conversation=conversation.id, top_p=0.25, reasoning={"effort": "minimal"}
+    )
+    assert (server.requests[-1]["top_p"], server.requests[-1]["reasoning_effort"]) == (0.25, "minimal")
+    assert (made.top_p, made.reasoning.effort) == (0.25, "minimal")
+    client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "And then?"}],
+        top_p=0.75,
+        reasoning_effort="high",
+        parallel_tool_calls=True,
+        extra_headers={"X-Memchat-Thread": conversation.id},
+    )
+    assert (server.requests[-1]["top_p"], server.requests[-1]["reasoning_effort"]) == (0.75, "high")
+
+
+@pytest.mark.bad_input
+def test_a_model_that_does_not_take_an_option_is_refused_naming_it_and_nothing_is_stored(served, server):
+    client = served.client()
+    conversation = client.conversations.create()
+    for model, fields, named in [
+        ("gpt-4o-mini", {"reasoning": {"effort": "low"}}, "reasoning_effort"),
+        ("gpt-5", {"top_p": 0.5}, "top_p"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.responses.create(model=model, input="hi", conversation=conversation.id, **fields)
+        assert named in refused.value.message and model in refused.value.message
+    assert items_of(client, conversation.id) == [] and server.requests == []
+
+
 @pytest.mark.bad_input
 def test_an_agent_with_a_tool_is_refused_naming_tools_and_nothing_is_stored(served, server):
     client = served.client()
@@ -149,8 +205,10 @@ def test_the_fields_an_agent_may_send_are_accepted_where_memchat_honours_them(se
         truncation="auto",
         metadata={},
         prompt_cache_key="agents:planner",
+        text={"format": {"type": "text"}},
     )
     assert made.output_text == "Lisbon."
+    assert "top_p" not in server.requests[-1] and "reasoning_effort" not in server.requests[-1]
     assert (made.tool_choice, made.parallel_tool_calls, made.truncation, made.prompt_cache_key) == (
         "auto",
         True,
@@ -184,6 +242,15 @@ def test_what_memchat_cannot_honour_is_refused_by_name_and_nothing_is_stored(ser
         ({"metadata": {"run": "1"}}, "metadata", "conversation"),
         ({"tool_choice": "required"}, "tool_choice", "required"),
         ({"parallel_tool_calls": "yes"}, "parallel_tool_calls", None),
+        ({"reasoning": {"effort": "low", "summary": "auto"}}, "reasoning.summary", "reasoning items"),
+        ({"reasoning": {"generate_summary": "concise"}}, "reasoning.generate_summary", "reasoning items"),
+        ({"reasoning": {"effort": "extreme"}}, "reasoning.effort", None),
+        ({"reasoning": {"effort": "low", "depth": 3}}, "reasoning.depth", None),
+        ({"text": {"format": {"type": "json_object"}}}, "text.format.type", "json_object"),
+        ({"text": {"format": {"type": "json_schema", "name": "o", "schema": {}}}}, "text.format.type", "json_schema"),
+        ({"text": {"verbosity": "low"}}, "text.verbosity", "verbosity"),
+        ({"top_logprobs": 2}, "top_logprobs", "top_logprobs"),
+        ({"top_p": 1.5}, "top_p", None),
         (
             {"parallel_tool_calls": True, "tool_choice": "required", "tools": [{"type": "function", "name": "f"}]},
             "tools",
