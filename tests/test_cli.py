@@ -60,6 +60,21 @@ def test_say_options_reach_the_provider(server):
     ok("say", thread, "hi", "--model", "openai/gpt-4o-mini", "--max-tokens", "55", "--temperature", "0.5")
     request = server.requests[-1]
     assert (request["model"], request["max_tokens"], request["temperature"]) == ("gpt-4o-mini", 55, 0.5)
+    assert "top_p" not in request and "reasoning_effort" not in request
+
+
+def test_top_p_and_reasoning_effort_reach_the_provider(server):
+    thread = new_thread()
+    ok("say", thread, "hi", "--model", "openai/local-reasoner", "--top-p", "0.5", "--reasoning-effort", "low")
+    assert (server.requests[-1]["top_p"], server.requests[-1]["reasoning_effort"]) == (0.5, "low")
+
+
+@pytest.mark.bad_input
+def test_an_option_the_model_does_not_take_is_refused_naming_it_before_anything_is_stored(server):
+    thread = new_thread()
+    refused = fails(2, "say", thread, "hi", "--model", "openai/gpt-4o-mini", "--reasoning-effort", "low")
+    assert "reasoning_effort" in refused.stderr and "gpt-4o-mini" in refused.stderr
+    assert server.requests == [] and ok("show", thread, "--json").stdout.count('"role"') == 0
 
 
 def test_say_reads_stdin_with_dash_or_a_pipe(server):

@@ -226,6 +226,16 @@ def test_a_turn_streams_notes_and_its_stored_message_and_replies_as_stored(sides
     assert server.requests[-1]["max_tokens"] == 50 and server.requests[-1]["temperature"] == 0.5
 
 
+def test_top_p_and_reasoning_effort_reach_the_provider(sides, server):
+    subject, _ = sides
+    thread = subject.new_thread(model="openai/local-reasoner")
+    server.reply("tuned", "plain")
+    subject.say(thread.id, "hi", top_p=0.5, reasoning_effort="low")
+    assert (server.requests[-1]["top_p"], server.requests[-1]["reasoning_effort"]) == (0.5, "low")
+    subject.say(thread.id, "again")
+    assert "top_p" not in server.requests[-1] and "reasoning_effort" not in server.requests[-1]
+
+
 def test_a_turn_without_streaming_hears_its_reply_whole(sides, server):
     subject, twin = sides
     thread = subject.new_thread(model="openai/gpt-4o")

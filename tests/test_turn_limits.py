@@ -4,6 +4,7 @@ face: the Python API, the CLI, Chat Completions, Responses and memchat's own API
 
 import json
 import math
+from typing import get_args
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ from test_cli import fails
 
 from memchat import Memory
 from memchat.errors import InvalidInput
+from memchat.schemas import ReasoningEffort
 
 BAD_TURN_SETTINGS = [
     ({"model": "openai/" + "x" * 200}, "model"),
@@ -23,6 +25,11 @@ BAD_TURN_SETTINGS = [
     ({"temperature": math.inf}, "temperature"),
     ({"temperature": -1.0}, "temperature"),
     ({"temperature": 2.5}, "temperature"),
+    ({"top_p": math.nan}, "top_p"),
+    ({"top_p": -0.1}, "top_p"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+    ({"reasoning_effort": "default"}, "reasoning_effort"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"max_tokens": 10**12}, "max_tokens"),
     ({"max_tokens": 2**64}, "max_tokens"),
@@ -39,15 +46,28 @@ def test_a_turn_refuses_bad_settings_before_calling_the_provider(memory, server,
     assert server.requests == [] and memory.messages(thread.id) == []
 
 
+def test_the_reasoning_efforts_are_litellms():
+    from litellm.types.llms.openai import REASONING_EFFORT
+
+    assert get_args(ReasoningEffort) == get_args(REASONING_EFFORT)
+
+
 @pytest.mark.bad_input
 @sqlite_only
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--model", "openai/" + "x" * 200), ("--temperature", "nan"), ("--temperature", "3"), ("--max-tokens", str(2**64))],
+    [
+        ("--model", "openai/" + "x" * 200),
+        ("--temperature", "nan"),
+        ("--temperature", "3"),
+        ("--top-p", "1.01"),
+        ("--reasoning-effort", "extreme"),
+        ("--max-tokens", str(2**64)),
+    ],
 )
 def test_say_refuses_bad_options_before_calling_the_provider(db_url, server, option, value):
     thread = Memory().new_thread(model="openai/gpt-4o-mini")
-    fails(2, "say", thread.id, "hi", option, value)
+    assert option in fails(2, "say", thread.id, "hi", option, value).stderr
     assert server.requests == [] and Memory().messages(thread.id) == []
 
 
@@ -69,17 +89,25 @@ def test_the_http_faces_refuse_bad_values_as_openai_does(served, server):
         ("/v1/responses", {**responses, "temperature": math.nan}, "temperature"),
         ("/v1/responses", {**responses, "temperature": math.inf}, "temperature"),
         ("/v1/responses", {**responses, "temperature": -1}, "temperature"),
+        ("/v1/responses", {**responses, "top_p": -1}, "top_p"),
+        ("/v1/responses", {**responses, "reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+        ("/v1/responses", {**responses, "reasoning": "low"}, "reasoning"),
         ("/v1/responses", {**responses, "max_output_tokens": 10**12}, "max_output_tokens"),
         ("/v1/responses", {**responses, "stream": "yes"}, "stream"),
         ("/v1/responses", {**responses, "instructions": "be\u0000brief"}, "instructions"),
         ("/v1/chat/completions", {**chat, "model": long_model}, "model"),
         ("/v1/chat/completions", {**chat, "temperature": 2.5}, "temperature"),
         ("/v1/chat/completions", {**chat, "temperature": math.nan}, "temperature"),
+        ("/v1/chat/completions", {**chat, "top_p": 2}, "top_p"),
+        ("/v1/chat/completions", {**chat, "reasoning_effort": "extreme"}, "reasoning_effort"),
+        ("/v1/chat/completions", {**chat, "parallel_tool_calls": "yes"}, "parallel_tool_calls"),
         ("/v1/chat/completions", {**chat, "max_tokens": 2**64}, "max_tokens"),
         ("/v1/chat/completions", {**chat, "max_completion_tokens": 0}, "max_completion_tokens"),
         ("/v1/chat/completions", {**chat, "stream": "yes"}, "stream"),
         (f"/memchat/v1/threads/{thread.id}/say", {"message": "hi", "model": long_model}, "model"),
         (f"/memchat/v1/threads/{thread.id}/say", {"message": "hi", "temperature": 9}, "temperature"),
+        (f"/memchat/v1/threads/{thread.id}/say", {"message": "hi", "top_p": 1.5}, "top_p"),
+        (f"/memchat/v1/threads/{thread.id}/say", {"message": "hi", "reasoning_effort": "max!"}, "reasoning_effort"),
         (f"/memchat/v1/threads/{thread.id}/say", {"message": "hi", "max_tokens": 10**12}, "max_tokens"),
         (f"/memchat/v1/threads/{thread.id}/say", {"message": "hi", "stream": "yes"}, "stream"),
     ]
