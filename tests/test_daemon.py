@@ -317,3 +317,20 @@ def test_ctrl_z_stops_the_command_with_its_client(memchat, server, background, m
     out, err = process.communicate(timeout=60)
     assert (process.returncode, err) == (0, "")
     assert out.rstrip().endswith("word58 word59"), "the whole reply came, after the pause"
+
+
+def test_a_command_with_a_closed_stream_is_not_handed_its_connection(memchat, server, background):
+    """stdin, stdout or stderr closed (`<&-`, `>&-`): the command gets /dev/null for it, not the
+    client's connection to the server, which would be the descriptor free for it."""
+    thread = memchat.installed("new").stdout.strip()
+    assert memchat.shell(f"memchat say {thread} hello --no-stream").returncode == 0
+    background.loaded()
+    server.echo = True
+    closed = memchat.shell(f"memchat say {thread} 'no stdin' --no-stream <&-", timeout=60)
+    assert (closed.returncode, closed.stdout, closed.stderr) == (0, "re: no stdin\n", "")
+    closed = memchat.shell(f"memchat say {thread} 'no stdout' --no-stream >&-; echo $? >&2", timeout=60)
+    assert (closed.stdout, closed.stderr) == ("", "0\n")
+    closed = memchat.shell("memchat say no-such-thread hi 2>&-; echo $?", timeout=60)
+    assert (closed.stdout, closed.stderr) == ("3\n", "")
+    assert background.commands_served() == 3
+    assert [m["content"] for m in server.last_messages][-3:] == ["no stdin", "re: no stdin", "no stdout"]

@@ -308,6 +308,7 @@ def run_through_server(argv: list[str]) -> int | None:
         place = place_for(whole_environment())
     except OSError:
         return None  # no data directory to keep a server in: run here, as without the mechanism
+    _open_standard_streams()
     connection = connect(place)
     if connection is None:
         start(place)
@@ -326,18 +327,16 @@ def _hand_off(connection: socket.socket, place: Place, argv: list[str]) -> int |
         "env": whole_environment(),
         "umask": _umask(),
     }
-    streams = [_open_or_null(fd) for fd in (0, 1, 2)]
     try:
         here = os.open(".", _DIRECTORY_HANDLE)
     except OSError:
         return None  # a working directory that cannot be handed over: run here
     try:
-        send_request(connection, request, [*streams, here])
+        send_request(connection, request, [0, 1, 2, here])
     except OSError:
         return None
     finally:
-        for fd in {*streams, here} - {0, 1, 2}:
-            os.close(fd)
+        os.close(here)
     reader = _Lines(connection)
     try:
         first = reader.line()
@@ -405,12 +404,19 @@ class _Lines:
         return line.decode()
 
 
-def _open_or_null(fd: int) -> int:
-    try:
-        os.fstat(fd)
-        return fd
-    except OSError:
-        return os.open(os.devnull, os.O_RDWR)
+def _open_standard_streams() -> None:
+    """A closed stdin, stdout or stderr (`memchat say T hi >&-`) becomes /dev/null here, before
+    the connection to the server is made: otherwise the connection takes the free descriptor and
+    is handed over as that stream, and the command reads its stdin from it (waiting for ever) or
+    writes its reply into it (lost)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 def _umask() -> int:
@@ -421,7 +427,8 @@ def _umask() -> int:
 
 def exit_as(status: int) -> None:
     """End this process as the command ended: its exit code, or the signal that killed it."""
-    sys.stdout.flush()
+    if sys.stdout is not None:  # None when this process started with its stdout closed
+        sys.stdout.flush()
     if status < 0:
         signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
