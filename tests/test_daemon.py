@@ -319,6 +319,29 @@ def test_ctrl_z_stops_the_command_with_its_client(memchat, server, background, m
     assert out.rstrip().endswith("word58 word59"), "the whole reply came, after the pause"
 
 
+@pytest.mark.parametrize("leaving", ["daemon stop", "kill -9 of the server alone"])
+def test_a_command_running_when_its_server_leaves_ends_as_it_ended(memchat, server, background, memory, leaving):
+    """A server that leaves (stopped, its code changed, or killed without the processes of its
+    commands) lets its running commands finish, and their clients exit as the commands did."""
+    thread = memory.new_thread()
+    say(memchat, thread.id, "warm up")
+    background.loaded()
+    [pid] = background.pids()
+    server.reply(" ".join(f"word{i}" for i in range(60)))
+    server.piece_delay = 0.05
+    process = memchat.start("say", thread.id, "long answer please", "--stream")
+    assert process.stdout.read(5) == "word0"
+    if leaving == "daemon stop":
+        assert "stopped 1 background server" in memchat.installed("daemon", "stop").stdout
+    else:
+        os.kill(pid, signal.SIGKILL)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, err) == (0, "")
+    assert out.rstrip().endswith("word58 word59")
+    assert [m.status for m in memory.messages(thread.id)][-2:] == ["complete", "complete"]
+    assert "Traceback" not in background.log
+
+
 def test_a_command_with_a_closed_stream_is_not_handed_its_connection(memchat, server, background):
     """stdin, stdout or stderr closed (`<&-`, `>&-`): the command gets /dev/null for it, not the
     client's connection to the server, which would be the descriptor free for it."""
