@@ -357,3 +357,27 @@ def test_a_command_with_a_closed_stream_is_not_handed_its_connection(memchat, se
     assert (closed.stdout, closed.stderr) == ("3\n", "")
     assert background.commands_served() == 3
     assert [m["content"] for m in server.last_messages][-3:] == ["no stdin", "re: no stdin", "no stdout"]
+
+
+def test_a_client_interrupted_before_its_command_began_runs_nothing(memchat, server, background, memory):
+    """Ctrl-C while the server has not yet forked the command (it loads for seconds; here it is
+    held stopped): the client ends as a local command interrupted before its turn, and the server
+    runs nothing of it."""
+    thread = memory.new_thread()
+    say(memchat, thread.id, "warm up")
+    background.loaded()
+    [pid] = background.pids()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        waiting = memchat.start("say", thread.id, "never mind", "--no-stream")
+        time.sleep(1)
+        waiting.send_signal(signal.SIGINT)
+        waiting.wait(timeout=30)
+    finally:
+        os.kill(pid, signal.SIGCONT)  # its output pipes are in the request the server holds until then
+    out, err = waiting.communicate(timeout=30)
+    assert (waiting.returncode, out, err) == (130, "", "memchat: interrupted\n")
+    server.reply("still serving")
+    assert say(memchat, thread.id, "and now?").stdout == "still serving\n"
+    assert background.commands_served() == 1
+    assert [m.content for m in memory.messages(thread.id)][-2:] == ["and now?", "still serving"]

@@ -337,34 +337,50 @@ def _hand_off(connection: socket.socket, place: Place, argv: list[str]) -> int |
         return None
     finally:
         os.close(here)
-    reader = _Lines(connection)
-    try:
-        first = reader.line()
-    except ConnectionError:
-        first = None
-    if first is None or not first.isdigit():
-        return None  # the server refused or went away before forking: nothing ran
-    pid = int(first)
-    return _wait(reader, pid)
+    return _wait(_Lines(connection))
 
 
-def _wait(reader: _Lines, pid: int) -> int:
-    """Forward signals to the forked command until it ends; its wait status as an exit status."""
+_ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""The signals that end memchat (`cli.app`): before the server has forked the command, they end
+its client."""
+
+
+class _EndedBeforeForked(Exception):
+    """A signal of `_ENDING` while the server had not yet forked the command."""
+
+    def __init__(self, number: int):
+        super().__init__(number)
+        self.number = number
+
+
+def _wait(reader: _Lines) -> int | None:
+    """The command's pid (a server still loading gives it after seconds), then its wait status
+    as an exit status, forwarding this client's signals to it meanwhile. None when the server
+    refused it or went away before forking it: nothing ran. A Ctrl-C, SIGTERM or SIGHUP before
+    the fork ends this client as it ends a local command interrupted before its turn, and the
+    connection closing takes along a command forked at that instant."""
     previous = {}
+    command = {}
 
     def forward(number, _frame):
+        if "pid" not in command:
+            if number in _ENDING:
+                raise _EndedBeforeForked(number)
+            return
         try:
-            os.kill(pid, number)
+            os.kill(command["pid"], number)
         except ProcessLookupError:
             pass
 
     def suspend(number, _frame):
         """Ctrl-Z: the command stops with its client, and goes on with it (`fg`)."""
-        forward(signal.SIGSTOP, None)
+        if "pid" in command:
+            forward(signal.SIGSTOP, None)
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)
         signal.signal(signal.SIGTSTP, suspend)
-        forward(signal.SIGCONT, None)
+        if "pid" in command:
+            forward(signal.SIGCONT, None)
 
     for name in _FORWARDED:
         number = getattr(signal, name, None)
@@ -372,9 +388,18 @@ def _wait(reader: _Lines, pid: int) -> int:
             previous[number] = signal.signal(number, forward)
     previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, suspend)
     try:
+        first = reader.line()
+        if first is None or not first.isdigit():
+            return None
+        command["pid"] = int(first)
         line = reader.line()
     except ConnectionError:
+        if "pid" not in command:
+            return None
         line = None
+    except _EndedBeforeForked as ended:
+        sys.stderr.write("memchat: interrupted\n")
+        return 128 + ended.number
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)

@@ -305,6 +305,8 @@ def _watch(connection: socket.socket, place: Place, code: str, told: int, status
     if request.get("kind") != "run" or len(fds) != 4 or request.get("key") != place.key or code_fingerprint() != code:
         _send(connection, "refused")  # the client runs the command itself
         os._exit(0)
+    if _client_gone(connection):
+        os._exit(0)  # interrupted while the server loaded: its command is not to run
     begun = time.monotonic()
     pid = os.fork()
     if pid == 0:
@@ -333,6 +335,18 @@ def _tally(told: int, mark: bytes) -> None:
         os.write(told, mark)
     except OSError:
         pass
+
+
+def _client_gone(connection: socket.socket) -> bool:
+    """Whether the client has closed its end already: it was interrupted while it waited (for a
+    server still loading), and nothing of its command is to run."""
+    ready, _, _ = select.select([connection], [], [], 0)
+    if not ready:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _wait_or_kill(pid: int, connection: socket.socket) -> int:
