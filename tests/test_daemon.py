@@ -317,3 +317,67 @@ def test_ctrl_z_stops_the_command_with_its_client(memchat, server, background, m
     out, err = process.communicate(timeout=60)
     assert (process.returncode, err) == (0, "")
     assert out.rstrip().endswith("word58 word59"), "the whole reply came, after the pause"
+
+
+@pytest.mark.parametrize("leaving", ["daemon stop", "kill -9 of the server alone"])
+def test_a_command_running_when_its_server_leaves_ends_as_it_ended(memchat, server, background, memory, leaving):
+    """A server that leaves (stopped, its code changed, or killed without the processes of its
+    commands) lets its running commands finish, and their clients exit as the commands did."""
+    thread = memory.new_thread()
+    say(memchat, thread.id, "warm up")
+    background.loaded()
+    [pid] = background.pids()
+    server.reply(" ".join(f"word{i}" for i in range(60)))
+    server.piece_delay = 0.05
+    process = memchat.start("say", thread.id, "long answer please", "--stream")
+    assert process.stdout.read(5) == "word0"
+    if leaving == "daemon stop":
+        assert "stopped 1 background server" in memchat.installed("daemon", "stop").stdout
+    else:
+        os.kill(pid, signal.SIGKILL)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, err) == (0, "")
+    assert out.rstrip().endswith("word58 word59")
+    assert [m.status for m in memory.messages(thread.id)][-2:] == ["complete", "complete"]
+    assert "Traceback" not in background.log
+
+
+def test_a_command_with_a_closed_stream_is_not_handed_its_connection(memchat, server, background):
+    """stdin, stdout or stderr closed (`<&-`, `>&-`): the command gets /dev/null for it, not the
+    client's connection to the server, which would be the descriptor free for it."""
+    thread = memchat.installed("new").stdout.strip()
+    assert memchat.shell(f"memchat say {thread} hello --no-stream").returncode == 0
+    background.loaded()
+    server.echo = True
+    closed = memchat.shell(f"memchat say {thread} 'no stdin' --no-stream <&-", timeout=60)
+    assert (closed.returncode, closed.stdout, closed.stderr) == (0, "re: no stdin\n", "")
+    closed = memchat.shell(f"memchat say {thread} 'no stdout' --no-stream >&-; echo $? >&2", timeout=60)
+    assert (closed.stdout, closed.stderr) == ("", "0\n")
+    closed = memchat.shell("memchat say no-such-thread hi 2>&-; echo $?", timeout=60)
+    assert (closed.stdout, closed.stderr) == ("3\n", "")
+    assert background.commands_served() == 3
+    assert [m["content"] for m in server.last_messages][-3:] == ["no stdin", "re: no stdin", "no stdout"]
+
+
+def test_a_client_interrupted_before_its_command_began_runs_nothing(memchat, server, background, memory):
+    """Ctrl-C while the server has not yet forked the command (it loads for seconds; here it is
+    held stopped): the client ends as a local command interrupted before its turn, and the server
+    runs nothing of it."""
+    thread = memory.new_thread()
+    say(memchat, thread.id, "warm up")
+    background.loaded()
+    [pid] = background.pids()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        waiting = memchat.start("say", thread.id, "never mind", "--no-stream")
+        time.sleep(1)
+        waiting.send_signal(signal.SIGINT)
+        waiting.wait(timeout=30)
+    finally:
+        os.kill(pid, signal.SIGCONT)  # its output pipes are in the request the server holds until then
+    out, err = waiting.communicate(timeout=30)
+    assert (waiting.returncode, out, err) == (130, "", "memchat: interrupted\n")
+    server.reply("still serving")
+    assert say(memchat, thread.id, "and now?").stdout == "still serving\n"
+    assert background.commands_served() == 1
+    assert [m.content for m in memory.messages(thread.id)][-2:] == ["and now?", "still serving"]

@@ -308,6 +308,7 @@ def run_through_server(argv: list[str]) -> int | None:
         place = place_for(whole_environment())
     except OSError:
         return None  # no data directory to keep a server in: run here, as without the mechanism
+    _open_standard_streams()
     connection = connect(place)
     if connection is None:
         start(place)
@@ -326,46 +327,60 @@ def _hand_off(connection: socket.socket, place: Place, argv: list[str]) -> int |
         "env": whole_environment(),
         "umask": _umask(),
     }
-    streams = [_open_or_null(fd) for fd in (0, 1, 2)]
     try:
         here = os.open(".", _DIRECTORY_HANDLE)
     except OSError:
         return None  # a working directory that cannot be handed over: run here
     try:
-        send_request(connection, request, [*streams, here])
+        send_request(connection, request, [0, 1, 2, here])
     except OSError:
         return None
     finally:
-        for fd in {*streams, here} - {0, 1, 2}:
-            os.close(fd)
-    reader = _Lines(connection)
-    try:
-        first = reader.line()
-    except ConnectionError:
-        first = None
-    if first is None or not first.isdigit():
-        return None  # the server refused or went away before forking: nothing ran
-    pid = int(first)
-    return _wait(reader, pid)
+        os.close(here)
+    return _wait(_Lines(connection))
 
 
-def _wait(reader: _Lines, pid: int) -> int:
-    """Forward signals to the forked command until it ends; its wait status as an exit status."""
+_ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""The signals that end memchat (`cli.app`): before the server has forked the command, they end
+its client."""
+
+
+class _EndedBeforeForked(Exception):
+    """A signal of `_ENDING` while the server had not yet forked the command."""
+
+    def __init__(self, number: int):
+        super().__init__(number)
+        self.number = number
+
+
+def _wait(reader: _Lines) -> int | None:
+    """The command's pid (a server still loading gives it after seconds), then its wait status
+    as an exit status, forwarding this client's signals to it meanwhile. None when the server
+    refused it or went away before forking it: nothing ran. A Ctrl-C, SIGTERM or SIGHUP before
+    the fork ends this client as it ends a local command interrupted before its turn, and the
+    connection closing takes along a command forked at that instant."""
     previous = {}
+    command = {}
 
     def forward(number, _frame):
+        if "pid" not in command:
+            if number in _ENDING:
+                raise _EndedBeforeForked(number)
+            return
         try:
-            os.kill(pid, number)
+            os.kill(command["pid"], number)
         except ProcessLookupError:
             pass
 
     def suspend(number, _frame):
         """Ctrl-Z: the command stops with its client, and goes on with it (`fg`)."""
-        forward(signal.SIGSTOP, None)
+        if "pid" in command:
+            forward(signal.SIGSTOP, None)
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTSTP)
         signal.signal(signal.SIGTSTP, suspend)
-        forward(signal.SIGCONT, None)
+        if "pid" in command:
+            forward(signal.SIGCONT, None)
 
     for name in _FORWARDED:
         number = getattr(signal, name, None)
@@ -373,9 +388,18 @@ def _wait(reader: _Lines, pid: int) -> int:
             previous[number] = signal.signal(number, forward)
     previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, suspend)
     try:
+        first = reader.line()
+        if first is None or not first.isdigit():
+            return None
+        command["pid"] = int(first)
         line = reader.line()
     except ConnectionError:
+        if "pid" not in command:
+            return None
         line = None
+    except _EndedBeforeForked as ended:
+        sys.stderr.write("memchat: interrupted\n")
+        return 128 + ended.number
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -405,12 +429,19 @@ class _Lines:
         return line.decode()
 
 
-def _open_or_null(fd: int) -> int:
-    try:
-        os.fstat(fd)
-        return fd
-    except OSError:
-        return os.open(os.devnull, os.O_RDWR)
+def _open_standard_streams() -> None:
+    """A closed stdin, stdout or stderr (`memchat say T hi >&-`) becomes /dev/null here, before
+    the connection to the server is made: otherwise the connection takes the free descriptor and
+    is handed over as that stream, and the command reads its stdin from it (waiting for ever) or
+    writes its reply into it (lost)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 def _umask() -> int:
@@ -421,7 +452,8 @@ def _umask() -> int:
 
 def exit_as(status: int) -> None:
     """End this process as the command ended: its exit code, or the signal that killed it."""
-    sys.stdout.flush()
+    if sys.stdout is not None:  # None when this process started with its stdout closed
+        sys.stdout.flush()
     if status < 0:
         signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)

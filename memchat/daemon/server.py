@@ -305,6 +305,8 @@ def _watch(connection: socket.socket, place: Place, code: str, told: int, status
     if request.get("kind") != "run" or len(fds) != 4 or request.get("key") != place.key or code_fingerprint() != code:
         _send(connection, "refused")  # the client runs the command itself
         os._exit(0)
+    if _client_gone(connection):
+        os._exit(0)  # interrupted while the server loaded: its command is not to run
     begun = time.monotonic()
     pid = os.fork()
     if pid == 0:
@@ -314,15 +316,37 @@ def _watch(connection: socket.socket, place: Place, code: str, told: int, status
         return  # never reached: _become ends the process
     for fd in fds:
         os.close(fd)
-    os.write(told, b"+")
+    _tally(told, b"+")
     _send(connection, str(pid))
     wait_status = _wait_or_kill(pid, connection)
     command = command_of(request["argv"][1:]) or "?"
     ended = os.waitstatus_to_exitcode(wait_status)
     _log(f"server {place.name}: {command} ended ({ended}) in {time.monotonic() - begun:.2f} s")
-    os.write(told, b"-")
+    _tally(told, b"-")
     _send(connection, str(wait_status))
     os._exit(0)
+
+
+def _tally(told: int, mark: bytes) -> None:
+    """Tell the server that a command started or ended. A server that has left meanwhile
+    (`memchat daemon stop`, an upgrade, a `kill -9` of it alone) counts no more, and its command
+    goes on: its client must still learn its pid and how it ended."""
+    try:
+        os.write(told, mark)
+    except OSError:
+        pass
+
+
+def _client_gone(connection: socket.socket) -> bool:
+    """Whether the client has closed its end already: it was interrupted while it waited (for a
+    server still loading), and nothing of its command is to run."""
+    ready, _, _ = select.select([connection], [], [], 0)
+    if not ready:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _wait_or_kill(pid: int, connection: socket.socket) -> int:
