@@ -35,9 +35,15 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="One JSON object
         return
     for server in found:
         if server["loading"]:
-            typer.echo(f"pid {server['pid']}: loading (it serves once the command that started it has ended)")
+            whose = "this shell's environment" if server["current"] else "another environment's"
+            typer.echo(
+                f"pid {server['pid']}: loading, for {whose} (it serves once the command that started it has ended)"
+            )
             continue
-        use = "used by this shell's commands" if server["current"] else "another environment's"
+        if not daemon.enabled():
+            use = "not used here (MEMCHAT_DAEMON or `memchat config set daemon` turns it off)"
+        else:
+            use = "used by this shell's commands" if server["current"] else "another environment's"
         typer.echo(
             f"pid {server['pid']}: up {_duration(server['uptime'])}, leaves after {_duration(server['idle_seconds'])} "
             f"idle, {server['served']} commands served, {server['running']} running; {use}"

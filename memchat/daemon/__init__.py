@@ -63,6 +63,15 @@ _VOLATILE = frozenset(
         "COLUMNS",
         "LINES",
         "WINDOWID",
+        "GNOME_TERMINAL_SCREEN",
+        "KONSOLE_DBUS_SESSION",
+        "WT_SESSION",
+        "ALACRITTY_WINDOW_ID",
+        "STY",
+        "VSCODE_GIT_IPC_HANDLE",
+        "SSH_AUTH_SOCK",
+        "MEMCHAT_DAEMON",
+        "MEMCHAT_DAEMON_IDLE",
         "SSH_TTY",
         "GPG_TTY",
         "TMUX_PANE",
@@ -74,8 +83,9 @@ _VOLATILE = frozenset(
         "SSH_CONNECTION",
     }
 )
-"""Variables a shell changes between commands or terminals that nothing memchat loads reads:
-left out of the fingerprint so that they do not start a server per directory or per tab. The
+"""Variables a shell changes between commands or terminals that nothing memchat loads reads,
+and the mechanism's own (read before a server is chosen, or by the server alone): left out of
+the fingerprint so that they do not start a server per directory, per tab or per setting. The
 command still runs with them, as it runs with the whole environment it was given."""
 
 _DIRECTORY_HANDLE = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY

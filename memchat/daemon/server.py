@@ -237,20 +237,19 @@ def _serve(
             marks = os.read(tally, 4096)
             served += marks.count(b"+")
             running += marks.count(b"+") - marks.count(b"-")
+            last = time.monotonic()  # only commands count as activity: `memchat daemon status` does not
+        if running:
+            last = time.monotonic()
         for pid in list(watchers):
             if os.waitpid(pid, os.WNOHANG)[0]:
                 watchers.discard(pid)
-                last = time.monotonic()
-                if not watchers and (failure := _learn(place.folder)):
+                if not running and (failure := _learn(place.folder)):
                     stopping.append(failure)
-        if watchers:
-            last = time.monotonic()
         if listener in ready:
             connection, _ = listener.accept()
             if peer_uid(connection) != os.getuid():
                 connection.close()  # the socket is 0600 in a 0700 folder: only a privileged user gets here
                 continue
-            last = time.monotonic()
             pid = os.fork()
             if pid == 0:
                 signal.set_wakeup_fd(-1)
@@ -264,7 +263,7 @@ def _serve(
             checked = time.monotonic()
             if code_fingerprint() != code:
                 stopping.append("the installed code changed")
-        if not watchers and time.monotonic() - last >= idle:
+        if not running and time.monotonic() - last >= idle:
             stopping.append(f"idle for {idle:g} s")
     _log(f"server {place.name} leaves: {stopping[0]} ({served} commands served)")
     _leave(place, listener, lock)
