@@ -308,7 +308,9 @@ def test_ctrl_z_stops_the_command_with_its_client(memchat, server, background, m
     background.loaded()
     server.reply(" ".join(f"word{i}" for i in range(60)))
     server.piece_delay = 0.05
-    process = memchat.start("say", thread.id, "long answer please", "--stream")
+    # Its own process group under this one, as a shell runs a job: a stop signal to a process of
+    # an orphaned group (as the suite's may be, started from a script) is discarded by the kernel.
+    process = memchat.start("say", thread.id, "long answer please", "--stream", process_group=0)
     assert process.stdout.read(5) == "word0"
     process.send_signal(signal.SIGTSTP)
     wait_for(lambda: Path(f"/proc/{process.pid}/stat").read_text().split(")")[1].split()[0] == "T", 10)
