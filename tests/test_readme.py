@@ -98,7 +98,15 @@ def test_the_terminal_sessions_print_what_the_readme_shows(transcript, memchat, 
             outputs[-1].append(line)
     marker = "::readme-command::"
     script = "\n".join(f"echo '{marker}'\n{command} 2>&1" for command in commands)
-    printed = shell(script, memchat, tmp_path, timeout=600).split(marker + "\n")[1:]
+    # As a user's shell runs them: model commands after the first go to the background server,
+    # which also spares the session loading litellm for each of them.
+    background = {"MEMCHAT_DAEMON": "on", "XDG_DATA_HOME": str(tmp_path / "data"), "MEMCHAT_DAEMON_IDLE": "120"}
+    try:
+        done = memchat.shell(script, cwd=tmp_path, timeout=600, env=background)
+    finally:
+        memchat.installed("daemon", "stop", env=background)
+    assert done.returncode == 0, done.stdout + done.stderr
+    printed = done.stdout.split(marker + "\n")[1:]
     assert len(printed) == len(commands)
     for command, shown, expected in zip(commands, printed, outputs):
         assert re.fullmatch(expected_output(expected), shown), (command, shown)
