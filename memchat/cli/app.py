@@ -18,6 +18,7 @@ from typer.exceptions import TyperException
 from memchat.cli.helptext import App, Group
 from memchat.cli.render import note
 from memchat.config import colour_refused, database_url, debug_enabled
+from memchat.daemon import GLOBAL_OPTIONS_WITH_VALUES
 from memchat.errors import (
     NO_THREADS_YET,
     Interrupted,
@@ -297,9 +298,6 @@ def holds_no_threads_yet(ctx: typer.Context) -> bool:
 def new_database_file(ctx: typer.Context) -> str | None:
     """The SQLite file this invocation created, if it did (a first use)."""
     return ctx.find_root().obj.get("new_database")
-
-
-GLOBAL_OPTIONS_WITH_VALUES = ("--db", "--server")
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:

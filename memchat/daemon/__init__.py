@@ -46,6 +46,8 @@ MODEL_COMMANDS = frozenset({"say", "retry", "edit", "chat", "embed", "context"})
 only with --rebuild. Every other command stays local: it is as quick without a server."""
 
 GLOBAL_OPTIONS_WITH_VALUES = ("--db", "--server")
+"""The global options that take a value: `command_of` skips them to find the command word, and
+the CLI moves them in front of the command when typed after it (`cli.app.hoist_global_options`)."""
 DEFAULT_IDLE_SECONDS = 600.0
 FOLDER = "daemon"
 LOG_FILE = "daemon.log"
