@@ -12,7 +12,17 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memchat.schemas import MAX_ENDPOINT, MAX_MODEL_NAME, MAX_TITLE, FinishReason, Role, Status, ThreadSettings
+from memchat.schemas import (
+    MAX_CALL_ID,
+    MAX_ENDPOINT,
+    MAX_MODEL_NAME,
+    MAX_TITLE,
+    FinishReason,
+    ItemKind,
+    Role,
+    Status,
+    ThreadSettings,
+)
 
 ThreadCreate = ThreadSettings
 """The settings a thread is made with (the name the store and the importers use)."""
@@ -79,6 +89,29 @@ class MessageBase(Record):
     kept: it is the one reason that changes how a reply reads back (OpenAI's `incomplete`,
     max_output_tokens); `stop` is the ordinary end, memchat sends no tools, and a reason some
     provider made up would be a string no face could explain."""
+    kind: str = Field(default="message", max_length=24)
+    """What the item is, in OpenAI's terms (`memchat.items` has the shapes): `message` (role
+    user, assistant, system or developer), `function_call` (role assistant: the model asks the
+    caller to run a tool), `function_call_output` (role tool: what the caller's tool gave back)
+    or `reasoning` (role assistant: what a reasoning model returned besides its answer). A
+    thread is one ordered sequence of items of every kind."""
+    parts: list[dict] | None = None
+    """A message's (or a tool output's) content as parts, when it is more than text: text,
+    images and files, each image or file a reference to a blob stored once per content
+    (`{"type": "image", "blob": <sha256>, ...}`, see `memchat.items`). None: `content` is the
+    whole content. `content` always holds the item's text, for search, recall and summaries."""
+    call_id: str | None = Field(default=None, max_length=MAX_CALL_ID)
+    """A function call and its outputs: the id that pairs them (`call_...`, or `toolu_...`)."""
+    name: str | None = Field(default=None, max_length=MAX_MODEL_NAME)
+    """A function call's tool name."""
+    arguments: str | None = None
+    """A function call's arguments: a JSON text, kept exactly as the model or client wrote it."""
+    item_id: str | None = Field(default=None, max_length=MAX_CALL_ID)
+    """The item's id in OpenAI's protocols (`fc_...`, `rs_...`, `msg_...`), as given or made."""
+    provider_data: dict | None = None
+    """What only the provider that made the item reads back: a reasoning item's
+    `encrypted_content`, Anthropic's signed `thinking_blocks`, and the provider family
+    (`family`) they may be sent back to; never sent to another family."""
 
 
 class ApiKeyPublic(Record):
@@ -90,6 +123,7 @@ class ApiKeyPublic(Record):
 
 class MessageCreate(MessageBase):
     role: Role
+    kind: ItemKind = "message"
     status: Status = "complete"
     finish_reason: FinishReason | None = None
     created_at: datetime | None = None

@@ -18,7 +18,13 @@ from memchat.config import MAX_REPLY_TOKENS, MAX_TEMPERATURE
 from memchat.errors import InvalidInput, describe_validation_error
 from memchat.times import as_utc, utcnow
 
-Role = Literal["system", "user", "assistant", "tool"]
+Role = Literal["system", "user", "assistant", "tool", "developer"]
+
+ItemKind = Literal["message", "function_call", "function_call_output", "reasoning"]
+"""The kinds of item a thread holds (see `MessageBase.kind`)."""
+MAX_CALL_ID = 200
+"""The longest call id or item id kept (OpenAI's are at most 64 characters; other providers'
+ids pass through litellm and may be longer)."""
 
 Policy = Literal["window", "summary"]
 """`window`: history that does not fit the budget is left out; `summary`: it is condensed into a
