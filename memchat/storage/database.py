@@ -21,7 +21,7 @@ from memchat.config import db_timeout, memchat_version
 from memchat.errors import InvalidInput, StorageError
 from memchat.redact import mask_url_passwords
 
-HEAD_REVISION = "0014"
+HEAD_REVISION = "0015"
 """The newest revision in migrations/versions (a test keeps the two in step), so a database that
 is already current is recognised with one query instead of loading Alembic."""
 SEARCH_OBJECTS = ("messages_fts", "ix_messages_fulltext")

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from memchat.errors import NotFound
 from memchat.records import MessageCreate, MessagePublic, SummaryCreate, SummaryPublic
+from memchat.storage.blobs import stored_parts
 from memchat.storage.leases import check_lease
 from memchat.storage.lineage import Lineage
 from memchat.storage.models import Message, MessageTokens, Summary, Thread
@@ -99,6 +100,8 @@ class Messages(Lineage):
         now = utcnow()
         values = message.model_dump(exclude={"created_at"})
         values.update(thread_id=thread_id, position=count_from_last(last), created_at=message.created_at or now)
+        if message.parts is not None:
+            values["parts"] = stored_parts(session, message.parts)
         message_id = session.execute(_INSERT_MESSAGE, values).scalar_one()
         session.info["history_version"] = session.execute(
             _TOUCH_THREAD, {"thread_key": thread_id, "now": now}

@@ -97,9 +97,27 @@ class Message(SQLModel, MessageBase, table=True):
     position: int
     content: str = Field(sa_type=Text)
     created_at: datetime = Field(default_factory=utcnow)
+    kind: str = Field(default="message", max_length=24, sa_column_kwargs={"server_default": "message"})
+    parts: list[dict] | None = Field(default=None, sa_type=JSON(none_as_null=True))
+    arguments: str | None = Field(default=None, sa_type=Text)
+    provider_data: dict | None = Field(default=None, sa_type=JSON(none_as_null=True))
     copied_from: int | None = None
     """A fork's copy: the message whose full-text index entry stands for this one (always an
     indexed original, however many forks deep); None: indexed itself (revision 0010)."""
+
+
+class Blob(SQLModel, table=True):
+    """An image's or a file's bytes, stored once per content: a message part refers to its
+    SHA-256, so the same image sent a hundred times is one row. A blob no message refers to any
+    more is removed by `memchat vacuum`."""
+
+    __tablename__ = "blobs"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    media_type: str = Field(max_length=200)
+    size: int
+    data: bytes = Field(sa_type=LargeBinary)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class SchemaInfo(SQLModel, table=True):

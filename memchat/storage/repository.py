@@ -16,6 +16,7 @@ and results its methods give are `memchat.records` and `memchat.results`.
 
 from __future__ import annotations
 
+from memchat.storage.blobs import Blobs
 from memchat.storage.bulk import Bulk, ThreadRecord
 from memchat.storage.history import History
 from memchat.storage.keys import Keys
@@ -28,5 +29,5 @@ from memchat.storage.usage import Usage
 __all__ = ["LAST_POSSIBLE_POSITION", "Recallable", "Store", "ThreadRecord"]
 
 
-class Store(Bulk, TurnWrites, History, Search, Usage, Keys, Leases):
+class Store(Bulk, TurnWrites, History, Search, Usage, Keys, Leases, Blobs):
     """A database's threads and messages (see the module's docstring for its parts)."""

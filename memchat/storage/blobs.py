@@ -1,0 +1,67 @@
+"""Images' and files' bytes, stored once per content (the `blobs` table, keyed by SHA-256): a
+message part refers to its blob by hash, so the same image sent a hundred times is kept once."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select as select_columns
+from sqlmodel import Session
+
+from memchat.errors import NotFound
+from memchat.storage.core import StoreCore
+from memchat.storage.models import Blob
+from memchat.storage.statements import insert_ignoring_duplicates
+from memchat.times import utcnow
+
+blobs_table = Blob.__table__
+
+
+def stored_parts(session: Session, parts: Sequence[dict] | None) -> list[dict] | None:
+    """`parts` as a row keeps them: each part given with its bytes (`data`) written as a blob
+    (none written twice) and referred to by its hash, size and media type."""
+    if not parts:
+        return None if parts is None else list(parts)
+    kept: list[dict] = []
+    rows: dict[str, dict] = {}
+    for part in parts:
+        data = part.get("data")
+        if data is None:
+            kept.append(part)
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        media_type = part.get("media_type") or "application/octet-stream"
+        rows[sha] = {"sha256": sha, "media_type": media_type, "size": len(data), "data": data, "created_at": utcnow()}
+        kept.append({**{k: v for k, v in part.items() if k != "data"}, "blob": sha, "size": len(data)})
+    if rows:
+        known = set(
+            session.execute(select_columns(blobs_table.c.sha256).where(blobs_table.c.sha256.in_(list(rows)))).scalars()
+        )
+        new = [row for sha, row in rows.items() if sha not in known]
+        if new:
+            session.execute(insert_ignoring_duplicates(session, Blob), new)
+    return kept
+
+
+def blob_hashes(parts: Iterable[dict] | None) -> set[str]:
+    return {part["blob"] for part in parts or () if part.get("blob")}
+
+
+class Blobs(StoreCore):
+    """Reading the bytes a message's parts refer to."""
+
+    def blobs(self, hashes: Iterable[str]) -> dict[str, tuple[str, bytes]]:
+        """The media type and bytes of each blob asked for, by hash (NotFound if one is missing)."""
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return {}
+        query = select_columns(blobs_table.c.sha256, blobs_table.c.media_type, blobs_table.c.data).where(
+            blobs_table.c.sha256.in_(wanted)
+        )
+        with self._core_reading() as connection:
+            found = {row.sha256: (row.media_type, bytes(row.data)) for row in connection.execute(query)}
+        missing = [sha for sha in wanted if sha not in found]
+        if missing:
+            raise NotFound(f"no stored blob {missing[0]}")
+        return found
