@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -35,6 +35,7 @@ from memchat.transfer import ImportResult, native
 from memchat.turn import (
     Reply,
     build_context,
+    check_pairing,
     first_title,
     rebuild_summary,
     take_turn,
@@ -143,6 +144,27 @@ class Memory:
             wait,
             lambda thread, holder: self.store.append_messages(thread, created, lease_holder=holder, first_title=title),
         )
+
+    def add_items(
+        self, thread_id: str, items: Sequence[MessageCreate], *, wait: float | None = None
+    ) -> list[MessagePublic]:
+        """Append items of any kind as they are, without a model call (what a client adds to an
+        OpenAI conversation, or an agent's session stores): each output must answer a call
+        waiting in the thread or made earlier in `items`; calls may be left waiting for outputs
+        to come. Like `add_messages`, they wait for a turn in progress to end."""
+        created = list(items)
+        title = first_title(created)
+
+        def append(thread: str, holder: str) -> list[MessagePublic]:
+            check_pairing(self.store.open_calls(thread)[0], created, closed=False)
+            return self.store.append_messages(thread, created, lease_holder=holder, first_title=title)
+
+        return self._under_lease(thread_id, wait, append)
+
+    def blobs(self, hashes: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        """The media type and bytes of the images and files these hashes name (a message's parts
+        refer to them by `blob`), by hash."""
+        return self.store.blobs(hashes)
 
     def _under_lease(self, thread_id: str, wait: float | None, change: Callable[[str, str], Any]) -> Any:
         """`change(thread id, lease holder)` while this process holds the thread's turn lease,
@@ -308,6 +330,7 @@ class Memory:
         on_note: Callable[[str], None] | None = None,
         on_start: Callable[[MessagePublic], None] | None = None,
         earlier: Sequence[tuple[str, str]] = (),
+        items: Sequence[MessageCreate] = (),
         **settings: Any,
     ) -> Reply:
         """Send `text` with the thread's memory and store the reply.
@@ -321,6 +344,12 @@ class Memory:
         (role, text) pairs, user or assistant, are stored just before `text`, in the turn
         (another turn cannot land between them), and stay if the model call then fails, as the
         user's message does.
+
+        An agent's turn: `tools` (function tools in Chat Completions' shape), `tool_choice` and
+        `parallel_tool_calls` are options like the others; the reply may then be tool calls
+        (`Reply.tool_calls`), which the caller runs and answers with `send_tool_outputs`.
+        `items`: the turn's new items before `text` (tool outputs, a message with images or
+        files, as `MessageCreate`s; `memchat.items` makes them from OpenAI's shapes).
         """
         options = options_with(options, settings)
         said_before = _said(earlier)
@@ -334,6 +363,42 @@ class Memory:
             on_note=on_note,
             on_start=on_start,
             earlier=said_before,
+            items=items,
+        )
+
+    def send_tool_outputs(
+        self,
+        thread_id: str,
+        outputs: Mapping[str, str],
+        options: TurnOptions | None = None,
+        *,
+        text: str | None = None,
+        stream: bool = False,
+        on_text: Callable[[str], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+        on_start: Callable[[MessagePublic], None] | None = None,
+        **settings: Any,
+    ) -> Reply:
+        """Answer the calls of the model's last reply (`outputs`: each call id and what its tool
+        gave back, every call answered) and take the next turn, with `text` after them if
+        given. Refused, nothing stored, when a call is left unanswered or an id names no call
+        that waits."""
+        if not outputs:
+            raise InvalidInput("no tool outputs given: answer each call of the last reply by its call_id")
+        items = [
+            MessageCreate(role="tool", kind="function_call_output", content=output, call_id=call_id)
+            for call_id, output in outputs.items()
+        ]
+        return self.say(
+            thread_id,
+            text,
+            options,
+            stream=stream,
+            on_text=on_text,
+            on_note=on_note,
+            on_start=on_start,
+            items=items,
+            **settings,
         )
 
     def retry(self, thread_id: str, options: TurnOptions | None = None, **turn: Any) -> Reply:

@@ -7,6 +7,12 @@ memchat writes itself, right after the system prompt: the summary of the history
 window (`summary` policy) and excerpts recalled from it (`recall`); each takes a capped share
 of the history's room, and they are the last things dropped if the exact count says so.
 
+An agent's thread holds more than messages: function calls, their outputs, reasoning. A call and
+its outputs travel together: a window may also open at a model response that follows tool
+outputs (an agent's run is long; its oldest steps leave first), never at an output, so a request
+never holds an output without its call; calls still waiting for their outputs are part of the
+turn itself (the outputs are the turn's new input), never left behind.
+
 It runs in two steps so that a turn costs what its budget holds, not what its thread holds:
 `select_window` walks the history newest first on stored per-message counts and stops at the first
 message that does not fit; `assemble` then counts the exact list to be sent, framing included,
@@ -46,6 +52,9 @@ class Candidate:
     """What its content costs as sent: whole, or cut to `limit` with a note."""
     limit: int | None = None
     """Send at most this many tokens of it (see `Message.context_limit`); None: whole."""
+    kind: str = "message"
+    rich: bool = False
+    """Sent as more than its text (a call, an output, reasoning, parts): see `ContextEntry.chat`."""
 
 
 @dataclass(slots=True)
@@ -62,9 +71,15 @@ class ContextEntry:
     """For a summary: the first and last positions of the messages it stands for."""
     recalled: tuple[int, ...] = ()
     """For recalled excerpts: the positions of the messages quoted."""
+    chat: dict | None = None
+    """The message as sent when it is more than `role` and `content` (tool calls, a tool
+    output, parts, thinking blocks); `{}`: nothing is sent for it (reasoning only another
+    provider could read)."""
+    item: str = "message"
+    """The stored item's kind (`memchat.records.MessageBase.kind`)."""
 
     def chatml(self) -> dict:
-        return {"role": self.role, "content": self.content}
+        return self.chat if self.chat is not None else {"role": self.role, "content": self.content}
 
 
 @dataclass(frozen=True)
@@ -89,7 +104,7 @@ class Context:
     @property
     def messages(self) -> list[dict]:
         """The exact ChatML list to send."""
-        return [entry.chatml() for entry in self.entries if entry.kept]
+        return merged([entry.chatml() for entry in self.entries if entry.kept])
 
     @property
     def dropped(self) -> list[ContextEntry]:
@@ -158,6 +173,37 @@ def fit_excerpts(
     return best
 
 
+def merged(messages: Sequence[dict]) -> list[dict]:
+    """The ChatML list with each model response whole: its stored items (reasoning, text, each
+    call) are one assistant message, as providers require (the tool messages answering its calls
+    must follow the message holding them). Plain messages are left as they are."""
+    out: list[dict] = []
+    for message in messages:
+        if not message:
+            continue
+        previous = out[-1] if out else None
+        if (
+            previous is not None
+            and previous.get("role") == "assistant"
+            and message.get("role") == "assistant"
+            and (message.get("tool_calls") or (previous.get("content") is None and not previous.get("tool_calls")))
+        ):
+            out[-1] = _joined(previous, message)
+        else:
+            out.append(message)
+    return out
+
+
+def _joined(first: dict, second: dict) -> dict:
+    texts = [m["content"] for m in (first, second) if isinstance(m.get("content"), str) and m["content"]]
+    joined: dict = {"role": "assistant", "content": "\n".join(texts) if texts else None}
+    for key in ("tool_calls", "thinking_blocks"):
+        values = [*(first.get(key) or ()), *(second.get(key) or ())]
+        if values:
+            joined[key] = values
+    return joined
+
+
 def room_for(budget: int, margin: float) -> int:
     if budget <= 0:
         raise InvalidInput(f"the budget must be a positive number of tokens, not {budget}")
@@ -173,36 +219,58 @@ def select_window(
     Reads `newest_first` only up to the first message that does not fit."""
     taken: list[Candidate] = []
     used = 0
+    older = None
     for candidate in newest_first:
         if candidate.position <= after:
             break
         used += cost(candidate.role, candidate.tokens)
         if used > room:
+            older = candidate
             break
         taken.append(candidate)
     taken.reverse()
-    return _from_turn_start(taken)
+    return _from_turn_start(taken, older.role if older is not None else None)
 
 
 def drop_oldest_turn(window: Sequence[Candidate]) -> list[Candidate]:
-    return _from_turn_start(list(window[1:]))
+    return _from_turn_start(list(window[1:]), window[0].role if window else None)
 
 
-def _from_turn_start(window: list[Candidate]) -> list[Candidate]:
+def opens_window(role: str, older_role: str | None) -> bool:
+    """Whether a window may begin with a message of `role` after one of `older_role`: at a
+    user's (or system) message, or at a model response that follows tool outputs; never at a
+    tool output (its call would be left out) nor at a reply to a message left out."""
+    return role not in TURN_CONTINUATIONS or (role == "assistant" and older_role == "tool")
+
+
+def _from_turn_start(window: list[Candidate], older_role: str | None) -> list[Candidate]:
     start = 0
-    while start < len(window) and window[start].role in TURN_CONTINUATIONS:
+    while start < len(window) and not opens_window(window[start].role, older_role):
+        older_role = window[start].role
         start += 1
     return window[start:]
 
 
-def essential_messages(system: str | None, new_message: str | None) -> list[dict]:
+def essential_messages(system: str | None, new_message: str | None, new_items: Sequence[dict] = ()) -> list[dict]:
     head = [{"role": "system", "content": system}] if system else []
-    return head + ([{"role": "user", "content": new_message}] if new_message is not None else [])
+    return merged(
+        head + list(new_items) + ([{"role": "user", "content": new_message}] if new_message is not None else [])
+    )
 
 
-def history_room(*, system: str | None, new_message: str | None, budget: int, room: int, count: Counter) -> int:
-    """Tokens left for history once the parts that are never dropped are in, framing included."""
-    essentials = count(essential_messages(system, new_message))
+def history_room(
+    *,
+    system: str | None,
+    new_message: str | None,
+    budget: int,
+    room: int,
+    count: Counter,
+    new_items: Sequence[dict] = (),
+) -> int:
+    """Tokens left for history once the parts that are never dropped are in, framing included:
+    the system prompt, the turn's new message, and its new items (`new_items`, as sent: tool
+    outputs with the calls they answer, a message with parts)."""
+    essentials = count(essential_messages(system, new_message, new_items))
     if essentials > room:
         raise BudgetExceeded(essentials, budget, room)
     return room - essentials
@@ -220,22 +288,40 @@ def assemble(
     system_tokens: int = 0,
     new_tokens: int = 0,
     extras: Sequence[Extra] = (),
+    chats: dict[int, dict] | None = None,
+    new_entries: Sequence[ContextEntry] = (),
 ) -> tuple[list[ContextEntry], int]:
     """The entries sent and their exact token count, dropping further whole turns while the exact
     count exceeds `room` (per-message sums can under-count when tokenizers differ), and then the
     extras, last first.
 
+    `chats`: the window's messages that are sent as more than their text, by id. `new_entries`:
+    the turn's new items, sent before `new_message`.
+
     `history_room` has checked that the system prompt and the new message alone fit."""
     head = [ContextEntry("system", system, "system", cost("system", system_tokens), True)] if system else []
-    tail = [ContextEntry("user", new_message, "new", cost("user", new_tokens), True)] if new_message is not None else []
+    tail = list(new_entries)
+    if new_message is not None:
+        tail.append(ContextEntry("user", new_message, "new", cost("user", new_tokens), True))
     window = list(window)
     extras = list(extras)
+    chats = chats or {}
     while True:
         middle = [
-            ContextEntry(c.role, contents[c.id], "history", cost(c.role, c.tokens), True, c.position) for c in window
+            ContextEntry(
+                c.role,
+                contents[c.id],
+                "history",
+                cost(c.role, c.tokens),
+                True,
+                c.position,
+                chat=chats.get(c.id),
+                item=c.kind,
+            )
+            for c in window
         ]
         entries = head + [extra.entry(cost) for extra in extras] + middle + tail
-        total = count([entry.chatml() for entry in entries])
+        total = count(merged([entry.chatml() for entry in entries]))
         if total <= room or not (window or extras):
             return entries, total
         if window:

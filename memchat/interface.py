@@ -18,13 +18,13 @@ these signatures, and runs one set of tests against both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 if TYPE_CHECKING:
     from memchat.context import Context
-    from memchat.records import ApiKeyPublic, MessagePublic, SummaryPublic, ThreadPublic
+    from memchat.records import ApiKeyPublic, MessageCreate, MessagePublic, SummaryPublic, ThreadPublic
     from memchat.results import ImportResult, Reply, SearchHit
     from memchat.schemas import KeyCheck, ThreadSettings, TurnOptions
 
@@ -70,6 +70,21 @@ class ConversationMemory(Protocol):
         on_note: Callable[[str], None] | None = None,
         on_start: Callable[[MessagePublic], None] | None = None,
         earlier: Sequence[tuple[str, str]] = (),
+        items: Sequence[MessageCreate] = (),
+        **settings: Any,
+    ) -> Reply: ...
+
+    def send_tool_outputs(
+        self,
+        thread_id: str,
+        outputs: Mapping[str, str],
+        options: TurnOptions | None = None,
+        *,
+        text: str | None = None,
+        stream: bool = False,
+        on_text: Callable[[str], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+        on_start: Callable[[MessagePublic], None] | None = None,
         **settings: Any,
     ) -> Reply: ...
 
@@ -158,6 +173,12 @@ class ItemMemory(ConversationMemory, Protocol):
     ) -> list[MessagePublic]: ...
 
     def undo_message(self, thread_id: str, position: int, *, wait: float | None = None) -> MessagePublic: ...
+
+    def add_items(
+        self, thread_id: str, items: Sequence[MessageCreate], *, wait: float | None = None
+    ) -> list[MessagePublic]: ...
+
+    def blobs(self, hashes: Sequence[str]) -> dict[str, tuple[str, bytes]]: ...
 
 
 class OperatorMemory(ConversationMemory, Protocol):

@@ -49,7 +49,31 @@ class Completion:
     replaced: int = 0
     """Characters of the reply no database stores (NUL, lone surrogates), replaced by U+FFFD."""
     finish_reason: str | None = None
-    """Why the reply ended, as the provider said: `stop`, or `length` when it reached max_tokens."""
+    """Why the reply ended, as the provider said: `stop`, `tool_calls`, or `length` when it
+    reached max_tokens."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The tools the model asks the caller to run (several: parallel calls), in its order."""
+    reasoning: Reasoning | None = None
+    """What a reasoning model returned besides its answer, if the provider passed it on."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    call_id: str
+    name: str
+    arguments: str
+    """JSON text, exactly as the model wrote it."""
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    text: str
+    """litellm's `reasoning_content`: the reasoning (or its summary) as text."""
+    thinking_blocks: tuple[dict, ...] = ()
+    """Anthropic's thinking blocks, signatures included, verbatim: sent back with the turn that
+    used a tool, and only to the provider family that signed them."""
+    family: str | None = None
+    """The provider (litellm's name) whose model made it."""
 
 
 def load():
@@ -164,6 +188,22 @@ def counter(model: str, tokenizer: Tokenizer | None = None) -> Counter:
     if shares.total(probe) != whole(probe):
         return whole
     return shares.total
+
+
+def tool_tokens(model: str, tokenizer: Tokenizer | None, tools: list[dict]) -> int:
+    """What sending these tool definitions adds to a prompt, as litellm counts it for the model
+    (it counts them only beside messages: the difference over a one-message list)."""
+    return _tool_tokens(model, tokenizer, json.dumps(tools, sort_keys=True))
+
+
+@lru_cache(maxsize=64)
+def _tool_tokens(model: str, tokenizer: Tokenizer | None, tools: str) -> int:
+    litellm = _litellm()
+    loaded = tokenizer.huggingface() if tokenizer is not None else None
+    custom = {"type": "huggingface_tokenizer", "tokenizer": loaded} if loaded is not None else None
+    probe = [{"role": "user", "content": "x"}]
+    with_tools = litellm.token_counter(model=model, messages=probe, tools=json.loads(tools), custom_tokenizer=custom)
+    return max(with_tools - litellm.token_counter(model=model, messages=probe, custom_tokenizer=custom), 0)
 
 
 class _MessageShares:
@@ -373,18 +413,30 @@ def complete(
     stream: bool = False,
     on_text: Callable[[str], None] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    tools: list[dict] | None = None,
+    tool_choice: str | dict | None = None,
+    parallel_tool_calls: bool | None = None,
 ) -> Completion:
     """One reply, within `timeout` seconds in all (a streamed reply included). Transient failures
     (429, 5xx, connection errors, time-outs) are retried with backoff, or after the provider's
     Retry-After, while the time lasts; others fail at once, and so does a refused connection
     (nothing listens at the endpoint: waiting would not change that). A stream that breaks after text has
     arrived is never retried (the text has been shown): it ends in ReplyCutOff. An empty or
-    unreadable reply is a provider failure, never an empty success. Characters no database
-    stores are replaced (`Completion.replaced`), so a reply that was paid for is never lost."""
+    unreadable reply is a provider failure, never an empty success (a reply of tool calls alone
+    has no text, and is not empty). Characters no database stores are replaced
+    (`Completion.replaced`), so a reply that was paid for is never lost. `tools` (Chat
+    Completions' function tools), `tool_choice` and `parallel_tool_calls` go to the provider as
+    litellm translates them; the tool calls of the reply come back in `Completion.tool_calls`."""
     litellm = _litellm()
     params: dict = {"model": model, "messages": messages, "max_tokens": max_tokens, "num_retries": 0, "max_retries": 0}
     sampling = {"temperature": temperature, "top_p": top_p, "reasoning_effort": reasoning_effort}
     params.update({name: value for name, value in sampling.items() if value is not None})
+    if tools:
+        params["tools"] = tools
+        if tool_choice is not None:
+            params["tool_choice"] = tool_choice
+        if parallel_tool_calls is not None:
+            params["parallel_tool_calls"] = parallel_tool_calls
     params.update(_endpoint_params(litellm, model, api_base))
     started = time.perf_counter()
     deadline = time.monotonic() + timeout
@@ -401,7 +453,7 @@ def complete(
             else:
                 response = litellm.completion(**params)
             text, replaced = storable(_reply_text(response, model))
-            if on_text and not stream:
+            if on_text and not stream and text:
                 on_text(text)
             break
         except KeyboardInterrupt as interrupt:
@@ -432,6 +484,8 @@ def complete(
         latency_ms=latency_ms,
         replaced=replaced,
         finish_reason=getattr(response.choices[0], "finish_reason", None),
+        tool_calls=_tool_calls(response),
+        reasoning=_reasoning(response, model),
     )
 
 
@@ -495,14 +549,42 @@ def _pause_before_retry(
 
 
 def _reply_text(response, model: str) -> str:
+    """The reply's text ("" for a reply of tool calls alone)."""
     choices = getattr(response, "choices", None)
     if not choices:
         raise ProviderError(f"{model}: the provider's answer held no reply (no choices)", kind="empty")
     message = getattr(choices[0], "message", None)
     text = getattr(message, "content", None)
+    if getattr(message, "tool_calls", None) and not text:
+        return ""
     if not isinstance(text, str) or not text:
         raise ProviderError(f"{model}: the provider sent an empty reply", kind="empty")
     return text
+
+
+def _tool_calls(response) -> tuple[ToolCall, ...]:
+    message = getattr(response.choices[0], "message", None)
+    calls = []
+    for call in getattr(message, "tool_calls", None) or ():
+        function = getattr(call, "function", None)
+        name = getattr(function, "name", None)
+        if not getattr(call, "id", None) or not name:
+            raise ProviderError("the provider sent a tool call without its id or name", kind="empty")
+        arguments, _ = storable(getattr(function, "arguments", None) or "{}")
+        calls.append(ToolCall(call.id, name, arguments))
+    return tuple(calls)
+
+
+def _reasoning(response, model: str) -> Reasoning | None:
+    """The reply's reasoning as litellm standardises it (`reasoning_content`, and the
+    `thinking_blocks` of the message itself: a streamed reply's `provider_specific_fields` hold
+    only the last partial block)."""
+    message = getattr(response.choices[0], "message", None)
+    text = getattr(message, "reasoning_content", None) or ""
+    blocks = tuple(dict(block) for block in getattr(message, "thinking_blocks", None) or ())
+    if not text and not blocks:
+        return None
+    return Reasoning(storable(text)[0], blocks, provider_of(model))
 
 
 def _retry_after(exc: Exception) -> float:

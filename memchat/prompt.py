@@ -9,10 +9,12 @@ the store.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
+from memchat import items as item_forms
 from memchat import llm, recollection, settings, summary
 from memchat.config import DEFAULT_MAX_TOKENS, FALLBACK_BUDGET
 from memchat.context import (
@@ -34,7 +36,7 @@ from memchat.context import (
 )
 from memchat.errors import InvalidInput, ProviderError
 from memchat.recollection import Embeddings
-from memchat.records import SummaryPublic, ThreadPublic
+from memchat.records import MessageCreate, MessagePublic, SummaryPublic, ThreadPublic
 from memchat.schemas import DEFAULT_SUMMARY_SHARE, TurnOptions, check_text
 from memchat.storage.fulltext import SHORT_MESSAGE_WORDS, recall_words
 from memchat.storage.repository import Store
@@ -76,6 +78,16 @@ class MemoryPlan:
         return cls(
             policy, recall, thread.summary_share or DEFAULT_SUMMARY_SHARE, current, embeddings_for(thread, options)
         )
+
+
+@dataclass(frozen=True)
+class NewInput:
+    """What a turn adds besides a plain message: its new items (tool outputs, then the user's
+    message when it has parts), and the stored items they answer (`carried`: the model's last
+    response, whose calls were waiting for these outputs), all sent whatever the budget."""
+
+    items: tuple[MessageCreate, ...] = ()
+    carried: tuple[MessagePublic, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,22 +212,85 @@ def history_pages(
     limit = first
     while True:
         page = store.history_page(thread_id, plan.tokenizer.name, before=before, limit=limit, version=version)
-        missing = [row.id for row in page if row.tokens is None]
+        missing = [row.id for row in page if row.tokens is None and not _is_rich(row)]
+        rich = [row.id for row in page if row.tokens is None and _is_rich(row)]
         counted: dict[int, int] = {}
         if missing:
             contents = store.contents(missing)
             counted = dict(zip(missing, plan.count_texts([contents[i] for i in missing])))
+        if rich:
+            counted.update(item_tokens(store, store.items_of(rich), plan))
+        if counted:
             store.save_token_counts(plan.tokenizer.name, counted, thread_id=thread_id)
         yield [
-            Candidate(row.id, row.position, row.role, row.context_limit + CUT_NOTE_TOKENS, row.context_limit)
+            Candidate(row.id, row.position, row.role, row.context_limit + CUT_NOTE_TOKENS, row.context_limit, row.kind)
             if row.context_limit is not None and counted.get(row.id, row.tokens) > row.context_limit
-            else Candidate(row.id, row.position, row.role, counted.get(row.id, row.tokens))
+            else Candidate(
+                row.id, row.position, row.role, counted.get(row.id, row.tokens), None, row.kind, _is_rich(row)
+            )
             for row in page
         ]
         if len(page) < limit:
             return
         before = page[-1].position
         limit = min(limit * 4, LARGEST_PAGE)
+
+
+def _is_rich(row) -> bool:
+    return row.kind != "message" or bool(row.rich)
+
+
+def family_of(model: str) -> str:
+    """The provider family a model's reasoning may be sent back to (litellm's provider name)."""
+    return llm.provider_of(model)
+
+
+def chat_forms(store: Store, messages: list, plan: Plan) -> list[dict]:
+    """Each item as the turn's model is sent it, one ChatML message each (`{}`: not sent), its
+    images and files read from their blobs (or, for items not stored yet, their own bytes)."""
+    local: dict[str, bytes] = {}
+    prepared = []
+    for message in messages:
+        if message.parts and any("data" in part for part in message.parts):
+            parts = []
+            for part in message.parts:
+                if "data" in part:
+                    sha = hashlib.sha256(part["data"]).hexdigest()
+                    local[sha] = part["data"]
+                    part = {**{k: v for k, v in part.items() if k != "data"}, "blob": sha, "size": len(part["data"])}
+                parts.append(part)
+            message = message.model_copy(update={"parts": parts})
+        prepared.append(message)
+    wanted = {
+        part["blob"] for m in prepared for part in m.parts or () if part.get("blob") and part["blob"] not in local
+    }
+    if wanted:
+        local.update({sha: data for sha, (_, data) in store.blobs(wanted).items()})
+    family = family_of(plan.model)
+    forms = []
+    for message in prepared:
+        sent = item_forms.to_chat_messages([message], local.__getitem__, family=family)
+        forms.append(sent[0] if sent else {})
+    return forms
+
+
+def item_tokens(store: Store, messages: dict[int, MessagePublic], plan: Plan) -> dict[int, int]:
+    """What each item adds to a prompt as sent (beyond its role's framing); reasoning counts its
+    text whether or not it is sent (litellm does not count thinking blocks)."""
+    ids = list(messages)
+    forms = chat_forms(store, [messages[i] for i in ids], plan)
+    framing = plan.count([])
+    counted = {}
+    for message_id, form in zip(ids, forms, strict=True):
+        message = messages[message_id]
+        if message.kind == "reasoning":
+            blocks = (message.provider_data or {}).get("thinking_blocks") or ()
+            thinking = "\n".join(str(block.get("thinking") or block.get("data") or "") for block in blocks)
+            counted[message_id] = sum(plan.count_texts([message.content, thinking]))
+        else:
+            whole = plan.count([form]) - framing if form else 0
+            counted[message_id] = max(whole - plan.cost(message.role, 0), 0)
+    return counted
 
 
 class _Replay:
@@ -266,14 +341,30 @@ def build(
     *,
     include_dropped: bool,
     version: int | None = None,
+    new: NewInput | None = None,
+    tools: list[dict] | None = None,
 ) -> tuple[Context, int, FoldDue | None]:
     """The context a turn sends under its memory policy, and the summary fold due, if any.
-    `version`: the thread's `history_version`, read in the same snapshot before."""
+    `version`: the thread's `history_version`, read in the same snapshot before. `new`: the
+    turn's items besides its plain message `text` (tool outputs and the calls they answer, a
+    message with parts), always sent; the history window ends before them. `tools`: the tool
+    definitions the call sends, whose tokens count against the budget."""
     system_tokens = plan.tokens(thread.system) if thread.system else 0
     new_tokens = plan.tokens(text) if text is not None else 0
-    room = history_room(system=thread.system, new_message=text, budget=plan.budget, room=plan.room, count=plan.count)
+    new_entries = _new_entries(store, new, plan) if new is not None else []
+    new_items = [entry.chatml() for entry in new_entries]
+    limit = plan.room - (llm.tool_tokens(plan.model, plan.tokenizer, tools) if tools else 0)
+    room = history_room(
+        system=thread.system,
+        new_message=text,
+        budget=plan.budget,
+        room=limit,
+        count=plan.count,
+        new_items=new_items,
+    )
     first = first_page(room, store.caches.pages_read.get(thread.id))
-    history = _Replay(history_pages(store, thread.id, plan, first=first, version=version))
+    window_end = new.carried[0].position if new is not None and new.carried else None
+    history = _Replay(history_pages(store, thread.id, plan, first=first, before=window_end, version=version))
     cap = summary_cap(room, memory.share)
     summarized = -1
     condensed = None
@@ -298,18 +389,26 @@ def build(
         if left_out is not None and left_out.position > summarized:
             keep_room = int((room - cap - extra_cost(plan, recalled)) * FOLD_KEEP)
             due = FoldDue(_window_start(select_window(history, keep_room, plan.cost), thread) - 1, cap)
+    rich = [c.id for c in window if c.rich]
+    chats = {}
+    if rich:
+        found = store.items_of(rich)
+        chats = dict(zip(rich, chat_forms(store, [found[i] for i in rich], plan)))
     entries, prompt_tokens = assemble(
         system=thread.system,
         window=window,
         contents=_sendable(_window_contents(store, thread, window, plan, version), window, plan),
         new_message=text,
-        room=plan.room,
+        room=limit,
         count=plan.count,
         cost=plan.cost,
         system_tokens=system_tokens,
         new_tokens=new_tokens,
         extras=[extra for extra in (condensed, recalled) if extra is not None],
+        chats=chats,
+        new_entries=new_entries,
     )
+    prompt_tokens += plan.room - limit
     store.caches.pages_read.remember(thread.id, history.read)
     if include_dropped:
         entries = _with_dropped(store, thread, plan, entries)
@@ -325,6 +424,26 @@ def build(
         summary_due=(summarized + 1, due.through) if due else None,
     )
     return context, new_tokens, due
+
+
+def _new_entries(store: Store, new: NewInput, plan: Plan) -> list[ContextEntry]:
+    """The turn's carried and new items as context entries, each as it is sent."""
+    said = [*new.carried, *new.items]
+    forms = chat_forms(store, said, plan)
+    framing = plan.count([])
+    return [
+        ContextEntry(
+            message.role,
+            message.content,
+            "history" if isinstance(message, MessagePublic) else "new",
+            plan.count([form]) - framing if form else 0,
+            True,
+            getattr(message, "position", None),
+            chat=form,
+            item=message.kind,
+        )
+        for message, form in zip(said, forms, strict=True)
+    ]
 
 
 CUT_NOTE_TOKENS = 40
@@ -407,7 +526,8 @@ def _with_dropped(store: Store, thread: ThreadPublic, plan: Plan, entries: list[
     older.reverse()
     contents = store.contents([c.id for c in older])
     dropped = [
-        ContextEntry(c.role, contents[c.id], "history", plan.cost(c.role, c.tokens), False, c.position) for c in older
+        ContextEntry(c.role, contents[c.id], "history", plan.cost(c.role, c.tokens), False, c.position, item=c.kind)
+        for c in older
     ]
     split = sum(1 for e in entries if e.kind in ("system", "summary", "recall"))
     return entries[:split] + dropped + entries[split:]
@@ -420,7 +540,9 @@ def build_context(
     with store.snapshot():
         thread = with_turn_system(store.thread(thread_ref), options)
         memory = MemoryPlan.of(store, thread, options)
-        context, _, _ = build(store, thread, text, plan_for(thread, options), memory, include_dropped=with_dropped)
+        context, _, _ = build(
+            store, thread, text, plan_for(thread, options), memory, include_dropped=with_dropped, tools=options.tools
+        )
     return context
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TextIO, TypeVar
@@ -37,7 +37,7 @@ from memchat.errors import (
     Unanswered,
     error_from_body,
 )
-from memchat.records import MessagePublic, SummaryPublic, ThreadPublic
+from memchat.records import MessageCreate, MessagePublic, SummaryPublic, ThreadPublic
 from memchat.results import Reply, SearchHit
 from memchat.schemas import ThreadSettings, TurnOptions, options_with, settings_with
 from memchat.transfer import ImportResult, markdown
@@ -151,8 +151,11 @@ class RemoteMemory:
         on_note: Callable[[str], None] | None = None,
         on_start: Callable[[MessagePublic], None] | None = None,
         earlier: Sequence[tuple[str, str]] = (),
+        items: Sequence[MessageCreate] = (),
         **settings: Any,
     ) -> Reply:
+        if items:
+            raise InvalidInput("items (tool outputs, images, files) are not sent through a server by this client yet")
         kind, body = ("retry", {}) if text is None else ("say", {"message": text})
         return self._asked(
             kind,
@@ -165,6 +168,21 @@ class RemoteMemory:
             on_start=on_start,
             earlier=earlier,
         )
+
+    def send_tool_outputs(
+        self,
+        thread_id: str,
+        outputs: Mapping[str, str],
+        options: TurnOptions | None = None,
+        *,
+        text: str | None = None,
+        stream: bool = False,
+        on_text: Callable[[str], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
+        on_start: Callable[[MessagePublic], None] | None = None,
+        **settings: Any,
+    ) -> Reply:
+        raise InvalidInput("tool outputs are not sent through a server by this client yet")
 
     def retry(self, thread_id: str, options: TurnOptions | None = None, **turn: Any) -> Reply:
         return self.say(thread_id, None, options, **turn)

@@ -26,7 +26,17 @@ class Reply:
     """The summary this turn made, if it made one."""
     finish_reason: str | None = None
     """`length`: the reply stopped at the turn's max_tokens (stored as complete all the same,
-    with its `finish_reason`)."""
+    with its `finish_reason`); `tool_calls`: the model asks for tools to be run."""
+    items: tuple[MessagePublic, ...] = ()
+    """Everything the reply stored, in order: reasoning, the text (`message`), the tool calls."""
+    said: tuple[MessagePublic, ...] = ()
+    """The turn's own items as stored: tool outputs, the user's message."""
+
+    @property
+    def tool_calls(self) -> list[MessagePublic]:
+        """The calls the model made (`call_id`, `name`, `arguments`): run them, then send their
+        outputs (`Memory.send_tool_outputs`)."""
+        return [item for item in self.items if item.kind == "function_call"]
 
 
 @dataclass(frozen=True)

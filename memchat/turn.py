@@ -9,7 +9,7 @@ model call); if that fails, the turn goes ahead with the window policy.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from memchat import llm, prompt, summary
 from memchat.context import Context, history_room, room_for, summary_cap
@@ -50,10 +50,14 @@ def take_turn(
     on_note: Callable[[str], None] | None = None,
     on_start: Callable[[MessagePublic], None] | None = None,
     earlier: Sequence[MessageCreate] = (),
+    items: Sequence[MessageCreate] = (),
 ) -> Reply:
-    """A turn; with `text` None, the thread's last unanswered message is sent again (`retry`).
-    `earlier` messages are stored just before the user's, under the turn's lease, so no other
-    turn lands between them.
+    """A turn; with `text` None and no `items`, the thread's last unanswered message is sent
+    again (`retry`). `earlier` messages are stored just before the user's, under the turn's
+    lease, so no other turn lands between them. `items`: the turn's new items besides `text`
+    (tool outputs answering the calls of the model's last response, then a message with parts),
+    sent before `text`; a call left without its output, or an output no call waits for, is
+    refused before anything is stored.
 
     Everything slow that does not depend on the history (loading litellm and the tokenizer,
     checking the model) happens before the thread's lease is taken, so turns on one thread
@@ -62,11 +66,13 @@ def take_turn(
     thread changed meanwhile), then the reply with the lease's release. A turn that first folds
     history into a summary takes the lease on its own and commits the summary too."""
     reply_tokens = prompt.max_tokens(options)
-    if earlier and text is None:
+    if earlier and text is None and not items:
         raise InvalidInput("a retry sends the unanswered message again; it adds no earlier messages")
     if text is not None:
         prompt.validate_text(text)
+    _check_new_items(items)
     thread = store.thread(thread_ref)
+    check_pairing(store.open_calls(thread.id)[0], [*earlier, *items], closed=True)
     options = options.model_copy(update={"api_base": prompt.endpoint_for(thread, options)})
     model = prompt.plan_for(thread, options).model
     llm.check_model(model, api_base=options.api_base)
@@ -85,7 +91,7 @@ def take_turn(
             with store.snapshot():  # the check and the context in one read transaction
                 if turn_in_progress(store, thread.id):
                     return False  # no context is built while another turn holds the thread
-                turn = _prepare(store, thread.id, text, options)
+                turn = _prepare(store, thread.id, text, options, items)
             if turn.due is not None:
                 begun.clear()
                 return store.acquire_lease(thread.id, holder, seconds, holder_is_gone)
@@ -106,7 +112,7 @@ def take_turn(
                 store.append_messages(
                     thread.id, earlier, lease_holder=lease.holder, first_title=_title_for(thread, earlier)
                 )
-            turn, user_message = _folded_then_begun(store, thread.id, text, options, lease, on_note)
+            turn, user_message = _folded_then_begun(store, thread.id, text, options, items, lease, on_note)
         return _converse(store, turn, user_message, options, reply_tokens, stream, on_text, on_note, on_start, lease)
 
 
@@ -115,7 +121,9 @@ class _Turn:
     """What a turn will send, read in one snapshot of the thread."""
 
     thread: ThreadPublic
-    text: str
+    text: str | None
+    """The user's message (None: the turn sends tool outputs alone)."""
+    new: prompt.NewInput
     unanswered: MessagePublic | None
     """The message a retry sends again (None: `text` is new)."""
     left_unanswered: MessagePublic | None
@@ -128,6 +136,8 @@ class _Turn:
     """The thread's history version the context was built at (its commit checks it)."""
     made: SummaryPublic | None = None
     """The summary this turn made before its call, if it made one."""
+    stored: list[MessagePublic] = field(default_factory=list)
+    """The turn's own items as stored (pending until the reply comes)."""
 
 
 def first_title(said: Sequence[MessageCreate]) -> str | None:
@@ -143,48 +153,113 @@ def _title_for(thread: ThreadPublic, said: Sequence[MessageCreate]) -> str | Non
     return None if thread.title else first_title(said)
 
 
-def _prepare(store: Store, thread_id: str, text: str | None, options: TurnOptions) -> _Turn:
+def _prepare(
+    store: Store, thread_id: str, text: str | None, options: TurnOptions, items: Sequence[MessageCreate] = ()
+) -> _Turn:
     with store.snapshot():
         thread = prompt.with_turn_system(store.thread(thread_id), options)
         version = store.history_version(thread.id)
         unanswered = left_unanswered = None
-        if text is None:
+        if text is None and not items:
             unanswered = store.unanswered(thread.id)
             if unanswered is None:
                 raise InvalidInput(f"nothing to retry: the last message of thread {thread.id} has its reply")
             text = unanswered.content
-        else:
+        elif text is not None:
             left_unanswered = store.unanswered(thread.id)
-        prompt.validate_text(text)
+        if text is not None:
+            prompt.validate_text(text)
+        waiting, response = store.open_calls(thread.id)
+        check_pairing(waiting, items, closed=True)
+        new = prompt.NewInput(tuple(items), tuple(response) if items else ())
         plan = prompt.plan_for(thread, options)
         llm.check_model(plan.model, api_base=options.api_base)
         llm.check_sampling(plan.model, top_p=options.top_p, reasoning_effort=options.reasoning_effort)
         memory = prompt.MemoryPlan.of(store, thread, options)
         context, new_tokens, due = prompt.build(
-            store, thread, text, plan, memory, include_dropped=False, version=version
+            store, thread, text, plan, memory, include_dropped=False, version=version, new=new, tools=options.tools
         )
-    return _Turn(thread, text, unanswered, left_unanswered, plan, memory, context, new_tokens, due, version)
+    return _Turn(thread, text, new, unanswered, left_unanswered, plan, memory, context, new_tokens, due, version)
 
 
 def _begin(store: Store, turn: _Turn, holder: str, seconds: float) -> MessagePublic | None:
-    """Take the lease and store the user's message in one commit (None: the lease is busy)."""
-    said = None if turn.unanswered else _said(turn)
-    return store.begin_turn(
+    """Take the lease and store the turn's new items in one commit (None: the lease is busy);
+    returns the user's message (or, a turn of tool outputs alone, its first output)."""
+    said = [] if turn.unanswered else _said(turn)
+    stored = store.begin_turn(
         turn.thread.id,
         holder,
         seconds,
         holder_is_gone,
         seen=turn.version,
-        message=said,
+        messages=said,
         resend=turn.unanswered.id if turn.unanswered else None,
-        tokens=(turn.plan.tokenizer.name, turn.new_tokens),
-        first_title=_title_for(turn.thread, [said]) if said else None,
+        tokens=(turn.plan.tokenizer.name, _said_tokens(turn, said)),
+        first_title=_title_for(turn.thread, said) if said else None,
     )
+    if stored is None:
+        return None
+    turn.stored = stored
+    return _user_of(stored)
 
 
-def _said(turn: _Turn) -> MessageCreate:
-    """The user's new message, stored pending until its reply comes."""
-    return MessageCreate(role="user", content=turn.text, status="pending")
+def _user_of(stored: Sequence[MessagePublic]) -> MessagePublic:
+    return next((message for message in stored if message.role == "user"), stored[0])
+
+
+def _said(turn: _Turn) -> list[MessageCreate]:
+    """The turn's new items and the user's message, stored pending until the reply comes."""
+    said = [item.model_copy(update={"status": "pending"}) for item in turn.new.items]
+    if turn.text is not None:
+        said.append(MessageCreate(role="user", content=turn.text, status="pending"))
+    return said
+
+
+def _said_tokens(turn: _Turn, said: Sequence[MessageCreate]) -> list[int | None]:
+    """The counts kept with the new items: the plain message's (counted for the context), the
+    others counted when first read."""
+    return [turn.new_tokens if item.kind == "message" and not item.parts else None for item in said]
+
+
+def _check_new_items(items: Sequence[MessageCreate]) -> None:
+    """A turn's new items are what a caller says: tool outputs and messages (the model's own
+    items come only from the model)."""
+    for index, item in enumerate(items):
+        if item.kind == "function_call_output":
+            if item.role != "tool" or not item.call_id:
+                raise InvalidInput(f"items[{index}]: a function_call_output needs role tool and its call_id")
+        elif item.kind != "message" or item.role not in ("user", "system", "developer"):
+            raise InvalidInput(
+                f"items[{index}]: a turn adds tool outputs and user, system or developer messages, not {item.kind} "
+                f"items of role {item.role}"
+            )
+
+
+def check_pairing(waiting: Sequence[MessagePublic], said: Sequence[MessageCreate], *, closed: bool) -> None:
+    """Every output answers a call that waits for it (in the thread, `waiting`, or earlier in
+    `said`), nothing but outputs follows a call still waiting, and (`closed`: the model is called
+    next) no call is left without its output, as OpenAI requires; the errors are OpenAI's
+    words, with how to go on."""
+    open_ids = {call.call_id for call in waiting}
+    for item in said:
+        if item.kind == "function_call":
+            open_ids.add(item.call_id)
+        elif item.kind == "function_call_output":
+            if item.call_id not in open_ids:
+                raise InvalidInput(f"No tool call found for function call output with call_id {item.call_id}.")
+            open_ids.discard(item.call_id)
+        elif open_ids:
+            raise InvalidInput(_no_output(open_ids))
+    if open_ids and closed:
+        raise InvalidInput(_no_output(open_ids))
+
+
+def _no_output(open_ids: set[str]) -> str:
+    first = sorted(open_ids)[0]
+    return (
+        f"No tool output found for function call {first}. Send the output of every call the model made "
+        "(a function_call_output for each call_id), or take the calls back with `memchat undo`."
+    )
 
 
 def _folded_then_begun(
@@ -192,12 +267,13 @@ def _folded_then_begun(
     thread_id: str,
     text: str | None,
     options: TurnOptions,
+    items: Sequence[MessageCreate],
     lease: Lease,
     on_note: Callable[[str], None] | None,
 ) -> tuple[_Turn, MessagePublic]:
     """Under the lease: fold the history that left the window into a new summary, build the
     context again with it, and store the user's message."""
-    turn = _prepare(store, thread_id, text, options)
+    turn = _prepare(store, thread_id, text, options, items)
     if turn.due is not None:
         memory = turn.memory
         try:
@@ -223,20 +299,27 @@ def _folded_then_begun(
                 )
         with store.snapshot():
             context, new_tokens, _ = prompt.build(
-                store, turn.thread, turn.text, turn.plan, memory, include_dropped=False
+                store,
+                turn.thread,
+                turn.text,
+                turn.plan,
+                memory,
+                include_dropped=False,
+                new=turn.new,
+                tools=options.tools,
             )
         turn = replace(turn, memory=memory, context=context, new_tokens=new_tokens)
     if turn.unanswered is None:
-        said = [_said(turn)]
-        user_message = store.append_messages(
+        said = _said(turn)
+        turn.stored = store.append_messages(
             turn.thread.id,
             said,
-            tokens=(turn.plan.tokenizer.name, [turn.new_tokens]),
+            tokens=(turn.plan.tokenizer.name, _said_tokens(turn, said)),
             first_title=_title_for(turn.thread, said),
-        )[0]
+        )
     else:
-        user_message = store.set_status(turn.thread.id, turn.unanswered.id, "pending")
-    return turn, user_message
+        turn.stored = [store.set_status(turn.thread.id, turn.unanswered.id, "pending")]
+    return turn, _user_of(turn.stored)
 
 
 def _converse(
@@ -266,6 +349,9 @@ def _converse(
             stream=stream,
             on_text=on_text,
             timeout=options.call_timeout,
+            tools=options.tools,
+            tool_choice=options.tool_choice,
+            parallel_tool_calls=options.parallel_tool_calls,
         )
 
     try:
@@ -280,15 +366,15 @@ def _converse(
     except ReplyCutOff as cut:
         store.finish_turn(
             thread.id,
-            user_message.id,
-            MessageCreate(role="assistant", content=cut.text, status="partial", model=plan.model),
-            tokens=(plan.tokenizer.name, plan.tokens(cut.text)),
+            [m.id for m in turn.stored],
+            [MessageCreate(role="assistant", content=cut.text, status="partial", model=plan.model)],
+            tokens=(plan.tokenizer.name, [plan.tokens(cut.text)]),
             user_status="failed",
             lease_holder=lease.holder,
         )
         raise Unanswered(thread.id, user_message, cut) from cut
     except BaseException as failure:
-        store.set_status(thread.id, user_message.id, "failed")
+        _failed(store, thread.id, turn.stored)
         raise Unanswered(thread.id, user_message, failure) from failure
     reply_count = plan.tokens(completion.text)
     context_limit = None
@@ -299,29 +385,21 @@ def _converse(
                 f"the reply has {reply_count} tokens, far over the {reply_tokens} asked for: it is stored whole, "
                 f"but later turns send only its first {reply_tokens} tokens"
             )
+    replies, counts = _reply_items(completion, context_limit, reply_count)
     try:
-        reply = store.finish_turn(
+        stored = store.finish_turn(
             thread.id,
-            user_message.id,
-            MessageCreate(
-                role="assistant",
-                content=completion.text,
-                model=completion.model,
-                prompt_tokens=completion.prompt_tokens,
-                completion_tokens=completion.completion_tokens,
-                cost=completion.cost,
-                latency_ms=completion.latency_ms,
-                context_limit=context_limit,
-                finish_reason="length" if completion.finish_reason == "length" else None,
-            ),
-            tokens=(plan.tokenizer.name, reply_count),
+            [m.id for m in turn.stored],
+            replies,
+            tokens=(plan.tokenizer.name, counts),
             lease_holder=lease.holder,
             release=True,
         )
         lease.released = True
     except BaseException as failure:
-        store.set_status(thread.id, user_message.id, "failed")
+        _failed(store, thread.id, turn.stored)
         raise Unanswered(thread.id, user_message, failure) from failure
+    reply = next((m for m in stored if m.kind == "message"), stored[-1])
     if completion.finish_reason == "length" and on_note:
         on_note(f"the reply stopped at the limit of {reply_tokens} reply tokens (--max-tokens)")
     if completion.replaced and on_note:
@@ -342,7 +420,77 @@ def _converse(
         context=context,
         summary=turn.made,
         finish_reason=completion.finish_reason,
+        items=tuple(stored),
+        said=tuple(m.model_copy(update={"status": "complete"}) for m in turn.stored),
     )
+
+
+def _failed(store: Store, thread_id: str, stored: Sequence[MessagePublic]) -> None:
+    for message in stored:
+        store.set_status(thread_id, message.id, "failed")
+
+
+def _reply_items(
+    completion: llm.Completion, context_limit: int | None, reply_count: int
+) -> tuple[list[MessageCreate], list[int | None]]:
+    """The reply as items, in the order the model gave them: its reasoning, its text, its
+    calls. The cost and usage of the call are kept on the text (else on the first call)."""
+    usage = {
+        "model": completion.model,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "cost": completion.cost,
+        "latency_ms": completion.latency_ms,
+    }
+    items: list[MessageCreate] = []
+    counts: list[int | None] = []
+    if completion.reasoning is not None:
+        reasoning = completion.reasoning
+        items.append(
+            MessageCreate(
+                role="assistant",
+                kind="reasoning",
+                content=reasoning.text,
+                model=completion.model,
+                provider_data={
+                    "family": reasoning.family,
+                    "summary": [],
+                    "content": [reasoning.text] if reasoning.text else [],
+                    "thinking_blocks": list(reasoning.thinking_blocks),
+                    "encrypted_content": None,
+                },
+            )
+        )
+        counts.append(None)
+    finish = "length" if completion.finish_reason == "length" else None
+    if completion.text or not completion.tool_calls:
+        items.append(
+            MessageCreate(
+                role="assistant",
+                content=completion.text,
+                context_limit=context_limit,
+                finish_reason=finish,
+                **usage,
+            )
+        )
+        counts.append(reply_count)
+        usage = {"model": completion.model}
+    for call in completion.tool_calls:
+        items.append(
+            MessageCreate(
+                role="assistant",
+                kind="function_call",
+                content=f"{call.name}({call.arguments})",
+                call_id=call.call_id,
+                name=call.name,
+                arguments=call.arguments,
+                finish_reason=finish,
+                **usage,
+            )
+        )
+        counts.append(None)
+        usage = {"model": completion.model}
+    return items, counts
 
 
 def _fold(

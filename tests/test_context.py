@@ -6,11 +6,11 @@ from hypothesis import strategies as st
 
 from memchat import llm
 from memchat.context import (
-    TURN_CONTINUATIONS,
     Candidate,
     assemble,
     drop_oldest_turn,
     history_room,
+    opens_window,
     room_for,
     select_window,
 )
@@ -81,9 +81,12 @@ def test_window_invariants(history, system, new_message, budget):
     start = len(history) - len(kept)
     assert [entry.position for entry in kept] == list(range(start, len(history)))
     if kept:
-        assert kept[0].role not in TURN_CONTINUATIONS
-    # Whole turns only, and as many as fit: the previous turn boundary would not have fitted.
-    earlier = [i for i, (role, _) in enumerate(history[:start]) if role not in TURN_CONTINUATIONS]
+        assert opens_window(kept[0].role, history[start - 1][0] if start else None)
+    # Whole turns only (or, in an agent's run, whole steps: a response after tool outputs), and
+    # as many as fit: the previous boundary would not have fitted.
+    earlier = [
+        i for i, (role, _) in enumerate(history[:start]) if opens_window(role, history[i - 1][0] if i else None)
+    ]
     if earlier:
         longer = sent[: 1 if system else 0] + chat(history[earlier[-1]:]) + sent[-1:]
         assert COUNT(longer) > budget
@@ -107,7 +110,8 @@ def test_exact_check_trims_when_stored_counts_under_count(history, budget, syste
     sent = [entry.chatml() for entry in entries]
     assert COUNT(sent) == total <= budget
     kept = [entry for entry in entries if entry.kind == "history"]
-    assert not kept or kept[0].role not in TURN_CONTINUATIONS
+    start = len(history) - len(kept)
+    assert not kept or opens_window(kept[0].role, history[start - 1][0] if start else None)
 
 
 def test_window_reads_only_what_it_needs():

@@ -30,6 +30,8 @@ _shared_tokens = _tokens.alias("shared_tokens")
 _COUNTED = func.coalesce(_tokens.c.tokens, _shared_tokens.c.tokens).label("tokens")
 """A message's token count: its own, else (a fork's copy) its original's, which a fork does not
 copy: the same text counts the same."""
+_RICH = messages_table.c.parts.isnot(None).label("rich")
+"""Whether a message is more than its text (parts: images, files): it is sent as its parts."""
 
 
 def _with_counts(query):
@@ -51,6 +53,8 @@ def _history_page(segment):
                 messages_table.c.role,
                 _COUNTED,
                 messages_table.c.context_limit,
+                messages_table.c.kind,
+                _RICH,
             )
         )
         .where(
@@ -73,6 +77,8 @@ _HISTORY_TAIL = (
             messages_table.c.role,
             _COUNTED,
             messages_table.c.context_limit,
+            messages_table.c.kind,
+            _RICH,
             messages_table.c.status,
             messages_table.c.content,
         )
@@ -145,7 +151,7 @@ class History(Lineage):
         return replace(
             copy,
             through=tail[0].position if tail else copy.through,
-            rows=tuple(HistoryRow(*row[:5]) for row in done) + copy.rows,
+            rows=tuple(HistoryRow(*row[:7]) for row in done) + copy.rows,
             contents={**copy.contents, **{row.id: row.content for row in done}},
             stale_tail=False,
         )

@@ -63,14 +63,16 @@ class Messages(Lineage):
         thread_id: str,
         messages: Sequence[MessageCreate],
         *,
-        tokens: tuple[str, Sequence[int]] | None = None,
+        tokens: tuple[str, Sequence[int | None]] | None = None,
         lease_holder: str | None = None,
         first_title: str | None = None,
     ) -> list[MessagePublic]:
         """Messages stored after the thread's last, in one transaction. `tokens`: a tokenizer and
         each message's token count by it, kept with the messages; with `lease_holder`, only while
         it holds the turn lease; `first_title`: see `_title_if_first`."""
-        counts = [None] * len(messages) if tokens is None else [(tokens[0], count) for count in tokens[1]]
+        counts = (
+            [None] * len(messages) if tokens is None else [(tokens[0], n) if n is not None else None for n in tokens[1]]
+        )
         with self._writing() as session:
             thread = self._resolve(session, thread_id)
             check_lease(session, thread.id, lease_holder)
@@ -186,6 +188,17 @@ class Messages(Lineage):
                 chunk = list(message_ids[start : start + 500])
                 query = select(Message.id, Message.content).where(col(Message.id).in_(chunk))
                 found.update(session.exec(query).all())
+        return found
+
+    def items_of(self, message_ids: Sequence[int]) -> dict[int, MessagePublic]:
+        """Whole messages by id (as stored, under the thread that stores them): what a turn sends of
+        items that are more than text (calls, outputs, reasoning, parts)."""
+        found: dict[int, MessagePublic] = {}
+        with self._core_reading() as connection:
+            for start in range(0, len(message_ids), 500):
+                chunk = list(message_ids[start : start + 500])
+                rows = connection.execute(select_columns(messages_table).where(messages_table.c.id.in_(chunk)))
+                found.update((row.id, message_of(row, row.thread_id)) for row in rows)
         return found
 
     def current_summary(self, thread_id: str) -> SummaryPublic | None:

@@ -33,6 +33,9 @@ class HistoryRow:
     tokens: int | None
     """Its content's token count by the requested tokenizer, None if not counted yet."""
     context_limit: int | None = None
+    kind: str = "message"
+    rich: bool = False
+    """It has parts (images, files) besides its text."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,10 @@ class RecentHistory:
         return self.reaches_start or len(self.older_than(before, limit)) >= limit
 
     def contents_from(self, position: int) -> dict[int, str] | None:
-        """The text of every completed message from `position` on, or None if not all held."""
+        """The text of every completed message from `position` on, or None if not all held (or
+        messages were added since the copy was last brought up to date)."""
+        if self.stale_tail:
+            return None
         if not self.reaches_start and (not self.rows or self.rows[-1].position > position):
             return None
         wanted = [row.id for row in self.rows if row.position >= position]

@@ -43,6 +43,12 @@ _LAST_USER_MESSAGE = (
 )
 
 
+def _counts(tokens: tuple[str, Sequence[int | None]] | None, length: int) -> list[tuple[str, int] | None]:
+    if tokens is None:
+        return [None] * length
+    return [None if count is None else (tokens[0], count) for count in tokens[1]]
+
+
 class TurnWrites(Messages):
     """A turn's first and last commits, a retry's status change, undo, accepting a cut-off reply."""
 
@@ -54,16 +60,19 @@ class TurnWrites(Messages):
         is_gone: Callable[[str], bool],
         *,
         seen: int,
-        message: MessageCreate | None = None,
+        messages: Sequence[MessageCreate] = (),
         resend: int | None = None,
-        tokens: tuple[str, int] | None = None,
+        tokens: tuple[str, Sequence[int | None]] | None = None,
         first_title: str | None = None,
-    ) -> MessagePublic | None:
-        """A turn's first commit: take the lease and store the user's message (`message`, or
-        message `resend` marked pending again) together, if the thread is still as the turn's
-        context saw it (`seen`, its `history_version`). None: another turn holds the lease.
-        HistoryMoved: the history changed since; build the context again. `first_title`: the
-        thread's title if `message` is its first user message and it has none (`_title_if_first`)."""
+    ) -> list[MessagePublic] | None:
+        """A turn's first commit: take the lease and store the turn's new items (`messages`: the
+        user's message, tool outputs), or mark message `resend` pending again, together, if the
+        thread is still as the turn's context saw it (`seen`, its `history_version`). None:
+        another turn holds the lease. HistoryMoved: the history changed since; build the context
+        again. `tokens`: a tokenizer and each message's count by it (None: counted when first
+        read). `first_title`: the thread's
+        title if the user's message is its first and it has none (`_title_if_first`)."""
+        counts = _counts(tokens, len(messages))
         with self._writing() as session:
             if not take_lease(session, thread_id, holder, seconds, is_gone):
                 return None
@@ -74,31 +83,37 @@ class TurnWrites(Messages):
                 again.status = "pending"
                 session.add(again)
                 session.flush()
-                stored = MessagePublic.model_validate(again)
+                stored = [MessagePublic.model_validate(again)]
                 now = session.execute(_HISTORY_VERSION, {"thread_key": thread_id}).scalar_one()
             else:
-                stored = self._append(session, thread_id, message, tokens)
+                stored = [
+                    self._append(session, thread_id, message, count)
+                    for message, count in zip(messages, counts, strict=True)
+                ]
                 now = session.info["history_version"]
-                if first_title is not None and stored.role == "user":
-                    self._title_if_first(session, thread_id, first_title, stored.position)
-        self.caches.recent.advance(thread_id, seen=seen, now=now, changed_from=stored.position)
+                user = next((message for message in stored if message.role == "user"), None)
+                if first_title is not None and user is not None:
+                    self._title_if_first(session, thread_id, first_title, user.position)
+        self.caches.recent.advance(thread_id, seen=seen, now=now, changed_from=stored[0].position)
         return stored
 
     def finish_turn(
         self,
         thread_id: str,
-        user_message_id: int,
-        reply: MessageCreate,
-        tokens: tuple[str, int] | None = None,
+        said_ids: Sequence[int],
+        replies: Sequence[MessageCreate],
+        tokens: tuple[str, Sequence[int | None]] | None = None,
         *,
         user_status: str = "complete",
         lease_holder: str | None = None,
         release: bool = False,
-    ) -> MessagePublic:
-        """Store the reply (complete, or partial with its user message marked failed), together;
-        with `lease_holder`, only while that holder still has the thread's turn lease, and with
-        `release`, giving the lease up in the same commit (a turn's second and last): the release
-        is the check, a lease held by no one else is the one row it deletes."""
+    ) -> list[MessagePublic]:
+        """Store the reply's items (complete, or a partial reply with the turn's own items,
+        `said_ids`, marked failed), together; with `lease_holder`, only while that holder still
+        has the thread's turn lease, and with `release`, giving the lease up in the same commit (a
+        turn's second and last): the release is the check, a lease held by no one else is the one
+        row it deletes. `tokens`: a tokenizer and each reply item's count by it."""
+        counts = _counts(tokens, len(replies))
         with self._writing() as session:
             if release and lease_holder is not None:
                 released = session.execute(RELEASE_LEASE, {"thread_key": thread_id, "old_holder": lease_holder})
@@ -107,14 +122,21 @@ class TurnWrites(Messages):
             else:
                 check_lease(session, thread_id, lease_holder)
             seen = session.execute(_LOCKED_HISTORY_VERSION, {"thread_key": thread_id}).scalar()
-            user = session.execute(
-                _FINISH_USER_MESSAGE, {"message_key": user_message_id, "new_status": user_status}
-            ).first()
-            if seen is None or user is None or user.thread_id != thread_id:
-                raise NotFound(f"no message {user_message_id} in thread {thread_id}")
-            stored = self._append(session, thread_id, reply, tokens)
+            first = None
+            for said_id in said_ids:
+                user = session.execute(
+                    _FINISH_USER_MESSAGE, {"message_key": said_id, "new_status": user_status}
+                ).first()
+                if seen is None or user is None or user.thread_id != thread_id:
+                    raise NotFound(f"no message {said_id} in thread {thread_id}")
+                first = user.position if first is None else min(first, user.position)
+            stored = [
+                self._append(session, thread_id, reply, count) for reply, count in zip(replies, counts, strict=True)
+            ]
             now = session.info["history_version"]
-        self.caches.recent.advance(thread_id, seen=seen, now=now, changed_from=user.position)
+        self.caches.recent.advance(
+            thread_id, seen=seen, now=now, changed_from=stored[0].position if first is None else first
+        )
         return stored
 
     def history_version(self, thread_id: str) -> int:
@@ -189,6 +211,36 @@ class TurnWrites(Messages):
                 session.add(message)
             session.flush()
             return MessagePublic.model_validate(last[0])
+
+    def open_calls(self, thread_id: str) -> tuple[list[MessagePublic], list[MessagePublic]]:
+        """The thread's function calls still waiting for their outputs, and the model response
+        that made them (its items, oldest first; both empty when no call waits): only the last
+        response can have any, since a turn that leaves a call unanswered is refused."""
+        response: list[MessagePublic] = []
+        answered: set[str] = set()
+        after = None
+        while True:
+            page, more = self.message_page(thread_id, after=after, limit=64, newest_first=True)
+            for message in page:
+                after = message.position
+                if message.status != "complete":
+                    continue
+                if message.kind == "function_call_output":
+                    if response:
+                        return self._waiting(response, answered)
+                    answered.add(message.call_id)
+                elif message.role == "assistant":
+                    response.append(message)
+                else:
+                    return self._waiting(response, answered)
+            if not more:
+                return self._waiting(response, answered)
+
+    @staticmethod
+    def _waiting(response: list[MessagePublic], answered: set[str]) -> tuple[list[MessagePublic], list[MessagePublic]]:
+        response.reverse()
+        waiting = [m for m in response if m.kind == "function_call" and m.call_id not in answered]
+        return (waiting, response) if waiting else ([], [])
 
     def unanswered(self, thread_id: str) -> MessagePublic | None:
         """The thread's last user message, if its turn got no complete reply."""

@@ -1,0 +1,286 @@
+"""Agent turns through the public API: tools sent, tool calls stored as items, their outputs sent
+as the next turn, and a thread of calls, outputs and reasoning fitted to the budget in units
+(a call never travels without its outputs, nor an output without its call). The model is the
+tests' local OpenAI-protocol server, reached through litellm."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memchat import InvalidInput
+from memchat.records import MessageCreate
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city now.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}}},
+}
+TOOLS = [WEATHER, TIME]
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+
+
+def kinds(memory, thread_id):
+    return [(m.role, m.kind, m.status) for m in memory.messages(thread_id)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_call_is_stored_and_its_outputs_are_the_next_turn(memory, server, stream):
+    thread = memory.new_thread(system="Use the tools.")
+    calls = server.reply_tool_calls(
+        [{"name": "get_weather", "arguments": {"city": "Lisbon"}}, {"name": "get_time", "arguments": {"zone": "UTC"}}],
+        reasoning="Two tools at once.",
+    )
+    reply = memory.say(thread.id, "Weather in Lisbon, and the time?", tools=TOOLS, stream=stream)
+
+    assert server.last_tools == TOOLS
+    assert reply.finish_reason == "tool_calls" and reply.text == ""
+    assert [(c.call_id, c.name, c.arguments) for c in reply.tool_calls] == [
+        (call.id, call.name, call.arguments_json) for call in calls
+    ]
+    assert kinds(memory, thread.id) == [
+        ("user", "message", "complete"),
+        ("assistant", "reasoning", "complete"),
+        ("assistant", "function_call", "complete"),
+        ("assistant", "function_call", "complete"),
+    ]
+    assert memory.messages(thread.id)[1].content == "Two tools at once."
+
+    server.reply("Sunny, and it is noon.")
+    pieces = []
+    answer = memory.send_tool_outputs(
+        thread.id,
+        {calls[0].id: "sunny, 21 C", calls[1].id: "12:00"},
+        tools=TOOLS,
+        stream=stream,
+        on_text=pieces.append,
+    )
+    assert answer.text == "Sunny, and it is noon." and "".join(pieces) == answer.text
+    assert server.last_messages[1:] == [
+        {"role": "user", "content": "Weather in Lisbon, and the time?"},
+        {"role": "assistant", "tool_calls": [call.as_sent() for call in calls]},
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny, 21 C"},
+        {"role": "tool", "tool_call_id": calls[1].id, "content": "12:00"},
+    ]
+    assert [(m.role, m.kind) for m in answer.said] == [("tool", "function_call_output")] * 2
+    assert kinds(memory, thread.id)[4:] == [
+        ("tool", "function_call_output", "complete"),
+        ("tool", "function_call_output", "complete"),
+        ("assistant", "message", "complete"),
+    ]
+
+    server.reply("You asked about Lisbon.")
+    memory.say(thread.id, "What did I ask?")
+    sent = server.last_messages
+    assert sent[-1] == {"role": "user", "content": "What did I ask?"}
+    assert [m["role"] for m in sent] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "tool",
+        "assistant",
+        "user",
+    ]
+    assert server.last_tools is None
+
+
+def test_a_call_left_without_its_output_refuses_the_next_message_and_stores_nothing(memory, server):
+    thread = memory.new_thread()
+    calls = server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Oslo"}}])
+    memory.say(thread.id, "Weather in Oslo?", tools=[WEATHER])
+    before = memory.messages(thread.id)
+    asked = len(server.requests)
+
+    with pytest.raises(InvalidInput, match=f"No tool output found for function call {calls[0].id}.*memchat undo"):
+        memory.say(thread.id, "Never mind.")
+    with pytest.raises(InvalidInput, match="No tool call found for function call output with call_id call_nope"):
+        memory.send_tool_outputs(thread.id, {"call_nope": "x"})
+    assert memory.messages(thread.id) == before
+    assert len(server.requests) == asked
+
+    memory.undo(thread.id)
+    server.reply("Fine.")
+    assert memory.say(thread.id, "Never mind.").text == "Fine."
+
+
+def test_every_parallel_call_must_be_answered(memory, server):
+    thread = memory.new_thread()
+    calls = server.reply_tool_calls(
+        [{"name": "get_weather", "arguments": {"city": "A"}}, {"name": "get_weather", "arguments": {"city": "B"}}]
+    )
+    memory.say(thread.id, "Weather in A and B?", tools=[WEATHER])
+    before = memory.messages(thread.id)
+    with pytest.raises(InvalidInput, match=f"No tool output found for function call {calls[1].id}"):
+        memory.send_tool_outputs(thread.id, {calls[0].id: "rain"})
+    with pytest.raises(InvalidInput, match="No tool call found"):
+        memory.send_tool_outputs(thread.id, {calls[0].id: "rain", calls[1].id: "sun", "call_x": "?"})
+    assert memory.messages(thread.id) == before
+
+
+def test_outputs_and_a_new_message_go_in_one_turn(memory, server):
+    thread = memory.new_thread()
+    calls = server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Rome"}}])
+    memory.say(thread.id, "Weather in Rome?", tools=[WEATHER])
+    server.reply("Rain; take an umbrella.")
+    memory.send_tool_outputs(thread.id, {calls[0].id: "rain"}, text="Should I take an umbrella?", tools=[WEATHER])
+    assert server.last_messages[-2:] == [
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "rain"},
+        {"role": "user", "content": "Should I take an umbrella?"},
+    ]
+    assert kinds(memory, thread.id)[-3:] == [
+        ("tool", "function_call_output", "complete"),
+        ("user", "message", "complete"),
+        ("assistant", "message", "complete"),
+    ]
+
+
+def test_a_failed_output_turn_keeps_the_outputs_as_failed_and_they_can_be_sent_again(memory, server):
+    thread = memory.new_thread()
+    calls = server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Rome"}}])
+    memory.say(thread.id, "Weather in Rome?", tools=[WEATHER])
+    server.fail(400)
+    with pytest.raises(Exception):
+        memory.send_tool_outputs(thread.id, {calls[0].id: "rain"}, tools=[WEATHER])
+    assert kinds(memory, thread.id)[-1] == ("tool", "function_call_output", "failed")
+    server.reply("Rain.")
+    assert memory.send_tool_outputs(thread.id, {calls[0].id: "rain"}, tools=[WEATHER]).text == "Rain."
+    assert [m["role"] for m in server.last_messages] == ["user", "assistant", "tool"]
+
+
+def test_tool_definitions_count_against_the_budget(memory, server):
+    thread = memory.new_thread()
+    plain = memory.context(thread.id, "Weather?")
+    with_tools = memory.context(thread.id, "Weather?", tools=TOOLS)
+    assert with_tools.prompt_tokens > plain.prompt_tokens + 20
+    from memchat import BudgetExceeded
+
+    with pytest.raises(BudgetExceeded):
+        memory.context(thread.id, "Weather?", tools=TOOLS, budget=plain.prompt_tokens + 5)
+
+
+def test_an_image_is_sent_to_the_model_and_stored_once(memory, server):
+    thread = memory.new_thread()
+    server.reply("A tiny picture.", "The same picture.")
+    image = MessageCreate(
+        role="user",
+        content="What is this?",
+        parts=[
+            {"type": "text", "text": "What is this?"},
+            {"type": "image", "data": PNG, "media_type": "image/png", "detail": "low"},
+        ],
+    )
+    memory.say(thread.id, None, items=[image])
+    memory.say(thread.id, None, items=[image.model_copy()])
+    received = server.images_received
+    assert [(i.media_type, i.data, i.detail) for i in received] == [("image/png", PNG, "low")] * 3
+    stored = [m for m in memory.messages(thread.id) if m.parts]
+    assert len(stored) == 2 and stored[0].parts[1]["blob"] == stored[1].parts[1]["blob"]
+    assert stored[0].parts[1]["size"] == len(PNG)
+    assert memory.store.blobs([stored[0].parts[1]["blob"]]) == {stored[0].parts[1]["blob"]: ("image/png", PNG)}
+
+
+def test_a_call_and_its_outputs_stay_together_when_the_window_is_tight(memory, server):
+    thread = memory.new_thread()
+    big = "word " * 300
+    memory.store.append_messages(
+        thread.id,
+        [
+            MessageCreate(role="user", content="Read the files."),
+            MessageCreate(
+                role="assistant",
+                kind="function_call",
+                content="read(a)",
+                call_id="c1",
+                name="read",
+                arguments='{"f":"a"}',
+            ),
+            MessageCreate(role="tool", kind="function_call_output", content=big, call_id="c1"),
+            MessageCreate(
+                role="assistant",
+                kind="function_call",
+                content="read(b)",
+                call_id="c2",
+                name="read",
+                arguments='{"f":"b"}',
+            ),
+            MessageCreate(role="tool", kind="function_call_output", content="short", call_id="c2"),
+            MessageCreate(role="assistant", content="Done."),
+        ],
+    )
+    context = memory.context(thread.id, "Next?", budget=200, with_dropped=False)
+    sent = context.messages
+    assert sent[0]["role"] == "assistant" and sent[0]["tool_calls"][0]["id"] == "c2"
+    assert [m["role"] for m in sent] == ["assistant", "tool", "assistant", "user"]
+    assert context.prompt_tokens <= 200
+
+
+UNIT_KINDS = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=3),  # parallel calls in a step (0: a plain reply)
+        st.lists(st.integers(min_value=1, max_value=120), min_size=3, max_size=3),  # output sizes in words
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+def _agent_thread(memory, steps) -> str:
+    thread = memory.new_thread()
+    said = []
+    n = 0
+    for turn, (calls, sizes) in enumerate(steps):
+        said.append(MessageCreate(role="user", content=f"Task {turn}: " + "go " * sizes[0]))
+        for step in range(1 + calls % 2):
+            ids = []
+            for index in range(calls):
+                n += 1
+                ids.append(f"call_{n}")
+                said.append(
+                    MessageCreate(
+                        role="assistant",
+                        kind="function_call",
+                        content=f"f({index})",
+                        call_id=ids[-1],
+                        name="f",
+                        arguments=f'{{"i": {index}, "s": {step}}}',
+                    )
+                )
+            for index, call_id in enumerate(ids):
+                said.append(
+                    MessageCreate(
+                        role="tool", kind="function_call_output", content="out " * sizes[index % 3], call_id=call_id
+                    )
+                )
+        said.append(MessageCreate(role="assistant", content="Done " * sizes[1]))
+    memory.store.append_messages(thread.id, said)
+    return thread.id
+
+
+@pytest.mark.sqlite_only
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=UNIT_KINDS, budget=st.integers(min_value=60, max_value=1500))
+def test_every_request_pairs_calls_and_outputs_and_fits_the_budget(memory, steps, budget):
+    thread_id = _agent_thread(memory, steps)
+    try:
+        context = memory.context(thread_id, "Next?", budget=budget, with_dropped=False)
+    except Exception as exc:  # the new message alone does not fit: nothing to check
+        assert type(exc).__name__ == "BudgetExceeded"
+        return
+    assert context.prompt_tokens <= budget
+    sent = context.messages
+    waiting: set[str] = set()
+    for message in sent:
+        if message["role"] == "tool":
+            assert message["tool_call_id"] in waiting, "an output without its call"
+            waiting.discard(message["tool_call_id"])
+        else:
+            assert not waiting, "a call without its output"
+            waiting = {call["id"] for call in message.get("tool_calls") or ()}
+    assert not waiting
