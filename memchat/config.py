@@ -21,6 +21,10 @@ FALLBACK_BUDGET = 8192
 
 DEFAULT_IMPORT_LIMIT_MIB = 1024
 
+DEFAULT_MAX_ITEM_BYTES = 20 * 2**20
+"""The largest image or file one part of an item may hold, decoded, unless MEMCHAT_MAX_ITEM_BYTES
+says otherwise: 20 MiB, the bound OpenAI's schema puts on an input image's URL."""
+
 DEFAULT_RETRY_BACKOFF = 0.5
 DEFAULT_LEASE_SECONDS = 30.0
 """How long a turn's lease lasts without a heartbeat unless MEMCHAT_LEASE_SECONDS says otherwise."""
@@ -119,6 +123,14 @@ def import_limit_bytes() -> int:
     value = os.environ.get("MEMCHAT_IMPORT_MAX_MIB", "")
     mib = int(value) if value.isdigit() and int(value) > 0 else DEFAULT_IMPORT_LIMIT_MIB
     return mib * 2**20
+
+
+def max_item_bytes() -> int:
+    """The largest image or file (decoded bytes) one part of a message or tool output may hold:
+    MEMCHAT_MAX_ITEM_BYTES, a positive number of bytes, else 20 MiB. It is checked when the item
+    is read, before anything is stored, so a refused one costs no write."""
+    value = os.environ.get("MEMCHAT_MAX_ITEM_BYTES", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_ITEM_BYTES
 
 
 def retry_backoff_seconds() -> float:
