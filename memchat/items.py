@@ -52,7 +52,7 @@ MAX_OPENAI_CALL_ID = 64
 """OpenAI's limit on a call id a client sends (`function_call_output.call_id`: 1 to 64)."""
 
 IMAGE_DETAILS = ("auto", "low", "high", "original")
-FILE_DETAILS = ("auto", "low", "high")
+FILE_DETAILS = CHAT_IMAGE_DETAILS = ("auto", "low", "high")
 DEFAULT_DETAIL = "auto"
 
 IMAGE_SIGNATURES = (
@@ -170,8 +170,9 @@ def _detail(value: Any, path: str, allowed: tuple[str, ...]) -> str:
 def _base64(payload: str, path: str, what: str) -> bytes:
     """Decoded base64, refused before decoding when its length alone says it is over the limit."""
     limit = max_item_bytes()
-    if len(payload) // 4 * 3 > limit + 2:
-        raise _too_large(path, what, len(payload) // 4 * 3, limit)
+    size = len(payload) // 4 * 3 - payload[-2:].count("=")
+    if size > limit:
+        raise _too_large(path, what, size, limit)
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
@@ -207,9 +208,9 @@ def _image_type(data: bytes) -> str | None:
     return None
 
 
-def _image(url: Any, detail: Any, path: str, detail_path: str) -> dict:
+def _image(url: Any, detail: Any, path: str, detail_path: str, details: tuple[str, ...] = IMAGE_DETAILS) -> dict:
     """An image part from a URL: a remote one kept as its URL, a data URL decoded."""
-    detail = _detail(detail, detail_path, IMAGE_DETAILS)
+    detail = _detail(detail, detail_path, details)
     url = _text(url, path)
     if url.startswith("data:"):
         _, data = _data_url(url, path, "image")
@@ -504,7 +505,13 @@ def _chat_parts(value: Any, path: str, allowed: tuple[str, ...]) -> list[dict]:
                 image = {"url": image}
             image = _object(image, f"{where}.image_url")
             parts.append(
-                _image(image.get("url"), image.get("detail"), f"{where}.image_url.url", f"{where}.image_url.detail")
+                _image(
+                    image.get("url"),
+                    image.get("detail"),
+                    f"{where}.image_url.url",
+                    f"{where}.image_url.detail",
+                    CHAT_IMAGE_DETAILS,
+                )
             )
         else:
             file = _object(part.get("file"), f"{where}.file")
