@@ -34,14 +34,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from memchat.config import max_item_bytes
 from memchat.errors import InvalidInput, MemchatError
 from memchat.records import MessageCreate
-from memchat.schemas import MAX_CALL_ID, MAX_MODEL_NAME, check_text
+from memchat.schemas import MAX_CALL_ID, MAX_MODEL_NAME, TOOL_NAME, check_text
 
 Blob = Callable[[str], bytes]
 """Gives the stored bytes of a blob by its SHA-256 hex digest."""
@@ -69,7 +68,6 @@ ENCRYPTED_CONTENT = "reasoning.encrypted_content"
 INPUT_IMAGE_URL = "message.input_image.image_url"
 """`include` values that ask for what an item read back leaves out otherwise (spec `IncludeEnum`)."""
 
-TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 TOOL_CHOICES = ("auto", "none", "required")
 OPENAI_TOOLS = (
     "web_search",
