@@ -685,7 +685,8 @@ def _chat_part(part: dict, blob: Blob) -> dict:
     if part["type"] in ("text", "refusal"):
         return {"type": "text", "text": part["text"]}
     if part["type"] == "image":
-        detail = "high" if part["detail"] == "original" else part["detail"]
+        detail = part.get("detail", DEFAULT_DETAIL)
+        detail = "high" if detail == "original" else detail
         return {"type": "image_url", "image_url": {"url": _data_url_of(part, blob), "detail": detail}}
     if "url" in part:
         return {"type": "text", "text": _placeholder(part)}
@@ -791,7 +792,7 @@ def _responses_part(part: dict, blob: Blob, role: str, *, image_urls: bool) -> d
         return {"type": "input_text", "text": part["text"]}
     if part["type"] == "image":
         url = _data_url_of(part, blob) if image_urls else None
-        return {"type": "input_image", "image_url": url, "detail": part["detail"]}
+        return {"type": "input_image", "image_url": url, "detail": part.get("detail", DEFAULT_DETAIL)}
     shown: dict[str, Any] = {"type": "input_file"}
     if "url" in part:
         shown["file_url"] = part["url"]
