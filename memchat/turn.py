@@ -171,7 +171,7 @@ def _prepare(
             prompt.validate_text(text)
         waiting, response = store.open_calls(thread.id)
         check_pairing(waiting, items, closed=True)
-        new = prompt.NewInput(tuple(items), tuple(response) if items else ())
+        new = prompt.NewInput(tuple(named_outputs(waiting, items)), tuple(response) if items else ())
         plan = prompt.plan_for(thread, options)
         llm.check_model(plan.model, api_base=options.api_base)
         llm.check_sampling(plan.model, top_p=options.top_p, reasoning_effort=options.reasoning_effort)
@@ -252,6 +252,20 @@ def check_pairing(waiting: Sequence[MessagePublic], said: Sequence[MessageCreate
             raise InvalidInput(_no_output(open_ids))
     if open_ids and closed:
         raise InvalidInput(_no_output(open_ids))
+
+
+def named_outputs(waiting: Sequence[MessagePublic], said: Sequence[MessageCreate]) -> list[MessageCreate]:
+    """`said` with each tool output carrying its call's tool name (OpenAI's output items may
+    carry it; a masked output's stub names it)."""
+    names = {call.call_id: call.name for call in waiting}
+    named = []
+    for item in said:
+        if item.kind == "function_call":
+            names[item.call_id] = item.name
+        elif item.kind == "function_call_output" and item.name is None and names.get(item.call_id):
+            item = item.model_copy(update={"name": names[item.call_id]})
+        named.append(item)
+    return named
 
 
 def _no_output(open_ids: set[str]) -> str:
@@ -454,10 +468,14 @@ def _reply_items(
                 model=completion.model,
                 provider_data={
                     "family": reasoning.family,
-                    "summary": [],
-                    "content": [reasoning.text] if reasoning.text else [],
-                    "thinking_blocks": list(reasoning.thinking_blocks),
                     "encrypted_content": None,
+                    "summary": [reasoning.text] if reasoning.text else [],
+                    "content": [
+                        block["thinking"]
+                        for block in reasoning.thinking_blocks
+                        if isinstance(block.get("thinking"), str)
+                    ],
+                    "thinking_blocks": list(reasoning.thinking_blocks),
                 },
             )
         )
