@@ -381,3 +381,26 @@ def test_thinking_blocks_go_back_only_to_the_family_that_signed_them(memory, ser
     }
     other = memory.context(thread_with("anthropic"), "Thanks.", with_dropped=False).messages
     assert "thinking_blocks" not in other[1] and other[1]["content"] == "Let me check."
+
+
+def test_deleting_a_thread_deletes_its_images_unless_another_message_holds_them(memory, server):
+    def with_image(data: bytes) -> str:
+        thread = memory.new_thread()
+        part = {"type": "image", "data": data, "media_type": "image/png", "detail": "auto"}
+        memory.add_items(
+            thread.id, [MessageCreate(role="user", content="see", parts=[{"type": "text", "text": "see"}, part])]
+        )
+        return thread.id
+
+    other = PNG + b"other"
+    first, second, third = with_image(PNG), with_image(PNG), with_image(other)
+    shared = memory.messages(first)[0].parts[1]["blob"]
+    own = memory.messages(third)[0].parts[1]["blob"]
+    memory.fork(third)
+    memory.delete(first)
+    assert memory.blobs([shared])[shared][1] == PNG
+    memory.delete(second)
+    with pytest.raises(Exception, match="no stored blob"):
+        memory.blobs([shared])
+    memory.delete(third)
+    assert memory.blobs([own])[own][1] == other
