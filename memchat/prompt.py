@@ -556,7 +556,8 @@ def _recall(
         store, thread.id, text, memory.embeddings, before=before, limit=k * RECALL_CANDIDATES, context=context
     )
     ranked = [
-        Excerpt(m.position, m.role, m.content, as_utc(m.created_at).strftime("%Y-%m-%d %H:%M UTC")) for m in recalled
+        Excerpt(m.position, m.role, item_forms.as_text(m), as_utc(m.created_at).strftime("%Y-%m-%d %H:%M UTC"))
+        for m in recalled
     ]
     return fit_excerpts(ranked, k, room, plan.tokens, plan.cost)
 

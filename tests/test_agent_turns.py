@@ -404,3 +404,13 @@ def test_deleting_a_thread_deletes_its_images_unless_another_message_holds_them(
         memory.blobs([shared])
     memory.delete(third)
     assert memory.blobs([own])[own][1] == other
+
+
+def test_a_summary_reads_an_agents_items_as_text(memory, server):
+    thread_id = _steps(memory, 6, output_words=400)
+    memory.configure(thread_id, policy="summary", budget=900)
+    server.reply("The agent read six files.")
+    memory.rebuild_summary(thread_id)
+    material = server.last_messages[-1]["content"]
+    assert "called read_file({\"n\": 0})" in material
+    assert "output of call_0: line0 line0" in material and "characters in all)" in material
