@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from memchat import llm, prompt, summary
+from memchat.config import max_item_bytes
 from memchat.context import Context, history_room, room_for, summary_cap
 from memchat.errors import (
     ContextTooLong,
@@ -224,7 +225,14 @@ def _said_tokens(turn: _Turn, said: Sequence[MessageCreate]) -> list[int | None]
 def _check_new_items(items: Sequence[MessageCreate]) -> None:
     """A turn's new items are what a caller says: tool outputs and messages (the model's own
     items come only from the model)."""
+    limit = max_item_bytes()
     for index, item in enumerate(items):
+        for number, part in enumerate(item.parts or ()):
+            if len(part.get("data") or b"") > limit:
+                raise InvalidInput(
+                    f"items[{index}].parts[{number}]: {len(part['data']):,} bytes is over the limit of {limit:,} "
+                    "(MEMCHAT_MAX_ITEM_BYTES)"
+                )
         if item.kind == "function_call_output":
             if item.role != "tool" or not item.call_id:
                 raise InvalidInput(f"items[{index}]: a function_call_output needs role tool and its call_id")

@@ -414,3 +414,16 @@ def test_a_summary_reads_an_agents_items_as_text(memory, server):
     material = server.last_messages[-1]["content"]
     assert "called read_file({\"n\": 0})" in material
     assert "output of call_0: line0 line0" in material and "characters in all)" in material
+
+
+def test_an_image_over_the_limit_is_refused_before_anything_is_stored(memory, server, monkeypatch):
+    monkeypatch.setenv("MEMCHAT_MAX_ITEM_BYTES", "1000")
+    thread = memory.new_thread()
+    image = MessageCreate(
+        role="user",
+        content="big",
+        parts=[{"type": "text", "text": "big"}, {"type": "image", "data": PNG, "media_type": "image/png"}],
+    )
+    with pytest.raises(InvalidInput, match=r"items\[0\].parts\[1\]: 2,056 bytes is over the limit of 1,000"):
+        memory.say(thread.id, None, items=[image])
+    assert memory.messages(thread.id) == [] and server.requests == []
