@@ -73,7 +73,8 @@ def take_turn(
         prompt.validate_text(text)
     _check_new_items(items)
     thread = store.thread(thread_ref)
-    check_pairing(store.open_calls(thread.id)[0], [*earlier, *items], closed=True)
+    if text is not None or items:
+        check_pairing(store.open_calls(thread.id)[0], [*earlier, *items], closed=True)
     options = options.model_copy(update={"api_base": prompt.endpoint_for(thread, options)})
     model = prompt.plan_for(thread, options).model
     llm.check_model(model, api_base=options.api_base)
@@ -137,6 +138,8 @@ class _Turn:
     """The thread's history version the context was built at (its commit checks it)."""
     made: SummaryPublic | None = None
     """The summary this turn made before its call, if it made one."""
+    resent: list[MessagePublic] = field(default_factory=list)
+    """What a retry sends again: the unanswered user message, or a failed turn's tool outputs."""
     stored: list[MessagePublic] = field(default_factory=list)
     """The turn's own items as stored (pending until the reply comes)."""
 
@@ -161,18 +164,26 @@ def _prepare(
         thread = prompt.with_turn_system(store.thread(thread_id), options)
         version = store.history_version(thread.id)
         unanswered = left_unanswered = None
-        if text is None and not items:
+        waiting, response = store.open_calls(thread.id)
+        resent: list[MessagePublic] = []
+        if text is None and not items and waiting:
+            resent = store.failed_outputs(thread.id, waiting)
+            check_pairing(waiting, resent, closed=True)
+        elif text is None and not items:
             unanswered = store.unanswered(thread.id)
             if unanswered is None:
                 raise InvalidInput(f"nothing to retry: the last message of thread {thread.id} has its reply")
             text = unanswered.content
+            resent = [unanswered]
         elif text is not None:
             left_unanswered = store.unanswered(thread.id)
         if text is not None:
             prompt.validate_text(text)
-        waiting, response = store.open_calls(thread.id)
-        check_pairing(waiting, items, closed=True)
-        new = prompt.NewInput(tuple(named_outputs(waiting, items)), tuple(response) if items else ())
+        if resent and unanswered is None:
+            new = prompt.NewInput((), (*response, *resent))
+        else:
+            check_pairing(waiting, items, closed=True)
+            new = prompt.NewInput(tuple(named_outputs(waiting, items)), tuple(response) if items else ())
         plan = prompt.plan_for(thread, options)
         llm.check_model(plan.model, api_base=options.api_base)
         llm.check_sampling(plan.model, top_p=options.top_p, reasoning_effort=options.reasoning_effort)
@@ -180,13 +191,15 @@ def _prepare(
         context, new_tokens, due = prompt.build(
             store, thread, text, plan, memory, include_dropped=False, version=version, new=new, tools=options.tools
         )
-    return _Turn(thread, text, new, unanswered, left_unanswered, plan, memory, context, new_tokens, due, version)
+    return _Turn(
+        thread, text, new, unanswered, left_unanswered, plan, memory, context, new_tokens, due, version, resent=resent
+    )
 
 
 def _begin(store: Store, turn: _Turn, holder: str, seconds: float) -> MessagePublic | None:
     """Take the lease and store the turn's new items in one commit (None: the lease is busy);
     returns the user's message (or, a turn of tool outputs alone, its first output)."""
-    said = [] if turn.unanswered else _said(turn)
+    said = [] if turn.resent else _said(turn)
     stored = store.begin_turn(
         turn.thread.id,
         holder,
@@ -194,7 +207,7 @@ def _begin(store: Store, turn: _Turn, holder: str, seconds: float) -> MessagePub
         holder_is_gone,
         seen=turn.version,
         messages=said,
-        resend=turn.unanswered.id if turn.unanswered else None,
+        resend=[message.id for message in turn.resent],
         tokens=(turn.plan.tokenizer.name, _said_tokens(turn, said)),
         first_title=_title_for(turn.thread, said) if said else None,
     )
@@ -331,7 +344,7 @@ def _folded_then_begun(
                 tools=options.tools,
             )
         turn = replace(turn, memory=memory, context=context, new_tokens=new_tokens)
-    if turn.unanswered is None:
+    if not turn.resent:
         said = _said(turn)
         turn.stored = store.append_messages(
             turn.thread.id,
@@ -340,7 +353,7 @@ def _folded_then_begun(
             first_title=_title_for(turn.thread, said),
         )
     else:
-        turn.stored = [store.set_status(turn.thread.id, turn.unanswered.id, "pending")]
+        turn.stored = [store.set_status(turn.thread.id, message.id, "pending") for message in turn.resent]
     return turn, _user_of(turn.stored)
 
 

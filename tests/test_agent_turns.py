@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memchat import InvalidInput
+from memchat import InvalidInput, Unanswered
 from memchat.records import MessageCreate
 
 WEATHER = {
@@ -141,17 +141,34 @@ def test_outputs_and_a_new_message_go_in_one_turn(memory, server):
     ]
 
 
-def test_a_failed_output_turn_keeps_the_outputs_as_failed_and_they_can_be_sent_again(memory, server):
+def test_a_failed_output_turn_keeps_the_outputs_as_failed_and_retry_sends_them_again(memory, server):
     thread = memory.new_thread()
     calls = server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Rome"}}])
     memory.say(thread.id, "Weather in Rome?", tools=[WEATHER])
     server.fail(400)
-    with pytest.raises(Exception):
+    with pytest.raises(Unanswered):
         memory.send_tool_outputs(thread.id, {calls[0].id: "rain"}, tools=[WEATHER])
     assert kinds(memory, thread.id)[-1] == ("tool", "function_call_output", "failed")
+    with pytest.raises(InvalidInput, match="No tool output found"):
+        memory.say(thread.id, "Hello?")
+
     server.reply("Rain.")
-    assert memory.send_tool_outputs(thread.id, {calls[0].id: "rain"}, tools=[WEATHER]).text == "Rain."
+    assert memory.retry(thread.id, tools=[WEATHER]).text == "Rain."
     assert [m["role"] for m in server.last_messages] == ["user", "assistant", "tool"]
+    assert server.last_messages[-1] == {"role": "tool", "tool_call_id": calls[0].id, "content": "rain"}
+    assert kinds(memory, thread.id)[-2:] == [
+        ("tool", "function_call_output", "complete"),
+        ("assistant", "message", "complete"),
+    ]
+
+    calls = server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Oslo"}}])
+    memory.say(thread.id, "And Oslo?", tools=[WEATHER])
+    server.fail(400)
+    with pytest.raises(Unanswered):
+        memory.send_tool_outputs(thread.id, {calls[0].id: "snow"}, tools=[WEATHER])
+    server.reply("Snow.")
+    memory.send_tool_outputs(thread.id, {calls[0].id: "snow, really"}, tools=[WEATHER])
+    assert server.last_messages[-1]["content"] == "snow, really"
 
 
 def test_tool_definitions_count_against_the_budget(memory, server):
@@ -412,7 +429,7 @@ def test_a_summary_reads_an_agents_items_as_text(memory, server):
     server.reply("The agent read six files.")
     memory.rebuild_summary(thread_id)
     material = server.last_messages[-1]["content"]
-    assert "called read_file({\"n\": 0})" in material
+    assert 'called read_file({"n": 0})' in material
     assert "output of call_0: line0 line0" in material and "characters in all)" in material
 
 
