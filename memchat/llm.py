@@ -7,6 +7,7 @@ imported on first use, so commands that call no model do not pay for it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -223,8 +224,11 @@ class _MessageShares:
 
     def _share(self, message: dict) -> int:
         if len(message) != 2 or not isinstance(message.get("content"), str) or "role" not in message:
-            return self._whole([message]) - self._framing
-        key = (message["role"], message["content"])
+            # an agent's message (tool calls, a tool output, parts): kept by a digest of its JSON
+            digest = hashlib.blake2b(json.dumps(message, sort_keys=True).encode(), digest_size=16).hexdigest()
+            key = ("\x00item", digest)
+        else:
+            key = (message["role"], message["content"])
         share = self._shares.pop(key, None)
         if share is None:
             share = self._whole([message]) - self._framing
