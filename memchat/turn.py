@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from memchat import llm, prompt, summary
+from memchat.config import max_item_bytes
 from memchat.context import Context, history_room, room_for, summary_cap
 from memchat.errors import (
     ContextTooLong,
@@ -171,7 +172,7 @@ def _prepare(
             prompt.validate_text(text)
         waiting, response = store.open_calls(thread.id)
         check_pairing(waiting, items, closed=True)
-        new = prompt.NewInput(tuple(items), tuple(response) if items else ())
+        new = prompt.NewInput(tuple(named_outputs(waiting, items)), tuple(response) if items else ())
         plan = prompt.plan_for(thread, options)
         llm.check_model(plan.model, api_base=options.api_base)
         llm.check_sampling(plan.model, top_p=options.top_p, reasoning_effort=options.reasoning_effort)
@@ -224,7 +225,14 @@ def _said_tokens(turn: _Turn, said: Sequence[MessageCreate]) -> list[int | None]
 def _check_new_items(items: Sequence[MessageCreate]) -> None:
     """A turn's new items are what a caller says: tool outputs and messages (the model's own
     items come only from the model)."""
+    limit = max_item_bytes()
     for index, item in enumerate(items):
+        for number, part in enumerate(item.parts or ()):
+            if len(part.get("data") or b"") > limit:
+                raise InvalidInput(
+                    f"items[{index}].parts[{number}]: {len(part['data']):,} bytes is over the limit of {limit:,} "
+                    "(MEMCHAT_MAX_ITEM_BYTES)"
+                )
         if item.kind == "function_call_output":
             if item.role != "tool" or not item.call_id:
                 raise InvalidInput(f"items[{index}]: a function_call_output needs role tool and its call_id")
@@ -252,6 +260,20 @@ def check_pairing(waiting: Sequence[MessagePublic], said: Sequence[MessageCreate
             raise InvalidInput(_no_output(open_ids))
     if open_ids and closed:
         raise InvalidInput(_no_output(open_ids))
+
+
+def named_outputs(waiting: Sequence[MessagePublic], said: Sequence[MessageCreate]) -> list[MessageCreate]:
+    """`said` with each tool output carrying its call's tool name (OpenAI's output items may
+    carry it; a masked output's stub names it)."""
+    names = {call.call_id: call.name for call in waiting}
+    named = []
+    for item in said:
+        if item.kind == "function_call":
+            names[item.call_id] = item.name
+        elif item.kind == "function_call_output" and item.name is None and names.get(item.call_id):
+            item = item.model_copy(update={"name": names[item.call_id]})
+        named.append(item)
+    return named
 
 
 def _no_output(open_ids: set[str]) -> str:
@@ -454,10 +476,14 @@ def _reply_items(
                 model=completion.model,
                 provider_data={
                     "family": reasoning.family,
-                    "summary": [],
-                    "content": [reasoning.text] if reasoning.text else [],
-                    "thinking_blocks": list(reasoning.thinking_blocks),
                     "encrypted_content": None,
+                    "summary": [reasoning.text] if reasoning.text else [],
+                    "content": [
+                        block["thinking"]
+                        for block in reasoning.thinking_blocks
+                        if isinstance(block.get("thinking"), str)
+                    ],
+                    "thinking_blocks": list(reasoning.thinking_blocks),
                 },
             )
         )
