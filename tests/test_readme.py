@@ -253,6 +253,8 @@ def test_the_agents_sdk_session_example_remembers_the_tool_call(db_url, server):
         None,
     ]
     assert server.last_messages[3] == {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny in Paris"}
+
+
 def test_the_agent_example_runs_a_tool_loop_and_sends_an_image(tmp_path, monkeypatch, capsys, server):
     monkeypatch.chdir(tmp_path)
     server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Paris"}}])
