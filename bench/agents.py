@@ -128,7 +128,7 @@ def context_figures(memory) -> tuple[str, list[str]]:
     baseline = timings["10 items"]
     for row in rows:
         row.append(f"{timings[row[0]] / baseline:.2f}")
-    header = ["agent thread", "messages sent", "tool outputs sent", "tokens sent", "ms (median of 51)", "vs 10 items"]
+    header = ["agent thread", "messages sent", "tool messages sent", "tokens sent", "ms (median of 51)", "vs 10 items"]
     return table(
         f"Agent thread context, tools included, budget {BUDGET:,} (Memory.context, from the DB)", header, rows
     ), notes
