@@ -21,6 +21,7 @@ from memchat.records import ApiKeyPublic, MessageCreate, MessagePublic, SummaryP
 from memchat.results import SearchHit
 from memchat.schemas import (
     DEFAULT_TIMEOUT,
+    MAX_SOURCE,
     KeyCheck,
     ThreadSettings,
     TurnOptions,
@@ -131,6 +132,21 @@ class Memory:
         _check_providers(checked, checked.api_base)
         titled = None if checked.title else first_title(said)
         return self.store.create_thread(checked.model_copy(update={"title": titled}) if titled else checked, said)
+
+    def sourced_thread(self, source: str, settings: ThreadSettings | None = None, **given: Any) -> ThreadPublic:
+        """The thread that holds a conversation another system names `source` (an Agents SDK
+        session, `memchat.integrations.agents`), made with `settings` or new_thread's keywords
+        the first time it is asked for; later the settings are not read. One thread a source
+        (for each tenant), however many processes ask at once."""
+        if not source or len(source) > MAX_SOURCE:
+            raise InvalidInput(f"a thread's source has 1 to {MAX_SOURCE} characters, not {len(source)}")
+        try:
+            check_text(source)
+        except ValueError as bad:
+            raise InvalidInput(f"a thread's source {bad}") from None
+        checked = settings_with(settings, given)
+        _check_providers(checked, checked.api_base)
+        return self.store.sourced_thread(source, checked)
 
     def add_messages(
         self, thread_id: str, messages: Sequence[tuple[str, str]], *, wait: float | None = None

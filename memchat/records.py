@@ -112,7 +112,9 @@ class MessageBase(Record):
     provider_data: dict | None = None
     """What only the provider that made the item reads back: a reasoning item's
     `encrypted_content`, Anthropic's signed `thinking_blocks`, and the provider family
-    (`family`) they may be sent back to; never sent to another family."""
+    (`family`) they may be sent back to; never sent to another family. An item a library's
+    session stored (`memchat.integrations`) also keeps here, under `given`, what it held that no
+    column holds, so it reads back exactly as given."""
 
 
 class ApiKeyPublic(Record):

@@ -96,6 +96,8 @@ TITLE_FROM_MESSAGE = 32
 """The most characters of its first user message a thread given no title takes as its title
 (as `llm` names a conversation)."""
 MAX_ENDPOINT = 500
+MAX_SOURCE = 300
+"""A thread's `source`: where an import brought it from, or the conversation it holds for another system."""
 MAX_SUMMARY_SHARE = 0.9
 ModelName = Annotated[str, Field(min_length=1, max_length=MAX_MODEL_NAME), AfterValidator(check_text)]
 Temperature = Annotated[float, Field(ge=0, le=MAX_TEMPERATURE, allow_inf_nan=False)]

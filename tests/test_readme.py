@@ -5,6 +5,7 @@ a fixed port or an installation (`pip install`, the benchmarks) are not run here
 the install and the quickstart from a fresh virtual environment."""
 
 import itertools
+import os
 import re
 import shlex
 import subprocess
@@ -229,6 +230,29 @@ def test_the_agents_sdk_example_continues_the_sdk_examples_conversation(served, 
         {"role": "user", "content": "And then?"},
     ]
     assert server.last_messages[0] == {"role": "system", "content": "Be brief."}
+
+
+@sqlite_only
+def test_the_agents_sdk_session_example_remembers_the_tool_call(db_url, server):
+    """As written, in a process of its own, with the SDK's default model speaking Chat
+    Completions to the local provider (which speaks no Responses API) and its tracing off."""
+    example = block_after("### Agents SDK session", "python")
+    script = 'from agents import set_default_openai_api\nset_default_openai_api("chat_completions")\n' + example
+    calls = server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Paris"}}])
+    server.reply("Sunny in Paris.", "Sunny again.")
+    environment = {**os.environ, "OPENAI_AGENTS_DISABLE_TRACING": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=environment)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:2] == ["Sunny in Paris.", "Sunny again."]
+    assert [message.get("tool_calls") for message in server.last_messages] == [
+        None,
+        None,
+        [calls[0].as_sent()],
+        None,
+        None,
+        None,
+    ]
+    assert server.last_messages[3] == {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny in Paris"}
 
 
 def test_the_agent_example_runs_a_tool_loop_and_sends_an_image(tmp_path, monkeypatch, capsys, server):

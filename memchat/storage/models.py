@@ -13,6 +13,7 @@ from sqlalchemy import JSON, Index, LargeBinary, Text, UniqueConstraint, func, l
 from sqlmodel import Field, SQLModel
 
 from memchat.records import MessageBase, SummaryBase, ThreadBase
+from memchat.schemas import MAX_SOURCE
 from memchat.times import utcnow
 
 
@@ -61,8 +62,9 @@ class Thread(SQLModel, ThreadBase, table=True):
     """Positions up to this one are read from `forked_from` (its own messages there, or what it
     inherits in turn), none of them stored here; None: every message is the thread's own
     (revision 0012). Only ever lowered, by a copy on write, then None."""
-    source: str | None = Field(default=None, max_length=300)
-    """The conversation an import brought this thread from (`llm:<id>`, `chatgpt:<id>`, ...):
+    source: str | None = Field(default=None, max_length=MAX_SOURCE)
+    """The conversation an import brought this thread from (`llm:<id>`, `chatgpt:<id>`, ...), or
+    that the thread holds for another system (`agents:<session id>`, `Memory.sourced_thread`):
     one thread a source for each tenant, so importing the same history twice makes no copies."""
     history_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     """Raised by every append and (a database trigger, revision 0009) every status change of the

@@ -21,6 +21,7 @@ from memchat.storage.statements import (
     LAST_POSITION,
     NOT_UNDONE,
     count_from_last,
+    insert_ignoring_duplicates,
     last_position_of,
     messages_table,
     summaries_table,
@@ -62,6 +63,26 @@ class Threads(Messages):
             for message in messages:
                 self._append(session, thread, message, None)
         return ThreadPublic.model_validate(thread).model_copy(update={"message_count": len(messages)})
+
+    def sourced_thread(self, source: str, data: ThreadCreate) -> ThreadPublic:
+        """This tenant's thread holding the conversation `source` names, made with `data` when
+        there is none. The source's unique index makes it one thread whoever asks first: two
+        processes asking at once get the same thread, since the insert of the second is skipped."""
+        query = select(Thread).where(
+            Thread.source == source,
+            col(Thread.tenant).is_(None) if self.tenant is None else Thread.tenant == self.tenant,
+        )
+        with self._reading() as session:
+            found = session.exec(query).first()
+            if found is not None and found.import_holder is None:
+                return self._public(session, found)
+        made = Thread.model_validate(data, update={"tenant": self.tenant, "source": source})
+        with self._writing() as session:
+            session.execute(insert_ignoring_duplicates(session, Thread), [made.model_dump()])
+            found = session.exec(query).one()
+            if found.import_holder is not None:
+                raise InvalidInput(f"an import of {source!r} is under way; try again once it ends")
+            return self._public(session, found)
 
     def fork_thread(self, thread_id: str, through: int | None, *, lease_holder: str) -> ThreadPublic:
         """A new thread with the settings of `thread_id` and its history up to position
