@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import adversary  # noqa: E402
-import agents  # noqa: E402
+import agent_threads  # noqa: E402
 import chat  # noqa: E402
 import client  # noqa: E402
 import context_assembly  # noqa: E402
@@ -40,7 +40,7 @@ def main() -> None:
         ("client mode", client),
         ("background server", daemon),
         ("fork", fork),
-        ("agent threads", agents),
+        ("agent threads", agent_threads),
         ("import and export", import_export),
         ("long-term memory", long_term_memory),
         ("recall quality", recall_quality),
