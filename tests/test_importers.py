@@ -129,7 +129,52 @@ def test_an_llm_fork_becomes_a_memchat_fork_and_tool_calls_are_reported(memchat,
     assert [m.content for m in memory.messages(copy.id)] == [
         "Capital of France?", "Paris.", "Its population?", "About two million.",
     ]
-    assert f"llm thread {fork}: 1 assistant messages with no text (tool calls or attachments only) left out" in result.stderr
+    assert f"llm thread {fork}: 1 tool calls with no result left out" in result.stderr
+
+
+def test_llm_tool_calls_results_reasoning_and_attachments_become_items(memchat, memory, llm_logs_db):
+    pytest.importorskip("llm.logs", reason="llm's message store (llm 0.36 and later)")
+    import sqlite_utils
+    from llm import Attachment
+    from llm.logs import LogStore
+    from llm.parts import ReasoningPart, ToolCallPart, ToolResultPart, assistant, tool_message, user
+
+    photo = b"\x89PNG\r\n\x1a\n" + b"paris" * 40
+    chart = b"\x89PNG\r\n\x1a\n" + b"chart" * 40
+    store = LogStore(sqlite_utils.Database(llm_logs_db))
+    thread = store.create_thread(name="Weather with tools")
+    store.append(thread, [
+        user("What is the weather where this was taken?", Attachment(type="image/png", content=photo)),
+        assistant(ReasoningPart(text="It looks like Paris."),
+                  ToolCallPart(name="weather", arguments={"city": "Paris"}, tool_call_id="call_w1"),
+                  ToolCallPart(name="chart", arguments={}, tool_call_id="call_c1")),
+        tool_message(ToolResultPart(name="weather", output="sunny, 21 C", tool_call_id="call_w1"),
+                     ToolResultPart(name="chart", output="", tool_call_id="call_c1", exception="no data",
+                                    attachments=[Attachment(type="image/png", content=chart)])),
+        assistant("Sunny in Paris."),
+    ])
+    result = memchat("import", "--from", "llm", str(llm_logs_db))
+    assert result.returncode == 0, result.stderr
+    assert f"llm thread {thread}" not in result.stderr
+    items = memory.messages(by_title(memory)["Weather with tools"].id)
+    assert [(m.role, m.kind, m.content) for m in items] == [
+        ("user", "message", "What is the weather where this was taken?"),
+        ("assistant", "reasoning", "It looks like Paris."),
+        ("assistant", "function_call", 'weather({"city": "Paris"})'),
+        ("assistant", "function_call", "chart({})"),
+        ("tool", "function_call_output", "sunny, 21 C"),
+        ("tool", "function_call_output", "error: no data"),
+        ("assistant", "message", "Sunny in Paris."),
+    ]
+    assert [(m.call_id, m.name, m.arguments) for m in items[2:4]] == [
+        ("call_w1", "weather", '{"city": "Paris"}'), ("call_c1", "chart", "{}"),
+    ]
+    assert (items[4].call_id, items[5].call_id) == ("call_w1", "call_c1")
+    [image] = [part for part in items[0].parts if part["type"] == "image"]
+    [drawn] = [part for part in items[5].parts if part["type"] == "image"]
+    assert memory.blobs([image["blob"], drawn["blob"]]) == {
+        image["blob"]: ("image/png", photo), drawn["blob"]: ("image/png", chart),
+    }
 
 
 def test_a_missing_or_foreign_database_is_refused_with_nothing_stored(memchat, memory, tmp_path):
