@@ -307,9 +307,13 @@ class RemoteMemory:
         path = "/export" if thread_id is None else f"/threads/{_part(thread_id)}/export"
         if format == "markdown":
             exported = self._json("GET", path)
+            threads = exported if isinstance(exported, list) else [exported]
+            blob = markdown.exported_blobs(
+                {sha: b for thread in threads for sha, b in (thread.get("blobs") or {}).items()}
+            )
             with self._reading():
-                for thread in exported if isinstance(exported, list) else [exported]:
-                    markdown.write_thread(thread, thread["messages"], thread["summaries"], out)
+                for thread in threads:
+                    markdown.write_thread(thread, thread["messages"], thread["summaries"], out, blob=blob)
             return
         with self._request("GET", path) as response:
             try:

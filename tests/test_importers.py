@@ -4,6 +4,7 @@ nothing, says what it left out, and importing the same history again copies noth
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import struct
@@ -128,7 +129,52 @@ def test_an_llm_fork_becomes_a_memchat_fork_and_tool_calls_are_reported(memchat,
     assert [m.content for m in memory.messages(copy.id)] == [
         "Capital of France?", "Paris.", "Its population?", "About two million.",
     ]
-    assert f"llm thread {fork}: 1 assistant messages with no text (tool calls or attachments only) left out" in result.stderr
+    assert f"llm thread {fork}: 1 tool calls with no result left out" in result.stderr
+
+
+def test_llm_tool_calls_results_reasoning_and_attachments_become_items(memchat, memory, llm_logs_db):
+    pytest.importorskip("llm.logs", reason="llm's message store (llm 0.36 and later)")
+    import sqlite_utils
+    from llm import Attachment
+    from llm.logs import LogStore
+    from llm.parts import ReasoningPart, ToolCallPart, ToolResultPart, assistant, tool_message, user
+
+    photo = b"\x89PNG\r\n\x1a\n" + b"paris" * 40
+    chart = b"\x89PNG\r\n\x1a\n" + b"chart" * 40
+    store = LogStore(sqlite_utils.Database(llm_logs_db))
+    thread = store.create_thread(name="Weather with tools")
+    store.append(thread, [
+        user("What is the weather where this was taken?", Attachment(type="image/png", content=photo)),
+        assistant(ReasoningPart(text="It looks like Paris."),
+                  ToolCallPart(name="weather", arguments={"city": "Paris"}, tool_call_id="call_w1"),
+                  ToolCallPart(name="chart", arguments={}, tool_call_id="call_c1")),
+        tool_message(ToolResultPart(name="weather", output="sunny, 21 C", tool_call_id="call_w1"),
+                     ToolResultPart(name="chart", output="", tool_call_id="call_c1", exception="no data",
+                                    attachments=[Attachment(type="image/png", content=chart)])),
+        assistant("Sunny in Paris."),
+    ])
+    result = memchat("import", "--from", "llm", str(llm_logs_db))
+    assert result.returncode == 0, result.stderr
+    assert f"llm thread {thread}" not in result.stderr
+    items = memory.messages(by_title(memory)["Weather with tools"].id)
+    assert [(m.role, m.kind, m.content) for m in items] == [
+        ("user", "message", "What is the weather where this was taken?"),
+        ("assistant", "reasoning", "It looks like Paris."),
+        ("assistant", "function_call", 'weather({"city": "Paris"})'),
+        ("assistant", "function_call", "chart({})"),
+        ("tool", "function_call_output", "sunny, 21 C"),
+        ("tool", "function_call_output", "error: no data"),
+        ("assistant", "message", "Sunny in Paris."),
+    ]
+    assert [(m.call_id, m.name, m.arguments) for m in items[2:4]] == [
+        ("call_w1", "weather", '{"city": "Paris"}'), ("call_c1", "chart", "{}"),
+    ]
+    assert (items[4].call_id, items[5].call_id) == ("call_w1", "call_c1")
+    [image] = [part for part in items[0].parts if part["type"] == "image"]
+    [drawn] = [part for part in items[5].parts if part["type"] == "image"]
+    assert memory.blobs([image["blob"], drawn["blob"]]) == {
+        image["blob"]: ("image/png", photo), drawn["blob"]: ("image/png", chart),
+    }
 
 
 def test_a_missing_or_foreign_database_is_refused_with_nothing_stored(memchat, memory, tmp_path):
@@ -169,6 +215,10 @@ def jsonl(tmp_path: Path, *lines: object) -> Path:
     return path
 
 
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+PNG_URL = "data:image/png;base64," + base64.b64encode(PNG).decode()
+
+
 def test_openai_jsonl_lines_become_threads_and_again_copy_nothing(memchat, memory, tmp_path):
     path = jsonl(
         tmp_path,
@@ -176,9 +226,11 @@ def test_openai_jsonl_lines_become_threads_and_again_copy_nothing(memchat, memor
                       {"role": "assistant", "content": "Hello!", "weight": 1}]},
         "",
         {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                                   {"type": "image_url", "image_url": {"url": "data:..."}}]},
-                      {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function"}]},
-                      {"role": "tool", "content": "42", "tool_call_id": "1"},
+                                                   {"type": "image_url", "image_url": {"url": PNG_URL}},
+                                                   {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]},
+                      {"role": "assistant", "content": None, "tool_calls": [
+                          {"id": "call_1", "type": "function", "function": {"name": "look", "arguments": '{"at": 1}'}}]},
+                      {"role": "tool", "content": "a cat", "tool_call_id": "call_1"},
                       {"role": "assistant", "content": "A cat."}]},
         {"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi there"},
                       {"role": "assistant", "content": "Hello!", "weight": 1}]},
@@ -189,13 +241,47 @@ def test_openai_jsonl_lines_become_threads_and_again_copy_nothing(memchat, memor
     kind = memory.thread(first)
     assert (kind.title, kind.system) == ("Hi there", "Be kind.")
     assert [(m.role, m.content) for m in memory.messages(first)] == [("user", "Hi there"), ("assistant", "Hello!")]
-    assert [(m.role, m.content) for m in memory.messages(second)] == [("user", "What is this?"), ("assistant", "A cat.")]
-    for note in ("line 3: 1 image_url parts left out", "line 3: 1 tool messages left out", "line 3: 1 tool calls left out",
-                 "line 4: the same conversation as line 1"):
+    items = memory.messages(second)
+    assert [(m.role, m.kind, m.content) for m in items] == [
+        ("user", "message", "What is this?"),
+        ("assistant", "function_call", 'look({"at": 1})'),
+        ("tool", "function_call_output", "a cat"),
+        ("assistant", "message", "A cat."),
+    ]
+    assert (items[1].call_id, items[1].name, items[1].arguments, items[2].call_id) == (
+        "call_1", "look", '{"at": 1}', "call_1")
+    image = items[0].parts[1]
+    assert (image["type"], image["media_type"], image["size"]) == ("image", "image/png", len(PNG))
+    assert memory.blobs([image["blob"]]) == {image["blob"]: ("image/png", PNG)}
+    for note in ("line 3: 1 input_audio parts left out", "line 4: the same conversation as line 1"):
         assert note in result.stderr
+    assert "tool" not in result.stderr
     again = memchat("import", "--from", "openai-jsonl", str(path))
     assert (again.returncode, again.stdout) == (0, "")
     assert again.stderr.count("was imported before") == 2 and len(memory.threads()) == 2
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("messages", "named"),
+    [
+        ([{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "call_9", "content": "x"}],
+         "line 2: messages[1] is a tool message answering no call before it (tool_call_id call_9)"),
+        ([{"role": "user", "content": "hi"},
+          {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                                "function": {"name": "f", "arguments": "{}"}}]},
+          {"role": "user", "content": "well?"}],
+         "line 2: messages[1] calls c1, and no tool message answers it before messages[2]"),
+        ([{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f"}}]}],
+         "line 2: messages[0].tool_calls[0].function.arguments"),
+    ],
+)
+def test_a_tool_message_out_of_place_refuses_the_whole_jsonl(memchat, memory, tmp_path, messages, named):
+    path = jsonl(tmp_path, {"messages": [{"role": "user", "content": "fine"}]}, {"messages": messages})
+    refused = memchat("import", "--from", "openai-jsonl", str(path))
+    assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+    assert named in refused.stderr and "nothing was imported" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1 and memory.threads() == []
 
 
 def test_a_bad_jsonl_line_refuses_the_whole_file(memchat, memory, tmp_path):
@@ -264,8 +350,9 @@ TRIP = {
              parts=[{"content_type": "image_asset_pointer", "asset_pointer": "file-service://photo"}, "What is this tram?"]),
         node("call", "u2", ["out"], "assistant", kind="code", recipient="python",
              content={"language": "python", "text": "look(photo)"}),
-        node("out", "call", ["a2"], "tool", kind="execution_output", content={"text": "tram 28"}),
-        node("a2", "out", [], "assistant", "Tram 28.", when=T0 + 12, metadata={"model_slug": "gpt-4o"}),
+        node("out", "call", ["out2"], "tool", kind="execution_output", content={"text": "tram 28"}),
+        node("out2", "out", ["a2"], "tool", "It is the 28."),
+        node("a2", "out2", [], "assistant", "Tram 28.", when=T0 + 12, metadata={"model_slug": "gpt-4o"}),
         node("u2b", "a1", ["a2b"], "user", "How do trams work?", when=T0 + 20),
         node("a2b", "u2b", [], "assistant", "On rails.", when=T0 + 21, metadata={"model_slug": "gpt-4o"}),
     ]),
@@ -281,7 +368,11 @@ THOUGHTFUL = {
 EMPTY = {"title": "Nothing", "id": "c-empty", "current_node": "root", "mapping": dict([node("root", None, [])])}
 
 
-def chatgpt_export(tmp_path: Path, form: str) -> Path:
+TRAM_PNG = b"\x89PNG\r\n\x1a\n" + b"tram" * 64
+
+
+def chatgpt_export(tmp_path: Path, form: str, *, images: bool = True) -> Path:
+    """The export as ChatGPT makes it: conversations, and the files of their images named by file id."""
     import zipfile
 
     if form == "zip":
@@ -289,12 +380,16 @@ def chatgpt_export(tmp_path: Path, form: str) -> Path:
         with zipfile.ZipFile(path, "w") as archive:
             archive.writestr("conversations.json", json.dumps([TRIP, THOUGHTFUL, EMPTY]))
             archive.writestr("chat.html", "<html></html>")
+            if images:
+                archive.writestr("user-abc/photo-IMG_2041.png", TRAM_PNG)
         return path
     folder = tmp_path / "export"
     folder.mkdir()
     (folder / "conversations-000.json").write_text(json.dumps([TRIP, EMPTY]))
     (folder / "conversations-001.json").write_text(json.dumps([THOUGHTFUL]))
     (folder / "user.json").write_text("{}")
+    if images:
+        (folder / "photo-IMG_2041.png").write_bytes(TRAM_PNG)
     return folder
 
 
@@ -308,10 +403,18 @@ def test_a_chatgpt_export_keeps_every_branch_as_a_fork(memchat, memory, tmp_path
     trip = threads["Trip to Lisbon"]
     assert (trip.system, trip.model, trip.source) == ("I am vegetarian.\n\nBe brief.", None, "chatgpt:c-trip")
     said = memory.messages(trip.id)
-    assert [(m.role, m.content) for m in said] == [
-        ("user", "Where should I go in May?"), ("assistant", "Lisbon."),
-        ("user", "What is this tram?"), ("assistant", "Tram 28."),
+    assert [(m.role, m.kind, m.content) for m in said] == [
+        ("user", "message", "Where should I go in May?"), ("assistant", "message", "Lisbon."),
+        ("user", "message", "What is this tram?"),
+        ("assistant", "function_call", 'python({"code": "look(photo)"})'),
+        ("tool", "function_call_output", "tram 28\n\nIt is the 28."),
+        ("assistant", "message", "Tram 28."),
     ]
+    call, output = said[3], said[4]
+    assert (call.name, call.arguments, output.call_id) == ("python", '{"code": "look(photo)"}', call.call_id)
+    photo = said[2].parts[0]
+    assert [part["type"] for part in said[2].parts] == ["image", "text"]
+    assert memory.blobs([photo["blob"]]) == {photo["blob"]: ("image/png", TRAM_PNG)}
     assert said[1].model == "gpt-4o" and said[0].created_at.timestamp() == T0 + 1
     regenerated, edited = threads["Trip to Lisbon (branch 1)"], threads["Trip to Lisbon (branch 2)"]
     assert (regenerated.forked_from, regenerated.forked_at) == (trip.id, 0)
@@ -323,15 +426,45 @@ def test_a_chatgpt_export_keeps_every_branch_as_a_fork(memchat, memory, tmp_path
     assert [(m.role, m.content) for m in memory.messages(threads["Riddle"].id)] == [
         ("user", "What has keys but no locks?"), ("assistant", "A piano."),
     ]
-    for note in ("ChatGPT conversation c-trip: 1 image_asset_pointer parts left out",
-                 "ChatGPT conversation c-trip: 1 tool calls left out",
-                 "ChatGPT conversation c-trip: 1 tool messages (tool results) left out",
-                 "ChatGPT conversation c-riddle: 1 reasoning summaries left out",
+    assert "c-trip" not in result.stderr
+    for note in ("ChatGPT conversation c-riddle: 1 reasoning summaries left out",
                  "ChatGPT conversation c-empty: no message with text; not imported"):
         assert note in result.stderr
     again = memchat("import", "--from", "chatgpt", str(export))
     assert (again.returncode, again.stdout) == (0, "") and again.stderr.count("was imported before") == 4
     assert len(memory.threads()) == 4
+
+
+def test_a_chatgpt_image_missing_from_the_export_is_named_in_one_line(tmp_path):
+    history = chatgpt.read(chatgpt_export(tmp_path, "zip", images=False))
+    (trip,) = [thread for thread in history.threads if thread["source"] == "chatgpt:c-trip"]
+    assert trip["messages"][2] == {"role": "user", "content": "What is this tram?", "created_at": trip["messages"][2]["created_at"]}
+    assert "blobs" not in trip
+    assert [note for note in history.notes if "c-trip" in note] == [
+        "ChatGPT conversation c-trip: 1 image not in the export (photo); the messages are kept without them"
+    ]
+
+
+def test_chatgpt_tool_results_with_no_call_and_calls_with_no_result_are_left_out_and_counted(tmp_path):
+    conversation = {
+        "title": "Tools", "id": "c-tools", "current_node": "a",
+        "mapping": dict([
+            node("q", None, ["r"], "user", "Search this.", when=T0),
+            node("r", "q", ["c"], "tool", kind="tether_quote", content={"title": "T", "url": "https://x", "text": "q"}),
+            node("c", "r", ["a"], "assistant", '{"query": "x"}', recipient="browser"),
+            node("a", "c", [], "assistant", "Found nothing.", when=T0 + 1),
+        ]),
+    }
+    path = tmp_path / "conversations.json"
+    path.write_text(json.dumps([conversation]))
+    history = chatgpt.read(path)
+    assert [(m["role"], m["content"]) for m in history.threads[0]["messages"]] == [
+        ("user", "Search this."), ("assistant", "Found nothing."),
+    ]
+    assert history.notes == [
+        "ChatGPT conversation c-tools: 1 tool calls with no result left out",
+        "ChatGPT conversation c-tools: 1 tool results with no tool call before them left out",
+    ]
 
 
 def test_a_file_that_is_no_chatgpt_export_is_refused_whole(memchat, memory, tmp_path):

@@ -4,8 +4,8 @@ transactions, and a thread read back a page at a time."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -15,8 +15,14 @@ from sqlmodel import Session, col, select
 from memchat.errors import InvalidInput
 from memchat.records import MessagePublic, SummaryCreate, ThreadCreate
 from memchat.results import ImportResult
-from memchat.storage.models import Message, MessageTokens, Summary, Thread
-from memchat.storage.statements import message_of, messages_table, position_param, thread_messages
+from memchat.storage.models import Blob, Message, MessageTokens, Summary, Thread
+from memchat.storage.statements import (
+    insert_ignoring_duplicates,
+    message_of,
+    messages_table,
+    position_param,
+    thread_messages,
+)
 from memchat.storage.threads import Threads
 from memchat.times import utcnow
 
@@ -45,6 +51,14 @@ class ThreadRecord:
     forked_from_source: str | None = None
     """The source of the thread this one was forked from, when that thread is imported too (or
     was before): its id is known only once it is written."""
+    blobs: Mapping[str, tuple[str, bytes]] = field(default_factory=dict)
+    """The media type and bytes of each blob the messages' parts refer to, by SHA-256."""
+
+
+def _plain(row: Mapping[str, Any]) -> bool:
+    """A message of text alone, whose count of `content` is what a context sends; the other items
+    (calls, outputs, reasoning, parts) are counted as a turn counts them, when first read."""
+    return row.get("kind", "message") == "message" and row.get("parts") is None
 
 
 class Bulk(Threads):
@@ -157,6 +171,8 @@ class Bulk(Threads):
         self, thread_id: str, record: ThreadRecord, tokenizer: str, message_counts: Callable[[], list[int]]
     ) -> None:
         default_time = record.created_at or utcnow()
+        if record.blobs:
+            self._import_blobs(record.blobs)
         rows = [
             {**row, "thread_id": thread_id, "position": position, "created_at": row.get("created_at") or default_time}
             for position, row in enumerate(record.messages)
@@ -183,15 +199,18 @@ class Bulk(Threads):
                         .scalars()
                         .all()
                     )
-                    connection.execute(
-                        insert(MessageTokens.__table__),
-                        [
-                            {"message_id": message_id, "tokenizer": tokenizer, "tokens": tokens}
-                            for message_id, tokens in zip(
-                                inserted, token_counts[start : start + IMPORT_CHUNK], strict=True
-                            )
-                        ],
-                    )
+                    counted = [
+                        {"message_id": message_id, "tokenizer": tokenizer, "tokens": tokens}
+                        for message_id, tokens, row in zip(
+                            inserted,
+                            token_counts[start : start + IMPORT_CHUNK],
+                            rows[start : start + IMPORT_CHUNK],
+                            strict=True,
+                        )
+                        if _plain(row)
+                    ]
+                    if counted:
+                        connection.execute(insert(MessageTokens.__table__), counted)
                 time.sleep(IMPORT_PAUSE_SECONDS)
         if record.summaries:
             with self._writing() as session:
@@ -201,6 +220,25 @@ class Bulk(Threads):
                             summary, update={"thread_id": thread_id, "created_at": summary.created_at or default_time}
                         )
                     )
+
+    def _import_blobs(self, blobs: Mapping[str, tuple[str, bytes]]) -> None:
+        """The bytes the messages refer to, a blob a transaction (one may be MiBs); a blob stored
+        already (the same content) is kept as it is. A blob written by an import that then fails
+        stays, referred to by no message: the same bytes a later import would write again."""
+        for sha, (media_type, data) in blobs.items():
+            with self._writing() as session:
+                session.execute(
+                    insert_ignoring_duplicates(session, Blob),
+                    [
+                        {
+                            "sha256": sha,
+                            "media_type": media_type,
+                            "size": len(data),
+                            "data": data,
+                            "created_at": utcnow(),
+                        }
+                    ],
+                )
 
     def _discard_hidden(self, thread_ids: Sequence[str]) -> None:
         """Remove threads an import left hidden, a bounded transaction a thread."""

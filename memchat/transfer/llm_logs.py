@@ -6,6 +6,12 @@ Two layouts exist: llm up to 0.2x logged each exchange as a row of `responses` g
 tip of a chain of `messages`, whose text is in `parts`, and `turns` recording each model call).
 Both are read, and a conversation found in both is read once, from the newer. The database is
 opened read-only: llm's own files are never changed.
+
+In the message store, an assistant's tool calls become function calls and a `tool` message's
+results their outputs (an exception a tool raised is its output's text), reasoning becomes a
+reasoning item, and attachments (images, files: llm's `attachments` table, or the file at their
+path when llm kept only that) become parts of their message; a call no result answers, or a
+result for no call, is left out and reported, as are attachments whose bytes are gone.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 
 from memchat.config import llm_user_path
 from memchat.errors import InvalidInput
-from memchat.transfer import SourceHistory
+from memchat.transfer import SourceHistory, blob_part
 
 SOURCE_PREFIX = "llm:"
 _OPENAI_ALIASES = {
@@ -198,9 +204,11 @@ class _MessageStore:
             self.roles[row["hash"]] = row["role"]
         self.parts: dict[str, list[sqlite3.Row]] = {}
         for row in database.execute(
-            "SELECT message_hash, type, text, payload FROM parts ORDER BY message_hash, position"
+            "SELECT message_hash, position, type, tool_name, text, payload FROM parts ORDER BY message_hash, position"
         ):
             self.parts.setdefault(row["message_hash"], []).append(row)
+        self.has_attachments = "attachments" in tables
+        self.blobs: dict[str, dict[str, str]] = {}
         turns = [dict(row) for row in database.execute("SELECT * FROM turns")]
         self.replies = {turn["tip_message_hash"]: turn for turn in turns}
         """The model call that ended in each message (a reply): its model, tokens and times."""
@@ -247,45 +255,197 @@ class _MessageStore:
         return chain
 
     def _record(self, thread: sqlite3.Row, chain: list[str]) -> tuple[dict[str, Any], list[str]]:
-        """The thread's messages, and the message hash each came from."""
+        """The thread's items, and the message hash each came from."""
         name = f"llm thread {thread['id']}"
         system = None
         messages: list[dict] = []
         kept: list[str] = []
         left_out: Counter[str] = Counter()
+        waiting: dict[str, int] = {}
         for hash_ in chain:
             role = self.roles[hash_]
-            text = self._text(hash_, left_out)
             if role == "system":
+                text = self._text(hash_, left_out)
                 if system is None and not messages:
                     system = text
                 elif text != system:
                     left_out["a system prompt changed part-way (memchat keeps the first)"] += 1
                 continue
-            if role not in ("user", "assistant"):
+            if role not in ("user", "assistant", "tool"):
                 left_out[f"{role} messages"] += 1
                 continue
-            if not text:
-                left_out[f"{role} messages with no text (tool calls or attachments only)"] += 1
+            items = self._items(hash_, role, left_out)
+            if not items:
+                left_out[f"{role} messages with nothing memchat keeps"] += 1
                 continue
-            if role == "assistant":
-                messages.append(_reply(text, self.replies.get(hash_)))
-            else:
-                asked = _iso(_moment((self.asked.get(hash_) or {}).get("datetime_utc")))
-                messages.append({"role": "user", "content": text, **({"created_at": asked} if asked else {})})
-            kept.append(hash_)
+            for item in items:
+                if item.get("kind") == "function_call_output":
+                    if waiting.pop(item["call_id"], None) is None:
+                        left_out["tool results with no tool call before them"] += 1
+                        continue
+                elif waiting and item.get("kind") != "function_call":
+                    for index in sorted(waiting.values(), reverse=True):
+                        del messages[index], kept[index]
+                        left_out["tool calls with no result"] += 1
+                    waiting.clear()
+                if item.get("kind") == "function_call":
+                    waiting[item["call_id"]] = len(messages)
+                messages.append(item)
+                kept.append(hash_)
         for what, count in sorted(left_out.items()):
             self.history.notes.append(f"{name}: {count} {what} left out")
-        return _thread(SOURCE_PREFIX + thread["id"], thread["name"], system, messages), kept
+        record = _thread(SOURCE_PREFIX + thread["id"], thread["name"], system, messages)
+        referenced = {part["blob"] for message in messages for part in message.get("parts") or () if "blob" in part}
+        if referenced:
+            record["blobs"] = {sha: self.blobs[sha] for sha in sorted(referenced)}
+        return record, kept
+
+    def _items(self, hash_: str, role: str, left_out: Counter[str]) -> list[dict[str, Any]]:
+        """A message's items: a user's message (its text and attachments); an assistant's
+        reasoning, message and tool calls, in that order; a tool message's outputs."""
+        texts: list[str] = []
+        parts: list[dict] = []
+        attached = False
+        reasoning: list[str] = []
+        calls: list[dict] = []
+        outputs: list[dict] = []
+        for part in self.parts.get(hash_, []):
+            kind = part["type"]
+            if kind == "text":
+                text = self._part_text(hash_, part)
+                texts.append(text)
+                parts.append({"type": "text", "text": text})
+            elif kind == "reasoning":
+                text = self._part_text(hash_, part)
+                if text:
+                    reasoning.append(text)
+            elif kind == "attachment":
+                data = _payload(hash_, part["payload"])
+                found = self._attachment((data.get("attachment") or {}).get("id"), left_out)
+                if found is not None:
+                    parts.append(found)
+                    attached = True
+            elif kind == "tool_call":
+                data = _payload(hash_, part["payload"])
+                if data.get("server_executed"):
+                    left_out["tool calls the provider ran itself"] += 1
+                    continue
+                name = str(part["tool_name"] or data.get("name") or "tool")
+                arguments = json.dumps(data.get("arguments") or {}, ensure_ascii=False)
+                calls.append(
+                    {
+                        "role": "assistant",
+                        "kind": "function_call",
+                        "content": f"{name}({arguments})",
+                        "call_id": str(data.get("tool_call_id") or f"call_{hash_[-24:]}_{part['position']}"),
+                        "name": name,
+                        "arguments": arguments,
+                    }
+                )
+            elif kind == "tool_result":
+                data = _payload(hash_, part["payload"])
+                if data.get("server_executed"):
+                    continue
+                outputs.append(self._output(hash_, part, data, left_out))
+            else:
+                left_out[f"{str(kind).replace('_', ' ')} parts"] += 1
+        text = "".join(texts)
+        items: list[dict[str, Any]] = []
+        if reasoning and role == "assistant":
+            summary = ["\n\n".join(reasoning)]
+            items.append(
+                {
+                    "role": "assistant",
+                    "kind": "reasoning",
+                    "content": summary[0],
+                    "provider_data": {
+                        "family": None,
+                        "encrypted_content": None,
+                        "summary": summary,
+                        "content": [],
+                        "thinking_blocks": [],
+                    },
+                }
+            )
+        if role in ("user", "assistant") and (text or attached):
+            message: dict[str, Any] = {"role": role, "content": text}
+            if attached:
+                message["parts"] = parts
+            if role == "assistant":
+                message = {**_reply(text, self.replies.get(hash_)), **message}
+            else:
+                asked = _iso(_moment((self.asked.get(hash_) or {}).get("datetime_utc")))
+                if asked:
+                    message["created_at"] = asked
+            items.append(message)
+        if role == "assistant":
+            items.extend(calls)
+        elif calls:
+            left_out[f"tool calls in {role} messages"] += len(calls)
+        items.extend(outputs)
+        return items
+
+    def _output(self, hash_: str, part: sqlite3.Row, data: dict, left_out: Counter[str]) -> dict[str, Any]:
+        text = str(data.get("output") or "")
+        if data.get("exception"):
+            text = "\n".join(piece for piece in (text, f"error: {data['exception']}") if piece)
+        output: dict[str, Any] = {
+            "role": "tool",
+            "kind": "function_call_output",
+            "content": text,
+            "call_id": str(data.get("tool_call_id") or ""),
+        }
+        attachments = [self._attachment(ref.get("id"), left_out) for ref in data.get("attachments") or ()]
+        attachments = [found for found in attachments if found is not None]
+        if attachments:
+            output["parts"] = ([{"type": "text", "text": text}] if text else []) + attachments
+        return output
+
+    def _attachment(self, attachment_id: Any, left_out: Counter[str]) -> dict | None:
+        """An attachment as an image or file part, its bytes from llm's table or its file."""
+        row = None
+        if self.has_attachments and isinstance(attachment_id, str):
+            cursor = self.database.cursor()
+            cursor.row_factory = None
+            row = cursor.execute(
+                "SELECT type, path, url, content FROM attachments WHERE id = ?", [attachment_id]
+            ).fetchone()
+        if row is None:
+            left_out["attachments not in the database"] += 1
+            return None
+        media_type, path, url, content = row
+        media_type = str(media_type or "application/octet-stream")
+        kind = "image" if media_type.startswith("image/") else "file"
+        if isinstance(content, str):
+            content = content.encode()
+        if content is None and path:
+            try:
+                content = Path(path).read_bytes()
+            except OSError:
+                content = None
+        if content is None:
+            if isinstance(url, str) and url.startswith(("https://", "http://")):
+                return {"type": kind, "url": url, **({"detail": "auto"} if kind == "image" else {})}
+            left_out["attachments whose file is gone"] += 1
+            return None
+        part: dict[str, Any] = {"type": kind, "media_type": media_type}
+        if kind == "image":
+            part["detail"] = "auto"
+        else:
+            part["filename"] = Path(path).name if path else f"attachment.{media_type.rpartition('/')[2] or 'bin'}"
+        return blob_part(part, content, self.blobs)
+
+    def _part_text(self, hash_: str, part: sqlite3.Row) -> str:
+        text = part["text"] if part["text"] is not None else self._referenced(hash_, part["payload"])
+        if not isinstance(text, str):
+            raise _damaged(f"message {hash_}: a text part holds a {type(text).__name__}, not text")
+        return text
 
     def _text(self, hash_: str, left_out: Counter[str]) -> str:
         pieces = []
         for part in self.parts.get(hash_, []):
             if part["type"] == "text":
-                text = part["text"] if part["text"] is not None else self._referenced(hash_, part["payload"])
-                if not isinstance(text, str):
-                    raise _damaged(f"message {hash_}: a text part holds a {type(text).__name__}, not text")
-                pieces.append(text)
+                pieces.append(self._part_text(hash_, part))
             else:
                 left_out[f"{str(part['type']).replace('_', ' ')} parts"] += 1
         return "".join(pieces)
@@ -302,6 +462,16 @@ class _MessageStore:
             )
         except (ValueError, RecursionError, TypeError, AttributeError):
             raise _damaged(f"message {hash_}: a text part's payload is not what llm writes") from None
+
+
+def _payload(hash_: str, payload: str | None) -> dict[str, Any]:
+    try:
+        data = json.loads(payload) if payload else {}
+    except (ValueError, RecursionError):
+        raise _damaged(f"message {hash_}: a part's payload is not what llm writes") from None
+    if not isinstance(data, dict):
+        raise _damaged(f"message {hash_}: a part's payload is not what llm writes")
+    return data
 
 
 def _damaged(what: str) -> InvalidInput:

@@ -15,14 +15,24 @@ holds one over the thread's block digests in order (so a block deleted, added or
 and every visible line (title, settings, headings) must be what memchat writes for the records.
 The digests are not keyed: they show an edit, not who made the file. A file without them was
 written before they were, and is refused with a request to export it again.
+
+Agent items read as a person would say them: a heading names a function call (`call get_weather
+(call_1)`), a tool's output (`output of call_1`) or reasoning, and the text under it is the item's
+text (a call's is `name(arguments)`). An image or a file is a line under its message's text,
+`→ image (image/png, 2,056 bytes): [attachment 7630fc84b891](#attachment-7630fc84b891)`, linking
+to the thread's `## Attachments`, where each blob the thread refers to is written once, as base64
+in a code block, under the heading the link names; a transcript is whole by itself.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+import textwrap
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -30,9 +40,16 @@ from memchat.errors import InvalidInput
 from memchat.transfer import check_size, decoded
 
 THREAD, MESSAGE, SUMMARY = "<!-- memchat-thread ", "<!-- memchat-message ", "<!-- memchat-summary "
+ATTACHMENT = "<!-- memchat-attachment "
 CLOSING = "<!-- memchat-end "
 END = " -->"
 SUMMARIES_HEADING = "## Summaries\n\n"
+ATTACHMENTS_HEADING = "## Attachments\n\n"
+SHORT_HASH = 12
+"""Hex digits of a blob's SHA-256 that name its attachment in the text (the record holds all 64)."""
+BASE64_WIDTH = 76
+Blob = Callable[[str], tuple[str, bytes]]
+"""Gives a blob's media type and bytes by its SHA-256."""
 _HEADER_FIELDS = (
     "title",
     "model",
@@ -54,21 +71,31 @@ _HEADER_FIELDS = (
 
 
 def write_thread(
-    header: dict[str, Any], messages: Iterable[dict[str, Any]], summaries: list[dict[str, Any]], out: TextIO
+    header: dict[str, Any],
+    messages: Iterable[dict[str, Any]],
+    summaries: list[dict[str, Any]],
+    out: TextIO,
+    *,
+    blob: Blob | None = None,
 ) -> None:
     """One thread, from its export (`native`): the header fields, its ChatML messages (a leading
-    system message is the header's `system`, written once) and its summaries."""
+    system message is the header's `system`, written once: the thread's items all have a
+    `position`), its summaries, and the blobs its messages refer to, read with `blob` (default:
+    from the export's own `blobs`)."""
     kept = {field: header[field] for field in _HEADER_FIELDS if field in header}
     header_digest = _digest(kept)
     out.write(_comment(THREAD, {**kept, "sha256": header_digest}))
     out.write(_header_text(kept))
     thread_digest = hashlib.sha256(header_digest.encode())
     blocks = 0
+    referenced: dict[str, None] = {}
     for index, message in enumerate(messages):
-        if index == 0 and message["role"] == "system":
+        if index == 0 and message["role"] == "system" and "position" not in message:
             continue
         record = {key: value for key, value in message.items() if key not in ("content", "tokens")}
-        thread_digest.update(_block(out, MESSAGE, record, _message_heading(record), message["content"]).encode())
+        referenced.update((part["blob"], None) for part in record.get("parts") or () if part.get("blob"))
+        digest = _block(out, MESSAGE, record, _message_heading(record), message["content"], _parts_text(record))
+        thread_digest.update(digest.encode())
         blocks += 1
     if summaries:
         out.write(SUMMARIES_HEADING)
@@ -76,15 +103,42 @@ def write_thread(
             record = {key: value for key, value in summary.items() if key != "content"}
             thread_digest.update(_block(out, SUMMARY, record, _summary_heading(record), summary["content"]).encode())
             blocks += 1
+    if referenced:
+        blob = blob or exported_blobs(header.get("blobs") or {})
+        out.write(ATTACHMENTS_HEADING)
+        for sha in referenced:
+            media_type, data = blob(sha)
+            record = {"blob": sha, "media_type": media_type, "size": len(data)}
+            thread_digest.update(_block(out, ATTACHMENT, record, _attachment_heading(record), _base64(data)).encode())
+            blocks += 1
     out.write(_comment(CLOSING, {"blocks": blocks, "sha256": thread_digest.hexdigest()}))
 
 
-def _block(out: TextIO, kind: str, record: dict[str, Any], heading: str, text: str) -> str:
-    """Writes one block and gives its digest."""
+def exported_blobs(blobs: Mapping[str, dict[str, str]]) -> Blob:
+    """The blobs of a JSON export (`native`; those of all its threads, for `export --all`, which
+    carries each once) as `write_thread` reads them."""
+
+    def blob(sha: str) -> tuple[str, bytes]:
+        if sha not in blobs:
+            raise InvalidInput(f"export: blob {sha} is not in the export it is written from")
+        return blobs[sha]["media_type"], base64.b64decode(blobs[sha]["data"])
+
+    return blob
+
+
+def _base64(data: bytes) -> str:
+    """An attachment's bytes as the text of its block: base64 in a code block, in lines."""
+    lines = textwrap.wrap(base64.b64encode(data).decode("ascii"), BASE64_WIDTH) or [""]
+    return "```base64\n" + "\n".join(lines) + "\n```"
+
+
+def _block(out: TextIO, kind: str, record: dict[str, Any], heading: str, text: str, after: str = "") -> str:
+    """Writes one block (its comment, heading, text, and the lines its record shows after the
+    text) and gives its digest."""
     record = {**record, "length": len(text)}
     digest = _digest({**record, "content": text})
     out.write(_comment(kind, {**record, "sha256": digest}))
-    out.write(f"{heading}\n\n{text}\n\n")
+    out.write(f"{heading}\n\n{text}\n\n{after}")
     return digest
 
 
@@ -116,7 +170,17 @@ def _time(value: str | None) -> str:
 
 
 def _message_heading(record: dict[str, Any]) -> str:
-    parts = [f"## #{record.get('position', '?')}", record["role"], _time(record.get("created_at"))]
+    parts = [f"## #{record.get('position', '?')}", record["role"]]
+    kind = record.get("kind", "message")
+    if kind == "function_call":
+        parts.append(f"call {_line(record['name'])} ({_line(record['call_id'])})")
+    elif kind == "function_call_output":
+        parts.append(f"output of {_line(record['call_id'])}")
+    elif kind == "reasoning":
+        parts.append("reasoning")
+    elif kind != "message":
+        raise ValueError(kind)
+    parts.append(_time(record.get("created_at")))
     if record.get("model"):
         parts.append(_line(record["model"]))
     status = record.get("status", "complete")
@@ -125,6 +189,29 @@ def _message_heading(record: dict[str, Any]) -> str:
     if record.get("finish_reason") == "length":
         parts.append("stopped at its max tokens")
     return " · ".join(parts)
+
+
+def _parts_text(record: dict[str, Any]) -> str:
+    """A line for each image or file of a message, after its text: a link to its attachment, or
+    its URL."""
+    lines = []
+    for part in record.get("parts") or ():
+        if part["type"] in ("text", "refusal"):
+            continue
+        name = f"{_line(part['filename'])}, " if part.get("filename") else ""
+        if part.get("blob"):
+            short = str(part["blob"])[:SHORT_HASH]
+            lines.append(
+                f"→ {part['type']} ({name}{_line(part['media_type'])}, {part['size']:,} bytes): "
+                f"[attachment {short}](#attachment-{short})\n\n"
+            )
+        else:
+            lines.append(f"→ {part['type']} ({name.removesuffix(', ') or 'by URL'}): <{_line(part['url'])}>\n\n")
+    return "".join(lines)
+
+
+def _attachment_heading(record: dict[str, Any]) -> str:
+    return f"### Attachment {str(record['blob'])[:SHORT_HASH]}"
 
 
 def _summary_heading(record: dict[str, Any]) -> str:
@@ -227,22 +314,29 @@ class _Reader:
         header_digest = self.verified(header, header_line)
         self.expect(_header_text, header, "a title or setting that is not what its thread's record holds")
         thread_digest = hashlib.sha256(header_digest.encode())
-        messages, summaries = [], []
+        messages, summaries, attachments = [], [], []
         while self.text.startswith(MESSAGE, self.at):
-            messages.append(self.block(MESSAGE, _message_heading, thread_digest))
+            messages.append(self.block(MESSAGE, _message_heading, thread_digest, _parts_text))
         if self.text.startswith(SUMMARIES_HEADING, self.at):
             self.at += len(SUMMARIES_HEADING)
             while self.text.startswith(SUMMARY, self.at):
                 summaries.append(self.block(SUMMARY, _summary_heading, thread_digest))
             if not summaries:
                 raise self.changed("a summaries heading with no summary under it")
+        if self.text.startswith(ATTACHMENTS_HEADING, self.at):
+            self.at += len(ATTACHMENTS_HEADING)
+            while self.text.startswith(ATTACHMENT, self.at):
+                line = self.at
+                attachments.append((line, self.block(ATTACHMENT, _attachment_heading, thread_digest)))
+            if not attachments:
+                raise self.changed("an attachments heading with no attachment under it")
         if not self.text.startswith(CLOSING, self.at):
             if self.at >= len(self.text):
                 raise self.changed("the end of the file where a thread's closing comment belongs (cut short)")
             raise self.changed("text that memchat did not write between its blocks")
         closing_line = self.at
         closing = self.record(CLOSING)
-        blocks = len(messages) + len(summaries)
+        blocks = len(messages) + len(summaries) + len(attachments)
         if closing.get("blocks") != blocks:
             raise self.changed(
                 f"the close of a thread written with another count of blocks than the {blocks} before it "
@@ -252,11 +346,34 @@ class _Reader:
         if closing.get("sha256") != thread_digest.hexdigest():
             raise self.changed("the close of a thread whose blocks are not the ones written, in order", at=closing_line)
         header.pop("sha256")
-        return {**header, "messages": messages, "summaries": summaries}
+        thread = {**header, "messages": messages, "summaries": summaries}
+        if attachments:
+            thread["blobs"] = dict(self.blob(record, line) for line, record in attachments)
+        return thread
 
-    def block(self, kind: str, heading: Callable[[dict[str, Any]], str], thread_digest: Any) -> dict[str, Any]:
-        """One message or summary: its record and text, checked against its digest, then its
-        heading, checked against the record."""
+    def blob(self, record: dict[str, Any], line: int) -> tuple[str, dict[str, str]]:
+        """An attachment as the export's `blobs` holds it, its bytes checked against its name."""
+        text = record["content"]
+        if not (text.startswith("```base64\n") and text.endswith("\n```")):
+            raise self.changed("an attachment that is not base64 in a code block", at=line)
+        data = "".join(text[len("```base64\n") : -len("\n```")].split("\n"))
+        try:
+            decoded_data = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise self.changed("an attachment that is not base64", at=line) from None
+        if hashlib.sha256(decoded_data).hexdigest() != record.get("blob"):
+            raise self.changed("an attachment whose bytes are not the blob it names", at=line)
+        return record["blob"], {"media_type": record.get("media_type"), "data": data}
+
+    def block(
+        self,
+        kind: str,
+        heading: Callable[[dict[str, Any]], str],
+        thread_digest: Any,
+        after: Callable[[dict[str, Any]], str] | None = None,
+    ) -> dict[str, Any]:
+        """One message, summary or attachment: its record and text, checked against its digest,
+        then its heading and the lines after its text, checked against the record."""
         block_line = self.at
         record = self.record(kind)
         length = record.get("length")
@@ -278,6 +395,8 @@ class _Reader:
         thread_digest.update(self.verified(record, block_line).encode())
         self.expect(lambda shown: heading(shown) + "\n\n", record, "a heading that is not what its block's record says")
         self.at = start + length + 2
+        if after is not None:
+            self.expect(after, record, "a line after a text that is not what its block's record says")
         del record["length"], record["sha256"]
         return record
 
