@@ -111,8 +111,8 @@ class Message(SQLModel, MessageBase, table=True):
 
 class Blob(SQLModel, table=True):
     """An image's or a file's bytes, stored once per content: a message part refers to its
-    SHA-256, so the same image sent a hundred times is one row. A blob no message refers to any
-    more is removed by `memchat vacuum`."""
+    SHA-256, so the same image sent a hundred times is one row. A thread's delete removes the
+    blobs no other message refers to (`storage.blobs.drop_unreferenced_blobs`)."""
 
     __tablename__ = "blobs"
 
