@@ -49,7 +49,7 @@ def test_responses_carry_tools_calls_outputs_and_reasoning_as_json_and_streamed(
     )
     assert called.status == "completed" and called.output_text == ""
     assert [item.type for item in called.output] == ["reasoning", "function_call", "function_call"]
-    assert called.output[0].content[0].text == "Two cities: two calls."
+    assert called.output[0].summary[0].text == "Two cities: two calls."
     assert [(c.call_id, c.name, c.arguments) for c in called.output[1:]] == [
         (paris.id, "get_weather", paris.arguments_json),
         (rome.id, "get_weather", rome.arguments_json),
