@@ -180,6 +180,11 @@ class Memory:
 
         return self._under_lease(thread_id, wait, append)
 
+    def waiting_calls(self, thread_id: str) -> list[MessagePublic]:
+        """The function calls of the thread's last reply still waiting for their outputs (a
+        face checks a request's outputs against them before it takes a turn, to name the field)."""
+        return self.store.open_calls(self.store.thread(thread_id).id)[0]
+
     def blobs(self, hashes: Sequence[str]) -> dict[str, tuple[str, bytes]]:
         """The media type and bytes of the images and files these hashes name (a message's parts
         refer to them by `blob`), by hash."""
@@ -348,7 +353,7 @@ class Memory:
         on_text: Callable[[str], None] | None = None,
         on_note: Callable[[str], None] | None = None,
         on_start: Callable[[MessagePublic], None] | None = None,
-        earlier: Sequence[tuple[str, str]] = (),
+        earlier: Sequence[tuple[str, str] | MessageCreate] = (),
         items: Sequence[MessageCreate] = (),
         **settings: Any,
     ) -> Reply:
@@ -360,9 +365,9 @@ class Memory:
         receives the reply piece by piece as it arrives. `on_note` hears of what memchat did on
         the user's behalf (a summary made or skipped, a retry with a tighter budget). `on_start`
         receives the user's message once it is stored, before the model is called. `earlier`
-        (role, text) pairs, user or assistant, are stored just before `text`, in the turn
-        (another turn cannot land between them), and stay if the model call then fails, as the
-        user's message does.
+        (role, text) pairs, user or assistant, or items of any kind (a history a Responses client
+        replays), are stored just before `text`, in the turn (another turn cannot land between
+        them), and stay if the model call then fails, as the user's message does.
 
         An agent's turn: `tools` (function tools in Chat Completions' shape), `tool_choice` and
         `parallel_tool_calls` are options like the others; the reply may then be tool calls
@@ -580,10 +585,15 @@ def _check_providers(settings: ThreadSettings, api_base: str | None) -> None:
             llm.check_provider(model, api_base=api_base, what=what, embedding=field == "recall_embeddings")
 
 
-def _said(messages: Sequence[tuple[str, str]]) -> list[MessageCreate]:
-    """Messages added as said (no model call): user or assistant, with text."""
+def _said(messages: Sequence[tuple[str, str] | MessageCreate]) -> list[MessageCreate]:
+    """Messages added as said (no model call): (role, text) pairs, user or assistant, with text;
+    an item already made (`memchat.items` reads OpenAI's shapes into them) is taken as it is."""
     created = []
-    for index, (role, text) in enumerate(messages):
+    for index, entry in enumerate(messages):
+        if isinstance(entry, MessageCreate):
+            created.append(entry)
+            continue
+        role, text = entry
         if role not in ("user", "assistant"):
             raise InvalidInput(
                 f"messages[{index}]: role {role!r} cannot be added; user and assistant messages can "

@@ -69,7 +69,7 @@ class ConversationMemory(Protocol):
         on_text: Callable[[str], None] | None = None,
         on_note: Callable[[str], None] | None = None,
         on_start: Callable[[MessagePublic], None] | None = None,
-        earlier: Sequence[tuple[str, str]] = (),
+        earlier: Sequence[tuple[str, str] | MessageCreate] = (),
         items: Sequence[MessageCreate] = (),
         **settings: Any,
     ) -> Reply: ...
@@ -179,6 +179,8 @@ class ItemMemory(ConversationMemory, Protocol):
     def add_items(
         self, thread_id: str, items: Sequence[MessageCreate], *, wait: float | None = None
     ) -> list[MessagePublic]: ...
+
+    def waiting_calls(self, thread_id: str) -> list[MessagePublic]: ...
 
     def blobs(self, hashes: Sequence[str]) -> dict[str, tuple[str, bytes]]: ...
 

@@ -1,7 +1,8 @@
 """The OpenAI Agents SDK (`openai-agents`, unmodified) against a real `memchat serve`: an agent
-without tools keeps its conversation there across runs and processes, by `conversation_id` or by
-`previous_response_id`, streamed or not; what the SDK sends with every request is accepted where
-memchat honours it, and a tool is still refused by name (issue 26 brings tools)."""
+keeps its conversation there across runs and processes, by `conversation_id` or by
+`previous_response_id`, streamed or not, a tool-using agent (`@function_tool`) its calls and
+their outputs too; what the SDK sends with every request is accepted where memchat honours it,
+and the rest is refused by name."""
 
 from __future__ import annotations
 
@@ -179,14 +180,65 @@ def test_a_model_that_does_not_take_an_option_is_refused_naming_it_and_nothing_i
     assert items_of(client, conversation.id) == [] and server.requests == []
 
 
-@pytest.mark.bad_input
-def test_an_agent_with_a_tool_is_refused_naming_tools_and_nothing_is_stored(served, server):
+def the_weather_in_paris(server) -> str:
+    """The provider's script for a tool-using run and the run after it: a call of get_weather,
+    the answer once its output came back, then the answer to the next question."""
+    (call,) = server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Paris"}}])
+    server.reply("Paris is sunny.", "Still sunny tomorrow.")
+    return call.id
+
+
+def assert_first_run_sent_again(server, call_id: str) -> None:
+    """The second run's request held the first run's question, call, output and answer."""
+    *_, question, asked, output, answered, follow_up = server.last_messages
+    assert question == {"role": "user", "content": "Weather in Paris?"}
+    assert asked["role"] == "assistant" and asked["tool_calls"] == [
+        {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    ]
+    assert output == {"role": "tool", "tool_call_id": call_id, "content": "sunny"}
+    assert answered == {"role": "assistant", "content": "Paris is sunny."}
+    assert follow_up == {"role": "user", "content": "And tomorrow?"}
+    assert [tool["function"]["name"] for tool in server.last_tools] == ["get_weather"]
+
+
+def test_a_tool_using_agent_keeps_its_calls_across_two_processes_by_conversation_id(served, server):
     client = served.client()
     conversation = client.conversations.create()
-    refused = run_agent(served, input="Weather in Paris?", conversation_id=conversation.id, tool=True)
-    assert (refused["status"], refused["param"]) == (400, "tools"), refused
-    assert "`tools` is not supported" in refused["message"]
-    assert items_of(client, conversation.id) == [] and server.requests == []
+    call_id = the_weather_in_paris(server)
+
+    first = run_agent(served, input="Weather in Paris?", conversation_id=conversation.id, tool=True)
+    assert first["final_output"] == "Paris is sunny.", first
+    tool = server.requests[0]["tools"][0]["function"]
+    assert tool["name"] == "get_weather" and tool["description"] == "Today's weather in a city."
+    assert tool["parameters"]["properties"] == {"city": {"title": "City", "type": "string"}}
+
+    second = run_agent(served, input="And tomorrow?", conversation_id=conversation.id, tool=True, stream=True)
+    assert second["final_output"] == "Still sunny tomorrow.", second
+    assert second["events"][0] == "response.created" and second["events"][-1] == "response.completed"
+    assert_first_run_sent_again(server, call_id)
+    listed = client.conversations.items.list(conversation.id, order="asc").data
+    assert [item.type for item in listed] == [
+        "message",
+        "function_call",
+        "function_call_output",
+        "message",
+        "message",
+        "message",
+    ]
+    assert (listed[1].call_id, listed[1].name, listed[1].arguments) == (call_id, "get_weather", '{"city": "Paris"}')
+    assert (listed[2].call_id, listed[2].output) == (call_id, "sunny")
+
+
+def test_a_tool_using_agent_chained_by_previous_response_id_continues_in_another_process(served, server):
+    call_id = the_weather_in_paris(server)
+    first = run_agent(served, input="Weather in Paris?", tool=True)
+    assert first["final_output"] == "Paris is sunny.", first
+    second = run_agent(served, input="And tomorrow?", previous_response_id=first["last_response_id"], tool=True)
+    assert second["final_output"] == "Still sunny tomorrow.", second
+    assert_first_run_sent_again(server, call_id)
+    client = served.client()
+    conversation = client.responses.retrieve(second["last_response_id"]).conversation.id
+    assert client.responses.retrieve(first["last_response_id"]).conversation.id == conversation
 
 
 def test_the_fields_an_agent_may_send_are_accepted_where_memchat_honours_them(served, server):
@@ -251,11 +303,9 @@ def test_what_memchat_cannot_honour_is_refused_by_name_and_nothing_is_stored(ser
         ({"text": {"verbosity": "low"}}, "text.verbosity", "verbosity"),
         ({"top_logprobs": 2}, "top_logprobs", "top_logprobs"),
         ({"top_p": 1.5}, "top_p", None),
-        (
-            {"parallel_tool_calls": True, "tool_choice": "required", "tools": [{"type": "function", "name": "f"}]},
-            "tools",
-            "tools",
-        ),
+        ({"tools": [{"type": "web_search"}]}, "tools[0]", "web_search"),
+        ({"tools": [{"type": "function", "name": "no spaces"}]}, "tools[0].name", "no spaces"),
+        ({"tool_choice": {"type": "function", "name": "f"}}, "tool_choice.name", "f"),
     ]
     for fields, param, named in cases:
         answer = httpx.post(f"{served.base_url}/responses", json={**turn, **fields}, timeout=60)

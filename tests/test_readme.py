@@ -220,13 +220,18 @@ def test_the_agents_sdk_example_continues_the_sdk_examples_conversation(served, 
     ]
     script = "\n".join(examples[:2]).replace("http://127.0.0.1:8765/v1", served.base_url)
     assert "from agents import" in examples[1]
-    server.reply("Stay in Alfama.", "Take the train.", "Belém.", "Then Sintra.")
+    server.reply("Stay in Alfama.", "Take the train.")
+    (call,) = server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Lisbon"}}])
+    server.reply("Belém, in the sun.", "Then Sintra.")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.endswith("Then Sintra.\n")
-    assert server.last_messages[-3:] == [
+    asked = {"id": call.id, "type": "function", "function": {"name": "get_weather", "arguments": call.arguments_json}}
+    assert server.last_messages[-5:] == [
         {"role": "user", "content": "Where first?"},
-        {"role": "assistant", "content": "Belém."},
+        {"role": "assistant", "tool_calls": [asked]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+        {"role": "assistant", "content": "Belém, in the sun."},
         {"role": "user", "content": "And then?"},
     ]
     assert server.last_messages[0] == {"role": "system", "content": "Be brief."}

@@ -1,13 +1,15 @@
 """OpenAI's Conversations API over memchat threads: a conversation is a thread (same id, so
-`memchat say` and `memchat show` work on it), an item one of its messages."""
+`memchat say` and `memchat show` work on it), an item one of its items of any kind (messages
+with text, images and files, function calls, their outputs, reasoning), in OpenAI's shapes."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from memchat.errors import NotFound
+from memchat.errors import InvalidInput, MemchatError, NotFound
 from memchat.interface import ItemMemory
 from memchat.server import shapes
 from memchat.server.access import memory_of
@@ -17,10 +19,12 @@ from memchat.server.requests import (
     ItemsCreate,
     bad,
     check_include,
-    leading_system,
-    message_items,
+    check_pairing,
     metadata_of,
+    problem_of,
+    read_items,
     settings_of,
+    system_first,
 )
 from memchat.server.turns import busy_wait
 
@@ -30,18 +34,27 @@ Scoped = Annotated[ItemMemory, Depends(memory_of)]
 
 @router.post("")
 def create_conversation(body: ConversationCreate, memory: Scoped):
-    """A new conversation (thread): `items` are its first messages (a leading system item is its
-    system prompt, sent first on every turn), `metadata` up to 16 string pairs, `memchat` its
-    settings (model, budget, policy, recall, ...)."""
+    """A new conversation (thread): `items` are its first items, of any kind (a leading system
+    item is its system prompt, sent first on every turn), `metadata` up to 16 string pairs,
+    `memchat` its settings (model, budget, policy, recall, ...)."""
     body.refuse_unknown()
     settings = settings_of(body.memchat)
-    system, items = leading_system(message_items(body.items or [], "items"), "items")
+    system, records = system_first(read_items(body.items or [], "items"), "items")
     if system is not None:
         if settings.get("system") is not None:
             raise bad("give the system prompt once: as a system item or as memchat.system", "items[0]")
         settings["system"] = system
+    check_pairing([], records, "items", closed=False)
     settings = {name: value for name, value in settings.items() if value is not None}
-    thread = memory.new_thread(labels=metadata_of(body.metadata), messages=items, **settings)
+    thread = memory.new_thread(labels=metadata_of(body.metadata), **settings)
+    if records:
+        try:
+            memory.add_items(thread.id, records)
+        except BaseException:
+            with contextlib.suppress(MemchatError):
+                memory.delete(thread.id)
+            raise
+        thread = memory.thread(thread.id)
     return shapes.conversation(thread)
 
 
@@ -72,19 +85,20 @@ def delete_conversation(conversation_id: str, memory: Scoped):
 def included(
     include: Annotated[list[str] | None, Query()] = None,
     include_brackets: Annotated[list[str] | None, Query(alias="include[]")] = None,
-) -> None:
+) -> frozenset[str]:
     """The items endpoints' `include`, as OpenAI's reference writes it (`include=...`) and as the
     openai client sends it (`include[]=...`): a 400 unless memchat honours every value."""
-    check_include([*(include or ()), *(include_brackets or ())])
+    return check_include([*(include or ()), *(include_brackets or ())])
 
 
-Included = Depends(included)
+Included = Annotated[frozenset[str], Depends(included)]
 
 
-@router.get("/{conversation_id}/items", dependencies=[Included])
+@router.get("/{conversation_id}/items")
 def list_items(
     conversation_id: str,
     memory: Scoped,
+    include: Included,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: str | None = None,
     order: Literal["asc", "desc"] = "desc",
@@ -92,37 +106,56 @@ def list_items(
     """OpenAI's pagination: newest first by default; `after` an item id from the last page."""
     anchor = _position_in(conversation_id, after, memory) if after else None
     messages, more = memory.message_page(conversation_id, after=anchor, limit=limit, newest_first=order == "desc")
-    return shapes.item_list(messages, more)
+    return shapes.item_list(messages, more, shapes.blob_reader(memory.blobs), include)
 
 
-@router.post("/{conversation_id}/items", dependencies=[Included])
-def add_items(conversation_id: str, body: ItemsCreate, memory: Scoped):
-    """Messages added as said, without a model call (waits for a turn in progress to end)."""
+@router.post("/{conversation_id}/items")
+def add_items(conversation_id: str, body: ItemsCreate, memory: Scoped, include: Included):
+    """Items of any kind added as they are, without a model call (waits for a turn in progress
+    to end): an output must answer a call waiting in the conversation or made earlier in the
+    same list; a call may wait for its output to come."""
     body.refuse_unknown()
-    items = message_items(body.items, "items")
-    if not items:
+    records = read_items(body.items, "items")
+    if not records:
         raise bad("give at least one item", "items")
-    for index, (role, _) in enumerate(items):
-        if role in ("system", "developer"):
+    for index, record in enumerate(records):
+        if record.kind == "message" and record.role in ("system", "developer"):
             raise bad("a system prompt is a setting: POST the conversation with memchat.system", f"items[{index}].role")
-    added = memory.add_messages(conversation_id, items)
-    return shapes.item_list(added, False)
+    check_pairing(memory.waiting_calls(conversation_id), records, "items", closed=False)
+    try:
+        added = memory.add_items(conversation_id, records, wait=busy_wait())
+    except InvalidInput as refused:
+        raise problem_of(refused, "items") from None
+    return shapes.item_list(added, False, shapes.blob_reader(memory.blobs), include)
 
 
-@router.get("/{conversation_id}/items/{item_id}", dependencies=[Included])
-def get_item(conversation_id: str, item_id: str, memory: Scoped):
+@router.get("/{conversation_id}/items/{item_id}")
+def get_item(conversation_id: str, item_id: str, memory: Scoped, include: Included):
     message = memory.message(conversation_id, _position_in(conversation_id, item_id, memory))
     if message.status == "undone":
         raise NotFound(f"no item {item_id!r} in conversation {conversation_id}: it was deleted")
-    return shapes.item(message)
+    return shapes.item(message, shapes.blob_reader(memory.blobs), include)
 
 
 def _position_in(conversation_id: str, item_id: str, memory: ItemMemory) -> int:
-    """The position an item id names, which must be in this conversation."""
-    thread, position = shapes.message_named(item_id, shapes.ITEM_PREFIX, "item")
-    if thread != memory.thread(conversation_id).id:
-        raise NotFound(f"no item {item_id!r} in conversation {conversation_id}")
-    return position
+    """The position an item id names, which must be in this conversation: an id a client gave
+    the item, else one memchat made of its place (`shapes.item_id`)."""
+    thread = memory.thread(conversation_id).id
+    place = shapes.item_place(item_id)
+    if place is not None and place[0] == thread:
+        with contextlib.suppress(NotFound):
+            if memory.message(thread, place[1]).item_id is None:
+                return place[1]
+    after = None
+    while True:
+        page, more = memory.message_page(thread, after=after, limit=100)
+        for message in page:
+            if message.item_id == item_id:
+                return message.position
+        if not more:
+            break
+        after = page[-1].position
+    raise NotFound(f"no item {item_id!r} in conversation {conversation_id}")
 
 
 @router.delete("/{conversation_id}/items/{item_id}")

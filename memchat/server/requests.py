@@ -1,14 +1,20 @@
 """Request bodies of the OpenAI face: what memchat reads from them, and the one-line 400 for
-anything it cannot honour (tools, images, files, background runs, ...), never silently ignored.
-What is taken without effect changes no reply: `include` values for items memchat never holds,
-and `prompt_cache_key`, a caching hint."""
+anything it cannot honour (tools OpenAI runs itself, background runs, structured output, ...),
+never silently ignored, naming the field. Items of every kind are read by `memchat.items`; what
+is taken without effect changes no reply: `prompt_cache_key`, a caching hint."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictBool
 
+from memchat import items as agent_items
+from memchat import turn
+from memchat.errors import InvalidInput
+from memchat.records import MessageCreate, MessagePublic
 from memchat.schemas import ModelName, ReasoningEffort, ReplyTokens, SafeText, Temperature, TopP, check_text
 from memchat.server.errors import HTTPProblem
 from memchat.server.shapes import SETTINGS
@@ -145,32 +151,34 @@ class ItemsCreate(Loose):
     items: list[Any]
 
 
-INCLUDE_WITHOUT_EFFECT = ("reasoning.encrypted_content", "message.input_image.image_url")
-"""`include` values that ask for more of what memchat's responses and items never hold (reasoning
-items, input images: they are text messages until issue 26's items), so they are already whole."""
+INCLUDE_HONOURED = (agent_items.ENCRYPTED_CONTENT, agent_items.INPUT_IMAGE_URL)
+"""`include` values memchat gives what they ask for: a reasoning item's `encrypted_content`, an
+input image's URL (both left out of items read back otherwise, as OpenAI leaves them out)."""
+
+OPENAI_TOOLS_ONLY = "memchat runs no tools of OpenAI's; it passes function tools to the model"
 
 INCLUDE_REFUSED = {
     "message.output_text.logprobs": "memchat does not ask the provider for log probabilities",
-    "file_search_call.results": "memchat runs no tools",
-    "web_search_call.results": "memchat runs no tools",
-    "web_search_call.action.sources": "memchat runs no tools",
-    "computer_call_output.output.image_url": "memchat runs no tools",
-    "code_interpreter_call.outputs": "memchat runs no tools",
+    "file_search_call.results": OPENAI_TOOLS_ONLY,
+    "web_search_call.results": OPENAI_TOOLS_ONLY,
+    "web_search_call.action.sources": OPENAI_TOOLS_ONLY,
+    "computer_call_output.output.image_url": OPENAI_TOOLS_ONLY,
+    "code_interpreter_call.outputs": OPENAI_TOOLS_ONLY,
 }
 """The other values of OpenAI's `include`, each with why memchat cannot give what it asks for."""
 
 
-def check_include(value: Any, param: str = "include") -> None:
-    """A 400 unless every value of `include` is one memchat honours. The Agents SDK sends
+def check_include(value: Any, param: str = "include") -> frozenset[str]:
+    """The values of `include`, or a 400 unless memchat honours every one. The Agents SDK sends
     `include: []` with every request, which asks for nothing extra."""
     if value is None:
-        return
+        return frozenset()
     if not isinstance(value, list):
         raise bad("must be a list of strings", param)
     for entry in value:
         if not isinstance(entry, str):
             raise bad("must be a list of strings", param)
-        if entry in INCLUDE_WITHOUT_EFFECT:
+        if entry in INCLUDE_HONOURED:
             continue
         if entry in INCLUDE_REFUSED:
             raise HTTPProblem(
@@ -179,8 +187,59 @@ def check_include(value: Any, param: str = "include") -> None:
                 param=param,
                 code="unsupported_value",
             )
-        known = ", ".join((*INCLUDE_WITHOUT_EFFECT, *INCLUDE_REFUSED))
+        known = ", ".join((*INCLUDE_HONOURED, *INCLUDE_REFUSED))
         raise bad(f"unknown `include` value {entry!r}; OpenAI's are {known}", param)
+    return frozenset(value)
+
+
+FIELD_PATH = re.compile(r"[A-Za-z_]\w*(?:\[\d+\]|\.\w+)*")
+
+
+def problem_of(refused: InvalidInput, param: str) -> HTTPProblem:
+    """A 400 for what `memchat.items` or a turn's pairing check refused, naming the field: the
+    path its message starts with (`input[2].arguments: ...`), else `param` (OpenAI names `input`
+    for a call left without its output, or an output no call waits for)."""
+    message = str(refused)
+    path, separator, _ = message.partition(": ")
+    if separator and FIELD_PATH.fullmatch(path):
+        return HTTPProblem(400, message, param=path, code="invalid_value")
+    return HTTPProblem(400, message, param=param)
+
+
+def read_items(value: Any, param: str) -> list[MessageCreate]:
+    """The records of a Responses `input` or a Conversations `items` list (`memchat.items`), or a
+    400 naming the field."""
+    try:
+        return agent_items.from_responses_input(value, field=param)
+    except InvalidInput as refused:
+        raise problem_of(refused, param) from None
+
+
+def check_pairing(waiting: Sequence[MessagePublic], said: Sequence[MessageCreate], param: str, *, closed: bool) -> None:
+    """The turn's own pairing check (`memchat.turn.check_pairing`), made before anything is
+    stored so that its refusal names the field."""
+    try:
+        turn.check_pairing(waiting, said, closed=closed)
+    except InvalidInput as refused:
+        raise problem_of(refused, param) from None
+
+
+def system_first(records: list[MessageCreate], param: str) -> tuple[str | None, list[MessageCreate]]:
+    """A leading system (or developer) message of text as the turn's or thread's system prompt,
+    and the items after it; a system message anywhere else is refused (memchat keeps one system
+    prompt, sent first)."""
+    system = None
+    if records and records[0].kind == "message" and records[0].role in ("system", "developer"):
+        if records[0].parts is not None:
+            raise bad("a system message holds text only", f"{param}[0].content")
+        system, records = records[0].content, records[1:]
+    for index, record in enumerate(records):
+        if record.kind == "message" and record.role in ("system", "developer"):
+            raise bad(
+                "a system message can only come first (memchat sends one system prompt, first)",
+                f"{param}[{index + (system is not None)}].role",
+            )
+    return system, records
 
 
 def unsupported_value(message: str, param: str) -> HTTPProblem:
@@ -220,8 +279,9 @@ class TextRequest(BaseModel):
 class ResponseCreate(Loose):
     """The fields a turn stores or sends are checked here, with OpenAI's bounds (`TurnOptions`
     holds the same ones for every face), so a refused request reaches neither store nor model.
-    The fields an agent framework sends on every request (the OpenAI Agents SDK: `include: []`,
-    `tools: []`) are accepted with the values memchat honours; `refuse_unsupported` refuses the rest."""
+    The fields an agent framework sends (the OpenAI Agents SDK: `include`, function `tools`,
+    `tool_choice`, `parallel_tool_calls`) are accepted with the values memchat honours;
+    `refuse_unsupported` refuses the rest."""
 
     model: ModelName | None = None
     input: Any = None
@@ -240,13 +300,14 @@ class ResponseCreate(Loose):
     metadata: dict[str, str] | None = None
     tool_choice: Any = None
     parallel_tool_calls: StrictBool | None = None
+    tools: Any = None
+    """Function tools in the Responses API's flat shape (`memchat.items.check_tools`)."""
     prompt_cache_key: str | None = None
     """A hint for OpenAI's prompt cache: it changes no reply, and memchat's calls to the provider
     do not carry it."""
 
     def refuse_unsupported(self) -> None:
-        """A 400 naming the first field memchat cannot honour. Tools are refused first, so a
-        request with tools is told about them, not about a setting that only matters with tools."""
+        """A 400 naming the first field memchat cannot honour."""
         self.refuse_unknown(RESPONSE_DEFAULTS)
         check_include(self.include)
         if self.store is False:
@@ -264,11 +325,6 @@ class ResponseCreate(Loose):
                 "metadata",
             )
         self.refuse_unsupported_output()
-        if self.tool_choice not in (None, "none", "auto"):
-            raise unsupported_value(
-                f"`tool_choice` {self.tool_choice!r} is not supported by memchat serve: it calls no tools",
-                "tool_choice",
-            )
 
     def refuse_unsupported_output(self) -> None:
         """A 400 for what asks the reply to be other than one stored text message."""
@@ -298,10 +354,7 @@ class ResponseCreate(Loose):
         return self.reasoning.effort if self.reasoning is not None else None
 
 
-RESPONSE_DEFAULTS = {
-    "background": False,
-    "tools": [],
-}
+RESPONSE_DEFAULTS = {"background": False}
 
 
 class ChatCompletionCreate(Loose):
