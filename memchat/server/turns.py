@@ -22,7 +22,7 @@ from memchat.api import Memory
 from memchat.config import serve_busy_wait as busy_wait
 from memchat.config import serve_turn_timeout as timeout
 from memchat.errors import MemchatError, ProviderError, ReplyCutOff, ThreadBusy, Unanswered, cause_of
-from memchat.records import MessagePublic
+from memchat.records import MessageCreate, MessagePublic
 from memchat.schemas import TurnOptions
 from memchat.server import metrics
 from memchat.server.access import memory_of
@@ -47,6 +47,9 @@ class TurnRequest:
     set over them when the turn is taken)."""
     earlier: tuple[tuple[str, str], ...] = ()
     """(role, text) input items stored before `text`, within the turn."""
+    items: tuple[MessageCreate, ...] = ()
+    """The turn's new items of any kind before `text` (tool outputs, a message with images or
+    files), as `Memory.say` takes them."""
     edit_at: int | None = None
     """Set: ask user message #edit_at again with `text`, in a fork just before it (`memchat edit`)."""
     made_for_turn: bool = False
@@ -76,6 +79,7 @@ def take(
             on_start=on_start,
             on_note=on_note,
             earlier=request.earlier,
+            **({"items": request.items} if request.items else {}),
         )
     except BaseException as raised:
         failure = cause_of(raised)
