@@ -304,6 +304,15 @@ def test_langchain_bind_tools_runs_a_tool_loop(served, server):
     ]
     assert kinds(thread)[-3:] == [("tool", "function_call_output")] * 2 + [("assistant", "message")]
 
+    streamed = server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Rome"}}])
+    gathered = None
+    for chunk in model.stream([*messages, HumanMessage("And Rome again?")]):
+        gathered = chunk if gathered is None else gathered + chunk
+    assert [(c["id"], c["name"], c["args"]) for c in gathered.tool_calls] == [
+        (streamed[0].id, "get_weather", {"city": "Rome"})
+    ]
+    assert kinds(thread)[-2:] == [("user", "message"), ("assistant", "function_call")]
+
 
 def test_plain_http_tool_turn_streams_raw_deltas(served, server):
     """The raw SSE lines, as a client without the SDK reads them (docs/agent-items.md §5.2)."""

@@ -4,7 +4,6 @@ outputs, reasoning, images and files as one-line descriptions, and client mode c
 
 import pytest
 from fake_openai import Answer
-from serving import Served
 
 from memchat import Memory
 
@@ -85,7 +84,7 @@ def test_show_and_chat_describe_calls_outputs_and_reasoning(memchat, server, tmp
 
     shown = memchat("show", thread, "--no-pager").stdout
     assert "  reasoning: Oslo, so a tool.\n" in shown
-    assert f'  call get_weather({{"city": "Oslo"}})\n' in shown
+    assert '  call get_weather({"city": "Oslo"})\n' in shown
     output_line = next(line for line in shown.splitlines() if "output of" in line)
     assert output_line.startswith(f"  [output of {calls[0].id}: 2,000 chars] snow snow")
     assert output_line.endswith("…") and len(output_line) <= 102
@@ -111,12 +110,10 @@ def test_client_mode_carries_attachments_and_shows_items(memchat, served, server
 
 
 def test_a_served_thread_with_tool_calls_reads_the_same_through_the_client(memchat, served, server):
-    assert isinstance(served, Served)
     memory = Memory()
     thread = memory.new_thread(model="openai/gpt-4o").id
-    calls = server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Rome"}}])
+    server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Rome"}}])
     memory.say(thread, "Weather in Rome?", tools=[WEATHER])
     here = memchat("show", thread, "--no-pager").stdout
     there = memchat("show", thread, "--no-pager", "--server", served.url).stdout
-    assert here == there and f'call get_weather({{"city": "Rome"}})' in here
-    assert calls
+    assert here == there and 'call get_weather({"city": "Rome"})' in here

@@ -317,7 +317,7 @@ def test_a_message_with_an_image_is_the_same_on_both_sides(sides, server):
 def test_tool_output_errors_are_the_same_on_both_sides(pair, server):
     local, _ = pair
     thread = local.new_thread(model="openai/gpt-4o")
-    calls = server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Oslo"}}])
+    server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Oslo"}}])
     local.say(thread.id, "Weather in Oslo?", tools=[WEATHER])
     before = local.messages(thread.id)
     assert same_failure(pair, lambda m: m.say(thread.id, "Never mind.")) is InvalidInput
@@ -325,7 +325,6 @@ def test_tool_output_errors_are_the_same_on_both_sides(pair, server):
     assert same_failure(pair, lambda m: m.send_tool_outputs(thread.id, {})) is InvalidInput
     assert same_failure(pair, lambda m: m.say(thread.id, "x", tools=[{"type": "web_search"}])) is InvalidInput
     assert local.messages(thread.id) == before
-    assert calls
 
 
 def test_a_failed_turn_keeps_the_message_and_retry_sends_it_again(pair, server):

@@ -53,7 +53,8 @@ def _turn_of(body: ChatCompletionCreate, thread: str | None, memory: Conversatio
         raise HTTPProblem(
             400,
             f"name the conversation in the {THREAD_HEADER} header (a thread or conversation id): memchat keeps "
-            "the history, so only the new message is taken from `messages`",
+            "the history, so only the new turn (the user's message, or the tool messages answering the model's "
+            "calls) is taken from `messages`",
             param=THREAD_HEADER,
             code="missing_thread",
         )
