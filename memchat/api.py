@@ -37,6 +37,7 @@ from memchat.turn import (
     build_context,
     check_pairing,
     first_title,
+    named_outputs,
     rebuild_summary,
     take_turn,
     validate_text,
@@ -156,8 +157,10 @@ class Memory:
         title = first_title(created)
 
         def append(thread: str, holder: str) -> list[MessagePublic]:
-            check_pairing(self.store.open_calls(thread)[0], created, closed=False)
-            return self.store.append_messages(thread, created, lease_holder=holder, first_title=title)
+            waiting = self.store.open_calls(thread)[0]
+            check_pairing(waiting, created, closed=False)
+            named = named_outputs(waiting, created)
+            return self.store.append_messages(thread, named, lease_holder=holder, first_title=title)
 
         return self._under_lease(thread_id, wait, append)
 

@@ -55,6 +55,8 @@ class Candidate:
     kind: str = "message"
     rich: bool = False
     """Sent as more than its text (a call, an output, reasoning, parts): see `ContextEntry.chat`."""
+    masked: bool = False
+    """A tool output sent as a stub in its place (the thread's `tool_outputs` is `mask`)."""
 
 
 @dataclass(slots=True)
@@ -77,6 +79,8 @@ class ContextEntry:
     provider could read)."""
     item: str = "message"
     """The stored item's kind (`memchat.records.MessageBase.kind`)."""
+    masked: bool = False
+    """A tool output the request holds as a stub (`masked_output`); the thread keeps it whole."""
 
     def chatml(self) -> dict:
         return self.chat if self.chat is not None else {"role": self.role, "content": self.content}
@@ -134,6 +138,49 @@ class Excerpt:
     role: str
     content: str
     when: str
+
+
+MASK_STUB_TOKENS = 64
+"""What a masked output's stub is taken to cost while the window is chosen (the exact count of
+the list sent then checks it)."""
+
+
+def masked_output(name: str | None, characters: int, thread_id: str, position: int) -> str:
+    """What a request holds in place of an older tool output under the `mask` setting."""
+    tool = f"`{name}`" if name else "a tool"
+    return (
+        f"[memchat: this output of {tool} ({characters:,} characters) is left out of the request to save room; "
+        f"the thread keeps it whole as message #{position} (`memchat show {thread_id}`)]"
+    )
+
+
+def masking(pages: Iterable[list[Candidate]], keep_steps: int, *, steps: int = 0) -> Iterable[list[Candidate]]:
+    """History pages (newest first) with the tool outputs of all but the newest `keep_steps`
+    steps of an agent's run (a step: a run of outputs; `steps` already taken by the turn itself)
+    marked masked and costed as their stub."""
+    in_outputs = False
+    for page in pages:
+        marked = []
+        for candidate in page:
+            if candidate.kind == "function_call_output":
+                if not in_outputs:
+                    steps += 1
+                    in_outputs = True
+                if steps > keep_steps:
+                    candidate = Candidate(
+                        candidate.id,
+                        candidate.position,
+                        candidate.role,
+                        MASK_STUB_TOKENS,
+                        None,
+                        candidate.kind,
+                        True,
+                        True,
+                    )
+            else:
+                in_outputs = False
+            marked.append(candidate)
+        yield marked
 
 
 def summary_cap(history_room: int, share: float) -> int:
@@ -317,6 +364,7 @@ def assemble(
                 c.position,
                 chat=chats.get(c.id),
                 item=c.kind,
+                masked=c.masked,
             )
             for c in window
         ]

@@ -29,6 +29,8 @@ from memchat.context import (
     assemble,
     fit_excerpts,
     history_room,
+    masked_output,
+    masking,
     room_for,
     select_window,
     summary_cap,
@@ -37,7 +39,7 @@ from memchat.context import (
 from memchat.errors import InvalidInput, ProviderError
 from memchat.recollection import Embeddings
 from memchat.records import MessageCreate, MessagePublic, SummaryPublic, ThreadPublic
-from memchat.schemas import DEFAULT_SUMMARY_SHARE, TurnOptions, check_text
+from memchat.schemas import DEFAULT_SUMMARY_SHARE, MASK_KEEP_STEPS, TurnOptions, check_text
 from memchat.storage.fulltext import SHORT_MESSAGE_WORDS, recall_words
 from memchat.storage.repository import Store
 from memchat.times import as_utc
@@ -269,9 +271,22 @@ def chat_forms(store: Store, messages: list, plan: Plan) -> list[dict]:
     family = family_of(plan.model)
     forms = []
     for message in prepared:
+        if message.kind == "reasoning":
+            forms.append(_thinking(message, family))
+            continue
         sent = item_forms.to_chat_messages([message], local.__getitem__, family=family)
         forms.append(sent[0] if sent else {})
     return forms
+
+
+def _thinking(reasoning, family: str) -> dict:
+    """A reasoning item as sent on its own: its signed thinking blocks, to the provider family
+    that made them (the response's text and calls join it in one assistant message, `merged`);
+    nothing to another family."""
+    data = reasoning.provider_data or {}
+    if data.get("family") != family or not data.get("thinking_blocks"):
+        return {}
+    return {"role": "assistant", "content": None, "thinking_blocks": data["thinking_blocks"]}
 
 
 def item_tokens(store: Store, messages: dict[int, MessagePublic], plan: Plan) -> dict[int, int]:
@@ -364,7 +379,11 @@ def build(
     )
     first = first_page(room, store.caches.pages_read.get(thread.id))
     window_end = new.carried[0].position if new is not None and new.carried else None
-    history = _Replay(history_pages(store, thread.id, plan, first=first, before=window_end, version=version))
+    pages = history_pages(store, thread.id, plan, first=first, before=window_end, version=version)
+    if thread.tool_outputs == "mask":
+        answered_now = any(item.kind == "function_call_output" for item in new.items) if new is not None else False
+        pages = masking(pages, MASK_KEEP_STEPS, steps=1 if answered_now else 0)
+    history = _Replay(pages)
     cap = summary_cap(room, memory.share)
     summarized = -1
     condensed = None
@@ -391,13 +410,15 @@ def build(
             due = FoldDue(_window_start(select_window(history, keep_room, plan.cost), thread) - 1, cap)
     rich = [c.id for c in window if c.rich]
     chats = {}
+    contents = _sendable(_window_contents(store, thread, window, plan, version), window, plan)
     if rich:
         found = store.items_of(rich)
         chats = dict(zip(rich, chat_forms(store, [found[i] for i in rich], plan)))
+        _mask(thread, window, found, chats, contents)
     entries, prompt_tokens = assemble(
         system=thread.system,
         window=window,
-        contents=_sendable(_window_contents(store, thread, window, plan, version), window, plan),
+        contents=contents,
         new_message=text,
         room=limit,
         count=plan.count,
@@ -424,6 +445,26 @@ def build(
         summary_due=(summarized + 1, due.through) if due else None,
     )
     return context, new_tokens, due
+
+
+def _mask(
+    thread: ThreadPublic,
+    window: list[Candidate],
+    found: dict[int, MessagePublic],
+    chats: dict[int, dict],
+    contents: dict[int, str],
+) -> None:
+    """The masked outputs of the window as their stubs, each naming its call's tool."""
+    names = {m.call_id: m.name for m in found.values() if m.kind == "function_call"}
+    for candidate in window:
+        if not candidate.masked:
+            continue
+        output = found[candidate.id]
+        stub = masked_output(
+            output.name or names.get(output.call_id), len(output.content), thread.id, candidate.position
+        )
+        chats[candidate.id] = {"role": "tool", "tool_call_id": output.call_id, "content": stub}
+        contents[candidate.id] = stub
 
 
 def _new_entries(store: Store, new: NewInput, plan: Plan) -> list[ContextEntry]:
@@ -515,7 +556,8 @@ def _recall(
         store, thread.id, text, memory.embeddings, before=before, limit=k * RECALL_CANDIDATES, context=context
     )
     ranked = [
-        Excerpt(m.position, m.role, m.content, as_utc(m.created_at).strftime("%Y-%m-%d %H:%M UTC")) for m in recalled
+        Excerpt(m.position, m.role, item_forms.as_text(m), as_utc(m.created_at).strftime("%Y-%m-%d %H:%M UTC"))
+        for m in recalled
     ]
     return fit_excerpts(ranked, k, room, plan.tokens, plan.cost)
 

@@ -52,6 +52,7 @@ class ThreadBase(Record):
     summary_prompt: str | None = None
     api_base: str | None = Field(default=None, max_length=MAX_ENDPOINT)
     labels: dict[str, str] | None = None
+    tool_outputs: str = Field(default="mask", max_length=8)
 
 
 class ThreadPublic(ThreadBase):

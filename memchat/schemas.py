@@ -26,6 +26,13 @@ MAX_CALL_ID = 200
 """The longest call id or item id kept (OpenAI's are at most 64 characters; other providers'
 ids pass through litellm and may be longer)."""
 
+ToolOutputs = Literal["mask", "keep"]
+"""What older tool outputs cost a request: `mask`, a short stub in their place (the call and
+the newest outputs kept whole); `keep`, sent whole like any message."""
+MASK_KEEP_STEPS = 3
+"""Under `mask`, the outputs of the newest steps of an agent's run that are sent whole (a step:
+the model's calls and their outputs)."""
+
 Policy = Literal["window", "summary"]
 """`window`: history that does not fit the budget is left out; `summary`: it is condensed into a
 stored summary sent after the system prompt."""
@@ -287,6 +294,11 @@ class ThreadSettings(BaseModel):
     labels: dict[str, str] | None = None
     """Up to 16 key/value strings the caller keeps with the thread (the `metadata` of an OpenAI
     conversation); memchat does not read them."""
+    tool_outputs: ToolOutputs = "mask"
+    """What tool outputs older than the newest MASK_KEEP_STEPS steps cost a request: `mask` sends a
+    stub naming the tool, the output's size and where to read it (observation masking, as good
+    as summarising for coding agents at half the cost: Lindenbauer et al. 2025); `keep` sends them
+    whole. A thread without tool calls is the same either way."""
 
     @model_validator(mode="before")
     @classmethod

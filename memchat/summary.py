@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from memchat import llm
 from memchat.config import FALLBACK_BUDGET
 from memchat.errors import ProviderError
+from memchat.items import as_text
 from memchat.records import MessagePublic, SummaryCreate, SummaryPublic, ThreadPublic
 from memchat.storage.repository import Store
 from memchat.tokens import tokenizer_for
@@ -142,7 +143,9 @@ def _shortened(message: MessagePublic, room: int, tokens: int) -> MessagePublic:
 
 
 def _line(message: MessagePublic) -> str:
-    return f"[#{message.position} {message.role}] {message.content}"
+    """A message as the summary call reads it; an agent's items as text (a call's name and
+    arguments, an excerpt of a long output, what an image or file was)."""
+    return f"[#{message.position} {message.role}] {as_text(message)}"
 
 
 def _material_text(previous: SummaryPublic | None, messages: list[MessagePublic]) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from memchat import llm, prompt, summary
+from memchat.config import max_item_bytes
 from memchat.context import Context, history_room, room_for, summary_cap
 from memchat.errors import (
     ContextTooLong,
@@ -72,7 +73,8 @@ def take_turn(
         prompt.validate_text(text)
     _check_new_items(items)
     thread = store.thread(thread_ref)
-    check_pairing(store.open_calls(thread.id)[0], [*earlier, *items], closed=True)
+    if text is not None or items:
+        check_pairing(store.open_calls(thread.id)[0], [*earlier, *items], closed=True)
     options = options.model_copy(update={"api_base": prompt.endpoint_for(thread, options)})
     model = prompt.plan_for(thread, options).model
     llm.check_model(model, api_base=options.api_base)
@@ -136,6 +138,8 @@ class _Turn:
     """The thread's history version the context was built at (its commit checks it)."""
     made: SummaryPublic | None = None
     """The summary this turn made before its call, if it made one."""
+    resent: list[MessagePublic] = field(default_factory=list)
+    """What a retry sends again: the unanswered user message, or a failed turn's tool outputs."""
     stored: list[MessagePublic] = field(default_factory=list)
     """The turn's own items as stored (pending until the reply comes)."""
 
@@ -160,18 +164,26 @@ def _prepare(
         thread = prompt.with_turn_system(store.thread(thread_id), options)
         version = store.history_version(thread.id)
         unanswered = left_unanswered = None
-        if text is None and not items:
+        waiting, response = store.open_calls(thread.id)
+        resent: list[MessagePublic] = []
+        if text is None and not items and waiting:
+            resent = store.failed_outputs(thread.id, waiting)
+            check_pairing(waiting, resent, closed=True)
+        elif text is None and not items:
             unanswered = store.unanswered(thread.id)
             if unanswered is None:
                 raise InvalidInput(f"nothing to retry: the last message of thread {thread.id} has its reply")
             text = unanswered.content
+            resent = [unanswered]
         elif text is not None:
             left_unanswered = store.unanswered(thread.id)
         if text is not None:
             prompt.validate_text(text)
-        waiting, response = store.open_calls(thread.id)
-        check_pairing(waiting, items, closed=True)
-        new = prompt.NewInput(tuple(items), tuple(response) if items else ())
+        if resent and unanswered is None:
+            new = prompt.NewInput((), (*response, *resent))
+        else:
+            check_pairing(waiting, items, closed=True)
+            new = prompt.NewInput(tuple(named_outputs(waiting, items)), tuple(response) if items else ())
         plan = prompt.plan_for(thread, options)
         llm.check_model(plan.model, api_base=options.api_base)
         llm.check_sampling(plan.model, top_p=options.top_p, reasoning_effort=options.reasoning_effort)
@@ -179,13 +191,15 @@ def _prepare(
         context, new_tokens, due = prompt.build(
             store, thread, text, plan, memory, include_dropped=False, version=version, new=new, tools=options.tools
         )
-    return _Turn(thread, text, new, unanswered, left_unanswered, plan, memory, context, new_tokens, due, version)
+    return _Turn(
+        thread, text, new, unanswered, left_unanswered, plan, memory, context, new_tokens, due, version, resent=resent
+    )
 
 
 def _begin(store: Store, turn: _Turn, holder: str, seconds: float) -> MessagePublic | None:
     """Take the lease and store the turn's new items in one commit (None: the lease is busy);
     returns the user's message (or, a turn of tool outputs alone, its first output)."""
-    said = [] if turn.unanswered else _said(turn)
+    said = [] if turn.resent else _said(turn)
     stored = store.begin_turn(
         turn.thread.id,
         holder,
@@ -193,7 +207,7 @@ def _begin(store: Store, turn: _Turn, holder: str, seconds: float) -> MessagePub
         holder_is_gone,
         seen=turn.version,
         messages=said,
-        resend=turn.unanswered.id if turn.unanswered else None,
+        resend=[message.id for message in turn.resent],
         tokens=(turn.plan.tokenizer.name, _said_tokens(turn, said)),
         first_title=_title_for(turn.thread, said) if said else None,
     )
@@ -224,7 +238,14 @@ def _said_tokens(turn: _Turn, said: Sequence[MessageCreate]) -> list[int | None]
 def _check_new_items(items: Sequence[MessageCreate]) -> None:
     """A turn's new items are what a caller says: tool outputs and messages (the model's own
     items come only from the model)."""
+    limit = max_item_bytes()
     for index, item in enumerate(items):
+        for number, part in enumerate(item.parts or ()):
+            if len(part.get("data") or b"") > limit:
+                raise InvalidInput(
+                    f"items[{index}].parts[{number}]: {len(part['data']):,} bytes is over the limit of {limit:,} "
+                    "(MEMCHAT_MAX_ITEM_BYTES)"
+                )
         if item.kind == "function_call_output":
             if item.role != "tool" or not item.call_id:
                 raise InvalidInput(f"items[{index}]: a function_call_output needs role tool and its call_id")
@@ -252,6 +273,20 @@ def check_pairing(waiting: Sequence[MessagePublic], said: Sequence[MessageCreate
             raise InvalidInput(_no_output(open_ids))
     if open_ids and closed:
         raise InvalidInput(_no_output(open_ids))
+
+
+def named_outputs(waiting: Sequence[MessagePublic], said: Sequence[MessageCreate]) -> list[MessageCreate]:
+    """`said` with each tool output carrying its call's tool name (OpenAI's output items may
+    carry it; a masked output's stub names it)."""
+    names = {call.call_id: call.name for call in waiting}
+    named = []
+    for item in said:
+        if item.kind == "function_call":
+            names[item.call_id] = item.name
+        elif item.kind == "function_call_output" and item.name is None and names.get(item.call_id):
+            item = item.model_copy(update={"name": names[item.call_id]})
+        named.append(item)
+    return named
 
 
 def _no_output(open_ids: set[str]) -> str:
@@ -309,7 +344,7 @@ def _folded_then_begun(
                 tools=options.tools,
             )
         turn = replace(turn, memory=memory, context=context, new_tokens=new_tokens)
-    if turn.unanswered is None:
+    if not turn.resent:
         said = _said(turn)
         turn.stored = store.append_messages(
             turn.thread.id,
@@ -318,7 +353,7 @@ def _folded_then_begun(
             first_title=_title_for(turn.thread, said),
         )
     else:
-        turn.stored = [store.set_status(turn.thread.id, turn.unanswered.id, "pending")]
+        turn.stored = [store.set_status(turn.thread.id, message.id, "pending") for message in turn.resent]
     return turn, _user_of(turn.stored)
 
 
@@ -454,10 +489,14 @@ def _reply_items(
                 model=completion.model,
                 provider_data={
                     "family": reasoning.family,
-                    "summary": [],
-                    "content": [reasoning.text] if reasoning.text else [],
-                    "thinking_blocks": list(reasoning.thinking_blocks),
                     "encrypted_content": None,
+                    "summary": [reasoning.text] if reasoning.text else [],
+                    "content": [
+                        block["thinking"]
+                        for block in reasoning.thinking_blocks
+                        if isinstance(block.get("thinking"), str)
+                    ],
+                    "thinking_blocks": list(reasoning.thinking_blocks),
                 },
             )
         )

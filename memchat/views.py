@@ -41,6 +41,8 @@ def context_json(result: Context) -> dict[str, Any]:
                 "recalled": list(e.recalled),
                 "tokens": e.tokens,
                 "kept": e.kept,
+                "item": e.item,
+                "masked": e.masked,
                 "content": e.content,
             }
             for e in result.entries

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memchat import InvalidInput
+from memchat import InvalidInput, Unanswered
 from memchat.records import MessageCreate
 
 WEATHER = {
@@ -141,17 +141,34 @@ def test_outputs_and_a_new_message_go_in_one_turn(memory, server):
     ]
 
 
-def test_a_failed_output_turn_keeps_the_outputs_as_failed_and_they_can_be_sent_again(memory, server):
+def test_a_failed_output_turn_keeps_the_outputs_as_failed_and_retry_sends_them_again(memory, server):
     thread = memory.new_thread()
     calls = server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Rome"}}])
     memory.say(thread.id, "Weather in Rome?", tools=[WEATHER])
     server.fail(400)
-    with pytest.raises(Exception):
+    with pytest.raises(Unanswered):
         memory.send_tool_outputs(thread.id, {calls[0].id: "rain"}, tools=[WEATHER])
     assert kinds(memory, thread.id)[-1] == ("tool", "function_call_output", "failed")
+    with pytest.raises(InvalidInput, match="No tool output found"):
+        memory.say(thread.id, "Hello?")
+
     server.reply("Rain.")
-    assert memory.send_tool_outputs(thread.id, {calls[0].id: "rain"}, tools=[WEATHER]).text == "Rain."
+    assert memory.retry(thread.id, tools=[WEATHER]).text == "Rain."
     assert [m["role"] for m in server.last_messages] == ["user", "assistant", "tool"]
+    assert server.last_messages[-1] == {"role": "tool", "tool_call_id": calls[0].id, "content": "rain"}
+    assert kinds(memory, thread.id)[-2:] == [
+        ("tool", "function_call_output", "complete"),
+        ("assistant", "message", "complete"),
+    ]
+
+    calls = server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Oslo"}}])
+    memory.say(thread.id, "And Oslo?", tools=[WEATHER])
+    server.fail(400)
+    with pytest.raises(Unanswered):
+        memory.send_tool_outputs(thread.id, {calls[0].id: "snow"}, tools=[WEATHER])
+    server.reply("Snow.")
+    memory.send_tool_outputs(thread.id, {calls[0].id: "snow, really"}, tools=[WEATHER])
+    assert server.last_messages[-1]["content"] == "snow, really"
 
 
 def test_tool_definitions_count_against_the_budget(memory, server):
@@ -284,3 +301,146 @@ def test_every_request_pairs_calls_and_outputs_and_fits_the_budget(memory, steps
             assert not waiting, "a call without its output"
             waiting = {call["id"] for call in message.get("tool_calls") or ()}
     assert not waiting
+
+
+def _steps(memory, count: int, output_words: int = 200) -> str:
+    thread = memory.new_thread()
+    said = [MessageCreate(role="user", content="Read every file.")]
+    for step in range(count):
+        said += [
+            MessageCreate(
+                role="assistant",
+                kind="function_call",
+                content=f"read({step})",
+                call_id=f"call_{step}",
+                name="read_file",
+                arguments=f'{{"n": {step}}}',
+            ),
+            MessageCreate(
+                role="tool", kind="function_call_output", content=f"line{step} " * output_words, call_id=f"call_{step}"
+            ),
+        ]
+    said.append(MessageCreate(role="assistant", content="All read."))
+    memory.store.append_messages(thread.id, said)
+    return thread.id
+
+
+def test_older_tool_outputs_are_masked_by_default_and_kept_whole_on_request(memory, server):
+    thread_id = _steps(memory, 5)
+    masked = memory.context(thread_id, "Summarise them.", with_dropped=False)
+    tools = [m for m in masked.messages if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tools] == [f"call_{n}" for n in range(5)]
+    assert all(m["content"].startswith("[memchat: this output of `read_file` (") for m in tools[:2])
+    assert "message #4" in tools[1]["content"] and f"memchat show {thread_id}" in tools[1]["content"]
+    assert [m["content"] for m in tools[2:]] == [f"line{n} " * 200 for n in (2, 3, 4)]
+    assert [e.masked for e in masked.entries if e.item == "function_call_output"] == [True, True, False, False, False]
+
+    memory.configure(thread_id, tool_outputs="keep")
+    kept = memory.context(thread_id, "Summarise them.", with_dropped=False)
+    assert [m["content"] for m in kept.messages if m["role"] == "tool"] == [f"line{n} " * 200 for n in range(5)]
+    assert kept.prompt_tokens > masked.prompt_tokens + 300
+    assert memory.thread(thread_id).tool_outputs == "keep"
+
+
+def test_the_outputs_a_turn_sends_count_as_its_newest_step(memory, server):
+    thread = memory.new_thread()
+    calls = server.reply_tool_calls([{"name": "read_file", "arguments": {"n": 0}}])
+    memory.say(thread.id, "Read four files.", tools=[WEATHER])
+    for step in range(4):
+        following = server.reply_tool_calls([{"name": "read_file", "arguments": {"n": step + 1}}]) if step < 3 else None
+        if following is None:
+            server.reply("Done.")
+        memory.send_tool_outputs(thread.id, {calls[0].id: f"text{step} " * 100}, tools=[WEATHER])
+        calls = following
+    sent = [m for m in server.last_messages if m["role"] == "tool"]
+    assert len(sent) == 4
+    assert sent[0]["content"].startswith("[memchat: this output of `read_file`")
+    assert [m["content"] for m in sent[1:]] == [f"text{n} " * 100 for n in (1, 2, 3)]
+    assert memory.messages(thread.id)[-3].name == "read_file"
+
+
+def test_thinking_blocks_go_back_only_to_the_family_that_signed_them(memory, server):
+    blocks = [{"type": "thinking", "thinking": "I should look.", "signature": "SIG=="}]
+
+    def thread_with(family: str) -> str:
+        thread = memory.new_thread()
+        memory.store.append_messages(
+            thread.id,
+            [
+                MessageCreate(role="user", content="Weather?"),
+                MessageCreate(
+                    role="assistant",
+                    kind="reasoning",
+                    content="I should look.",
+                    provider_data={
+                        "family": family,
+                        "summary": [],
+                        "content": ["I should look."],
+                        "thinking_blocks": blocks,
+                    },
+                ),
+                MessageCreate(role="assistant", content="Let me check."),
+                MessageCreate(
+                    role="assistant", kind="function_call", content="w()", call_id="toolu_1", name="w", arguments="{}"
+                ),
+                MessageCreate(role="tool", kind="function_call_output", content="sunny", call_id="toolu_1"),
+                MessageCreate(role="assistant", content="Sunny."),
+            ],
+        )
+        return thread.id
+
+    same = memory.context(thread_with("openai"), "Thanks.", with_dropped=False).messages
+    assert same[1] == {
+        "role": "assistant",
+        "content": "Let me check.",
+        "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+        "thinking_blocks": blocks,
+    }
+    other = memory.context(thread_with("anthropic"), "Thanks.", with_dropped=False).messages
+    assert "thinking_blocks" not in other[1] and other[1]["content"] == "Let me check."
+
+
+def test_deleting_a_thread_deletes_its_images_unless_another_message_holds_them(memory, server):
+    def with_image(data: bytes) -> str:
+        thread = memory.new_thread()
+        part = {"type": "image", "data": data, "media_type": "image/png", "detail": "auto"}
+        memory.add_items(
+            thread.id, [MessageCreate(role="user", content="see", parts=[{"type": "text", "text": "see"}, part])]
+        )
+        return thread.id
+
+    other = PNG + b"other"
+    first, second, third = with_image(PNG), with_image(PNG), with_image(other)
+    shared = memory.messages(first)[0].parts[1]["blob"]
+    own = memory.messages(third)[0].parts[1]["blob"]
+    memory.fork(third)
+    memory.delete(first)
+    assert memory.blobs([shared])[shared][1] == PNG
+    memory.delete(second)
+    with pytest.raises(Exception, match="no stored blob"):
+        memory.blobs([shared])
+    memory.delete(third)
+    assert memory.blobs([own])[own][1] == other
+
+
+def test_a_summary_reads_an_agents_items_as_text(memory, server):
+    thread_id = _steps(memory, 6, output_words=400)
+    memory.configure(thread_id, policy="summary", budget=900)
+    server.reply("The agent read six files.")
+    memory.rebuild_summary(thread_id)
+    material = server.last_messages[-1]["content"]
+    assert 'called read_file({"n": 0})' in material
+    assert "output of call_0: line0 line0" in material and "characters in all)" in material
+
+
+def test_an_image_over_the_limit_is_refused_before_anything_is_stored(memory, server, monkeypatch):
+    monkeypatch.setenv("MEMCHAT_MAX_ITEM_BYTES", "1000")
+    thread = memory.new_thread()
+    image = MessageCreate(
+        role="user",
+        content="big",
+        parts=[{"type": "text", "text": "big"}, {"type": "image", "data": PNG, "media_type": "image/png"}],
+    )
+    with pytest.raises(InvalidInput, match=r"items\[0\].parts\[1\]: 2,056 bytes is over the limit of 1,000"):
+        memory.say(thread.id, None, items=[image])
+    assert memory.messages(thread.id) == [] and server.requests == []

@@ -229,3 +229,17 @@ def test_the_agents_sdk_example_continues_the_sdk_examples_conversation(served, 
         {"role": "user", "content": "And then?"},
     ]
     assert server.last_messages[0] == {"role": "system", "content": "Be brief."}
+
+
+def test_the_agent_example_runs_a_tool_loop_and_sends_an_image(tmp_path, monkeypatch, capsys, server):
+    monkeypatch.chdir(tmp_path)
+    server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Paris"}}])
+    server.reply("It is sunny in Paris.", "A single pixel.")
+    example = block_after("## Agents: tool calls, images and reasoning", "python")
+    exec(compile(example, "README.md (Agents)", "exec"), {"__name__": "readme_example"})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "It is sunny in Paris."
+    assert "('function_call', 'get_weather({\"city\": \"Paris\"})')" in printed[1]
+    assert "('function_call_output', 'sunny, 21 C in Paris')" in printed[1]
+    assert printed[2] == "A single pixel."
+    assert [image.media_type for image in server.images_received] == ["image/png"]

@@ -52,6 +52,22 @@ PolicyOpt = Annotated[
         case_sensitive=False,
     ),
 ]
+
+
+class ToolOutputsName(str, Enum):
+    mask = "mask"
+    keep = "keep"
+
+
+ToolOutputsOpt = Annotated[
+    Optional[ToolOutputsName],
+    typer.Option(
+        "--tool-outputs",
+        help="Older tool outputs in requests: mask (a stub in their place; the default) or keep (whole).",
+        show_default=False,
+        case_sensitive=False,
+    ),
+]
 RecallOpt = Annotated[
     Optional[int],
     typer.Option("--recall", help="Add the K older messages that best match the new one as excerpts."),

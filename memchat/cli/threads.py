@@ -24,6 +24,7 @@ from memchat.cli.options import (
     SummaryShareOpt,
     ThreadApiBaseOpt,
     ThreadArg,
+    ToolOutputsOpt,
     thread_settings,
 )
 from memchat.cli.render import cost_text, local_time, note, paged, print_json
@@ -54,6 +55,7 @@ def new(
     summary_share: SummaryShareOpt = None,
     summary_prompt: SummaryPromptOpt = None,
     api_base: ThreadApiBaseOpt = None,
+    tool_outputs: ToolOutputsOpt = None,
 ):
     """Start a thread and print its id."""
     settings = thread_settings(
@@ -68,6 +70,7 @@ def new(
         summary_share=summary_share,
         summary_prompt=prompt_file(summary_prompt),
         api_base=api_base,
+        tool_outputs=tool_outputs,
     )
     typer.echo(start_thread(ctx, settings).id)
 
@@ -99,6 +102,7 @@ def set_(
     summary_share: SummaryShareOpt = None,
     summary_prompt: SummaryPromptOpt = None,
     api_base: ThreadApiBaseOpt = None,
+    tool_outputs: ToolOutputsOpt = None,
 ):
     """Change a thread's settings; the others stay as they are (an empty value, or a budget of 0,
     returns one to its default)."""
@@ -113,6 +117,7 @@ def set_(
         summary_share=summary_share,
         summary_prompt=prompt_file(summary_prompt) if summary_prompt is not None else None,
         api_base=api_base,
+        tool_outputs=tool_outputs,
     )
     back_to_default = {"budget": None} if budget == 0 else {}
     if summary_prompt is not None and settings.summary_prompt is None:
@@ -152,6 +157,10 @@ def _settings(thread: ThreadPublic) -> list[tuple[str, str]]:
         ("recall", str(thread.recall) if thread.recall else "off"),
         ("recall by", f"words, re-ranked by {thread.recall_embeddings}" if thread.recall_embeddings else "words"),
         ("api base", thread.api_base or "the provider's own"),
+        (
+            "tool outputs",
+            f"{thread.tool_outputs} (older ones {'as stubs' if thread.tool_outputs == 'mask' else 'whole'})",
+        ),
     ]
     if thread.policy == "summary" or thread.summary_model or thread.summary_share or thread.summary_prompt:
         rows += [

@@ -291,8 +291,10 @@ def render_context(result: Context) -> None:
                 line += "  (in the summary)"
             if entry.position in recalled:
                 line += "  (recalled)"
+        if entry.masked:
+            line += "  (masked: a stub is sent)"
         typer.secho(terminal_safe(line), dim=not entry.kept)
-    kept = len(result.messages)
+    kept = sum(1 for entry in result.entries if entry.kept)
     typer.echo(
         f"sends {kept} of {len(result.entries)} messages: {result.prompt_tokens} of {result.budget} tokens "
         f"({result.framing_tokens} of framing); {len(result.dropped)} dropped (✗) by the budget"

@@ -49,6 +49,7 @@ SETTINGS = (
     "recall_embeddings",
     "summary_model",
     "summary_share",
+    "tool_outputs",
 )
 """The thread settings a client may read and change over HTTP (the `memchat` field). `api_base`
 is not among them: where the server's turns go is the operator's choice, not a client's."""

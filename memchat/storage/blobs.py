@@ -6,16 +6,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
+from sqlalchemy import Text, cast, delete
 from sqlalchemy import select as select_columns
 from sqlmodel import Session
 
 from memchat.errors import NotFound
 from memchat.storage.core import StoreCore
-from memchat.storage.models import Blob
+from memchat.storage.models import Blob, Message
 from memchat.storage.statements import insert_ignoring_duplicates
 from memchat.times import utcnow
 
 blobs_table = Blob.__table__
+messages_table = Message.__table__
 
 
 def stored_parts(session: Session, parts: Sequence[dict] | None) -> list[dict] | None:
@@ -46,6 +48,27 @@ def stored_parts(session: Session, parts: Sequence[dict] | None) -> list[dict] |
 
 def blob_hashes(parts: Iterable[dict] | None) -> set[str]:
     return {part["blob"] for part in parts or () if part.get("blob")}
+
+
+def blob_hashes_of(session: Session, thread_id: str) -> set[str]:
+    """The blobs the thread's own messages refer to."""
+    query = select_columns(messages_table.c.parts).where(
+        messages_table.c.thread_id == thread_id, messages_table.c.parts.isnot(None)
+    )
+    return {sha for parts in session.execute(query).scalars() for sha in blob_hashes(parts)}
+
+
+def drop_unreferenced_blobs(session: Session, hashes: Iterable[str]) -> None:
+    """Delete those of `hashes` no message refers to any more (a deleted conversation's images
+    are private data: they go with it, unless another message holds the same bytes)."""
+    for sha in hashes:
+        referenced = session.execute(
+            select_columns(messages_table.c.id)
+            .where(messages_table.c.parts.isnot(None), cast(messages_table.c.parts, Text).contains(sha))
+            .limit(1)
+        ).first()
+        if referenced is None:
+            session.execute(delete(blobs_table).where(blobs_table.c.sha256 == sha))
 
 
 class Blobs(StoreCore):

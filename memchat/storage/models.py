@@ -44,6 +44,7 @@ class Thread(SQLModel, ThreadBase, table=True):
     system: str | None = Field(default=None, sa_type=Text)
     summary_prompt: str | None = Field(default=None, sa_type=Text)
     labels: dict[str, str] | None = Field(default=None, sa_type=JSON)
+    tool_outputs: str = Field(default="mask", max_length=8, sa_column_kwargs={"server_default": "mask"})
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     import_holder: str | None = Field(default=None, max_length=200)

@@ -11,6 +11,7 @@ from sqlmodel import Session, col, delete, select
 
 from memchat.errors import NO_THREADS_YET, InvalidInput, NotFound
 from memchat.records import MessageCreate, ThreadBase, ThreadCreate, ThreadPublic, ThreadUpdate
+from memchat.storage.blobs import blob_hashes_of, drop_unreferenced_blobs
 from memchat.storage.core import checked_ref
 from memchat.storage.leases import check_lease
 from memchat.storage.messages import Messages
@@ -187,6 +188,7 @@ class Threads(Messages):
         """The thread and all it holds; the forks that read its messages copy them first (what
         the thread itself inherits is left where it is)."""
         self._forks_take_theirs(session, thread.id, 0)
+        held = blob_hashes_of(session, thread.id)
         message_ids = select(Message.id).where(Message.thread_id == thread.id)
         session.exec(delete(MessageTokens).where(col(MessageTokens.message_id).in_(message_ids)))
         session.exec(delete(MessageVector).where(col(MessageVector.message_id).in_(message_ids)))
@@ -194,3 +196,4 @@ class Threads(Messages):
         session.exec(delete(Summary).where(col(Summary.thread_id) == thread.id))
         session.exec(delete(Message).where(col(Message.thread_id) == thread.id))
         session.delete(thread)
+        drop_unreferenced_blobs(session, held)

@@ -61,12 +61,12 @@ class TurnWrites(Messages):
         *,
         seen: int,
         messages: Sequence[MessageCreate] = (),
-        resend: int | None = None,
+        resend: Sequence[int] = (),
         tokens: tuple[str, Sequence[int | None]] | None = None,
         first_title: str | None = None,
     ) -> list[MessagePublic] | None:
         """A turn's first commit: take the lease and store the turn's new items (`messages`: the
-        user's message, tool outputs), or mark message `resend` pending again, together, if the
+        user's message, tool outputs), or mark messages `resend` pending again, together, if the
         thread is still as the turn's context saw it (`seen`, its `history_version`). None:
         another turn holds the lease. HistoryMoved: the history changed since; build the context
         again. `tokens`: a tokenizer and each message's count by it (None: counted when first
@@ -78,12 +78,14 @@ class TurnWrites(Messages):
                 return None
             if session.execute(_LOCKED_HISTORY_VERSION, {"thread_key": thread_id}).scalar() != seen:
                 raise HistoryMoved(thread_id)
-            if resend is not None:
-                again = self._own_message(session, thread_id, resend)
-                again.status = "pending"
-                session.add(again)
-                session.flush()
-                stored = [MessagePublic.model_validate(again)]
+            if resend:
+                stored = []
+                for message_id in resend:
+                    again = self._own_message(session, thread_id, message_id)
+                    again.status = "pending"
+                    session.add(again)
+                    session.flush()
+                    stored.append(MessagePublic.model_validate(again))
                 now = session.execute(_HISTORY_VERSION, {"thread_key": thread_id}).scalar_one()
             else:
                 stored = [
@@ -241,6 +243,24 @@ class TurnWrites(Messages):
         response.reverse()
         waiting = [m for m in response if m.kind == "function_call" and m.call_id not in answered]
         return (waiting, response) if waiting else ([], [])
+
+    def failed_outputs(self, thread_id: str, waiting: Sequence[MessagePublic]) -> list[MessagePublic]:
+        """The outputs a failed turn sent for the calls still `waiting` (the newest one for each
+        call, oldest first): what a retry sends again."""
+        wanted = {call.call_id for call in waiting}
+        found: dict[str, MessagePublic] = {}
+        after = None
+        while wanted - set(found):
+            page, more = self.message_page(thread_id, after=after, limit=64, newest_first=True)
+            for message in page:
+                after = message.position
+                if message.kind != "function_call_output" or message.status == "complete":
+                    return sorted(found.values(), key=lambda m: m.position)
+                if message.status == "failed" and message.call_id in wanted:
+                    found.setdefault(message.call_id, message)
+            if not more:
+                break
+        return sorted(found.values(), key=lambda m: m.position)
 
     def unanswered(self, thread_id: str) -> MessagePublic | None:
         """The thread's last user message, if its turn got no complete reply."""

@@ -1,7 +1,8 @@
 """A thread holds every item of an agent's conversation: `messages.kind` says which
 (`message`, `function_call`, `function_call_output`, `reasoning`; every existing row is a
 message), with the columns those kinds need (parts, call id, tool name, arguments, the
-protocol's item id, provider data); images and files are `blobs`, one row per content.
+protocol's item id, provider data); images and files are `blobs`, one row per content; a
+thread's `tool_outputs` says whether older tool outputs are masked in requests.
 
 Revision ID: 0015
 Revises: 0014
@@ -34,6 +35,9 @@ def upgrade() -> None:
     op.add_column('messages', sa.Column('arguments', sa.Text(), nullable=True))
     op.add_column('messages', sa.Column('item_id', sa.String(length=200), nullable=True))
     op.add_column('messages', sa.Column('provider_data', sa.JSON(none_as_null=True), nullable=True))
+    op.add_column(
+        'threads', sa.Column('tool_outputs', sa.String(length=8), nullable=False, server_default='mask')
+    )
     op.create_table(
         'blobs',
         sa.Column('sha256', sa.String(length=64), nullable=False),
@@ -47,5 +51,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('blobs')
+    op.execute("ALTER TABLE threads DROP COLUMN tool_outputs")
     for column in reversed(ADDED):
         op.execute(f"ALTER TABLE messages DROP COLUMN {column}")
