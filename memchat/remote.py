@@ -25,6 +25,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import ValidationError
 
+from memchat import items
 from memchat.config import api_key_from_environment, server_from_environment
 from memchat.context import Context, ContextEntry
 from memchat.errors import (
@@ -155,8 +156,9 @@ class RemoteMemory:
         **settings: Any,
     ) -> Reply:
         if items:
-            raise InvalidInput("items (tool outputs, images, files) are not sent through a server by this client yet")
-        kind, body = ("retry", {}) if text is None else ("say", {"message": text})
+            kind, body = "say", {"message": text, "items": _wire_items(items)}
+        else:
+            kind, body = ("retry", {}) if text is None else ("say", {"message": text})
         return self._asked(
             kind,
             thread_id,
@@ -182,7 +184,23 @@ class RemoteMemory:
         on_start: Callable[[MessagePublic], None] | None = None,
         **settings: Any,
     ) -> Reply:
-        raise InvalidInput("tool outputs are not sent through a server by this client yet")
+        if not outputs:
+            raise InvalidInput("no tool outputs given: answer each call of the last reply by its call_id")
+        answers = [
+            MessageCreate(role="tool", kind="function_call_output", content=output, call_id=call_id)
+            for call_id, output in outputs.items()
+        ]
+        return self.say(
+            thread_id,
+            text,
+            options,
+            stream=stream,
+            on_text=on_text,
+            on_note=on_note,
+            on_start=on_start,
+            items=answers,
+            **settings,
+        )
 
     def retry(self, thread_id: str, options: TurnOptions | None = None, **turn: Any) -> Reply:
         return self.say(thread_id, None, options, **turn)
@@ -449,6 +467,8 @@ class RemoteMemory:
             context=_context(data["context"]),
             summary=summary,
             finish_reason=data["finish_reason"],
+            items=tuple(self._parsed(MessagePublic, item) for item in data.get("items", ())),
+            said=tuple(self._parsed(MessagePublic, item) for item in data.get("said", ())),
         )
 
     def _json(self, method: str, path: str, body: Any = None, *, shape: type | None = None) -> Any:
@@ -544,6 +564,34 @@ class RemoteMemory:
                 connection.close()
             raise _failure(response.status, data, response.getheader("Retry-After"))
         return response
+
+
+def _wire_items(records: Sequence[MessageCreate]) -> list[dict[str, Any]]:
+    """A turn's items as the server reads them: Responses input items (`memchat.items`), the
+    bytes of an image or a file as base64 in a data URL, so the server checks them as it checks
+    any client's; an image keeps the name of the file it came from (`filename`, memchat's own)."""
+    wire = []
+    for record in records:
+        held: dict[str, bytes] = {}
+        parts = None
+        if record.parts is not None:
+            parts = []
+            for index, part in enumerate(record.parts):
+                if "data" in part:
+                    held[str(index)] = part["data"]
+                    part = {**{key: value for key, value in part.items() if key != "data"}, "blob": str(index)}
+                parts.append(part)
+        shown = record.model_copy(update={"parts": parts})
+        item = items.to_responses_item(shown, held.__getitem__, item_id=None, include=_WHOLE)
+        for part, given in zip(record.parts or (), item.get("content") or ()):
+            if part["type"] == "image" and part.get("filename"):
+                given["filename"] = part["filename"]
+        wire.append(item)
+    return wire
+
+
+_WHOLE = (items.INPUT_IMAGE_URL, items.ENCRYPTED_CONTENT)
+"""`include` values that make an item given back whole (an image with its data)."""
 
 
 def _part(value: str) -> str:

@@ -247,6 +247,86 @@ def test_a_turn_without_streaming_hears_its_reply_whole(sides, server):
     assert twin.messages(thread.id, last=1) == [reply.message]
 
 
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2
+
+
+def test_a_tool_turn_and_its_outputs_are_the_same_on_both_sides(sides, server):
+    subject, twin = sides
+    thread = subject.new_thread(model="openai/gpt-4o")
+    calls = server.reply_tool_calls(
+        [
+            {"name": "get_weather", "arguments": {"city": "Lisbon"}},
+            {"name": "get_weather", "arguments": {"city": "Rome"}},
+        ],
+        reasoning="Two cities.",
+    )
+    asked = subject.say(thread.id, "Weather in Lisbon and Rome?", tools=[WEATHER], tool_choice="auto")
+    assert server.last_tools == [WEATHER] and server.requests[-1]["tool_choice"] == "auto"
+    assert asked.finish_reason == "tool_calls" and asked.text == ""
+    assert [(c.call_id, c.name, c.arguments) for c in asked.tool_calls] == [
+        (call.id, call.name, call.arguments_json) for call in calls
+    ]
+    assert list(asked.items) == twin.messages(thread.id)[1:]
+    assert [m.kind for m in asked.items] == ["reasoning", "function_call", "function_call"]
+    assert list(asked.said) == [asked.user_message]
+
+    server.reply("Sunny and rainy.")
+    pieces = []
+    answered = subject.send_tool_outputs(
+        thread.id, {calls[0].id: "sunny", calls[1].id: "rain"}, tools=[WEATHER], stream=True, on_text=pieces.append
+    )
+    assert answered.text == "".join(pieces) == "Sunny and rainy."
+    assert server.last_messages[-2:] == [
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny"},
+        {"role": "tool", "tool_call_id": calls[1].id, "content": "rain"},
+    ]
+    stored = twin.messages(thread.id)
+    assert list(answered.said) == stored[4:6] and list(answered.items) == stored[6:] == [answered.message]
+
+
+def test_a_message_with_an_image_is_the_same_on_both_sides(sides, server):
+    from memchat.records import MessageCreate
+
+    subject, twin = sides
+    thread = subject.new_thread(model="openai/gpt-4o")
+    server.reply("A picture.")
+    image = MessageCreate(
+        role="user",
+        content="What is this?",
+        parts=[
+            {"type": "text", "text": "What is this?"},
+            {"type": "image", "data": PNG, "media_type": "image/png", "detail": "low"},
+            {"type": "file", "data": b"plain words", "media_type": "text/plain", "filename": "notes.txt"},
+        ],
+    )
+    reply = subject.say(thread.id, None, items=[image])
+    assert [(i.media_type, i.data, i.detail) for i in server.images_received] == [("image/png", PNG, "low")]
+    stored = twin.messages(thread.id)
+    assert list(reply.said) == [reply.user_message] == stored[:1]
+    assert [(p["type"], p.get("size"), p.get("filename")) for p in stored[0].parts] == [
+        ("text", None, None),
+        ("image", len(PNG), None),
+        ("file", len(b"plain words"), "notes.txt"),
+    ]
+
+
+def test_tool_output_errors_are_the_same_on_both_sides(pair, server):
+    local, _ = pair
+    thread = local.new_thread(model="openai/gpt-4o")
+    server.reply_tool_calls([{"name": "get_weather", "arguments": {"city": "Oslo"}}])
+    local.say(thread.id, "Weather in Oslo?", tools=[WEATHER])
+    before = local.messages(thread.id)
+    assert same_failure(pair, lambda m: m.say(thread.id, "Never mind.")) is InvalidInput
+    assert same_failure(pair, lambda m: m.send_tool_outputs(thread.id, {"call_nope": "x"})) is InvalidInput
+    assert same_failure(pair, lambda m: m.send_tool_outputs(thread.id, {})) is InvalidInput
+    assert same_failure(pair, lambda m: m.say(thread.id, "x", tools=[{"type": "web_search"}])) is InvalidInput
+    assert local.messages(thread.id) == before
+
+
 def test_a_failed_turn_keeps_the_message_and_retry_sends_it_again(pair, server):
     local, remote = pair
     threads = [memory.new_thread(model="openai/gpt-4o") for memory in pair]

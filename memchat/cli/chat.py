@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from memchat.cli import attachments
 from memchat.cli.app import app, chosen_thread, install_signal_handlers, memory_of
 from memchat.cli.options import (
     BudgetOpt,
@@ -217,7 +218,8 @@ class ChatSession:
             pass  # the first turn meets the same failure and reports it
 
     def turn(self, speak: Callable[..., Any]) -> None:
-        """A turn, its reply streamed; a failure is one line and the session goes on."""
+        """A turn, its reply streamed, then what the reply held besides its text (reasoning, tool
+        calls) one line each; a failure is one line and the session goes on."""
         install_signal_handlers()
         shown = terminal_safe if sys.stdout.isatty() else str
         wrote: list[str] = []
@@ -253,6 +255,9 @@ class ChatSession:
         if wrote:
             sys.stdout.write("\n")
             sys.stdout.flush()
+        for item in reply.items:
+            if item.kind != "message":
+                typer.secho("  ".join(shown(line) for line in attachments.lines(item)), dim=True)
 
     def _left_unanswered(self, failure: BaseException, wrote: list[str]) -> None:
         """After a turn that ended without its reply: end the reply's line, and follow the turn to

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from memchat.cli import attachments
 from memchat.cli.app import app, chosen_thread, memory_of, new_database_file, operator_memory_of
 from memchat.cli.options import (
     BudgetOpt,
@@ -280,7 +281,7 @@ def _show_thread(memory: ConversationMemory, info: ThreadPublic, last: Optional[
         colour = {"user": "cyan", "assistant": "green"}.get(message.role, "magenta")
         typer.echo()
         typer.secho(f"{message.role}{status} · #{message.position} · {local_time(message.created_at)}", fg=colour)
-        typer.echo(_indent(terminal_safe(message.content)))
+        typer.echo(_indent(terminal_safe("\n".join(attachments.lines(message)))))
     usage = memory.usage_totals(info.id).get(info.id)
     if usage:
         typer.echo()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 import typer
 
 from memchat.cli.app import app, chosen_thread, holds_no_threads_yet, memory_of
+from memchat.cli.attachments import user_message
 from memchat.cli.options import JsonOpt, OptionalThreadArg, StreamOpt, ThreadArg, with_turn_options
 from memchat.cli.render import call_cost_text, note, print_json
 from memchat.context import Context, ContextEntry
@@ -18,6 +19,7 @@ from memchat.terminal import terminal_safe
 from memchat.views import context_json, thread_json
 
 if TYPE_CHECKING:
+    from memchat.records import MessageCreate
     from memchat.schemas import TurnOptions
     from memchat.turn import Reply
 
@@ -53,6 +55,19 @@ def say(
         ),
     ] = False,
     usage: Annotated[bool, typer.Option("--usage", "-u", help="Print the turn's tokens and cost on stderr.")] = False,
+    images: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--image",
+            metavar="PATH|URL",
+            help="Attach an image (PNG, JPEG, GIF or WEBP file, or an http(s) URL) to the message; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    files: Annotated[
+        Optional[list[str]],
+        typer.Option("--file", metavar="PATH", help="Attach a file (a PDF, a text...) to the message; repeatable."),
+    ] = None,
 ):
     """Send a message with the thread's memory and print the reply."""
     if continue_:
@@ -62,10 +77,13 @@ def say(
     elif thread is None:
         raise InvalidInput("no thread: give its id, or --continue for the most recent one (`memchat new` starts one)")
     text = _message_text(message)
-    if text is None:
+    if text is None and not images and not files:
         _refuse_without_message(ctx, thread)
+    said = ()
+    if images or files:
+        said, text = (user_message(text, images or (), files or ()),), None
     thread = chosen_thread(ctx, thread, continue_, doing="continuing")
-    _turn(ctx, thread, text, options, stream, usage=usage)
+    _turn(ctx, thread, text, options, stream, usage=usage, items=said)
 
 
 def _refuse_without_message(ctx: typer.Context, thread: str | None) -> NoReturn:
@@ -177,8 +195,10 @@ def _turn(
     speak: Callable[..., Reply] | None = None,
     *,
     usage: bool = False,
+    items: tuple[MessageCreate, ...] = (),
 ) -> None:
-    """A turn rendered: `speak` is `Memory.say` or a method taking the same arguments (`edit`)."""
+    """A turn rendered: `speak` is `Memory.say` or a method taking the same arguments (`edit`);
+    `items`: the turn's message with its attachments, in place of `text`."""
     streaming = sys.stdout.isatty() if stream is None else stream
     shown = terminal_safe if sys.stdout.isatty() else str
     wrote = []
@@ -190,7 +210,13 @@ def _turn(
 
     try:
         reply = (speak or memory_of(ctx).say)(
-            thread, text, options, stream=streaming, on_text=write if streaming else None, on_note=note
+            thread,
+            text,
+            options,
+            stream=streaming,
+            on_text=write if streaming else None,
+            on_note=note,
+            **({"items": items} if items else {}),
         )
     finally:
         if wrote:

@@ -3,6 +3,7 @@ CLI command has an HTTP equivalent (same names, same JSON as the CLI's `--json`)
 
     memchat list / new / show / set / rename / rm   GET|POST /threads, GET|PATCH|DELETE /threads/{id}, GET /threads/{id}/messages
     memchat say / retry / accept / undo             POST /threads/{id}/say | /retry | /accept | /undo
+      (say's `items`: tool outputs, images and files, as Responses input items)
     memchat fork / edit                             POST /threads/{id}/fork | /edit
     memchat context                                 POST /threads/{id}/context
     memchat summary [--all] [--rebuild]             GET /threads/{id}/summaries, POST /threads/{id}/summaries/rebuild
@@ -32,14 +33,16 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from memchat.errors import Unanswered
+from memchat.errors import InvalidInput, Unanswered
 from memchat.interface import ConversationMemory
+from memchat.items import from_responses_input
+from memchat.records import MessageCreate
 from memchat.results import Reply
 from memchat.schemas import Budget, ModelName, Policy, Recall, ReplyTokens, ThreadSettings, TurnOptions
 from memchat.server.access import memory_of
 from memchat.server.errors import body as error_body
 from memchat.server.errors import message_of, status_of
-from memchat.server.requests import bad
+from memchat.server.requests import bad, storable_text
 from memchat.server.turns import StreamedTurn, TurnRequest, answer, busy_wait
 from memchat.views import context_json, search_json, thread_json
 
@@ -50,6 +53,9 @@ Scoped = Annotated[ConversationMemory, Depends(memory_of)]
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+
+MAX_FILENAME = 255
+"""The longest file name an image's part keeps (as most file systems allow)."""
 
 SERVER_OWN = "is the server's own setting (`memchat serve` and the thread's settings choose it), not a request's"
 
@@ -72,6 +78,10 @@ class TurnBody(TurnOptions):
     busy thread are the server's own (`memchat serve --timeout/--busy-wait`)."""
 
     message: str | None = None
+    items: list[Any] | None = None
+    """The turn's items before `message` (tool outputs, a user message with images or files), as
+    Responses input items: `memchat.items.from_responses_input` checks them as it checks any
+    client's, the bytes of an image or a file coming as base64 data URLs."""
     stream: StrictBool = False
 
     @field_validator("api_base", "timeout", "wait")
@@ -83,7 +93,31 @@ class TurnBody(TurnOptions):
 
     def turn(self, thread_id: str, text: str | None, edit_at: int | None = None) -> TurnRequest:
         options = TurnOptions.model_validate(self.model_dump(include=set(TurnOptions.model_fields), exclude_unset=True))
-        return TurnRequest(thread_id, text, options, edit_at=edit_at)
+        said: tuple[MessageCreate, ...] = ()
+        if self.items:
+            try:
+                said = tuple(from_responses_input(self.items, field="items"))
+            except InvalidInput as refused:
+                raise bad(str(refused), str(refused).partition(": ")[0]) from None
+            for index, (record, given) in enumerate(zip(said, self.items)):
+                _image_names(record, given, f"items[{index}].content")
+        return TurnRequest(thread_id, text, options, items=said, edit_at=edit_at)
+
+
+def _image_names(record: MessageCreate, given: Any, param: str) -> None:
+    """The file name an image came from (`input_image.filename`, memchat's own field: the CLI
+    sends it), kept on the image's part so `show` can name it."""
+    content = given.get("content") if isinstance(given, dict) else None
+    if record.parts is None or not isinstance(content, list):
+        return
+    for index, (part, sent) in enumerate(zip(record.parts, content)):
+        name = sent.get("filename") if part["type"] == "image" and isinstance(sent, dict) else None
+        if name is None:
+            continue
+        where = f"{param}[{index}].filename"
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_FILENAME:
+            raise bad(f"{where}: must be a string of 1 to {MAX_FILENAME} characters", where)
+        part["filename"] = storable_text(name, where)
 
 
 class EditBody(TurnBody):
@@ -161,6 +195,8 @@ def _reply_json(reply: Reply) -> dict[str, Any]:
         "context": context_json(reply.context),
         "summary": reply.summary.model_dump(mode="json") if reply.summary else None,
         "finish_reason": reply.finish_reason,
+        "items": [item.model_dump(mode="json") for item in reply.items],
+        "said": [item.model_dump(mode="json") for item in reply.said],
     }
 
 
@@ -221,8 +257,8 @@ async def say(thread_id: str, body: TurnBody, request: Request):
     `status`, `unanswered_in` and a cut-off reply's `partial` text). The Responses API streams too."""
 
     def ask(memory: ConversationMemory) -> TurnRequest:
-        if body.message is None:
-            raise bad("`message` is required (POST .../retry resends the last unanswered one)", "message")
+        if body.message is None and not body.items:
+            raise bad("`message` or `items` is required (POST .../retry resends the last unanswered one)", "message")
         return body.turn(memory.thread(thread_id).id, body.message)
 
     return await _answered(request, ask, body.stream)
@@ -233,8 +269,8 @@ async def retry(thread_id: str, body: TurnBody, request: Request):
     """`memchat retry`: the last unanswered message, sent again (`stream` as for say)."""
 
     def ask(memory: ConversationMemory) -> TurnRequest:
-        if body.message is not None:
-            raise bad("retry resends the stored message: give no `message`", "message")
+        if body.message is not None or body.items:
+            raise bad("retry resends the stored message: give no `message` or `items`", "message")
         return body.turn(memory.thread(thread_id).id, None)
 
     return await _answered(request, ask, body.stream)
@@ -245,6 +281,8 @@ async def edit(thread_id: str, body: EditBody, request: Request):
     """`memchat edit`: user message `position` asked again with `message`, in a fork (the reply's `thread`)."""
 
     def ask(memory: ConversationMemory) -> TurnRequest:
+        if body.items:
+            raise bad("an edit asks a user message again as text: give no `items`", "items")
         return body.turn(memory.thread(thread_id).id, body.message, edit_at=body.position)
 
     return await _answered(request, ask, body.stream)

@@ -367,9 +367,11 @@ class ChatCompletionCreate(Loose):
     reasoning_effort: ReasoningEffort | None = None
     stream: StrictBool | None = None
     stream_options: dict[str, Any] | None = None
+    tools: Any = None
+    """Function tools, checked by `memchat.items.check_tools` (the face names what is wrong)."""
+    tool_choice: Any = None
     parallel_tool_calls: StrictBool | None = None
-    """Whether the model may call several tools at once: without tools (any sent are refused)
-    it changes nothing, whichever it is."""
+    """Whether the model may call several tools at once: without tools it changes nothing."""
 
 
-CHAT_DEFAULTS = {"n": 1, "tools": [], "tool_choice": "none", "store": True}
+CHAT_DEFAULTS = {"n": 1, "store": True}
