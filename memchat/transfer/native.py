@@ -188,8 +188,11 @@ class ExportedMessage(BaseModel):
                 raise ValueError(f"a function_call's arguments are not JSON ({exc})") from None
             if self.parts is not None:
                 raise ValueError("a function_call item has no parts")
-        elif self.name is not None or self.arguments is not None:
-            raise ValueError(f"a {self.kind} item has no name or arguments (those are a function_call's)")
+        elif self.arguments is not None or (self.name is not None and self.kind != "function_call_output"):
+            raise ValueError(
+                f"a {self.kind} item has no arguments{'' if self.kind == 'function_call_output' else ' or name'} "
+                "(those are a function_call's; an output may name its call's tool)"
+            )
         if self.kind == "reasoning" and self.parts is not None:
             raise ValueError("a reasoning item has no parts")
         return self
