@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import httpx
 import openai
@@ -16,8 +17,8 @@ import pytest
 
 from memchat import Memory
 
-AGENT_RUN = '''
-import asyncio, json, sys
+AGENT_RUNS = '''
+import asyncio, json, os, sys, traceback
 
 import openai
 from agents import Agent, ModelSettings, MultiProvider, RunConfig, Runner, function_tool
@@ -52,36 +53,89 @@ async def run(request):
     return {"final_output": result.final_output, "last_response_id": result.last_response_id, "events": events}
 
 
-try:
-    print(json.dumps(asyncio.run(run(json.loads(sys.argv[1])))))
-except openai.APIStatusError as refused:
-    print(json.dumps({"status": refused.status_code, "param": refused.param, "message": refused.message}))
+loop = asyncio.new_event_loop()  # one for every run: the SDK keeps one HTTP client per process
+for line in sys.stdin:
+    order = json.loads(line)
+    os.environ.update(order["env"])
+    try:
+        answer = loop.run_until_complete(run(order["request"]))
+    except openai.APIStatusError as refused:
+        answer = {"status": refused.status_code, "param": refused.param, "message": refused.message}
+    except Exception:
+        answer = {"error": traceback.format_exc()}
+    print(ANSWER + json.dumps(answer), flush=True)
 '''
-"""One agent run in a process of its own: the request (input, conversation_id or
-previous_response_id, stream, tool, model, top_p, effort) as JSON in argv; what the run gave back as JSON on stdout."""
+"""Agent runs in a process of their own, one after another: each order on a line of stdin, as JSON
+with the environment to run in and the request (input, conversation_id or previous_response_id,
+stream, tool, model, top_p, effort); what the run gave back as JSON on a line of stdout after
+ANSWER."""
+
+ANSWER = "agent run: "
 
 
 def agent_environment(served) -> dict[str, str]:
     """The SDK's own settings, as a user sets them: its OpenAI client at memchat serve, and its
     tracing off (the exporter would send every run to OpenAI)."""
     return {
-        **os.environ,
         "OPENAI_BASE_URL": served.base_url,
         "OPENAI_API_KEY": "unused",
         "OPENAI_AGENTS_DISABLE_TRACING": "1",
     }
 
 
-def run_agent(served, **request) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-c", AGENT_RUN, json.dumps(request)],
-        capture_output=True,
-        text=True,
-        env=agent_environment(served),
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1])
+class AgentProcess:
+    """A process that runs agents (importing the SDK takes it seconds): each test's runs are
+    sent to the module's processes, with the test's server in their environment."""
+
+    def __init__(self):
+        self.errors = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", f"ANSWER = {ANSWER!r}\n{AGENT_RUNS}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.errors,
+            text=True,
+            env={**os.environ, "OPENAI_AGENTS_DISABLE_TRACING": "1"},
+        )
+
+    def run(self, served, request: dict) -> dict:
+        self.process.stdin.write(json.dumps({"env": agent_environment(served), "request": request}) + "\n")
+        self.process.stdin.flush()
+        while (line := self.process.stdout.readline()) and not line.startswith(ANSWER):
+            pass
+        assert line, f"the agent process ended: {self.stderr()}"
+        answer = json.loads(line.removeprefix(ANSWER))
+        assert "error" not in answer, answer["error"]
+        return answer
+
+    def stderr(self) -> str:
+        self.errors.seek(0)
+        return self.errors.read().decode(errors="replace")
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self.errors.close()
+
+
+@pytest.fixture(scope="module")
+def agent_processes():
+    """Two, so that a conversation can go on in another process than the one it began in."""
+    processes = [AgentProcess(), AgentProcess()]
+    yield processes
+    for process in processes:
+        process.close()
+
+
+@pytest.fixture
+def run_agent(agent_processes, served):
+    """`run_agent(**request, process=0)`: one agent run on the test's server, in the module's first
+    agent process or (process=1) its second."""
+
+    def run(process: int = 0, **request) -> dict:
+        return agent_processes[process].run(served, request)
+
+    return run
 
 
 def items_of(client, conversation_id: str) -> list[tuple[str, str]]:
@@ -89,16 +143,16 @@ def items_of(client, conversation_id: str) -> list[tuple[str, str]]:
     return [(item.role, item.content[0].text) for item in listed]
 
 
-def test_an_agent_keeps_its_conversation_across_two_processes_streamed_or_not(served, server):
+def test_an_agent_keeps_its_conversation_across_two_processes_streamed_or_not(served, server, run_agent):
     client = served.client()
     conversation = client.conversations.create()
     server.reply("Lisbon.", "Then Porto.")
 
-    first = run_agent(served, input="Where should I travel?", conversation_id=conversation.id)
+    first = run_agent(input="Where should I travel?", conversation_id=conversation.id)
     assert first["final_output"] == "Lisbon." and first["last_response_id"].startswith("resp_")
     assert server.requests[-1].get("stream") is not True
 
-    second = run_agent(served, input="And after that?", conversation_id=conversation.id, stream=True)
+    second = run_agent(input="And after that?", conversation_id=conversation.id, stream=True, process=1)
     assert second["final_output"] == "Then Porto."
     assert server.requests[-1]["stream"] is True, "the streamed run streams from the provider"
     assert second["events"][0] == "response.created" and second["events"][-1] == "response.completed"
@@ -118,10 +172,10 @@ def test_an_agent_keeps_its_conversation_across_two_processes_streamed_or_not(se
     assert client.responses.retrieve(second["last_response_id"]).conversation.id == conversation.id
 
 
-def test_runs_chained_by_previous_response_id_continue_one_conversation(served, server):
+def test_runs_chained_by_previous_response_id_continue_one_conversation(served, server, run_agent):
     server.reply("Lisbon.", "Then Porto.")
-    first = run_agent(served, input="Where should I travel?")
-    second = run_agent(served, input="And after that?", previous_response_id=first["last_response_id"])
+    first = run_agent(input="Where should I travel?")
+    second = run_agent(input="And after that?", previous_response_id=first["last_response_id"], process=1)
     assert second["final_output"] == "Then Porto."
     assert server.last_messages[1:] == [
         {"role": "user", "content": "Where should I travel?"},
@@ -134,13 +188,13 @@ def test_runs_chained_by_previous_response_id_continue_one_conversation(served, 
     assert len(items_of(client, conversation)) == 4
 
 
-def test_an_agents_top_p_and_reasoning_effort_reach_the_provider(served, server):
+def test_an_agents_top_p_and_reasoning_effort_reach_the_provider(served, server, run_agent):
     server.reply("Lisbon.", "Then Porto.")
     model = "openai/local-reasoner"  # a model litellm does not know: it sends both options
-    tuned = run_agent(served, input="Where should I travel?", model=model, top_p=0.5, effort="low")
+    tuned = run_agent(input="Where should I travel?", model=model, top_p=0.5, effort="low")
     assert tuned["final_output"] == "Lisbon."
     assert (server.requests[-1]["top_p"], server.requests[-1]["reasoning_effort"]) == (0.5, "low")
-    run_agent(served, input="And after that?", model=model, previous_response_id=tuned["last_response_id"])
+    run_agent(input="And after that?", model=model, previous_response_id=tuned["last_response_id"], process=1)
     assert "top_p" not in server.requests[-1] and "reasoning_effort" not in server.requests[-1]
 
 
@@ -180,10 +234,10 @@ def test_a_model_that_does_not_take_an_option_is_refused_naming_it_and_nothing_i
 
 
 @pytest.mark.bad_input
-def test_an_agent_with_a_tool_is_refused_naming_tools_and_nothing_is_stored(served, server):
+def test_an_agent_with_a_tool_is_refused_naming_tools_and_nothing_is_stored(served, server, run_agent):
     client = served.client()
     conversation = client.conversations.create()
-    refused = run_agent(served, input="Weather in Paris?", conversation_id=conversation.id, tool=True)
+    refused = run_agent(input="Weather in Paris?", conversation_id=conversation.id, tool=True)
     assert (refused["status"], refused["param"]) == (400, "tools"), refused
     assert "`tools` is not supported" in refused["message"]
     assert items_of(client, conversation.id) == [] and server.requests == []
