@@ -3,6 +3,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,9 +98,65 @@ def db_url(request, isolated_env, tmp_path, postgres_skip_reason, monkeypatch):
         return
     if postgres_skip_reason:
         pytest.skip(postgres_skip_reason)
-    with postgres_database("memchat_test_") as url:
+    databases = request.getfixturevalue("postgres_databases")
+    name = databases.take()
+    try:
+        url = f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
         monkeypatch.setenv("MEMCHAT_DB", url)
         yield url
+    finally:
+        databases.drop(name)
+
+
+class PostgresDatabases:
+    """New, empty PostgreSQL databases for one pytest worker's tests. Making one and dropping
+    one take the server a second or more each: a thread of their own makes the next test's
+    database while a test runs and drops a used one while the next runs, so no test waits for
+    either. Each database is still new and empty when its test begins, and dropped (WITH FORCE,
+    as any connection a test left open goes with it) once it ends."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.work = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres-databases")
+        self.spare: Future | None = None
+        self.dropped: list[Future] = []
+
+    def take(self) -> str:
+        made = self.spare or self.work.submit(self._create)
+        self.spare = self.work.submit(self._create)
+        return made.result()
+
+    def drop(self, name: str) -> None:
+        self.dropped.append(self.work.submit(self._drop, name))
+
+    def close(self) -> None:
+        """Drop the spare, wait for every drop, and raise what any of them raised."""
+        if self.spare is not None:
+            self.drop(self.spare.result())
+        self.work.shutdown(wait=True)
+        for done in self.dropped:
+            done.result()
+
+    def _create(self) -> str:
+        import psycopg
+
+        name = self.prefix + secrets.token_hex(6)
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def _drop(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_databases():
+    databases = PostgresDatabases("memchat_test_")
+    yield databases
+    databases.close()
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -23,32 +24,45 @@ from memchat.transfer import chatgpt, llm_logs, openai_jsonl
 LLM = str(Path(sys.executable).parent / "llm")
 
 
-@pytest.fixture
-def llm_home(tmp_path, server):
-    """llm's user directory, with one model of its own naming that litellm cannot know."""
-    home = tmp_path / "llm-home"
-    home.mkdir()
-    (home / "extra-openai-models.yaml").write_text(
-        f"- model_id: shed-model\n  model_name: gpt-4o-mini\n  api_base: \"{server.url}\"\n"
-    )
-    return home
-
-
-def run_llm(home: Path, *args: str) -> str:
-    env = {**os.environ, "LLM_USER_PATH": str(home), "OPENAI_API_KEY": "sk-test"}
+def run_llm(home: Path, *args: str, env: dict | None = None) -> str:
+    env = {**os.environ, **(env or {}), "LLM_USER_PATH": str(home), "OPENAI_API_KEY": "sk-test"}
     done = subprocess.run([LLM, *args], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
+@pytest.fixture(scope="session")
+def llm_history(tmp_path_factory, openai_server):
+    """llm's user directory, with one model of its own naming that litellm cannot know, after
+    two conversations held with the real llm: one with a system prompt and a follow-up on
+    OpenAI's gpt-4o-mini (by llm's alias), one on that model of the user's own configuration.
+    Three runs of llm take seconds: they are held once per worker, and each test gets a copy."""
+    home = tmp_path_factory.mktemp("llm-history")
+    (home / "extra-openai-models.yaml").write_text(
+        f"- model_id: shed-model\n  model_name: gpt-4o-mini\n  api_base: \"{openai_server.url}\"\n"
+    )
+    # Made before the test's own fixtures: the provider is named here as `isolated_env` names it.
+    provider = {"OPENAI_BASE_URL": openai_server.url, "OPENAI_API_BASE": openai_server.url}
+    openai_server.reset()
+    openai_server.reply("Paris.", "Rome.", "Hello from the shed.")
+    run_llm(home, "-m", "4o-mini", "-s", "Answer in one word.", "Capital of France?", env=provider)
+    run_llm(home, "-c", "And of Italy?", env=provider)
+    run_llm(home, "-m", "shed-model", "Hi shed", env=provider)
+    openai_server.reset()
+    return home
+
+
 @pytest.fixture
-def llm_logs_db(llm_home, server):
-    """Two conversations held with the real llm: one with a system prompt and a follow-up on
-    OpenAI's gpt-4o-mini (by llm's alias), one on a model of the user's own configuration."""
-    server.reply("Paris.", "Rome.", "Hello from the shed.")
-    run_llm(llm_home, "-m", "4o-mini", "-s", "Answer in one word.", "Capital of France?")
-    run_llm(llm_home, "-c", "And of Italy?")
-    run_llm(llm_home, "-m", "shed-model", "Hi shed")
+def llm_home(tmp_path, llm_history, server):
+    """The test's own copy of `llm_history`'s directory."""
+    home = tmp_path / "llm-home"
+    shutil.copytree(llm_history, home)
+    return home
+
+
+@pytest.fixture
+def llm_logs_db(llm_home):
+    """llm's logs database in the test's `llm_home`, with `llm_history`'s two conversations."""
     return llm_home / "logs.db"
 
 

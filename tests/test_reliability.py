@@ -170,15 +170,38 @@ def test_turns_in_separate_pid_namespaces_on_one_host_do_not_interleave(memchat,
     ]
 
 
+def asleep_most_of(pid: int, seconds: float = 1.0) -> bool:
+    """Whether process `pid` slept through most of the next `seconds`, sampled every 20 ms: a
+    process that imports or computes is running or waiting for a CPU (R) or a disk (D), even on
+    a loaded machine; one that waits for a lease sleeps between its tries (S)."""
+    states = []
+    give_up = time.monotonic() + seconds
+    while time.monotonic() < give_up:
+        try:
+            states.append(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+        except FileNotFoundError:
+            return False
+        time.sleep(0.02)
+    return states.count("S") > 0.6 * len(states)
+
+
 @pytest.mark.fault
 def test_a_waiting_turn_is_ready_before_it_takes_the_lease(memchat, server, memory):
-    """The waiting process loads litellm (seconds) while the other turn runs, not after it."""
+    """The waiting process loads litellm (seconds) while the other turn runs, not after it. The
+    first turn's reply is held until the second process sleeps between tries for the lease (a
+    process still loading does not sleep), or for a minute should it never do so."""
     thread = memory.new_thread()
     server.echo = True
-    server.reply_delay = 25.0  # longer than the second process takes to load litellm, even on a loaded machine
-    first = memchat.start("say", thread.id, "first", "--no-stream")
+    held = server.gate = threading.Barrier(2, timeout=120)
+    first = {}  # a preloaded command: the one that loads litellm is the second
+    holder = threading.Thread(target=lambda: first.update(done=memchat("say", thread.id, "first", "--no-stream")))
+    holder.start()
     wait_for(lambda: len(server.arrivals) == 1)
-    server.reply_delay = 0
+    server.gate = None  # the first request holds the barrier; the second's is not held
+    second = memchat.start("say", thread.id, "second", "--no-stream")  # a new interpreter: it loads litellm
+    release_by = time.monotonic() + 60
+    while second.poll() is None and time.monotonic() < release_by and not asleep_most_of(second.pid):
+        pass
     stored = []
 
     def watch() -> None:
@@ -190,10 +213,11 @@ def test_a_waiting_turn_is_ready_before_it_takes_the_lease(memchat, server, memo
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    second = memchat.installed("say", thread.id, "second", "--no-stream")  # a new interpreter: it loads litellm
-    first.communicate(timeout=60)
+    held.wait()
+    holder.join(60)
+    _, second_err = second.communicate(timeout=60)
     watcher.join(60)
-    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert first["done"].returncode == 0 and second.returncode == 0, second_err
     assert server.arrivals[1] - stored[0] < 2.0, "the second call followed the first at once"
 
 
@@ -415,7 +439,7 @@ def test_a_turn_killed_mid_call_shows_as_interrupted_and_retry_resends_it(memcha
     wait_for(lambda: len(server.arrivals) == 1)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    server.reply_delay = 0
+    server.reset()  # the killed turn's request, still held, will answer no one and take no reply
     assert "user (interrupted)" in memchat("show", thread.id).stdout
     server.reply("answered at last")
     again = memchat("retry", thread.id, "--no-stream", timeout=30)
