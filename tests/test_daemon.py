@@ -1,12 +1,7 @@
 """The background server (memchat/daemon): model commands run by it print, stream, store and
 exit as local runs do; it is private to its user, serves one environment, leaves when idle or
 stopped, and a dead one is replaced. Every command here is the installed script (the launcher
-decides), but the local runs a served command is compared with, forked from the preloaded
-interpreter as in the other modules; the servers are real processes.
-
-A server loads the model stack (seconds) before it serves: the tests that only use one share
-the module's server, in the module's environment and database; a test that starts, stops, kills,
-idles or outgrows its server has one of its own (`own_server`)."""
+decides), and the servers are real processes."""
 
 from __future__ import annotations
 
@@ -24,49 +19,6 @@ import pytest
 from helpers import sqlite_only
 
 pytestmark = sqlite_only  # what is checked is the process mechanism; the database is any
-own_server = pytest.mark.own_server
-
-STEADY = {"PYTEST_CURRENT_TEST": "tests/test_daemon.py"}
-"""pytest names the running test and its phase in PYTEST_CURRENT_TEST, which a server's
-fingerprint counts as it counts any variable: every command here carries this one value, so the
-commands of a test's setup and call, and of the tests sharing the module's server, find one
-server."""
-
-SHARED_IDLE = "900"
-"""The module's server outlives the pauses between its tests (other modules' tests may run
-between them on one worker); the module's end stops it."""
-
-TERMINAL = {"TERM": "xterm", "NO_COLOR": "1", "PROMPT_TOOLKIT_NO_CPR": "1"}
-"""The terminal the chat session is given; in the shared environment, so it uses the shared server."""
-
-
-class Commands:
-    """The test's `memchat` with STEADY in every command's environment."""
-
-    def __init__(self, memchat):
-        self.memchat = memchat
-        self.script = memchat.script
-
-    def installed(self, *args, env=None, **options) -> subprocess.CompletedProcess:
-        return self.memchat.installed(*args, env={**STEADY, **(env or {})}, **options)
-
-    def local(self, *args, **options) -> subprocess.CompletedProcess:
-        """The command run here, as with the mechanism off, forked from the preloaded interpreter
-        (conftest's `memchat`: no second of litellm's import)."""
-        return self.memchat(*args, env={**STEADY, "MEMCHAT_DAEMON": "off"}, **options)
-
-    def start(self, *args, env=None, **options) -> subprocess.Popen:
-        return self.memchat.start(*args, env={**STEADY, **(env or {})}, **options)
-
-    def shell(self, script: str, *, env=None, **options) -> subprocess.CompletedProcess:
-        """As the conftest's `shell`, on the PATH the other commands have (the background fixture
-        puts the installed memchat first on it): a PATH of its own would be another server's."""
-        return self.memchat.shell(script, env={**STEADY, "PATH": os.environ["PATH"], **(env or {})}, **options)
-
-
-@pytest.fixture
-def memchat(memchat):
-    return Commands(memchat)
 
 
 def wait_for(condition, seconds=60.0):
@@ -79,28 +31,16 @@ def wait_for(condition, seconds=60.0):
 
 
 class Background:
-    """The test's data directory, where its servers live, and ways to look at them. On the
-    module's server, the log (and so the counts of servers loaded and commands served) is what
-    was written since the test began."""
+    """The test's data directory, where its servers live, and ways to look at them."""
 
     def __init__(self, memchat, folder: Path):
         self.memchat = memchat
         self.folder = folder
-        self.log_from = 0
 
     @property
     def log(self) -> str:
         path = self.folder / "daemon.log"
-        return path.read_text()[self.log_from :] if path.exists() else ""
-
-    def start(self) -> None:
-        """Start this environment's server, loaded when this returns: a model command finding no
-        server runs here and starts one for the next command; this one fails at once (no such
-        thread), before it loads the model stack here."""
-        loaded = self.log.count(" loaded in ")
-        started = self.memchat.installed("say", "no-such-thread", "hi")
-        assert started.returncode == 3, started.stderr
-        self.loaded(loaded + 1)
+        return path.read_text() if path.exists() else ""
 
     def loaded(self, count: int = 1) -> None:
         """Until `count` servers have loaded (each says so in the log)."""
@@ -120,55 +60,22 @@ class Background:
         return [int(pid) for pid in found.stdout.split()]
 
 
-@pytest.fixture(scope="module")
-def shared_home(tmp_path_factory):
-    """The module's data directory, database and settings, where its shared server lives."""
-    home = tmp_path_factory.mktemp("shared-server")
-    yield home
-    for pid in Background(None, home / "data" / "memchat" / "daemon").pids():
-        os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
-def background(request, memchat, server, tmp_path, monkeypatch):
-    """With `own_server`, a data directory of the test's own and no server yet (the test starts
-    it); otherwise the module's server, loaded, in the module's environment."""
-    own = request.node.get_closest_marker("own_server") is not None
-    home = tmp_path if own else request.getfixturevalue("shared_home")
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+def background(memchat, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("MEMCHAT_DAEMON", "on")
-    monkeypatch.setenv("MEMCHAT_DAEMON_IDLE", "120" if own else SHARED_IDLE)
-    if not own:
-        monkeypatch.setenv("MEMCHAT_DB", str(home / "memchat.db"))
-        monkeypatch.setenv("MEMCHAT_CONFIG", str(home / "settings" / "config.json"))
-        monkeypatch.setenv("PATH", f"{Path(memchat.script).parent}{os.pathsep}{os.environ['PATH']}")
-        for name, value in TERMINAL.items():
-            monkeypatch.setenv(name, value)
-    running = Background(memchat, home / "data" / "memchat" / "daemon")
-    if not own:
-        if not running.pids():
-            running.start()
-        running.log_from = len(running.log)
+    monkeypatch.setenv("MEMCHAT_DAEMON_IDLE", "120")
+    running = Background(memchat, tmp_path / "data" / "memchat" / "daemon")
     yield running
-    if own:
-        for pid in running.pids():
-            os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def memory(background):
-    """The conftest's `memory`, on the database the test's servers use (the module's, when shared)."""
-    from memchat import Memory
-
-    with Memory() as memory:
-        yield memory
+    memchat.installed("daemon", "stop")
+    for pid in running.pids():
+        os.kill(pid, signal.SIGKILL)
 
 
 def say(memchat, *args, **options):
     return memchat.installed("say", *args, "--no-stream", **options)
 
 
-@own_server
 def test_turns_through_the_server_print_store_and_fail_as_local_ones(memchat, server, background):
     thread = memchat.installed("new").stdout.strip()
     server.reply("first, run here")
@@ -199,7 +106,7 @@ def test_turns_through_the_server_print_store_and_fail_as_local_ones(memchat, se
 
     for args in (["say", "no-such-thread", "hi"], ["say", thread], ["retry", thread], ["context", thread, "--json"]):
         remote = memchat.installed(*args)
-        local = memchat.local(*args)
+        local = memchat.installed(*args, env={"MEMCHAT_DAEMON": "off"})
         assert (remote.returncode, remote.stdout, remote.stderr) == (local.returncode, local.stdout, local.stderr)
     assert background.commands_served() == 7
     shown = json.loads(memchat.installed("show", thread, "--json").stdout)["messages"]
@@ -216,6 +123,9 @@ def test_turns_through_the_server_print_store_and_fail_as_local_ones(memchat, se
 
 
 def test_the_server_is_private_and_keeps_no_key(memchat, server, background):
+    thread = memchat.installed("new").stdout.strip()
+    say(memchat, thread, "hello")
+    background.loaded()
     folder = background.folder
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE(folder.parent.stat().st_mode) == 0o700
@@ -227,15 +137,15 @@ def test_the_server_is_private_and_keeps_no_key(memchat, server, background):
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
             assert b"sk-test" not in path.read_bytes(), f"the provider key is in {path.name}"
     [described] = background.status()
-    assert described["current"] is True and described["idle_seconds"] == float(SHARED_IDLE)
+    assert described["current"] is True and described["idle_seconds"] == 120
     command_line = Path(f"/proc/{described['pid']}/cmdline").read_bytes()
     assert b"sk-test" not in command_line
 
 
-@own_server
 def test_another_environment_gets_another_server_and_the_first_is_not_used(memchat, server, background):
     thread = memchat.installed("new").stdout.strip()
-    background.start()
+    say(memchat, thread, "hello")
+    background.loaded()
     server.reply("answered with the other key")
     other = say(memchat, thread, "again", env={"OPENAI_API_KEY": "sk-other"})
     assert other.returncode == 0 and other.stdout == "answered with the other key\n"
@@ -255,6 +165,8 @@ def test_a_signal_to_the_client_ends_the_turn_as_locally(memchat, server, backgr
     """The signal reaches the command through its client: the partial reply is kept, the lease
     released, the exit code the signal's; a client killed outright takes its command along."""
     thread = memory.new_thread()
+    say(memchat, thread.id, "warm up")
+    background.loaded()
     server.reply(" ".join(f"word{i}" for i in range(200)))
     server.piece_delay = 0.05
     process = memchat.start("say", thread.id, "long answer please", "--stream")
@@ -278,10 +190,10 @@ def test_a_signal_to_the_client_ends_the_turn_as_locally(memchat, server, backgr
     assert background.status()[0]["running"] == 0, "the command went with its client"
 
 
-@own_server
 def test_a_killed_server_is_replaced_and_racing_commands_start_one(memchat, server, background):
     thread = memchat.installed("new").stdout.strip()
-    background.start()
+    say(memchat, thread, "hello")
+    background.loaded()
     [pid] = background.pids()
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: background.pids() == [])
@@ -301,11 +213,11 @@ def test_a_killed_server_is_replaced_and_racing_commands_start_one(memchat, serv
     assert len(background.pids()) == 1, "one server for racing commands"
 
 
-@own_server
 def test_an_idle_server_leaves_and_the_mechanism_can_be_turned_off(memchat, server, background, monkeypatch):
     monkeypatch.setenv("MEMCHAT_DAEMON_IDLE", "2")
     thread = memchat.installed("new").stdout.strip()
-    background.start()
+    say(memchat, thread, "hello")
+    background.loaded()
     # Asking for its status is no activity: it leaves all the same.
     wait_for(lambda: background.status() is not None and "leaves: idle for 2 s" in background.log, 30)
     wait_for(lambda: background.pids() == [])
@@ -322,7 +234,6 @@ def test_an_idle_server_leaves_and_the_mechanism_can_be_turned_off(memchat, serv
     assert refused.returncode == 2 and "on or off" in refused.stderr
 
 
-@own_server
 def test_new_code_on_the_path_means_a_new_server(memchat, server, background, tmp_path, monkeypatch):
     """An install or upgrade changes a site directory: the server started before it leaves, and
     the next command does not use it."""
@@ -330,7 +241,8 @@ def test_new_code_on_the_path_means_a_new_server(memchat, server, background, tm
     packages.mkdir()
     monkeypatch.setenv("PYTHONPATH", f"{packages}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     thread = memchat.installed("new").stdout.strip()
-    background.start()
+    say(memchat, thread, "hello")
+    background.loaded()
     assert say(memchat, thread, "served").returncode == 0 and background.commands_served() == 1
     (packages / "newly_installed").mkdir()
     assert say(memchat, thread, "after the upgrade").returncode == 0
@@ -338,19 +250,17 @@ def test_new_code_on_the_path_means_a_new_server(memchat, server, background, tm
     wait_for(lambda: "leaves: the installed code changed" in background.log, 30)
 
 
-def test_chat_through_the_server_in_a_terminal(memchat, memchat_script, server, background):
+def test_chat_through_the_server_in_a_terminal(memchat, memchat_script, server, background, monkeypatch):
     """The session's terminal is the client's: the line editor takes it (raw mode) from the
     server's fork, and gives it back."""
-    assert all(os.environ[name] == value for name, value in TERMINAL.items())
+    for name, value in (("TERM", "xterm"), ("NO_COLOR", "1"), ("PROMPT_TOOLKIT_NO_CPR", "1")):
+        monkeypatch.setenv(name, value)
     thread = memchat.installed("new").stdout.strip()
+    say(memchat, thread, "hello")
+    background.loaded()
     server.reply("hi from the chat")
     session = pexpect.spawn(
-        memchat_script,
-        ["chat", thread],
-        env={**os.environ, **STEADY},
-        encoding="utf-8",
-        timeout=30,
-        dimensions=(40, 200),
+        memchat_script, ["chat", thread], env=dict(os.environ), encoding="utf-8", timeout=30, dimensions=(40, 200)
     )
     session.expect(f"chat on thread {thread}")
     ready(session)
@@ -370,13 +280,13 @@ def ready(child: pexpect.spawn) -> None:
     wait_for(lambda: not termios.tcgetattr(child.child_fd)[3] & (termios.ECHO | termios.ISIG), 60)
 
 
-@own_server
 def test_a_server_killed_mid_turn_is_a_turn_killed_mid_call(memchat, server, background, memory):
     thread = memory.new_thread()
-    background.start()
+    say(memchat, thread.id, "warm up")
+    background.loaded()
     server.reply_delay = 30
     victim = memchat.start("say", thread.id, "lost in flight?", "--no-stream")
-    wait_for(lambda: len(server.arrivals) == 1)
+    wait_for(lambda: len(server.arrivals) == 2)
     killed = background.pids()  # the server, the command's watcher and the command itself
     assert len(killed) == 3
     for pid in killed:
@@ -385,7 +295,7 @@ def test_a_server_killed_mid_turn_is_a_turn_killed_mid_call(memchat, server, bac
     wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in killed))  # reaped, by init
     assert victim.returncode == 137
     assert err.startswith("memchat: the background server stopped during the command") and err.count("\n") == 1
-    server.reset()  # the killed turn's request, still held, will answer no one and take no reply
+    server.reply_delay = 0
     assert "user (interrupted)" in memchat.installed("show", thread.id).stdout
     server.reply("answered at last")
     again = memchat.installed("retry", thread.id, "--no-stream")
@@ -394,6 +304,8 @@ def test_a_server_killed_mid_turn_is_a_turn_killed_mid_call(memchat, server, bac
 
 def test_ctrl_z_stops_the_command_with_its_client(memchat, server, background, memory):
     thread = memory.new_thread()
+    say(memchat, thread.id, "warm up")
+    background.loaded()
     server.reply(" ".join(f"word{i}" for i in range(60)))
     server.piece_delay = 0.05
     # Its own process group under this one, as a shell runs a job: a stop signal to a process of
@@ -410,13 +322,13 @@ def test_ctrl_z_stops_the_command_with_its_client(memchat, server, background, m
     assert out.rstrip().endswith("word58 word59"), "the whole reply came, after the pause"
 
 
-@own_server
 @pytest.mark.parametrize("leaving", ["daemon stop", "kill -9 of the server alone"])
 def test_a_command_running_when_its_server_leaves_ends_as_it_ended(memchat, server, background, memory, leaving):
     """A server that leaves (stopped, its code changed, or killed without the processes of its
     commands) lets its running commands finish, and their clients exit as the commands did."""
     thread = memory.new_thread()
-    background.start()
+    say(memchat, thread.id, "warm up")
+    background.loaded()
     [pid] = background.pids()
     server.reply(" ".join(f"word{i}" for i in range(60)))
     server.piece_delay = 0.05
@@ -437,6 +349,8 @@ def test_a_command_with_a_closed_stream_is_not_handed_its_connection(memchat, se
     """stdin, stdout or stderr closed (`<&-`, `>&-`): the command gets /dev/null for it, not the
     client's connection to the server, which would be the descriptor free for it."""
     thread = memchat.installed("new").stdout.strip()
+    assert memchat.shell(f"memchat say {thread} hello --no-stream").returncode == 0
+    background.loaded()
     server.echo = True
     closed = memchat.shell(f"memchat say {thread} 'no stdin' --no-stream <&-", timeout=60)
     assert (closed.returncode, closed.stdout, closed.stderr) == (0, "re: no stdin\n", "")
@@ -453,6 +367,8 @@ def test_a_client_interrupted_before_its_command_began_runs_nothing(memchat, ser
     held stopped): the client ends as a local command interrupted before its turn, and the server
     runs nothing of it."""
     thread = memory.new_thread()
+    say(memchat, thread.id, "warm up")
+    background.loaded()
     [pid] = background.pids()
     os.kill(pid, signal.SIGSTOP)
     try:

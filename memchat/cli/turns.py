@@ -236,7 +236,7 @@ def _message_text(message: str | None) -> str | None:
     """The message as `llm` takes one: text piped on stdin, then the argument after a blank line
     (`cat notes.txt | memchat say T "summarise this"`); `-` reads stdin alone. One trailing
     newline of piped text is not part of the message. None: no message was given at all."""
-    piped = _stdin_text() if message == "-" or not sys.stdin.isatty() else ""
+    piped = _stdin_text() if message == "-" or (sys.stdin is not None and not sys.stdin.isatty()) else ""
     if message == "-":
         return piped
     if piped and message is not None:
@@ -245,6 +245,9 @@ def _message_text(message: str | None) -> str | None:
 
 
 def _stdin_text() -> str:
+    """What stdin holds ("" when it is closed, as `<&-` leaves it)."""
+    if sys.stdin is None:
+        return ""
     raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
     try:
         text = raw.decode("utf-8")
