@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from memchat.errors import BudgetExceeded, InvalidInput
+from memchat.items import merged
 
 Counter = Callable[[list[dict]], int]
 """Tokens a ChatML list costs as a prompt, framing included (litellm.token_counter's meaning)."""
@@ -218,37 +219,6 @@ def fit_excerpts(
             chosen = trial
             best = Extra("recall", content, tokens, recalled=tuple(e.position for e in trial))
     return best
-
-
-def merged(messages: Sequence[dict]) -> list[dict]:
-    """The ChatML list with each model response whole: its stored items (reasoning, text, each
-    call) are one assistant message, as providers require (the tool messages answering its calls
-    must follow the message holding them). Plain messages are left as they are."""
-    out: list[dict] = []
-    for message in messages:
-        if not message:
-            continue
-        previous = out[-1] if out else None
-        if (
-            previous is not None
-            and previous.get("role") == "assistant"
-            and message.get("role") == "assistant"
-            and (message.get("tool_calls") or (previous.get("content") is None and not previous.get("tool_calls")))
-        ):
-            out[-1] = _joined(previous, message)
-        else:
-            out.append(message)
-    return out
-
-
-def _joined(first: dict, second: dict) -> dict:
-    texts = [m["content"] for m in (first, second) if isinstance(m.get("content"), str) and m["content"]]
-    joined: dict = {"role": "assistant", "content": "\n".join(texts) if texts else None}
-    for key in ("tool_calls", "thinking_blocks"):
-        values = [*(first.get(key) or ()), *(second.get(key) or ())]
-        if values:
-            joined[key] = values
-    return joined
 
 
 def room_for(budget: int, margin: float) -> int:

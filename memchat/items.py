@@ -19,7 +19,7 @@ The parts a record keeps are memchat's own, the same whichever protocol brought 
 
 An image or file given as data is read here as `"data": <bytes>` (with its `media_type`) in place
 of `"blob"` and `"size"`; the store keeps the bytes once per content and puts their hash in the
-part (`blob_parts`, `with_blob`). Every check is made before anything is stored, and each refusal
+part (`stored_parts`, `with_blob`). Every check is made before anything is stored, and each refusal
 is an `InvalidInput` naming the field, as `input[2].arguments: ...`.
 
 `parts` is None when a message is one text (given as a string or as one text part: the record's
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
@@ -585,9 +586,18 @@ def _chat_assistant(message: dict, path: str, family: str | None) -> list[Messag
 # ---- blobs: what the store keeps once per content ---------------------------------------------
 
 
-def blob_parts(parts: Sequence[dict] | None) -> list[tuple[int, bytes, str]]:
-    """The parts the store must keep as blobs: (index in `parts`, the bytes, their media type)."""
-    return [(index, part["data"], part["media_type"]) for index, part in enumerate(parts or ()) if "data" in part]
+def stored_parts(parts: Sequence[dict]) -> tuple[list[dict], dict[str, bytes]]:
+    """`parts` as a row keeps them, each part given with its bytes (`data`) referring instead to
+    the blob that holds them (`with_blob`: their SHA-256 and size); and those bytes, by hash."""
+    kept: list[dict] = []
+    data: dict[str, bytes] = {}
+    for part in parts:
+        if "data" in part:
+            sha256 = hashlib.sha256(part["data"]).hexdigest()
+            data[sha256] = part["data"]
+            part = with_blob(part, sha256, len(part["data"]))
+        kept.append(part)
+    return kept, data
 
 
 def with_blob(part: dict, sha256: str, size: int) -> dict:
@@ -608,63 +618,68 @@ def _data_url_of(part: dict, blob: Blob) -> str:
 
 
 def to_chat_messages(items: Iterable[Any], blob: Blob, *, family: str | None) -> list[dict]:
-    """The items as Chat Completions messages, which litellm takes for every provider. Consecutive
-    assistant-side items (reasoning, an assistant message, function calls) make one assistant
-    message, as the model wrote them: its text, its `tool_calls`, and the `thinking_blocks` of
-    its reasoning when that reasoning came from `family` (signed blocks go back only to the
-    provider family that made them; other reasoning is left out). Outputs are `tool` messages
-    whose content is text (images and files become one line each saying what they were, as Chat
-    Completions tool content is text only). A message with no parts stays `{"role",
-    "content"}`: two keys, which the token counter's cache relies on."""
-    messages: list[dict] = []
-    group: _Assistant | None = None
-    for item in items:
-        kind, role = item.kind, item.role
-        if kind in ("reasoning", "function_call") or (kind == "message" and role == "assistant"):
-            if group is None or not group.takes(kind):
-                group = _Assistant()
-                messages.append(group.message)
-            group.add(item, family)
+    """The items as Chat Completions messages, which litellm takes for every provider: each
+    item's own form (`to_chat_form`), each model reply's items then made one assistant message
+    (`merged`)."""
+    return merged([to_chat_form(item, blob, family=family) for item in items])
+
+
+def to_chat_form(item: Any, blob: Blob, *, family: str | None) -> dict:
+    """One item as the Chat Completions message it is sent as, on its own (`{}`: nothing is sent
+    for it). A reply's items are an assistant message each, which `merged` joins: its text, a
+    call in `tool_calls`, its reasoning as the `thinking_blocks` when that reasoning came from
+    `family` (signed blocks go back only to the provider family that made them; other reasoning
+    is left out). An output is a `tool` message whose content is text (images and files become
+    one line each saying what they were, as Chat Completions tool content is text only). A
+    message with no parts, or from the assistant, is `{"role", "content"}`: two keys, which the
+    token counter's cache relies on."""
+    kind, role = item.kind, item.role
+    if kind == "function_call":
+        call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
+        return {"role": "assistant", "content": None, "tool_calls": [call]}
+    if kind == "reasoning":
+        data = item.provider_data or {}
+        if family is None or data.get("family") != family or not data.get("thinking_blocks"):
+            return {}
+        return {"role": "assistant", "content": None, "thinking_blocks": list(data["thinking_blocks"])}
+    if kind == "function_call_output":
+        return {"role": "tool", "tool_call_id": item.call_id, "content": _output_text(item)}
+    if item.parts is None or role == "assistant":
+        return {"role": role, "content": item.content}
+    return {"role": role, "content": [_chat_part(part, blob) for part in item.parts]}
+
+
+def merged(messages: Iterable[dict]) -> list[dict]:
+    """A ChatML list with each model reply whole: the items it was stored as (reasoning, text,
+    each call) one assistant message, as providers require (the tool messages answering its
+    calls must follow the message that holds them). Reasoning and text open a reply; a call joins
+    the reply before it. Plain messages are left as they are; `{}` (an item not sent) and a reply
+    left with neither text nor calls are dropped."""
+    out: list[dict] = []
+    for message in messages:
+        if not message:
             continue
-        group = None
-        if kind == "function_call_output":
-            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": _output_text(item)})
-        elif item.parts is None:
-            messages.append({"role": role, "content": item.content})
+        previous = out[-1] if out else None
+        if (
+            previous is not None
+            and previous.get("role") == "assistant"
+            and message.get("role") == "assistant"
+            and (message.get("tool_calls") or (previous.get("content") is None and not previous.get("tool_calls")))
+        ):
+            out[-1] = _one_reply(previous, message)
         else:
-            messages.append({"role": role, "content": [_chat_part(part, blob) for part in item.parts]})
-    return [message for message in messages if message.get("content") is not None or "tool_calls" in message]
+            out.append(message)
+    return [message for message in out if message.get("content") is not None or "tool_calls" in message]
 
 
-class _Assistant:
-    """One assistant message being gathered from the items of one model reply."""
-
-    def __init__(self) -> None:
-        self.message: dict[str, Any] = {"role": "assistant", "content": None}
-        self.calls = 0
-        self.texts = 0
-
-    def takes(self, kind: str) -> bool:
-        """Reasoning and text open a reply; calls follow them: a call joins any reply, and
-        reasoning or text join only one that has neither text nor calls yet."""
-        return kind == "function_call" or (self.texts == 0 and self.calls == 0)
-
-    def add(self, item: Any, family: str | None) -> None:
-        if item.kind == "function_call":
-            self.calls += 1
-            call = {
-                "id": item.call_id,
-                "type": "function",
-                "function": {"name": item.name, "arguments": item.arguments},
-            }
-            self.message.setdefault("tool_calls", []).append(call)
-        elif item.kind == "reasoning":
-            data = item.provider_data or {}
-            if family is not None and data.get("family") == family and data.get("thinking_blocks"):
-                self.message.setdefault("thinking_blocks", []).extend(data["thinking_blocks"])
-        else:
-            self.texts += 1
-            self.message["content"] = item.content
+def _one_reply(first: dict, second: dict) -> dict:
+    texts = [m["content"] for m in (first, second) if isinstance(m.get("content"), str) and m["content"]]
+    joined: dict = {"role": "assistant", "content": "\n".join(texts) if texts else None}
+    for key in ("tool_calls", "thinking_blocks"):
+        values = [*(first.get(key) or ()), *(second.get(key) or ())]
+        if values:
+            joined[key] = values
+    return joined
 
 
 def _output_text(item: Any) -> str:

@@ -9,7 +9,6 @@ the store.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -248,19 +247,15 @@ def family_of(model: str) -> str:
 
 
 def chat_forms(store: Store, messages: list, plan: Plan) -> list[dict]:
-    """Each item as the turn's model is sent it, one ChatML message each (`{}`: not sent), its
-    images and files read from their blobs (or, for items not stored yet, their own bytes)."""
+    """Each item as the turn's model is sent it, one ChatML message each (`{}`: not sent;
+    `items.merged` joins a reply's), its images and files read from their blobs (or, for items
+    not stored yet, their own bytes)."""
     local: dict[str, bytes] = {}
     prepared = []
     for message in messages:
         if message.parts and any("data" in part for part in message.parts):
-            parts = []
-            for part in message.parts:
-                if "data" in part:
-                    sha = hashlib.sha256(part["data"]).hexdigest()
-                    local[sha] = part["data"]
-                    part = {**{k: v for k, v in part.items() if k != "data"}, "blob": sha, "size": len(part["data"])}
-                parts.append(part)
+            parts, data = item_forms.stored_parts(message.parts)
+            local.update(data)
             message = message.model_copy(update={"parts": parts})
         prepared.append(message)
     wanted = {
@@ -269,24 +264,7 @@ def chat_forms(store: Store, messages: list, plan: Plan) -> list[dict]:
     if wanted:
         local.update({sha: data for sha, (_, data) in store.blobs(wanted).items()})
     family = family_of(plan.model)
-    forms = []
-    for message in prepared:
-        if message.kind == "reasoning":
-            forms.append(_thinking(message, family))
-            continue
-        sent = item_forms.to_chat_messages([message], local.__getitem__, family=family)
-        forms.append(sent[0] if sent else {})
-    return forms
-
-
-def _thinking(reasoning, family: str) -> dict:
-    """A reasoning item as sent on its own: its signed thinking blocks, to the provider family
-    that made them (the response's text and calls join it in one assistant message, `merged`);
-    nothing to another family."""
-    data = reasoning.provider_data or {}
-    if data.get("family") != family or not data.get("thinking_blocks"):
-        return {}
-    return {"role": "assistant", "content": None, "thinking_blocks": data["thinking_blocks"]}
+    return [item_forms.to_chat_form(message, local.__getitem__, family=family) for message in prepared]
 
 
 def item_tokens(store: Store, messages: dict[int, MessagePublic], plan: Plan) -> dict[int, int]:

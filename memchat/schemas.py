@@ -158,27 +158,19 @@ class TurnOptions(BaseModel):
     """Whether the model must, may or must not call a tool, or which one (Chat Completions' form)."""
     parallel_tool_calls: bool | None = None
 
-    @field_validator("tools")
+    @model_validator(mode="before")
     @classmethod
-    def _function_tools(cls, value: list[dict] | None) -> list[dict] | None:
-        for index, tool in enumerate(value or ()):
-            check_function_tool(tool, f"tools[{index}]")
-        return value or None
+    def _function_tools(cls, values: Any) -> Any:
+        """The tools and the choice among them as `memchat.items` checks every face's (Chat
+        Completions' shape): function tools only, named as providers take them, a choice naming
+        one of them; a refusal names the field."""
+        if not isinstance(values, dict) or (values.get("tools") is None and values.get("tool_choice") is None):
+            return values
+        from memchat.items import check_tool_choice, check_tools
 
-    @model_validator(mode="after")
-    def _choice_names_a_tool(self) -> TurnOptions:
-        choice = self.tool_choice
-        if isinstance(choice, dict):
-            name = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
-            if not isinstance(name, str):
-                raise ValueError(
-                    'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}'
-                )
-            if name not in {tool["function"]["name"] for tool in self.tools or ()}:
-                raise ValueError(f"tool_choice names {name!r}, which is not among the tools")
-        elif choice == "required" and not self.tools:
-            raise ValueError('tool_choice "required" needs tools')
-        return self
+        tools = check_tools(values.get("tools") or [], shape="chat")
+        choice = check_tool_choice(values.get("tool_choice"), tools, shape="chat")
+        return {**values, "tools": tools or None, "tool_choice": choice}
 
     @property
     def call_timeout(self) -> float:
@@ -187,20 +179,7 @@ class TurnOptions(BaseModel):
 
 
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def check_function_tool(tool: Any, where: str) -> None:
-    """A tool definition in Chat Completions' shape, as providers take it: a function with a
-    name of up to 64 letters, digits, `_` or `-`, and parameters that are a JSON Schema object."""
-    if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
-        kind = tool.get("type") if isinstance(tool, dict) else type(tool).__name__
-        raise ValueError(f"{where}: memchat passes only function tools to the model, not {kind!r}")
-    function = tool["function"]
-    name = function.get("name")
-    if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
-        raise ValueError(f"{where}.function.name must be 1 to 64 letters, digits, '_' or '-'")
-    if "parameters" in function and function["parameters"] is not None and not isinstance(function["parameters"], dict):
-        raise ValueError(f"{where}.function.parameters must be a JSON Schema object")
+"""A tool's name as providers take it (OpenAI's rule): what `memchat.items.check_tools` allows."""
 
 
 def title_from_message(text: str) -> str:

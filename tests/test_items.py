@@ -52,10 +52,9 @@ class Blobs(dict):
 
     def keep(self, records: list[MessageCreate]) -> list[MessageCreate]:
         for record in records:
-            for index, data, _ in items.blob_parts(record.parts):
-                sha256 = hashlib.sha256(data).hexdigest()
-                self[sha256] = data
-                record.parts[index] = items.with_blob(record.parts[index], sha256, len(data))
+            if record.parts:
+                record.parts, data = items.stored_parts(record.parts)
+                self.update(data)
         return records
 
 
@@ -629,13 +628,22 @@ def test_a_chat_image_over_the_limit_is_refused(monkeypatch):
 
 def test_the_store_swaps_data_for_the_hash_of_its_blob():
     [message] = items.from_responses_input(image_message(data_url("image/png", png())))
-    [(index, data, media_type)] = items.blob_parts(message.parts)
-    assert (index, data, media_type) == (1, png(), "image/png")
-    sha256 = hashlib.sha256(data).hexdigest()
-    stored = items.with_blob(message.parts[index], sha256, len(data))
-    assert stored == {"type": "image", "blob": sha256, "size": len(data), "media_type": "image/png", "detail": "auto"}
-    assert "data" in message.parts[index], "the part read is left as it was"
-    assert items.blob_parts(None) == [] and items.blob_parts([{"type": "text", "text": "x"}]) == []
+    parts, data = items.stored_parts(message.parts)
+    sha256 = hashlib.sha256(png()).hexdigest()
+    assert data == {sha256: png()}
+    assert parts[0] == message.parts[0]
+    assert parts[1] == {
+        "type": "image",
+        "blob": sha256,
+        "size": len(png()),
+        "media_type": "image/png",
+        "detail": "auto",
+    }
+    assert "data" in message.parts[1], "the part read is left as it was"
+    assert items.stored_parts([]) == ([], {}) and items.stored_parts([{"type": "text", "text": "x"}]) == (
+        [{"type": "text", "text": "x"}],
+        {},
+    )
 
 
 # ---- what a turn sends through litellm --------------------------------------------------------

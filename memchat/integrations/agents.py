@@ -32,7 +32,7 @@ from typing import Any
 
 from memchat.api import Memory
 from memchat.errors import InvalidInput, NotFound
-from memchat.items import ENCRYPTED_CONTENT, INPUT_IMAGE_URL, from_responses_input, to_responses_item, with_blob
+from memchat.items import ENCRYPTED_CONTENT, INPUT_IMAGE_URL, from_responses_input, stored_parts, to_responses_item
 from memchat.records import MessageCreate, MessagePublic, ThreadPublic
 from memchat.schemas import MAX_SOURCE
 
@@ -213,14 +213,7 @@ def _as_stored(record: MessageCreate) -> tuple[MessageCreate, dict[str, bytes]]:
     bytes by hash, to read it back before it is stored."""
     if not record.parts:
         return record, {}
-    blobs: dict[str, bytes] = {}
-    parts = []
-    for part in record.parts:
-        if "data" in part:
-            sha = hashlib.sha256(part["data"]).hexdigest()
-            blobs[sha] = part["data"]
-            part = with_blob(part, sha, len(part["data"]))
-        parts.append(part)
+    parts, blobs = stored_parts(record.parts)
     return record.model_copy(update={"parts": parts}), blobs
 
 

@@ -3,13 +3,13 @@ message part refers to its blob by hash, so the same image sent a hundred times 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Text, cast, delete
 from sqlalchemy import select as select_columns
 from sqlmodel import Session
 
+from memchat import items
 from memchat.errors import NotFound
 from memchat.storage.core import StoreCore
 from memchat.storage.models import Blob, Message
@@ -21,26 +21,28 @@ messages_table = Message.__table__
 
 
 def stored_parts(session: Session, parts: Sequence[dict] | None) -> list[dict] | None:
-    """`parts` as a row keeps them: each part given with its bytes (`data`) written as a blob
-    (none written twice) and referred to by its hash, size and media type."""
+    """`parts` as a row keeps them (`items.stored_parts`), the bytes of each written as a blob
+    unless that blob is there already."""
     if not parts:
         return None if parts is None else list(parts)
-    kept: list[dict] = []
-    rows: dict[str, dict] = {}
-    for part in parts:
-        data = part.get("data")
-        if data is None:
-            kept.append(part)
-            continue
-        sha = hashlib.sha256(data).hexdigest()
-        media_type = part.get("media_type") or "application/octet-stream"
-        rows[sha] = {"sha256": sha, "media_type": media_type, "size": len(data), "data": data, "created_at": utcnow()}
-        kept.append({**{k: v for k, v in part.items() if k != "data"}, "blob": sha, "size": len(data)})
-    if rows:
+    kept, data = items.stored_parts(parts)
+    if data:
         known = set(
-            session.execute(select_columns(blobs_table.c.sha256).where(blobs_table.c.sha256.in_(list(rows)))).scalars()
+            session.execute(select_columns(blobs_table.c.sha256).where(blobs_table.c.sha256.in_(list(data)))).scalars()
         )
-        new = [row for sha, row in rows.items() if sha not in known]
+        types = {part["blob"]: part.get("media_type") for part in kept if part.get("blob") in data}
+        now = utcnow()
+        new = [
+            {
+                "sha256": sha,
+                "media_type": types[sha] or "application/octet-stream",
+                "size": len(payload),
+                "data": payload,
+                "created_at": now,
+            }
+            for sha, payload in data.items()
+            if sha not in known
+        ]
         if new:
             session.execute(insert_ignoring_duplicates(session, Blob), new)
     return kept
