@@ -4,7 +4,7 @@ version a turn's context depends on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from sqlalchemy import bindparam, literal_column, update
 from sqlalchemy import select as select_columns
@@ -220,23 +220,30 @@ class TurnWrites(Messages):
         response can have any, since a turn that leaves a call unanswered is refused."""
         response: list[MessagePublic] = []
         answered: set[str] = set()
-        after = None
+        for message in self._newest_first(thread_id):
+            if message.status != "complete":
+                continue
+            if message.kind == "function_call_output":
+                if response:
+                    break
+                answered.add(message.call_id)
+            elif message.role == "assistant":
+                response.append(message)
+            else:
+                break
+        return self._waiting(response, answered)
+
+    def _newest_first(self, thread_id: str) -> Iterator[MessagePublic]:
+        """The thread's messages (undone ones left out), newest first, read in pages that start
+        small and grow: a turn asks what its last reply left waiting, which is a message or two
+        back in a chat and one agent step back in an agent's run."""
+        after, limit = None, 4
         while True:
-            page, more = self.message_page(thread_id, after=after, limit=64, newest_first=True)
-            for message in page:
-                after = message.position
-                if message.status != "complete":
-                    continue
-                if message.kind == "function_call_output":
-                    if response:
-                        return self._waiting(response, answered)
-                    answered.add(message.call_id)
-                elif message.role == "assistant":
-                    response.append(message)
-                else:
-                    return self._waiting(response, answered)
+            page, more = self.message_page(thread_id, after=after, limit=limit, newest_first=True)
+            yield from page
             if not more:
-                return self._waiting(response, answered)
+                return
+            after, limit = page[-1].position, min(limit * 4, 256)
 
     @staticmethod
     def _waiting(response: list[MessagePublic], answered: set[str]) -> tuple[list[MessagePublic], list[MessagePublic]]:
@@ -249,17 +256,11 @@ class TurnWrites(Messages):
         call, oldest first): what a retry sends again."""
         wanted = {call.call_id for call in waiting}
         found: dict[str, MessagePublic] = {}
-        after = None
-        while wanted - set(found):
-            page, more = self.message_page(thread_id, after=after, limit=64, newest_first=True)
-            for message in page:
-                after = message.position
-                if message.kind != "function_call_output" or message.status == "complete":
-                    return sorted(found.values(), key=lambda m: m.position)
-                if message.status == "failed" and message.call_id in wanted:
-                    found.setdefault(message.call_id, message)
-            if not more:
+        for message in self._newest_first(thread_id):
+            if message.kind != "function_call_output" or message.status == "complete" or wanted <= set(found):
                 break
+            if message.status == "failed" and message.call_id in wanted:
+                found.setdefault(message.call_id, message)
         return sorted(found.values(), key=lambda m: m.position)
 
     def unanswered(self, thread_id: str) -> MessagePublic | None:
